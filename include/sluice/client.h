@@ -1,0 +1,84 @@
+/* A client connection: startup, authentication, then idle/waiting/active
+ * with a linked server, until it closes. Owns its socket, its poll handle,
+ * its buffers (only while active) and the parameters it asked for. */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/auth.h"
+#include "sluice/buf.h"
+#include "sluice/list.h"
+#include "sluice/params.h"
+#include "sluice/pool.h"
+#include "sluice/proto.h"
+#include "sluice/scram.h"
+#include "sluice/server.h"
+#include "sluice/worker.h"
+
+enum sl_client_state {
+    SL_CL_LOGIN,      /* reading the startup packet */
+    SL_CL_AUTH,       /* password exchange */
+    SL_CL_LOGIN_WAIT, /* authenticated, waiting for a server to complete login */
+    SL_CL_IDLE,       /* no server; nothing pending (transaction/statement mode) */
+    SL_CL_WAITING,    /* has a request, waiting for a server */
+    SL_CL_ACTIVE,     /* linked to a server */
+    SL_CL_CLOSING     /* handle closing; freed in its close callback */
+};
+
+extern const char *const sl_client_state_names[];
+
+typedef struct sl_client {
+    sl_list_t node;        /* on the worker's clients list */
+    sl_worker_t *w;        /* borrowed */
+    uint32_t id;           /* C-<id>; also the BackendKeyData pid */
+    uint32_t cancel_key;   /* random; with id, what a CancelRequest must match */
+    char tag[256];         /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
+    char peer[64];         /* address:port or "unix" */
+    enum sl_client_state state;
+    int fd;                /* owned */
+    uv_poll_t poll;        /* its close callback frees the client */
+    int poll_events;
+    char *user, *dbname;   /* owned; set after the startup packet */
+    sl_pool_t *pool;       /* borrowed; set after authentication */
+    sl_server_t *server;   /* borrowed while linked */
+    sl_waiter_t waiter;    /* its place in the pool's queue */
+    sl_params_t params;    /* session parameters the client asked for */
+    sl_buf_t in;           /* client -> server bytes; held while active */
+    sl_buf_t out;          /* server/sluice -> client bytes; held while active */
+    uint8_t *login_buf;    /* owned during login: startup and auth messages */
+    uint32_t login_len;    /* bytes in login_buf */
+    sl_scan_t scan;        /* framing of client -> server bytes */
+    uint32_t scan_new;     /* bytes appended to `in` and not framed yet */
+    int pending;           /* ReadyForQuery replies the client still expects */
+    bool server_error;     /* an ErrorResponse was relayed since the last ReadyForQuery */
+    bool terminated;       /* the client sent Terminate */
+    bool s2c_blocked;      /* server -> client write hit EAGAIN */
+    bool c2s_blocked;      /* client -> server write hit EAGAIN */
+    const char *reject;    /* refuse after the startup packet with this 53300 message */
+    sl_auth_t *auth;       /* owned during authentication */
+    /* times, on the loop clock (ms) */
+    int64_t connect_ms;    /* accepted */
+    int64_t query_ms;      /* the oldest request still unanswered was sent */
+    int64_t last_io_ms;    /* last request sent or last ReadyForQuery relayed */
+} sl_client_t;
+
+void sl_client_accept(sl_worker_t *w, int fd, const char *peer);
+/* The one exit: logs reason, releases or closes the server, frees later. */
+void sl_client_close(sl_client_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sends a FATAL ErrorResponse (best effort) then closes. */
+void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sl_client_set_state(sl_client_t *c, enum sl_client_state st);
+/* Recomputes which events the client's poll watches. */
+void sl_client_update_poll(sl_client_t *c);
+/* Writes queued output; returns false if the client was closed. */
+bool sl_client_flush(sl_client_t *c);
+/* Called by the janitor. */
+void sl_client_tick(sl_client_t *c, int64_t now_ms);
+/* SIGTERM: close now if between transactions, else after the current one. */
+void sl_client_shutdown(sl_client_t *c);
+
+#endif

@@ -1,0 +1,89 @@
+/* The configuration: parsing sluice.ini (PgBouncer's format and key names)
+ * with inih, defaults, validation with file:line errors. One option table
+ * drives parsing and defaults. A config is immutable once loaded; a reload
+ * parses a new one and swaps it in. Pure: no libuv. */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/err.h"
+
+enum sl_pool_mode { SL_POOL_SESSION, SL_POOL_TRANSACTION, SL_POOL_STATEMENT };
+enum sl_auth_type { SL_AUTH_ANY, SL_AUTH_TRUST, SL_AUTH_PLAIN, SL_AUTH_MD5, SL_AUTH_SCRAM };
+
+extern const char *const sl_pool_mode_names[];
+extern const char *const sl_auth_type_names[];
+
+typedef struct sl_db_cfg {
+    char *name;          /* owned; "*" is the fallback entry */
+    int nkv;             /* libpq connection parameters below */
+    char **keys, **vals; /* owned arrays of owned strings */
+    int pool_size;       /* -1: default_pool_size */
+    int min_pool_size;   /* -1: global */
+    int reserve_pool_size;  /* -1: global */
+    int max_db_connections; /* -1: global */
+    int pool_mode;          /* -1: global or user's */
+    int line;               /* where it was defined */
+} sl_db_cfg_t;
+
+typedef struct sl_user_cfg {
+    char *name;               /* owned */
+    int pool_mode;            /* -1: not set */
+    int pool_size;            /* -1: not set */
+    int max_user_connections; /* -1: global */
+} sl_user_cfg_t;
+
+typedef struct sl_config {
+    char *path; /* owned; the file it came from */
+    /* listening */
+    char *listen_addr;
+    int listen_port;
+    char *unix_socket_dir;
+    int listen_backlog;
+    /* auth */
+    int auth_type; /* enum sl_auth_type */
+    char *auth_file;
+    /* pools */
+    int pool_mode; /* enum sl_pool_mode */
+    int default_pool_size, min_pool_size, reserve_pool_size;
+    int64_t reserve_pool_timeout_ms;
+    int max_client_conn, max_db_connections, max_user_connections;
+    char *server_reset_query;
+    bool server_reset_query_always;
+    char *server_check_query;
+    int64_t server_check_delay_ms, server_idle_timeout_ms, server_lifetime_ms;
+    int64_t server_connect_timeout_ms, server_login_retry_ms;
+    /* clients */
+    int64_t query_wait_timeout_ms, query_timeout_ms, client_idle_timeout_ms;
+    int64_t client_login_timeout_ms, idle_transaction_timeout_ms;
+    int pkt_buf;         /* bytes per direction of an active connection */
+    int max_packet_size; /* bytes; longest client message accepted */
+    char *ignore_startup_parameters;
+    /* logging and process */
+    char *logfile, *pidfile;
+    int verbose;
+    bool log_connections, log_disconnections;
+    /* sections */
+    sl_db_cfg_t *dbs; /* owned array */
+    int ndbs;
+    sl_user_cfg_t *users; /* owned array */
+    int nusers;
+} sl_config_t;
+
+/* Loads and validates path. On failure returns NULL and writes a one-line
+ * "file:line: message" into err. */
+sl_config_t *sl_config_load(const char *path, char *err, size_t errlen);
+/* Same from a string (tests); name is used in error messages. */
+sl_config_t *sl_config_load_string(const char *name, const char *text, char *err, size_t errlen);
+void sl_config_free(sl_config_t *cfg);
+
+const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
+const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
+const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
+/* True when name is in the comma-separated list (case-insensitive). */
+bool sl_config_list_has(const char *list, const char *name);
+
+#endif

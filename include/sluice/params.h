@@ -1,0 +1,23 @@
+/* A small list of session parameters (name -> value), names compared without
+ * case as PostgreSQL does. Used for what a client asked for and for what a
+ * server currently has. Pure. */
+#ifndef SLUICE_PARAMS_H
+#define SLUICE_PARAMS_H
+
+#include "sluice/err.h"
+
+typedef struct sl_param {
+    char *name;  /* owned */
+    char *value; /* owned */
+} sl_param_t;
+
+typedef struct sl_params {
+    sl_param_t *v; /* owned array */
+    int n, cap;
+} sl_params_t;
+
+const char *sl_params_get(const sl_params_t *ps, const char *name);
+int sl_params_set(sl_params_t *ps, const char *name, const char *value);
+void sl_params_clear(sl_params_t *ps);
+
+#endif

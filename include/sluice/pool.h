@@ -1,0 +1,62 @@
+/* Pools of backend connections keyed by (database alias, user): bounded by
+ * pool_size (+ reserve_pool_size after reserve_pool_timeout) and by the
+ * per-database and per-user caps, a FIFO queue of waiters, min_pool_size kept
+ * warm, idle/lifetime/check upkeep. A waiter is handed a server through its
+ * callback, so the pool never knows what a client is. */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/list.h"
+#include "sluice/params.h"
+#include "sluice/server.h"
+#include "sluice/worker.h"
+
+typedef struct sl_waiter sl_waiter_t;
+/* Exactly one of s and err is set. */
+typedef void (*sl_waiter_cb)(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);
+
+struct sl_waiter {
+    sl_list_t node;    /* on the pool's waiting list while queued */
+    sl_waiter_cb cb;   /* called once per request */
+    int64_t since_ms;  /* when the request was queued */
+    bool queued;
+};
+
+typedef struct sl_pool {
+    sl_list_t node;        /* on the worker's pools list */
+    sl_worker_t *w;        /* borrowed */
+    char *db_alias;        /* owned: the name clients connect to */
+    char *user;            /* owned: the client user this pool serves */
+    char tag[160];         /* "db=app user=bob" */
+    char **keys, **vals;   /* owned, NULL-terminated libpq parameters */
+    int mode;              /* enum sl_pool_mode */
+    int size, min_size, reserve_size; /* servers */
+    int max_db, max_user;  /* 0: no cap */
+    sl_list_t idle, used, connecting; /* servers by state */
+    int n_idle, n_used, n_connecting;
+    sl_list_t waiting;     /* sl_waiter_t, oldest first */
+    int n_waiting;
+    sl_params_t defaults;  /* reported parameters of a fresh backend */
+    int64_t login_fail_ms; /* last failed backend login, 0 if none */
+    char last_error[256];  /* its message, for waiters during server_login_retry */
+    char last_code[6];
+} sl_pool_t;
+
+/* Finds or creates the pool for a client of `dbname` as `user`. On failure
+ * returns NULL with a message for the client in err. */
+sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
+                       size_t errlen);
+void sl_pool_request(sl_pool_t *p, sl_waiter_t *wt);
+void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt);
+/* Gives a server back. clean: its session is reusable (no transaction, no
+ * partial message); otherwise it is closed. */
+void sl_pool_release(sl_server_t *s, bool clean);
+/* Timeouts and upkeep; called by the janitor. */
+void sl_pool_tick(sl_pool_t *p, int64_t now_ms);
+void sl_pool_close_all(sl_worker_t *w);
+int sl_pool_total(const sl_pool_t *p);
+
+#endif

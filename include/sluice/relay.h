@@ -1,0 +1,26 @@
+/* The byte pump between a linked client and server: message-boundary-aware
+ * streaming through the client's two fixed buffers with backpressure both
+ * ways, detection of ReadyForQuery to end a transaction, parameter tracking,
+ * and what the client sees when the server dies. Sits with the client layer:
+ * it works on both structs. */
+#ifndef SLUICE_RELAY_H
+#define SLUICE_RELAY_H
+
+#include "sluice/client.h"
+
+/* Links c to s (parameters are applied first when they differ), then starts
+ * relaying. Used at login and for each transaction. */
+void sl_relay_link(sl_client_t *c, sl_server_t *s);
+/* Client socket events while ACTIVE or WAITING. */
+void sl_relay_client_io(sl_client_t *c, int events);
+/* Frames client bytes read since the last call; false if c was closed. */
+bool sl_relay_scan_client(sl_client_t *c);
+/* Forwards framed client bytes to the linked server; false if c was closed. */
+bool sl_relay_flush_c2s(sl_client_t *c);
+/* The linked server died: tell the client and, in transaction pooling, let
+ * it carry on with a fresh server. */
+void sl_relay_server_lost(sl_client_t *c, const char *why);
+/* Unlinks the server on client exit: back to the pool if clean, else closed. */
+void sl_relay_unlink(sl_client_t *c, bool client_gone);
+
+#endif

@@ -1,0 +1,90 @@
+/* A backend connection: opened with libpq's non-blocking connect driven by a
+ * uv_poll, then used as a raw socket. Owns the PGconn, its poll handle and the
+ * framing state of the bytes coming from the backend. It runs sluice's own
+ * short queries (parameter SETs, reset, check) itself; while a client is
+ * linked the relay drives its socket through the io callback. It knows
+ * nothing of clients or pools: it reports to its owner through callbacks. */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/list.h"
+#include "sluice/params.h"
+#include "sluice/proto.h"
+#include "sluice/worker.h"
+
+enum sl_server_state {
+    SL_SV_RESOLVING,  /* uv_getaddrinfo in flight */
+    SL_SV_CONNECTING, /* PQconnectPoll in progress */
+    SL_SV_QUERY,      /* running an internal query (SET, reset, check) */
+    SL_SV_IDLE,       /* ready, in its pool's idle list */
+    SL_SV_ACTIVE,     /* linked to a client; the relay drives the socket */
+    SL_SV_CLOSING     /* handles closing; freed in the last close callback */
+};
+
+typedef struct sl_server sl_server_t;
+/* Connect or internal query finished: err NULL on success. */
+typedef void (*sl_server_done_cb)(sl_server_t *s, const char *err, const char *sqlstate);
+/* Socket events while ACTIVE (status < 0 is a poll error). */
+typedef void (*sl_server_io_cb)(sl_server_t *s, int status, int events);
+
+struct sl_server {
+    sl_list_t node;         /* on one of its pool's lists */
+    sl_worker_t *w;         /* borrowed */
+    void *owner;            /* borrowed: the pool */
+    void *link;             /* borrowed: the linked client, or NULL */
+    uint32_t id;            /* S-<id> in logs */
+    char tag[192];          /* "S-3 db=app user=bob backend=127.0.0.1:5432" */
+    enum sl_server_state state;
+    PGconn *conn;           /* owned; PQfinish in the last close callback */
+    int fd;                 /* PQsocket() being polled, -1 before */
+    uv_poll_t *poll;        /* owned; replaced if libpq switches sockets */
+    int poll_events;        /* what poll watches now */
+    int open_handles;       /* handles whose close callback is pending */
+    uv_getaddrinfo_t *resolve; /* owned while resolving */
+    sl_params_t reported;   /* ParameterStatus values the backend reported */
+    sl_params_t applied;    /* non-reported parameters sluice SET on it */
+    sl_scan_t scan;         /* framing of backend -> sluice bytes */
+    uint8_t coll[1024];     /* collected bodies of messages sluice reads */
+    char tx_status;         /* last ReadyForQuery status: 'I', 'T', 'E' */
+    int64_t connect_ms;     /* when the connection was opened */
+    int64_t idle_since_ms;  /* when it last became idle */
+    bool close_needed;      /* close at the next idle moment */
+    sl_server_done_cb done; /* pending connect/query completion */
+    sl_server_io_cb io;     /* ACTIVE: relay callback */
+    void (*on_close)(sl_server_t *s); /* owner's hook, called once when closing starts */
+    uv_timer_t timer;       /* connect/query timeout; its close callback frees the struct */
+    uint8_t *qout;          /* owned: unsent bytes of an internal query */
+    uint32_t qout_len, qout_off;
+    char error[256];        /* first error of an internal query */
+    char error_code[6];     /* its SQLSTATE */
+    char host[256];         /* resolved backend address for logs and hostaddr */
+    int owner_list;         /* which of its owner's lists it is on; owner-private */
+};
+
+/* Starts connecting with the given libpq parameters (NULL-terminated arrays,
+ * borrowed for the duration of the call). done() reports the outcome. */
+sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
+                               const char *const *vals, const char *tag, sl_server_done_cb done);
+/* Runs sql (simple protocol) and swallows its results; done() when
+ * ReadyForQuery arrives, with the first error if any. */
+int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) SL_MUST_USE;
+void sl_server_set_state(sl_server_t *s, enum sl_server_state st);
+/* Sets which events to watch while ACTIVE. */
+void sl_server_watch(sl_server_t *s, int events);
+/* Starts closing; the struct is freed once its handles are closed. */
+void sl_server_close(sl_server_t *s, const char *reason);
+/* Records a ParameterStatus the backend sent (during relay or a query). */
+void sl_server_note_param(sl_server_t *s, const uint8_t *body, uint32_t n);
+/* Raw socket I/O that works with or without backend TLS. Return bytes, 0 for
+ * EOF, -EAGAIN or another negative errno. */
+ssize_t sl_server_read(sl_server_t *s, void *p, size_t n);
+ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n);
+/* Decrypted bytes already inside the TLS layer, invisible to poll. */
+int sl_server_pending(sl_server_t *s);
+
+#endif

@@ -1,0 +1,468 @@
+/* Client connections: accept, startup packet, authentication, the idle and
+ * waiting states of transaction pooling, timeouts and the single close path.
+ * Relaying bytes while linked to a server lives in relay.c. */
+#include "sluice/client.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/cancel.h"
+#include "sluice/log.h"
+#include "sluice/relay.h"
+
+const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
+                                             "waiting", "active", "closing"};
+
+static void client_poll_cb(uv_poll_t *h, int status, int events);
+
+static bool buffers_take(sl_client_t *c) {
+    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+        sl_client_close(c, "out of memory for connection buffers");
+        return false;
+    }
+    return true;
+}
+
+/* An idle client keeps no buffers: that is what makes idle clients cheap. */
+static void buffers_maybe_give(sl_client_t *c) {
+    if (c->state != SL_CL_IDLE || sl_buf_len(&c->in) || sl_buf_len(&c->out)) return;
+    sl_buf_give(&c->w->bufs, &c->in);
+    sl_buf_give(&c->w->bufs, &c->out);
+}
+
+void sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
+    c->state = st;
+    if (st == SL_CL_IDLE) {
+        c->last_io_ms = sl_now_ms(c->w);
+        buffers_maybe_give(c);
+    }
+}
+
+void sl_client_update_poll(sl_client_t *c) {
+    if (c->state == SL_CL_CLOSING) return;
+    int ev = 0;
+    switch (c->state) {
+    case SL_CL_LOGIN:
+    case SL_CL_AUTH:
+    case SL_CL_IDLE: ev = UV_READABLE; break;
+    case SL_CL_WAITING:
+    case SL_CL_ACTIVE:
+        if (!c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap) ev = UV_READABLE;
+        break;
+    default: break;
+    }
+    if (c->out.data && sl_buf_len(&c->out) > 0) ev |= UV_WRITABLE;
+    if (ev != c->poll_events) {
+        if (ev)
+            uv_poll_start(&c->poll, ev, client_poll_cb);
+        else
+            uv_poll_stop(&c->poll);
+        c->poll_events = ev;
+    }
+    sl_server_t *s = c->server;
+    if (s && s->state == SL_SV_ACTIVE) {
+        int sev = 0;
+        if (c->out.cap - sl_buf_len(&c->out) > 0) sev |= UV_READABLE;
+        if (c->c2s_blocked) sev |= UV_WRITABLE;
+        sl_server_watch(s, sev);
+    }
+}
+
+bool sl_client_flush(sl_client_t *c) {
+    while (c->out.data && sl_buf_len(&c->out) > 0) {
+        ssize_t n = send(c->fd, sl_buf_rptr(&c->out), sl_buf_len(&c->out), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n <= 0) {
+            sl_client_close(c, "write to client failed: %s", strerror(errno));
+            return false;
+        }
+        sl_buf_consume(&c->out, (uint32_t)n);
+    }
+    buffers_maybe_give(c);
+    sl_client_update_poll(c);
+    return true;
+}
+
+static void client_closed_cb(uv_handle_t *h) {
+    sl_client_t *c = h->data;
+    sl_worker_t *w = c->w;
+    close(c->fd);
+    sl_buf_give(&w->bufs, &c->in);
+    sl_buf_give(&w->bufs, &c->out);
+    if (c->auth) {
+        sl_auth_clear(c->auth);
+        free(c->auth);
+    }
+    free(c->login_buf);
+    sl_params_clear(&c->params);
+    free(c->user);
+    free(c->dbname);
+    free(c);
+    sl_worker_maybe_finish(w);
+}
+
+static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
+    if (c->state == SL_CL_CLOSING) return;
+    char reason[512];
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    if (c->w->cfg->log_disconnections) sl_log_info(c->tag, "closing: %s", reason);
+    if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
+    if (c->server) sl_relay_unlink(c, true);
+    c->state = SL_CL_CLOSING;
+    sl_list_unlink(&c->node);
+    c->w->nclients--;
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, client_closed_cb);
+}
+
+void sl_client_close(sl_client_t *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    close_v(c, fmt, ap);
+    va_end(ap);
+}
+
+void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
+    if (c->state == SL_CL_CLOSING) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
+        sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
+        /* Best effort, never blocking: the socket buffer almost always has room. */
+        while (sl_buf_len(&c->out) > 0) {
+            ssize_t n = send(c->fd, sl_buf_rptr(&c->out), sl_buf_len(&c->out), MSG_NOSIGNAL);
+            if (n <= 0) break;
+            sl_buf_consume(&c->out, (uint32_t)n);
+        }
+    }
+    sl_client_close(c, "%s (sqlstate %s)", msg, code);
+}
+
+static void set_tag(sl_client_t *c) {
+    snprintf(c->tag, sizeof c->tag, "C-%u db=%s user=%s peer=%s", c->id,
+             c->dbname ? c->dbname : "?", c->user ? c->user : "?", c->peer);
+}
+
+void sl_client_accept(sl_worker_t *w, int fd, const char *peer) {
+    sl_client_t *c = calloc(1, sizeof *c);
+    if (!c || uv_poll_init(w->loop, &c->poll, fd) != 0) {
+        sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
+        free(c);
+        close(fd);
+        return;
+    }
+    c->poll.data = c;
+    c->w = w;
+    c->fd = fd;
+    c->id = ++w->next_client_id;
+    if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
+        c->cancel_key = (uint32_t)rand();
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    set_tag(c);
+    sl_list_init(&c->waiter.node);
+    c->scan = (sl_scan_t){0};
+    c->connect_ms = c->last_io_ms = sl_now_ms(w);
+    c->state = SL_CL_LOGIN;
+    sl_list_push_back(&w->clients, &c->node);
+    w->nclients++;
+    if (w->nclients > w->cfg->max_client_conn)
+        c->reject = "no more connections allowed (max_client_conn)";
+    c->login_buf = malloc(SL_STARTUP_MAX_BYTES);
+    if (!c->login_buf) {
+        sl_client_close(c, "out of memory");
+        return;
+    }
+    sl_client_update_poll(c);
+}
+
+/* ---- startup and authentication ---- */
+
+static void login_consume(sl_client_t *c, uint32_t n) {
+    memmove(c->login_buf, c->login_buf + n, c->login_len - n);
+    c->login_len -= n;
+}
+
+static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);
+
+static void auth_ok(sl_client_t *c) {
+    sl_auth_clear(c->auth);
+    free(c->auth);
+    c->auth = NULL;
+    char err[256];
+    c->pool = sl_pool_get(c->w, c->dbname, c->user, err, sizeof err);
+    if (!c->pool) {
+        sl_client_fatal(c, "3D000", "%s", err);
+        return;
+    }
+    if (c->w->cfg->log_connections) sl_log_info(c->tag, "login ok");
+    if (!sl_client_flush(c)) return;
+    sl_client_set_state(c, SL_CL_LOGIN_WAIT);
+    sl_client_update_poll(c);
+    c->waiter.cb = waiter_cb;
+    sl_pool_request(c->pool, &c->waiter);
+}
+
+static int add_param(sl_client_t *c, const char *name, const char *value) {
+    if (sl_config_list_has(c->w->cfg->ignore_startup_parameters, name)) return SL_OK;
+    return sl_params_set(&c->params, name, value);
+}
+
+static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
+    if (c->reject) {
+        sl_client_fatal(c, "53300", "%s", c->reject);
+        return;
+    }
+    const char *user = sl_startup_get(su, "user");
+    if (!user || !*user) {
+        sl_client_fatal(c, "28000", "no PostgreSQL user name specified in startup packet");
+        return;
+    }
+    const char *repl = sl_startup_get(su, "replication");
+    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 &&
+        strcmp(repl, "off") != 0) {
+        sl_client_fatal(c, "08P01", "replication connections are not supported by sluice");
+        return;
+    }
+    const char *db = sl_startup_get(su, "database");
+    c->user = strdup(user);
+    c->dbname = strdup(db && *db ? db : user);
+    set_tag(c);
+    for (int i = 0; i < su->nparams; i++) {
+        const char *n = su->params[i].name, *v = su->params[i].value;
+        if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication")) continue;
+        if (!strcmp(n, "options")) {
+            if (sl_config_list_has(c->w->cfg->ignore_startup_parameters, "options")) continue;
+            char *copy = strdup(v);
+            sl_kv_t kv[SL_STARTUP_MAX_PARAMS];
+            int k = copy ? sl_proto_parse_options(copy, kv, SL_STARTUP_MAX_PARAMS) : -1;
+            for (int j = 0; j < k; j++)
+                if (add_param(c, kv[j].name, kv[j].value) < 0) k = -1;
+            free(copy);
+            if (k < 0) {
+                sl_client_fatal(c, "08P01", "invalid \"options\" startup parameter: expected "
+                                            "-c name=value or --name=value items");
+                return;
+            }
+            continue;
+        }
+        if (add_param(c, n, v) < 0) {
+            sl_client_fatal(c, "53200", "out of memory");
+            return;
+        }
+    }
+    login_consume(c, len);
+    c->auth = calloc(1, sizeof *c->auth);
+    if (!c->auth) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, c->user, &c->out);
+    if (r == SL_AUTH_OK) {
+        auth_ok(c);
+    } else if (r == SL_AUTH_CONTINUE) {
+        sl_client_set_state(c, SL_CL_AUTH);
+        sl_client_flush(c);
+    } else {
+        sl_client_fatal(c, "28000", "authentication could not start");
+    }
+}
+
+/* Returns false when nothing more can be parsed now. */
+static bool login_step(sl_client_t *c) {
+    if (c->state == SL_CL_LOGIN) {
+        sl_startup_t su;
+        ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
+        switch (r) {
+        case SL_ENEEDMORE: return false;
+        case SL_EBADLEN:
+            sl_client_fatal(c, "08P01", "invalid length of startup packet");
+            return false;
+        case SL_ETOOBIG:
+            sl_client_fatal(c, "08P01", "startup packet too large (limit %u bytes)",
+                            SL_STARTUP_MAX_BYTES);
+            return false;
+        case SL_EVERSION:
+            sl_client_fatal(c, "0A000",
+                            "unsupported frontend protocol %u.%u: sluice supports 3.0",
+                            su.version >> 16, su.version & 0xffff);
+            return false;
+        case SL_EPROTO:
+            sl_client_fatal(c, "08P01", "invalid startup packet layout: expected name/value "
+                                        "pairs ending in a NUL byte");
+            return false;
+        }
+        if (su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) {
+            /* No TLS or GSS encryption on the client side yet: the client
+             * carries on in plain text (or gives up, if it demands it). */
+            login_consume(c, (uint32_t)r);
+            if (sl_proto_put_byte(&c->out, 'N') < 0 || !sl_client_flush(c)) return false;
+            return true;
+        }
+        if (su.kind == SL_SU_CANCEL) {
+            sl_cancel_forward(c->w, su.cancel_pid, su.cancel_key, c->peer);
+            sl_client_close(c, "cancel request handled");
+            return false;
+        }
+        on_startup(c, &su, (uint32_t)r);
+        return c->state == SL_CL_AUTH && c->login_len > 0;
+    }
+    if (c->state != SL_CL_AUTH) return false;
+    if (c->login_len < 5) return false;
+    uint8_t type = c->login_buf[0];
+    uint32_t len = sl_be32(c->login_buf + 1);
+    if (type != 'p') {
+        sl_client_fatal(c, "08P01", "expected a password message, got message type '%c'",
+                        type >= 32 && type < 127 ? type : '?');
+        return false;
+    }
+    if (len < 4 || len > SL_STARTUP_MAX_BYTES - 1) {
+        sl_client_fatal(c, "08P01", "invalid password message length %u", len);
+        return false;
+    }
+    if (c->login_len < len + 1) return false;
+    enum sl_auth_result r = sl_auth_step(c->auth, c->user, c->login_buf + 5, len - 4, &c->out);
+    login_consume(c, len + 1);
+    switch (r) {
+    case SL_AUTH_OK: auth_ok(c); return false;
+    case SL_AUTH_CONTINUE: return sl_client_flush(c) && c->login_len > 0;
+    case SL_AUTH_FAIL:
+        sl_client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+        return false;
+    case SL_AUTH_BAD_MESSAGE:
+        sl_client_fatal(c, "08P01", "malformed authentication message");
+        return false;
+    }
+    return false;
+}
+
+static void on_login_readable(sl_client_t *c) {
+    if (!c->out.data && !buffers_take(c)) return;
+    ssize_t n = read(c->fd, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+        sl_client_close(c, n == 0 ? "client closed the connection during login"
+                                  : "read error during login");
+        return;
+    }
+    c->login_len += (uint32_t)n;
+    while (login_step(c)) {
+    }
+    if (c->state == SL_CL_LOGIN && c->login_len == SL_STARTUP_MAX_BYTES)
+        sl_client_fatal(c, "08P01", "startup packet too large");
+}
+
+/* ---- waiting for and holding a server ---- */
+
+static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+    if (err) {
+        sl_client_fatal(c, code ? code : "08006", "%s", err);
+        return;
+    }
+    sl_relay_link(c, s);
+}
+
+static void request_server(sl_client_t *c) {
+    sl_client_set_state(c, SL_CL_WAITING);
+    sl_client_update_poll(c);
+    c->waiter.cb = waiter_cb;
+    sl_pool_request(c->pool, &c->waiter);
+}
+
+/* Reads client bytes in IDLE, WAITING and ACTIVE. */
+static void on_readable(sl_client_t *c) {
+    if ((!c->in.data || !c->out.data) && !buffers_take(c)) return;
+    if (sl_buf_space(&c->in) == 0) sl_buf_compact(&c->in);
+    if (sl_buf_space(&c->in) == 0) return;
+    ssize_t n = read(c->fd, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+        sl_client_close(c, n == 0 ? "client closed the connection" : "read error: %s",
+                        strerror(errno));
+        return;
+    }
+    c->in.tail += (uint32_t)n;
+    c->scan_new += (uint32_t)n;
+    c->last_io_ms = sl_now_ms(c->w);
+    if (!sl_relay_scan_client(c)) return;
+    if (c->state == SL_CL_IDLE) {
+        if (c->terminated && sl_buf_len(&c->in) == 0) {
+            sl_client_close(c, "client disconnected");
+            return;
+        }
+        if (sl_buf_len(&c->in) > 0) request_server(c);
+        return;
+    }
+    if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
+    if (c->state == SL_CL_WAITING || c->state == SL_CL_ACTIVE) sl_client_update_poll(c);
+}
+
+static void client_poll_cb(uv_poll_t *h, int status, int events) {
+    sl_client_t *c = h->data;
+    if (status < 0) {
+        sl_client_close(c, "socket error: %s", uv_strerror(status));
+        return;
+    }
+    if ((events & UV_WRITABLE) && !sl_client_flush(c)) return;
+    if (!(events & UV_READABLE)) return;
+    switch (c->state) {
+    case SL_CL_LOGIN:
+    case SL_CL_AUTH: on_login_readable(c); break;
+    case SL_CL_IDLE:
+    case SL_CL_WAITING:
+    case SL_CL_ACTIVE: on_readable(c); break;
+    default: break;
+    }
+}
+
+/* ---- timeouts and shutdown ---- */
+
+void sl_client_tick(sl_client_t *c, int64_t now) {
+    const sl_config_t *cfg = c->w->cfg;
+    switch (c->state) {
+    case SL_CL_LOGIN:
+    case SL_CL_AUTH:
+        if (cfg->client_login_timeout_ms > 0 && now - c->connect_ms >= cfg->client_login_timeout_ms)
+            sl_client_fatal(c, "08P01", "client_login_timeout: login not completed in time");
+        return;
+    case SL_CL_IDLE:
+        if (cfg->client_idle_timeout_ms > 0 && now - c->last_io_ms >= cfg->client_idle_timeout_ms)
+            sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
+        return;
+    case SL_CL_ACTIVE: {
+        char tx = c->server ? c->server->tx_status : 'I';
+        if (c->pending > 0) {
+            if (cfg->query_timeout_ms > 0 && now - c->query_ms >= cfg->query_timeout_ms)
+                sl_client_fatal(c, "57014", "query_timeout: query ran longer than %lld ms",
+                                (long long)cfg->query_timeout_ms);
+        } else if (tx != 'I') {
+            if (cfg->idle_transaction_timeout_ms > 0 &&
+                now - c->last_io_ms >= cfg->idle_transaction_timeout_ms)
+                sl_client_fatal(c, "25P03", "idle_transaction_timeout: transaction left idle "
+                                            "too long; it was rolled back");
+        } else if (cfg->client_idle_timeout_ms > 0 &&
+                   now - c->last_io_ms >= cfg->client_idle_timeout_ms) {
+            sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
+        }
+        return;
+    }
+    default: return;
+    }
+}
+
+void sl_client_shutdown(sl_client_t *c) {
+    bool between = c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH ||
+                   c->state == SL_CL_IDLE || c->state == SL_CL_LOGIN_WAIT ||
+                   (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
+                    c->server->tx_status == 'I');
+    if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
+}

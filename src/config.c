@@ -1,0 +1,486 @@
+/* sluice.ini parsing. The option table below is the single list of
+ * [sluice] keys: it gives each its type, field, default and bounds. */
+#include "sluice/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
+const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256", NULL};
+static const char *const bool_names[] = {"0", "1", NULL};
+
+enum opt_type { OPT_INT, OPT_MS, OPT_STR, OPT_BOOL, OPT_ENUM };
+
+typedef struct opt {
+    const char *name;
+    enum opt_type type;
+    size_t off;
+    const char *def;
+    double min, max; /* for OPT_INT and OPT_MS (seconds) */
+    const char *const *names;
+} opt_t;
+
+#define F(field) offsetof(sl_config_t, field)
+#define O_INT(n, f, d, lo, hi) {n, OPT_INT, F(f), d, lo, hi, NULL}
+#define O_MS(n, f, d, hi) {n, OPT_MS, F(f), d, 0, hi, NULL}
+#define O_STR(n, f, d) {n, OPT_STR, F(f), d, 0, 0, NULL}
+#define O_BOOL(n, f, d) {n, OPT_BOOL, F(f), d, 0, 0, bool_names}
+#define O_ENUM(n, f, d, names) {n, OPT_ENUM, F(f), d, 0, 0, names}
+
+/* Alphabetical. Times are seconds in the file (fractions allowed). */
+static const opt_t opts[] = {
+    O_ENUM("auth_type", auth_type, "md5", sl_auth_type_names),
+    O_STR("auth_file", auth_file, ""),
+    O_MS("client_idle_timeout", client_idle_timeout_ms, "0", 86400 * 365),
+    O_MS("client_login_timeout", client_login_timeout_ms, "60", 86400),
+    O_INT("default_pool_size", default_pool_size, "20", 1, 100000),
+    O_MS("idle_transaction_timeout", idle_transaction_timeout_ms, "0", 86400 * 365),
+    O_STR("ignore_startup_parameters", ignore_startup_parameters, ""),
+    O_STR("listen_addr", listen_addr, ""),
+    O_INT("listen_backlog", listen_backlog, "128", 1, 65535),
+    O_INT("listen_port", listen_port, "6432", 1, 65535),
+    O_BOOL("log_connections", log_connections, "1"),
+    O_BOOL("log_disconnections", log_disconnections, "1"),
+    O_STR("logfile", logfile, ""),
+    O_INT("max_client_conn", max_client_conn, "100", 1, 1000000),
+    O_INT("max_db_connections", max_db_connections, "0", 0, 100000),
+    O_INT("max_packet_size", max_packet_size, "2147483647", 1024, 2147483647),
+    O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
+    O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
+    O_STR("pidfile", pidfile, ""),
+    O_INT("pkt_buf", pkt_buf, "8192", 2048, 1 << 24),
+    O_ENUM("pool_mode", pool_mode, "session", sl_pool_mode_names),
+    O_INT("reserve_pool_size", reserve_pool_size, "0", 0, 100000),
+    O_MS("reserve_pool_timeout", reserve_pool_timeout_ms, "5", 86400),
+    O_MS("server_check_delay", server_check_delay_ms, "30", 86400),
+    O_STR("server_check_query", server_check_query, ""),
+    O_MS("server_connect_timeout", server_connect_timeout_ms, "15", 86400),
+    O_MS("server_idle_timeout", server_idle_timeout_ms, "600", 86400 * 365),
+    O_MS("server_lifetime", server_lifetime_ms, "3600", 86400 * 365),
+    O_MS("server_login_retry", server_login_retry_ms, "15", 86400),
+    O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
+    O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
+    O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
+    O_INT("verbose", verbose, "0", 0, 3),
+    O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),
+    O_MS("query_wait_timeout", query_wait_timeout_ms, "120", 86400 * 365),
+};
+
+typedef struct parse_ctx {
+    sl_config_t *cfg;
+    char err[512]; /* the message for the failing line, without file:line */
+} parse_ctx_t;
+
+static int fail(parse_ctx_t *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(parse_ctx_t *ctx, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return 0; /* inih: stop, report this line */
+}
+
+static int enum_index(const char *const *names, const char *v) {
+    for (int i = 0; names[i]; i++)
+        if (strcasecmp(names[i], v) == 0) return i;
+    return -1;
+}
+
+static int parse_bool(const char *v) {
+    if (!strcasecmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "true") ||
+        !strcasecmp(v, "yes"))
+        return 1;
+    if (!strcasecmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "false") ||
+        !strcasecmp(v, "no"))
+        return 0;
+    return -1;
+}
+
+static int set_opt(parse_ctx_t *ctx, const opt_t *o, const char *v) {
+    char *field = (char *)ctx->cfg + o->off;
+    char *end;
+    switch (o->type) {
+    case OPT_INT: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end || x < o->min || x > o->max)
+            return fail(ctx, "%s: invalid value '%s' (expected an integer from %.0f to %.0f)",
+                        o->name, v, o->min, o->max);
+        *(int *)field = (int)x;
+        return 1;
+    }
+    case OPT_MS: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x) || x < o->min || x > o->max)
+            return fail(ctx, "%s: invalid value '%s' (expected seconds from 0 to %.0f)", o->name,
+                        v, o->max);
+        *(int64_t *)field = (int64_t)llround(x * 1000.0);
+        return 1;
+    }
+    case OPT_STR: {
+        char *dup = strdup(v);
+        if (!dup) return fail(ctx, "out of memory");
+        free(*(char **)field);
+        *(char **)field = dup;
+        return 1;
+    }
+    case OPT_BOOL: {
+        int b = parse_bool(v);
+        if (b < 0) return fail(ctx, "%s: invalid value '%s' (expected 0 or 1)", o->name, v);
+        *(bool *)field = b;
+        return 1;
+    }
+    case OPT_ENUM: {
+        int i = enum_index(o->names, v);
+        if (i < 0) {
+            char list[256] = "";
+            for (int k = 0; o->names[k]; k++) {
+                strncat(list, k ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, o->names[k], sizeof list - strlen(list) - 1);
+            }
+            return fail(ctx, "%s: invalid value '%s' (expected one of: %s)", o->name, v, list);
+        }
+        *(int *)field = i;
+        return 1;
+    }
+    }
+    return fail(ctx, "%s: internal error", o->name);
+}
+
+/* ---- key=value lists (conninfo style) for [databases] and [users] ---- */
+
+typedef struct kvlist {
+    int n;
+    char *keys[64], *vals[64];
+} kvlist_t;
+
+static void kvlist_free(kvlist_t *l) {
+    for (int i = 0; i < l->n; i++) free(l->keys[i]), free(l->vals[i]);
+    l->n = 0;
+}
+
+/* Splits "a=1 b='x y' c=\'z" into pairs. Returns 1 or fails the line. */
+static int split_kv(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
+    out->n = 0;
+    size_t cap = strlen(s) + 1;
+    while (*s) {
+        while (isspace((unsigned char)*s)) s++;
+        if (!*s) break;
+        const char *k = s;
+        while (*s && *s != '=' && !isspace((unsigned char)*s)) s++;
+        size_t klen = (size_t)(s - k);
+        while (isspace((unsigned char)*s)) s++;
+        if (*s != '=' || klen == 0) return fail(ctx, "expected key=value near '%.20s'", k);
+        s++;
+        while (isspace((unsigned char)*s)) s++;
+        char *v = malloc(cap), *w = v;
+        if (!v) return fail(ctx, "out of memory");
+        if (*s == '\'') {
+            s++;
+            while (*s && *s != '\'') {
+                if (*s == '\\' && s[1]) s++;
+                *w++ = *s++;
+            }
+            if (*s != '\'') {
+                free(v);
+                return fail(ctx, "unterminated quoted value for '%.*s'", (int)klen, k);
+            }
+            s++;
+        } else {
+            while (*s && !isspace((unsigned char)*s)) {
+                if (*s == '\\' && s[1]) s++;
+                *w++ = *s++;
+            }
+        }
+        *w = '\0';
+        if (out->n == 64) {
+            free(v);
+            return fail(ctx, "too many parameters");
+        }
+        out->keys[out->n] = strndup(k, klen);
+        out->vals[out->n] = v;
+        out->n++;
+    }
+    return 1;
+}
+
+static int parse_int_field(parse_ctx_t *ctx, const char *key, const char *v, int lo, int hi,
+                           int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return fail(ctx, "%s: invalid value '%s' (expected an integer from %d to %d)", key, v, lo,
+                    hi);
+    *out = (int)x;
+    return 1;
+}
+
+static bool libpq_knows(const char *key) {
+    PQconninfoOption *defs = PQconndefaults();
+    bool found = false;
+    for (PQconninfoOption *o = defs; o && o->keyword; o++)
+        if (strcmp(o->keyword, key) == 0) found = true;
+    PQconninfoFree(defs);
+    return found;
+}
+
+static int add_database(parse_ctx_t *ctx, const char *name, const char *value, int line) {
+    sl_config_t *cfg = ctx->cfg;
+    if (sl_config_find_db(cfg, name)) return fail(ctx, "database '%s' defined twice", name);
+    kvlist_t kv;
+    if (!split_kv(ctx, value, &kv)) return 0;
+    sl_db_cfg_t db = {.pool_size = -1,
+                      .min_pool_size = -1,
+                      .reserve_pool_size = -1,
+                      .max_db_connections = -1,
+                      .pool_mode = -1,
+                      .line = line};
+    db.keys = calloc((size_t)kv.n + 1, sizeof(char *));
+    db.vals = calloc((size_t)kv.n + 1, sizeof(char *));
+    int ok = 1;
+    for (int i = 0; i < kv.n && ok; i++) {
+        const char *k = kv.keys[i], *v = kv.vals[i];
+        if (!strcmp(k, "pool_size"))
+            ok = parse_int_field(ctx, k, v, 1, 100000, &db.pool_size);
+        else if (!strcmp(k, "min_pool_size"))
+            ok = parse_int_field(ctx, k, v, 0, 100000, &db.min_pool_size);
+        else if (!strcmp(k, "reserve_pool_size") || !strcmp(k, "reserve_pool"))
+            ok = parse_int_field(ctx, k, v, 0, 100000, &db.reserve_pool_size);
+        else if (!strcmp(k, "max_db_connections"))
+            ok = parse_int_field(ctx, k, v, 0, 100000, &db.max_db_connections);
+        else if (!strcmp(k, "pool_mode")) {
+            db.pool_mode = enum_index(sl_pool_mode_names, v);
+            if (db.pool_mode < 0)
+                ok = fail(ctx, "pool_mode: invalid value '%s' (expected session, transaction or "
+                               "statement)", v);
+        } else if (!libpq_knows(k)) {
+            ok = fail(ctx, "database '%s': unknown connection parameter '%s'", name, k);
+        } else {
+            db.keys[db.nkv] = kv.keys[i];
+            db.vals[db.nkv] = kv.vals[i];
+            kv.keys[i] = kv.vals[i] = NULL;
+            db.nkv++;
+        }
+    }
+    kvlist_free(&kv);
+    db.name = strdup(name);
+    sl_db_cfg_t *grown = realloc(cfg->dbs, sizeof(sl_db_cfg_t) * (size_t)(cfg->ndbs + 1));
+    if (!grown) ok = fail(ctx, "out of memory");
+    if (grown) cfg->dbs = grown;
+    if (!ok) {
+        for (int i = 0; i < db.nkv; i++) free(db.keys[i]), free(db.vals[i]);
+        free(db.keys), free(db.vals), free(db.name);
+        return 0;
+    }
+    cfg->dbs[cfg->ndbs++] = db;
+    return 1;
+}
+
+static int add_user(parse_ctx_t *ctx, const char *name, const char *value) {
+    sl_config_t *cfg = ctx->cfg;
+    if (sl_config_find_user(cfg, name)) return fail(ctx, "user '%s' defined twice", name);
+    kvlist_t kv;
+    if (!split_kv(ctx, value, &kv)) return 0;
+    sl_user_cfg_t u = {.pool_mode = -1, .pool_size = -1, .max_user_connections = -1};
+    int ok = 1;
+    for (int i = 0; i < kv.n && ok; i++) {
+        const char *k = kv.keys[i], *v = kv.vals[i];
+        if (!strcmp(k, "pool_mode")) {
+            u.pool_mode = enum_index(sl_pool_mode_names, v);
+            if (u.pool_mode < 0) ok = fail(ctx, "pool_mode: invalid value '%s'", v);
+        } else if (!strcmp(k, "pool_size"))
+            ok = parse_int_field(ctx, k, v, 1, 100000, &u.pool_size);
+        else if (!strcmp(k, "max_user_connections"))
+            ok = parse_int_field(ctx, k, v, 0, 100000, &u.max_user_connections);
+        else
+            ok = fail(ctx, "user '%s': unknown key '%s' (expected pool_mode, pool_size, "
+                           "max_user_connections)", name, k);
+    }
+    kvlist_free(&kv);
+    if (!ok) return 0;
+    sl_user_cfg_t *grown = realloc(cfg->users, sizeof(sl_user_cfg_t) * (size_t)(cfg->nusers + 1));
+    if (!grown) return fail(ctx, "out of memory");
+    cfg->users = grown;
+    u.name = strdup(name);
+    cfg->users[cfg->nusers++] = u;
+    return 1;
+}
+
+static int line_no; /* inih passes no line to handlers; counted per call below */
+
+static int on_ini_line(void *user, const char *section, const char *name, const char *value) {
+    parse_ctx_t *ctx = user;
+    if (!strcasecmp(section, "sluice") || !strcasecmp(section, "pgbouncer")) {
+        for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+            if (!strcasecmp(opts[i].name, name)) return set_opt(ctx, &opts[i], value);
+        return fail(ctx, "unknown key '%s' in [%s]", name, section);
+    }
+    if (!strcasecmp(section, "databases")) return add_database(ctx, name, value, line_no);
+    if (!strcasecmp(section, "users")) return add_user(ctx, name, value);
+    return fail(ctx, "unknown section [%s] (expected [sluice], [databases] or [users])", section);
+}
+
+static sl_config_t *config_new(void) {
+    sl_config_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) return NULL;
+    parse_ctx_t ctx = {.cfg = cfg};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (!set_opt(&ctx, &opts[i], opts[i].def)) {
+            sl_config_free(cfg);
+            return NULL;
+        }
+    return cfg;
+}
+
+static int validate(sl_config_t *cfg, char *err, size_t errlen) {
+    if (cfg->auth_type != SL_AUTH_TRUST && cfg->auth_type != SL_AUTH_ANY && !*cfg->auth_file) {
+        snprintf(err, errlen, "%s: auth_type %s needs auth_file", cfg->path,
+                 sl_auth_type_names[cfg->auth_type]);
+        return SL_ECONFIG;
+    }
+    if (!*cfg->listen_addr && !*cfg->unix_socket_dir) {
+        snprintf(err, errlen, "%s: nothing to listen on: set listen_addr or unix_socket_dir",
+                 cfg->path);
+        return SL_ECONFIG;
+    }
+    return SL_OK;
+}
+
+static void configure_inih(void) {
+    /* Connection strings can be long: let the line buffer grow. */
+    ini_use_stack = false;
+    ini_allow_realloc = true;
+    ini_max_line = 1 << 20;
+    ini_allow_multiline = false;
+    ini_stop_on_first_error = true;
+}
+
+/* inih reads line by line; a reader wrapper counts lines for [databases]. */
+typedef struct line_reader {
+    const char *text; /* string source, or NULL */
+    FILE *file;       /* file source, or NULL */
+} line_reader_t;
+
+static char *read_line(char *str, int num, void *stream) {
+    line_reader_t *r = stream;
+    char *res;
+    if (r->file) {
+        res = fgets(str, num, r->file);
+    } else {
+        if (!*r->text) return NULL;
+        const char *nl = strchr(r->text, '\n');
+        size_t len = nl ? (size_t)(nl - r->text + 1) : strlen(r->text);
+        if (len > (size_t)num - 1) len = (size_t)num - 1;
+        memcpy(str, r->text, len);
+        str[len] = '\0';
+        r->text += len;
+        res = str;
+    }
+    if (res) line_no++;
+    return res;
+}
+
+static sl_config_t *load(const char *name, line_reader_t *reader, char *err, size_t errlen) {
+    configure_inih();
+    sl_config_t *cfg = config_new();
+    if (!cfg) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+    cfg->path = strdup(name);
+    parse_ctx_t ctx = {.cfg = cfg};
+    line_no = 0;
+    int rc = ini_parse_stream(read_line, reader, on_ini_line, &ctx);
+    if (rc != 0) {
+        if (rc > 0 && ctx.err[0])
+            snprintf(err, errlen, "%s:%d: %s", name, rc, ctx.err);
+        else if (rc > 0)
+            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
+                     name, rc);
+        else
+            snprintf(err, errlen, "%s: cannot parse", name);
+        sl_config_free(cfg);
+        return NULL;
+    }
+    if (validate(cfg, err, errlen) < 0) {
+        sl_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+sl_config_t *sl_config_load(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
+        return NULL;
+    }
+    line_reader_t r = {.file = f};
+    sl_config_t *cfg = load(path, &r, err, errlen);
+    fclose(f);
+    return cfg;
+}
+
+sl_config_t *sl_config_load_string(const char *name, const char *text, char *err, size_t errlen) {
+    line_reader_t r = {.text = text};
+    return load(name, &r, err, errlen);
+}
+
+void sl_config_free(sl_config_t *cfg) {
+    if (!cfg) return;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].type == OPT_STR) free(*(char **)((char *)cfg + opts[i].off));
+    for (int i = 0; i < cfg->ndbs; i++) {
+        sl_db_cfg_t *d = &cfg->dbs[i];
+        for (int k = 0; k < d->nkv; k++) free(d->keys[k]), free(d->vals[k]);
+        free(d->keys), free(d->vals), free(d->name);
+    }
+    for (int i = 0; i < cfg->nusers; i++) free(cfg->users[i].name);
+    free(cfg->dbs);
+    free(cfg->users);
+    free(cfg->path);
+    free(cfg);
+}
+
+const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name) {
+    for (int i = 0; i < cfg->ndbs; i++)
+        if (strcmp(cfg->dbs[i].name, name) == 0) return &cfg->dbs[i];
+    return NULL;
+}
+
+const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name) {
+    for (int i = 0; i < cfg->nusers; i++)
+        if (strcmp(cfg->users[i].name, name) == 0) return &cfg->users[i];
+    return NULL;
+}
+
+const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
+    for (int i = 0; i < db->nkv; i++)
+        if (strcmp(db->keys[i], key) == 0) return db->vals[i];
+    return NULL;
+}
+
+bool sl_config_list_has(const char *list, const char *name) {
+    size_t n = strlen(name);
+    const char *p = list;
+    while (p && *p) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        if ((size_t)(t - p) == n && strncasecmp(p, name, n) == 0) return true;
+        p = e;
+    }
+    return false;
+}

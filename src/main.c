@@ -1,0 +1,135 @@
+/* The sluice command: arguments, config check, daemon start, pidfile, and
+ * one worker running until a signal ends it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/userlist.h"
+#include "sluice/worker.h"
+
+#define SLUICE_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "sluice " SLUICE_VERSION " - a connection pooler for PostgreSQL\n\n"
+            "usage: sluice [-d] [-q|-v] [--check] CONFIG\n\n"
+            "  -d, --daemon   run in the background (set logfile in CONFIG)\n"
+            "  -q, --quiet    log warnings and errors only\n"
+            "  -v, --verbose  log more (repeat for debug detail)\n"
+            "  --check        validate CONFIG and its auth_file, then exit 0 (ok) or 1\n"
+            "  --version      print the version\n"
+            "  -h, --help     this text\n\n"
+            "Signals: SIGHUP reloads CONFIG, SIGTERM shuts down after running transactions,\n"
+            "SIGINT shuts down at once.\n");
+}
+
+static int daemonize(void) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid > 0) _exit(0);
+    if (setsid() < 0) return -1;
+    pid = fork();
+    if (pid < 0) return -1;
+    if (pid > 0) _exit(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0), dup2(fd, 1), dup2(fd, 2);
+        if (fd > 2) close(fd);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    bool daemon = false, check = false, quiet = false;
+    int verbose = 0;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-d") || !strcmp(a, "--daemon")) daemon = true;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose++;
+        else if (!strcmp(a, "-vv")) verbose += 2;
+        else if (!strcmp(a, "--check")) check = true;
+        else if (!strcmp(a, "--version")) {
+            printf("sluice " SLUICE_VERSION "\n");
+            return 0;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "sluice: unknown option %s (see sluice --help)\n", a);
+            return 1;
+        } else if (path) {
+            fprintf(stderr, "sluice: only one CONFIG may be given (see sluice --help)\n");
+            return 1;
+        } else {
+            path = a;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 1;
+    }
+    char err[1024];
+    sl_config_t *cfg = sl_config_load(path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        sl_userlist_t ul = {0};
+        if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &ul, err, sizeof err) < 0) {
+            fprintf(stderr, "sluice: %s\n", err);
+            sl_config_free(cfg);
+            return 1;
+        }
+        sl_userlist_free(&ul);
+        sl_config_free(cfg);
+        printf("sluice: %s is valid\n", path);
+        return 0;
+    }
+    verbose += cfg->verbose;
+    sl_log_set_level(quiet ? SL_LOG_WARN : verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
+    if (sl_log_open(cfg->logfile) < 0) {
+        fprintf(stderr, "sluice: cannot open logfile %s: %s\n", cfg->logfile, strerror(errno));
+        return 1;
+    }
+    if (daemon && !*cfg->logfile) {
+        fprintf(stderr, "sluice: -d needs logfile set in %s, or nothing would be logged\n", path);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (daemon && daemonize() < 0) {
+        fprintf(stderr, "sluice: cannot daemonize: %s\n", strerror(errno));
+        return 1;
+    }
+    char *pidfile = *cfg->pidfile ? strdup(cfg->pidfile) : NULL;
+    if (pidfile) {
+        FILE *f = fopen(pidfile, "w");
+        if (!f) {
+            sl_log_error(NULL, "cannot write pidfile %s: %s", pidfile, strerror(errno));
+            return 1;
+        }
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    sl_worker_t w;
+    if (sl_worker_init(&w, cfg, err, sizeof err) < 0) {
+        sl_log_error(NULL, "cannot start: %s", err);
+        if (!daemon) fprintf(stderr, "sluice: cannot start: %s\n", err);
+        return 1;
+    }
+    sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d", (int)getpid());
+    int rc = sl_worker_run(&w);
+    if (pidfile) unlink(pidfile);
+    free(pidfile);
+    sl_log_info(NULL, "sluice stopped");
+    return rc;
+}

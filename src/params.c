@@ -1,0 +1,45 @@
+/* Session parameter lists. Lists are short (a dozen entries): linear search. */
+#include "sluice/params.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *sl_params_get(const sl_params_t *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcasecmp(ps->v[i].name, name) == 0) return ps->v[i].value;
+    return NULL;
+}
+
+int sl_params_set(sl_params_t *ps, const char *name, const char *value) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcasecmp(ps->v[i].name, name) == 0) {
+            if (strcmp(ps->v[i].value, value) == 0) return SL_OK;
+            char *dup = strdup(value);
+            if (!dup) return SL_ENOMEM;
+            free(ps->v[i].value);
+            ps->v[i].value = dup;
+            return SL_OK;
+        }
+    if (ps->n == ps->cap) {
+        int cap = ps->cap ? ps->cap * 2 : 8;
+        sl_param_t *grown = realloc(ps->v, sizeof *grown * (size_t)cap);
+        if (!grown) return SL_ENOMEM;
+        ps->v = grown;
+        ps->cap = cap;
+    }
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n), free(v);
+        return SL_ENOMEM;
+    }
+    ps->v[ps->n++] = (sl_param_t){n, v};
+    return SL_OK;
+}
+
+void sl_params_clear(sl_params_t *ps) {
+    for (int i = 0; i < ps->n; i++) free(ps->v[i].name), free(ps->v[i].value);
+    free(ps->v);
+    ps->v = NULL;
+    ps->n = ps->cap = 0;
+}

@@ -1,0 +1,350 @@
+/* Pool bookkeeping: which servers exist, which are free, who waits, and when
+ * to open or close a backend connection. */
+#include "sluice/pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+
+enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
+
+static void pool_dispatch(sl_pool_t *p);
+
+static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
+    switch (s->owner_list) {
+    case LIST_IDLE: p->n_idle--; break;
+    case LIST_USED: p->n_used--; break;
+    case LIST_CONNECTING: p->n_connecting--; break;
+    }
+    sl_list_unlink(&s->node);
+    s->owner_list = which;
+    switch (which) {
+    case LIST_IDLE:
+        /* Most recently used first: keeps a warm core and lets the rest idle out. */
+        sl_list_push_front(&p->idle, &s->node);
+        p->n_idle++;
+        break;
+    case LIST_USED: sl_list_push_back(&p->used, &s->node), p->n_used++; break;
+    case LIST_CONNECTING: sl_list_push_back(&p->connecting, &s->node), p->n_connecting++; break;
+    }
+}
+
+int sl_pool_total(const sl_pool_t *p) { return p->n_idle + p->n_used + p->n_connecting; }
+
+static void server_closing(sl_server_t *s) {
+    sl_pool_t *p = s->owner;
+    list_put(p, s, LIST_NONE);
+}
+
+static void fail_waiters(sl_pool_t *p, const char *err, const char *code) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &p->waiting) {
+        sl_waiter_t *wt = sl_container_of(it, sl_waiter_t, node);
+        sl_list_unlink(&wt->node);
+        wt->queued = false;
+        p->n_waiting--;
+        wt->cb(wt, NULL, err, code);
+    }
+}
+
+static void connect_done(sl_server_t *s, const char *err, const char *code) {
+    sl_pool_t *p = s->owner;
+    if (err) {
+        sl_log_warn(p->tag, "backend connection failed: %s", err);
+        snprintf(p->last_error, sizeof p->last_error, "%s", err);
+        snprintf(p->last_code, sizeof p->last_code, "%s", code ? code : "08006");
+        p->login_fail_ms = sl_now_ms(p->w);
+        sl_server_close(s, err);
+        /* With no working server to wait for, waiting would only hang. */
+        if (p->n_idle + p->n_used == 0) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "server login failed: %s", err);
+            fail_waiters(p, msg, p->last_code);
+        }
+        return;
+    }
+    p->login_fail_ms = 0;
+    if (p->defaults.n == 0)
+        for (int i = 0; i < s->reported.n; i++)
+            if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
+                break;
+    sl_log_debug(s->tag, "backend connection ready");
+    list_put(p, s, LIST_IDLE);
+    sl_server_set_state(s, SL_SV_IDLE);
+    pool_dispatch(p);
+}
+
+static int count_servers(sl_worker_t *w, const char *db, const char *user) {
+    int n = 0;
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *q = sl_container_of(it, sl_pool_t, node);
+        if ((!db || strcmp(q->db_alias, db) == 0) && (!user || strcmp(q->user, user) == 0))
+            n += sl_pool_total(q);
+    }
+    return n;
+}
+
+static bool can_open(sl_pool_t *p, int64_t now) {
+    int limit = p->size;
+    sl_list_t *first = sl_list_first(&p->waiting);
+    if (first && p->reserve_size > 0) {
+        sl_waiter_t *wt = sl_container_of(first, sl_waiter_t, node);
+        if (now - wt->since_ms >= p->w->cfg->reserve_pool_timeout_ms) limit += p->reserve_size;
+    }
+    if (sl_pool_total(p) >= limit) return false;
+    if (p->max_db && count_servers(p->w, p->db_alias, NULL) >= p->max_db) return false;
+    if (p->max_user && count_servers(p->w, NULL, p->user) >= p->max_user) return false;
+    return true;
+}
+
+static bool in_login_retry(sl_pool_t *p, int64_t now) {
+    return p->login_fail_ms && now - p->login_fail_ms < p->w->cfg->server_login_retry_ms;
+}
+
+static void open_server(sl_pool_t *p) {
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s", p->tag);
+    sl_server_t *s = sl_server_connect(p->w, p, (const char *const *)p->keys,
+                                       (const char *const *)p->vals, tag, connect_done);
+    if (!s) return;
+    s->on_close = server_closing;
+    if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);
+}
+
+static void check_done(sl_server_t *s, const char *err, const char *code) {
+    (void)code;
+    sl_pool_t *p = s->owner;
+    if (err) {
+        sl_server_close(s, "server_check_query failed");
+    } else {
+        list_put(p, s, LIST_IDLE);
+        sl_server_set_state(s, SL_SV_IDLE);
+        s->idle_since_ms = sl_now_ms(p->w);
+    }
+    pool_dispatch(p);
+}
+
+static void pool_dispatch(sl_pool_t *p) {
+    int64_t now = sl_now_ms(p->w);
+    while (p->n_waiting > 0) {
+        sl_list_t *first = sl_list_first(&p->idle);
+        if (first) {
+            sl_server_t *s = sl_container_of(first, sl_server_t, node);
+            int64_t delay = p->w->cfg->server_check_delay_ms;
+            if (now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
+                list_put(p, s, LIST_USED);
+                if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0)
+                    sl_server_close(s, "out of memory");
+                continue;
+            }
+            sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
+            sl_list_unlink(&wt->node);
+            wt->queued = false;
+            p->n_waiting--;
+            list_put(p, s, LIST_USED);
+            sl_server_watch(s, 0);
+            wt->cb(wt, s, NULL, NULL);
+            continue;
+        }
+        if (p->n_connecting >= p->n_waiting) break;
+        if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "server login failed: %s", p->last_error);
+            fail_waiters(p, msg, p->last_code);
+            break;
+        }
+        if (!can_open(p, now)) break;
+        open_server(p);
+    }
+}
+
+void sl_pool_request(sl_pool_t *p, sl_waiter_t *wt) {
+    wt->since_ms = sl_now_ms(p->w);
+    wt->queued = true;
+    sl_list_push_back(&p->waiting, &wt->node);
+    p->n_waiting++;
+    pool_dispatch(p);
+}
+
+void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt) {
+    if (!wt->queued) return;
+    sl_list_unlink(&wt->node);
+    wt->queued = false;
+    p->n_waiting--;
+}
+
+static void reset_done(sl_server_t *s, const char *err, const char *code) {
+    (void)code;
+    sl_pool_t *p = s->owner;
+    if (err || s->tx_status != 'I') {
+        sl_server_close(s, err ? err : "reset left a transaction open");
+        pool_dispatch(p);
+        return;
+    }
+    /* DISCARD ALL / RESET ALL returned every parameter to its login value. */
+    sl_params_clear(&s->applied);
+    list_put(p, s, LIST_IDLE);
+    sl_server_set_state(s, SL_SV_IDLE);
+    pool_dispatch(p);
+}
+
+void sl_pool_release(sl_server_t *s, bool clean) {
+    sl_pool_t *p = s->owner;
+    sl_worker_t *w = p->w;
+    s->link = NULL;
+    s->io = NULL;
+    int64_t now = sl_now_ms(w);
+    const char *why = !clean                 ? "released dirty (transaction or message unfinished)"
+                      : s->close_needed      ? "close requested"
+                      : w->cfg->server_lifetime_ms > 0 &&
+                              now - s->connect_ms >= w->cfg->server_lifetime_ms
+                          ? "server_lifetime reached"
+                          : NULL;
+    if (why) {
+        sl_server_close(s, why);
+        pool_dispatch(p);
+        return;
+    }
+    const char *reset = w->cfg->server_reset_query;
+    if (*reset && (p->mode == SL_POOL_SESSION || w->cfg->server_reset_query_always)) {
+        sl_server_watch(s, 0);
+        if (sl_server_query(s, reset, reset_done) < 0) sl_server_close(s, "out of memory");
+        return;
+    }
+    list_put(p, s, LIST_IDLE);
+    sl_server_set_state(s, SL_SV_IDLE);
+    pool_dispatch(p);
+}
+
+static int add_kv(sl_pool_t *p, int *n, const char *k, const char *v) {
+    p->keys[*n] = strdup(k);
+    p->vals[*n] = strdup(v);
+    if (!p->keys[*n] || !p->vals[*n]) return SL_ENOMEM;
+    (*n)++;
+    return SL_OK;
+}
+
+static void pool_free(sl_pool_t *p) {
+    for (int i = 0; p->keys && p->keys[i]; i++) free(p->keys[i]), free(p->vals[i]);
+    free(p->keys), free(p->vals);
+    free(p->db_alias), free(p->user);
+    sl_params_clear(&p->defaults);
+    free(p);
+}
+
+static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
+
+sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
+                       size_t errlen) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        if (strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0) return p;
+    }
+    const sl_config_t *cfg = w->cfg;
+    const sl_db_cfg_t *db = sl_config_find_db(cfg, dbname);
+    bool fallback = false;
+    if (!db) {
+        db = sl_config_find_db(cfg, "*");
+        fallback = true;
+    }
+    if (!db) {
+        snprintf(err, errlen, "no such database: %s", dbname);
+        return NULL;
+    }
+    const sl_user_cfg_t *ucfg = sl_config_find_user(cfg, user);
+    sl_pool_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->w = w;
+    p->db_alias = strdup(dbname);
+    p->user = strdup(user);
+    sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
+    sl_list_init(&p->waiting);
+    p->mode = pick(db->pool_mode, ucfg ? ucfg->pool_mode : -1, cfg->pool_mode);
+    /* PgBouncer: a user's pool_mode wins over the database's. */
+    if (ucfg && ucfg->pool_mode >= 0) p->mode = ucfg->pool_mode;
+    p->size = pick(db->pool_size, ucfg ? ucfg->pool_size : -1, cfg->default_pool_size);
+    p->min_size = pick(db->min_pool_size, -1, cfg->min_pool_size);
+    p->reserve_size = pick(db->reserve_pool_size, -1, cfg->reserve_pool_size);
+    p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
+    p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
+    p->keys = calloc((size_t)db->nkv + 4, sizeof(char *));
+    p->vals = calloc((size_t)db->nkv + 4, sizeof(char *));
+    int n = 0, rc = (p->keys && p->vals && p->db_alias && p->user) ? SL_OK : SL_ENOMEM;
+    const char *force_user = sl_db_cfg_get(db, "user");
+    const char *be_user = force_user ? force_user : user;
+    for (int i = 0; i < db->nkv && rc == SL_OK; i++)
+        if (strcmp(db->keys[i], "dbname") != 0 && strcmp(db->keys[i], "user") != 0)
+            rc = add_kv(p, &n, db->keys[i], db->vals[i]);
+    const char *target = sl_db_cfg_get(db, "dbname");
+    if (rc == SL_OK) rc = add_kv(p, &n, "dbname", target && !fallback ? target : dbname);
+    if (rc == SL_OK) rc = add_kv(p, &n, "user", be_user);
+    if (rc == SL_OK && !sl_db_cfg_get(db, "password")) {
+        /* The backend password comes from auth_file when it is plaintext. */
+        sl_user_secret_t *sec = sl_userlist_find(&w->users, be_user);
+        if (sec && sec->kind == SL_SECRET_PLAIN) rc = add_kv(p, &n, "password", sec->secret);
+    }
+    if (rc != SL_OK) {
+        pool_free(p);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
+    sl_list_push_back(&w->pools, &p->node);
+    sl_log_debug(p->tag, "pool created mode=%s size=%d", sl_pool_mode_names[p->mode], p->size);
+    return p;
+}
+
+void sl_pool_tick(sl_pool_t *p, int64_t now) {
+    const sl_config_t *cfg = p->w->cfg;
+    /* Idle servers past their idle timeout or lifetime. */
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &p->idle) {
+        sl_server_t *s = sl_container_of(it, sl_server_t, node);
+        if (cfg->server_lifetime_ms > 0 && now - s->connect_ms >= cfg->server_lifetime_ms)
+            sl_server_close(s, "server_lifetime reached");
+        else if (cfg->server_idle_timeout_ms > 0 &&
+                 now - s->idle_since_ms >= cfg->server_idle_timeout_ms &&
+                 sl_pool_total(p) > p->min_size)
+            sl_server_close(s, "server_idle_timeout reached");
+    }
+    /* Waiters past query_wait_timeout. */
+    if (cfg->query_wait_timeout_ms > 0) {
+        sl_list_each(it, tmp, &p->waiting) {
+            sl_waiter_t *wt = sl_container_of(it, sl_waiter_t, node);
+            if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
+            sl_list_unlink(&wt->node);
+            wt->queued = false;
+            p->n_waiting--;
+            wt->cb(wt, NULL,
+                   "query_wait_timeout: no server connection became free in time; raise "
+                   "pool_size or query_wait_timeout",
+                   "08P01");
+        }
+    }
+    /* min_pool_size, unless backend logins are failing right now. */
+    while (sl_pool_total(p) < p->min_size && !in_login_retry(p, now) && can_open(p, now))
+        open_server(p);
+    pool_dispatch(p);
+}
+
+void sl_pool_close_all(sl_worker_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        sl_list_t *lists[] = {&p->idle, &p->used, &p->connecting};
+        for (int i = 0; i < 3; i++)
+            while (!sl_list_empty(lists[i])) {
+                sl_server_t *s = sl_container_of(sl_list_first(lists[i]), sl_server_t, node);
+                sl_server_close(s, "shutting down");
+            }
+        sl_list_unlink(&p->node);
+        pool_free(p);
+    }
+}

@@ -1,0 +1,407 @@
+/* Relaying between a linked client and server. Bytes stream through the
+ * client's two buffers; sluice frames every message to know where
+ * transactions end but only reads the few it must (ReadyForQuery,
+ * ParameterStatus, the fact of an ErrorResponse). */
+#include "sluice/relay.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sluice/log.h"
+
+/* Parameters a client can change with SET and expects to keep; when it does,
+ * sluice follows so that the next server gets the same value. */
+static const char *const client_settable[] = {"application_name", "client_encoding", "DateStyle",
+                                              "IntervalStyle", "TimeZone",
+                                              "standard_conforming_strings", NULL};
+
+static void server_io_cb(sl_server_t *s, int status, int events);
+static void setup_done(sl_server_t *s, const char *err, const char *code);
+
+/* ---- parameters ---- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf_t;
+
+static bool sbuf_add(sbuf_t *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *g = realloc(b->p, cap);
+        if (!g) return false;
+        b->p = g, b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+    return true;
+}
+
+static const char *server_value(sl_server_t *s, const char *name) {
+    const char *v = sl_params_get(&s->reported, name);
+    return v ? v : sl_params_get(&s->applied, name);
+}
+
+/* SETs that make s match what c asked for; NULL when none is needed. */
+static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
+    sbuf_t b = {0};
+    *oom = false;
+    for (int i = 0; i < c->params.n; i++) {
+        const sl_param_t *p = &c->params.v[i];
+        const char *cur = server_value(s, p->name);
+        if (cur && strcmp(cur, p->value) == 0) continue;
+        size_t cap = strlen(p->name) * 2 + strlen(p->value) * 2 + 8;
+        char *ident = malloc(cap), *lit = malloc(cap);
+        bool ok = ident && lit && sl_proto_quote_ident(p->name, ident, cap) >= 0 &&
+                  sl_proto_quote_literal(p->value, lit, cap) >= 0 && sbuf_add(&b, "SET ") &&
+                  sbuf_add(&b, ident) && sbuf_add(&b, " = ") && sbuf_add(&b, lit) &&
+                  sbuf_add(&b, ";");
+        free(ident), free(lit);
+        if (!ok) {
+            free(b.p);
+            *oom = true;
+            return NULL;
+        }
+    }
+    return b.p;
+}
+
+/* After SETs: record non-reported values, and adopt the server's spelling of
+ * reported ones ("ISO" becomes "ISO, MDY") so the next comparison matches. */
+static void params_settled(sl_client_t *c, sl_server_t *s) {
+    for (int i = 0; i < c->params.n; i++) {
+        sl_param_t *p = &c->params.v[i];
+        const char *rep = sl_params_get(&s->reported, p->name);
+        if (rep) {
+            if (strcmp(rep, p->value) != 0) (void)sl_params_set(&c->params, p->name, rep);
+        } else {
+            (void)sl_params_set(&s->applied, p->name, p->value);
+        }
+    }
+}
+
+/* Parameters the client did not give take the pool's fresh-login values, so
+ * that it never inherits what an earlier client set on the same server. */
+static void fill_defaults(sl_client_t *c) {
+    const sl_params_t *d = &c->pool->defaults;
+    for (int i = 0; client_settable[i]; i++) {
+        const char *v = sl_params_get(d, client_settable[i]);
+        if (v && !sl_params_get(&c->params, client_settable[i]))
+            (void)sl_params_set(&c->params, client_settable[i], v);
+    }
+}
+
+/* ---- link / unlink ---- */
+
+void sl_relay_link(sl_client_t *c, sl_server_t *s) {
+    c->server = s;
+    s->link = c;
+    if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c);
+    if ((!c->in.data && sl_buf_take(&c->w->bufs, &c->in) < 0) ||
+        (!c->out.data && sl_buf_take(&c->w->bufs, &c->out) < 0)) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    bool oom;
+    char *sql = build_set(c, s, &oom);
+    if (oom) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    if (!sql) {
+        setup_done(s, NULL, NULL);
+        return;
+    }
+    sl_log_debug(c->tag, "applying client parameters on %s", s->tag);
+    int rc = sl_server_query(s, sql, setup_done);
+    free(sql);
+    if (rc < 0) sl_client_fatal(c, "53200", "out of memory");
+}
+
+static bool server_clean(sl_client_t *c, sl_server_t *s) {
+    return c->pending == 0 && s->tx_status == 'I' && sl_scan_at_boundary(&s->scan) &&
+           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0;
+}
+
+void sl_relay_unlink(sl_client_t *c, bool client_gone) {
+    (void)client_gone;
+    sl_server_t *s = c->server;
+    if (!s) return;
+    c->server = NULL;
+    s->link = NULL;
+    c->c2s_blocked = false;
+    /* A server in the middle of sluice's own query finishes it first; its
+     * completion sees no client and gives it back. */
+    if (s->state == SL_SV_QUERY) return;
+    sl_pool_release(s, server_clean(c, s));
+}
+
+static void activate(sl_client_t *c, sl_server_t *s) {
+    sl_server_set_state(s, SL_SV_ACTIVE);
+    s->io = server_io_cb;
+    c->server_error = false;
+    sl_client_set_state(c, SL_CL_ACTIVE);
+}
+
+static bool send_welcome(sl_client_t *c, sl_server_t *s) {
+    int rc = SL_OK;
+    for (int i = 0; i < s->reported.n && rc == SL_OK; i++)
+        rc = sl_proto_put_param_status(&c->out, s->reported.v[i].name, s->reported.v[i].value);
+    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
+    if (rc != SL_OK) {
+        sl_client_fatal(c, "53200", "startup parameters do not fit in pkt_buf");
+        return false;
+    }
+    /* Anything the client sent after authenticating becomes its first request. */
+    if (c->login_len) {
+        if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
+            sl_client_fatal(c, "08P01", "too much data sent before login completed");
+            return false;
+        }
+        c->scan_new += c->login_len;
+    }
+    free(c->login_buf);
+    c->login_buf = NULL;
+    c->login_len = 0;
+    return true;
+}
+
+static void setup_done(sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = s->link;
+    if (!c) {
+        /* The client left while its parameters were being applied. */
+        sl_pool_release(s, err == NULL && s->tx_status == 'I');
+        return;
+    }
+    if (err) {
+        c->server = NULL;
+        s->link = NULL;
+        sl_pool_release(s, s->tx_status == 'I' && s->state != SL_SV_CLOSING);
+        sl_client_fatal(c, code && *code ? code : "08006", "%s", err);
+        return;
+    }
+    params_settled(c, s);
+    if (c->state == SL_CL_LOGIN_WAIT) {
+        if (!send_welcome(c, s)) return;
+        if (c->pool->mode == SL_POOL_SESSION) {
+            activate(c, s);
+        } else {
+            c->server = NULL;
+            s->link = NULL;
+            sl_pool_release(s, true);
+            sl_client_set_state(c, SL_CL_IDLE);
+        }
+        if (!sl_client_flush(c)) return;
+        if (sl_buf_len(&c->in) > 0 && sl_relay_scan_client(c)) {
+            if (c->state == SL_CL_IDLE && sl_buf_len(&c->in) > 0) {
+                sl_client_set_state(c, SL_CL_WAITING);
+                sl_pool_request(c->pool, &c->waiter);
+                return;
+            }
+            if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
+        }
+        sl_client_update_poll(c);
+        return;
+    }
+    activate(c, s);
+    if (sl_relay_flush_c2s(c)) sl_client_update_poll(c);
+}
+
+/* ---- client -> server ---- */
+
+bool sl_relay_scan_client(sl_client_t *c) {
+    /* Frames the scan_new bytes last appended at the tail; the scanner's
+     * state carries a message split across reads. */
+    uint8_t *p = c->in.data;
+    uint32_t end = c->in.tail;
+    uint32_t off = c->in.tail - c->scan_new;
+    c->scan_new = 0;
+    while (off < end) {
+        enum sl_scan_ev ev;
+        off += (uint32_t)sl_scan_feed(&c->scan, p + off, end - off, &ev);
+        if (ev == SL_SCAN_ERROR) {
+            sl_client_fatal(c, "08P01", "invalid message length from client");
+            return false;
+        }
+        if (ev != SL_SCAN_START) continue;
+        uint8_t t = c->scan.type;
+        if (c->scan.len - 4 > (uint32_t)c->w->cfg->max_packet_size) {
+            sl_client_fatal(c, "08P01",
+                            "message of %u bytes exceeds max_packet_size (%d bytes)",
+                            c->scan.len + 1, c->w->cfg->max_packet_size);
+            return false;
+        }
+        if (t == 'X') {
+            /* Terminate is for sluice, never for a pooled server. */
+            c->in.tail = off - 5;
+            c->scan = (sl_scan_t){0};
+            c->terminated = true;
+            return true;
+        }
+        if (t == 'Q' || t == 'S' || t == 'F') {
+            if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
+        }
+    }
+    return true;
+}
+
+bool sl_relay_flush_c2s(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    if (!s || s->state != SL_SV_ACTIVE) return true;
+    /* A partial header stays here: it might be a Terminate. */
+    uint32_t fwd = sl_buf_len(&c->in) - c->scan.hdr_len;
+    while (fwd > 0) {
+        ssize_t n = sl_server_write(s, sl_buf_rptr(&c->in), fwd);
+        if (n == -EAGAIN) {
+            c->c2s_blocked = true;
+            return true;
+        }
+        if (n <= 0) {
+            sl_log_warn(c->tag, "write to server failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
+            sl_relay_server_lost(c, "write to server failed");
+            return c->state != SL_CL_CLOSING;
+        }
+        sl_buf_consume(&c->in, (uint32_t)n);
+        fwd -= (uint32_t)n;
+    }
+    c->c2s_blocked = false;
+    if (c->terminated) {
+        sl_client_close(c, "client disconnected");
+        return false;
+    }
+    return true;
+}
+
+/* ---- server -> client ---- */
+
+static bool is_settable(const char *name) {
+    for (int i = 0; client_settable[i]; i++)
+        if (strcasecmp(client_settable[i], name) == 0) return true;
+    return false;
+}
+
+/* Frames n new bytes at p from the server; false if c was closed. */
+static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+        enum sl_scan_ev ev;
+        off += sl_scan_feed(&s->scan, p + off, n - off, &ev);
+        if (ev == SL_SCAN_ERROR) {
+            sl_client_fatal(c, "08P01", "server sent a malformed message");
+            return false;
+        }
+        if (ev == SL_SCAN_START) {
+            uint8_t t = s->scan.type;
+            s->scan.collect = t == 'Z' || t == 'S';
+            if (t == 'E') c->server_error = true;
+            continue;
+        }
+        if (ev != SL_SCAN_END || !s->scan.collect) continue;
+        if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
+            s->tx_status = (char)s->coll[0];
+            if (c->pending > 0) c->pending--;
+            c->server_error = false;
+            c->last_io_ms = sl_now_ms(c->w);
+        } else if (s->scan.type == 'S' && sl_scan_complete(&s->scan)) {
+            sl_server_note_param(s, s->coll, s->scan.coll_len);
+            sl_kv_t kv;
+            if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) == SL_OK &&
+                (is_settable(kv.name) || sl_params_get(&c->params, kv.name)))
+                (void)sl_params_set(&c->params, kv.name, kv.value);
+        }
+    }
+    return true;
+}
+
+/* After a ReadyForQuery: give the server back when the transaction is over. */
+static void maybe_release(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    if (!s || c->pending > 0) return;
+    int mode = c->pool->mode;
+    if (mode == SL_POOL_STATEMENT && s->tx_status != 'I') {
+        sl_client_fatal(c, "25001",
+                        "transaction blocks are not allowed in statement pooling mode: send "
+                        "statements without BEGIN, or set pool_mode = transaction for "
+                        "database \"%s\"", c->dbname);
+        return;
+    }
+    if (!server_clean(c, s)) return;
+    if (c->w->shutting_down) {
+        sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
+        return;
+    }
+    if (mode == SL_POOL_SESSION) return;
+    sl_relay_unlink(c, false);
+    sl_client_set_state(c, SL_CL_IDLE);
+}
+
+void sl_relay_server_lost(sl_client_t *c, const char *why) {
+    sl_server_t *s = c->server;
+    bool mid_message = s && !sl_scan_at_boundary(&s->scan);
+    sl_log_warn(c->tag, "server connection lost: %s", why);
+    if (s) {
+        c->server = NULL;
+        s->link = NULL;
+        sl_pool_release(s, false);
+    }
+    c->c2s_blocked = false;
+    if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 ||
+        !sl_scan_at_boundary(&c->scan)) {
+        sl_client_fatal(c, "08006", "server connection lost (%s); reconnect and retry", why);
+        return;
+    }
+    /* Transaction pooling: answer what the client is waiting for with an
+     * error, and give it a fresh server for its next transaction. */
+    int rc = SL_OK;
+    if (!c->server_error)
+        rc = sl_proto_put_error(&c->out, "ERROR", "08006",
+                                "server connection lost during the transaction; it was rolled "
+                                "back, retry it");
+    for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
+    if (rc != SL_OK) {
+        sl_client_fatal(c, "08006", "server connection lost (%s)", why);
+        return;
+    }
+    c->server_error = false;
+    c->in.head = c->in.tail = 0;
+    c->scan_new = 0;
+    sl_client_set_state(c, SL_CL_IDLE);
+    sl_client_flush(c);
+}
+
+static void read_server(sl_client_t *c, sl_server_t *s) {
+    for (int rounds = 0; rounds < 4 && c->server == s; rounds++) {
+        if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
+        uint32_t space = sl_buf_space(&c->out);
+        if (space == 0) return;
+        ssize_t n = sl_server_read(s, sl_buf_wptr(&c->out), space);
+        if (n == -EAGAIN) return;
+        if (n <= 0) {
+            sl_relay_server_lost(c, n == 0 ? "backend closed the connection" : "read error");
+            return;
+        }
+        uint8_t *p = sl_buf_wptr(&c->out);
+        c->out.tail += (uint32_t)n;
+        if (!scan_server(c, s, p, (size_t)n)) return;
+        maybe_release(c);
+        if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+        if ((uint32_t)n < space && sl_server_pending(s) == 0) return;
+    }
+}
+
+static void server_io_cb(sl_server_t *s, int status, int events) {
+    sl_client_t *c = s->link;
+    if (!c) return;
+    if (status < 0) {
+        sl_relay_server_lost(c, uv_strerror(status));
+        return;
+    }
+    if ((events & UV_WRITABLE) && !sl_relay_flush_c2s(c)) return;
+    if (c->server == s && (events & UV_READABLE)) read_server(c, s);
+    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+}

@@ -1,0 +1,442 @@
+/* Backend connections: libpq's non-blocking connect on a uv_poll, sluice's
+ * internal queries, and raw (optionally TLS) socket I/O for the relay. */
+#include "sluice/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/log.h"
+
+/* Parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT). */
+static const char *const reported_names[] = {
+    "application_name", "client_encoding",      "DateStyle",  "default_transaction_read_only",
+    "in_hot_standby",   "integer_datetimes",    "IntervalStyle", "is_superuser",
+    "server_encoding",  "server_version",       "session_authorization",
+    "standard_conforming_strings", "TimeZone",  NULL};
+
+static void server_poll_cb(uv_poll_t *h, int status, int events);
+
+static void maybe_free(sl_server_t *s) {
+    if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
+    if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
+    sl_params_clear(&s->reported);
+    sl_params_clear(&s->applied);
+    free(s->qout);
+    free(s);
+}
+
+static void handle_closed_cb(uv_handle_t *h) {
+    sl_server_t *s = h->data;
+    if ((void *)h != (void *)&s->timer) free(h);
+    s->open_handles--;
+    maybe_free(s);
+}
+
+/* Makes s->poll watch fd, replacing the handle if libpq moved to another
+ * socket: libuv tracks fds by number, so the old handle must go first. */
+static int ensure_poll(sl_server_t *s, int fd) {
+    if (s->poll && s->fd == fd) return SL_OK;
+    if (s->poll) {
+        uv_poll_stop(s->poll);
+        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
+        s->poll = NULL;
+    }
+    uv_poll_t *p = malloc(sizeof *p);
+    if (!p) return SL_ENOMEM;
+    if (uv_poll_init(s->w->loop, p, fd) != 0) {
+        free(p);
+        return SL_EIO;
+    }
+    p->data = s;
+    s->open_handles++;
+    s->poll = p;
+    s->fd = fd;
+    s->poll_events = 0;
+    return SL_OK;
+}
+
+void sl_server_watch(sl_server_t *s, int events) {
+    if (!s->poll || events == s->poll_events) return;
+    if (events)
+        uv_poll_start(s->poll, events, server_poll_cb);
+    else
+        uv_poll_stop(s->poll);
+    s->poll_events = events;
+}
+
+void sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
+    s->state = st;
+    if (st == SL_SV_IDLE) {
+        s->idle_since_ms = sl_now_ms(s->w);
+        s->link = NULL;
+        s->io = NULL;
+        /* Watch for the backend going away while it sits in the pool. */
+        sl_server_watch(s, UV_READABLE);
+    }
+}
+
+static void finish(sl_server_t *s, const char *err, const char *code) {
+    sl_server_done_cb done = s->done;
+    s->done = NULL;
+    uv_timer_stop(&s->timer);
+    if (done) done(s, err, code);
+}
+
+static void timeout_cb(uv_timer_t *t) {
+    sl_server_t *s = t->data;
+    const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
+                                               : "server_connect_timeout reached";
+    sl_server_watch(s, 0);
+    finish(s, what, "08006");
+}
+
+/* ---- connect ---- */
+
+static void fill_reported(sl_server_t *s) {
+    for (int i = 0; reported_names[i]; i++) {
+        const char *v = PQparameterStatus(s->conn, reported_names[i]);
+        if (v && sl_params_set(&s->reported, reported_names[i], v) < 0) return;
+    }
+}
+
+static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
+    if (st == PGRES_POLLING_OK) {
+        fill_reported(s);
+        s->tx_status = 'I';
+        sl_log_debug(s->tag, "backend login ok pid=%d", PQbackendPID(s->conn));
+        sl_server_watch(s, 0);
+        finish(s, NULL, NULL);
+        return;
+    }
+    if (st == PGRES_POLLING_FAILED) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->conn));
+        msg[strcspn(msg, "\n")] = '\0';
+        sl_server_watch(s, 0);
+        finish(s, msg, "08006");
+        return;
+    }
+    if (ensure_poll(s, PQsocket(s->conn)) < 0) {
+        finish(s, "cannot watch backend socket", "08006");
+        return;
+    }
+    sl_server_watch(s, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+}
+
+static void start_libpq(sl_server_t *s, const char *const *keys, const char *const *vals,
+                        const char *hostaddr) {
+    const char *k[72], *v[72];
+    int n = 0;
+    for (int i = 0; keys[i] && n < 68; i++) {
+        if (hostaddr && strcmp(keys[i], "hostaddr") == 0) continue;
+        k[n] = keys[i], v[n] = vals[i], n++;
+    }
+    if (hostaddr) k[n] = "hostaddr", v[n] = hostaddr, n++;
+    k[n] = "fallback_application_name", v[n] = "sluice", n++;
+    k[n] = NULL, v[n] = NULL;
+    s->conn = PQconnectStartParams(k, v, 0);
+    if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", s->conn ? PQerrorMessage(s->conn) : "out of memory");
+        msg[strcspn(msg, "\n")] = '\0';
+        finish(s, msg, "08006");
+        return;
+    }
+    s->state = SL_SV_CONNECTING;
+    connect_step(s, PGRES_POLLING_WRITING);
+}
+
+typedef struct resolve_ctx {
+    uv_getaddrinfo_t req;
+    sl_server_t *s;
+    const char *const *keys, *const *vals; /* borrowed from the pool */
+} resolve_ctx_t;
+
+static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    resolve_ctx_t *ctx = req->data;
+    sl_server_t *s = ctx->s;
+    s->resolve = NULL;
+    s->open_handles--;
+    if (s->state == SL_SV_CLOSING) {
+        uv_freeaddrinfo(res);
+        free(ctx);
+        maybe_free(s);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN] = "";
+    if (status == 0 && res) {
+        const void *a = res->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+        inet_ntop(res->ai_family, a, addr, sizeof addr);
+    }
+    uv_freeaddrinfo(res);
+    if (!addr[0]) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "cannot resolve backend host: %s",
+                 status ? uv_strerror(status) : "no address");
+        free(ctx);
+        finish(s, msg, "08001");
+        return;
+    }
+    snprintf(s->host, sizeof s->host, "%s", addr);
+    start_libpq(s, ctx->keys, ctx->vals, addr);
+    free(ctx);
+}
+
+static bool is_numeric_host(const char *h) {
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
+}
+
+sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
+                               const char *const *vals, const char *tag, sl_server_done_cb done) {
+    sl_server_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    sl_list_init(&s->node);
+    s->w = w;
+    s->owner = owner;
+    s->id = ++w->next_server_id;
+    s->fd = -1;
+    s->done = done;
+    s->state = SL_SV_RESOLVING;
+    s->connect_ms = sl_now_ms(w);
+    s->scan.coll = s->coll;
+    s->scan.coll_cap = sizeof s->coll;
+    snprintf(s->tag, sizeof s->tag, "S-%u %s", s->id, tag);
+    uv_timer_init(w->loop, &s->timer);
+    s->timer.data = s;
+    s->open_handles = 1;
+    if (w->cfg->server_connect_timeout_ms > 0)
+        uv_timer_start(&s->timer, timeout_cb, (uint64_t)w->cfg->server_connect_timeout_ms, 0);
+
+    const char *host = NULL, *hostaddr = NULL;
+    for (int i = 0; keys[i]; i++) {
+        if (!strcmp(keys[i], "host")) host = vals[i];
+        if (!strcmp(keys[i], "hostaddr")) hostaddr = vals[i];
+    }
+    snprintf(s->host, sizeof s->host, "%s", hostaddr ? hostaddr : host ? host : "default");
+    /* A name is resolved off the loop, then handed to libpq as hostaddr so
+     * that PQconnectPoll never blocks in getaddrinfo. */
+    if (host && !hostaddr && host[0] != '/' && !strchr(host, ',') && !is_numeric_host(host)) {
+        resolve_ctx_t *ctx = calloc(1, sizeof *ctx);
+        if (ctx) {
+            ctx->s = s, ctx->keys = keys, ctx->vals = vals;
+            ctx->req.data = ctx;
+            struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+            if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, NULL, &hints) == 0) {
+                s->resolve = &ctx->req;
+                s->open_handles++;
+                return s;
+            }
+            free(ctx);
+        }
+    }
+    start_libpq(s, keys, vals, NULL);
+    return s;
+}
+
+/* ---- internal queries ---- */
+
+static void query_flush(sl_server_t *s) {
+    while (s->qout_off < s->qout_len) {
+        ssize_t n = sl_server_write(s, s->qout + s->qout_off, s->qout_len - s->qout_off);
+        if (n == -EAGAIN) return;
+        if (n <= 0) {
+            finish(s, "lost connection to backend while sending a query", "08006");
+            return;
+        }
+        s->qout_off += (uint32_t)n;
+    }
+    free(s->qout);
+    s->qout = NULL;
+    s->qout_len = s->qout_off = 0;
+}
+
+int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) {
+    size_t len = strlen(sql) + 1;
+    free(s->qout);
+    s->qout = malloc(len + 5);
+    if (!s->qout) return SL_ENOMEM;
+    s->qout[0] = 'Q';
+    sl_put_be32(s->qout + 1, (uint32_t)(len + 4));
+    memcpy(s->qout + 5, sql, len);
+    s->qout_len = (uint32_t)(len + 5);
+    s->qout_off = 0;
+    s->done = done;
+    s->error[0] = s->error_code[0] = '\0';
+    s->state = SL_SV_QUERY;
+    if (s->w->cfg->server_connect_timeout_ms > 0)
+        uv_timer_start(&s->timer, timeout_cb, (uint64_t)s->w->cfg->server_connect_timeout_ms, 0);
+    query_flush(s);
+    if (s->state == SL_SV_QUERY && s->done)
+        sl_server_watch(s, UV_READABLE | (s->qout ? UV_WRITABLE : 0));
+    return SL_OK;
+}
+
+void sl_server_note_param(sl_server_t *s, const uint8_t *body, uint32_t n) {
+    sl_kv_t kv;
+    if (sl_proto_parse_param_status(body, n, &kv) == SL_OK)
+        (void)sl_params_set(&s->reported, kv.name, kv.value);
+}
+
+/* Reads backend bytes that belong to sluice (internal query, or unsolicited
+ * messages while idle). Returns false if the server was finished or closed. */
+static bool read_own(sl_server_t *s) {
+    uint8_t buf[4096];
+    for (;;) {
+        ssize_t n = sl_server_read(s, buf, sizeof buf);
+        if (n == -EAGAIN) return true;
+        if (n <= 0) {
+            if (s->state == SL_SV_QUERY)
+                finish(s, s->error[0] ? s->error : "backend closed the connection", "08006");
+            else
+                sl_server_close(s, "backend closed the connection");
+            return false;
+        }
+        size_t off = 0;
+        while (off < (size_t)n) {
+            enum sl_scan_ev ev;
+            off += sl_scan_feed(&s->scan, buf + off, (size_t)n - off, &ev);
+            if (ev == SL_SCAN_ERROR) {
+                sl_server_close(s, "backend sent a malformed message");
+                return false;
+            }
+            if (ev == SL_SCAN_START)
+                s->scan.collect = strchr("ESZ", s->scan.type) != NULL;
+            if (ev != SL_SCAN_END || !s->scan.collect) continue;
+            uint8_t t = s->scan.type;
+            if (t == 'S' && sl_scan_complete(&s->scan)) {
+                sl_server_note_param(s, s->coll, s->scan.coll_len);
+            } else if (t == 'E') {
+                sl_error_fields_t ef;
+                if (!s->error[0] && sl_proto_parse_error(s->coll, s->scan.coll_len, &ef) == 0) {
+                    snprintf(s->error, sizeof s->error, "%s",
+                             ef.message ? ef.message : "backend error");
+                    snprintf(s->error_code, sizeof s->error_code, "%s",
+                             ef.code ? ef.code : "XX000");
+                }
+                if (s->state != SL_SV_QUERY) {
+                    sl_log_info(s->tag, "backend sent an error while idle: %s", s->error);
+                }
+            } else if (t == 'Z' && s->scan.coll_len == 1) {
+                s->tx_status = (char)s->coll[0];
+                if (s->state == SL_SV_QUERY) {
+                    sl_server_watch(s, 0);
+                    finish(s, s->error[0] ? s->error : NULL, s->error_code);
+                    return false;
+                }
+            }
+        }
+        if (n < (ssize_t)sizeof buf && sl_server_pending(s) == 0) return true;
+    }
+}
+
+static void server_poll_cb(uv_poll_t *h, int status, int events) {
+    sl_server_t *s = h->data;
+    switch (s->state) {
+    case SL_SV_CONNECTING:
+        sl_server_watch(s, 0);
+        if (status < 0) {
+            finish(s, uv_strerror(status), "08006");
+            return;
+        }
+        connect_step(s, PQconnectPoll(s->conn));
+        return;
+    case SL_SV_QUERY:
+        if (status < 0) {
+            finish(s, uv_strerror(status), "08006");
+            return;
+        }
+        if (events & UV_WRITABLE) {
+            query_flush(s);
+            if (s->state != SL_SV_QUERY || !s->done) return;
+            if (!s->qout) sl_server_watch(s, UV_READABLE);
+        }
+        if (events & UV_READABLE) read_own(s);
+        return;
+    case SL_SV_IDLE:
+        if (status < 0) {
+            sl_server_close(s, uv_strerror(status));
+            return;
+        }
+        read_own(s);
+        return;
+    case SL_SV_ACTIVE:
+        if (s->io) s->io(s, status, events);
+        return;
+    case SL_SV_RESOLVING:
+    case SL_SV_CLOSING:
+        return;
+    }
+}
+
+void sl_server_close(sl_server_t *s, const char *reason) {
+    if (s->state == SL_SV_CLOSING) return;
+    sl_log_debug(s->tag, "closing server connection: %s", reason);
+    enum sl_server_state was = s->state;
+    s->state = SL_SV_CLOSING;
+    if (s->on_close) s->on_close(s);
+    (void)was;
+    s->done = NULL;
+    s->io = NULL;
+    if (s->poll) {
+        uv_poll_stop(s->poll);
+        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
+        s->poll = NULL;
+    }
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
+    if (s->resolve) uv_cancel((uv_req_t *)s->resolve);
+}
+
+/* ---- raw I/O ---- */
+
+static SSL *server_ssl(sl_server_t *s) {
+    return PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
+}
+
+ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {
+    SSL *ssl = server_ssl(s);
+    if (ssl) {
+        int r = SSL_read(ssl, p, (int)n);
+        if (r > 0) return r;
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -EAGAIN;
+        return e == SSL_ERROR_ZERO_RETURN ? 0 : -EIO;
+    }
+    for (;;) {
+        ssize_t r = read(s->fd, p, n);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n) {
+    SSL *ssl = server_ssl(s);
+    if (ssl) {
+        int r = SSL_write(ssl, p, (int)n);
+        if (r > 0) return r;
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -EAGAIN;
+        return -EIO;
+    }
+    for (;;) {
+        ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+int sl_server_pending(sl_server_t *s) {
+    SSL *ssl = server_ssl(s);
+    return ssl ? SSL_pending(ssl) : 0;
+}

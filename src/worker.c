@@ -1,0 +1,142 @@
+/* A worker's life: set up its loop, listeners, janitor and signals; run;
+ * shut down fast (SIGINT) or gracefully (SIGTERM); reload on SIGHUP. */
+#include "sluice/worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/client.h"
+#include "sluice/janitor.h"
+#include "sluice/listener.h"
+#include "sluice/log.h"
+#include "sluice/pool.h"
+
+static void worker_stop(sl_worker_t *w) {
+    if (w->stopping) return;
+    w->stopping = true;
+    sl_listener_close_all(w);
+    while (!sl_list_empty(&w->clients)) {
+        sl_client_t *c = sl_container_of(sl_list_first(&w->clients), sl_client_t, node);
+        sl_client_fatal(c, "57P01", "sluice is shutting down");
+    }
+    sl_pool_close_all(w);
+    uv_timer_stop(&w->janitor);
+    uv_close((uv_handle_t *)&w->janitor, NULL);
+    uv_close((uv_handle_t *)&w->sig_int, NULL);
+    uv_close((uv_handle_t *)&w->sig_term, NULL);
+    uv_close((uv_handle_t *)&w->sig_hup, NULL);
+}
+
+void sl_worker_maybe_finish(sl_worker_t *w) {
+    if (w->shutting_down && !w->stopping && w->nclients == 0) {
+        sl_log_info(NULL, "all clients gone; exiting");
+        worker_stop(w);
+    }
+}
+
+static void reload(sl_worker_t *w) {
+    char err[512];
+    sl_config_t *cfg = sl_config_load(w->cfg->path, err, sizeof err);
+    if (!cfg) {
+        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
+        return;
+    }
+    sl_userlist_t users = {0};
+    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &users, err, sizeof err) < 0) {
+        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
+        sl_config_free(cfg);
+        return;
+    }
+    /* Settings fixed at start-up keep their running values. */
+    sl_config_t *old = w->cfg;
+    cfg->listen_port = old->listen_port;
+    cfg->pkt_buf = old->pkt_buf;
+    char *keep[] = {old->listen_addr, old->unix_socket_dir, old->pidfile};
+    char **slot[] = {&cfg->listen_addr, &cfg->unix_socket_dir, &cfg->pidfile};
+    for (int i = 0; i < 3; i++) {
+        char *t = *slot[i];
+        *slot[i] = keep[i];
+        if (i == 0) old->listen_addr = t;
+        if (i == 1) old->unix_socket_dir = t;
+        if (i == 2) old->pidfile = t;
+    }
+    /* Logins in progress look their user up again in the new list. */
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        if (c->auth && c->user) c->auth->user = sl_userlist_find(&users, c->user);
+    }
+    sl_userlist_free(&w->users);
+    w->users = users;
+    w->cfg = cfg;
+    sl_config_free(old);
+    sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
+    if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
+    sl_log_info(NULL, "configuration reloaded from %s (new settings apply to new pools and "
+                      "connections)", cfg->path);
+}
+
+static void signal_cb(uv_signal_t *h, int signum) {
+    sl_worker_t *w = h->data;
+    if (signum == SIGHUP) {
+        reload(w);
+        return;
+    }
+    if (signum == SIGINT || w->shutting_down) {
+        sl_log_info(NULL, "%s: fast shutdown", signum == SIGINT ? "SIGINT" : "second SIGTERM");
+        worker_stop(w);
+        return;
+    }
+    sl_log_info(NULL, "SIGTERM: graceful shutdown; no new clients, each closes after its "
+                      "transaction");
+    w->shutting_down = true;
+    sl_listener_close_all(w);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        sl_client_shutdown(c);
+    }
+    sl_worker_maybe_finish(w);
+}
+
+int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
+    memset(w, 0, sizeof *w);
+    w->cfg = cfg;
+    sl_list_init(&w->clients);
+    sl_list_init(&w->pools);
+    w->loop = malloc(sizeof *w->loop);
+    if (!w->loop || uv_loop_init(w->loop) != 0) {
+        snprintf(err, errlen, "cannot create event loop");
+        return SL_ENOMEM;
+    }
+    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->users, err, errlen) < 0)
+        return SL_ECONFIG;
+    sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
+    if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
+    sl_janitor_start(w);
+    uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(w->loop, sigs[i]);
+        sigs[i]->data = w;
+        uv_signal_start(sigs[i], signal_cb, nums[i]);
+    }
+    return SL_OK;
+}
+
+int sl_worker_run(sl_worker_t *w) {
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    /* Close callbacks of the last handles run inside uv_run; drain them. */
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(w->loop);
+    if (rc != 0) sl_log_warn(NULL, "event loop closed with handles open: %s", uv_strerror(rc));
+    free(w->loop);
+    w->loop = NULL;
+    sl_userlist_free(&w->users);
+    sl_bufpool_destroy(&w->bufs);
+    sl_config_free(w->cfg);
+    w->cfg = NULL;
+    return w->exit_code;
+}

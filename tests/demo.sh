@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Try sluice: installs what is missing, builds, starts a throwaway PostgreSQL
+# 15 primary with two streaming replicas and sluice in front of them, and
+# prints the psql line to connect. Ctrl-C stops and removes everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+bash tests/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+
+dir=$(mktemp -d /tmp/sluice-demo.XXXXXX)
+sluice_pid=
+cleanup() {
+    trap - EXIT INT TERM
+    [ -n "$sluice_pid" ] && kill -INT "$sluice_pid" 2>/dev/null && wait "$sluice_pid" 2>/dev/null
+    "$top/tests/fixture/cluster.sh" stop "$dir/pg" || true
+    rm -rf "$dir"
+    echo "stopped; removed $dir"
+}
+trap cleanup EXIT INT TERM
+
+"$top/tests/fixture/cluster.sh" start "$dir/pg"
+. "$dir/pg/cluster.env"
+port=6432
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+
+cat >"$dir/userlist.txt" <<USERS
+"sl_scram" "scram_pw"
+"sl_md5" "md5_pw"
+USERS
+cat >"$dir/sluice.ini" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+* = host=127.0.0.1 port=$PRIMARY_PORT
+
+[sluice]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir = $dir
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 10
+INI
+"$top/build/sluice" "$dir/sluice.ini" &
+sluice_pid=$!
+for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+cat <<MSG
+
+sluice is running (pid $sluice_pid), pooling in transaction mode in front of
+PostgreSQL primary :$PRIMARY_PORT (replicas :$REPLICA1_PORT and :$REPLICA2_PORT).
+Connect through sluice with:
+
+  PGPASSWORD=scram_pw psql "host=127.0.0.1 port=$port user=sl_scram dbname=sluice_test"
+
+Config: $dir/sluice.ini   Press Ctrl-C to stop everything.
+MSG
+wait "$sluice_pid"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what sluice needs to build, test, benchmark and demo, with
+# apt-get, only when something is missing. Safe to run again.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libpq-dev libinih-dev
+      libpg-query-dev postgresql-15 postgresql-client-15 postgresql-contrib-15 pgbouncer
+      openssl util-linux procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The postgresql package would start a system cluster; nothing here needs it.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,129 @@
+/* config: defaults, every section, and the file:line errors. */
+#include <unistd.h>
+
+#include "sluice/config.h"
+#include "unit/check.h"
+
+static sl_config_t *load(const char *text, char *err) {
+    return sl_config_load_string("t.ini", text, err, 512);
+}
+
+static void test_defaults(void) {
+    char err[512] = "";
+    sl_config_t *c = load("[sluice]\nauth_type = trust\n", err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) return;
+    ASSERT_EQ(c->listen_port, 6432);
+    ASSERT_EQ(c->default_pool_size, 20);
+    ASSERT_EQ(c->max_client_conn, 100);
+    ASSERT_EQ(c->pool_mode, SL_POOL_SESSION);
+    ASSERT_EQ(c->query_wait_timeout_ms, 120000);
+    ASSERT_EQ(c->server_lifetime_ms, 3600000);
+    ASSERT_STREQ(c->server_reset_query, "DISCARD ALL");
+    ASSERT_STREQ(c->unix_socket_dir, "/tmp");
+    ASSERT_TRUE(c->log_connections);
+    sl_config_free(c);
+}
+
+static void test_full(void) {
+    char err[512] = "";
+    const char *text = "; comment\n"
+                       "[databases]\n"
+                       "app = host=db1 port=5433 dbname=real pool_size=7 pool_mode=transaction\n"
+                       "quoted = host=h password='a b\\'c' max_db_connections=3\n"
+                       "* = host=127.0.0.1\n"
+                       "[users]\n"
+                       "bob = pool_mode=statement max_user_connections=4\n"
+                       "[pgbouncer]\n"
+                       "listen_addr = *\n"
+                       "listen_port = 7000\n"
+                       "auth_type = scram-sha-256\n"
+                       "auth_file = /etc/userlist.txt\n"
+                       "query_wait_timeout = 1.5\n"
+                       "log_connections = 0\n"
+                       "ignore_startup_parameters = extra_float_digits, search_path\n";
+    sl_config_t *c = load(text, err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->listen_port, 7000);
+    ASSERT_EQ(c->auth_type, SL_AUTH_SCRAM);
+    ASSERT_EQ(c->query_wait_timeout_ms, 1500);
+    ASSERT_TRUE(!c->log_connections);
+    ASSERT_EQ(c->ndbs, 3);
+    const sl_db_cfg_t *d = sl_config_find_db(c, "app");
+    ASSERT_TRUE(d != NULL);
+    if (d) {
+        ASSERT_EQ(d->pool_size, 7);
+        ASSERT_EQ(d->pool_mode, SL_POOL_TRANSACTION);
+        ASSERT_STREQ(sl_db_cfg_get(d, "dbname"), "real");
+        ASSERT_STREQ(sl_db_cfg_get(d, "port"), "5433");
+        ASSERT_TRUE(sl_db_cfg_get(d, "pool_size") == NULL);
+        ASSERT_EQ(d->line, 3);
+    }
+    d = sl_config_find_db(c, "quoted");
+    ASSERT_TRUE(d && !strcmp(sl_db_cfg_get(d, "password"), "a b'c"));
+    ASSERT_TRUE(d && d->max_db_connections == 3);
+    ASSERT_TRUE(sl_config_find_db(c, "*") != NULL);
+    const sl_user_cfg_t *u = sl_config_find_user(c, "bob");
+    ASSERT_TRUE(u && u->pool_mode == SL_POOL_STATEMENT && u->max_user_connections == 4);
+    ASSERT_TRUE(sl_config_list_has(c->ignore_startup_parameters, "search_path"));
+    ASSERT_TRUE(sl_config_list_has(c->ignore_startup_parameters, "EXTRA_FLOAT_DIGITS"));
+    ASSERT_TRUE(!sl_config_list_has(c->ignore_startup_parameters, "search"));
+    sl_config_free(c);
+}
+
+static void expect_error(const char *text, const char *want) {
+    char err[512] = "";
+    sl_config_t *c = load(text, err);
+    ASSERT_TRUE(c == NULL);
+    sl_config_free(c);
+    if (!strstr(err, want)) {
+        fprintf(stderr, "error '%s' lacks '%s'\n", err, want);
+        check_failures++;
+    }
+    check_count++;
+}
+
+static void test_errors(void) {
+    expect_error("[sluice]\nauth_type = trust\nbogus_key = 1\n", "t.ini:3: unknown key 'bogus_key'");
+    expect_error("[sluice]\nlisten_port = 99999\n", "t.ini:2: listen_port: invalid value '99999'");
+    expect_error("[sluice]\npool_mode = sometimes\n", "t.ini:2: pool_mode: invalid value");
+    expect_error("[sluice]\nquery_timeout = soon\n", "t.ini:2: query_timeout");
+    expect_error("[sluice]\nlog_connections = maybe\n", "t.ini:2: log_connections");
+    expect_error("[nowhere]\nx = 1\n", "t.ini:2: unknown section [nowhere]");
+    expect_error("[databases]\napp = host=x nosuchparam=1\n",
+                 "t.ini:2: database 'app': unknown connection parameter 'nosuchparam'");
+    expect_error("[databases]\napp = host=x pool_size=0\n", "t.ini:2: pool_size");
+    expect_error("[databases]\napp = host='x\n", "t.ini:2: unterminated");
+    expect_error("[databases]\napp = host=x\napp = host=y\n", "t.ini:3: database 'app' defined twice");
+    expect_error("[users]\nbob = color=blue\n", "t.ini:2: user 'bob': unknown key 'color'");
+    expect_error("[sluice]\nauth_type = md5\n", "auth_type md5 needs auth_file");
+    expect_error("[sluice]\nthis line is wrong\n", "t.ini:2:");
+    char err[512];
+    ASSERT_TRUE(sl_config_load("/nonexistent/sluice.ini", err, sizeof err) == NULL);
+    ASSERT_TRUE(strstr(err, "/nonexistent/sluice.ini: cannot open") != NULL);
+}
+
+static void test_file(void) {
+    char path[] = "/tmp/sluice-test-XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "[sluice]\nauth_type=trust\n\n\nlisten_port = abc\n";
+    ASSERT_TRUE(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    char err[512], want[600];
+    ASSERT_TRUE(sl_config_load(path, err, sizeof err) == NULL);
+    snprintf(want, sizeof want, "%s:5: listen_port", path);
+    ASSERT_TRUE(strstr(err, want) != NULL);
+    unlink(path);
+}
+
+int main(void) {
+    test_defaults();
+    test_full();
+    test_errors();
+    test_file();
+    return check_done("test_config");
+}
