@@ -1,0 +1,315 @@
+/* Integration test harness. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+it_cluster_t it_cl;
+static const char *test_name = "it";
+static it_sluice_t *running[8];
+static int checks;
+
+double it_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void dump_logs(void) {
+    for (int i = 0; i < 8; i++) {
+        if (!running[i]) continue;
+        fprintf(stderr, "---- last lines of %s ----\n", running[i]->log);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "tail -n 40 '%s' >&2", running[i]->log);
+        if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
+    }
+}
+
+static void kill_all(void) {
+    for (int i = 0; i < 8; i++)
+        if (running[i] && running[i]->pid > 0) {
+            kill(running[i]->pid, SIGKILL);
+            waitpid(running[i]->pid, NULL, 0);
+            running[i]->pid = 0;
+        }
+}
+
+void it_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: FAIL at %s:%d: ", test_name, file, line);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    dump_logs();
+    kill_all();
+    exit(1);
+}
+
+void it_init(const char *name) {
+    test_name = name;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    const char *envf = getenv("SLUICE_CLUSTER_ENV");
+    IT_ASSERT(envf, "SLUICE_CLUSTER_ENV not set (run through ctest)");
+    FILE *f = fopen(envf, "r");
+    IT_ASSERT(f, "cannot read %s: the cluster fixture did not start", envf);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        *eq = 0;
+        if (!strcmp(line, "SOCKDIR")) snprintf(it_cl.sockdir, sizeof it_cl.sockdir, "%s", eq + 1);
+        if (!strcmp(line, "PRIMARY_PORT")) it_cl.primary = atoi(eq + 1);
+        if (!strcmp(line, "REPLICA1_PORT")) it_cl.replica1 = atoi(eq + 1);
+        if (!strcmp(line, "REPLICA2_PORT")) it_cl.replica2 = atoi(eq + 1);
+    }
+    fclose(f);
+    IT_ASSERT(it_cl.primary > 0, "cluster env incomplete");
+}
+
+int it_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    IT_ASSERT(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind: %s", strerror(errno));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+int it_raw_connect(const it_sluice_t *s) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static bool read_full(int fd, void *p, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)p + got, n - got);
+        if (r <= 0) return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+int it_raw_read_msg(int fd, char *body, int cap) {
+    unsigned char hdr[5];
+    if (!read_full(fd, hdr, 5)) return -1;
+    uint32_t len = (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+    if (len < 4 || len > 1 << 20) return -1;
+    char *tmp = malloc(len);
+    if (!read_full(fd, tmp, len - 4)) {
+        free(tmp);
+        return -1;
+    }
+    int k = (int)(len - 4) < cap ? (int)(len - 4) : cap;
+    memcpy(body, tmp, (size_t)k);
+    free(tmp);
+    return hdr[0];
+}
+
+/* Replaces {PRIMARY}, {REPLICA1}, {REPLICA2} with the cluster's ports. */
+static char *expand(const char *in) {
+    size_t cap = (in ? strlen(in) : 0) * 2 + 64;
+    char *out = calloc(1, cap);
+    size_t o = 0;
+    for (const char *p = in; p && *p;) {
+        const char *names[] = {"{PRIMARY}", "{REPLICA1}", "{REPLICA2}"};
+        int ports[] = {it_cl.primary, it_cl.replica1, it_cl.replica2};
+        int hit = -1;
+        for (int i = 0; i < 3; i++)
+            if (!strncmp(p, names[i], strlen(names[i]))) hit = i;
+        if (hit >= 0) {
+            o += (size_t)snprintf(out + o, cap - o, "%d", ports[hit]);
+            p += strlen(names[hit]);
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    return out;
+}
+
+void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
+    char *opts = expand(opts_in), *dbs = expand(dbs_in);
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
+    IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
+    s->port = it_free_port();
+    snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
+    char path[400];
+    snprintf(path, sizeof path, "%s/userlist.txt", s->dir);
+    FILE *u = fopen(path, "w");
+    fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n");
+    fclose(u);
+    FILE *f = fopen(s->ini, "w");
+    fprintf(f,
+            "[databases]\n"
+            "sluice_test = host=127.0.0.1 port=%d\n"
+            "postgres = host=127.0.0.1 port=%d\n"
+            "%s\n"
+            "[sluice]\n"
+            "listen_addr = 127.0.0.1\n"
+            "listen_port = %d\n"
+            "unix_socket_dir = %s\n"
+            "logfile = %s\n"
+            "auth_type = scram-sha-256\n"
+            "auth_file = %s\n"
+            "%s\n",
+            it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
+            opts ? opts : "");
+    fclose(f);
+    free(opts), free(dbs);
+    const char *bin = getenv("SLUICE_BIN");
+    IT_ASSERT(bin, "SLUICE_BIN not set");
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, s->ini, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+    for (int i = 0; i < 8; i++)
+        if (!running[i]) {
+            running[i] = s;
+            break;
+        }
+    double deadline = it_now() + 10;
+    while (it_now() < deadline) {
+        int fd = it_raw_connect(s);
+        if (fd >= 0) {
+            close(fd);
+            return;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s->pid = 0;
+            it_fail(__FILE__, __LINE__, "sluice exited at start (status %d)", st);
+        }
+        usleep(20000);
+    }
+    it_fail(__FILE__, __LINE__, "sluice did not accept within 10 s");
+}
+
+int it_sluice_stop(it_sluice_t *s, int sig) {
+    if (s->pid <= 0) return -1;
+    kill(s->pid, sig);
+    int st = 0;
+    double deadline = it_now() + 30;
+    while (waitpid(s->pid, &st, WNOHANG) == 0) {
+        if (it_now() > deadline) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &st, 0);
+            s->pid = 0;
+            it_fail(__FILE__, __LINE__, "sluice did not exit within 30 s of signal %d", sig);
+        }
+        usleep(20000);
+    }
+    s->pid = 0;
+    for (int i = 0; i < 8; i++)
+        if (running[i] == s) running[i] = NULL;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+long it_sluice_vmhwm_kb(const it_sluice_t *s) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+int it_log_count(const it_sluice_t *s, const char *needle) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle)) n++;
+    fclose(f);
+    return n;
+}
+
+PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra) {
+    const char *pw = !strcmp(user, "sl_md5") ? "md5_pw" : "scram_pw";
+    char ci[1024];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=%s user=%s password=%s %s", s->port,
+             db, user, pw, extra ? extra : "");
+    return PQconnectdb(ci);
+}
+
+PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
+    PGconn *c = it_connect_db(s, user, "sluice_test", extra);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect as %s failed: %s", user, PQerrorMessage(c));
+    return c;
+}
+
+PGconn *it_direct(void) {
+    char ci[512];
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=sluice_test user=postgres", it_cl.sockdir,
+             it_cl.primary);
+    PGconn *c = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "direct connect failed: %s", PQerrorMessage(c));
+    return c;
+}
+
+const char *it_value(PGconn *c, const char *sql) {
+    static char buf[4096];
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    IT_ASSERT(PQntuples(r) > 0, "%s: no rows", sql);
+    snprintf(buf, sizeof buf, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    checks++;
+    return buf;
+}
+
+void it_exec(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    IT_ASSERT(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    checks++;
+}
+
+const char *it_fails(PGconn *c, const char *sql) {
+    static char code[8];
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    IT_ASSERT(st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK, "%s: expected an error", sql);
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(code, sizeof code, "%s", s ? s : "none");
+    PQclear(r);
+    checks++;
+    return code;
+}
+
+int it_done(void) {
+    kill_all();
+    printf("%s: passed\n", test_name);
+    return 0;
+}

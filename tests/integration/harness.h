@@ -1,0 +1,61 @@
+/* Integration test harness: the cluster from the CTest fixture, a sluice
+ * started per test with its own config on a free port, libpq helpers, and
+ * assertions that print sluice's log when they fail. */
+#ifndef SLUICE_IT_HARNESS_H
+#define SLUICE_IT_HARNESS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct it_cluster {
+    char sockdir[256];
+    int primary, replica1, replica2;
+} it_cluster_t;
+
+typedef struct it_sluice {
+    pid_t pid;
+    int port;
+    char dir[256];
+    char ini[320];
+    char log[320];
+} it_sluice_t;
+
+extern it_cluster_t it_cl;
+
+void it_init(const char *name);
+/* Starts sluice. `dbs` is appended to [databases] (sluice_test and postgres
+ * point at the primary already) and `opts` to [sluice]. */
+void it_sluice_start(it_sluice_t *s, const char *opts, const char *dbs);
+/* Sends sig and waits; returns the exit status (or 128+signal). */
+int it_sluice_stop(it_sluice_t *s, int sig);
+long it_sluice_vmhwm_kb(const it_sluice_t *s);
+/* Count of lines in sluice's log containing needle. */
+int it_log_count(const it_sluice_t *s, const char *needle);
+
+PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra);
+PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra);
+/* Superuser connection straight to the primary. */
+PGconn *it_direct(void);
+/* Runs sql, asserts success, returns row 0 col 0 (static buffer). */
+const char *it_value(PGconn *c, const char *sql);
+void it_exec(PGconn *c, const char *sql);
+/* Runs sql expecting failure; returns the SQLSTATE (static buffer). */
+const char *it_fails(PGconn *c, const char *sql);
+int it_free_port(void);
+double it_now(void);
+/* Opens a raw TCP connection to sluice. */
+int it_raw_connect(const it_sluice_t *s);
+/* Reads the first message of a raw connection; returns its type and copies
+ * up to cap bytes of body. */
+int it_raw_read_msg(int fd, char *body, int cap);
+
+void it_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define IT_ASSERT(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) it_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \
+    } while (0)
+
+int it_done(void);
+
+#endif
