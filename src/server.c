@@ -138,7 +138,6 @@ static void start_libpq(sl_server_t *s, const char *const *keys, const char *con
         k[n] = keys[i], v[n] = vals[i], n++;
     }
     if (hostaddr) k[n] = "hostaddr", v[n] = hostaddr, n++;
-    k[n] = "fallback_application_name", v[n] = "sluice", n++;
     k[n] = NULL, v[n] = NULL;
     s->conn = PQconnectStartParams(k, v, 0);
     if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {

@@ -1,0 +1,121 @@
+/* Client authentication: trust, md5, scram-sha-256 and plain; success and
+ * failure; unknown users fail exactly like wrong passwords; a SCRAM verifier
+ * in auth_file works; an md5 hash in auth_file works for md5. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void expect_login(const it_sluice_t *s, const char *user, const char *pw, bool ok,
+                         const char *what) {
+    char ci[512];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=sluice_test user=%s password=%s",
+             s->port, user, pw);
+    PGconn *c = PQconnectdb(ci);
+    if (ok) {
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "%s: %s", what, PQerrorMessage(c));
+        IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), user), "%s: backend user", what);
+    } else {
+        IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "%s: login should fail", what);
+        char want[128];
+        snprintf(want, sizeof want, "password authentication failed for user \"%s\"", user);
+        IT_ASSERT(strstr(PQerrorMessage(c), want), "%s: message was: %s", what,
+                  PQerrorMessage(c));
+    }
+    PQfinish(c);
+}
+
+/* The SQLSTATE of a failed login, read from the raw protocol through libpq's
+ * error text is not possible: check 28P01 via a raw md5 exchange instead. */
+static void raw_wrong_password_code(const it_sluice_t *s) {
+    int fd = it_raw_connect(s);
+    IT_ASSERT(fd >= 0, "raw connect");
+    unsigned char pkt[128];
+    size_t n = 8;
+    const char *kv[] = {"user", "nobody_here", "database", "sluice_test"};
+    for (int i = 0; i < 4; i++) {
+        memcpy(pkt + n, kv[i], strlen(kv[i]) + 1);
+        n += strlen(kv[i]) + 1;
+    }
+    pkt[n++] = 0;
+    pkt[0] = 0, pkt[1] = 0, pkt[2] = (unsigned char)(n >> 8), pkt[3] = (unsigned char)n;
+    pkt[4] = 0, pkt[5] = 3, pkt[6] = 0, pkt[7] = 0;
+    IT_ASSERT(write(fd, pkt, n) == (ssize_t)n, "send startup");
+    char body[512];
+    int t = it_raw_read_msg(fd, body, sizeof body);
+    IT_ASSERT(t == 'R', "auth request for unknown user (got %d)", t);
+    /* md5 auth: any 35-byte answer */
+    unsigned char pm[64] = {'p', 0, 0, 0, 40};
+    memcpy(pm + 5, "md500000000000000000000000000000000", 36);
+    IT_ASSERT(write(fd, pm, 41) == 41, "send password");
+    memset(body, 0, sizeof body);
+    t = it_raw_read_msg(fd, body, sizeof body);
+    IT_ASSERT(t == 'E', "error after wrong password (got %d)", t);
+    bool has = false;
+    for (int i = 0; i < (int)sizeof body - 6; i++)
+        if (body[i] == 'C' && !memcmp(body + i + 1, "28P01", 5)) has = true;
+    IT_ASSERT(has, "SQLSTATE 28P01");
+    close(fd);
+}
+
+int main(void) {
+    it_init("it_auth");
+    it_sluice_t s;
+
+    it_sluice_start(&s, "auth_type = scram-sha-256\n", NULL);
+    expect_login(&s, "sl_scram", "scram_pw", true, "scram ok");
+    expect_login(&s, "sl_scram", "wrong", false, "scram wrong password");
+    expect_login(&s, "ghost", "whatever", false, "scram unknown user");
+    /* md5 user (hash known only as md5 by the backend) logs in to sluice with SCRAM */
+    expect_login(&s, "sl_md5", "md5_pw", true, "scram for md5 backend user");
+    IT_ASSERT(it_log_count(&s, "scram_pw") == 0 && it_log_count(&s, "md5_pw") == 0,
+              "no password in the log");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    it_sluice_start(&s, "auth_type = md5\n", NULL);
+    expect_login(&s, "sl_md5", "md5_pw", true, "md5 ok");
+    expect_login(&s, "sl_md5", "nope", false, "md5 wrong password");
+    expect_login(&s, "ghost", "nope", false, "md5 unknown user");
+    raw_wrong_password_code(&s);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    it_sluice_start(&s, "auth_type = trust\n", NULL);
+    expect_login(&s, "sl_scram", "anything", true, "trust");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    it_sluice_start(&s, "auth_type = plain\n", NULL);
+    expect_login(&s, "sl_scram", "scram_pw", true, "plain ok");
+    expect_login(&s, "sl_scram", "bad", false, "plain wrong");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    /* auth_file with a SCRAM verifier (client side) and an md5 hash; the
+     * backend password comes from the database's connection string. */
+    PGconn *d = it_direct();
+    char verifier[512];
+    snprintf(verifier, sizeof verifier, "%s",
+             it_value(d, "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_scram'"));
+    PQfinish(d);
+    it_sluice_start(&s, "auth_type = scram-sha-256\n",
+                    "scramdb = host=127.0.0.1 port={PRIMARY} dbname=sluice_test password=scram_pw");
+    char path[400];
+    snprintf(path, sizeof path, "%s/userlist.txt", s.dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "\"sl_scram\" \"%s\"\n\"sl_md5\" \"md5%s\"\n", verifier,
+            "00000000000000000000000000000000");
+    fclose(f);
+    kill(s.pid, SIGHUP); /* reload picks up the new auth_file */
+    double deadline = it_now() + 5;
+    while (it_log_count(&s, "configuration reloaded") == 0 && it_now() < deadline) usleep(20000);
+    IT_ASSERT(it_log_count(&s, "configuration reloaded") == 1, "reload logged");
+    PGconn *c = it_connect_db(&s, "sl_scram", "scramdb", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "verifier login: %s", PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), "sl_scram"), "user");
+    PQfinish(c);
+    c = it_connect_db(&s, "sl_scram", "scramdb", "password=wrong");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "verifier rejects a wrong password");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    return it_done();
+}
