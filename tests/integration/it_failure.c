@@ -1,0 +1,183 @@
+/* Failures: cancel, a backend killed mid-query, a client gone inside a
+ * transaction, garbage and oversized packets. The proxy stays up and the next
+ * client works every time. */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static it_sluice_t sl;
+
+static void cancel_sleep(void) {
+    PGconn *c = it_connect(&sl, "sl_scram", NULL);
+    IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(30)"), "send");
+    usleep(300000);
+    double t0 = it_now();
+    PGcancel *pc = PQgetCancel(c);
+    char err[256];
+    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
+    PQfreeCancel(pc);
+    PGresult *r = PQgetResult(c);
+    double took = it_now() - t0;
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(code && !strcmp(code, "57014"), "cancelled with 57014, got %s", code ? code : "none");
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    printf("cancel took %.3f s\n", took);
+    IT_ASSERT(took < 2.0, "cancel took %.2f s", took);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'alive'"), "alive"), "usable after cancel");
+
+    /* A cancel with a wrong key does nothing. */
+    IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(1), 'finished'"), "send");
+    usleep(200000);
+    int fd = it_raw_connect(&sl);
+    unsigned char pkt[16];
+    uint32_t v[4] = {htonl(16), htonl(80877102), htonl((uint32_t)PQbackendPID(c)), htonl(12345)};
+    memcpy(pkt, v, 16);
+    IT_ASSERT(write(fd, pkt, 16) == 16, "send stale cancel");
+    char b[8];
+    IT_ASSERT(read(fd, b, sizeof b) == 0, "cancel connection closed without reply");
+    close(fd);
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 1), "finished"),
+              "query not cancelled by a wrong key: %s", PQerrorMessage(c));
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    PQfinish(c);
+}
+
+static void backend_killed(void) {
+    PGconn *c = it_connect(&sl, "sl_scram", "application_name=victim");
+    IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(20)"), "send");
+    PGconn *d = it_direct();
+    double deadline = it_now() + 5;
+    int killed = 0;
+    while (!killed && it_now() < deadline) {
+        killed = atoi(it_value(d, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'"));
+        usleep(50000);
+    }
+    IT_ASSERT(killed == 1, "terminated the backend");
+    PGresult *r = PQgetResult(c);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && code &&
+                  (!strcmp(code, "57P01") || !strcmp(code, "08006")),
+              "client got an error, code %s", code ? code : "none");
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "client still connected");
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'fresh server'"), "fresh server"),
+              "next transaction on a fresh server");
+    PQfinish(c);
+    PQfinish(d);
+}
+
+static void client_gone_in_transaction(void) {
+    PGconn *c = it_connect(&sl, "sl_scram", NULL);
+    it_exec(c, "DROP TABLE IF EXISTS it_gone");
+    it_exec(c, "CREATE TABLE it_gone (x int)");
+    it_exec(c, "BEGIN");
+    it_exec(c, "INSERT INTO it_gone VALUES (1)");
+    /* Vanish without Terminate: close the socket under libpq. */
+    shutdown(PQsocket(c), SHUT_RDWR);
+    PQfinish(c);
+    /* pool_size = 2: the next clients must get clean servers. */
+    PGconn *a = it_connect(&sl, "sl_scram", NULL);
+    PGconn *b = it_connect(&sl, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    it_exec(b, "BEGIN");
+    IT_ASSERT(!strcmp(it_value(a, "SELECT count(*) FROM it_gone"), "0"), "insert rolled back");
+    IT_ASSERT(!strcmp(it_value(b, "SELECT count(*) FROM it_gone"), "0"), "insert rolled back");
+    it_exec(a, "COMMIT");
+    it_exec(b, "COMMIT");
+    PGconn *d = it_direct();
+    IT_ASSERT(!strcmp(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE usename = "
+                                  "'sl_scram' AND state LIKE 'idle in transaction%'"),
+                      "0"),
+              "no dirty server left");
+    PQfinish(d);
+    it_exec(a, "DROP TABLE it_gone");
+    PQfinish(a), PQfinish(b);
+}
+
+/* Sends raw bytes as a new connection; returns the first reply's SQLSTATE. */
+static const char *raw_reply_code(const void *p, size_t n) {
+    static char code[8];
+    int fd = it_raw_connect(&sl);
+    IT_ASSERT(fd >= 0, "raw connect");
+    IT_ASSERT(write(fd, p, n) == (ssize_t)n, "raw write");
+    char body[512] = {0};
+    int t = it_raw_read_msg(fd, body, sizeof body - 1);
+    snprintf(code, sizeof code, "none");
+    if (t == 'E')
+        for (int i = 0; i < 500; i++)
+            if (body[i] == 'C') {
+                snprintf(code, sizeof code, "%s", body + i + 1);
+                break;
+            }
+    char rest[64];
+    IT_ASSERT(read(fd, rest, sizeof rest) == 0, "connection closed after the error");
+    close(fd);
+    return code;
+}
+
+static void bad_input(void) {
+    unsigned char p[64] = {0};
+    /* length 4 */
+    p[3] = 4;
+    IT_ASSERT(!strcmp(raw_reply_code(p, 8), "08P01"), "short length");
+    /* 1 MB startup packet */
+    p[1] = 0x10, p[3] = 0;
+    IT_ASSERT(!strcmp(raw_reply_code(p, 8), "08P01"), "oversized startup");
+    /* protocol 2.0 */
+    memset(p, 0, sizeof p);
+    p[3] = 9, p[5] = 2;
+    IT_ASSERT(!strcmp(raw_reply_code(p, 9), "0A000"), "protocol 2");
+    /* no user */
+    memset(p, 0, sizeof p);
+    memcpy(p + 8, "database\0x\0", 11);
+    p[3] = 20, p[5] = 3;
+    IT_ASSERT(!strcmp(raw_reply_code(p, 20), "28000"), "missing user");
+    /* random garbage */
+    unsigned char g[256];
+    srand(7);
+    for (int i = 0; i < 256; i++) g[i] = (unsigned char)rand();
+    g[0] = 0, g[1] = 0, g[2] = 1, g[3] = 0; /* length 256, garbage body */
+    const char *code = raw_reply_code(g, sizeof g);
+    IT_ASSERT(strcmp(code, "none") != 0, "garbage startup gets an error");
+    /* An oversized message after login, over max_packet_size. */
+    PGconn *c = it_connect(&sl, "sl_scram", NULL);
+    char *big = malloc(300000);
+    memset(big, 'a', 299999);
+    big[299999] = 0;
+    char *sql = malloc(300100);
+    snprintf(sql, 300100, "SELECT '%s'", big);
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
+                  strstr(PQerrorMessage(c), "max_packet_size"),
+              "oversized query refused: %s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    free(big), free(sql);
+    /* The proxy is still fine. */
+    c = it_connect(&sl, "sl_scram", NULL);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'still up'"), "still up"), "proxy up after bad input");
+    PQfinish(c);
+}
+
+int main(void) {
+    it_init("it_failure");
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 2\nmax_packet_size = 100000\n",
+                    NULL);
+    cancel_sleep();
+    backend_killed();
+    client_gone_in_transaction();
+    bad_input();
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+    return it_done();
+}
