@@ -27,6 +27,11 @@ static void worker_stop(sl_worker_t *w) {
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
     uv_close((uv_handle_t *)&w->sig_hup, NULL);
+    /* libuv restores the default actions as it lets go of the signals; a
+     * late SIGTERM must not kill a process that is already on its way out. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {

@@ -123,7 +123,8 @@ static void graceful_and_fast(void) {
               PQerrorMessage(busy));
     PQclear(r);
     PQfinish(busy), PQfinish(idle);
-    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "graceful exit 0");
+    int rc = it_sluice_stop(&s, SIGTERM);
+    IT_ASSERT(rc == 0, "graceful exit 0 (got %d)", rc);
 
     it_sluice_start(&s, "pool_mode = session\n", NULL);
     PGconn *c = it_connect(&s, "sl_scram", NULL);

@@ -85,7 +85,7 @@ static void per_client_parameters(void) {
     PGconn *a = it_connect(&sl, "sl_scram", "application_name=app_a options='-c TimeZone=Asia/Tokyo'");
     PGconn *b = it_connect(&sl, "sl_scram", "application_name=app_b");
     PGconn *c = it_connect(&sl, "sl_scram", "options='-c extra_float_digits=1 -c statement_timeout=4321'");
-    PQexec(b, "SET TimeZone = 'America/New_York'"); /* reported: tracked per client */
+    PQclear(PQexec(b, "SET TimeZone = 'America/New_York'")); /* reported: tracked per client */
     for (int round = 0; round < 3; round++) {
         IT_ASSERT(!strcmp(it_value(a, "SHOW TimeZone"), "Asia/Tokyo"), "a TimeZone");
         IT_ASSERT(!strcmp(it_value(b, "SHOW TimeZone"), "America/New_York"), "b TimeZone");
