@@ -145,7 +145,9 @@ static void pool_dispatch(sl_pool_t *p) {
             wt->queued = false;
             p->n_waiting--;
             list_put(p, s, LIST_USED);
-            sl_server_watch(s, 0);
+            /* The poll keeps watching: the waiter moves the server to QUERY
+             * or ACTIVE before returning, and stopping and restarting it
+             * would cost two epoll_ctl calls per transaction. */
             wt->cb(wt, s, NULL, NULL);
             continue;
         }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark in one run: pgbench -S straight to PostgreSQL,
+# through sluice and through PgBouncer (Debian's package), transaction
+# pooling with a pool of 20, -M simple and -M extended, 64 clients.
+# Prints and writes bench/RESULTS.md: TPS, mean latency and each proxy's own
+# CPU microseconds per transaction (utime+stime from /proc/PID/stat).
+#
+#   bash bench/run.sh [SECONDS]       (default 20 per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+secs=${1:-20}
+clients=64
+bash tests/install-deps.sh
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-bench -j"$(nproc)" >/dev/null
+
+dir=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$dir"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 0.5
+    "$top/tests/fixture/cluster.sh" stop "$dir/pg" || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+"$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
+. "$dir/pg/cluster.env"
+PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram sluice_test \
+    >/dev/null 2>&1
+
+free_port() {
+    local p=$((20000 + RANDOM % 30000))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    echo "$p"
+}
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
+SLUICE_PORT=$(free_port)
+cat >"$dir/sluice.ini" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+[sluice]
+listen_addr = 127.0.0.1
+listen_port = $SLUICE_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 500
+log_connections = 0
+log_disconnections = 0
+logfile = $dir/sluice.log
+INI
+"$top/build-bench/sluice" "$dir/sluice.ini" &
+pids+=($!)
+SLUICE_PID=$!
+wait_port "$SLUICE_PORT"
+
+PGB_PORT=$(free_port)
+[ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
+cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 500
+log_connections = 0
+log_disconnections = 0
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
+chmod 777 "$dir"
+if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+else
+    /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+fi
+wait_port "$PGB_PORT"
+PGB_PID=$(cat "$dir/pgbouncer.pid")
+pids+=("$PGB_PID")
+
+tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+results=()
+run() { # name port pid mode
+    local name=$1 port=$2 pid=$3 mode=$4 before after out tps lat txs cpu
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    out=$(PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$port" -U sl_scram -S -M "$mode" \
+        -c "$clients" -j 2 -T "$secs" sluice_test 2>&1)
+    [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+    txs=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+    failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+    cpu="-"
+    if [ -n "$pid" ] && [ "${txs:-0}" -gt 0 ]; then
+        cpu=$(awk -v t=$((after - before)) -v n="$txs" -v hz="$tck" 'BEGIN{printf "%.1f", t * 1e6 / hz / n}')
+    fi
+    results+=("| $name | $mode | ${tps:-?} | ${lat:-?} | $cpu | ${txs:-?} | ${failed:-?} |")
+    echo "${results[-1]}" >&2
+}
+
+for mode in simple extended; do
+    run direct "$PRIMARY_PORT" "" "$mode"
+    run sluice "$SLUICE_PORT" "$SLUICE_PID" "$mode"
+    run pgbouncer "$PGB_PORT" "$PGB_PID" "$mode"
+done
+
+sluice_rss=$(awk '/VmHWM/{print $2}' "/proc/$SLUICE_PID/status")
+pgb_rss=$(awk '/VmHWM/{print $2}' "/proc/$PGB_PID/status")
+{
+    echo "## Latest run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
+    echo
+    echo "Command: \`bash bench/run.sh $secs\` (pgbench -S, $clients clients, -j 2, ${secs} s each,"
+    echo "scale 10, transaction pooling, pool of 20, SCRAM on both sides; sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'),"
+    echo "PgBouncer $(/usr/sbin/pgbouncer --version | head -n 1 | awk '{print $2}'))."
+    echo
+    echo "| target | -M | TPS | mean latency ms | proxy CPU us/tx | transactions | failed |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${results[@]}"
+    echo
+    echo "Peak RSS after the runs: sluice ${sluice_rss} kB, PgBouncer ${pgb_rss} kB."
+} >"$dir/table.md"
+cat "$dir/table.md"
+if [ -f bench/RESULTS.md ]; then
+    awk '/^## Latest run/{exit} {print}' bench/RESULTS.md >"$dir/head.md"
+else
+    printf '# Benchmarks\n\n' >"$dir/head.md"
+fi
+cat "$dir/head.md" "$dir/table.md" >bench/RESULTS.md
