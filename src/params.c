@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <ctype.h>
 #include <strings.h>
 
 const char *sl_params_get(const sl_params_t *ps, const char *name) {
@@ -42,4 +43,26 @@ void sl_params_clear(sl_params_t *ps) {
     free(ps->v);
     ps->v = NULL;
     ps->n = ps->cap = 0;
+}
+
+void sl_params_remove(sl_params_t *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcasecmp(ps->v[i].name, name) == 0) {
+            free(ps->v[i].name), free(ps->v[i].value);
+            ps->v[i] = ps->v[--ps->n];
+            return;
+        }
+}
+
+uint64_t sl_params_fingerprint(const sl_params_t *ps) {
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (int i = 0; i < ps->n; i++) {
+        for (const char *p = ps->v[i].name; *p; p++)
+            h = (h ^ (uint64_t)tolower((unsigned char)*p)) * 1099511628211ull;
+        h = (h ^ 0xffu) * 1099511628211ull;
+        for (const char *p = ps->v[i].value; *p; p++)
+            h = (h ^ (uint64_t)(unsigned char)*p) * 1099511628211ull;
+        h = (h ^ 0xfeu) * 1099511628211ull;
+    }
+    return h ? h : 1;
 }

@@ -188,6 +188,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
     }
     /* DISCARD ALL / RESET ALL returned every parameter to its login value. */
     sl_params_clear(&s->applied);
+    s->params_fp = 0;
     list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
     pool_dispatch(p);

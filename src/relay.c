@@ -46,10 +46,27 @@ static const char *server_value(sl_server_t *s, const char *name) {
     return v ? v : sl_params_get(&s->applied, name);
 }
 
-/* SETs that make s match what c asked for; NULL when none is needed. */
+static bool add_reset(sbuf_t *b, const char *name) {
+    size_t cap = strlen(name) * 2 + 8;
+    char *ident = malloc(cap);
+    bool ok = ident && sl_proto_quote_ident(name, ident, cap) >= 0 && sbuf_add(b, "RESET ") &&
+              sbuf_add(b, ident) && sbuf_add(b, ";");
+    free(ident);
+    return ok;
+}
+
+/* SETs that make s match what c asked for; NULL when none is needed.
+ * Parameters an earlier client set that this one did not are RESET. */
 static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
     sbuf_t b = {0};
     *oom = false;
+    for (int i = 0; i < s->applied.n; i++)
+        if (!sl_params_get(&c->params, s->applied.v[i].name) &&
+            !add_reset(&b, s->applied.v[i].name)) {
+            free(b.p);
+            *oom = true;
+            return NULL;
+        }
     for (int i = 0; i < c->params.n; i++) {
         const sl_param_t *p = &c->params.v[i];
         const char *cur = server_value(s, p->name);
@@ -73,6 +90,9 @@ static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
 /* After SETs: record non-reported values, and adopt the server's spelling of
  * reported ones ("ISO" becomes "ISO, MDY") so the next comparison matches. */
 static void params_settled(sl_client_t *c, sl_server_t *s) {
+    for (int i = s->applied.n - 1; i >= 0; i--)
+        if (!sl_params_get(&c->params, s->applied.v[i].name))
+            sl_params_remove(&s->applied, s->applied.v[i].name);
     for (int i = 0; i < c->params.n; i++) {
         sl_param_t *p = &c->params.v[i];
         const char *rep = sl_params_get(&s->reported, p->name);
@@ -82,6 +102,8 @@ static void params_settled(sl_client_t *c, sl_server_t *s) {
             (void)sl_params_set(&s->applied, p->name, p->value);
         }
     }
+    c->params_fp = sl_params_fingerprint(&c->params);
+    s->params_fp = c->params_fp;
 }
 
 /* Parameters the client did not give take the pool's fresh-login values, so
@@ -104,6 +126,12 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     if ((!c->in.data && sl_buf_take(&c->w->bufs, &c->in) < 0) ||
         (!c->out.data && sl_buf_take(&c->w->bufs, &c->out) < 0)) {
         sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
+    /* Fast path: the server already has exactly this client's settings
+     * (typically left by a client with the same ones). */
+    if (c->params_fp && c->params_fp == s->params_fp) {
+        setup_done(s, NULL, NULL);
         return;
     }
     bool oom;
@@ -185,7 +213,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
         sl_client_fatal(c, code && *code ? code : "08006", "%s", err);
         return;
     }
-    params_settled(c, s);
+    if (!c->params_fp || c->params_fp != s->params_fp) params_settled(c, s);
     if (c->state == SL_CL_LOGIN_WAIT) {
         if (!send_welcome(c, s)) return;
         if (c->pool->mode == SL_POOL_SESSION) {
@@ -310,9 +338,13 @@ static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t
         } else if (s->scan.type == 'S' && sl_scan_complete(&s->scan)) {
             sl_server_note_param(s, s->coll, s->scan.coll_len);
             sl_kv_t kv;
+            /* The client changed a setting itself: follow it. */
             if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) == SL_OK &&
-                (is_settable(kv.name) || sl_params_get(&c->params, kv.name)))
+                (is_settable(kv.name) || sl_params_get(&c->params, kv.name))) {
                 (void)sl_params_set(&c->params, kv.name, kv.value);
+                c->params_fp = sl_params_fingerprint(&c->params);
+                s->params_fp = c->params_fp;
+            }
         }
     }
     return true;

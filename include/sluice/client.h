@@ -46,6 +46,7 @@ typedef struct sl_client {
     sl_server_t *server;   /* borrowed while linked */
     sl_waiter_t waiter;    /* its place in the pool's queue */
     sl_params_t params;    /* session parameters the client asked for */
+    uint64_t params_fp;    /* their fingerprint; 0: to recompute */
     sl_buf_t in;           /* client -> server bytes; held while active */
     sl_buf_t out;          /* server/sluice -> client bytes; held while active */
     uint8_t *login_buf;    /* owned during login: startup and auth messages */

@@ -4,6 +4,8 @@
 #ifndef SLUICE_PARAMS_H
 #define SLUICE_PARAMS_H
 
+#include <stdint.h>
+
 #include "sluice/err.h"
 
 typedef struct sl_param {
@@ -19,5 +21,8 @@ typedef struct sl_params {
 const char *sl_params_get(const sl_params_t *ps, const char *name);
 int sl_params_set(sl_params_t *ps, const char *name, const char *value);
 void sl_params_clear(sl_params_t *ps);
+void sl_params_remove(sl_params_t *ps, const char *name);
+/* A hash of the names (without case) and values in list order; never 0. */
+uint64_t sl_params_fingerprint(const sl_params_t *ps);
 
 #endif

@@ -48,6 +48,7 @@ struct sl_server {
     uv_getaddrinfo_t *resolve; /* owned while resolving */
     sl_params_t reported;   /* ParameterStatus values the backend reported */
     sl_params_t applied;    /* non-reported parameters sluice SET on it */
+    uint64_t params_fp;     /* fingerprint of the client parameters it has; 0: unknown */
     sl_scan_t scan;         /* framing of backend -> sluice bytes */
     uint8_t coll[1024];     /* collected bodies of messages sluice reads */
     char tx_status;         /* last ReadyForQuery status: 'I', 'T', 'E' */

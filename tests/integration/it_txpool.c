@@ -95,6 +95,8 @@ static void per_client_parameters(void) {
                   "b application_name");
         IT_ASSERT(!strcmp(it_value(c, "SHOW extra_float_digits"), "1"), "c extra_float_digits");
         IT_ASSERT(!strcmp(it_value(c, "SHOW statement_timeout"), "4321ms"), "c statement_timeout");
+        IT_ASSERT(!strcmp(it_value(a, "SHOW statement_timeout"), "0"),
+                  "a does not inherit c's statement_timeout");
         const char *cv = it_value(c, "SELECT current_setting('application_name')");
         IT_ASSERT(!strcmp(cv, ""), "c has no application_name from others: '%s'", cv);
         IT_ASSERT(!strcmp(it_value(a, "SELECT pg_backend_pid() = (SELECT pg_backend_pid())"),
