@@ -71,6 +71,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
                 break;
     sl_log_debug(s->tag, "backend connection ready");
+    s->fresh = true;
     list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
     pool_dispatch(p);
@@ -100,6 +101,24 @@ static bool can_open(sl_pool_t *p, int64_t now) {
     return true;
 }
 
+/* At a database or user cap, an idle server of a sibling pool is closed to
+ * make room (as PgBouncer does), rather than letting idle servers starve a
+ * pool that has waiters. Returns true if one was closed. */
+static bool evict_idle_sibling(sl_pool_t *p) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &p->w->pools) {
+        sl_pool_t *q = sl_container_of(it, sl_pool_t, node);
+        if (q == p || q->n_idle == 0) continue;
+        bool shares = (p->max_db && strcmp(q->db_alias, p->db_alias) == 0) ||
+                      (p->max_user && strcmp(q->user, p->user) == 0);
+        if (!shares) continue;
+        sl_server_t *s = sl_container_of(q->idle.prev, sl_server_t, node);
+        sl_server_close(s, "making room for another pool under max_db/max_user_connections");
+        return true;
+    }
+    return false;
+}
+
 static bool in_login_retry(sl_pool_t *p, int64_t now) {
     return p->login_fail_ms && now - p->login_fail_ms < p->w->cfg->server_login_retry_ms;
 }
@@ -120,6 +139,7 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
     if (err) {
         sl_server_close(s, "server_check_query failed");
     } else {
+        s->fresh = true;
         list_put(p, s, LIST_IDLE);
         sl_server_set_state(s, SL_SV_IDLE);
         s->idle_since_ms = sl_now_ms(p->w);
@@ -134,7 +154,7 @@ static void pool_dispatch(sl_pool_t *p) {
         if (first) {
             sl_server_t *s = sl_container_of(first, sl_server_t, node);
             int64_t delay = p->w->cfg->server_check_delay_ms;
-            if (now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
+            if (!s->fresh && now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
                 list_put(p, s, LIST_USED);
                 if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0)
                     sl_server_close(s, "out of memory");
@@ -158,7 +178,7 @@ static void pool_dispatch(sl_pool_t *p) {
             fail_waiters(p, msg, p->last_code);
             break;
         }
-        if (!can_open(p, now)) break;
+        if (!can_open(p, now) && !(evict_idle_sibling(p) && can_open(p, now))) break;
         open_server(p);
     }
 }
@@ -196,6 +216,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
 
 void sl_pool_release(sl_server_t *s, bool clean) {
     sl_pool_t *p = s->owner;
+    s->fresh = false;
     sl_worker_t *w = p->w;
     s->link = NULL;
     s->io = NULL;

@@ -130,14 +130,17 @@ static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
 }
 
 static void start_libpq(sl_server_t *s, const char *const *keys, const char *const *vals,
-                        const char *hostaddr) {
+                        const char *host, const char *hostaddr) {
     const char *k[72], *v[72];
     int n = 0;
     for (int i = 0; keys[i] && n < 68; i++) {
-        if (hostaddr && strcmp(keys[i], "hostaddr") == 0) continue;
+        if (hostaddr && (!strcmp(keys[i], "hostaddr") || !strcmp(keys[i], "host"))) continue;
         k[n] = keys[i], v[n] = vals[i], n++;
     }
-    if (hostaddr) k[n] = "hostaddr", v[n] = hostaddr, n++;
+    if (hostaddr) {
+        k[n] = "host", v[n] = host, n++;
+        k[n] = "hostaddr", v[n] = hostaddr, n++;
+    }
     k[n] = NULL, v[n] = NULL;
     s->conn = PQconnectStartParams(k, v, 0);
     if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
@@ -155,6 +158,7 @@ typedef struct resolve_ctx {
     uv_getaddrinfo_t req;
     sl_server_t *s;
     const char *const *keys, *const *vals; /* borrowed from the pool */
+    const char *host;                      /* borrowed from vals */
 } resolve_ctx_t;
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -168,24 +172,34 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         maybe_free(s);
         return;
     }
-    char addr[INET6_ADDRSTRLEN] = "";
-    if (status == 0 && res) {
-        const void *a = res->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-        inet_ntop(res->ai_family, a, addr, sizeof addr);
+    /* Every address, in resolver order: libpq tries them one by one, with
+     * the name repeated so TLS can still check it. */
+    char addrs[8 * (INET6_ADDRSTRLEN + 1)] = "", hosts[1024] = "";
+    int count = 0;
+    for (struct addrinfo *ai = status == 0 ? res : NULL; ai && count < 8; ai = ai->ai_next) {
+        char addr[INET6_ADDRSTRLEN];
+        const void *a = ai->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        if (!inet_ntop(ai->ai_family, a, addr, sizeof addr) || strstr(addrs, addr)) continue;
+        if (strlen(hosts) + strlen(ctx->host) + 2 > sizeof hosts) break;
+        snprintf(addrs + strlen(addrs), sizeof addrs - strlen(addrs), "%s%s", count ? "," : "",
+                 addr);
+        snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%s", count ? "," : "",
+                 ctx->host);
+        count++;
     }
     uv_freeaddrinfo(res);
-    if (!addr[0]) {
+    if (!count) {
         char msg[256];
-        snprintf(msg, sizeof msg, "cannot resolve backend host: %s",
+        snprintf(msg, sizeof msg, "cannot resolve backend host %s: %s", ctx->host,
                  status ? uv_strerror(status) : "no address");
         free(ctx);
         finish(s, msg, "08001");
         return;
     }
-    snprintf(s->host, sizeof s->host, "%s", addr);
-    start_libpq(s, ctx->keys, ctx->vals, addr);
+    snprintf(s->host, sizeof s->host, "%s", addrs);
+    start_libpq(s, ctx->keys, ctx->vals, hosts, addrs);
     free(ctx);
 }
 
@@ -226,7 +240,7 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
     if (host && !hostaddr && host[0] != '/' && !strchr(host, ',') && !is_numeric_host(host)) {
         resolve_ctx_t *ctx = calloc(1, sizeof *ctx);
         if (ctx) {
-            ctx->s = s, ctx->keys = keys, ctx->vals = vals;
+            ctx->s = s, ctx->keys = keys, ctx->vals = vals, ctx->host = host;
             ctx->req.data = ctx;
             struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
             if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, NULL, &hints) == 0) {
@@ -237,7 +251,7 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
             free(ctx);
         }
     }
-    start_libpq(s, keys, vals, NULL);
+    start_libpq(s, keys, vals, NULL, NULL);
     return s;
 }
 

@@ -55,6 +55,7 @@ struct sl_server {
     int64_t connect_ms;     /* when the connection was opened */
     int64_t idle_since_ms;  /* when it last became idle */
     bool close_needed;      /* close at the next idle moment */
+    bool fresh;             /* just connected or checked: no server_check_query needed */
     sl_server_done_cb done; /* pending connect/query completion */
     sl_server_io_cb io;     /* ACTIVE: relay callback */
     void (*on_close)(sl_server_t *s); /* owner's hook, called once when closing starts */
@@ -63,7 +64,7 @@ struct sl_server {
     uint32_t qout_len, qout_off;
     char error[256];        /* first error of an internal query */
     char error_code[6];     /* its SQLSTATE */
-    char host[256];         /* resolved backend address for logs and hostaddr */
+    char host[400];         /* backend address(es), for logs */
     int owner_list;         /* which of its owner's lists it is on; owner-private */
 };
 

@@ -1,0 +1,180 @@
+/* Pool sizing and upkeep: min_pool_size, server_idle_timeout,
+ * server_lifetime, reserve pool, max_db_connections, max_user_connections,
+ * server_check_query, a host name resolved off the loop, IPv6, and
+ * ignore_startup_parameters. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int backends(PGconn *d, const char *user) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND pid <> "
+             "pg_backend_pid()",
+             user);
+    return atoi(it_value(d, sql));
+}
+
+static bool wait_backends(PGconn *d, const char *user, int want, double secs) {
+    double deadline = it_now() + secs;
+    while (it_now() < deadline) {
+        if (backends(d, user) == want) return true;
+        usleep(50000);
+    }
+    return false;
+}
+
+static void warm_and_idle(PGconn *d) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nmin_pool_size = 3\ndefault_pool_size = 5\n", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    PQfinish(c);
+    IT_ASSERT(wait_backends(d, "sl_scram", 3, 5), "min_pool_size keeps 3 servers (have %d)",
+              backends(d, "sl_scram"));
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    IT_ASSERT(wait_backends(d, "sl_scram", 0, 5), "servers closed at exit");
+
+    it_sluice_start(&s, "pool_mode = transaction\nserver_idle_timeout = 0.5\n", NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL), *b = it_connect(&s, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    it_exec(b, "BEGIN");
+    IT_ASSERT(backends(d, "sl_scram") == 2, "two servers in use");
+    it_exec(a, "COMMIT");
+    it_exec(b, "COMMIT");
+    IT_ASSERT(wait_backends(d, "sl_scram", 0, 5), "idle servers closed after server_idle_timeout");
+    IT_ASSERT(!strcmp(it_value(a, "SELECT 1"), "1"), "a new server opens on demand");
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void lifetime(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nserver_lifetime = 0.5\n", NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL);
+    char pid1[32];
+    snprintf(pid1, sizeof pid1, "%s", it_value(a, "SELECT pg_backend_pid()"));
+    usleep(900000);
+    const char *pid2 = it_value(a, "SELECT pg_backend_pid()");
+    IT_ASSERT(strcmp(pid1, pid2) != 0, "server replaced after server_lifetime (%s)", pid1);
+    PQfinish(a);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void reserve(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\ndefault_pool_size = 1\nreserve_pool_size = 1\n"
+                    "reserve_pool_timeout = 0.3\nquery_wait_timeout = 10\n",
+                    NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL), *b = it_connect(&s, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    double t0 = it_now();
+    IT_ASSERT(!strcmp(it_value(b, "SELECT 'reserve'"), "reserve"), "served from the reserve");
+    double took = it_now() - t0;
+    IT_ASSERT(took >= 0.25 && took < 3, "reserve used after reserve_pool_timeout (%.2f s)", took);
+    it_exec(a, "COMMIT");
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void caps(PGconn *d) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\nmax_db_connections = 2\nquery_wait_timeout = 1\n"
+                    "auth_type = md5\n",
+                    NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL), *b = it_connect(&s, "sl_md5", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    it_exec(b, "BEGIN");
+    PGresult *r = PQexec(c, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK && strstr(PQerrorMessage(c), "query_wait"),
+              "max_db_connections holds the third: %s", PQerrorMessage(c));
+    PQclear(r);
+    IT_ASSERT(backends(d, "sl_scram") + backends(d, "sl_md5") == 2, "two backends for the db");
+    PQfinish(a), PQfinish(b), PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    it_sluice_start(&s, "pool_mode = transaction\nmax_user_connections = 1\nquery_wait_timeout = 1\n",
+                    NULL);
+    a = it_connect(&s, "sl_scram", NULL);
+    b = it_connect_db(&s, "sl_scram", "postgres", NULL);
+    it_exec(a, "BEGIN");
+    r = PQexec(b, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK && strstr(PQerrorMessage(b), "query_wait"),
+              "max_user_connections across databases: %s", PQerrorMessage(b));
+    PQclear(r);
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void check_query(PGconn *d) {
+    it_exec(d, "DROP SEQUENCE IF EXISTS it_checks");
+    it_exec(d, "CREATE SEQUENCE it_checks");
+    it_exec(d, "GRANT ALL ON SEQUENCE it_checks TO sl_scram");
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\nserver_check_delay = 0\n"
+                    "server_check_query = SELECT nextval('it_checks')\n",
+                    NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL);
+    for (int i = 0; i < 3; i++) it_exec(a, "SELECT 1");
+    int n = atoi(it_value(d, "SELECT last_value FROM it_checks"));
+    IT_ASSERT(n >= 3, "server_check_query ran before reuse (%d times)", n);
+    PQfinish(a);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static bool have_ipv6(void) {
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static void addressing(void) {
+    it_sluice_t s;
+    const char *opts = have_ipv6() ? "listen_addr = 127.0.0.1,::1\nignore_startup_parameters = "
+                                     "application_name\n"
+                                   : "ignore_startup_parameters = application_name\n";
+    it_sluice_start(&s, opts, "byname = host=localhost port={PRIMARY} dbname=sluice_test");
+    PGconn *c = it_connect_db(&s, "sl_scram", "byname", "application_name=dropped");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "backend by host name: %s", PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT current_setting('application_name')"), ""),
+              "ignored startup parameter not applied");
+    PQfinish(c);
+    if (have_ipv6()) {
+        char ci[256];
+        snprintf(ci, sizeof ci, "host=::1 port=%d dbname=sluice_test user=sl_scram password=scram_pw",
+                 s.port);
+        c = PQconnectdb(ci);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "IPv6 listener: %s", PQerrorMessage(c));
+        IT_ASSERT(!strcmp(it_value(c, "SELECT 6"), "6"), "query over IPv6");
+        PQfinish(c);
+    } else {
+        printf("no IPv6 loopback here: IPv6 listener not tested\n");
+    }
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+int main(void) {
+    it_init("it_pool");
+    PGconn *d = it_direct();
+    warm_and_idle(d);
+    lifetime();
+    reserve();
+    caps(d);
+    check_query(d);
+    addressing();
+    PQfinish(d);
+    return it_done();
+}
