@@ -67,17 +67,19 @@ static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
             *oom = true;
             return NULL;
         }
+    /* set_config() takes the value as a startup packet or options=-c would:
+     * SET x = 'a,b' would quote list values such as search_path. */
     for (int i = 0; i < c->params.n; i++) {
         const sl_param_t *p = &c->params.v[i];
         const char *cur = server_value(s, p->name);
         if (cur && strcmp(cur, p->value) == 0) continue;
         size_t cap = strlen(p->name) * 2 + strlen(p->value) * 2 + 8;
-        char *ident = malloc(cap), *lit = malloc(cap);
-        bool ok = ident && lit && sl_proto_quote_ident(p->name, ident, cap) >= 0 &&
-                  sl_proto_quote_literal(p->value, lit, cap) >= 0 && sbuf_add(&b, "SET ") &&
-                  sbuf_add(&b, ident) && sbuf_add(&b, " = ") && sbuf_add(&b, lit) &&
-                  sbuf_add(&b, ";");
-        free(ident), free(lit);
+        char *name = malloc(cap), *lit = malloc(cap);
+        bool ok = name && lit && sl_proto_quote_literal(p->name, name, cap) >= 0 &&
+                  sl_proto_quote_literal(p->value, lit, cap) >= 0 &&
+                  sbuf_add(&b, "SELECT pg_catalog.set_config(") && sbuf_add(&b, name) &&
+                  sbuf_add(&b, ", ") && sbuf_add(&b, lit) && sbuf_add(&b, ", false);");
+        free(name), free(lit);
         if (!ok) {
             free(b.p);
             *oom = true;

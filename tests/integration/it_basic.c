@@ -66,7 +66,24 @@ static void unix_socket_and_fallback(const it_sluice_t *s) {
 static void session_mode(void) {
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = session\ndefault_pool_size = 1\n", NULL);
-    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", "options='-c search_path=pg_catalog,public'");
+    const char *sp = it_value(c, "SELECT current_schemas(false)");
+    IT_ASSERT(!strcmp(sp, "{pg_catalog,public}"), "startup options applied in session mode: %s",
+              sp);
+    /* LISTEN/NOTIFY pass through in session mode. */
+    PGconn *n = it_direct();
+    it_exec(c, "LISTEN it_channel");
+    it_exec(n, "NOTIFY it_channel, 'payload'");
+    PGnotify *note = NULL;
+    double deadline = it_now() + 5;
+    while (!note && it_now() < deadline) {
+        PQconsumeInput(c);
+        note = PQnotifies(c);
+        if (!note) usleep(20000);
+    }
+    IT_ASSERT(note && !strcmp(note->extra, "payload"), "notification delivered");
+    PQfreemem(note);
+    PQfinish(n);
     it_exec(c, "SET work_mem = '7MB'");
     it_exec(c, "SELECT 1");
     IT_ASSERT(!strcmp(it_value(c, "SHOW work_mem"), "7MB"), "session keeps SET");
@@ -76,6 +93,59 @@ static void session_mode(void) {
     IT_ASSERT(strcmp(it_value(c, "SHOW work_mem"), "7MB") != 0, "server_reset_query ran");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "clean exit");
+}
+
+static void command_line(void) {
+    char cmd[600], out[256] = "";
+    snprintf(cmd, sizeof cmd, "\"%s\" --version", getenv("SLUICE_BIN"));
+    FILE *p = popen(cmd, "r");
+    IT_ASSERT(p && fgets(out, sizeof out, p), "--version output");
+    IT_ASSERT(pclose(p) == 0 && !strncmp(out, "sluice ", 7), "--version: %s", out);
+    snprintf(cmd, sizeof cmd, "\"%s\" --help >/dev/null", getenv("SLUICE_BIN"));
+    IT_ASSERT(system(cmd) == 0, "--help exits 0");
+    snprintf(cmd, sizeof cmd, "\"%s\" --bogus 2>/dev/null", getenv("SLUICE_BIN"));
+    IT_ASSERT(WEXITSTATUS(system(cmd)) == 1, "unknown option exits 1");
+
+    /* -d: daemon with pidfile; SIGTERM stops it and removes the pidfile. */
+    it_sluice_t s;
+    it_sluice_start(&s, NULL, NULL);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    FILE *f = fopen(s.ini, "a");
+    fprintf(f, "pidfile = %s/sluice.pid\n", s.dir);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "\"%s\" -d %s", getenv("SLUICE_BIN"), s.ini);
+    IT_ASSERT(system(cmd) == 0, "-d returns 0");
+    char pidpath[400];
+    snprintf(pidpath, sizeof pidpath, "%s/sluice.pid", s.dir);
+    int pid = 0;
+    double deadline = it_now() + 5;
+    while (it_now() < deadline) {
+        f = fopen(pidpath, "r");
+        if (f && fscanf(f, "%d", &pid) == 1 && pid > 0) {
+            fclose(f);
+            break;
+        }
+        if (f) fclose(f);
+        usleep(20000);
+    }
+    IT_ASSERT(pid > 0, "pidfile written");
+    deadline = it_now() + 5;
+    PGconn *c = NULL;
+    while (it_now() < deadline) {
+        c = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+        if (PQstatus(c) == CONNECTION_OK) break;
+        PQfinish(c);
+        c = NULL;
+        usleep(50000);
+    }
+    IT_ASSERT(c, "daemon accepts");
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'daemon'"), "daemon"), "daemon serves");
+    PQfinish(c);
+    kill(pid, SIGTERM);
+    deadline = it_now() + 10;
+    while (kill(pid, 0) == 0 && it_now() < deadline) usleep(20000);
+    IT_ASSERT(kill(pid, 0) != 0, "daemon stopped");
+    IT_ASSERT(access(pidpath, F_OK) != 0, "pidfile removed");
 }
 
 static void check_flag(void) {
@@ -108,5 +178,6 @@ int main(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "clean exit");
     session_mode();
     check_flag();
+    command_line();
     return it_done();
 }
