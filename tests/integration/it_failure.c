@@ -128,6 +128,16 @@ static const char *raw_reply_code(const void *p, size_t n) {
 
 static void bad_input(void) {
     unsigned char p[64] = {0};
+    /* GSSENCRequest and SSLRequest are declined with 'N', then login goes on. */
+    int fd = it_raw_connect(&sl);
+    uint32_t gss[2] = {htonl(8), htonl(80877104)};
+    IT_ASSERT(write(fd, gss, 8) == 8, "gssenc request");
+    char one = 0;
+    IT_ASSERT(read(fd, &one, 1) == 1 && one == 'N', "GSSENCRequest answered N");
+    uint32_t ssl[2] = {htonl(8), htonl(80877103)};
+    IT_ASSERT(write(fd, ssl, 8) == 8, "ssl request");
+    IT_ASSERT(read(fd, &one, 1) == 1 && one == 'N', "SSLRequest answered N");
+    close(fd);
     /* length 4 */
     p[3] = 4;
     IT_ASSERT(!strcmp(raw_reply_code(p, 8), "08P01"), "short length");

@@ -104,6 +104,40 @@ static void idle_in_transaction(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+static void client_timeouts(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\nquery_timeout = 0.5\nclient_idle_timeout = 0.6\n"
+                    "client_login_timeout = 0.5\n",
+                    NULL);
+    /* A query running past query_timeout: 57014 and the client is closed. */
+    PGconn *a = it_connect(&s, "sl_scram", NULL);
+    double t0 = it_now();
+    PGresult *r = PQexec(a, "SELECT pg_sleep(10)");
+    double took = it_now() - t0;
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "query_timeout"),
+              "query_timeout: %s", PQerrorMessage(a));
+    IT_ASSERT(took < 3, "query_timeout after %.2f s", took);
+    PQclear(r);
+    PQfinish(a);
+    /* An idle client is closed after client_idle_timeout. */
+    PGconn *b = it_connect(&s, "sl_scram", NULL);
+    usleep(1300000);
+    r = PQexec(b, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "idle client was closed");
+    PQclear(r);
+    PQfinish(b);
+    IT_ASSERT(it_log_count(&s, "client_idle_timeout") >= 1, "idle close logged");
+    /* A client that never finishes its login is closed with an error. */
+    int fd = it_raw_connect(&s);
+    char body[256];
+    t0 = it_now();
+    int t = it_raw_read_msg(fd, body, sizeof body);
+    IT_ASSERT(t == 'E' && it_now() - t0 < 3, "client_login_timeout error (%d)", t);
+    close(fd);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 static void graceful_and_fast(void) {
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\n", NULL);
@@ -142,6 +176,7 @@ int main(void) {
     statement_mode();
     backend_login_fails();
     idle_in_transaction();
+    client_timeouts();
     graceful_and_fast();
     return it_done();
 }
