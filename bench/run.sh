@@ -12,6 +12,7 @@ top=$(pwd)
 secs=${1:-20}
 clients=64
 bash tests/install-deps.sh
+ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
 
@@ -58,7 +59,7 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
-max_client_conn = 500
+max_client_conn = 3000
 log_connections = 0
 log_disconnections = 0
 logfile = $dir/sluice.log
@@ -81,7 +82,7 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
-max_client_conn = 500
+max_client_conn = 3000
 log_connections = 0
 log_disconnections = 0
 logfile = $dir/pgbouncer.log
@@ -90,7 +91,9 @@ INI
 chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
 chmod 777 "$dir"
 if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+    # runuser resets the open files limit: raise it again for PgBouncer.
+    runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'" \
+        >/dev/null 2>&1
 else
     /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
 fi
@@ -126,8 +129,37 @@ for mode in simple extended; do
     run pgbouncer "$PGB_PORT" "$PGB_PID" "$mode"
 done
 
-sluice_rss=$(awk '/VmHWM/{print $2}' "/proc/$SLUICE_PID/status")
-pgb_rss=$(awk '/VmHWM/{print $2}' "/proc/$PGB_PID/status")
+rss() { awk "/$2/"'{print $2}' "/proc/$1/status"; }
+
+# Bytes per idle client: RSS before and while $idle clients sit connected.
+idle=2000
+idle_row() { # name port pid
+    local before after
+    before=$(rss "$3" VmRSS)
+    coproc IDLE { "$top/build-bench/bench/idle_clients" \
+        "host=127.0.0.1 port=$2 dbname=sluice_test user=sl_scram password=scram_pw sslmode=disable connect_timeout=10" \
+        "$idle"; }
+    read -r line <&"${IDLE[0]}" || true
+    after=$(rss "$3" VmRSS)
+    exec {IDLE[1]}>&-
+    wait "$IDLE_PID" || true
+    [ "$line" = ready ] || { echo "idle clients failed for $1" >&2; return; }
+    echo "| $1 | $idle | $before | $after | $(( (after - before) * 1024 / idle )) |"
+}
+idle_rows=$(idle_row sluice "$SLUICE_PORT" "$SLUICE_PID"; idle_row pgbouncer "$PGB_PORT" "$PGB_PID")
+echo "$idle_rows" >&2
+
+# Peak RSS while streaming a 200 MB result through each proxy.
+stream_row() { # name port pid
+    local t0 t1
+    t0=$(date +%s.%N)
+    PGPASSWORD=scram_pw psql -X -q -h 127.0.0.1 -p "$2" -U sl_scram sluice_test \
+        -c "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 200000)) TO STDOUT" >/dev/null
+    t1=$(date +%s.%N)
+    echo "| $1 | $(rss "$3" VmHWM) | $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') |"
+}
+stream_rows=$(stream_row sluice "$SLUICE_PORT" "$SLUICE_PID"; stream_row pgbouncer "$PGB_PORT" "$PGB_PID")
+echo "$stream_rows" >&2
 {
     echo "## Latest run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
     echo
@@ -139,7 +171,17 @@ pgb_rss=$(awk '/VmHWM/{print $2}' "/proc/$PGB_PID/status")
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     printf '%s\n' "${results[@]}"
     echo
-    echo "Peak RSS after the runs: sluice ${sluice_rss} kB, PgBouncer ${pgb_rss} kB."
+    echo "Idle clients (RSS in kB, before and while $idle idle clients are connected):"
+    echo
+    echo "| proxy | idle clients | RSS before | RSS with clients | bytes per idle client |"
+    echo "| --- | --- | --- | --- | --- |"
+    echo "$idle_rows"
+    echo
+    echo "Streaming a 200 MB result (COPY of 200,000 rows of 1,000 bytes) to psql:"
+    echo
+    echo "| proxy | peak RSS (VmHWM, kB) over the whole run | seconds |"
+    echo "| --- | --- | --- |"
+    echo "$stream_rows"
 } >"$dir/table.md"
 cat "$dir/table.md"
 if [ -f bench/RESULTS.md ]; then

@@ -12,14 +12,25 @@ const char *sl_params_get(const sl_params_t *ps, const char *name) {
     return NULL;
 }
 
+/* One allocation per parameter: "name\0value\0", value pointing inside. */
+static char *make_entry(const char *name, const char *value, char **value_out) {
+    size_t ln = strlen(name) + 1, lv = strlen(value) + 1;
+    char *blk = malloc(ln + lv);
+    if (!blk) return NULL;
+    memcpy(blk, name, ln);
+    memcpy(blk + ln, value, lv);
+    *value_out = blk + ln;
+    return blk;
+}
+
 int sl_params_set(sl_params_t *ps, const char *name, const char *value) {
     for (int i = 0; i < ps->n; i++)
         if (strcasecmp(ps->v[i].name, name) == 0) {
             if (strcmp(ps->v[i].value, value) == 0) return SL_OK;
-            char *dup = strdup(value);
-            if (!dup) return SL_ENOMEM;
-            free(ps->v[i].value);
-            ps->v[i].value = dup;
+            char *v, *blk = make_entry(ps->v[i].name, value, &v);
+            if (!blk) return SL_ENOMEM;
+            free(ps->v[i].name);
+            ps->v[i] = (sl_param_t){blk, v};
             return SL_OK;
         }
     if (ps->n == ps->cap) {
@@ -29,17 +40,14 @@ int sl_params_set(sl_params_t *ps, const char *name, const char *value) {
         ps->v = grown;
         ps->cap = cap;
     }
-    char *n = strdup(name), *v = strdup(value);
-    if (!n || !v) {
-        free(n), free(v);
-        return SL_ENOMEM;
-    }
-    ps->v[ps->n++] = (sl_param_t){n, v};
+    char *v, *blk = make_entry(name, value, &v);
+    if (!blk) return SL_ENOMEM;
+    ps->v[ps->n++] = (sl_param_t){blk, v};
     return SL_OK;
 }
 
 void sl_params_clear(sl_params_t *ps) {
-    for (int i = 0; i < ps->n; i++) free(ps->v[i].name), free(ps->v[i].value);
+    for (int i = 0; i < ps->n; i++) free(ps->v[i].name);
     free(ps->v);
     ps->v = NULL;
     ps->n = ps->cap = 0;
@@ -48,7 +56,7 @@ void sl_params_clear(sl_params_t *ps) {
 void sl_params_remove(sl_params_t *ps, const char *name) {
     for (int i = 0; i < ps->n; i++)
         if (strcasecmp(ps->v[i].name, name) == 0) {
-            free(ps->v[i].name), free(ps->v[i].value);
+            free(ps->v[i].name);
             ps->v[i] = ps->v[--ps->n];
             return;
         }

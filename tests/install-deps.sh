@@ -3,7 +3,7 @@
 # apt-get, only when something is missing. Safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libpq-dev libinih-dev
-      libpg-query-dev postgresql-15 postgresql-client-15 postgresql-contrib-15 pgbouncer
+      libpg-query-dev postgresql-15 postgresql-client-15 pgbouncer
       openssl util-linux procps)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -35,8 +35,8 @@ typedef struct sl_client {
     sl_worker_t *w;        /* borrowed */
     uint32_t id;           /* C-<id>; also the BackendKeyData pid */
     uint32_t cancel_key;   /* random; with id, what a CancelRequest must match */
-    char tag[256];         /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
-    char peer[64];         /* address:port or "unix" */
+    char tag[160];         /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
+    char peer[56];         /* address:port or "unix" */
     enum sl_client_state state;
     int fd;                /* owned */
     uv_poll_t poll;        /* its close callback frees the client */

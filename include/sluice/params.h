@@ -9,8 +9,8 @@
 #include "sluice/err.h"
 
 typedef struct sl_param {
-    char *name;  /* owned */
-    char *value; /* owned */
+    char *name;  /* owned: one block holding name and value */
+    char *value; /* points into name's block */
 } sl_param_t;
 
 typedef struct sl_params {
