@@ -111,7 +111,10 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     if (c->state == SL_CL_CLOSING) return;
     char reason[512];
     vsnprintf(reason, sizeof reason, fmt, ap);
-    if (c->w->cfg->log_disconnections) sl_log_info(c->tag, "closing: %s", reason);
+    if (c->quiet_close)
+        sl_log_debug(c->tag, "closing: %s", reason);
+    else if (c->w->cfg->log_disconnections)
+        sl_log_info(c->tag, "closing: %s", reason);
     if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
     if (c->server) sl_relay_unlink(c, true);
     c->state = SL_CL_CLOSING;
@@ -135,7 +138,11 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
+    /* An error can only follow whole messages: if a server's message is cut
+     * off in the buffer, the client just sees the connection close. */
+    bool boundary = !c->server || c->server->state != SL_SV_ACTIVE ||
+                    sl_scan_at_boundary(&c->server->scan);
+    if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         /* Best effort, never blocking: the socket buffer almost always has room. */
         while (sl_buf_len(&c->out) > 0) {
@@ -349,6 +356,13 @@ static void on_login_readable(sl_client_t *c) {
     ssize_t n = read(c->fd, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n <= 0) {
+        /* A connect-and-close with no byte sent is a port probe (load
+         * balancer, monitoring): not worth an info line each time. */
+        if (n == 0 && c->state == SL_CL_LOGIN && c->login_len == 0) {
+            c->quiet_close = true;
+            sl_client_close(c, "connection closed before a startup packet");
+            return;
+        }
         sl_client_close(c, n == 0 ? "client closed the connection during login"
                                   : "read error during login");
         return;

@@ -56,6 +56,7 @@ typedef struct sl_client {
     int pending;           /* ReadyForQuery replies the client still expects */
     bool server_error;     /* an ErrorResponse was relayed since the last ReadyForQuery */
     bool terminated;       /* the client sent Terminate */
+    bool quiet_close;      /* log the close at debug level only (port probes) */
     bool s2c_blocked;      /* server -> client write hit EAGAIN */
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */
