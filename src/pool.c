@@ -136,6 +136,7 @@ static void open_server(sl_pool_t *p) {
 static void check_done(sl_server_t *s, const char *err, const char *code) {
     (void)code;
     sl_pool_t *p = s->owner;
+    p->n_checking--;
     if (err) {
         sl_server_close(s, "server_check_query failed");
     } else {
@@ -156,8 +157,11 @@ static void pool_dispatch(sl_pool_t *p) {
             int64_t delay = p->w->cfg->server_check_delay_ms;
             if (!s->fresh && now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
                 list_put(p, s, LIST_USED);
-                if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0)
+                p->n_checking++;
+                if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0) {
+                    p->n_checking--;
                     sl_server_close(s, "out of memory");
+                }
                 continue;
             }
             sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
@@ -171,7 +175,8 @@ static void pool_dispatch(sl_pool_t *p) {
             wt->cb(wt, s, NULL, NULL);
             continue;
         }
-        if (p->n_connecting >= p->n_waiting) break;
+        /* Servers connecting or being checked will serve the first waiters. */
+        if (p->n_connecting + p->n_checking >= p->n_waiting) break;
         if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
             char msg[320];
             snprintf(msg, sizeof msg, "server login failed: %s", p->last_error);

@@ -355,11 +355,11 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
     sl_server_t *s = h->data;
     switch (s->state) {
     case SL_SV_CONNECTING:
+        /* libuv reports POLLERR (say, a refused connect) as a failed poll;
+         * libpq reads the socket error itself and moves on to the next
+         * address, so it decides. */
+        (void)status;
         sl_server_watch(s, 0);
-        if (status < 0) {
-            finish(s, uv_strerror(status), "08006");
-            return;
-        }
         connect_step(s, PQconnectPoll(s->conn));
         return;
     case SL_SV_QUERY:

@@ -37,6 +37,7 @@ typedef struct sl_pool {
     int max_db, max_user;  /* 0: no cap */
     sl_list_t idle, used, connecting; /* servers by state */
     int n_idle, n_used, n_connecting;
+    int n_checking;        /* of n_used: running server_check_query, soon free */
     sl_list_t waiting;     /* sl_waiter_t, oldest first */
     int n_waiting;
     sl_params_t defaults;  /* reported parameters of a fresh backend */

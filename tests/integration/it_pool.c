@@ -127,7 +127,8 @@ static void check_query(PGconn *d) {
     PGconn *a = it_connect(&s, "sl_scram", NULL);
     for (int i = 0; i < 3; i++) it_exec(a, "SELECT 1");
     int n = atoi(it_value(d, "SELECT last_value FROM it_checks"));
-    IT_ASSERT(n >= 3, "server_check_query ran before reuse (%d times)", n);
+    IT_ASSERT(n == 3, "server_check_query ran before each reuse (%d times, want 3)", n);
+    IT_ASSERT(backends(d, "sl_scram") == 1, "checks did not open extra servers");
     PQfinish(a);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
@@ -146,7 +147,15 @@ static void addressing(void) {
     const char *opts = have_ipv6() ? "listen_addr = 127.0.0.1,::1\nignore_startup_parameters = "
                                      "application_name\n"
                                    : "ignore_startup_parameters = application_name\n";
-    it_sluice_start(&s, opts, "byname = host=localhost port={PRIMARY} dbname=sluice_test");
+    it_sluice_start(&s, opts,
+                    "byname = host=localhost port={PRIMARY} dbname=sluice_test\n"
+                    "fallover = host=127.0.0.1,127.0.0.1 port=1,{PRIMARY} dbname=sluice_test");
+    /* A refused first address: libpq moves on to the next one. */
+    PGconn *f = it_connect_db(&s, "sl_scram", "fallover", NULL);
+    IT_ASSERT(PQstatus(f) == CONNECTION_OK, "second host after a refused one: %s",
+              PQerrorMessage(f));
+    IT_ASSERT(!strcmp(it_value(f, "SELECT 2"), "2"), "query via the second host");
+    PQfinish(f);
     PGconn *c = it_connect_db(&s, "sl_scram", "byname", "application_name=dropped");
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "backend by host name: %s", PQerrorMessage(c));
     IT_ASSERT(!strcmp(it_value(c, "SELECT current_setting('application_name')"), ""),

@@ -1,0 +1,67 @@
+/* SQL analysis for routing and session-state tracking: is a query string
+ * something a read replica may run, does it open a (read-only) transaction,
+ * which session state does it create or clear, and does it carry a routing
+ * hint. A cheap scan of the first keyword answers the obvious cases; the
+ * real PostgreSQL grammar (libpg_query) decides the rest; a small cache
+ * remembers the parser's answers by text. Pure: no I/O, no libuv. */
+#ifndef SLUICE_SQL_H
+#define SLUICE_SQL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sl_sql_hint { SL_HINT_NONE, SL_HINT_PRIMARY, SL_HINT_REPLICA };
+
+/* Session state a statement creates (pins a client to its server in
+ * transaction pooling) or clears. */
+enum {
+    SL_STATE_LISTEN = 1 << 0,
+    SL_STATE_UNLISTEN_ALL = 1 << 1,
+    SL_STATE_TEMP_OBJECT = 1 << 2,
+    SL_STATE_PREPARE = 1 << 3,
+    SL_STATE_DEALLOCATE_ALL = 1 << 4,
+    SL_STATE_HOLD_CURSOR = 1 << 5,
+    SL_STATE_CLOSE_ALL = 1 << 6,
+    SL_STATE_ADVISORY_LOCK = 1 << 7,
+    SL_STATE_ADVISORY_UNLOCK_ALL = 1 << 8,
+    SL_STATE_DISCARD_ALL = 1 << 9,
+};
+
+typedef struct sl_sql_info {
+    bool read_only;       /* every statement may run on a read replica */
+    bool begin;           /* opens a transaction block */
+    bool begin_read_only; /* ... declared READ ONLY (or SET TRANSACTION READ ONLY) */
+    bool parsed;          /* answered by the parser, not the fast path */
+    bool invalid;         /* the parser rejected it (the server will too) */
+    enum sl_sql_hint hint;
+    uint32_t state;       /* SL_STATE_* */
+} sl_sql_info_t;
+
+/* Functions whose call makes a SELECT a write, unless configured otherwise.
+ * A trailing * matches any suffix. */
+#define SL_SQL_DEFAULT_WRITE_FUNCTIONS                                                             \
+    "nextval, setval, pg_advisory_lock*, pg_advisory_xact_lock*, pg_try_advisory_lock*, "          \
+    "pg_try_advisory_xact_lock*, lo_*, txid_current, pg_current_xact_id, pg_notify"
+
+/* Answers from the first keyword when that is enough; false otherwise. */
+bool sl_sql_fast(const char *sql, sl_sql_info_t *out);
+/* Answers with the PostgreSQL grammar. write_functions: comma list. */
+void sl_sql_parse(const char *sql, const char *write_functions, sl_sql_info_t *out);
+
+/* A direct-mapped cache of parser answers keyed by a hash of the text. */
+#define SL_SQL_CACHE_SLOTS 1024
+typedef struct sl_sql_cache {
+    struct {
+        uint64_t hash; /* 0: empty */
+        uint32_t len;
+        sl_sql_info_t info;
+    } slot[SL_SQL_CACHE_SLOTS];
+    uint64_t hits, misses;
+} sl_sql_cache_t;
+
+/* Fast path, then cache, then parser (whose answer is cached). */
+void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
+                     sl_sql_info_t *out);
+
+#endif
