@@ -47,13 +47,14 @@ wait_port() {
 }
 
 printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
-SLUICE_PORT=$(free_port)
-cat >"$dir/sluice.ini" <<INI
+# The same settings for both proxies; only the section name and port differ.
+write_ini() { # file section port logfile
+    cat >"$1" <<INI
 [databases]
 sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-[sluice]
+[$2]
 listen_addr = 127.0.0.1
-listen_port = $SLUICE_PORT
+listen_port = $3
 unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
@@ -62,8 +63,11 @@ default_pool_size = 20
 max_client_conn = 3000
 log_connections = 0
 log_disconnections = 0
-logfile = $dir/sluice.log
+logfile = $4
 INI
+}
+SLUICE_PORT=$(free_port)
+write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log"
 "$top/build-bench/sluice" "$dir/sluice.ini" &
 pids+=($!)
 SLUICE_PID=$!
@@ -71,23 +75,8 @@ wait_port "$SLUICE_PORT"
 
 PGB_PORT=$(free_port)
 [ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
-cat >"$dir/pgbouncer.ini" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 3000
-log_connections = 0
-log_disconnections = 0
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-INI
+write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log"
+echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
 chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
 chmod 777 "$dir"
 if [ "$(id -u)" = 0 ]; then

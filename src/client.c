@@ -13,6 +13,7 @@
 
 #include "sluice/cancel.h"
 #include "sluice/log.h"
+#include "sluice/strlist.h"
 #include "sluice/relay.h"
 
 const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
@@ -116,7 +117,7 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     else if (c->w->cfg->log_disconnections)
         sl_log_info(c->tag, "closing: %s", reason);
     if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
-    if (c->server) sl_relay_unlink(c, true);
+    if (c->server) sl_relay_unlink(c);
     c->state = SL_CL_CLOSING;
     sl_list_unlink(&c->node);
     c->w->nclients--;
@@ -219,7 +220,7 @@ static void auth_ok(sl_client_t *c) {
 }
 
 static int add_param(sl_client_t *c, const char *name, const char *value) {
-    if (sl_config_list_has(c->w->cfg->ignore_startup_parameters, name)) return SL_OK;
+    if (sl_strlist_has(c->w->cfg->ignore_startup_parameters, name)) return SL_OK;
     return sl_params_set(&c->params, name, value);
 }
 
@@ -247,7 +248,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         const char *n = su->params[i].name, *v = su->params[i].value;
         if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication")) continue;
         if (!strcmp(n, "options")) {
-            if (sl_config_list_has(c->w->cfg->ignore_startup_parameters, "options")) continue;
+            if (sl_strlist_has(c->w->cfg->ignore_startup_parameters, "options")) continue;
             char *copy = strdup(v);
             sl_kv_t kv[SL_STARTUP_MAX_PARAMS];
             int k = copy ? sl_proto_parse_options(copy, kv, SL_STARTUP_MAX_PARAMS) : -1;

@@ -469,18 +469,3 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
         if (strcmp(db->keys[i], key) == 0) return db->vals[i];
     return NULL;
 }
-
-bool sl_config_list_has(const char *list, const char *name) {
-    size_t n = strlen(name);
-    const char *p = list;
-    while (p && *p) {
-        while (*p == ' ' || *p == ',' || *p == '\t') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
-        if ((size_t)(t - p) == n && strncasecmp(p, name, n) == 0) return true;
-        p = e;
-    }
-    return false;
-}

@@ -157,8 +157,7 @@ static bool server_clean(sl_client_t *c, sl_server_t *s) {
            sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0;
 }
 
-void sl_relay_unlink(sl_client_t *c, bool client_gone) {
-    (void)client_gone;
+void sl_relay_unlink(sl_client_t *c) {
     sl_server_t *s = c->server;
     if (!s) return;
     c->server = NULL;
@@ -370,7 +369,7 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (mode == SL_POOL_SESSION) return;
-    sl_relay_unlink(c, false);
+    sl_relay_unlink(c);
     sl_client_set_state(c, SL_CL_IDLE);
 }
 

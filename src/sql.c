@@ -3,6 +3,8 @@
  * else goes to libpg_query, whose JSON parse tree is read by node names. */
 #include "sluice/sql.h"
 
+#include "sluice/strlist.h"
+
 #include <ctype.h>
 #include <pg_query.h>
 #include <stdio.h>
@@ -189,27 +191,6 @@ typedef struct span {
 
 static bool has(span_t s, const char *needle) { return memmem(s.p, s.n, needle, strlen(needle)); }
 
-/* True when name matches an entry of the comma list (trailing * = prefix). */
-static bool in_function_list(const char *list, const char *name) {
-    size_t nlen = strlen(name);
-    const char *p = list;
-    while (p && *p) {
-        while (*p == ' ' || *p == ',' || *p == '\t') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && isspace((unsigned char)t[-1])) t--;
-        size_t len = (size_t)(t - p);
-        if (len && p[len - 1] == '*') {
-            if (nlen >= len - 1 && !strncasecmp(name, p, len - 1)) return true;
-        } else if (len == nlen && !strncasecmp(name, p, len)) {
-            return true;
-        }
-        p = e;
-    }
-    return false;
-}
-
 typedef struct fn_facts {
     bool writes, advisory_lock, advisory_unlock_all;
 } fn_facts_t;
@@ -232,7 +213,7 @@ static fn_facts_t functions(span_t s, const char *write_functions) {
             snprintf(name, sizeof name, "%.*s", (int)(z - q), q);
             q = z;
         }
-        if (in_function_list(write_functions, name)) f.writes = true;
+        if (sl_strlist_has(write_functions, name)) f.writes = true;
         if (!strncasecmp(name, "pg_advisory_lock", 16) ||
             !strncasecmp(name, "pg_try_advisory_lock", 20))
             f.advisory_lock = true;

@@ -83,7 +83,5 @@ void sl_config_free(sl_config_t *cfg);
 const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
-/* True when name is in the comma-separated list (case-insensitive). */
-bool sl_config_list_has(const char *list, const char *name);
 
 #endif

@@ -21,6 +21,6 @@ bool sl_relay_flush_c2s(sl_client_t *c);
  * it carry on with a fresh server. */
 void sl_relay_server_lost(sl_client_t *c, const char *why);
 /* Unlinks the server on client exit: back to the pool if clean, else closed. */
-void sl_relay_unlink(sl_client_t *c, bool client_gone);
+void sl_relay_unlink(sl_client_t *c);
 
 #endif

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/strlist.h"
 #include "unit/check.h"
 
 static sl_config_t *load(const char *text, char *err) {
@@ -69,9 +70,9 @@ static void test_full(void) {
     ASSERT_TRUE(sl_config_find_db(c, "*") != NULL);
     const sl_user_cfg_t *u = sl_config_find_user(c, "bob");
     ASSERT_TRUE(u && u->pool_mode == SL_POOL_STATEMENT && u->max_user_connections == 4);
-    ASSERT_TRUE(sl_config_list_has(c->ignore_startup_parameters, "search_path"));
-    ASSERT_TRUE(sl_config_list_has(c->ignore_startup_parameters, "EXTRA_FLOAT_DIGITS"));
-    ASSERT_TRUE(!sl_config_list_has(c->ignore_startup_parameters, "search"));
+    ASSERT_TRUE(sl_strlist_has(c->ignore_startup_parameters, "search_path"));
+    ASSERT_TRUE(sl_strlist_has(c->ignore_startup_parameters, "EXTRA_FLOAT_DIGITS"));
+    ASSERT_TRUE(!sl_strlist_has(c->ignore_startup_parameters, "search"));
     sl_config_free(c);
 }
 
