@@ -10,6 +10,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 dir=$(mktemp -d /tmp/sluice-demo.XXXXXX)
+chmod 755 "$dir" # the PostgreSQL servers run as postgres inside it
 sluice_pid=
 cleanup() {
     trap - EXIT INT TERM

@@ -20,6 +20,8 @@ it_cluster_t it_cl;
 static const char *test_name = "it";
 static it_sluice_t *running[8];
 static int checks;
+static char *dirs[64]; /* sluice dirs made by this test, removed when it passes */
+static int ndirs;
 
 double it_now(void) {
     struct timespec ts;
@@ -156,6 +158,7 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
     IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
+    if (ndirs < 64) dirs[ndirs++] = strdup(s->dir);
     s->port = it_free_port();
     snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
     snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
@@ -310,6 +313,13 @@ const char *it_fails(PGconn *c, const char *sql) {
 
 int it_done(void) {
     kill_all();
+    /* Passed: the logs are not needed any more. */
+    for (int i = 0; i < ndirs; i++) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dirs[i]);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dirs[i]);
+        free(dirs[i]);
+    }
     printf("%s: passed\n", test_name);
     return 0;
 }
