@@ -396,7 +396,11 @@ static void request_server(sl_client_t *c) {
 /* Reads client bytes in IDLE, WAITING and ACTIVE. */
 static void on_readable(sl_client_t *c) {
     if ((!c->in.data || !c->out.data) && !buffers_take(c)) return;
-    if (sl_buf_space(&c->in) == 0) sl_buf_compact(&c->in);
+    if (sl_buf_space(&c->in) == 0) {
+        uint32_t shift = c->in.head;
+        sl_buf_compact(&c->in);
+        if (c->holding) c->hold_start -= shift;
+    }
     if (sl_buf_space(&c->in) == 0) return;
     ssize_t n = read(c->fd, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -409,6 +413,8 @@ static void on_readable(sl_client_t *c) {
     c->scan_new += (uint32_t)n;
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
+    /* Scanning may have answered the client itself (a refused statement). */
+    if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
     if (c->state == SL_CL_IDLE) {
         if (c->terminated && sl_buf_len(&c->in) == 0) {
             sl_client_close(c, "client disconnected");

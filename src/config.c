@@ -15,6 +15,7 @@
 
 const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
 const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256", NULL};
+const char *const sl_pin_mode_names[] = {"off", "on", "error", NULL};
 static const char *const bool_names[] = {"0", "1", NULL};
 
 enum opt_type { OPT_INT, OPT_MS, OPT_STR, OPT_BOOL, OPT_ENUM };
@@ -56,6 +57,7 @@ static const opt_t opts[] = {
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
     O_STR("pidfile", pidfile, ""),
+    O_ENUM("pin_session_state", pin_session_state, "on", sl_pin_mode_names),
     O_INT("pkt_buf", pkt_buf, "8192", 2048, 1 << 24),
     O_ENUM("pool_mode", pool_mode, "session", sl_pool_mode_names),
     O_INT("reserve_pool_size", reserve_pool_size, "0", 0, 100000),

@@ -154,7 +154,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
 
 static bool server_clean(sl_client_t *c, sl_server_t *s) {
     return c->pending == 0 && s->tx_status == 'I' && sl_scan_at_boundary(&s->scan) &&
-           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0;
+           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding;
 }
 
 void sl_relay_unlink(sl_client_t *c) {
@@ -243,19 +243,109 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
 
 /* ---- client -> server ---- */
 
+/* Session state that ties a client to its server, and what clears it. */
+static const struct {
+    uint32_t creates, cleared_by;
+    const char *what;
+} pin_kinds[] = {
+    {SL_STATE_LISTEN, SL_STATE_UNLISTEN_ALL, "LISTEN"},
+    {SL_STATE_TEMP_OBJECT, 0, "CREATE TEMP"},
+    {SL_STATE_PREPARE, SL_STATE_DEALLOCATE_ALL, "PREPARE"},
+    {SL_STATE_HOLD_CURSOR, SL_STATE_CLOSE_ALL, "DECLARE ... WITH HOLD"},
+    {SL_STATE_ADVISORY_LOCK, SL_STATE_ADVISORY_UNLOCK_ALL, "pg_advisory_lock()"},
+};
+
+static const char *pin_names(uint32_t pins, char *buf, size_t cap) {
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
+        if (pins & pin_kinds[i].creates)
+            snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     pin_kinds[i].what);
+    return buf;
+}
+
+/* Refuses a held Query under pin_session_state = error: the message is
+ * dropped and the client gets an error and ReadyForQuery. Returns false if
+ * the client was closed. */
+static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
+    char what[128], msg[384];
+    snprintf(msg, sizeof msg,
+             "%s would tie this connection to one server, and pin_session_state = error refuses "
+             "that in %s pooling: use session pooling for this client, or pin_session_state = on",
+             pin_names(creates, what, sizeof what), sl_pool_mode_names[c->pool->mode]);
+    /* Only safe with nothing else in flight: replies must stay in order. */
+    if (c->pending > 1 || (c->server && c->server->tx_status != 'I')) {
+        sl_client_fatal(c, "0A000", "%s", msg);
+        return false;
+    }
+    memmove(c->in.data + start, c->in.data + end, c->in.tail - end);
+    c->in.tail -= end - start;
+    c->pending--;
+    if (sl_proto_put_error(&c->out, "ERROR", "0A000", msg) < 0 ||
+        sl_proto_put_ready(&c->out, 'I') < 0) {
+        sl_client_fatal(c, "0A000", "%s", msg);
+        return false;
+    }
+    return true;
+}
+
+/* Looks at a complete held Query in `in` [start, end). Returns false if the
+ * client was closed; *removed tells whether the message left the buffer. */
+static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *removed) {
+    *removed = false;
+    const char *sql = (const char *)c->in.data + start + 5;
+    size_t n = end - start - 5;
+    if (n == 0 || sql[n - 1] != '\0' || memchr(sql, '\0', n) != sql + n - 1) {
+        sl_client_fatal(c, "08P01", "Query message is not one NUL-terminated string");
+        return false;
+    }
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &info);
+    if (info.state & SL_STATE_DISCARD_ALL) {
+        c->reset_seen = true;
+        c->pins = 0;
+    }
+    uint32_t creates = 0;
+    for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++) {
+        if (info.state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
+        if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
+    }
+    int mode = c->w->cfg->pin_session_state;
+    if (!creates || mode == SL_PIN_OFF) return true;
+    if (mode == SL_PIN_ERROR) {
+        *removed = true;
+        return refuse_query(c, start, end, creates);
+    }
+    char what[128];
+    if ((c->pins | creates) != c->pins) {
+        c->w->pins++;
+        sl_log_debug(c->tag, "pinned to its server by %s", pin_names(creates, what, sizeof what));
+    }
+    c->pins |= creates;
+    return true;
+}
+
 bool sl_relay_scan_client(sl_client_t *c) {
     /* Frames the scan_new bytes last appended at the tail; the scanner's
      * state carries a message split across reads. */
-    uint8_t *p = c->in.data;
-    uint32_t end = c->in.tail;
     uint32_t off = c->in.tail - c->scan_new;
     c->scan_new = 0;
-    while (off < end) {
+    /* Session state matters only when servers are shared. */
+    bool analyse = c->pool && c->pool->mode != SL_POOL_SESSION;
+    /* An empty body ends without another byte: report that END too. */
+    while (off < c->in.tail || (c->scan.in_body && c->scan.remain == 0)) {
         enum sl_scan_ev ev;
-        off += (uint32_t)sl_scan_feed(&c->scan, p + off, end - off, &ev);
+        off += (uint32_t)sl_scan_feed(&c->scan, c->in.data + off, c->in.tail - off, &ev);
         if (ev == SL_SCAN_ERROR) {
             sl_client_fatal(c, "08P01", "invalid message length from client");
             return false;
+        }
+        if (ev == SL_SCAN_END && c->holding) {
+            c->holding = false;
+            bool removed;
+            if (!analyse_query(c, c->hold_start, off, &removed)) return false;
+            if (removed) off = c->hold_start;
+            continue;
         }
         if (ev != SL_SCAN_START) continue;
         uint8_t t = c->scan.type;
@@ -275,6 +365,12 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
         }
+        /* A Query that fits the buffer is held until complete and analysed;
+         * a longer one streams through unexamined. */
+        if (t == 'Q' && analyse && c->scan.len + 1 <= c->in.cap) {
+            c->holding = true;
+            c->hold_start = off - 5;
+        }
     }
     return true;
 }
@@ -282,8 +378,10 @@ bool sl_relay_scan_client(sl_client_t *c) {
 bool sl_relay_flush_c2s(sl_client_t *c) {
     sl_server_t *s = c->server;
     if (!s || s->state != SL_SV_ACTIVE) return true;
-    /* A partial header stays here: it might be a Terminate. */
-    uint32_t fwd = sl_buf_len(&c->in) - c->scan.hdr_len;
+    /* A partial header stays here (it might be a Terminate), and so does a
+     * Query held for analysis. */
+    uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+    uint32_t fwd = limit - c->in.head;
     while (fwd > 0) {
         ssize_t n = sl_server_write(s, sl_buf_rptr(&c->in), fwd);
         if (n == -EAGAIN) {
@@ -334,6 +432,12 @@ static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t
         if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
             s->tx_status = (char)s->coll[0];
             if (c->pending > 0) c->pending--;
+            if (c->reset_seen && c->pending == 0) {
+                /* DISCARD ALL reverted what sluice had SET on this server. */
+                sl_params_clear(&s->applied);
+                s->params_fp = 0;
+                c->reset_seen = false;
+            }
             c->server_error = false;
             c->last_io_ms = sl_now_ms(c->w);
         } else if (s->scan.type == 'S' && sl_scan_complete(&s->scan)) {
@@ -368,7 +472,7 @@ static void maybe_release(sl_client_t *c) {
         sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
         return;
     }
-    if (mode == SL_POOL_SESSION) return;
+    if (mode == SL_POOL_SESSION || c->pins) return;
     sl_relay_unlink(c);
     sl_client_set_state(c, SL_CL_IDLE);
 }
@@ -383,7 +487,8 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
         sl_pool_release(s, false);
     }
     c->c2s_blocked = false;
-    if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 ||
+    /* A pinned client lost session state it relied on: it must know. */
+    if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {
         sl_client_fatal(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;

@@ -119,6 +119,11 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->users, err, errlen) < 0)
         return SL_ECONFIG;
     sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
+    w->sql_cache = calloc(1, sizeof *w->sql_cache);
+    if (!w->sql_cache) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
     uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
@@ -141,6 +146,7 @@ int sl_worker_run(sl_worker_t *w) {
     w->loop = NULL;
     sl_userlist_free(&w->users);
     sl_bufpool_destroy(&w->bufs);
+    free(w->sql_cache);
     sl_config_free(w->cfg);
     w->cfg = NULL;
     return w->exit_code;

@@ -57,6 +57,10 @@ typedef struct sl_client {
     bool server_error;     /* an ErrorResponse was relayed since the last ReadyForQuery */
     bool terminated;       /* the client sent Terminate */
     bool quiet_close;      /* log the close at debug level only (port probes) */
+    bool holding;          /* a Query is kept in `in` until complete, to be analysed */
+    bool reset_seen;       /* the client ran DISCARD ALL: its server's settings changed */
+    uint32_t hold_start;   /* offset in `in` of the held Query */
+    uint32_t pins;         /* SL_STATE_* session state tying it to its server */
     bool s2c_blocked;      /* server -> client write hit EAGAIN */
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */

@@ -13,9 +13,11 @@
 
 enum sl_pool_mode { SL_POOL_SESSION, SL_POOL_TRANSACTION, SL_POOL_STATEMENT };
 enum sl_auth_type { SL_AUTH_ANY, SL_AUTH_TRUST, SL_AUTH_PLAIN, SL_AUTH_MD5, SL_AUTH_SCRAM };
+enum sl_pin_mode { SL_PIN_OFF, SL_PIN_ON, SL_PIN_ERROR };
 
 extern const char *const sl_pool_mode_names[];
 extern const char *const sl_auth_type_names[];
+extern const char *const sl_pin_mode_names[];
 
 typedef struct sl_db_cfg {
     char *name;          /* owned; "*" is the fallback entry */
@@ -62,6 +64,7 @@ typedef struct sl_config {
     int pkt_buf;         /* bytes per direction of an active connection */
     int max_packet_size; /* bytes; longest client message accepted */
     char *ignore_startup_parameters;
+    int pin_session_state; /* enum sl_pin_mode */
     /* logging and process */
     char *logfile, *pidfile;
     int verbose;

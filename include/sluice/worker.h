@@ -11,6 +11,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/list.h"
+#include "sluice/sql.h"
 #include "sluice/userlist.h"
 
 struct sl_listener;
@@ -28,6 +29,8 @@ typedef struct sl_worker {
     struct sl_listener *listeners; /* owned list */
     uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
     uv_signal_t sig_int, sig_term, sig_hup;
+    sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
+    uint64_t pins;             /* clients pinned to their server so far */
     bool shutting_down; /* SIGTERM: no new clients, close each after its transaction */
     bool stopping;      /* handles are being closed */
     int exit_code;

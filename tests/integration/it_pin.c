@@ -1,0 +1,100 @@
+/* Transaction pooling and session state: LISTEN, temp tables, SQL PREPARE
+ * pin a client to its server until the state is gone; pin_session_state =
+ * error refuses them; DISCARD ALL makes sluice re-apply the client's
+ * settings. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static bool got_notify(PGconn *c, const char *payload, double secs) {
+    double deadline = it_now() + secs;
+    while (it_now() < deadline) {
+        PQconsumeInput(c);
+        PGnotify *n = PQnotifies(c);
+        if (n) {
+            bool ok = !strcmp(n->extra, payload);
+            PQfreemem(n);
+            return ok;
+        }
+        usleep(20000);
+    }
+    return false;
+}
+
+static void pins(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 2\nquery_wait_timeout = 1\n",
+                    NULL);
+    PGconn *l = it_connect(&s, "sl_scram", NULL);
+    PGconn *t = it_connect(&s, "sl_scram", NULL);
+    it_exec(l, "LISTEN it_ch");
+    it_exec(t, "CREATE TEMP TABLE it_tmp (a int)");
+    /* Both servers are pinned now: a third client cannot get one. */
+    PGconn *x = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+    IT_ASSERT(PQstatus(x) == CONNECTION_BAD && strstr(PQerrorMessage(x), "query_wait_timeout"),
+              "pinned servers are not shared: %s", PQerrorMessage(x));
+    PQfinish(x);
+    for (int i = 0; i < 20; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "INSERT INTO it_tmp VALUES (%d)", i);
+        it_exec(t, sql);
+    }
+    IT_ASSERT(!strcmp(it_value(t, "SELECT count(*) FROM it_tmp"), "20"), "temp table kept");
+    /* UNLISTEN * frees l's server for others. */
+    it_exec(l, "UNLISTEN *");
+    PGconn *n = it_connect(&s, "sl_scram", NULL);
+    for (int i = 0; i < 20; i++) it_exec(n, "SELECT 1");
+    /* DISCARD ALL frees t's server (and drops its temp table). */
+    it_exec(t, "DISCARD ALL");
+    IT_ASSERT(!strcmp(it_fails(t, "SELECT count(*) FROM it_tmp"), "42P01"), "DISCARD ALL dropped it");
+    /* A listener stays pinned while another client runs 50 transactions. */
+    it_exec(l, "LISTEN it_ch");
+    for (int i = 0; i < 50; i++) it_exec(n, "SELECT 3");
+    it_exec(n, "NOTIFY it_ch, 'fifty transactions later'");
+    IT_ASSERT(got_notify(l, "fifty transactions later", 5), "pinned listener got the NOTIFY");
+    IT_ASSERT(it_log_count(&s, "query_wait_timeout") == 1, "only the probe client timed out");
+    PQfinish(l), PQfinish(t), PQfinish(n);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void refused(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\npin_session_state = error\n", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    const char *stmts[] = {"LISTEN it_ch", "CREATE TEMP TABLE it_t2 (a int)",
+                           "PREPARE p AS SELECT 1", "SELECT pg_advisory_lock(42)"};
+    for (size_t i = 0; i < sizeof stmts / sizeof *stmts; i++) {
+        PGresult *r = PQexec(c, stmts[i]);
+        IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
+                      strstr(PQerrorMessage(c), "pin_session_state = error"),
+                  "%s refused: %s", stmts[i], PQerrorMessage(c));
+        PQclear(r);
+        IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "still usable");
+    }
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void discard_reapplies(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\n", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", "options='-c statement_timeout=4321'");
+    IT_ASSERT(!strcmp(it_value(c, "SHOW statement_timeout"), "4321ms"), "applied");
+    it_exec(c, "DISCARD ALL");
+    IT_ASSERT(!strcmp(it_value(c, "SHOW statement_timeout"), "4321ms"),
+              "re-applied after DISCARD ALL");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+int main(void) {
+    it_init("it_pin");
+    pins();
+    refused();
+    discard_reapplies();
+    return it_done();
+}
