@@ -102,6 +102,7 @@ static void client_closed_cb(uv_handle_t *h) {
     }
     free(c->login_buf);
     sl_params_clear(&c->params);
+    sl_params_clear(&c->dirty);
     free(c->user);
     free(c->dbname);
     free(c);

@@ -57,7 +57,8 @@ void sl_params_remove(sl_params_t *ps, const char *name) {
     for (int i = 0; i < ps->n; i++)
         if (strcasecmp(ps->v[i].name, name) == 0) {
             free(ps->v[i].name);
-            ps->v[i] = ps->v[--ps->n];
+            memmove(&ps->v[i], &ps->v[i + 1], sizeof *ps->v * (size_t)(ps->n - i - 1));
+            ps->n--;
             return;
         }
 }

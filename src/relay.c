@@ -305,6 +305,16 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         c->reset_seen = true;
         c->pins = 0;
     }
+    /* Settings changed in SQL are read back from the server once the
+     * transaction is over (committed or not), then carried to the next. */
+    if (info.reset_all) c->capture_all = true;
+    for (char *p = info.set_names, *e; *p; p = *e ? e + 1 : e) {
+        e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(e - p), p);
+        (void)sl_params_set(&c->dirty, name, "");
+    }
     uint32_t creates = 0;
     for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++) {
         if (info.state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
@@ -455,6 +465,77 @@ static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t
     return true;
 }
 
+static void capture_done(sl_server_t *s, const char *err, const char *code);
+static void maybe_release(sl_client_t *c);
+
+static bool add_name(sbuf_t *b, const char *name, bool first) {
+    char lit[160];
+    return sl_proto_quote_literal(name, lit, sizeof lit) >= 0 &&
+           sbuf_add(b, first ? "SELECT " : ", ") && sbuf_add(b, "pg_catalog.current_setting(") &&
+           sbuf_add(b, lit) && sbuf_add(b, ", true)");
+}
+
+/* Reads back the settings the client changed with SET/RESET, on the server
+ * that ran them, before that server goes back to the pool. */
+static void start_capture(sl_client_t *c, sl_server_t *s) {
+    if (c->capture_all) {
+        for (int i = 0; i < c->params.n; i++) (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
+        for (int i = 0; i < s->applied.n; i++) (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
+        c->capture_all = false;
+    }
+    sbuf_t b = {0};
+    bool ok = true;
+    for (int i = 0; i < c->dirty.n && ok; i++) ok = add_name(&b, c->dirty.v[i].name, i == 0);
+    c->capturing = (uint32_t)c->dirty.n;
+    if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
+        sl_log_warn(c->tag, "cannot read back changed settings; they stay on %s", s->tag);
+        sl_params_clear(&c->dirty);
+    }
+    free(b.p);
+}
+
+static void capture_done(sl_server_t *s, const char *err, const char *code) {
+    (void)code;
+    sl_client_t *c = s->link;
+    if (!c) {
+        sl_pool_release(s, !err && s->tx_status == 'I');
+        return;
+    }
+    if (err) {
+        sl_log_warn(c->tag, "reading back changed settings failed: %s", err);
+    } else if (s->row && s->row_len >= 2) {
+        const uint8_t *p = s->row, *end = s->row + s->row_len;
+        int ncols = p[0] << 8 | p[1];
+        p += 2;
+        for (int i = 0; i < ncols && i < (int)c->capturing && p + 4 <= end; i++) {
+            int32_t len = (int32_t)sl_be32(p);
+            p += 4;
+            if (len < 0) continue; /* unknown setting */
+            if (p + len > end) break;
+            char *v = strndup((const char *)p, (size_t)len);
+            p += len;
+            if (!v) break;
+            const char *name = c->dirty.v[i].name;
+            (void)sl_params_set(&c->params, name, v);
+            if (!sl_params_get(&s->reported, name)) (void)sl_params_set(&s->applied, name, v);
+            free(v);
+        }
+        c->params_fp = sl_params_fingerprint(&c->params);
+        s->params_fp = c->params_fp;
+    }
+    /* Names SET while this ran stay listed for the next read-back. */
+    for (uint32_t i = 0; i < c->capturing && c->dirty.n > 0; i++)
+        sl_params_remove(&c->dirty, c->dirty.v[0].name);
+    c->capturing = 0;
+    sl_server_set_state(s, SL_SV_ACTIVE);
+    s->io = server_io_cb;
+    maybe_release(c);
+    if (c->state != SL_CL_CLOSING && c->server == s && sl_relay_flush_c2s(c))
+        sl_client_update_poll(c);
+    else if (c->state != SL_CL_CLOSING)
+        sl_client_update_poll(c);
+}
+
 /* After a ReadyForQuery: give the server back when the transaction is over. */
 static void maybe_release(sl_client_t *c) {
     sl_server_t *s = c->server;
@@ -472,7 +553,12 @@ static void maybe_release(sl_client_t *c) {
         sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
         return;
     }
-    if (mode == SL_POOL_SESSION || c->pins) return;
+    if (mode == SL_POOL_SESSION) return;
+    if (c->dirty.n || c->capture_all) {
+        start_capture(c, s);
+        return;
+    }
+    if (c->pins) return;
     sl_relay_unlink(c);
     sl_client_set_state(c, SL_CL_IDLE);
 }
@@ -528,6 +614,7 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         if (!scan_server(c, s, p, (size_t)n)) return;
         maybe_release(c);
         if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+        if (s->state != SL_SV_ACTIVE) return; /* released, or reading settings back */
         if ((uint32_t)n < space && sl_server_pending(s) == 0) return;
     }
 }

@@ -28,6 +28,7 @@ static void maybe_free(sl_server_t *s) {
     sl_params_clear(&s->reported);
     sl_params_clear(&s->applied);
     free(s->qout);
+    free(s->row);
     free(s);
 }
 
@@ -284,6 +285,9 @@ int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) {
     s->qout_off = 0;
     s->done = done;
     s->error[0] = s->error_code[0] = '\0';
+    free(s->row);
+    s->row = NULL;
+    s->row_len = 0;
     s->state = SL_SV_QUERY;
     if (s->w->cfg->server_connect_timeout_ms > 0)
         uv_timer_start(&s->timer, timeout_cb, (uint64_t)s->w->cfg->server_connect_timeout_ms, 0);
@@ -322,10 +326,14 @@ static bool read_own(sl_server_t *s) {
                 return false;
             }
             if (ev == SL_SCAN_START)
-                s->scan.collect = strchr("ESZ", s->scan.type) != NULL;
+                s->scan.collect = strchr("ESZD", s->scan.type) != NULL;
             if (ev != SL_SCAN_END || !s->scan.collect) continue;
             uint8_t t = s->scan.type;
-            if (t == 'S' && sl_scan_complete(&s->scan)) {
+            if (t == 'D' && !s->row && sl_scan_complete(&s->scan)) {
+                s->row = malloc(s->scan.coll_len);
+                if (s->row) memcpy(s->row, s->coll, s->scan.coll_len);
+                s->row_len = s->row ? s->scan.coll_len : 0;
+            } else if (t == 'S' && sl_scan_complete(&s->scan)) {
                 sl_server_note_param(s, s->coll, s->scan.coll_len);
             } else if (t == 'E') {
                 sl_error_fields_t ef;

@@ -232,6 +232,33 @@ static bool writes_data(span_t s, const char *write_functions, uint32_t *state) 
            has(s, "\"DeleteStmt\":{") || has(s, "\"MergeStmt\":{");
 }
 
+/* Records the target of a session-level SET or RESET (SET LOCAL and SET
+ * TRANSACTION end with the transaction and need no tracking). */
+static void note_set(span_t s, sl_sql_info_t *out) {
+    if (has(s, "\"is_local\":true")) return;
+    if (has(s, "\"kind\":\"VAR_RESET_ALL\"")) {
+        out->reset_all = true;
+        return;
+    }
+    if (!has(s, "\"kind\":\"VAR_SET_VALUE\"") && !has(s, "\"kind\":\"VAR_SET_DEFAULT\"") &&
+        !has(s, "\"kind\":\"VAR_SET_CURRENT\"") && !has(s, "\"kind\":\"VAR_RESET\""))
+        return;
+    const char *n = memmem(s.p, s.n, "\"name\":\"", 8);
+    if (!n) return;
+    n += 8;
+    const char *z = memchr(n, '"', (size_t)(s.p + s.n - n));
+    if (!z) return;
+    int len = (int)(z - n);
+    if ((len == 11 && !strncmp(n, "TRANSACTION", 11)) || memchr(n, ' ', (size_t)len)) return;
+    size_t used = strlen(out->set_names);
+    if (used + (size_t)len + 2 > sizeof out->set_names) {
+        out->reset_all = true; /* too many to list: capture everything */
+        return;
+    }
+    snprintf(out->set_names + used, sizeof out->set_names - used, "%s%.*s", used ? "," : "", len,
+             n);
+}
+
 static const char read_only_on[] =
     "\"defname\":\"transaction_read_only\",\"arg\":{\"A_Const\":{\"ival\":{\"ival\":1}";
 
@@ -254,6 +281,7 @@ static void one_statement(const char *node, span_t s, const char *wf, sl_sql_inf
     } else if (!strcmp(node, "VariableSetStmt")) {
         read = true;
         if (has(s, "\"name\":\"TRANSACTION\"") && has(s, read_only_on)) out->begin_read_only = true;
+        note_set(s, out);
     } else if (!strcmp(node, "ListenStmt")) {
         st |= SL_STATE_LISTEN;
     } else if (!strcmp(node, "UnlistenStmt")) {

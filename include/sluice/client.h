@@ -61,6 +61,9 @@ typedef struct sl_client {
     bool reset_seen;       /* the client ran DISCARD ALL: its server's settings changed */
     uint32_t hold_start;   /* offset in `in` of the held Query */
     uint32_t pins;         /* SL_STATE_* session state tying it to its server */
+    sl_params_t dirty;     /* names the client SET or RESET since its server last settled */
+    bool capture_all;      /* it ran RESET ALL: re-read every tracked setting */
+    uint32_t capturing;    /* leading entries of `dirty` being read back now */
     bool s2c_blocked;      /* server -> client write hit EAGAIN */
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */

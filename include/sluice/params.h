@@ -21,6 +21,7 @@ typedef struct sl_params {
 const char *sl_params_get(const sl_params_t *ps, const char *name);
 int sl_params_set(sl_params_t *ps, const char *name, const char *value);
 void sl_params_clear(sl_params_t *ps);
+/* Removes name, keeping the order of the others. */
 void sl_params_remove(sl_params_t *ps, const char *name);
 /* A hash of the names (without case) and values in list order; never 0. */
 uint64_t sl_params_fingerprint(const sl_params_t *ps);

@@ -62,6 +62,8 @@ struct sl_server {
     uv_timer_t timer;       /* connect/query timeout; its close callback frees the struct */
     uint8_t *qout;          /* owned: unsent bytes of an internal query */
     uint32_t qout_len, qout_off;
+    uint8_t *row;           /* owned: first DataRow body of the last internal query */
+    uint32_t row_len;
     char error[256];        /* first error of an internal query */
     char error_code[6];     /* its SQLSTATE */
     char host[400];         /* backend address(es), for logs */

@@ -36,6 +36,8 @@ typedef struct sl_sql_info {
     bool invalid;         /* the parser rejected it (the server will too) */
     enum sl_sql_hint hint;
     uint32_t state;       /* SL_STATE_* */
+    bool reset_all;       /* RESET ALL (or more SETs than set_names holds) */
+    char set_names[120];  /* session-level SET/RESET targets, comma-separated */
 } sl_sql_info_t;
 
 /* Functions whose call makes a SELECT a write, unless configured otherwise.

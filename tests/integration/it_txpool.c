@@ -118,8 +118,47 @@ static void per_client_parameters(void) {
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
 
+/* Settings changed with SQL SET follow each client across servers; a SET in
+ * a rolled-back transaction does not stick, one in a committed one does. */
+static void sql_set_carried(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n", NULL);
+    PGconn *a = it_connect(&sl, "sl_scram", NULL), *b = it_connect(&sl, "sl_scram", NULL);
+    it_exec(a, "SET search_path TO pg_catalog, public");
+    it_exec(a, "SET statement_timeout = '1234ms'");
+    it_exec(a, "SET DateStyle = 'SQL, DMY'");
+    it_exec(a, "SET TIME ZONE 'Asia/Kolkata'");
+    it_exec(b, "SET search_path = public");
+    it_exec(b, "SET statement_timeout TO 5678");
+    it_exec(b, "BEGIN");
+    it_exec(b, "SET work_mem = '9MB'");
+    it_exec(b, "ROLLBACK");
+    it_exec(b, "BEGIN");
+    it_exec(b, "SET work_mem = '7MB'");
+    it_exec(b, "COMMIT");
+    for (int round = 0; round < 3; round++) {
+        IT_ASSERT(!strcmp(it_value(a, "SELECT current_schemas(false)::text"), "{pg_catalog,public}"),
+                  "a search_path");
+        IT_ASSERT(!strcmp(it_value(b, "SELECT current_schemas(false)::text"), "{public}"),
+                  "b search_path");
+        const char *ast = it_value(a, "SHOW statement_timeout");
+        IT_ASSERT(!strcmp(ast, "1234ms"), "a statement_timeout: %s", ast);
+        IT_ASSERT(!strcmp(it_value(b, "SHOW statement_timeout"), "5678ms"), "b statement_timeout");
+        IT_ASSERT(!strcmp(it_value(a, "SHOW DateStyle"), "SQL, DMY"), "a DateStyle");
+        IT_ASSERT(strcmp(it_value(b, "SHOW DateStyle"), "SQL, DMY") != 0, "b DateStyle");
+        IT_ASSERT(!strcmp(it_value(a, "SHOW TimeZone"), "Asia/Kolkata"), "a TimeZone");
+        IT_ASSERT(!strcmp(it_value(b, "SHOW work_mem"), "7MB"), "b committed SET kept");
+        IT_ASSERT(strcmp(it_value(a, "SHOW work_mem"), "7MB") != 0, "a without b's work_mem");
+    }
+    it_exec(b, "RESET ALL");
+    IT_ASSERT(!strcmp(it_value(b, "SHOW statement_timeout"), "0"), "RESET ALL carried");
+    IT_ASSERT(!strcmp(it_value(a, "SHOW statement_timeout"), "1234ms"), "a unaffected");
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_txpool");
+    sql_set_carried();
     per_client_parameters();
     many_clients();
     return it_done();
