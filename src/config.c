@@ -70,6 +70,7 @@ static const opt_t opts[] = {
     O_MS("server_login_retry", server_login_retry_ms, "15", 86400),
     O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
     O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
+    O_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle"),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
     O_INT("verbose", verbose, "0", 0, 3),
     O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),

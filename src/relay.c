@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "sluice/log.h"
+#include "sluice/strlist.h"
 
 /* Parameters a client can change with SET and expects to keep; when it does,
  * sluice follows so that the next server gets the same value. */
@@ -19,6 +20,7 @@ static const char *const client_settable[] = {"application_name", "client_encodi
                                               "standard_conforming_strings", NULL};
 
 static void server_io_cb(sl_server_t *s, int status, int events);
+static bool is_settable(const char *name);
 static void setup_done(sl_server_t *s, const char *err, const char *code);
 
 /* ---- parameters ---- */
@@ -112,10 +114,11 @@ static void params_settled(sl_client_t *c, sl_server_t *s) {
  * that it never inherits what an earlier client set on the same server. */
 static void fill_defaults(sl_client_t *c) {
     const sl_params_t *d = &c->pool->defaults;
-    for (int i = 0; client_settable[i]; i++) {
-        const char *v = sl_params_get(d, client_settable[i]);
-        if (v && !sl_params_get(&c->params, client_settable[i]))
-            (void)sl_params_set(&c->params, client_settable[i], v);
+    for (int i = 0; i < d->n; i++) {
+        const char *name = d->v[i].name;
+        if ((is_settable(name) || sl_strlist_has(c->w->cfg->track_extra_parameters, name)) &&
+            !sl_params_get(&c->params, name))
+            (void)sl_params_set(&c->params, name, d->v[i].value);
     }
 }
 
@@ -455,7 +458,8 @@ static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t
             sl_kv_t kv;
             /* The client changed a setting itself: follow it. */
             if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) == SL_OK &&
-                (is_settable(kv.name) || sl_params_get(&c->params, kv.name))) {
+                (is_settable(kv.name) || sl_params_get(&c->params, kv.name) ||
+                 sl_strlist_has(c->w->cfg->track_extra_parameters, kv.name))) {
                 (void)sl_params_set(&c->params, kv.name, kv.value);
                 c->params_fp = sl_params_fingerprint(&c->params);
                 s->params_fp = c->params_fp;

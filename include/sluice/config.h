@@ -65,6 +65,7 @@ typedef struct sl_config {
     int max_packet_size; /* bytes; longest client message accepted */
     char *ignore_startup_parameters;
     int pin_session_state; /* enum sl_pin_mode */
+    char *track_extra_parameters; /* more reported parameters to follow per client */
     /* logging and process */
     char *logfile, *pidfile;
     int verbose;

@@ -121,7 +121,10 @@ static void per_client_parameters(void) {
 /* Settings changed with SQL SET follow each client across servers; a SET in
  * a rolled-back transaction does not stick, one in a committed one does. */
 static void sql_set_carried(void) {
-    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n", NULL);
+    it_sluice_start(&sl,
+                    "pool_mode = transaction\ndefault_pool_size = 1\n"
+                    "track_extra_parameters = IntervalStyle, default_transaction_read_only\n",
+                    NULL);
     PGconn *a = it_connect(&sl, "sl_scram", NULL), *b = it_connect(&sl, "sl_scram", NULL);
     it_exec(a, "SET search_path TO pg_catalog, public");
     it_exec(a, "SET statement_timeout = '1234ms'");
@@ -148,6 +151,13 @@ static void sql_set_carried(void) {
         IT_ASSERT(!strcmp(it_value(a, "SHOW TimeZone"), "Asia/Kolkata"), "a TimeZone");
         IT_ASSERT(!strcmp(it_value(b, "SHOW work_mem"), "7MB"), "b committed SET kept");
         IT_ASSERT(strcmp(it_value(a, "SHOW work_mem"), "7MB") != 0, "a without b's work_mem");
+    }
+    /* A reported parameter changed without SET, followed because it is in
+     * track_extra_parameters. */
+    it_exec(a, "SELECT set_config('default_transaction_read_only', 'on', false)");
+    for (int round = 0; round < 2; round++) {
+        IT_ASSERT(!strcmp(it_value(a, "SHOW default_transaction_read_only"), "on"), "a tracked");
+        IT_ASSERT(!strcmp(it_value(b, "SHOW default_transaction_read_only"), "off"), "b not");
     }
     it_exec(b, "RESET ALL");
     IT_ASSERT(!strcmp(it_value(b, "SHOW statement_timeout"), "0"), "RESET ALL carried");
