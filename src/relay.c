@@ -296,9 +296,19 @@ static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t 
  * client was closed; *removed tells whether the message left the buffer. */
 static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *removed) {
     *removed = false;
-    const char *sql = (const char *)c->in.data + start + 5;
+    const char *body = (const char *)c->in.data + start + 5;
     size_t n = end - start - 5;
-    if (n == 0 || sql[n - 1] != '\0' || memchr(sql, '\0', n) != sql + n - 1) {
+    const char *sql = body;
+    bool parse = c->in.data[start] == 'P';
+    if (parse) {
+        /* Parse: statement name, then the query text, then parameter types. */
+        const char *z = memchr(body, '\0', n);
+        sql = z ? z + 1 : NULL;
+        if (!sql || !memchr(sql, '\0', n - (size_t)(sql - body))) {
+            sl_client_fatal(c, "08P01", "malformed Parse message");
+            return false;
+        }
+    } else if (n == 0 || body[n - 1] != '\0' || memchr(body, '\0', n) != body + n - 1) {
         sl_client_fatal(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
@@ -326,6 +336,13 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     int mode = c->w->cfg->pin_session_state;
     if (!creates || mode == SL_PIN_OFF) return true;
     if (mode == SL_PIN_ERROR) {
+        if (parse) { /* the rest of its extended-protocol exchange is already queued */
+            char what[128];
+            sl_client_fatal(c, "0A000",
+                            "%s would tie this connection to one server, and pin_session_state = "
+                            "error refuses that", pin_names(creates, what, sizeof what));
+            return false;
+        }
         *removed = true;
         return refuse_query(c, start, end, creates);
     }
@@ -378,9 +395,9 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
         }
-        /* A Query that fits the buffer is held until complete and analysed;
-         * a longer one streams through unexamined. */
-        if (t == 'Q' && analyse && c->scan.len + 1 <= c->in.cap) {
+        /* A Query or Parse that fits the buffer is held until complete and
+         * analysed; a longer one streams through unexamined. */
+        if ((t == 'Q' || t == 'P') && analyse && c->scan.len + 1 <= c->in.cap) {
             c->holding = true;
             c->hold_start = off - 5;
         }

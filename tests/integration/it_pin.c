@@ -91,8 +91,39 @@ static void discard_reapplies(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* The same through the extended protocol (what JDBC and most drivers use). */
+static void ext(PGconn *c, const char *sql) {
+    PGresult *r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    IT_ASSERT(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+}
+
+static void extended_protocol(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 1\n",
+                    NULL);
+    PGconn *e = it_connect(&s, "sl_scram", NULL);
+    ext(e, "LISTEN it_ext");
+    PGconn *f = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+    IT_ASSERT(PQstatus(f) == CONNECTION_BAD, "extended-protocol LISTEN pinned the only server");
+    PQfinish(f);
+    ext(e, "UNLISTEN *");
+    f = it_connect(&s, "sl_scram", NULL);
+    ext(e, "SET statement_timeout = 2468");
+    ext(f, "SELECT 1");
+    ext(f, "SET statement_timeout = 1357");
+    PGresult *r = PQexecParams(e, "SHOW statement_timeout", 0, NULL, NULL, NULL, NULL, 0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "2468ms"),
+              "extended-protocol SET carried: %s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(e), PQfinish(f);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_pin");
+    extended_protocol();
     pins();
     refused();
     discard_reapplies();
