@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/userlist.h"
 #include "sluice/worker.h"
@@ -121,13 +122,14 @@ int main(int argc, char **argv) {
         fclose(f);
     }
     sl_worker_t w;
-    if (sl_worker_init(&w, cfg, err, sizeof err) < 0) {
-        sl_log_error(NULL, "cannot start: %s", err);
-        if (!daemon) fprintf(stderr, "sluice: cannot start: %s\n", err);
+    int rc = sl_worker_init(&w, cfg, err, sizeof err);
+    if (rc < 0) {
+        sl_log_error(NULL, "cannot start: %s (%s)", err, sl_strerror(rc));
+        if (!daemon) fprintf(stderr, "sluice: cannot start: %s (%s)\n", err, sl_strerror(rc));
         return 1;
     }
     sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d", (int)getpid());
-    int rc = sl_worker_run(&w);
+    rc = sl_worker_run(&w);
     if (pidfile) unlink(pidfile);
     free(pidfile);
     sl_log_info(NULL, "sluice stopped");

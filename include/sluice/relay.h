@@ -11,8 +11,6 @@
 /* Links c to s (parameters are applied first when they differ), then starts
  * relaying. Used at login and for each transaction. */
 void sl_relay_link(sl_client_t *c, sl_server_t *s);
-/* Client socket events while ACTIVE or WAITING. */
-void sl_relay_client_io(sl_client_t *c, int events);
 /* Frames client bytes read since the last call; false if c was closed. */
 bool sl_relay_scan_client(sl_client_t *c);
 /* Forwards framed client bytes to the linked server; false if c was closed. */
