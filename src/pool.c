@@ -248,17 +248,13 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     pool_dispatch(p);
 }
 
-static int add_kv(sl_pool_t *p, int *n, const char *k, const char *v) {
-    p->keys[*n] = strdup(k);
-    p->vals[*n] = strdup(v);
-    if (!p->keys[*n] || !p->vals[*n]) return SL_ENOMEM;
-    (*n)++;
-    return SL_OK;
+static void free_kv(char **keys, char **vals) {
+    for (int i = 0; keys && keys[i]; i++) free(keys[i]), free(vals[i]);
+    free(keys), free(vals);
 }
 
 static void pool_free(sl_pool_t *p) {
-    for (int i = 0; p->keys && p->keys[i]; i++) free(p->keys[i]), free(p->vals[i]);
-    free(p->keys), free(p->vals);
+    free_kv(p->keys, p->vals);
     free(p->db_alias), free(p->user);
     sl_params_clear(&p->defaults);
     free(p);
@@ -266,36 +262,29 @@ static void pool_free(sl_pool_t *p) {
 
 static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
 
-sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
-                       size_t errlen) {
-    sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->pools) {
-        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0) return p;
-    }
-    const sl_config_t *cfg = w->cfg;
-    const sl_db_cfg_t *db = sl_config_find_db(cfg, dbname);
-    bool fallback = false;
-    if (!db) {
-        db = sl_config_find_db(cfg, "*");
-        fallback = true;
-    }
-    if (!db) {
-        snprintf(err, errlen, "no such database: %s", dbname);
-        return NULL;
-    }
-    const sl_user_cfg_t *ucfg = sl_config_find_user(cfg, user);
-    sl_pool_t *p = calloc(1, sizeof *p);
-    if (!p) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    p->w = w;
-    p->db_alias = strdup(dbname);
-    p->user = strdup(user);
-    sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
-    sl_list_init(&p->waiting);
-    p->mode = pick(db->pool_mode, ucfg ? ucfg->pool_mode : -1, cfg->pool_mode);
+static const sl_db_cfg_t *find_db(const sl_config_t *cfg, const char *name, bool *fallback) {
+    const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
+    *fallback = !db;
+    return db ? db : sl_config_find_db(cfg, "*");
+}
+
+static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
+    int i = 0;
+    for (; k1[i] && k2[i]; i++)
+        if (strcmp(k1[i], k2[i]) || strcmp(v1[i], v2[i])) return false;
+    return !k1[i] && !k2[i];
+}
+
+/* Takes the pool's limits and libpq parameters from the current config. If
+ * the connection parameters changed, servers made with the old ones are
+ * replaced: idle and connecting ones now, busy ones when released. */
+static int configure(sl_pool_t *p) {
+    const sl_config_t *cfg = p->w->cfg;
+    bool fallback;
+    const sl_db_cfg_t *db = find_db(cfg, p->db_alias, &fallback);
+    if (!db) return SL_ECONFIG;
+    const sl_user_cfg_t *ucfg = sl_config_find_user(cfg, p->user);
+    p->mode = pick(db->pool_mode, -1, cfg->pool_mode);
     /* PgBouncer: a user's pool_mode wins over the database's. */
     if (ucfg && ucfg->pool_mode >= 0) p->mode = ucfg->pool_mode;
     p->size = pick(db->pool_size, ucfg ? ucfg->pool_size : -1, cfg->default_pool_size);
@@ -303,31 +292,96 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
     p->reserve_size = pick(db->reserve_pool_size, -1, cfg->reserve_pool_size);
     p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
     p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
-    p->keys = calloc((size_t)db->nkv + 4, sizeof(char *));
-    p->vals = calloc((size_t)db->nkv + 4, sizeof(char *));
-    int n = 0, rc = (p->keys && p->vals && p->db_alias && p->user) ? SL_OK : SL_ENOMEM;
+
+    char **keys = calloc((size_t)db->nkv + 4, sizeof(char *));
+    char **vals = calloc((size_t)db->nkv + 4, sizeof(char *));
+    int n = 0, rc = keys && vals ? SL_OK : SL_ENOMEM;
+#define ADD(k, v)                                                                                  \
+    do {                                                                                           \
+        keys[n] = strdup(k), vals[n] = strdup(v);                                                  \
+        if (!keys[n] || !vals[n]) rc = SL_ENOMEM;                                                  \
+        n++;                                                                                       \
+    } while (0)
     const char *force_user = sl_db_cfg_get(db, "user");
-    const char *be_user = force_user ? force_user : user;
+    const char *be_user = force_user ? force_user : p->user;
     for (int i = 0; i < db->nkv && rc == SL_OK; i++)
         if (strcmp(db->keys[i], "dbname") != 0 && strcmp(db->keys[i], "user") != 0)
-            rc = add_kv(p, &n, db->keys[i], db->vals[i]);
+            ADD(db->keys[i], db->vals[i]);
     const char *target = sl_db_cfg_get(db, "dbname");
-    if (rc == SL_OK) rc = add_kv(p, &n, "dbname", target && !fallback ? target : dbname);
-    if (rc == SL_OK) rc = add_kv(p, &n, "user", be_user);
+    if (rc == SL_OK) ADD("dbname", target && !fallback ? target : p->db_alias);
+    if (rc == SL_OK) ADD("user", be_user);
     if (rc == SL_OK && !sl_db_cfg_get(db, "password")) {
         /* The backend password comes from auth_file when it is plaintext. */
-        sl_user_secret_t *sec = sl_userlist_find(&w->users, be_user);
-        if (sec && sec->kind == SL_SECRET_PLAIN) rc = add_kv(p, &n, "password", sec->secret);
+        sl_user_secret_t *sec = sl_userlist_find(&p->w->users, be_user);
+        if (sec && sec->kind == SL_SECRET_PLAIN) ADD("password", sec->secret);
     }
+#undef ADD
     if (rc != SL_OK) {
-        pool_free(p);
+        free_kv(keys, vals);
+        return rc;
+    }
+    if (p->keys && same_kv(p->keys, p->vals, keys, vals)) {
+        free_kv(keys, vals);
+        return SL_OK;
+    }
+    if (p->keys) {
+        sl_log_info(p->tag, "connection settings changed: replacing its servers");
+        /* Resolving servers borrow the old arrays: close them before freeing. */
+        while (!sl_list_empty(&p->connecting))
+            sl_server_close(sl_container_of(sl_list_first(&p->connecting), sl_server_t, node),
+                            "connection settings changed");
+        while (!sl_list_empty(&p->idle))
+            sl_server_close(sl_container_of(sl_list_first(&p->idle), sl_server_t, node),
+                            "connection settings changed");
+        sl_list_t *it, *tmp;
+        sl_list_each(it, tmp, &p->used) sl_container_of(it, sl_server_t, node)->close_needed = true;
+        free_kv(p->keys, p->vals);
+        sl_params_clear(&p->defaults);
+    }
+    p->keys = keys;
+    p->vals = vals;
+    return SL_OK;
+}
+
+sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
+                       size_t errlen) {
+    bool fallback;
+    if (!find_db(w->cfg, dbname, &fallback)) {
+        snprintf(err, errlen, "no such database: %s", dbname);
+        return NULL;
+    }
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        if (strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0) return p;
+    }
+    sl_pool_t *p = calloc(1, sizeof *p);
+    if (p) {
+        p->w = w;
+        p->db_alias = strdup(dbname);
+        p->user = strdup(user);
+        sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
+        sl_list_init(&p->waiting);
+        snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
+    }
+    if (!p || !p->db_alias || !p->user || configure(p) != SL_OK) {
+        if (p) pool_free(p);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
     sl_list_push_back(&w->pools, &p->node);
     sl_log_debug(p->tag, "pool created mode=%s size=%d", sl_pool_mode_names[p->mode], p->size);
     return p;
+}
+
+void sl_pool_reconfigure_all(sl_worker_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        /* A database removed from the config keeps serving its clients; new
+         * logins to it are refused by sl_pool_get. */
+        if (configure(p) == SL_OK) pool_dispatch(p);
+    }
 }
 
 void sl_pool_tick(sl_pool_t *p, int64_t now) {

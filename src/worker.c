@@ -77,10 +77,10 @@ static void reload(sl_worker_t *w) {
     w->users = users;
     w->cfg = cfg;
     sl_config_free(old);
+    sl_pool_reconfigure_all(w);
     sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
     if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
-    sl_log_info(NULL, "configuration reloaded from %s (new settings apply to new pools and "
-                      "connections)", cfg->path);
+    sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
 }
 
 static void signal_cb(uv_signal_t *h, int signum) {

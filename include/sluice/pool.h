@@ -58,6 +58,9 @@ void sl_pool_release(sl_server_t *s, bool clean);
 /* Timeouts and upkeep; called by the janitor. */
 void sl_pool_tick(sl_pool_t *p, int64_t now_ms);
 void sl_pool_close_all(sl_worker_t *w);
+/* After a reload: every pool takes its limits and connection settings from
+ * the new config. */
+void sl_pool_reconfigure_all(sl_worker_t *w);
 int sl_pool_total(const sl_pool_t *p);
 
 #endif

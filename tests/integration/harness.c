@@ -153,38 +153,9 @@ static char *expand(const char *in) {
     return out;
 }
 
-void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
-    char *opts = expand(opts_in), *dbs = expand(dbs_in);
-    memset(s, 0, sizeof *s);
-    snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
-    IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
-    if (ndirs < 64) dirs[ndirs++] = strdup(s->dir);
-    s->port = it_free_port();
-    snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
-    snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
-    char path[400];
-    snprintf(path, sizeof path, "%s/userlist.txt", s->dir);
-    FILE *u = fopen(path, "w");
-    fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n");
-    fclose(u);
-    FILE *f = fopen(s->ini, "w");
-    fprintf(f,
-            "[databases]\n"
-            "sluice_test = host=127.0.0.1 port=%d\n"
-            "postgres = host=127.0.0.1 port=%d\n"
-            "%s\n"
-            "[sluice]\n"
-            "listen_addr = 127.0.0.1\n"
-            "listen_port = %d\n"
-            "unix_socket_dir = %s\n"
-            "logfile = %s\n"
-            "auth_type = scram-sha-256\n"
-            "auth_file = %s\n"
-            "%s\n",
-            it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
-            opts ? opts : "");
-    fclose(f);
-    free(opts), free(dbs);
+/* Forks sluice on s->ini and waits until it accepts. Returns false if it
+ * exited because its port was taken meanwhile (the caller retries). */
+static bool launch(it_sluice_t *s) {
     const char *bin = getenv("SLUICE_BIN");
     IT_ASSERT(bin, "SLUICE_BIN not set");
     pid_t pid = fork();
@@ -203,16 +174,62 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
         int fd = it_raw_connect(s);
         if (fd >= 0) {
             close(fd);
-            return;
+            return true;
         }
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             s->pid = 0;
+            for (int i = 0; i < 8; i++)
+                if (running[i] == s) running[i] = NULL;
+            if (it_log_count(s, "cannot listen") > 0) return false;
             it_fail(__FILE__, __LINE__, "sluice exited at start (status %d)", st);
         }
         usleep(20000);
     }
     it_fail(__FILE__, __LINE__, "sluice did not accept within 10 s");
+    return false;
+}
+
+void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
+    char *opts = expand(opts_in), *dbs = expand(dbs_in);
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
+    IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
+    if (ndirs < 64) dirs[ndirs++] = strdup(s->dir);
+    snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
+    char path[400];
+    snprintf(path, sizeof path, "%s/userlist.txt", s->dir);
+    FILE *u = fopen(path, "w");
+    fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n");
+    fclose(u);
+    /* A port found free can be taken by another socket before sluice binds
+     * it: then try another. */
+    for (int attempt = 0;; attempt++) {
+        s->port = it_free_port();
+        FILE *f = fopen(s->ini, "w");
+        fprintf(f,
+                "[databases]\n"
+                "sluice_test = host=127.0.0.1 port=%d\n"
+                "postgres = host=127.0.0.1 port=%d\n"
+                "%s\n"
+                "[sluice]\n"
+                "listen_addr = 127.0.0.1\n"
+                "listen_port = %d\n"
+                "unix_socket_dir = %s\n"
+                "logfile = %s\n"
+                "auth_type = scram-sha-256\n"
+                "auth_file = %s\n"
+                "%s\n",
+                it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
+                opts ? opts : "");
+        fclose(f);
+        if (launch(s)) break;
+        IT_ASSERT(attempt < 3, "sluice could not bind a free port");
+        fprintf(stderr, "port %d was taken before sluice bound it; retrying\n", s->port);
+        unlink(s->log);
+    }
+    free(opts), free(dbs);
 }
 
 int it_sluice_stop(it_sluice_t *s, int sig) {

@@ -175,6 +175,60 @@ static void addressing(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* SIGHUP: existing pools take the new pool_size and connection settings. */
+static void reload(PGconn *d) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 1\n",
+                    NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL), *b = it_connect(&s, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    PGresult *r = PQexec(b, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "pool of 1 is full");
+    PQclear(r);
+    PQfinish(b);
+    FILE *f = fopen(s.ini, "a");
+    fprintf(f, "default_pool_size = 2\napplication_name_add_host_is_not_a_key = 1\n");
+    fclose(f);
+    kill(s.pid, SIGHUP); /* a bad key: the running config stays */
+    double deadline = it_now() + 5;
+    while (it_log_count(&s, "reload failed") == 0 && it_now() < deadline) usleep(20000);
+    IT_ASSERT(it_log_count(&s, "reload failed") == 1, "bad reload refused and logged");
+    /* Rewrite without the bad key, and with a changed connection string. */
+    char cmd[800];
+    snprintf(cmd, sizeof cmd,
+             "sed -i -e '/application_name_add_host_is_not_a_key/d' "
+             "-e 's/^sluice_test = host=127.0.0.1 port=\\([0-9]*\\)$/sluice_test = "
+             "host=127.0.0.1 port=\\1 application_name=reloaded/' %s",
+             s.ini);
+    IT_ASSERT(system(cmd) == 0, "edit ini");
+    char before[64], sql[256];
+    snprintf(before, sizeof before, "%s", it_value(d, "SELECT now()::text"));
+    kill(s.pid, SIGHUP);
+    deadline = it_now() + 5;
+    while (it_log_count(&s, "configuration reloaded") == 0 && it_now() < deadline) usleep(20000);
+    IT_ASSERT(it_log_count(&s, "configuration reloaded") == 1, "reloaded");
+    b = it_connect(&s, "sl_scram", NULL);
+    IT_ASSERT(!strcmp(it_value(b, "SELECT 1"), "1"), "second server allowed after reload");
+    IT_ASSERT(it_log_count(&s, "connection settings changed") >= 1, "settings change noticed");
+    it_exec(a, "COMMIT");
+    IT_ASSERT(!strcmp(it_value(b, "SELECT current_setting('application_name')"), "reloaded"),
+              "new connection settings in use");
+    /* The server made before the change is replaced once free. */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE usename = 'sl_scram' AND "
+             "backend_start < '%s'",
+             before);
+    deadline = it_now() + 5;
+    int old = 1;
+    while (old > 0 && it_now() < deadline) {
+        old = atoi(it_value(d, sql));
+        usleep(50000);
+    }
+    IT_ASSERT(old == 0, "server from before the change closed (%d left)", old);
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_pool");
     PGconn *d = it_direct();
@@ -184,6 +238,7 @@ int main(void) {
     caps(d);
     check_query(d);
     addressing();
+    reload(d);
     PQfinish(d);
     return it_done();
 }
