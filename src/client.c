@@ -119,6 +119,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
         sl_log_info(c->tag, "closing: %s", reason);
     if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
     if (c->server) sl_relay_unlink(c);
+    if (c->pool) sl_pool_unref(c->pool);
+    c->pool = NULL;
     c->state = SL_CL_CLOSING;
     sl_list_unlink(&c->node);
     c->w->nclients--;
@@ -212,6 +214,7 @@ static void auth_ok(sl_client_t *c) {
         sl_client_fatal(c, "3D000", "%s", err);
         return;
     }
+    sl_pool_ref(c->pool);
     if (c->w->cfg->log_connections) sl_log_info(c->tag, "login ok");
     if (!sl_client_flush(c)) return;
     sl_client_set_state(c, SL_CL_LOGIN_WAIT);

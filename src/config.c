@@ -39,6 +39,7 @@ typedef struct opt {
 /* Alphabetical. Times are seconds in the file (fractions allowed). */
 static const opt_t opts[] = {
     O_ENUM("auth_type", auth_type, "md5", sl_auth_type_names),
+    O_MS("autodb_idle_timeout", autodb_idle_timeout_ms, "3600", 86400 * 365),
     O_STR("auth_file", auth_file, ""),
     O_MS("client_idle_timeout", client_idle_timeout_ms, "0", 86400 * 365),
     O_MS("client_login_timeout", client_login_timeout_ms, "60", 86400),

@@ -363,6 +363,8 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
         sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
         sl_list_init(&p->waiting);
         snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
+        p->automatic = fallback;
+        p->unused_since_ms = sl_now_ms(w);
     }
     if (!p || !p->db_alias || !p->user || configure(p) != SL_OK) {
         if (p) pool_free(p);
@@ -372,6 +374,12 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
     sl_list_push_back(&w->pools, &p->node);
     sl_log_debug(p->tag, "pool created mode=%s size=%d", sl_pool_mode_names[p->mode], p->size);
     return p;
+}
+
+void sl_pool_ref(sl_pool_t *p) { p->n_clients++; }
+
+void sl_pool_unref(sl_pool_t *p) {
+    if (--p->n_clients == 0) p->unused_since_ms = sl_now_ms(p->w);
 }
 
 void sl_pool_reconfigure_all(sl_worker_t *w) {
@@ -386,6 +394,19 @@ void sl_pool_reconfigure_all(sl_worker_t *w) {
 
 void sl_pool_tick(sl_pool_t *p, int64_t now) {
     const sl_config_t *cfg = p->w->cfg;
+    /* A pool made for a database name through '*' goes away when unused,
+     * so arbitrary names cannot make pools pile up. */
+    if (p->automatic && p->n_clients == 0 && p->n_waiting == 0 && p->n_used == 0 &&
+        p->n_connecting == 0 && cfg->autodb_idle_timeout_ms > 0 &&
+        now - p->unused_since_ms >= cfg->autodb_idle_timeout_ms) {
+        while (!sl_list_empty(&p->idle))
+            sl_server_close(sl_container_of(sl_list_first(&p->idle), sl_server_t, node),
+                            "autodb_idle_timeout reached");
+        sl_log_info(p->tag, "pool removed after autodb_idle_timeout");
+        sl_list_unlink(&p->node);
+        pool_free(p);
+        return;
+    }
     /* Idle servers past their idle timeout or lifetime. */
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &p->idle) {

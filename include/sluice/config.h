@@ -61,6 +61,7 @@ typedef struct sl_config {
     /* clients */
     int64_t query_wait_timeout_ms, query_timeout_ms, client_idle_timeout_ms;
     int64_t client_login_timeout_ms, idle_transaction_timeout_ms;
+    int64_t autodb_idle_timeout_ms; /* free a '*' pool unused this long */
     int pkt_buf;         /* bytes per direction of an active connection */
     int max_packet_size; /* bytes; longest client message accepted */
     char *ignore_startup_parameters;

@@ -41,6 +41,9 @@ typedef struct sl_pool {
     sl_list_t waiting;     /* sl_waiter_t, oldest first */
     int n_waiting;
     sl_params_t defaults;  /* reported parameters of a fresh backend */
+    bool automatic;        /* made from the '*' entry: freed when unused */
+    int n_clients;         /* clients holding a pointer to it */
+    int64_t unused_since_ms; /* when n_clients last dropped to 0 */
     int64_t login_fail_ms; /* last failed backend login, 0 if none */
     char last_error[256];  /* its message, for waiters during server_login_retry */
     char last_code[6];
@@ -50,6 +53,9 @@ typedef struct sl_pool {
  * returns NULL with a message for the client in err. */
 sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
                        size_t errlen);
+/* A client takes or drops its reference (pools are freed only unreferenced). */
+void sl_pool_ref(sl_pool_t *p);
+void sl_pool_unref(sl_pool_t *p);
 void sl_pool_request(sl_pool_t *p, sl_waiter_t *wt);
 void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt);
 /* Gives a server back. clean: its session is reusable (no transaction, no

@@ -229,6 +229,32 @@ static void reload(PGconn *d) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* Pools made through '*' are freed after autodb_idle_timeout. */
+static void autodb(PGconn *d) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nautodb_idle_timeout = 0.3\n",
+                    "* = host=127.0.0.1 port={PRIMARY}");
+    for (int round = 0; round < 2; round++) {
+        PGconn *c = it_connect_db(&s, "sl_scram", "template1", NULL);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "auto database: %s", PQerrorMessage(c));
+        IT_ASSERT(!strcmp(it_value(c, "SELECT current_database()"), "template1"), "template1");
+        PQfinish(c);
+        double deadline = it_now() + 5;
+        while (it_log_count(&s, "pool removed after autodb_idle_timeout") <= round &&
+               it_now() < deadline)
+            usleep(20000);
+        IT_ASSERT(it_log_count(&s, "pool removed after autodb_idle_timeout") == round + 1,
+                  "unused auto pool removed");
+    }
+    IT_ASSERT(wait_backends(d, "sl_scram", 0, 5), "its servers closed");
+    /* A listed database's pool stays. */
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    PQfinish(c);
+    usleep(800000);
+    IT_ASSERT(it_log_count(&s, "pool removed") == 2, "configured pool kept");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_pool");
     PGconn *d = it_direct();
@@ -239,6 +265,7 @@ int main(void) {
     check_query(d);
     addressing();
     reload(d);
+    autodb(d);
     PQfinish(d);
     return it_done();
 }
