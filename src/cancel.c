@@ -34,6 +34,11 @@ int sl_cancel_forward(sl_worker_t *w, uint32_t pid, uint32_t key, const char *pe
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
         if (c->id != pid || c->cancel_key != key) continue;
+        if (c->state == SL_CL_WAITING) {
+            sl_client_cancel_wait(c);
+            sl_log_info(c->tag, "cancel request from %s: dropped its queued request", peer);
+            return 1;
+        }
         sl_server_t *s = c->server;
         if (!s || s->state != SL_SV_ACTIVE || c->pending == 0) {
             sl_log_debug(c->tag, "cancel request from %s: nothing running", peer);

@@ -118,6 +118,15 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     }
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->users, err, errlen) < 0)
         return SL_ECONFIG;
+    /* Signals first: once a listener exists, clients (and whoever sends
+     * SIGTERM after seeing it accept) may act. */
+    uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(w->loop, sigs[i]);
+        sigs[i]->data = w;
+        uv_signal_start(sigs[i], signal_cb, nums[i]);
+    }
     sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
     w->sql_cache = calloc(1, sizeof *w->sql_cache);
     if (!w->sql_cache) {
@@ -126,13 +135,6 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     }
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
-    uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
-    int nums[] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        uv_signal_init(w->loop, sigs[i]);
-        sigs[i]->data = w;
-        uv_signal_start(sigs[i], signal_cb, nums[i]);
-    }
     return SL_OK;
 }
 

@@ -85,6 +85,9 @@ void sl_client_set_state(sl_client_t *c, enum sl_client_state st);
 void sl_client_update_poll(sl_client_t *c);
 /* Writes queued output; returns false if the client was closed. */
 bool sl_client_flush(sl_client_t *c);
+/* A cancel for a client still waiting for a server: its queued request is
+ * dropped and answered with 57014, as PostgreSQL would answer a cancel. */
+void sl_client_cancel_wait(sl_client_t *c);
 /* Called by the janitor. */
 void sl_client_tick(sl_client_t *c, int64_t now_ms);
 /* SIGTERM: close now if between transactions, else after the current one. */

@@ -51,6 +51,32 @@ static void cancel_sleep(void) {
     PQfinish(c);
 }
 
+/* A cancel for a query still waiting for a server drops it at once. */
+static void cancel_waiting(void) {
+    PGconn *a = it_connect(&sl, "sl_scram", NULL), *a2 = it_connect(&sl, "sl_scram", NULL);
+    PGconn *b = it_connect(&sl, "sl_scram", NULL);
+    it_exec(a, "BEGIN"); /* pool_size = 2: both servers held */
+    it_exec(a2, "BEGIN");
+    IT_ASSERT(PQsendQuery(b, "SELECT 'waited'"), "send");
+    usleep(300000);
+    double t0 = it_now();
+    PGcancel *pc = PQgetCancel(b);
+    char err[256];
+    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
+    PQfreeCancel(pc);
+    PGresult *r = PQgetResult(b);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(code && !strcmp(code, "57014"), "waiting query cancelled, got %s",
+              code ? code : PQresultStatus(r) == PGRES_TUPLES_OK ? "a result" : "none");
+    IT_ASSERT(it_now() - t0 < 2, "promptly");
+    PQclear(r);
+    while ((r = PQgetResult(b))) PQclear(r);
+    it_exec(a, "COMMIT");
+    it_exec(a2, "COMMIT");
+    IT_ASSERT(!strcmp(it_value(b, "SELECT 'after'"), "after"), "usable after the cancel");
+    PQfinish(a), PQfinish(a2), PQfinish(b);
+}
+
 static void backend_killed(void) {
     PGconn *c = it_connect(&sl, "sl_scram", "application_name=victim");
     IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(20)"), "send");
@@ -185,6 +211,7 @@ int main(void) {
     it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 2\nmax_packet_size = 100000\n",
                     NULL);
     cancel_sleep();
+    cancel_waiting();
     backend_killed();
     client_gone_in_transaction();
     bad_input();
