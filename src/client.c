@@ -449,24 +449,29 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
     }
 }
 
-void sl_client_cancel_wait(sl_client_t *c) {
-    /* Only whole messages can be dropped; a half-received one has to go on. */
-    if (c->state != SL_CL_WAITING || c->pending == 0 || !sl_scan_at_boundary(&c->scan)) return;
-    sl_pool_cancel(c->pool, &c->waiter);
-    int rc = sl_proto_put_error(&c->out, "ERROR", "57014",
-                                "canceling statement due to user request (it was waiting for a "
-                                "server connection)");
+bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
+    int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
-        sl_client_fatal(c, "57014", "canceling statement due to user request");
-        return;
+        sl_client_fatal(c, code, "%s", msg ? msg : "request aborted");
+        return false;
     }
+    c->server_error = false;
     c->in.head = c->in.tail = 0;
     c->scan_new = 0;
     c->holding = false;
     sl_params_clear(&c->dirty);
     sl_client_set_state(c, SL_CL_IDLE);
-    sl_client_flush(c);
+    return sl_client_flush(c);
+}
+
+void sl_client_cancel_wait(sl_client_t *c) {
+    /* Only whole messages can be dropped; a half-received one has to go on. */
+    if (c->state != SL_CL_WAITING || c->pending == 0 || !sl_scan_at_boundary(&c->scan)) return;
+    sl_pool_cancel(c->pool, &c->waiter);
+    sl_client_abort_requests(c, "57014",
+                             "canceling statement due to user request (it was waiting for a "
+                             "server connection)");
 }
 
 /* ---- timeouts and shutdown ---- */

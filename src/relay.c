@@ -43,18 +43,24 @@ static bool sbuf_add(sbuf_t *b, const char *s) {
     return true;
 }
 
+/* Appends s quoted as an SQL literal (or identifier), straight into b. */
+static bool sbuf_add_quoted(sbuf_t *b, const char *s, bool ident) {
+    size_t need = b->len + strlen(s) * 2 + 4;
+    if (need > b->cap) {
+        char *g = realloc(b->p, need * 2);
+        if (!g) return false;
+        b->p = g, b->cap = need * 2;
+    }
+    int n = ident ? sl_proto_quote_ident(s, b->p + b->len, b->cap - b->len)
+                  : sl_proto_quote_literal(s, b->p + b->len, b->cap - b->len);
+    if (n < 0) return false;
+    b->len += (size_t)n;
+    return true;
+}
+
 static const char *server_value(sl_server_t *s, const char *name) {
     const char *v = sl_params_get(&s->reported, name);
     return v ? v : sl_params_get(&s->applied, name);
-}
-
-static bool add_reset(sbuf_t *b, const char *name) {
-    size_t cap = strlen(name) * 2 + 8;
-    char *ident = malloc(cap);
-    bool ok = ident && sl_proto_quote_ident(name, ident, cap) >= 0 && sbuf_add(b, "RESET ") &&
-              sbuf_add(b, ident) && sbuf_add(b, ";");
-    free(ident);
-    return ok;
 }
 
 /* SETs that make s match what c asked for; NULL when none is needed.
@@ -64,7 +70,8 @@ static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
     *oom = false;
     for (int i = 0; i < s->applied.n; i++)
         if (!sl_params_get(&c->params, s->applied.v[i].name) &&
-            !add_reset(&b, s->applied.v[i].name)) {
+            !(sbuf_add(&b, "RESET ") && sbuf_add_quoted(&b, s->applied.v[i].name, true) &&
+              sbuf_add(&b, ";"))) {
             free(b.p);
             *oom = true;
             return NULL;
@@ -75,13 +82,9 @@ static char *build_set(sl_client_t *c, sl_server_t *s, bool *oom) {
         const sl_param_t *p = &c->params.v[i];
         const char *cur = server_value(s, p->name);
         if (cur && strcmp(cur, p->value) == 0) continue;
-        size_t cap = strlen(p->name) * 2 + strlen(p->value) * 2 + 8;
-        char *name = malloc(cap), *lit = malloc(cap);
-        bool ok = name && lit && sl_proto_quote_literal(p->name, name, cap) >= 0 &&
-                  sl_proto_quote_literal(p->value, lit, cap) >= 0 &&
-                  sbuf_add(&b, "SELECT pg_catalog.set_config(") && sbuf_add(&b, name) &&
-                  sbuf_add(&b, ", ") && sbuf_add(&b, lit) && sbuf_add(&b, ", false);");
-        free(name), free(lit);
+        bool ok = sbuf_add(&b, "SELECT pg_catalog.set_config(") &&
+                  sbuf_add_quoted(&b, p->name, false) && sbuf_add(&b, ", ") &&
+                  sbuf_add_quoted(&b, p->value, false) && sbuf_add(&b, ", false);");
         if (!ok) {
             free(b.p);
             *oom = true;
@@ -128,8 +131,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     c->server = s;
     s->link = c;
     if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c);
-    if ((!c->in.data && sl_buf_take(&c->w->bufs, &c->in) < 0) ||
-        (!c->out.data && sl_buf_take(&c->w->bufs, &c->out) < 0)) {
+    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
@@ -270,12 +272,17 @@ static const char *pin_names(uint32_t pins, char *buf, size_t cap) {
 /* Refuses a held Query under pin_session_state = error: the message is
  * dropped and the client gets an error and ReadyForQuery. Returns false if
  * the client was closed. */
-static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
-    char what[128], msg[384];
-    snprintf(msg, sizeof msg,
+static void refusal_text(sl_client_t *c, uint32_t creates, char *msg, size_t cap) {
+    char what[128];
+    snprintf(msg, cap,
              "%s would tie this connection to one server, and pin_session_state = error refuses "
              "that in %s pooling: use session pooling for this client, or pin_session_state = on",
              pin_names(creates, what, sizeof what), sl_pool_mode_names[c->pool->mode]);
+}
+
+static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
+    char msg[384];
+    refusal_text(c, creates, msg, sizeof msg);
     /* Only safe with nothing else in flight: replies must stay in order. */
     if (c->pending > 1 || (c->server && c->server->tx_status != 'I')) {
         sl_client_fatal(c, "0A000", "%s", msg);
@@ -337,10 +344,9 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     if (!creates || mode == SL_PIN_OFF) return true;
     if (mode == SL_PIN_ERROR) {
         if (parse) { /* the rest of its extended-protocol exchange is already queued */
-            char what[128];
-            sl_client_fatal(c, "0A000",
-                            "%s would tie this connection to one server, and pin_session_state = "
-                            "error refuses that", pin_names(creates, what, sizeof what));
+            char msg[384];
+            refusal_text(c, creates, msg, sizeof msg);
+            sl_client_fatal(c, "0A000", "%s", msg);
             return false;
         }
         *removed = true;
@@ -490,10 +496,8 @@ static void capture_done(sl_server_t *s, const char *err, const char *code);
 static void maybe_release(sl_client_t *c);
 
 static bool add_name(sbuf_t *b, const char *name, bool first) {
-    char lit[160];
-    return sl_proto_quote_literal(name, lit, sizeof lit) >= 0 &&
-           sbuf_add(b, first ? "SELECT " : ", ") && sbuf_add(b, "pg_catalog.current_setting(") &&
-           sbuf_add(b, lit) && sbuf_add(b, ", true)");
+    return sbuf_add(b, first ? "SELECT " : ", ") && sbuf_add(b, "pg_catalog.current_setting(") &&
+           sbuf_add_quoted(b, name, false) && sbuf_add(b, ", true)");
 }
 
 /* Reads back the settings the client changed with SET/RESET, on the server
@@ -602,21 +606,10 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     }
     /* Transaction pooling: answer what the client is waiting for with an
      * error, and give it a fresh server for its next transaction. */
-    int rc = SL_OK;
-    if (!c->server_error)
-        rc = sl_proto_put_error(&c->out, "ERROR", "08006",
-                                "server connection lost during the transaction; it was rolled "
-                                "back, retry it");
-    for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
-    if (rc != SL_OK) {
-        sl_client_fatal(c, "08006", "server connection lost (%s)", why);
-        return;
-    }
-    c->server_error = false;
-    c->in.head = c->in.tail = 0;
-    c->scan_new = 0;
-    sl_client_set_state(c, SL_CL_IDLE);
-    sl_client_flush(c);
+    sl_client_abort_requests(c, "08006",
+                             c->server_error ? NULL
+                                             : "server connection lost during the transaction; "
+                                               "it was rolled back, retry it");
 }
 
 static void read_server(sl_client_t *c, sl_server_t *s) {

@@ -85,6 +85,10 @@ void sl_client_set_state(sl_client_t *c, enum sl_client_state st);
 void sl_client_update_poll(sl_client_t *c);
 /* Writes queued output; returns false if the client was closed. */
 bool sl_client_flush(sl_client_t *c);
+/* Answers every request the client is waiting on with one ErrorResponse
+ * (none if msg is NULL: one was already relayed) and a ReadyForQuery each,
+ * drops its unsent input and makes it idle. False if the client was closed. */
+bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg);
 /* A cancel for a client still waiting for a server: its queued request is
  * dropped and answered with 57014, as PostgreSQL would answer a cancel. */
 void sl_client_cancel_wait(sl_client_t *c);

@@ -328,6 +328,16 @@ const char *it_fails(PGconn *c, const char *sql) {
     return code;
 }
 
+void it_fails_with(PGconn *c, const char *sql, const char *needle) {
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    IT_ASSERT(st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK, "%s: expected an error", sql);
+    IT_ASSERT(strstr(PQerrorMessage(c), needle), "%s: error lacks '%s': %s", sql, needle,
+              PQerrorMessage(c));
+    checks++;
+}
+
 int it_done(void) {
     kill_all();
     /* Passed: the logs are not needed any more. */

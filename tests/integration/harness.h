@@ -42,6 +42,8 @@ const char *it_value(PGconn *c, const char *sql);
 void it_exec(PGconn *c, const char *sql);
 /* Runs sql expecting failure; returns the SQLSTATE (static buffer). */
 const char *it_fails(PGconn *c, const char *sql);
+/* Runs sql expecting failure with needle in the error message. */
+void it_fails_with(PGconn *c, const char *sql, const char *needle);
 int it_free_port(void);
 double it_now(void);
 /* Opens a raw TCP connection to sluice. */

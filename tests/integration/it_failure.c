@@ -13,15 +13,19 @@
 
 static it_sluice_t sl;
 
+static void send_cancel(PGconn *c) {
+    PGcancel *pc = PQgetCancel(c);
+    char err[256];
+    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
+    PQfreeCancel(pc);
+}
+
 static void cancel_sleep(void) {
     PGconn *c = it_connect(&sl, "sl_scram", NULL);
     IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(30)"), "send");
     usleep(300000);
     double t0 = it_now();
-    PGcancel *pc = PQgetCancel(c);
-    char err[256];
-    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
-    PQfreeCancel(pc);
+    send_cancel(c);
     PGresult *r = PQgetResult(c);
     double took = it_now() - t0;
     const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -60,10 +64,7 @@ static void cancel_waiting(void) {
     IT_ASSERT(PQsendQuery(b, "SELECT 'waited'"), "send");
     usleep(300000);
     double t0 = it_now();
-    PGcancel *pc = PQgetCancel(b);
-    char err[256];
-    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
-    PQfreeCancel(pc);
+    send_cancel(b);
     PGresult *r = PQgetResult(b);
     const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     IT_ASSERT(code && !strcmp(code, "57014"), "waiting query cancelled, got %s",

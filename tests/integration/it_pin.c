@@ -68,11 +68,7 @@ static void refused(void) {
     const char *stmts[] = {"LISTEN it_ch", "CREATE TEMP TABLE it_t2 (a int)",
                            "PREPARE p AS SELECT 1", "SELECT pg_advisory_lock(42)"};
     for (size_t i = 0; i < sizeof stmts / sizeof *stmts; i++) {
-        PGresult *r = PQexec(c, stmts[i]);
-        IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
-                      strstr(PQerrorMessage(c), "pin_session_state = error"),
-                  "%s refused: %s", stmts[i], PQerrorMessage(c));
-        PQclear(r);
+        it_fails_with(c, stmts[i], "pin_session_state = error");
         IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "still usable");
     }
     PQfinish(c);
