@@ -14,6 +14,7 @@
 #include "sluice/cancel.h"
 #include "sluice/log.h"
 #include "sluice/strlist.h"
+#include "sluice/prepare.h"
 #include "sluice/relay.h"
 
 const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
@@ -68,7 +69,9 @@ void sl_client_update_poll(sl_client_t *c) {
     sl_server_t *s = c->server;
     if (s && s->state == SL_SV_ACTIVE) {
         int sev = 0;
-        if (c->out.cap - sl_buf_len(&c->out) > 0) sev |= UV_READABLE;
+        /* With statement tracking, server bytes first land in the pump's buffer. */
+        const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
+        if (to->cap - sl_buf_len(to) > 0) sev |= UV_READABLE;
         if (c->c2s_blocked) sev |= UV_WRITABLE;
         sl_server_watch(s, sev);
     }
@@ -103,6 +106,8 @@ static void client_closed_cb(uv_handle_t *h) {
     free(c->login_buf);
     sl_params_clear(&c->params);
     sl_params_clear(&c->dirty);
+    sl_ps_unlink(c);
+    sl_stmt_names_clear(&c->stmt_names, &w->stmts);
     free(c->user);
     free(c->dbname);
     free(c);
@@ -437,7 +442,11 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
         sl_client_close(c, "socket error: %s", uv_strerror(status));
         return;
     }
-    if ((events & UV_WRITABLE) && !sl_client_flush(c)) return;
+    if (events & UV_WRITABLE) {
+        if (!sl_client_flush(c)) return;
+        if (c->ps && c->state == SL_CL_ACTIVE) sl_relay_resume(c);
+        if (c->state == SL_CL_CLOSING) return;
+    }
     if (!(events & UV_READABLE)) return;
     switch (c->state) {
     case SL_CL_LOGIN:

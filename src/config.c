@@ -54,6 +54,7 @@ static const opt_t opts[] = {
     O_STR("logfile", logfile, ""),
     O_INT("max_client_conn", max_client_conn, "100", 1, 1000000),
     O_INT("max_db_connections", max_db_connections, "0", 0, 100000),
+    O_INT("max_prepared_statements", max_prepared_statements, "200", 0, 100000),
     O_INT("max_packet_size", max_packet_size, "2147483647", 1024, 2147483647),
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "sluice/log.h"
+#include "sluice/prepare.h"
 #include "sluice/strlist.h"
 
 /* Parameters a client can change with SET and expects to keep; when it does,
@@ -159,7 +160,8 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
 
 static bool server_clean(sl_client_t *c, sl_server_t *s) {
     return c->pending == 0 && s->tx_status == 'I' && sl_scan_at_boundary(&s->scan) &&
-           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding;
+           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding &&
+           sl_ps_idle(c);
 }
 
 void sl_relay_unlink(sl_client_t *c) {
@@ -170,15 +172,25 @@ void sl_relay_unlink(sl_client_t *c) {
     c->c2s_blocked = false;
     /* A server in the middle of sluice's own query finishes it first; its
      * completion sees no client and gives it back. */
-    if (s->state == SL_SV_QUERY) return;
-    sl_pool_release(s, server_clean(c, s));
+    if (s->state == SL_SV_QUERY) {
+        sl_ps_unlink(c);
+        return;
+    }
+    bool clean = server_clean(c, s);
+    sl_ps_unlink(c);
+    sl_pool_release(s, clean);
 }
 
-static void activate(sl_client_t *c, sl_server_t *s) {
+static bool activate(sl_client_t *c, sl_server_t *s) {
+    if (sl_ps_wanted(c) && !sl_ps_link(c, s)) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return false;
+    }
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
     c->server_error = false;
     sl_client_set_state(c, SL_CL_ACTIVE);
+    return true;
 }
 
 static bool send_welcome(sl_client_t *c, sl_server_t *s) {
@@ -223,7 +235,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
     if (c->state == SL_CL_LOGIN_WAIT) {
         if (!send_welcome(c, s)) return;
         if (c->pool->mode == SL_POOL_SESSION) {
-            activate(c, s);
+            if (!activate(c, s)) return;
         } else {
             c->server = NULL;
             s->link = NULL;
@@ -242,8 +254,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
         sl_client_update_poll(c);
         return;
     }
-    activate(c, s);
-    if (sl_relay_flush_c2s(c)) sl_client_update_poll(c);
+    if (activate(c, s) && sl_relay_flush_c2s(c)) sl_client_update_poll(c);
 }
 
 /* ---- client -> server ---- */
@@ -325,6 +336,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         c->reset_seen = true;
         c->pins = 0;
     }
+    if (info.state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
     /* Settings changed in SQL are read back from the server once the
      * transaction is over (committed or not), then carried to the next. */
     if (info.reset_all) c->capture_all = true;
@@ -412,6 +424,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
 }
 
 bool sl_relay_flush_c2s(sl_client_t *c) {
+    if (c->ps) return sl_ps_flush_c2s(c);
     sl_server_t *s = c->server;
     if (!s || s->state != SL_SV_ACTIVE) return true;
     /* A partial header stays here (it might be a Terminate), and so does a
@@ -448,8 +461,7 @@ static bool is_settable(const char *name) {
     return false;
 }
 
-/* Frames n new bytes at p from the server; false if c was closed. */
-static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
+bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
     size_t off = 0;
     while (off < n) {
         enum sl_scan_ev ev;
@@ -467,7 +479,12 @@ static bool scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t
         if (ev != SL_SCAN_END || !s->scan.collect) continue;
         if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
             s->tx_status = (char)s->coll[0];
+            if (s->tx_status == 'I') s->stmts.epoch++; /* protocol-level portals are gone */
             if (c->pending > 0) c->pending--;
+            if (c->stmts_dropped && c->pending == 0) {
+                if (c->ps) sl_ps_statements_dropped(c, s);
+                c->stmts_dropped = false;
+            }
             if (c->reset_seen && c->pending == 0) {
                 /* DISCARD ALL reverted what sluice had SET on this server. */
                 sl_params_clear(&s->applied);
@@ -592,6 +609,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;
     bool mid_message = s && !sl_scan_at_boundary(&s->scan);
     sl_log_warn(c->tag, "server connection lost: %s", why);
+    sl_ps_unlink(c);
     if (s) {
         c->server = NULL;
         s->link = NULL;
@@ -612,7 +630,48 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
                                                "it was rolled back, retry it");
 }
 
+/* Transaction pooling with statement tracking: server bytes go through
+ * the pump, which fixes up replies on their way into c->out. */
+static void read_server_ps(sl_client_t *c, sl_server_t *s) {
+    for (int rounds = 0; rounds < 4 && c->server == s; rounds++) {
+        sl_buf_t *in = &c->ps->sin;
+        if (sl_buf_space(in) == 0) sl_buf_compact(in);
+        uint32_t space = sl_buf_space(in);
+        ssize_t n = 0;
+        if (space > 0) {
+            n = sl_server_read(s, sl_buf_wptr(in), space);
+            if (n == -EAGAIN) {
+                n = 0;
+            } else if (n <= 0) {
+                sl_relay_server_lost(c, n == 0 ? "backend closed the connection" : "read error");
+                return;
+            } else {
+                in->tail += (uint32_t)n;
+            }
+        }
+        if (!sl_ps_pump(c, s)) return;
+        maybe_release(c);
+        if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+        if (s->state != SL_SV_ACTIVE || c->server != s) return;
+        if ((uint32_t)n < space && sl_server_pending(s) == 0) return;
+    }
+}
+
+void sl_relay_resume(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    if (!c->ps || !s || s->state != SL_SV_ACTIVE) return;
+    if (!sl_ps_pump(c, s)) return;
+    maybe_release(c);
+    if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+    if (c->server == s && !sl_relay_flush_c2s(c)) return;
+    sl_client_update_poll(c);
+}
+
 static void read_server(sl_client_t *c, sl_server_t *s) {
+    if (c->ps) {
+        read_server_ps(c, s);
+        return;
+    }
     for (int rounds = 0; rounds < 4 && c->server == s; rounds++) {
         if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
         uint32_t space = sl_buf_space(&c->out);
@@ -625,7 +684,7 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         }
         uint8_t *p = sl_buf_wptr(&c->out);
         c->out.tail += (uint32_t)n;
-        if (!scan_server(c, s, p, (size_t)n)) return;
+        if (!sl_relay_scan_server(c, s, p, (size_t)n)) return;
         maybe_release(c);
         if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
         if (s->state != SL_SV_ACTIVE) return; /* released, or reading settings back */

@@ -27,6 +27,7 @@ static void maybe_free(sl_server_t *s) {
     if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
     sl_params_clear(&s->reported);
     sl_params_clear(&s->applied);
+    sl_stmt_cache_clear(&s->stmts, &s->w->stmts);
     free(s->qout);
     free(s->row);
     free(s);
@@ -214,6 +215,7 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
     sl_server_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     sl_list_init(&s->node);
+    sl_stmt_cache_init(&s->stmts);
     s->w = w;
     s->owner = owner;
     s->id = ++w->next_server_id;

@@ -149,6 +149,7 @@ int sl_worker_run(sl_worker_t *w) {
     sl_userlist_free(&w->users);
     sl_bufpool_destroy(&w->bufs);
     free(w->sql_cache);
+    sl_stmt_registry_free(&w->stmts);
     sl_config_free(w->cfg);
     w->cfg = NULL;
     return w->exit_code;

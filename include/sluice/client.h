@@ -16,6 +16,7 @@
 #include "sluice/proto.h"
 #include "sluice/scram.h"
 #include "sluice/server.h"
+#include "sluice/stmt.h"
 #include "sluice/worker.h"
 
 enum sl_client_state {
@@ -64,6 +65,9 @@ typedef struct sl_client {
     sl_params_t dirty;     /* names the client SET or RESET since its server last settled */
     bool capture_all;      /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;    /* leading entries of `dirty` being read back now */
+    sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
+    struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.h */
+    bool stmts_dropped;    /* it ran DISCARD ALL or DEALLOCATE ALL */
     bool s2c_blocked;      /* server -> client write hit EAGAIN */
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */

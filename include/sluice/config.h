@@ -64,6 +64,7 @@ typedef struct sl_config {
     int64_t autodb_idle_timeout_ms; /* free a '*' pool unused this long */
     int pkt_buf;         /* bytes per direction of an active connection */
     int max_packet_size; /* bytes; longest client message accepted */
+    int max_prepared_statements; /* per server, in transaction/statement pooling; 0: off */
     char *ignore_startup_parameters;
     int pin_session_state; /* enum sl_pin_mode */
     char *track_extra_parameters; /* more reported parameters to follow per client */

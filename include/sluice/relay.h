@@ -15,6 +15,11 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s);
 bool sl_relay_scan_client(sl_client_t *c);
 /* Forwards framed client bytes to the linked server; false if c was closed. */
 bool sl_relay_flush_c2s(sl_client_t *c);
+/* Frames n bytes from the server just placed in c->out at p (ReadyForQuery,
+ * ParameterStatus, errors); false if c was closed. */
+bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n);
+/* The client drained its output: relay what the server sent meanwhile. */
+void sl_relay_resume(sl_client_t *c);
 /* The linked server died: tell the client and, in transaction pooling, let
  * it carry on with a fresh server. */
 void sl_relay_server_lost(sl_client_t *c, const char *why);

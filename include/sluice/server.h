@@ -15,6 +15,7 @@
 #include "sluice/list.h"
 #include "sluice/params.h"
 #include "sluice/proto.h"
+#include "sluice/stmt.h"
 #include "sluice/worker.h"
 
 enum sl_server_state {
@@ -52,6 +53,7 @@ struct sl_server {
     sl_scan_t scan;         /* framing of backend -> sluice bytes */
     uint8_t coll[1024];     /* collected bodies of messages sluice reads */
     char tx_status;         /* last ReadyForQuery status: 'I', 'T', 'E' */
+    sl_stmt_cache_t stmts;  /* statements prepared on it under sluice's names */
     int64_t connect_ms;     /* when the connection was opened */
     int64_t idle_since_ms;  /* when it last became idle */
     bool close_needed;      /* close at the next idle moment */

@@ -12,6 +12,7 @@
 #include "sluice/config.h"
 #include "sluice/list.h"
 #include "sluice/sql.h"
+#include "sluice/stmt.h"
 #include "sluice/userlist.h"
 
 struct sl_listener;
@@ -30,6 +31,7 @@ typedef struct sl_worker {
     uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
     uv_signal_t sig_int, sig_term, sig_hup;
     sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
+    sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     uint64_t pins;             /* clients pinned to their server so far */
     bool shutting_down; /* SIGTERM: no new clients, close each after its transaction */
     bool stopping;      /* handles are being closed */

@@ -1,0 +1,56 @@
+/* Named prepared statements through transaction and statement pooling.
+ * While a client is linked, its messages to the server go through a walker
+ * that renames statements to sluice's server-side names, injects a Parse
+ * where the server lacks one, evicts least recently used statements with a
+ * Close, and answers Close (and a Parse the server already has) itself. The
+ * server's replies go through a pump that drops the replies to sluice's own
+ * messages and puts sluice's answers in their place in the stream. Both keep
+ * the order of replies exact, with pipelining and when an error cuts a
+ * pipeline short. Sits with relay: it works on a linked client and server. */
+#ifndef SLUICE_PREPARE_H
+#define SLUICE_PREPARE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/buf.h"
+#include "sluice/client.h"
+#include "sluice/expect.h"
+
+typedef struct sl_bytes {
+    uint8_t *p;            /* owned */
+    uint32_t len, off, cap; /* bytes held, bytes already used, allocated */
+} sl_bytes_t;
+
+/* The in-flight state of a linked client in this mode. */
+typedef struct sl_ps {
+    sl_expect_t replies; /* what the server owes, in order */
+    sl_bytes_t stage;    /* bytes for the server, walked and rewritten */
+    sl_bytes_t msg;      /* a Parse/Bind/Describe/Close being assembled */
+    uint32_t msg_need;   /* bytes of it to assemble (a Bind: its whole length) */
+    uint32_t remain;     /* bytes of the current client message still to walk */
+    sl_buf_t sin;        /* server bytes not yet relayed (a pool buffer) */
+    uint32_t s_remain;   /* bytes of the current server message still to relay */
+    bool assembling;     /* msg holds the start of a message */
+    bool s_mid;          /* inside a server message (answers must wait) */
+} sl_ps_t;
+
+/* Whether c's link to a server goes through this mode: transaction or
+ * statement pooling with max_prepared_statements above 0. */
+bool sl_ps_wanted(const sl_client_t *c);
+/* Sets up the in-flight state for a new link; false when out of memory. */
+bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
+/* Forwards walked client bytes; false if c was closed. */
+bool sl_ps_flush_c2s(sl_client_t *c);
+/* Relays buffered server bytes into c->out as far as room allows; false if
+ * c was closed. */
+bool sl_ps_pump(sl_client_t *c, sl_server_t *s);
+/* True when nothing is in flight either way. */
+bool sl_ps_idle(const sl_client_t *c);
+/* Drops the in-flight state (the link ended) and the buffers it held. */
+void sl_ps_unlink(sl_client_t *c);
+/* The client ran DISCARD ALL or DEALLOCATE ALL on s: the statements there,
+ * and the client's own, are gone. */
+void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s);
+
+#endif

@@ -1,0 +1,76 @@
+/* Named prepared statements in transaction pooling: the statements a worker
+ * knows (interned by query text and parameter types, so the same text from
+ * many clients is one statement), each client's names for them, and each
+ * server's cache of the ones prepared on it under sluice's own names
+ * ("sluice_<id>"), least recently used first. Pure: no I/O. */
+#ifndef SLUICE_STMT_H
+#define SLUICE_STMT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/err.h"
+#include "sluice/hmap.h"
+#include "sluice/list.h"
+
+#define SL_STMT_PREFIX "sluice_"
+
+typedef struct sl_stmt {
+    sl_hnode_t node; /* in the registry, by hash of body */
+    uint32_t id;     /* server-side name is SL_STMT_PREFIX<id> */
+    uint32_t refs;   /* client names, server caches and replies in flight */
+    uint32_t len;    /* bytes of body */
+    uint8_t body[];  /* Parse after the name: query text, NUL, count and OIDs of parameter types */
+} sl_stmt_t;
+
+typedef struct sl_stmt_registry {
+    sl_hmap_t map;    /* sl_stmt_t by hash of body */
+    uint32_t next_id; /* ids are never reused while sluice runs */
+} sl_stmt_registry_t;
+
+/* The statement with this body, created if new; a reference for the caller.
+ * NULL when out of memory. */
+sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t len);
+void sl_stmt_ref(sl_stmt_t *st);
+void sl_stmt_unref(sl_stmt_registry_t *r, sl_stmt_t *st);
+/* Writes the server-side name ("sluice_17") into buf; returns its length. */
+int sl_stmt_name(const sl_stmt_t *st, char *buf, size_t cap);
+void sl_stmt_registry_free(sl_stmt_registry_t *r);
+
+/* ---- A client's names ---- */
+typedef struct sl_stmt_names {
+    sl_hmap_t map; /* sl_stmt_name_t by hash of name */
+} sl_stmt_names_t;
+
+/* The statement a client named so, or NULL. */
+sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name);
+/* Binds name to st (taking a new reference), replacing an earlier binding. */
+int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name, sl_stmt_t *st)
+    SL_MUST_USE;
+/* Forgets name; false if it was not bound. */
+bool sl_stmt_names_remove(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name);
+void sl_stmt_names_clear(sl_stmt_names_t *n, sl_stmt_registry_t *r);
+
+/* ---- A server's prepared statements ---- */
+typedef struct sl_stmt_cache {
+    sl_hmap_t map;  /* sl_stmt_slot_t by statement id */
+    sl_list_t lru;  /* least recently used first */
+    uint64_t epoch; /* bumped when a transaction ends: slots used in the
+                       current epoch may back open portals, so stay */
+} sl_stmt_cache_t;
+
+void sl_stmt_cache_init(sl_stmt_cache_t *c);
+/* True if st is prepared there; marks it used now. */
+bool sl_stmt_cache_use(sl_stmt_cache_t *c, const sl_stmt_t *st);
+/* Records st as prepared there (a new reference), used now. */
+int sl_stmt_cache_add(sl_stmt_cache_t *c, sl_stmt_t *st) SL_MUST_USE;
+/* Forgets st (it is not, or no longer, prepared there). */
+void sl_stmt_cache_remove(sl_stmt_cache_t *c, sl_stmt_registry_t *r, const sl_stmt_t *st);
+/* The statement to evict to make room under max entries, or NULL when none
+ * may go now (the cache is within max, or every entry was used in the
+ * current epoch). It stays cached until sl_stmt_cache_remove(). */
+sl_stmt_t *sl_stmt_cache_victim(const sl_stmt_cache_t *c, uint32_t max);
+uint32_t sl_stmt_cache_count(const sl_stmt_cache_t *c);
+void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r);
+
+#endif

@@ -1,0 +1,82 @@
+/* The ring of replies a server owes, and how its replies end them. */
+#include "sluice/expect.h"
+
+#include <stdlib.h>
+
+static sl_ex_t *at(const sl_expect_t *q, uint32_t i) { return &q->v[(q->head + i) & (q->cap - 1)]; }
+
+int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, void *data) {
+    if (q->n == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 16;
+        sl_ex_t *v = malloc(cap * sizeof *v);
+        if (!v) return SL_ENOMEM;
+        for (uint32_t i = 0; i < q->n; i++) v[i] = *at(q, i);
+        free(q->v);
+        q->v = v, q->cap = cap, q->head = 0;
+    }
+    *at(q, q->n++) = (sl_ex_t){.kind = (uint8_t)kind, .how = (uint8_t)how, .data = data};
+    return SL_OK;
+}
+
+static void pop(sl_expect_t *q, enum sl_ex_outcome how, sl_ex_end_cb cb, void *ctx) {
+    sl_ex_t e = *at(q, 0);
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->n--;
+    cb(ctx, &e, how);
+}
+
+static bool ends_at_ready(const sl_ex_t *e) {
+    return e->kind == SL_EX_SYNC || e->kind == SL_EX_QUERY;
+}
+
+/* Does message type t complete entry e? */
+static bool completes(sl_ex_t *e, uint8_t t) {
+    switch (e->kind) {
+    case SL_EX_PARSE: return t == '1';
+    case SL_EX_BIND: return t == '2';
+    case SL_EX_DESC_STMT:
+        if (t == 't') e->described = true;
+        return e->described && (t == 'T' || t == 'n');
+    case SL_EX_DESC_PORTAL: return t == 'T' || t == 'n';
+    case SL_EX_EXECUTE: return t == 'C' || t == 'I' || t == 's';
+    case SL_EX_CLOSE: return t == '3';
+    default: return t == 'Z';
+    }
+}
+
+bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
+    /* Entries sluice answers itself are answered before the next reply is
+     * read; one still first here was cut off by an error (see below). */
+    if (q->n == 0) return true;
+    sl_ex_t *e = at(q, 0);
+    if (t == 'E' && !ends_at_ready(e)) {
+        /* The request failed, and the server skips every message up to the
+         * next Sync (a Query too): those end without a reply. The error
+         * itself goes to the client, also when it answers a Parse sluice
+         * injected: it is then the error of the client's Bind. */
+        pop(q, SL_EX_FAILED, cb, ctx);
+        while (q->n > 0 && at(q, 0)->kind != SL_EX_SYNC) pop(q, SL_EX_SKIPPED, cb, ctx);
+        return true;
+    }
+    if (!completes(e, t)) return true;
+    bool relay = e->how == SL_EX_RELAY;
+    pop(q, SL_EX_DONE, cb, ctx);
+    return relay;
+}
+
+uint8_t sl_expect_answer_due(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
+    if (q->n == 0 || at(q, 0)->how != SL_EX_ANSWER) return 0;
+    uint8_t t = at(q, 0)->kind == SL_EX_PARSE ? '1' : '3';
+    pop(q, SL_EX_DONE, cb, ctx);
+    return t;
+}
+
+bool sl_expect_owes_answer(const sl_expect_t *q) {
+    return q->n > 0 && at(q, 0)->how == SL_EX_ANSWER;
+}
+
+void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
+    while (q->n > 0) pop(q, SL_EX_SKIPPED, cb, ctx);
+    free(q->v);
+    *q = (sl_expect_t){0};
+}

@@ -1,0 +1,375 @@
+/* Named prepared statements through transaction pooling: the walker that
+ * rewrites client messages and the pump that fixes up the server's replies.
+ * See prepare.h for the model. */
+#include "sluice/prepare.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/relay.h"
+#include "sluice/stmt.h"
+
+/* Replies owed at most before the walker waits for some to arrive. */
+#define MAX_OWED 65536u
+
+/* ---- byte vectors ---- */
+
+static bool bytes_put(sl_bytes_t *b, const void *p, uint32_t n) {
+    if (b->len + n > b->cap) {
+        uint32_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        uint8_t *g = realloc(b->p, cap);
+        if (!g) return false;
+        b->p = g, b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+static void bytes_free(sl_bytes_t *b) {
+    free(b->p);
+    *b = (sl_bytes_t){0};
+}
+
+/* Appends a message of type t whose body is the concatenation of up to three
+ * parts. */
+static bool put_msg(sl_bytes_t *b, uint8_t t, const void *p1, uint32_t n1, const void *p2,
+                    uint32_t n2, const void *p3, uint32_t n3) {
+    uint8_t hdr[5] = {t};
+    sl_put_be32(hdr + 1, 4 + n1 + n2 + n3);
+    return bytes_put(b, hdr, 5) && bytes_put(b, p1, n1) && bytes_put(b, p2, n2) &&
+           bytes_put(b, p3, n3);
+}
+
+/* ---- state ---- */
+
+bool sl_ps_wanted(const sl_client_t *c) {
+    return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
+}
+
+bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
+    if (!c->ps && !(c->ps = calloc(1, sizeof *c->ps))) return false;
+    if (sl_buf_take(&c->w->bufs, &c->ps->sin) < 0) return false;
+    s->stmts.epoch++; /* a new transaction: nothing of the last one is in use */
+    return true;
+}
+
+bool sl_ps_idle(const sl_client_t *c) {
+    const sl_ps_t *ps = c->ps;
+    return !ps || (ps->replies.n == 0 && ps->stage.len == ps->stage.off && !ps->assembling &&
+                   ps->remain == 0 && sl_buf_len(&ps->sin) == 0 && !ps->s_mid);
+}
+
+static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
+    (void)how;
+    sl_client_t *c = ctx;
+    if (e->data) sl_stmt_unref(&c->w->stmts, e->data);
+}
+
+void sl_ps_unlink(sl_client_t *c) {
+    sl_ps_t *ps = c->ps;
+    if (!ps) return;
+    sl_expect_clear(&ps->replies, unref_cb, c);
+    bytes_free(&ps->stage);
+    bytes_free(&ps->msg);
+    sl_buf_give(&c->w->bufs, &ps->sin);
+    free(ps);
+    c->ps = NULL;
+}
+
+void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s) {
+    sl_stmt_cache_clear(&s->stmts, &c->w->stmts);
+    sl_stmt_names_clear(&c->stmt_names, &c->w->stmts);
+}
+
+/* A reply entry ended: keep the server's cache true to what it holds. */
+static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
+    sl_client_t *c = ctx;
+    sl_server_t *s = c->server;
+    sl_stmt_t *st = e->data;
+    if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->pending > 0)
+        c->pending--; /* skipped after an error: no ReadyForQuery will come for it */
+    if (st && s && how != SL_EX_DONE) {
+        if (e->kind == SL_EX_PARSE) {
+            /* It failed or was skipped: the server does not have it. */
+            sl_stmt_cache_remove(&s->stmts, &c->w->stmts, st);
+        } else if (e->kind == SL_EX_CLOSE) {
+            /* An eviction that was skipped: the statement is still there. */
+            if (sl_stmt_cache_add(&s->stmts, st) < 0)
+                sl_log_warn(s->tag, "out of memory tracking prepared statements");
+        }
+    }
+    if (st) sl_stmt_unref(&c->w->stmts, st);
+}
+
+/* ---- client -> server ---- */
+
+static bool owe(sl_client_t *c, enum sl_ex_kind kind, enum sl_ex_how how, sl_stmt_t *st) {
+    if (sl_expect_push(&c->ps->replies, kind, how, st) < 0) {
+        if (st) sl_stmt_unref(&c->w->stmts, st);
+        sl_client_fatal(c, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+static bool oom(sl_client_t *c) {
+    sl_client_fatal(c, "53200", "out of memory");
+    return false;
+}
+
+/* Prepares st on s under sluice's name: first closes least recently used
+ * statements to stay within max_prepared_statements, then sends the Parse.
+ * `how` says whose reply the ParseComplete is. */
+static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_ex_how how) {
+    sl_ps_t *ps = c->ps;
+    char name[32];
+    sl_stmt_t *v;
+    while ((v = sl_stmt_cache_victim(&s->stmts, (uint32_t)c->w->cfg->max_prepared_statements))) {
+        int n = sl_stmt_name(v, name, sizeof name);
+        if (!put_msg(&ps->stage, 'C', "S", 1, name, (uint32_t)n + 1, NULL, 0)) return oom(c);
+        sl_stmt_ref(v);
+        sl_stmt_cache_remove(&s->stmts, &c->w->stmts, v);
+        if (!owe(c, SL_EX_CLOSE, SL_EX_SWALLOW, v)) return false;
+    }
+    int n = sl_stmt_name(st, name, sizeof name);
+    if (sl_stmt_cache_add(&s->stmts, st) < 0 ||
+        !put_msg(&ps->stage, 'P', name, (uint32_t)n + 1, st->body, st->len, NULL, 0))
+        return oom(c);
+    sl_stmt_ref(st);
+    return owe(c, SL_EX_PARSE, how, st);
+}
+
+static bool malformed(sl_client_t *c, const char *what) {
+    sl_client_fatal(c, "08P01", "malformed %s message", what);
+    return false;
+}
+
+/* Parse: body = name, query, parameter types. */
+static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_t len) {
+    sl_ps_t *ps = c->ps;
+    const uint8_t *body = m + 5, *end = m + len;
+    const uint8_t *z = memchr(body, '\0', (size_t)(end - body));
+    if (!z) return malformed(c, "Parse");
+    if (z == body) /* the unnamed statement passes through */
+        return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
+    const uint8_t *rest = z + 1;
+    sl_stmt_t *st = sl_stmt_intern(&c->w->stmts, rest, (uint32_t)(end - rest));
+    if (!st) return oom(c);
+    /* PostgreSQL refuses to redefine a name; sluice rebinds it. */
+    int rc = sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)body, st);
+    bool there = sl_stmt_cache_use(&s->stmts, st);
+    bool ok = rc < 0      ? oom(c)
+              : there     ? owe(c, SL_EX_PARSE, SL_EX_ANSWER, NULL) /* answered by sluice */
+                          : inject_parse(c, s, st, SL_EX_RELAY);
+    sl_stmt_unref(&c->w->stmts, st);
+    return ok;
+}
+
+/* Bind, Describe: `prefix` bytes of the message before the statement name,
+ * then the name; the rest of the message follows unchanged. */
+static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_t have,
+                           uint32_t total, uint32_t prefix, enum sl_ex_kind kind) {
+    sl_ps_t *ps = c->ps;
+    const char *cname = (const char *)m + prefix;
+    uint32_t cname_len = (uint32_t)strlen(cname);
+    sl_stmt_t *st = *cname ? sl_stmt_names_get(&c->stmt_names, cname) : NULL;
+    /* Unnamed, or a name the client never prepared: unchanged (PostgreSQL
+     * then reports the missing statement in the client's own words). */
+    if (!st) return bytes_put(&ps->stage, m, have) ? owe(c, kind, SL_EX_RELAY, NULL) : oom(c);
+    if (!sl_stmt_cache_use(&s->stmts, st) && !inject_parse(c, s, st, SL_EX_SWALLOW)) return false;
+    char name[32];
+    uint32_t n = (uint32_t)sl_stmt_name(st, name, sizeof name) + 1;
+    uint32_t after = prefix + cname_len + 1;
+    uint8_t hdr[5] = {m[0]};
+    sl_put_be32(hdr + 1, total - 1 - cname_len - 1 + n);
+    if (!bytes_put(&ps->stage, hdr, 5) || !bytes_put(&ps->stage, m + 5, prefix - 5) ||
+        !bytes_put(&ps->stage, name, n) || !bytes_put(&ps->stage, m + after, have - after))
+        return oom(c);
+    return owe(c, kind, SL_EX_RELAY, NULL);
+}
+
+/* Close: a portal, or the unnamed statement, passes; a named statement is
+ * forgotten for this client and answered by sluice, the server keeps it. */
+static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
+    sl_ps_t *ps = c->ps;
+    if (m[5] == 'S' && m[6] != '\0') {
+        (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)m + 6);
+        return owe(c, SL_EX_CLOSE, SL_EX_ANSWER, NULL);
+    }
+    return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_CLOSE, SL_EX_RELAY, NULL) : oom(c);
+}
+
+/* How many bytes of an assembling message are enough to rewrite it: for a
+ * Bind, up to the end of the statement name (its parameters may be large
+ * and stream through); for the others the whole message. 0: not yet. */
+static uint32_t enough(const sl_ps_t *ps) {
+    const uint8_t *m = ps->msg.p;
+    uint32_t have = ps->msg.len;
+    if (m[0] != 'B') return have == ps->msg_need ? have : 0;
+    int nul = 0;
+    for (uint32_t i = 5; i < have; i++)
+        if (m[i] == '\0' && ++nul == 2) return i + 1;
+    return have == ps->msg_need ? UINT32_MAX : 0; /* complete without two names: malformed */
+}
+
+static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
+    sl_ps_t *ps = c->ps;
+    const uint8_t *m = ps->msg.p;
+    uint32_t have = ps->msg.len, need = ps->msg_need;
+    ps->assembling = false;
+    ps->remain = need - have; /* a Bind's parameters still to come */
+    ps->msg.len = 0;          /* m stays valid: nothing is appended to msg below */
+    switch (m[0]) {
+    case 'P': return walk_parse(c, s, m, have);
+    case 'B': {
+        uint32_t portal = (uint32_t)strlen((const char *)m + 5);
+        return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
+    }
+    case 'D':
+        if (need < 7 || m[need - 1] != '\0') return malformed(c, "Describe");
+        if (m[5] == 'S') return walk_named_use(c, s, m, have, need, 6, SL_EX_DESC_STMT);
+        return bytes_put(&ps->stage, m, have) ? owe(c, SL_EX_DESC_PORTAL, SL_EX_RELAY, NULL)
+                                              : oom(c);
+    default:
+        if (need < 7 || m[need - 1] != '\0') return malformed(c, "Close");
+        return walk_close(c, m, have);
+    }
+}
+
+/* Moves client bytes from `in` to the stage, message by message, recording
+ * the replies each one is owed. Stops at a held Query, a partial header, a
+ * full stage or too many replies owed. False if c was closed. */
+static bool walk(sl_client_t *c, sl_server_t *s) {
+    sl_ps_t *ps = c->ps;
+    while (ps->stage.len < c->in.cap && ps->replies.n < MAX_OWED) {
+        uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+        uint32_t avail = limit - c->in.head;
+        const uint8_t *p = sl_buf_rptr(&c->in);
+        if (ps->remain > 0 || ps->assembling) {
+            sl_bytes_t *to = ps->assembling ? &ps->msg : &ps->stage;
+            uint32_t want = ps->assembling ? ps->msg_need - ps->msg.len : ps->remain;
+            uint32_t n = want < avail ? want : avail;
+            if (n == 0) return true;
+            if (!bytes_put(to, p, n)) return oom(c);
+            sl_buf_consume(&c->in, n);
+            if (!ps->assembling) {
+                ps->remain -= n;
+                continue;
+            }
+            uint32_t k = enough(ps);
+            if (k == UINT32_MAX) return malformed(c, "Bind");
+            if (k == 0) continue;
+            /* Bytes beyond the rewritten part go through unchanged. */
+            if (!walk_assembled(c, s)) return false;
+            continue;
+        }
+        if (avail < 5) return true;
+        uint8_t t = p[0];
+        uint32_t len = sl_be32(p + 1) + 1;
+        if (t == 'P' || t == 'B' || t == 'D' || t == 'C') {
+            ps->assembling = true;
+            ps->msg_need = len;
+            ps->msg.len = 0;
+            continue;
+        }
+        enum sl_ex_kind kind = t == 'E' ? SL_EX_EXECUTE : t == 'S' ? SL_EX_SYNC : SL_EX_QUERY;
+        if ((t == 'E' || t == 'S' || t == 'Q' || t == 'F') && !owe(c, kind, SL_EX_RELAY, NULL))
+            return false;
+        ps->remain = len;
+    }
+    return true;
+}
+
+/* Writes sluice's own answers that are due, where the reply stream is
+ * between messages. */
+static void answer_due(sl_client_t *c) {
+    sl_ps_t *ps = c->ps;
+    while (!ps->s_mid && sl_expect_owes_answer(&ps->replies)) {
+        if (sl_buf_space(&c->out) < 5) sl_buf_compact(&c->out);
+        if (sl_buf_space(&c->out) < 5) return;
+        uint8_t t = sl_expect_answer_due(&ps->replies, end_cb, c);
+        if (!t) return;
+        uint8_t *w = sl_buf_wptr(&c->out);
+        w[0] = t;
+        sl_put_be32(w + 1, 4);
+        c->out.tail += 5;
+    }
+}
+
+bool sl_ps_flush_c2s(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    if (!s || s->state != SL_SV_ACTIVE) return true;
+    sl_ps_t *ps = c->ps;
+    for (;;) {
+        while (ps->stage.off < ps->stage.len) {
+            ssize_t n = sl_server_write(s, ps->stage.p + ps->stage.off,
+                                        ps->stage.len - ps->stage.off);
+            if (n == -EAGAIN) {
+                c->c2s_blocked = true;
+                return true;
+            }
+            if (n <= 0) {
+                sl_log_warn(c->tag, "write to server failed: %s",
+                            strerror(n < 0 ? (int)-n : EPIPE));
+                sl_relay_server_lost(c, "write to server failed");
+                return c->state != SL_CL_CLOSING;
+            }
+            ps->stage.off += (uint32_t)n;
+        }
+        ps->stage.len = ps->stage.off = 0;
+        if (!walk(c, s)) return false;
+        if (ps->stage.len == 0) break;
+    }
+    c->c2s_blocked = false;
+    answer_due(c);
+    if (c->terminated && sl_buf_len(&c->in) == 0) {
+        sl_client_close(c, "client disconnected");
+        return false;
+    }
+    return true;
+}
+
+/* ---- server -> client ---- */
+
+bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
+    sl_ps_t *ps = c->ps;
+    sl_buf_t *in = &ps->sin;
+    while (c->server == s) {
+        if (!ps->s_mid) {
+            answer_due(c);
+            if (sl_expect_owes_answer(&ps->replies))
+                break; /* no room in out for them yet */
+            if (sl_buf_len(in) < 5) break;
+            const uint8_t *p = sl_buf_rptr(in);
+            uint32_t len = sl_be32(p + 1);
+            if (len < 4) {
+                sl_client_fatal(c, "08P01", "server sent a malformed message");
+                return false;
+            }
+            if (!sl_expect_reply(&ps->replies, p[0], end_cb, c) && len == 4) {
+                sl_buf_consume(in, 5); /* the reply to sluice's own Parse or Close */
+                continue;
+            }
+            ps->s_mid = true;
+            ps->s_remain = len + 1;
+        }
+        if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
+        uint32_t n = ps->s_remain;
+        if (n > sl_buf_len(in)) n = sl_buf_len(in);
+        if (n > sl_buf_space(&c->out)) n = sl_buf_space(&c->out);
+        if (n == 0) break;
+        uint8_t *dst = sl_buf_wptr(&c->out);
+        memcpy(dst, sl_buf_rptr(in), n);
+        c->out.tail += n;
+        sl_buf_consume(in, n);
+        ps->s_remain -= n;
+        if (ps->s_remain == 0) ps->s_mid = false;
+        if (!sl_relay_scan_server(c, s, dst, n)) return false;
+    }
+    if (sl_buf_space(in) == 0) sl_buf_compact(in);
+    return true;
+}

@@ -1,0 +1,195 @@
+/* Statements interned per worker, clients' names for them, and servers'
+ * caches of them with least-recently-used eviction. */
+#include "sluice/stmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t len) {
+    uint64_t h = sl_hash_bytes(body, len);
+    for (sl_hnode_t *n = sl_hmap_find(&r->map, h); n; n = sl_hmap_next(n)) {
+        sl_stmt_t *st = sl_container_of(n, sl_stmt_t, node);
+        if (st->len == len && memcmp(st->body, body, len) == 0) {
+            st->refs++;
+            return st;
+        }
+    }
+    sl_stmt_t *st = malloc(sizeof *st + len);
+    if (!st) return NULL;
+    st->node.hash = h;
+    st->id = ++r->next_id;
+    st->refs = 1;
+    st->len = len;
+    memcpy(st->body, body, len);
+    if (sl_hmap_add(&r->map, &st->node) < 0) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+void sl_stmt_ref(sl_stmt_t *st) { st->refs++; }
+
+void sl_stmt_unref(sl_stmt_registry_t *r, sl_stmt_t *st) {
+    if (--st->refs > 0) return;
+    sl_hmap_remove(&r->map, &st->node);
+    free(st);
+}
+
+int sl_stmt_name(const sl_stmt_t *st, char *buf, size_t cap) {
+    return snprintf(buf, cap, SL_STMT_PREFIX "%u", st->id);
+}
+
+void sl_stmt_registry_free(sl_stmt_registry_t *r) {
+    for (sl_hnode_t *n; (n = sl_hmap_any(&r->map));) {
+        sl_hmap_remove(&r->map, n);
+        free(sl_container_of(n, sl_stmt_t, node));
+    }
+    sl_hmap_free(&r->map);
+}
+
+/* ---- names ---- */
+
+typedef struct sl_stmt_name {
+    sl_hnode_t node;
+    sl_stmt_t *st; /* a reference */
+    char name[];
+} sl_stmt_name_t;
+
+static sl_stmt_name_t *name_find(const sl_stmt_names_t *n, const char *name) {
+    for (sl_hnode_t *x = sl_hmap_find(&n->map, sl_hash_bytes(name, strlen(name))); x;
+         x = sl_hmap_next(x)) {
+        sl_stmt_name_t *e = sl_container_of(x, sl_stmt_name_t, node);
+        if (strcmp(e->name, name) == 0) return e;
+    }
+    return NULL;
+}
+
+sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name) {
+    sl_stmt_name_t *e = name_find(n, name);
+    return e ? e->st : NULL;
+}
+
+int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name,
+                      sl_stmt_t *st) {
+    sl_stmt_name_t *e = name_find(n, name);
+    if (e) {
+        sl_stmt_ref(st);
+        sl_stmt_unref(r, e->st);
+        e->st = st;
+        return SL_OK;
+    }
+    size_t len = strlen(name);
+    e = malloc(sizeof *e + len + 1);
+    if (!e) return SL_ENOMEM;
+    e->node.hash = sl_hash_bytes(name, len);
+    memcpy(e->name, name, len + 1);
+    e->st = st;
+    if (sl_hmap_add(&n->map, &e->node) < 0) {
+        free(e);
+        return SL_ENOMEM;
+    }
+    sl_stmt_ref(st);
+    return SL_OK;
+}
+
+static void name_drop(sl_stmt_names_t *n, sl_stmt_registry_t *r, sl_stmt_name_t *e) {
+    sl_hmap_remove(&n->map, &e->node);
+    sl_stmt_unref(r, e->st);
+    free(e);
+}
+
+bool sl_stmt_names_remove(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name) {
+    sl_stmt_name_t *e = name_find(n, name);
+    if (e) name_drop(n, r, e);
+    return e != NULL;
+}
+
+void sl_stmt_names_clear(sl_stmt_names_t *n, sl_stmt_registry_t *r) {
+    for (sl_hnode_t *x; (x = sl_hmap_any(&n->map));)
+        name_drop(n, r, sl_container_of(x, sl_stmt_name_t, node));
+    sl_hmap_free(&n->map);
+}
+
+/* ---- a server's cache ---- */
+
+typedef struct sl_stmt_slot {
+    sl_hnode_t node; /* by statement id */
+    sl_list_t lru;
+    sl_stmt_t *st;   /* a reference */
+    uint64_t epoch;  /* when it was last used */
+} sl_stmt_slot_t;
+
+void sl_stmt_cache_init(sl_stmt_cache_t *c) {
+    *c = (sl_stmt_cache_t){0};
+    sl_list_init(&c->lru);
+}
+
+static sl_stmt_slot_t *slot_find(const sl_stmt_cache_t *c, const sl_stmt_t *st) {
+    for (sl_hnode_t *x = sl_hmap_find(&c->map, st->id); x; x = sl_hmap_next(x)) {
+        sl_stmt_slot_t *s = sl_container_of(x, sl_stmt_slot_t, node);
+        if (s->st == st) return s;
+    }
+    return NULL;
+}
+
+static void touch(sl_stmt_cache_t *c, sl_stmt_slot_t *s) {
+    s->epoch = c->epoch;
+    sl_list_unlink(&s->lru);
+    sl_list_push_back(&c->lru, &s->lru);
+}
+
+bool sl_stmt_cache_use(sl_stmt_cache_t *c, const sl_stmt_t *st) {
+    sl_stmt_slot_t *s = slot_find(c, st);
+    if (s) touch(c, s);
+    return s != NULL;
+}
+
+int sl_stmt_cache_add(sl_stmt_cache_t *c, sl_stmt_t *st) {
+    sl_stmt_slot_t *s = slot_find(c, st);
+    if (s) {
+        touch(c, s);
+        return SL_OK;
+    }
+    s = malloc(sizeof *s);
+    if (!s) return SL_ENOMEM;
+    s->node.hash = st->id;
+    s->st = st;
+    sl_list_init(&s->lru);
+    if (sl_hmap_add(&c->map, &s->node) < 0) {
+        free(s);
+        return SL_ENOMEM;
+    }
+    sl_stmt_ref(st);
+    touch(c, s);
+    return SL_OK;
+}
+
+static void slot_drop(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_slot_t *s) {
+    sl_hmap_remove(&c->map, &s->node);
+    sl_list_unlink(&s->lru);
+    sl_stmt_unref(r, s->st);
+    free(s);
+}
+
+void sl_stmt_cache_remove(sl_stmt_cache_t *c, sl_stmt_registry_t *r, const sl_stmt_t *st) {
+    sl_stmt_slot_t *s = slot_find(c, st);
+    if (s) slot_drop(c, r, s);
+}
+
+sl_stmt_t *sl_stmt_cache_victim(const sl_stmt_cache_t *c, uint32_t max) {
+    if (c->map.count < max) return NULL;
+    sl_list_t *first = sl_list_first(&c->lru);
+    if (!first) return NULL;
+    sl_stmt_slot_t *s = sl_container_of(first, sl_stmt_slot_t, lru);
+    return s->epoch == c->epoch ? NULL : s->st;
+}
+
+uint32_t sl_stmt_cache_count(const sl_stmt_cache_t *c) { return c->map.count; }
+
+void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &c->lru) slot_drop(c, r, sl_container_of(it, sl_stmt_slot_t, lru));
+    sl_hmap_free(&c->map);
+}
