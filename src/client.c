@@ -422,8 +422,15 @@ static void on_readable(sl_client_t *c) {
     c->scan_new += (uint32_t)n;
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
-    /* Scanning may have answered the client itself (a refused statement). */
+    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c))
+        return;
+    /* sluice may have answered the client itself (a refused statement, a
+     * statement prepared without a server). */
     if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
+    if (c->state == SL_CL_WAITING && sl_buf_len(&c->in) == 0) {
+        sl_pool_cancel(c->pool, &c->waiter);
+        sl_client_set_state(c, SL_CL_IDLE);
+    }
     if (c->state == SL_CL_IDLE) {
         if (c->terminated && sl_buf_len(&c->in) == 0) {
             sl_client_close(c, "client disconnected");

@@ -92,6 +92,7 @@ static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     sl_stmt_t *st = e->data;
     if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->pending > 0)
         c->pending--; /* skipped after an error: no ReadyForQuery will come for it */
+    if (st && e->kind == SL_EX_PARSE && how == SL_EX_DONE) st->valid = true;
     if (st && s && how != SL_EX_DONE) {
         if (e->kind == SL_EX_PARSE) {
             /* It failed or was skipped: the server does not have it. */
@@ -181,6 +182,7 @@ static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uin
      * then reports the missing statement in the client's own words). */
     if (!st) return bytes_put(&ps->stage, m, have) ? owe(c, kind, SL_EX_RELAY, NULL) : oom(c);
     if (!sl_stmt_cache_use(&s->stmts, st) && !inject_parse(c, s, st, SL_EX_SWALLOW)) return false;
+    if (kind == SL_EX_BIND) sl_stmt_cache_bound(&s->stmts, st, prefix > 6);
     char name[32];
     uint32_t n = (uint32_t)sl_stmt_name(st, name, sizeof name) + 1;
     uint32_t after = prefix + cname_len + 1;
@@ -331,6 +333,51 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
         return false;
     }
     return true;
+}
+
+/* ---- a client without a server ---- */
+
+static bool put_reply(sl_client_t *c, uint8_t t, int status) {
+    if (sl_buf_space(&c->out) < 6) sl_buf_compact(&c->out);
+    if (sl_buf_space(&c->out) < 6) return false;
+    uint8_t *w = sl_buf_wptr(&c->out);
+    w[0] = t;
+    sl_put_be32(w + 1, status ? 5 : 4);
+    if (status) w[5] = (uint8_t)status;
+    c->out.tail += status ? 6 : 5;
+    return true;
+}
+
+bool sl_ps_answer_unlinked(sl_client_t *c) {
+    if (!sl_ps_wanted(c) || !c->out.data) return true;
+    for (;;) {
+        uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+        uint32_t avail = limit - c->in.head;
+        const uint8_t *p = sl_buf_rptr(&c->in);
+        if (avail < 5) return true;
+        uint8_t t = p[0];
+        uint32_t len = sl_be32(p + 1) + 1;
+        if (len > avail || len < 5) return true;
+        const uint8_t *end = p + len;
+        if (t == 'P') {
+            const uint8_t *z = memchr(p + 5, '\0', len - 5);
+            if (!z || z == p + 5) return true;
+            sl_stmt_t *st = sl_stmt_find(&c->w->stmts, z + 1, (uint32_t)(end - z - 1));
+            if (!st || !st->valid) return true;
+            if (!put_reply(c, '1', 0)) return true;
+            if (sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0)
+                return oom(c);
+        } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {
+            if (!put_reply(c, '3', 0)) return true;
+            (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);
+        } else if (t == 'S') {
+            if (!put_reply(c, 'Z', 'I')) return true;
+            if (c->pending > 0) c->pending--;
+        } else if (t != 'H') {
+            return true;
+        }
+        sl_buf_consume(&c->in, len);
+    }
 }
 
 /* ---- server -> client ---- */

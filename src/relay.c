@@ -479,7 +479,8 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
         if (ev != SL_SCAN_END || !s->scan.collect) continue;
         if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
             s->tx_status = (char)s->coll[0];
-            if (s->tx_status == 'I') s->stmts.epoch++; /* protocol-level portals are gone */
+            /* Portals are gone, unless later requests are already on their way. */
+            if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
             if (c->pending > 0) c->pending--;
             if (c->stmts_dropped && c->pending == 0) {
                 if (c->ps) sl_ps_statements_dropped(c, s);

@@ -6,18 +6,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t len) {
+sl_stmt_t *sl_stmt_find(const sl_stmt_registry_t *r, const uint8_t *body, uint32_t len) {
     uint64_t h = sl_hash_bytes(body, len);
     for (sl_hnode_t *n = sl_hmap_find(&r->map, h); n; n = sl_hmap_next(n)) {
         sl_stmt_t *st = sl_container_of(n, sl_stmt_t, node);
-        if (st->len == len && memcmp(st->body, body, len) == 0) {
-            st->refs++;
-            return st;
-        }
+        if (st->len == len && memcmp(st->body, body, len) == 0) return st;
     }
-    sl_stmt_t *st = malloc(sizeof *st + len);
+    return NULL;
+}
+
+sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t len) {
+    sl_stmt_t *st = sl_stmt_find(r, body, len);
+    if (st) {
+        st->refs++;
+        return st;
+    }
+    st = malloc(sizeof *st + len);
     if (!st) return NULL;
-    st->node.hash = h;
+    st->node.hash = sl_hash_bytes(body, len);
+    st->valid = false;
     st->id = ++r->next_id;
     st->refs = 1;
     st->len = len;
@@ -118,7 +125,7 @@ typedef struct sl_stmt_slot {
     sl_hnode_t node; /* by statement id */
     sl_list_t lru;
     sl_stmt_t *st;   /* a reference */
-    uint64_t epoch;  /* when it was last used */
+    uint64_t epoch;  /* when a named portal was last bound to it */
 } sl_stmt_slot_t;
 
 void sl_stmt_cache_init(sl_stmt_cache_t *c) {
@@ -135,7 +142,6 @@ static sl_stmt_slot_t *slot_find(const sl_stmt_cache_t *c, const sl_stmt_t *st) 
 }
 
 static void touch(sl_stmt_cache_t *c, sl_stmt_slot_t *s) {
-    s->epoch = c->epoch;
     sl_list_unlink(&s->lru);
     sl_list_push_back(&c->lru, &s->lru);
 }
@@ -144,6 +150,12 @@ bool sl_stmt_cache_use(sl_stmt_cache_t *c, const sl_stmt_t *st) {
     sl_stmt_slot_t *s = slot_find(c, st);
     if (s) touch(c, s);
     return s != NULL;
+}
+
+void sl_stmt_cache_bound(sl_stmt_cache_t *c, const sl_stmt_t *st, bool named_portal) {
+    sl_stmt_slot_t *s = slot_find(c, st);
+    if (named_portal && s) s->epoch = c->epoch;
+    if (!named_portal) c->unnamed = st;
 }
 
 int sl_stmt_cache_add(sl_stmt_cache_t *c, sl_stmt_t *st) {
@@ -156,6 +168,7 @@ int sl_stmt_cache_add(sl_stmt_cache_t *c, sl_stmt_t *st) {
     if (!s) return SL_ENOMEM;
     s->node.hash = st->id;
     s->st = st;
+    s->epoch = 0; /* epochs start at 1 */
     sl_list_init(&s->lru);
     if (sl_hmap_add(&c->map, &s->node) < 0) {
         free(s);
@@ -180,10 +193,11 @@ void sl_stmt_cache_remove(sl_stmt_cache_t *c, sl_stmt_registry_t *r, const sl_st
 
 sl_stmt_t *sl_stmt_cache_victim(const sl_stmt_cache_t *c, uint32_t max) {
     if (c->map.count < max) return NULL;
-    sl_list_t *first = sl_list_first(&c->lru);
-    if (!first) return NULL;
-    sl_stmt_slot_t *s = sl_container_of(first, sl_stmt_slot_t, lru);
-    return s->epoch == c->epoch ? NULL : s->st;
+    for (sl_list_t *it = c->lru.next; it != &c->lru; it = it->next) {
+        sl_stmt_slot_t *s = sl_container_of(it, sl_stmt_slot_t, lru);
+        if (s->epoch != c->epoch && s->st != c->unnamed) return s->st;
+    }
+    return NULL;
 }
 
 uint32_t sl_stmt_cache_count(const sl_stmt_cache_t *c) { return c->map.count; }

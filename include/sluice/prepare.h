@@ -42,6 +42,12 @@ bool sl_ps_wanted(const sl_client_t *c);
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
 /* Forwards walked client bytes; false if c was closed. */
 bool sl_ps_flush_c2s(sl_client_t *c);
+/* A client without a server (between transactions): Parse of a statement a
+ * server already accepted, Close of a statement, Flush and the Sync ending
+ * them are answered by sluice from the head of c->in, taking no server (a
+ * driver that prepares synchronously must not wait for one). False if c was
+ * closed. */
+bool sl_ps_answer_unlinked(sl_client_t *c);
 /* Relays buffered server bytes into c->out as far as room allows; false if
  * c was closed. */
 bool sl_ps_pump(sl_client_t *c, sl_server_t *s);

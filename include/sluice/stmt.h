@@ -20,6 +20,7 @@ typedef struct sl_stmt {
     uint32_t id;     /* server-side name is SL_STMT_PREFIX<id> */
     uint32_t refs;   /* client names, server caches and replies in flight */
     uint32_t len;    /* bytes of body */
+    bool valid;      /* a server accepted it once: sluice may answer its Parse alone */
     uint8_t body[];  /* Parse after the name: query text, NUL, count and OIDs of parameter types */
 } sl_stmt_t;
 
@@ -31,6 +32,8 @@ typedef struct sl_stmt_registry {
 /* The statement with this body, created if new; a reference for the caller.
  * NULL when out of memory. */
 sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t len);
+/* The statement with this body if known, without taking a reference. */
+sl_stmt_t *sl_stmt_find(const sl_stmt_registry_t *r, const uint8_t *body, uint32_t len);
 void sl_stmt_ref(sl_stmt_t *st);
 void sl_stmt_unref(sl_stmt_registry_t *r, sl_stmt_t *st);
 /* Writes the server-side name ("sluice_17") into buf; returns its length. */
@@ -55,20 +58,25 @@ void sl_stmt_names_clear(sl_stmt_names_t *n, sl_stmt_registry_t *r);
 typedef struct sl_stmt_cache {
     sl_hmap_t map;  /* sl_stmt_slot_t by statement id */
     sl_list_t lru;  /* least recently used first */
-    uint64_t epoch; /* bumped when a transaction ends: slots used in the
-                       current epoch may back open portals, so stay */
+    uint64_t epoch; /* bumped when a transaction ends (named portals close) */
+    const sl_stmt_t *unnamed; /* bound to the unnamed portal last; compared only */
 } sl_stmt_cache_t;
 
 void sl_stmt_cache_init(sl_stmt_cache_t *c);
-/* True if st is prepared there; marks it used now. */
+/* True if st is prepared there; makes it the most recently used. */
 bool sl_stmt_cache_use(sl_stmt_cache_t *c, const sl_stmt_t *st);
+/* A portal was bound to st: closing st would close the portal, so st is not
+ * evicted while it may be open (a named one until the transaction ends, the
+ * unnamed one until the next Bind). */
+void sl_stmt_cache_bound(sl_stmt_cache_t *c, const sl_stmt_t *st, bool named_portal);
 /* Records st as prepared there (a new reference), used now. */
 int sl_stmt_cache_add(sl_stmt_cache_t *c, sl_stmt_t *st) SL_MUST_USE;
 /* Forgets st (it is not, or no longer, prepared there). */
 void sl_stmt_cache_remove(sl_stmt_cache_t *c, sl_stmt_registry_t *r, const sl_stmt_t *st);
-/* The statement to evict to make room under max entries, or NULL when none
- * may go now (the cache is within max, or every entry was used in the
- * current epoch). It stays cached until sl_stmt_cache_remove(). */
+/* The least recently used statement to evict to make room under max
+ * entries, or NULL when none may go now (the cache is within max, or every
+ * entry may back an open portal). It stays cached until
+ * sl_stmt_cache_remove(). */
 sl_stmt_t *sl_stmt_cache_victim(const sl_stmt_cache_t *c, uint32_t max);
 uint32_t sl_stmt_cache_count(const sl_stmt_cache_t *c);
 void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r);

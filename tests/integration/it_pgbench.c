@@ -1,5 +1,6 @@
-/* pgbench through transaction pooling, simple and extended protocol, 10 s
- * each: zero failed or aborted transactions. */
+/* pgbench through transaction pooling: simple and extended protocol (20
+ * clients over 5 servers, 6 s each) and named prepared statements (50
+ * clients over 10 servers, 15 s): zero failed or aborted transactions. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,12 +8,12 @@
 
 #include "harness.h"
 
-static void run(const it_sluice_t *s, const char *mode) {
+static void run(const it_sluice_t *s, const char *mode, int clients, int seconds) {
     char cmd[1024], out[4096];
     snprintf(cmd, sizeof cmd,
-             "PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p %d -U sl_scram -c 20 -j 2 -T 10 -M %s "
+             "PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p %d -U sl_scram -c %d -j 2 -T %d -M %s "
              "sluice_test 2>&1",
-             s->port, mode);
+             s->port, clients, seconds, mode);
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = 0;
@@ -33,8 +34,13 @@ int main(void) {
     IT_ASSERT(system(cmd) == 0, "pgbench -i");
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 5\n", NULL);
-    run(&s, "simple");
-    run(&s, "extended");
+    run(&s, "simple", 20, 6);
+    run(&s, "extended", 20, 6);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    /* Each pgbench client prepares its statements once, on whichever server
+     * it first gets, then only binds them by name. */
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 10\n", NULL);
+    run(&s, "prepared", 50, 15);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     return it_done();
 }

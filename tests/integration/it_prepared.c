@@ -1,0 +1,355 @@
+/* Named prepared statements through transaction pooling: 50 libpq clients
+ * over 5 servers, pipelined and not; statements shared per server; eviction
+ * under max_prepared_statements; exact reply order on the wire for Close,
+ * re-Parse and a pipeline cut short by an error; an injected Parse that
+ * fails; DEALLOCATE ALL / DISCARD ALL from a client. */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define NCLIENTS 50
+#define NSTMTS 10
+#define ROUNDS 100
+
+static it_sluice_t sl;
+
+static void prepare_all(PGconn *c, const char *prefix) {
+    for (int k = 0; k < NSTMTS; k++) {
+        char name[32], sql[64];
+        snprintf(name, sizeof name, "%s%d", prefix, k);
+        snprintf(sql, sizeof sql, "SELECT $1::int + %d", k);
+        PGresult *r = PQprepare(c, name, sql, 1, NULL);
+        IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare %s: %s", name,
+                  PQerrorMessage(c));
+        PQclear(r);
+    }
+}
+
+static void check_row(PGresult *r, int want, const char *what) {
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s: %s", what,
+              PQresultErrorMessage(r));
+    IT_ASSERT(atoi(PQgetvalue(r, 0, 0)) == want, "%s: got %s, want %d", what,
+              PQgetvalue(r, 0, 0), want);
+}
+
+/* One round: every statement once, one by one. */
+static void round_plain(PGconn *c, const char *prefix, int i) {
+    for (int k = 0; k < NSTMTS; k++) {
+        char name[32], arg[16];
+        snprintf(name, sizeof name, "%s%d", prefix, k);
+        snprintf(arg, sizeof arg, "%d", i);
+        const char *params[1] = {arg};
+        PGresult *r = PQexecPrepared(c, name, 1, params, NULL, NULL, 0);
+        check_row(r, i + k, name);
+        PQclear(r);
+    }
+}
+
+/* One round in libpq pipeline mode: every statement and an unnamed query,
+ * one Sync. */
+static void round_pipelined(PGconn *c, const char *prefix, int i) {
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline mode");
+    char args[NSTMTS][16];
+    for (int k = 0; k < NSTMTS; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s%d", prefix, k);
+        snprintf(args[k], sizeof args[k], "%d", i * 2 + k);
+        const char *params[1] = {args[k]};
+        IT_ASSERT(PQsendQueryPrepared(c, name, 1, params, NULL, NULL, 0) == 1, "send");
+    }
+    IT_ASSERT(PQsendQueryParams(c, "SELECT 7", 0, NULL, NULL, NULL, NULL, 0) == 1, "send");
+    IT_ASSERT(PQpipelineSync(c) == 1, "sync");
+    for (int k = 0; k <= NSTMTS; k++) {
+        PGresult *r = PQgetResult(c);
+        check_row(r, k < NSTMTS ? i * 2 + k + k : 7, "pipelined");
+        PQclear(r);
+        IT_ASSERT(PQgetResult(c) == NULL, "end of result");
+    }
+    PGresult *r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_PIPELINE_SYNC, "sync result");
+    PQclear(r);
+    IT_ASSERT(PQexitPipelineMode(c) == 1, "exit pipeline mode");
+}
+
+static void *client_main(void *arg) {
+    int id = (int)(intptr_t)arg;
+    PGconn *c = it_connect(&sl, "sl_scram", NULL);
+    prepare_all(c, "s");
+    for (int i = 0; i < ROUNDS; i++) {
+        if (i % 2)
+            round_pipelined(c, "s", i + id);
+        else
+            round_plain(c, "s", i + id);
+        if (i % 10 == 0) IT_ASSERT(!strcmp(it_value(c, "SELECT 42"), "42"), "unnamed query");
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* Opens n clients that each hold a server in a transaction (so each sees a
+ * different one) and returns, per server, how many sluice statements it has
+ * and how often they ran. */
+static void server_stats(int n, int *nstmts, long *runs) {
+    PGconn *c[16];
+    for (int i = 0; i < n; i++) {
+        c[i] = it_connect(&sl, "sl_scram", NULL);
+        it_exec(c[i], "BEGIN");
+        PGresult *r = PQexec(c[i], "SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) "
+                                   "FROM pg_prepared_statements WHERE name LIKE 'sluice\\_%'");
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "stats: %s", PQerrorMessage(c[i]));
+        nstmts[i] = atoi(PQgetvalue(r, 0, 0));
+        runs[i] = atol(PQgetvalue(r, 0, 1));
+        PQclear(r);
+    }
+    for (int i = 0; i < n; i++) {
+        it_exec(c[i], "COMMIT");
+        PQfinish(c[i]);
+    }
+}
+
+static void many_clients(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 5\nmax_client_conn = 200\n",
+                    NULL);
+    pthread_t th[NCLIENTS];
+    for (int i = 0; i < NCLIENTS; i++)
+        pthread_create(&th[i], NULL, client_main, (void *)(intptr_t)i);
+    for (int i = 0; i < NCLIENTS; i++) pthread_join(th[i], NULL);
+    int nst[5];
+    long runs[5], total = 0;
+    server_stats(5, nst, runs);
+    for (int i = 0; i < 5; i++) {
+        printf("server %d: %d sluice statements, run %ld times\n", i, nst[i], runs[i]);
+        /* Shared: the 10 texts once per server, not once per client. */
+        IT_ASSERT(nst[i] <= NSTMTS, "server %d holds %d statements", i, nst[i]);
+        total += runs[i];
+    }
+    IT_ASSERT(total == (long)NCLIENTS * ROUNDS * NSTMTS, "%ld executions counted", total);
+    IT_ASSERT(it_log_count(&sl, "level=error") == 0, "no errors logged");
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
+static void eviction(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n"
+                         "max_prepared_statements = 3\n", NULL);
+    PGconn *a = it_connect(&sl, "sl_scram", NULL), *b = it_connect(&sl, "sl_scram", NULL);
+    prepare_all(a, "a");
+    prepare_all(b, "b");
+    for (int i = 0; i < 20; i++) {
+        round_plain(a, "a", i);
+        round_pipelined(b, "b", i);
+    }
+    int nst;
+    long runs;
+    server_stats(1, &nst, &runs);
+    IT_ASSERT(nst <= 3, "max_prepared_statements = 3 kept: %d", nst);
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
+/* ---- the wire, byte for byte ---- */
+
+typedef struct wbuf {
+    char b[4096];
+    int n;
+} wbuf_t;
+
+static void put_msg(wbuf_t *w, char t, const void *body, int len) {
+    w->b[w->n++] = t;
+    uint32_t l = htonl((uint32_t)len + 4);
+    memcpy(w->b + w->n, &l, 4);
+    memcpy(w->b + w->n + 4, body, (size_t)len);
+    w->n += 4 + len;
+}
+
+static void parse(wbuf_t *w, const char *name, const char *sql) {
+    char b[512];
+    int n = sprintf(b, "%s", name) + 1;
+    n += sprintf(b + n, "%s", sql) + 1;
+    b[n++] = 0, b[n++] = 0; /* no parameter types */
+    put_msg(w, 'P', b, n);
+}
+
+static void bind_exec(wbuf_t *w, const char *name) {
+    char b[128];
+    int n = 1; /* unnamed portal */
+    b[0] = 0;
+    n += sprintf(b + n, "%s", name) + 1;
+    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+    put_msg(w, 'B', b, n + 6);
+    put_msg(w, 'E', "\0\0\0\0", 5);
+}
+
+static void close_stmt(wbuf_t *w, const char *name) {
+    char b[64];
+    int n = sprintf(b, "S%s", name) + 1;
+    put_msg(w, 'C', b, n);
+}
+
+static int raw_login(void) {
+    int fd = it_raw_connect(&sl);
+    char pkt[128];
+    int n = 8;
+    n += sprintf(pkt + n, "user") + 1;
+    n += sprintf(pkt + n, "sl_scram") + 1;
+    n += sprintf(pkt + n, "database") + 1;
+    n += sprintf(pkt + n, "sluice_test") + 1;
+    pkt[n++] = 0;
+    uint32_t l = htonl((uint32_t)n), v = htonl(196608);
+    memcpy(pkt, &l, 4), memcpy(pkt + 4, &v, 4);
+    IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
+    char body[256];
+    int t;
+    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z') IT_ASSERT(t > 0, "login");
+    return fd;
+}
+
+/* Sends w, reads replies up to ReadyForQuery; returns their types, with
+ * each DataRow's first column in parentheses, e.g. "12D(1)CZ". */
+static const char *exchange(int fd, wbuf_t *w) {
+    static char out[256];
+    IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
+    w->n = 0;
+    int o = 0, t;
+    char body[512];
+    do {
+        t = it_raw_read_msg(fd, body, sizeof body);
+        IT_ASSERT(t > 0, "reply (got so far: %.*s)", o, out);
+        out[o++] = (char)t;
+        if (t == 'D') {
+            uint32_t len;
+            memcpy(&len, body + 2, 4);
+            o += sprintf(out + o, "(%.*s)", (int)ntohl(len), body + 6);
+        }
+    } while (t != 'Z' && o < 200);
+    out[o] = 0;
+    return out;
+}
+
+static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
+    const char *got = exchange(fd, w);
+    IT_ASSERT(!strcmp(got, want), "%s: replies %s, want %s", what, got, want);
+}
+
+static void wire(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\nauth_type = trust\n",
+                    NULL);
+    int a = raw_login(), b = raw_login();
+    wbuf_t w = {.n = 0};
+    /* Parse, Bind, Close in one pipeline: sluice's CloseComplete lands in
+     * its place between the server's replies. */
+    parse(&w, "one", "SELECT 1"), parse(&w, "two", "SELECT 2");
+    bind_exec(&w, "one"), close_stmt(&w, "one"), bind_exec(&w, "two");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "112D(1)C32D(2)CZ", "parse/bind/close pipeline");
+    /* b prepares the same text under another name: answered by sluice
+     * (the server has it), then bound on the same server. */
+    parse(&w, "mine", "SELECT 2"), bind_exec(&w, "mine"), put_msg(&w, 'S', "", 0);
+    expect_wire(b, &w, "12D(2)CZ", "shared statement");
+    /* Close then re-Parse the name with another text. */
+    close_stmt(&w, "two"), parse(&w, "two", "SELECT 22"), bind_exec(&w, "two");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "312D(22)CZ", "close and re-parse");
+    /* A syntax error in the middle of a pipeline: the rest is skipped up to
+     * Sync, and the statements before and after work. */
+    parse(&w, "ok", "SELECT 5"), parse(&w, "bad", "SELEC 6"), bind_exec(&w, "ok");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "1EZ", "error mid-pipeline");
+    bind_exec(&w, "ok"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "2D(5)CZ", "after the error");
+    bind_exec(&w, "bad"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "EZ", "the failed statement");
+    /* An unknown name is the server's own error, in the client's words. */
+    bind_exec(&w, "never"), put_msg(&w, 'S', "", 0);
+    expect_wire(b, &w, "EZ", "unknown statement");
+    /* Parse + Sync alone, of a statement the server accepted before, is
+     * answered without a server while b holds the only one. */
+    put_msg(&w, 'Q', "BEGIN", 6);
+    expect_wire(b, &w, "CZ", "b begins");
+    parse(&w, "again", "SELECT 22"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "1Z", "prepare without a server");
+    put_msg(&w, 'Q', "COMMIT", 7);
+    expect_wire(b, &w, "CZ", "b commits");
+    bind_exec(&w, "again"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "2D(22)CZ", "bind after prepare without a server");
+    close(a), close(b);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
+/* The server a client's statement was prepared on is gone and the table it
+ * reads was dropped meanwhile: the injected Parse fails, and the client gets
+ * that error for its own execution; once the table is back it works. */
+static void injected_parse_fails(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\nserver_lifetime = 1\n",
+                    NULL);
+    PGconn *d = it_direct();
+    it_exec(d, "DROP TABLE IF EXISTS it_ps_t");
+    it_exec(d, "CREATE TABLE it_ps_t (a int)");
+    it_exec(d, "GRANT ALL ON it_ps_t TO sl_scram");
+    it_exec(d, "INSERT INTO it_ps_t VALUES (3)");
+    PGconn *c = it_connect(&sl, "sl_scram", NULL);
+    PGresult *r = PQprepare(c, "q", "SELECT a FROM it_ps_t", 0, NULL);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare: %s", PQerrorMessage(c));
+    PQclear(r);
+    r = PQexecPrepared(c, "q", 0, NULL, NULL, NULL, 0);
+    check_row(r, 3, "first run");
+    PQclear(r);
+    it_exec(d, "DROP TABLE it_ps_t");
+    /* server_lifetime retires the server; the next one lacks "q". */
+    usleep(1300 * 1000);
+    it_exec(c, "SELECT 1");
+    r = PQexecPrepared(c, "q", 0, NULL, NULL, NULL, 0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
+                  strstr(PQresultErrorMessage(r), "it_ps_t"),
+              "the injected Parse's error: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 9"), "9"), "the connection goes on");
+    it_exec(d, "CREATE TABLE it_ps_t (a int)");
+    it_exec(d, "GRANT ALL ON it_ps_t TO sl_scram");
+    it_exec(d, "INSERT INTO it_ps_t VALUES (4)");
+    r = PQexecPrepared(c, "q", 0, NULL, NULL, NULL, 0);
+    check_row(r, 4, "after the table is back");
+    PQclear(r);
+    it_exec(d, "DROP TABLE it_ps_t");
+    PQfinish(c), PQfinish(d);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
+/* DEALLOCATE ALL and DISCARD ALL drop the server's statements under
+ * sluice's names too: sluice must notice, and other clients' statements
+ * keep working (prepared again), while the client that ran them sees its
+ * own statements gone, as PostgreSQL would. */
+static void deallocate_all(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n", NULL);
+    PGconn *a = it_connect(&sl, "sl_scram", NULL), *b = it_connect(&sl, "sl_scram", NULL);
+    const char *reset[] = {"DEALLOCATE ALL", "DISCARD ALL"};
+    for (int i = 0; i < 2; i++) {
+        prepare_all(a, "a");
+        prepare_all(b, "b");
+        round_plain(b, "b", 1);
+        it_exec(a, reset[i]);
+        round_plain(b, "b", 2);
+        PGresult *r = PQexecPrepared(a, "a1", 0, NULL, NULL, NULL, 0);
+        IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
+                      strstr(PQresultErrorMessage(r), "\"a1\" does not exist"),
+                  "%s dropped the client's statements: %s", reset[i], PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
+int main(void) {
+    it_init("it_prepared");
+    wire();
+    injected_parse_fails();
+    deallocate_all();
+    eviction();
+    many_clients();
+    return it_done();
+}
