@@ -17,6 +17,7 @@
 /* ---- byte vectors ---- */
 
 static bool bytes_put(sl_bytes_t *b, const void *p, uint32_t n) {
+    if (n == 0) return true;
     if (b->len + n > b->cap) {
         uint32_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n) cap *= 2;
