@@ -1,0 +1,98 @@
+/* stmt: interning by text and types, client names, a server's LRU with the
+ * portals that protect statements from eviction; and the hash map below. */
+#include "sluice/stmt.h"
+#include "unit/check.h"
+
+#include <stdio.h>
+
+static sl_stmt_t *mk(sl_stmt_registry_t *r, const char *sql) {
+    uint8_t body[128];
+    size_t n = strlen(sql) + 1;
+    memcpy(body, sql, n);
+    body[n] = 0, body[n + 1] = 0; /* no parameter types */
+    return sl_stmt_intern(r, body, (uint32_t)n + 2);
+}
+
+static void hmap_many(void) {
+    sl_hmap_t m = {0};
+    sl_hnode_t nodes[1000];
+    for (int i = 0; i < 1000; i++) {
+        nodes[i].hash = (uint64_t)(i % 300); /* shared hashes chain */
+        ASSERT_EQ(sl_hmap_add(&m, &nodes[i]), SL_OK);
+    }
+    ASSERT_EQ(m.count, 1000u);
+    int same = 0;
+    for (sl_hnode_t *n = sl_hmap_find(&m, 7); n; n = sl_hmap_next(n)) same++;
+    ASSERT_EQ(same, 4); /* 7, 307, 607, 907 */
+    for (int i = 0; i < 1000; i += 2) sl_hmap_remove(&m, &nodes[i]);
+    ASSERT_EQ(m.count, 500u);
+    ASSERT_TRUE(sl_hmap_find(&m, 1000) == NULL);
+    while (sl_hmap_any(&m)) sl_hmap_remove(&m, sl_hmap_any(&m));
+    ASSERT_EQ(m.count, 0u);
+    sl_hmap_free(&m);
+}
+
+int main(void) {
+    hmap_many();
+    sl_stmt_registry_t r = {0};
+    /* Same text and types: one statement; other types: another. */
+    sl_stmt_t *a = mk(&r, "SELECT 1"), *a2 = mk(&r, "SELECT 1");
+    ASSERT_TRUE(a == a2 && a->refs == 2);
+    uint8_t typed[] = "SELECT $1\0\0\1\0\0\0\x17";
+    sl_stmt_t *t = sl_stmt_intern(&r, typed, sizeof typed - 1);
+    ASSERT_TRUE(t != a && t->id != a->id);
+    char name[32];
+    sl_stmt_name(a, name, sizeof name);
+    ASSERT_STREQ(name, "sluice_1");
+    ASSERT_TRUE(sl_stmt_find(&r, typed, sizeof typed - 1) == t);
+
+    /* Names: rebinding moves the reference; removing releases it. */
+    sl_stmt_names_t names = {0};
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "S_1", a), SL_OK);
+    ASSERT_TRUE(sl_stmt_names_get(&names, "S_1") == a && a->refs == 3);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "S_1", t), SL_OK);
+    ASSERT_TRUE(sl_stmt_names_get(&names, "S_1") == t && a->refs == 2);
+    ASSERT_TRUE(sl_stmt_names_get(&names, "S_2") == NULL);
+    ASSERT_TRUE(sl_stmt_names_remove(&names, &r, "S_1"));
+    ASSERT_TRUE(!sl_stmt_names_remove(&names, &r, "S_1"));
+    sl_stmt_unref(&r, a2);
+
+    /* A server's cache: LRU order, max 3. */
+    sl_stmt_cache_t c;
+    sl_stmt_cache_init(&c);
+    c.epoch = 1;
+    sl_stmt_t *s[5];
+    for (int i = 0; i < 5; i++) {
+        char sql[32];
+        snprintf(sql, sizeof sql, "SELECT %d", i + 10);
+        s[i] = mk(&r, sql);
+    }
+    for (int i = 0; i < 3; i++) ASSERT_EQ(sl_stmt_cache_add(&c, s[i]), SL_OK);
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 4) == NULL); /* room left */
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 3) == s[0]);
+    ASSERT_TRUE(sl_stmt_cache_use(&c, s[0]));         /* now s[1] is oldest */
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 3) == s[1]);
+    /* A named portal protects until the epoch ends; the unnamed portal
+     * until the next Bind. */
+    sl_stmt_cache_bound(&c, s[1], true);
+    sl_stmt_cache_bound(&c, s[2], false);
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 3) == s[0]);
+    sl_stmt_cache_bound(&c, s[0], true);
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 3) == NULL); /* all may back a portal */
+    c.epoch++;
+    ASSERT_TRUE(sl_stmt_cache_victim(&c, 3) == s[1]);
+    sl_stmt_cache_remove(&c, &r, s[1]);
+    ASSERT_EQ(sl_stmt_cache_count(&c), 2u);
+    ASSERT_TRUE(!sl_stmt_cache_use(&c, s[1]));
+    ASSERT_EQ(s[1]->refs, 1u); /* only ours */
+    sl_stmt_cache_clear(&c, &r);
+    ASSERT_EQ(sl_stmt_cache_count(&c), 0u);
+    for (int i = 0; i < 5; i++) ASSERT_EQ(s[i]->refs, 1u);
+    for (int i = 0; i < 5; i++) sl_stmt_unref(&r, s[i]);
+    sl_stmt_unref(&r, a);
+    sl_stmt_unref(&r, t);
+    ASSERT_EQ(r.map.count, 0u);
+    sl_stmt_names_clear(&names, &r);
+    sl_stmt_registry_free(&r);
+    return check_done("test_stmt");
+}
