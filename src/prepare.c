@@ -51,7 +51,18 @@ bool sl_ps_wanted(const sl_client_t *c) {
     return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
 }
 
+/* States kept for reuse, and the largest stage buffer kept with one. */
+#define PS_FREE_MAX 64
+#define STAGE_KEEP (64u * 1024)
+
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
+    sl_worker_t *w = c->w;
+    if (!c->ps && w->ps_free) {
+        c->ps = w->ps_free;
+        w->ps_free = c->ps->next_free;
+        w->ps_nfree--;
+        c->ps->next_free = NULL;
+    }
     if (!c->ps && !(c->ps = calloc(1, sizeof *c->ps))) return false;
     if (sl_buf_take(&c->w->bufs, &c->ps->sin) < 0) return false;
     s->stmts.epoch++; /* a new transaction: nothing of the last one is in use */
@@ -70,15 +81,45 @@ static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     if (e->data) sl_stmt_unref(&c->w->stmts, e->data);
 }
 
-void sl_ps_unlink(sl_client_t *c) {
-    sl_ps_t *ps = c->ps;
-    if (!ps) return;
-    sl_expect_clear(&ps->replies, unref_cb, c);
+static void ps_free(sl_ps_t *ps) {
+    free(ps->replies.v);
     bytes_free(&ps->stage);
     bytes_free(&ps->msg);
-    sl_buf_give(&c->w->bufs, &ps->sin);
     free(ps);
+}
+
+void sl_ps_unlink(sl_client_t *c) {
+    sl_ps_t *ps = c->ps;
+    sl_worker_t *w = c->w;
+    if (!ps) return;
     c->ps = NULL;
+    /* Entries still owed belong to a server that is gone or closing. */
+    for (; ps->replies.n > 0; ps->replies.n--) {
+        sl_ex_t *e = &ps->replies.v[ps->replies.head];
+        ps->replies.head = (ps->replies.head + 1) & (ps->replies.cap - 1);
+        unref_cb(c, e, SL_EX_SKIPPED);
+    }
+    sl_buf_give(&w->bufs, &ps->sin);
+    if (w->ps_nfree >= PS_FREE_MAX || ps->stage.cap > STAGE_KEEP || ps->msg.cap > STAGE_KEEP) {
+        ps_free(ps);
+        return;
+    }
+    ps->replies.head = 0;
+    ps->stage.len = ps->stage.off = ps->msg.len = 0;
+    ps->msg_need = ps->remain = ps->s_remain = 0;
+    ps->assembling = ps->s_mid = false;
+    ps->next_free = w->ps_free;
+    w->ps_free = ps;
+    w->ps_nfree++;
+}
+
+void sl_ps_free_all(sl_worker_t *w) {
+    while (w->ps_free) {
+        sl_ps_t *ps = w->ps_free;
+        w->ps_free = ps->next_free;
+        ps_free(ps);
+    }
+    w->ps_nfree = 0;
 }
 
 void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s) {

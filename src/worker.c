@@ -12,6 +12,7 @@
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
+#include "sluice/prepare.h"
 
 static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
@@ -149,6 +150,7 @@ int sl_worker_run(sl_worker_t *w) {
     sl_userlist_free(&w->users);
     sl_bufpool_destroy(&w->bufs);
     free(w->sql_cache);
+    sl_ps_free_all(w);
     sl_stmt_registry_free(&w->stmts);
     sl_config_free(w->cfg);
     w->cfg = NULL;

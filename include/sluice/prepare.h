@@ -33,6 +33,7 @@ typedef struct sl_ps {
     uint32_t s_remain;   /* bytes of the current server message still to relay */
     bool assembling;     /* msg holds the start of a message */
     bool s_mid;          /* inside a server message (answers must wait) */
+    struct sl_ps *next_free; /* on the worker's free list */
 } sl_ps_t;
 
 /* Whether c's link to a server goes through this mode: transaction or
@@ -53,8 +54,12 @@ bool sl_ps_answer_unlinked(sl_client_t *c);
 bool sl_ps_pump(sl_client_t *c, sl_server_t *s);
 /* True when nothing is in flight either way. */
 bool sl_ps_idle(const sl_client_t *c);
-/* Drops the in-flight state (the link ended) and the buffers it held. */
+/* Drops the in-flight state (the link ended) and the buffers it held; the
+ * state goes to a small per-worker free list (one per transaction would
+ * otherwise cost an allocation each). */
 void sl_ps_unlink(sl_client_t *c);
+/* Frees the worker's free list. */
+void sl_ps_free_all(sl_worker_t *w);
 /* The client ran DISCARD ALL or DEALLOCATE ALL on s: the statements there,
  * and the client's own, are gone. */
 void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s);

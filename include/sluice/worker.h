@@ -32,6 +32,8 @@ typedef struct sl_worker {
     uv_signal_t sig_int, sig_term, sig_hup;
     sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
+    struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
+    int ps_nfree;
     uint64_t pins;             /* clients pinned to their server so far */
     bool shutting_down; /* SIGTERM: no new clients, close each after its transaction */
     bool stopping;      /* handles are being closed */
