@@ -174,6 +174,7 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
     while ((v = sl_stmt_cache_victim(&s->stmts, (uint32_t)c->w->cfg->max_prepared_statements))) {
         int n = sl_stmt_name(v, name, sizeof name);
         if (!put_msg(&ps->stage, 'C', "S", 1, name, (uint32_t)n + 1, NULL, 0)) return oom(c);
+        c->w->stats.stmt_evicted++;
         sl_stmt_ref(v);
         sl_stmt_cache_remove(&s->stmts, &c->w->stmts, v);
         if (!owe(c, SL_EX_CLOSE, SL_EX_SWALLOW, v)) return false;
@@ -183,6 +184,7 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
         !put_msg(&ps->stage, 'P', name, (uint32_t)n + 1, st->body, st->len, NULL, 0))
         return oom(c);
     sl_stmt_ref(st);
+    c->w->stats.server_parse_count++;
     return owe(c, SL_EX_PARSE, how, st);
 }
 
@@ -197,14 +199,17 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
     const uint8_t *body = m + 5, *end = m + len;
     const uint8_t *z = memchr(body, '\0', (size_t)(end - body));
     if (!z) return malformed(c, "Parse");
-    if (z == body) /* the unnamed statement passes through */
+    if (z == body) { /* the unnamed statement passes through */
+        c->w->stats.server_parse_count++;
         return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
+    }
     const uint8_t *rest = z + 1;
     sl_stmt_t *st = sl_stmt_intern(&c->w->stmts, rest, (uint32_t)(end - rest));
     if (!st) return oom(c);
     /* PostgreSQL refuses to redefine a name; sluice rebinds it. */
     int rc = sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)body, st);
     bool there = sl_stmt_cache_use(&s->stmts, st);
+    if (there) c->w->stats.parse_answered++;
     bool ok = rc < 0      ? oom(c)
               : there     ? owe(c, SL_EX_PARSE, SL_EX_ANSWER, NULL) /* answered by sluice */
                           : inject_parse(c, s, st, SL_EX_RELAY);
@@ -407,6 +412,7 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             sl_stmt_t *st = sl_stmt_find(&c->w->stmts, z + 1, (uint32_t)(end - z - 1));
             if (!st || !st->valid) return true;
             if (!put_reply(c, '1', 0)) return true;
+            c->w->stats.parse_answered++;
             if (sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0)
                 return oom(c);
         } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {

@@ -188,6 +188,7 @@ static bool activate(sl_client_t *c, sl_server_t *s) {
     }
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
+    c->w->stats.server_assignment_count++;
     c->server_error = false;
     sl_client_set_state(c, SL_CL_ACTIVE);
     return true;
@@ -366,7 +367,8 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     }
     char what[128];
     if ((c->pins | creates) != c->pins) {
-        c->w->pins++;
+        for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
+            if (creates & pin_kinds[i].creates & ~c->pins) c->w->stats.pins[i]++;
         sl_log_debug(c->tag, "pinned to its server by %s", pin_names(creates, what, sizeof what));
     }
     c->pins |= creates;
@@ -412,6 +414,13 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
+        }
+        sl_stats_t *st = &c->w->stats;
+        if (t == 'Q' || t == 'E') st->query_count++;
+        if (t == 'B') st->bind_count++;
+        if (t == 'P') {
+            st->client_parse_count++;
+            if (!sl_ps_wanted(c)) st->server_parse_count++; /* passes through as it is */
         }
         /* A Query or Parse that fits the buffer is held until complete and
          * analysed; a longer one streams through unexamined. */
@@ -481,6 +490,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             s->tx_status = (char)s->coll[0];
             /* Portals are gone, unless later requests are already on their way. */
             if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
+            if (s->tx_status == 'I') c->w->stats.xact_count++;
             if (c->pending > 0) c->pending--;
             if (c->stmts_dropped && c->pending == 0) {
                 if (c->ps) sl_ps_statements_dropped(c, s);

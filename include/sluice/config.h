@@ -72,6 +72,8 @@ typedef struct sl_config {
     char *logfile, *pidfile;
     int verbose;
     bool log_connections, log_disconnections;
+    bool log_stats;          /* log a stats line every stats_period */
+    int64_t stats_period_ms; /* how often */
     /* sections */
     sl_db_cfg_t *dbs; /* owned array */
     int ndbs;

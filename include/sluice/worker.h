@@ -12,6 +12,7 @@
 #include "sluice/config.h"
 #include "sluice/list.h"
 #include "sluice/sql.h"
+#include "sluice/stats.h"
 #include "sluice/stmt.h"
 #include "sluice/userlist.h"
 
@@ -34,7 +35,9 @@ typedef struct sl_worker {
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
     int ps_nfree;
-    uint64_t pins;             /* clients pinned to their server so far */
+    sl_stats_t stats;          /* counters since start */
+    sl_stats_t stats_prev;     /* as of the last stats line */
+    int64_t stats_ms;          /* when the last stats line was due */
     bool shutting_down; /* SIGTERM: no new clients, close each after its transaction */
     bool stopping;      /* handles are being closed */
     int exit_code;

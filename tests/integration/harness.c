@@ -274,6 +274,24 @@ int it_log_count(const it_sluice_t *s, const char *needle) {
     return n;
 }
 
+long it_stats_value(const it_sluice_t *s, const char *key) {
+    /* The stats line comes every stats_period: wait for one after now. */
+    int before = it_log_count(s, "msg=\"stats: ");
+    double deadline = it_now() + 5;
+    while (it_log_count(s, "msg=\"stats: ") == before && it_now() < deadline) usleep(50000);
+    FILE *f = fopen(s->log, "r");
+    if (!f) return -1;
+    char line[4096], pat[128];
+    snprintf(pat, sizeof pat, " %s=", key);
+    long v = -1;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "msg=\"stats: ") ? strstr(line, pat) : NULL;
+        if (p) v = atol(p + strlen(pat));
+    }
+    fclose(f);
+    return v;
+}
+
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra) {
     const char *pw = !strcmp(user, "sl_md5") ? "md5_pw" : "scram_pw";
     char ci[1024];

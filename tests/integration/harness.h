@@ -33,6 +33,10 @@ long it_sluice_vmhwm_kb(const it_sluice_t *s);
 /* Count of lines in sluice's log containing needle. */
 int it_log_count(const it_sluice_t *s, const char *needle);
 
+/* The value of key=N in the next stats line sluice logs (set stats_period
+ * = 1), or -1. */
+long it_stats_value(const it_sluice_t *s, const char *key);
+
 PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra);
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra);
 /* Superuser connection straight to the primary. */

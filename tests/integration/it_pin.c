@@ -27,8 +27,8 @@ static bool got_notify(PGconn *c, const char *payload, double secs) {
 
 static void pins(void) {
     it_sluice_t s;
-    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 2\nquery_wait_timeout = 1\n",
-                    NULL);
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 2\nquery_wait_timeout = 1\n"
+                        "stats_period = 1\n", NULL);
     PGconn *l = it_connect(&s, "sl_scram", NULL);
     PGconn *t = it_connect(&s, "sl_scram", NULL);
     it_exec(l, "LISTEN it_ch");
@@ -57,6 +57,10 @@ static void pins(void) {
     it_exec(n, "NOTIFY it_ch, 'fifty transactions later'");
     IT_ASSERT(got_notify(l, "fifty transactions later", 5), "pinned listener got the NOTIFY");
     IT_ASSERT(it_log_count(&s, "query_wait_timeout") == 1, "only the probe client timed out");
+    /* Pins are counted by reason in the stats line. */
+    IT_ASSERT(it_stats_value(&s, "listen") == 2, "two LISTEN pins counted");
+    IT_ASSERT(it_stats_value(&s, "temp_object") == 1, "one temp table pin counted");
+    IT_ASSERT(it_stats_value(&s, "advisory_lock") == 0, "no advisory lock pin");
     PQfinish(l), PQfinish(t), PQfinish(n);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }

@@ -114,8 +114,8 @@ static void server_stats(int n, int *nstmts, long *runs) {
 }
 
 static void many_clients(void) {
-    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 5\nmax_client_conn = 200\n",
-                    NULL);
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 5\nmax_client_conn = 200\n"
+                         "stats_period = 1\n", NULL);
     pthread_t th[NCLIENTS];
     for (int i = 0; i < NCLIENTS; i++)
         pthread_create(&th[i], NULL, client_main, (void *)(intptr_t)i);
@@ -130,13 +130,18 @@ static void many_clients(void) {
         total += runs[i];
     }
     IT_ASSERT(total == (long)NCLIENTS * ROUNDS * NSTMTS, "%ld executions counted", total);
+    /* Of the 500 named Parses, only the first of each text on each server
+     * reached PostgreSQL. */
+    long answered = it_stats_value(&sl, "parses_answered_by_sluice");
+    IT_ASSERT(answered >= NCLIENTS * NSTMTS - 5 * NSTMTS, "Parses answered by sluice: %ld",
+              answered);
     IT_ASSERT(it_log_count(&sl, "level=error") == 0, "no errors logged");
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
 
 static void eviction(void) {
     it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n"
-                         "max_prepared_statements = 3\n", NULL);
+                         "max_prepared_statements = 3\nstats_period = 1\n", NULL);
     PGconn *a = it_connect(&sl, "sl_scram", NULL), *b = it_connect(&sl, "sl_scram", NULL);
     prepare_all(a, "a");
     prepare_all(b, "b");
@@ -148,6 +153,7 @@ static void eviction(void) {
     long runs;
     server_stats(1, &nst, &runs);
     IT_ASSERT(nst <= 3, "max_prepared_statements = 3 kept: %d", nst);
+    IT_ASSERT(it_stats_value(&sl, "statements_evicted") > 0, "evictions counted");
     PQfinish(a), PQfinish(b);
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
