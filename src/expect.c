@@ -64,16 +64,13 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
     return relay;
 }
 
-uint8_t sl_expect_answer_due(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
-    if (q->n == 0 || at(q, 0)->how != SL_EX_ANSWER) return 0;
-    uint8_t t = at(q, 0)->kind == SL_EX_PARSE ? '1' : '3';
-    pop(q, SL_EX_DONE, cb, ctx);
-    return t;
+const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
+    if (q->n == 0) return NULL;
+    const sl_ex_t *e = at(q, 0);
+    return e->how == SL_EX_ANSWER || e->how == SL_EX_REFUSE ? e : NULL;
 }
 
-bool sl_expect_owes_answer(const sl_expect_t *q) {
-    return q->n > 0 && at(q, 0)->how == SL_EX_ANSWER;
-}
+void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) { pop(q, SL_EX_DONE, cb, ctx); }
 
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
     while (q->n > 0) pop(q, SL_EX_SKIPPED, cb, ctx);

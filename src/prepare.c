@@ -45,6 +45,17 @@ static bool put_msg(sl_bytes_t *b, uint8_t t, const void *p1, uint32_t n1, const
            bytes_put(b, p3, n3);
 }
 
+static bool put_reply(sl_client_t *c, uint8_t t, int status) {
+    if (sl_buf_space(&c->out) < 6) sl_buf_compact(&c->out);
+    if (sl_buf_space(&c->out) < 6) return false;
+    uint8_t *w = sl_buf_wptr(&c->out);
+    w[0] = t;
+    sl_put_be32(w + 1, status ? 5 : 4);
+    if (status) w[5] = (uint8_t)status;
+    c->out.tail += status ? 6 : 5;
+    return true;
+}
+
 /* ---- state ---- */
 
 bool sl_ps_wanted(const sl_client_t *c) {
@@ -75,10 +86,14 @@ bool sl_ps_idle(const sl_client_t *c) {
                    ps->remain == 0 && sl_buf_len(&ps->sin) == 0 && !ps->s_mid);
 }
 
+/* An entry's data: a statement reference, or a refusal's message. */
 static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     (void)how;
     sl_client_t *c = ctx;
-    if (e->data) sl_stmt_unref(&c->w->stmts, e->data);
+    if (e->how == SL_EX_REFUSE)
+        free(e->data);
+    else if (e->data)
+        sl_stmt_unref(&c->w->stmts, e->data);
 }
 
 static void ps_free(sl_ps_t *ps) {
@@ -107,7 +122,7 @@ void sl_ps_unlink(sl_client_t *c) {
     ps->replies.head = 0;
     ps->stage.len = ps->stage.off = ps->msg.len = 0;
     ps->msg_need = ps->remain = ps->s_remain = 0;
-    ps->assembling = ps->s_mid = false;
+    ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = false;
     ps->next_free = w->ps_free;
     w->ps_free = ps;
     w->ps_nfree++;
@@ -131,6 +146,10 @@ void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s) {
 static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     sl_client_t *c = ctx;
     sl_server_t *s = c->server;
+    if (e->how == SL_EX_REFUSE) {
+        free(e->data);
+        return;
+    }
     sl_stmt_t *st = e->data;
     if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->pending > 0)
         c->pending--; /* skipped after an error: no ReadyForQuery will come for it */
@@ -252,6 +271,23 @@ static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
     return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_CLOSE, SL_EX_RELAY, NULL) : oom(c);
 }
 
+/* A Parse refused under pin_session_state = error (marked so by the
+ * analysis): answered with sluice's error in its place, and the rest of
+ * the pipeline is skipped up to its Sync, as PostgreSQL does after an error. */
+static bool walk_refused(sl_client_t *c, const uint8_t *m, uint32_t len) {
+    const uint8_t *z = memchr(m + 5, '\0', len - 5);
+    char msg[512];
+    sl_relay_pin_refusal(c, z ? (const char *)z + 1 : "", msg, sizeof msg);
+    char *text = strdup(msg);
+    if (!text) return oom(c);
+    c->ps->skip_to_sync = true;
+    if (sl_expect_push(&c->ps->replies, SL_EX_PARSE, SL_EX_REFUSE, text) < 0) {
+        free(text);
+        return oom(c);
+    }
+    return true;
+}
+
 /* How many bytes of an assembling message are enough to rewrite it: for a
  * Bind, up to the end of the statement name (its parameters may be large
  * and stream through); for the others the whole message. 0: not yet. */
@@ -274,6 +310,7 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     ps->msg.len = 0;          /* m stays valid: nothing is appended to msg below */
     switch (m[0]) {
     case 'P': return walk_parse(c, s, m, have);
+    case SL_MSG_REFUSED: return walk_refused(c, m, have);
     case 'B': {
         uint32_t portal = (uint32_t)strlen((const char *)m + 5);
         return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
@@ -303,7 +340,7 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
             uint32_t want = ps->assembling ? ps->msg_need - ps->msg.len : ps->remain;
             uint32_t n = want < avail ? want : avail;
             if (n == 0) return true;
-            if (!bytes_put(to, p, n)) return oom(c);
+            if (!ps->discard && !bytes_put(to, p, n)) return oom(c);
             sl_buf_consume(&c->in, n);
             if (!ps->assembling) {
                 ps->remain -= n;
@@ -319,7 +356,14 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
         if (avail < 5) return true;
         uint8_t t = p[0];
         uint32_t len = sl_be32(p + 1) + 1;
-        if (t == 'P' || t == 'B' || t == 'D' || t == 'C') {
+        ps->discard = ps->skip_to_sync && t != 'S';
+        if (ps->discard) { /* after a refusal, up to the Sync */
+            if ((t == 'Q' || t == 'F') && c->pending > 0) c->pending--;
+            ps->remain = len;
+            continue;
+        }
+        ps->skip_to_sync = false;
+        if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED) {
             ps->assembling = true;
             ps->msg_need = len;
             ps->msg.len = 0;
@@ -337,15 +381,14 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
  * between messages. */
 static void answer_due(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
-    while (!ps->s_mid && sl_expect_owes_answer(&ps->replies)) {
-        if (sl_buf_space(&c->out) < 5) sl_buf_compact(&c->out);
-        if (sl_buf_space(&c->out) < 5) return;
-        uint8_t t = sl_expect_answer_due(&ps->replies, end_cb, c);
-        if (!t) return;
-        uint8_t *w = sl_buf_wptr(&c->out);
-        w[0] = t;
-        sl_put_be32(w + 1, 4);
-        c->out.tail += 5;
+    for (const sl_ex_t *e; !ps->s_mid && (e = sl_expect_answer_due(&ps->replies));) {
+        if (sl_buf_space(&c->out) < 512) sl_buf_compact(&c->out);
+        if (e->how == SL_EX_REFUSE) {
+            if (sl_proto_put_error(&c->out, "ERROR", "0A000", e->data) < 0) return;
+        } else if (!put_reply(c, e->kind == SL_EX_PARSE ? '1' : '3', 0)) {
+            return;
+        }
+        sl_expect_answered(&ps->replies, end_cb, c);
     }
 }
 
@@ -383,17 +426,6 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
 }
 
 /* ---- a client without a server ---- */
-
-static bool put_reply(sl_client_t *c, uint8_t t, int status) {
-    if (sl_buf_space(&c->out) < 6) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < 6) return false;
-    uint8_t *w = sl_buf_wptr(&c->out);
-    w[0] = t;
-    sl_put_be32(w + 1, status ? 5 : 4);
-    if (status) w[5] = (uint8_t)status;
-    c->out.tail += status ? 6 : 5;
-    return true;
-}
 
 bool sl_ps_answer_unlinked(sl_client_t *c) {
     if (!sl_ps_wanted(c) || !c->out.data) return true;
@@ -436,7 +468,7 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
     while (c->server == s) {
         if (!ps->s_mid) {
             answer_due(c);
-            if (sl_expect_owes_answer(&ps->replies))
+            if (sl_expect_answer_due(&ps->replies))
                 break; /* no room in out for them yet */
             if (sl_buf_len(in) < 5) break;
             const uint8_t *p = sl_buf_rptr(in);

@@ -292,6 +292,15 @@ static void refusal_text(sl_client_t *c, uint32_t creates, char *msg, size_t cap
              pin_names(creates, what, sizeof what), sl_pool_mode_names[c->pool->mode]);
 }
 
+void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap) {
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &info);
+    uint32_t creates = 0;
+    for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
+        creates |= info.state & pin_kinds[i].creates;
+    refusal_text(c, creates, msg, cap);
+}
+
 static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
     char msg[384];
     refusal_text(c, creates, msg, sizeof msg);
@@ -356,7 +365,13 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     int mode = c->w->cfg->pin_session_state;
     if (!creates || mode == SL_PIN_OFF) return true;
     if (mode == SL_PIN_ERROR) {
-        if (parse) { /* the rest of its extended-protocol exchange is already queued */
+        if (parse && sl_ps_wanted(c)) {
+            /* The walker answers it with the error, in its place among the
+             * replies, and skips the rest of the pipeline up to its Sync. */
+            c->in.data[start] = SL_MSG_REFUSED;
+            return true;
+        }
+        if (parse) { /* without the walker, the replies could not stay in order */
             char msg[384];
             refusal_text(c, creates, msg, sizeof msg);
             sl_client_fatal(c, "0A000", "%s", msg);
@@ -403,6 +418,10 @@ bool sl_relay_scan_client(sl_client_t *c) {
             sl_client_fatal(c, "08P01",
                             "message of %u bytes exceeds max_packet_size (%d bytes)",
                             c->scan.len + 1, c->w->cfg->max_packet_size);
+            return false;
+        }
+        if (t == SL_MSG_REFUSED) {
+            sl_client_fatal(c, "08P01", "invalid frontend message type 0");
             return false;
         }
         if (t == 'X') {

@@ -26,6 +26,7 @@ enum sl_ex_how {
     SL_EX_RELAY,   /* the client's message: its reply goes to the client */
     SL_EX_SWALLOW, /* sluice's message: its reply is dropped */
     SL_EX_ANSWER,  /* not sent: sluice answers it when its turn comes */
+    SL_EX_REFUSE,  /* not sent: sluice answers an ErrorResponse (data: its message) */
 };
 
 /* How an entry ended. */
@@ -52,11 +53,10 @@ int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, voi
  * completes and returns false when the message answers one of sluice's own
  * requests and must not reach the client. */
 bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx);
-/* The reply type sluice owes the client now (the first entry is one it
- * answers itself), ending that entry; 0 when none is due. */
-uint8_t sl_expect_answer_due(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
-/* True when the first entry is one sluice answers itself. */
-bool sl_expect_owes_answer(const sl_expect_t *q);
+/* The first entry when sluice answers it itself (SL_EX_ANSWER or
+ * SL_EX_REFUSE), else NULL. sl_expect_answered() ends it once answered. */
+const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q);
+void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
 /* Ends every entry as skipped (the server is gone) and frees the ring. */
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
 

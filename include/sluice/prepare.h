@@ -33,8 +33,15 @@ typedef struct sl_ps {
     uint32_t s_remain;   /* bytes of the current server message still to relay */
     bool assembling;     /* msg holds the start of a message */
     bool s_mid;          /* inside a server message (answers must wait) */
+    bool skip_to_sync;   /* a Parse was refused: drop messages up to the Sync */
+    bool discard;        /* the message being walked is dropped */
     struct sl_ps *next_free; /* on the worker's free list */
 } sl_ps_t;
+
+/* The type byte the analysis gives a Parse refused under
+ * pin_session_state = error, for the walker to answer (no client sends it:
+ * a message of type 0 is refused as PostgreSQL refuses it). */
+#define SL_MSG_REFUSED 0
 
 /* Whether c's link to a server goes through this mode: transaction or
  * statement pooling with max_prepared_statements above 0. */

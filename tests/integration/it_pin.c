@@ -74,7 +74,36 @@ static void refused(void) {
     for (size_t i = 0; i < sizeof stmts / sizeof *stmts; i++) {
         it_fails_with(c, stmts[i], "pin_session_state = error");
         IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "still usable");
+        /* The same through the extended protocol (what JDBC and most
+         * drivers send): an error in its place, the connection goes on. */
+        PGresult *r = PQexecParams(c, stmts[i], 0, NULL, NULL, NULL, NULL, 0);
+        IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR &&
+                      strstr(PQresultErrorMessage(r), "pin_session_state = error"),
+                  "extended %s refused: %s", stmts[i], PQresultErrorMessage(r));
+        PQclear(r);
+        IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "still usable");
     }
+    /* In a pipeline: what comes before runs, what follows up to the Sync is
+     * skipped, as after any error. */
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline");
+    IT_ASSERT(PQsendQueryParams(c, "SELECT 1", 0, NULL, NULL, NULL, NULL, 0), "send");
+    IT_ASSERT(PQsendQueryParams(c, "LISTEN it_ch", 0, NULL, NULL, NULL, NULL, 0), "send");
+    IT_ASSERT(PQsendQueryParams(c, "SELECT 2", 0, NULL, NULL, NULL, NULL, 0), "send");
+    IT_ASSERT(PQpipelineSync(c), "sync");
+    ExecStatusType want[] = {PGRES_TUPLES_OK, PGRES_FATAL_ERROR, PGRES_PIPELINE_ABORTED};
+    for (int i = 0; i < 3; i++) {
+        PGresult *r = PQgetResult(c);
+        IT_ASSERT(PQresultStatus(r) == want[i], "pipeline result %d: %s %s", i,
+                  PQresStatus(PQresultStatus(r)), PQresultErrorMessage(r));
+        PQclear(r);
+        IT_ASSERT(PQgetResult(c) == NULL, "end of result %d", i);
+    }
+    PGresult *r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_PIPELINE_SYNC, "sync result");
+    PQclear(r);
+    IT_ASSERT(PQexitPipelineMode(c) == 1, "exit pipeline");
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "usable after the pipeline");
+    IT_ASSERT(it_log_count(&s, "closing") == 0, "no connection was closed");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }

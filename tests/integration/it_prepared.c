@@ -283,6 +283,12 @@ static void wire(void) {
     expect_wire(b, &w, "CZ", "b commits");
     bind_exec(&w, "again"), put_msg(&w, 'S', "", 0);
     expect_wire(a, &w, "2D(22)CZ", "bind after prepare without a server");
+    /* Message type 0 is no frontend message (sluice uses it internally). */
+    put_msg(&w, 0, "x", 1);
+    IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
+    char body[256] = "";
+    IT_ASSERT(it_raw_read_msg(a, body, sizeof body - 1) == 'E', "type 0 refused");
+    IT_ASSERT(it_log_count(&sl, "invalid frontend message type 0") == 1, "logged");
     close(a), close(b);
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }

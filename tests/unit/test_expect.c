@@ -15,15 +15,24 @@ static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     l->ended[l->n] = 0;
 }
 
+/* Writes the answers sluice owes now: '1', '3', or 'E' for a refusal. */
+static int answers(sl_expect_t *q, log_t *l, char *out, int o) {
+    for (const sl_ex_t *e; (e = sl_expect_answer_due(q));) {
+        out[o++] = e->how == SL_EX_REFUSE ? 'E' : e->kind == SL_EX_PARSE ? '1' : '3';
+        sl_expect_answered(q, end_cb, l);
+    }
+    return o;
+}
+
 /* Feeds server message types; returns what the client sees, with sluice's
  * answers inserted where they are due. */
 static const char *run(sl_expect_t *q, const char *server, log_t *l) {
     static char out[64];
     int o = 0;
-    for (uint8_t t; (t = sl_expect_answer_due(q, end_cb, l));) out[o++] = (char)t;
+    o = answers(q, l, out, o);
     for (const char *p = server; *p; p++) {
         if (sl_expect_reply(q, (uint8_t)*p, end_cb, l)) out[o++] = *p;
-        for (uint8_t t; (t = sl_expect_answer_due(q, end_cb, l));) out[o++] = (char)t;
+        o = answers(q, l, out, o);
     }
     out[o] = 0;
     return out;
@@ -68,6 +77,19 @@ int main(void) {
     push(&q, SL_EX_SYNC, SL_EX_RELAY);
     ASSERT_STREQ(run(&q, "EZtTZ", &l), "EZtTZ");
     ASSERT_STREQ(l.ended, "fsssddd");
+
+    /* A refused Parse is answered with sluice's error in its place; an
+     * earlier server error skips it like the rest. */
+    l.n = 0;
+    push(&q, SL_EX_BIND, SL_EX_RELAY);
+    push(&q, SL_EX_PARSE, SL_EX_REFUSE);
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_STREQ(run(&q, "2Z", &l), "2EZ");
+    push(&q, SL_EX_BIND, SL_EX_RELAY);
+    push(&q, SL_EX_PARSE, SL_EX_REFUSE);
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_STREQ(run(&q, "EZ", &l), "EZ");
+    ASSERT_EQ(q.n, 0u);
 
     /* An error in a simple Query does not skip what follows its
      * ReadyForQuery. */
