@@ -476,6 +476,7 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     c->in.head = c->in.tail = 0;
     c->scan_new = 0;
     c->holding = false;
+    c->ext_open = false;
     sl_params_clear(&c->dirty);
     sl_client_set_state(c, SL_CL_IDLE);
     return sl_client_flush(c);

@@ -74,6 +74,10 @@ void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) { pop(q, SL_
 
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
     while (q->n > 0) pop(q, SL_EX_SKIPPED, cb, ctx);
+    q->head = 0;
+}
+
+void sl_expect_free(sl_expect_t *q) {
     free(q->v);
     *q = (sl_expect_t){0};
 }

@@ -97,7 +97,7 @@ static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
 }
 
 static void ps_free(sl_ps_t *ps) {
-    free(ps->replies.v);
+    sl_expect_free(&ps->replies);
     bytes_free(&ps->stage);
     bytes_free(&ps->msg);
     free(ps);
@@ -109,17 +109,12 @@ void sl_ps_unlink(sl_client_t *c) {
     if (!ps) return;
     c->ps = NULL;
     /* Entries still owed belong to a server that is gone or closing. */
-    for (; ps->replies.n > 0; ps->replies.n--) {
-        sl_ex_t *e = &ps->replies.v[ps->replies.head];
-        ps->replies.head = (ps->replies.head + 1) & (ps->replies.cap - 1);
-        unref_cb(c, e, SL_EX_SKIPPED);
-    }
+    sl_expect_clear(&ps->replies, unref_cb, c);
     sl_buf_give(&w->bufs, &ps->sin);
     if (w->ps_nfree >= PS_FREE_MAX || ps->stage.cap > STAGE_KEEP || ps->msg.cap > STAGE_KEEP) {
         ps_free(ps);
         return;
     }
-    ps->replies.head = 0;
     ps->stage.len = ps->stage.off = ps->msg.len = 0;
     ps->msg_need = ps->remain = ps->s_remain = 0;
     ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = false;

@@ -159,7 +159,10 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
 }
 
 static bool server_clean(sl_client_t *c, sl_server_t *s) {
-    return c->pending == 0 && s->tx_status == 'I' && sl_scan_at_boundary(&s->scan) &&
+    /* Messages before a Sync may have opened an implicit transaction that
+     * the last ReadyForQuery does not show. */
+    return c->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
+           sl_scan_at_boundary(&s->scan) &&
            sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding &&
            sl_ps_idle(c);
 }
@@ -434,6 +437,10 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
         }
+        if (t == 'S')
+            c->ext_open = false;
+        else if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C' || t == 'H')
+            c->ext_open = true;
         sl_stats_t *st = &c->w->stats;
         if (t == 'Q' || t == 'E') st->query_count++;
         if (t == 'B') st->bind_count++;

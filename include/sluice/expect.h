@@ -57,7 +57,8 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx);
  * SL_EX_REFUSE), else NULL. sl_expect_answered() ends it once answered. */
 const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q);
 void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
-/* Ends every entry as skipped (the server is gone) and frees the ring. */
+/* Ends every entry as skipped (the server is gone); the ring stays for reuse. */
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
+void sl_expect_free(sl_expect_t *q);
 
 #endif

@@ -4,6 +4,7 @@
  * re-Parse and a pipeline cut short by an error; an injected Parse that
  * fails; DEALLOCATE ALL / DISCARD ALL from a client. */
 #include <arpa/inet.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -283,11 +284,28 @@ static void wire(void) {
     expect_wire(b, &w, "CZ", "b commits");
     bind_exec(&w, "again"), put_msg(&w, 'S', "", 0);
     expect_wire(a, &w, "2D(22)CZ", "bind after prepare without a server");
+    /* Bind/Execute then Flush, no Sync: the implicit transaction is open on
+     * the server, which must not serve b until a's Sync. */
+    bind_exec(&w, "again"), put_msg(&w, 'H', "", 0);
+    IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
+    w.n = 0;
+    char got[64];
+    for (int i = 0; i < 3; i++) got[i] = (char)it_raw_read_msg(a, got + 8, 40);
+    IT_ASSERT(got[0] == '2' && got[1] == 'D' && got[2] == 'C', "replies before Sync");
+    put_msg(&w, 'Q', "SELECT 3", 9);
+    IT_ASSERT(write(b, w.b, (size_t)w.n) == w.n, "send");
+    w.n = 0;
+    struct pollfd pf = {.fd = b, .events = POLLIN};
+    IT_ASSERT(poll(&pf, 1, 300) == 0, "b waits while a's implicit transaction is open");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "Z", "a's Sync");
+    expect_wire(b, &w, "TD(3)CZ", "b served after a's Sync");
     /* Message type 0 is no frontend message (sluice uses it internally). */
     put_msg(&w, 0, "x", 1);
     IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
     char body[256] = "";
     IT_ASSERT(it_raw_read_msg(a, body, sizeof body - 1) == 'E', "type 0 refused");
+    IT_ASSERT(it_raw_read_msg(a, body, sizeof body - 1) < 0, "then the connection closes");
     IT_ASSERT(it_log_count(&sl, "invalid frontend message type 0") == 1, "logged");
     close(a), close(b);
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");

@@ -127,5 +127,9 @@ int main(void) {
     ASSERT_EQ(q.n, 60u);
     sl_expect_clear(&q, end_cb, &l);
     ASSERT_EQ(q.n, 0u);
+    ASSERT_EQ(l.n, 100);
+    push(&q, SL_EX_SYNC, SL_EX_RELAY); /* the ring is reused */
+    ASSERT_STREQ(run(&q, "Z", &l), "Z");
+    sl_expect_free(&q);
     return check_done("test_expect");
 }
