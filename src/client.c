@@ -58,7 +58,9 @@ void sl_client_update_poll(sl_client_t *c) {
         break;
     default: break;
     }
-    if (c->out.data && sl_buf_len(&c->out) > 0) ev |= UV_WRITABLE;
+    /* Writable also when the pump holds server bytes that fit: its turn
+     * comes with the event (see sl_relay_resume). */
+    if ((c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c)) ev |= UV_WRITABLE;
     if (ev != c->poll_events) {
         if (ev)
             uv_poll_start(&c->poll, ev, client_poll_cb);

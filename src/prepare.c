@@ -80,6 +80,14 @@ bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
     return true;
 }
 
+bool sl_ps_can_pump(const sl_client_t *c) {
+    const sl_ps_t *ps = c->ps;
+    if (!ps || !c->server || c->out.cap - sl_buf_len(&c->out) < 6) return false;
+    uint32_t have = sl_buf_len(&ps->sin);
+    if (ps->s_mid) return have > 0; /* answers wait for the message's end */
+    return have >= 5 || sl_expect_answer_due(&ps->replies);
+}
+
 bool sl_ps_idle(const sl_client_t *c) {
     const sl_ps_t *ps = c->ps;
     return !ps || (ps->replies.n == 0 && ps->stage.len == ps->stage.off && !ps->assembling &&

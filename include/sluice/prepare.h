@@ -59,6 +59,9 @@ bool sl_ps_answer_unlinked(sl_client_t *c);
 /* Relays buffered server bytes into c->out as far as room allows; false if
  * c was closed. */
 bool sl_ps_pump(sl_client_t *c, sl_server_t *s);
+/* True when the pump has server bytes it could relay now (there is room
+ * in c->out): the client's poll then asks for writability to resume it. */
+bool sl_ps_can_pump(const sl_client_t *c);
 /* True when nothing is in flight either way. */
 bool sl_ps_idle(const sl_client_t *c);
 /* Drops the in-flight state (the link ended) and the buffers it held; the
