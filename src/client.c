@@ -13,9 +13,10 @@
 
 #include "sluice/cancel.h"
 #include "sluice/log.h"
-#include "sluice/strlist.h"
 #include "sluice/prepare.h"
 #include "sluice/relay.h"
+#include "sluice/strlist.h"
+#include "sluice/tls.h"
 
 const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
@@ -45,6 +46,90 @@ void sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
     }
 }
 
+ssize_t sl_client_read(sl_client_t *c, void *p, size_t n) {
+    if (c->ssl) {
+        int want;
+        ssize_t r = sl_tls_read(c->ssl, p, n, &want);
+        c->tls_read_wants_write = r == -EAGAIN && want == SL_TLS_WANT_WRITE;
+        return r;
+    }
+    ssize_t r = read(c->fd, p, n);
+    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    return r;
+}
+
+ssize_t sl_client_send(sl_client_t *c, const void *p, size_t n) {
+    if (c->ssl) {
+        int want;
+        ssize_t r = sl_tls_write(c->ssl, p, n, &want);
+        c->tls_write_wants_read = r == -EAGAIN && want == SL_TLS_WANT_READ;
+        return r;
+    }
+    ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+    return r;
+}
+
+static void kick_idle_cb(uv_idle_t *h);
+
+/* Decrypted bytes inside TLS (the client's, or the linked server's through
+ * libpq) raise no poll event: such a client is run from an idle handle. */
+static void maybe_kick(sl_client_t *c, int ev) {
+    bool need = (ev & UV_READABLE) && c->ssl && !c->tls_accepting && SSL_pending(c->ssl) > 0;
+    sl_server_t *s = c->server;
+    if (!need && s && s->state == SL_SV_ACTIVE && sl_server_pending(s) > 0) {
+        const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
+        need = to->data && to->cap - sl_buf_len(to) > 0;
+    }
+    if (!need || c->kicked) return;
+    c->kicked = true;
+    sl_list_push_back(&c->w->kicks, &c->kick_node);
+    if (!uv_is_active((uv_handle_t *)&c->w->kick_idle))
+        uv_idle_start(&c->w->kick_idle, kick_idle_cb);
+}
+
+static void on_readable(sl_client_t *c);
+static void on_login_readable(sl_client_t *c);
+
+void sl_client_kick(sl_client_t *c) {
+    if (c->state == SL_CL_CLOSING) return;
+    if (c->ssl && SSL_pending(c->ssl) > 0) {
+        if (c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH)
+            on_login_readable(c);
+        else if (c->state == SL_CL_IDLE || c->state == SL_CL_WAITING || c->state == SL_CL_ACTIVE)
+            on_readable(c);
+    }
+    if (c->state != SL_CL_CLOSING && c->server && c->server->state == SL_SV_ACTIVE &&
+        sl_server_pending(c->server) > 0)
+        sl_relay_server_readable(c);
+    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+}
+
+static void kick_idle_cb(uv_idle_t *h) {
+    sl_worker_t *w = h->data;
+    /* Take the list as it is now: running a client may put it back. */
+    sl_list_t batch;
+    sl_list_init(&batch);
+    while (!sl_list_empty(&w->kicks)) {
+        sl_list_t *n = sl_list_first(&w->kicks);
+        sl_list_unlink(n);
+        sl_list_push_back(&batch, n);
+    }
+    while (!sl_list_empty(&batch)) {
+        sl_client_t *c = sl_container_of(sl_list_first(&batch), sl_client_t, kick_node);
+        sl_list_unlink(&c->kick_node);
+        c->kicked = false;
+        sl_client_kick(c);
+    }
+    if (sl_list_empty(&w->kicks)) uv_idle_stop(h);
+}
+
+void sl_client_kick_init(sl_worker_t *w) {
+    sl_list_init(&w->kicks);
+    uv_idle_init(w->loop, &w->kick_idle);
+    w->kick_idle.data = w;
+}
+
 void sl_client_update_poll(sl_client_t *c) {
     if (c->state == SL_CL_CLOSING) return;
     int ev = 0;
@@ -61,6 +146,8 @@ void sl_client_update_poll(sl_client_t *c) {
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
     if ((c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c)) ev |= UV_WRITABLE;
+    if (c->tls_read_wants_write) ev |= UV_WRITABLE;
+    if (c->tls_write_wants_read && (ev & UV_WRITABLE)) ev |= UV_READABLE;
     if (ev != c->poll_events) {
         if (ev)
             uv_poll_start(&c->poll, ev, client_poll_cb);
@@ -77,15 +164,15 @@ void sl_client_update_poll(sl_client_t *c) {
         if (c->c2s_blocked) sev |= UV_WRITABLE;
         sl_server_watch(s, sev);
     }
+    maybe_kick(c, ev);
 }
 
 bool sl_client_flush(sl_client_t *c) {
     while (c->out.data && sl_buf_len(&c->out) > 0) {
-        ssize_t n = send(c->fd, sl_buf_rptr(&c->out), sl_buf_len(&c->out), MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        ssize_t n = sl_client_send(c, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
+        if (n == -EAGAIN) break;
         if (n <= 0) {
-            sl_client_close(c, "write to client failed: %s", strerror(errno));
+            sl_client_close(c, "write to client failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
             return false;
         }
         sl_buf_consume(&c->out, (uint32_t)n);
@@ -98,6 +185,10 @@ bool sl_client_flush(sl_client_t *c) {
 static void client_closed_cb(uv_handle_t *h) {
     sl_client_t *c = h->data;
     sl_worker_t *w = c->w;
+    if (c->ssl) {
+        SSL_shutdown(c->ssl); /* close_notify, best effort */
+        SSL_free(c->ssl);
+    }
     close(c->fd);
     sl_buf_give(&w->bufs, &c->in);
     sl_buf_give(&w->bufs, &c->out);
@@ -130,6 +221,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     c->pool = NULL;
     c->state = SL_CL_CLOSING;
     sl_list_unlink(&c->node);
+    if (c->kicked) sl_list_unlink(&c->kick_node);
+    c->kicked = false;
     c->w->nclients--;
     uv_poll_stop(&c->poll);
     uv_close((uv_handle_t *)&c->poll, client_closed_cb);
@@ -157,7 +250,7 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         /* Best effort, never blocking: the socket buffer almost always has room. */
         while (sl_buf_len(&c->out) > 0) {
-            ssize_t n = send(c->fd, sl_buf_rptr(&c->out), sl_buf_len(&c->out), MSG_NOSIGNAL);
+            ssize_t n = sl_client_send(c, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
             if (n <= 0) break;
             sl_buf_consume(&c->out, (uint32_t)n);
         }
@@ -187,6 +280,7 @@ void sl_client_accept(sl_worker_t *w, int fd, const char *peer) {
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     set_tag(c);
     sl_list_init(&c->waiter.node);
+    sl_list_init(&c->kick_node);
     c->scan = (sl_scan_t){0};
     c->connect_ms = c->last_io_ms = sl_now_ms(w);
     c->state = SL_CL_LOGIN;
@@ -238,6 +332,13 @@ static int add_param(sl_client_t *c, const char *name, const char *value) {
 static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     if (c->reject) {
         sl_client_fatal(c, "53300", "%s", c->reject);
+        return;
+    }
+    /* Unix-socket clients are local: TLS is not offered there. */
+    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl && strcmp(c->peer, "unix") != 0) {
+        sl_client_fatal(c, "28000", "TLS required: client_tls_sslmode = %s; connect with "
+                                    "sslmode=require or stronger",
+                        sl_tls_mode_names[c->w->cfg->client_tls_sslmode]);
         return;
     }
     const char *user = sl_startup_get(su, "user");
@@ -295,6 +396,52 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     }
 }
 
+static bool tls_step(sl_client_t *c);
+
+/* Answers an SSLRequest with 'S' and starts the handshake. */
+static bool start_tls(sl_client_t *c) {
+    /* Bytes sent after the request, before the handshake, were not
+     * encrypted: accepting them would let a man in the middle inject them. */
+    if (c->login_len > 0) {
+        sl_client_fatal(c, "08P01", "received unencrypted data after the SSL request");
+        return false;
+    }
+    if (send(c->fd, "S", 1, MSG_NOSIGNAL) != 1) {
+        sl_client_close(c, "cannot answer the SSL request: %s", strerror(errno));
+        return false;
+    }
+    c->ssl = SSL_new(c->w->client_tls);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        sl_client_close(c, "out of memory for TLS");
+        return false;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->tls_accepting = true;
+    return tls_step(c);
+}
+
+/* Drives the handshake; true when it is done and login can go on. */
+static bool tls_step(sl_client_t *c) {
+    int want;
+    char err[320];
+    int rc = sl_tls_accept(c->ssl, &want, err, sizeof err);
+    if (rc < 0) {
+        /* Nothing can be said to the client in plain text any more. */
+        sl_client_close(c, "%s", err);
+        return false;
+    }
+    c->tls_read_wants_write = rc == 0 && want == SL_TLS_WANT_WRITE;
+    if (rc == 0) {
+        sl_client_update_poll(c);
+        return false;
+    }
+    c->tls_accepting = false;
+    sl_log_debug(c->tag, "TLS handshake done: %s, %s", SSL_get_version(c->ssl),
+                 SSL_get_cipher_name(c->ssl));
+    sl_client_update_poll(c);
+    return true;
+}
+
 /* Returns false when nothing more can be parsed now. */
 static bool login_step(sl_client_t *c) {
     if (c->state == SL_CL_LOGIN) {
@@ -319,8 +466,12 @@ static bool login_step(sl_client_t *c) {
                                         "pairs ending in a NUL byte");
             return false;
         }
+        if (su.kind == SL_SU_SSL && c->w->client_tls && !c->ssl) {
+            login_consume(c, (uint32_t)r);
+            return start_tls(c);
+        }
         if (su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) {
-            /* No TLS or GSS encryption on the client side yet: the client
+            /* No GSS encryption, and TLS only when configured: the client
              * carries on in plain text (or gives up, if it demands it). */
             login_consume(c, (uint32_t)r);
             if (sl_proto_put_byte(&c->out, 'N') < 0 || !sl_client_flush(c)) return false;
@@ -365,8 +516,12 @@ static bool login_step(sl_client_t *c) {
 
 static void on_login_readable(sl_client_t *c) {
     if (!c->out.data && !buffers_take(c)) return;
-    ssize_t n = read(c->fd, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (c->tls_accepting && !tls_step(c)) return;
+    ssize_t n = sl_client_read(c, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
+    if (n == -EAGAIN) {
+        sl_client_update_poll(c);
+        return;
+    }
     if (n <= 0) {
         /* A connect-and-close with no byte sent is a port probe (load
          * balancer, monitoring): not worth an info line each time. */
@@ -376,7 +531,7 @@ static void on_login_readable(sl_client_t *c) {
             return;
         }
         sl_client_close(c, n == 0 ? "client closed the connection during login"
-                                  : "read error during login");
+                                  : "read error during login: %s", strerror((int)-n));
         return;
     }
     c->login_len += (uint32_t)n;
@@ -413,11 +568,14 @@ static void on_readable(sl_client_t *c) {
         if (c->holding) c->hold_start -= shift;
     }
     if (sl_buf_space(&c->in) == 0) return;
-    ssize_t n = read(c->fd, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    ssize_t n = sl_client_read(c, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+    if (n == -EAGAIN) {
+        sl_client_update_poll(c);
+        return;
+    }
     if (n <= 0) {
         sl_client_close(c, n == 0 ? "client closed the connection" : "read error: %s",
-                        strerror(errno));
+                        strerror((int)-n));
         return;
     }
     c->in.tail += (uint32_t)n;
@@ -451,12 +609,17 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
         sl_client_close(c, "socket error: %s", uv_strerror(status));
         return;
     }
-    if (events & UV_WRITABLE) {
+    /* TLS may need the other direction: a read that waits for
+     * writability, a write that waits for readability. */
+    bool readable = events & UV_READABLE, writable = events & UV_WRITABLE;
+    if (c->tls_read_wants_write && writable) readable = true;
+    if (c->tls_write_wants_read && readable) writable = true;
+    if (writable) {
         if (!sl_client_flush(c)) return;
         if (c->ps && c->state == SL_CL_ACTIVE) sl_relay_resume(c);
         if (c->state == SL_CL_CLOSING) return;
     }
-    if (!(events & UV_READABLE)) return;
+    if (!readable) return;
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;

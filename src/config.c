@@ -13,9 +13,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/tls.h"
+
 const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
 const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256", NULL};
 const char *const sl_pin_mode_names[] = {"off", "on", "error", NULL};
+const char *const sl_tls_mode_names[] = {"disable", "allow", "prefer", "require", "verify-ca",
+                                         "verify-full", NULL};
 static const char *const bool_names[] = {"0", "1", NULL};
 
 enum opt_type { OPT_INT, OPT_MS, OPT_STR, OPT_BOOL, OPT_ENUM };
@@ -43,6 +47,15 @@ static const opt_t opts[] = {
     O_STR("auth_file", auth_file, ""),
     O_MS("client_idle_timeout", client_idle_timeout_ms, "0", 86400 * 365),
     O_MS("client_login_timeout", client_login_timeout_ms, "60", 86400),
+    O_STR("client_tls13_ciphers", client_tls13_ciphers, ""),
+    O_STR("client_tls_ca_file", client_tls_ca_file, ""),
+    O_STR("client_tls_cert_file", client_tls_cert_file, ""),
+    O_STR("client_tls_ciphers", client_tls_ciphers, "default"),
+    O_STR("client_tls_dheparams", client_tls_dheparams, "auto"),
+    O_STR("client_tls_ecdhcurve", client_tls_ecdhcurve, "auto"),
+    O_STR("client_tls_key_file", client_tls_key_file, ""),
+    O_STR("client_tls_protocols", client_tls_protocols, "secure"),
+    O_ENUM("client_tls_sslmode", client_tls_sslmode, "disable", sl_tls_mode_names),
     O_INT("default_pool_size", default_pool_size, "20", 1, 100000),
     O_MS("idle_transaction_timeout", idle_transaction_timeout_ms, "0", 86400 * 365),
     O_STR("ignore_startup_parameters", ignore_startup_parameters, ""),
@@ -71,6 +84,11 @@ static const opt_t opts[] = {
     O_MS("server_idle_timeout", server_idle_timeout_ms, "600", 86400 * 365),
     O_MS("server_lifetime", server_lifetime_ms, "3600", 86400 * 365),
     O_MS("server_login_retry", server_login_retry_ms, "15", 86400),
+    O_STR("server_tls_ca_file", server_tls_ca_file, ""),
+    O_STR("server_tls_cert_file", server_tls_cert_file, ""),
+    O_STR("server_tls_key_file", server_tls_key_file, ""),
+    O_STR("server_tls_protocols", server_tls_protocols, "secure"),
+    O_ENUM("server_tls_sslmode", server_tls_sslmode, "prefer", sl_tls_mode_names),
     O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
     O_MS("stats_period", stats_period_ms, "60", 86400),
     O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
@@ -359,6 +377,16 @@ static int validate(sl_config_t *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: nothing to listen on: set listen_addr or unix_socket_dir",
                  cfg->path);
         return SL_ECONFIG;
+    }
+    const char *protos[][2] = {{"client_tls_protocols", cfg->client_tls_protocols},
+                               {"server_tls_protocols", cfg->server_tls_protocols}};
+    for (int i = 0; i < 2; i++) {
+        int lo, hi;
+        if (sl_tls_parse_protocols(protos[i][1], &lo, &hi) < 0) {
+            snprintf(err, errlen, "%s: %s: unknown value \"%s\" (use tlsv1.2, tlsv1.3, secure, "
+                                  "all, legacy)", cfg->path, protos[i][0], protos[i][1]);
+            return SL_ECONFIG;
+        }
     }
     return SL_OK;
 }

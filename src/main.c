@@ -12,6 +12,7 @@
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/log.h"
+#include "sluice/tls.h"
 #include "sluice/userlist.h"
 #include "sluice/worker.h"
 
@@ -92,6 +93,13 @@ int main(int argc, char **argv) {
             return 1;
         }
         sl_userlist_free(&ul);
+        SSL_CTX *tls = sl_tls_client_ctx(cfg, err, sizeof err);
+        SSL_CTX_free(tls);
+        if (!tls && *err) {
+            fprintf(stderr, "sluice: %s\n", err);
+            sl_config_free(cfg);
+            return 1;
+        }
         sl_config_free(cfg);
         printf("sluice: %s is valid\n", path);
         return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sluice/log.h"
+#include "sluice/tls.h"
 
 enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
 
@@ -294,8 +295,8 @@ static int configure(sl_pool_t *p) {
     p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
     p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
 
-    char **keys = calloc((size_t)db->nkv + 4, sizeof(char *));
-    char **vals = calloc((size_t)db->nkv + 4, sizeof(char *));
+    char **keys = calloc((size_t)db->nkv + 10, sizeof(char *));
+    char **vals = calloc((size_t)db->nkv + 10, sizeof(char *));
     int n = 0, rc = keys && vals ? SL_OK : SL_ENOMEM;
 #define ADD(k, v)                                                                                  \
     do {                                                                                           \
@@ -311,6 +312,20 @@ static int configure(sl_pool_t *p) {
     const char *target = sl_db_cfg_get(db, "dbname");
     if (rc == SL_OK) ADD("dbname", target && !fallback ? target : p->db_alias);
     if (rc == SL_OK) ADD("user", be_user);
+    /* Backend TLS: the server_tls_* settings, unless the database's own
+     * connection string says otherwise. */
+    int lo, hi;
+    if (sl_tls_parse_protocols(cfg->server_tls_protocols, &lo, &hi) < 0) lo = hi = 0;
+    const char *tls[][2] = {
+        {"sslmode", sl_tls_mode_names[cfg->server_tls_sslmode]},
+        {"sslrootcert", cfg->server_tls_ca_file},
+        {"sslcert", cfg->server_tls_cert_file},
+        {"sslkey", cfg->server_tls_key_file},
+        {"ssl_min_protocol_version", lo ? sl_tls_version_name(lo) : ""},
+        {"ssl_max_protocol_version", hi ? sl_tls_version_name(hi) : ""},
+    };
+    for (size_t i = 0; i < sizeof tls / sizeof *tls && rc == SL_OK; i++)
+        if (*tls[i][1] && !sl_db_cfg_get(db, tls[i][0])) ADD(tls[i][0], tls[i][1]);
     if (rc == SL_OK && !sl_db_cfg_get(db, "password")) {
         /* The backend password comes from auth_file when it is plaintext. */
         sl_user_secret_t *sec = sl_userlist_find(&p->w->users, be_user);

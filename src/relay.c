@@ -729,6 +729,10 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
     }
 }
 
+void sl_relay_server_readable(sl_client_t *c) {
+    if (c->server && c->server->state == SL_SV_ACTIVE) read_server(c, c->server);
+}
+
 static void server_io_cb(sl_server_t *s, int status, int events) {
     sl_client_t *c = s->link;
     if (!c) return;

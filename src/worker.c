@@ -13,6 +13,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/prepare.h"
+#include "sluice/tls.h"
 
 static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
@@ -25,6 +26,7 @@ static void worker_stop(sl_worker_t *w) {
     sl_pool_close_all(w);
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
+    uv_close((uv_handle_t *)&w->kick_idle, NULL);
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
     uv_close((uv_handle_t *)&w->sig_hup, NULL);
@@ -54,6 +56,16 @@ static void reload(sl_worker_t *w) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_config_free(cfg);
         return;
+    }
+    /* A certificate or key that does not load keeps the running context. */
+    char tls_err[512];
+    SSL_CTX *tls = sl_tls_client_ctx(cfg, tls_err, sizeof tls_err);
+    if (!tls && *tls_err) {
+        sl_log_error(NULL, "reload: client TLS settings refused, the running ones stay: %s",
+                     tls_err);
+    } else {
+        SSL_CTX_free(w->client_tls); /* connections hold their own references */
+        w->client_tls = tls;
     }
     /* Settings fixed at start-up keep their running values. */
     sl_config_t *old = w->cfg;
@@ -129,6 +141,9 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
         uv_signal_start(sigs[i], signal_cb, nums[i]);
     }
     sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
+    w->client_tls = sl_tls_client_ctx(cfg, err, errlen);
+    if (!w->client_tls && *err) return SL_ECONFIG;
+    sl_client_kick_init(w);
     w->sql_cache = calloc(1, sizeof *w->sql_cache);
     if (!w->sql_cache) {
         snprintf(err, errlen, "out of memory");
@@ -151,6 +166,7 @@ int sl_worker_run(sl_worker_t *w) {
     sl_bufpool_destroy(&w->bufs);
     free(w->sql_cache);
     sl_ps_free_all(w);
+    SSL_CTX_free(w->client_tls);
     sl_stmt_registry_free(&w->stmts);
     sl_config_free(w->cfg);
     w->cfg = NULL;

@@ -18,6 +18,9 @@ enum sl_pin_mode { SL_PIN_OFF, SL_PIN_ON, SL_PIN_ERROR };
 extern const char *const sl_pool_mode_names[];
 extern const char *const sl_auth_type_names[];
 extern const char *const sl_pin_mode_names[];
+extern const char *const sl_tls_mode_names[];
+enum sl_tls_mode { SL_TLS_DISABLE, SL_TLS_ALLOW, SL_TLS_PREFER, SL_TLS_REQUIRE, SL_TLS_VERIFY_CA,
+                   SL_TLS_VERIFY_FULL };
 
 typedef struct sl_db_cfg {
     char *name;          /* owned; "*" is the fallback entry */
@@ -62,6 +65,13 @@ typedef struct sl_config {
     int64_t query_wait_timeout_ms, query_timeout_ms, client_idle_timeout_ms;
     int64_t client_login_timeout_ms, idle_transaction_timeout_ms;
     int64_t autodb_idle_timeout_ms; /* free a '*' pool unused this long */
+    /* TLS towards clients (sluice's own, OpenSSL) and backends (libpq's) */
+    int client_tls_sslmode; /* enum sl_tls_mode */
+    char *client_tls_key_file, *client_tls_cert_file, *client_tls_ca_file;
+    char *client_tls_protocols, *client_tls_ciphers, *client_tls13_ciphers;
+    char *client_tls_dheparams, *client_tls_ecdhcurve;
+    int server_tls_sslmode; /* enum sl_tls_mode */
+    char *server_tls_ca_file, *server_tls_cert_file, *server_tls_key_file, *server_tls_protocols;
     int pkt_buf;         /* bytes per direction of an active connection */
     int max_packet_size; /* bytes; longest client message accepted */
     int max_prepared_statements; /* per server, in transaction/statement pooling; 0: off */

@@ -4,6 +4,7 @@
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -35,6 +36,9 @@ typedef struct sl_worker {
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
     int ps_nfree;
+    SSL_CTX *client_tls;       /* owned reference; NULL when client TLS is off */
+    sl_list_t kicks;           /* clients with TLS bytes poll cannot see (client.c) */
+    uv_idle_t kick_idle;       /* runs them before the loop blocks again */
     sl_stats_t stats;          /* counters since start */
     sl_stats_t stats_prev;     /* as of the last stats line */
     int64_t stats_ms;          /* when the last stats line was due */

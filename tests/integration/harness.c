@@ -78,6 +78,7 @@ void it_init(const char *name) {
         if (!strcmp(line, "PRIMARY_PORT")) it_cl.primary = atoi(eq + 1);
         if (!strcmp(line, "REPLICA1_PORT")) it_cl.replica1 = atoi(eq + 1);
         if (!strcmp(line, "REPLICA2_PORT")) it_cl.replica2 = atoi(eq + 1);
+        if (!strcmp(line, "TLS_DIR")) snprintf(it_cl.tlsdir, sizeof it_cl.tlsdir, "%s", eq + 1);
     }
     fclose(f);
     IT_ASSERT(it_cl.primary > 0, "cluster env incomplete");
@@ -201,7 +202,8 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char path[400];
     snprintf(path, sizeof path, "%s/userlist.txt", s->dir);
     FILE *u = fopen(path, "w");
-    fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n");
+    fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n"
+               "\"sl_tls\" \"tls_pw\"\n");
     fclose(u);
     /* A port found free can be taken by another socket before sluice binds
      * it: then try another. */
@@ -293,7 +295,7 @@ long it_stats_value(const it_sluice_t *s, const char *key) {
 }
 
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra) {
-    const char *pw = !strcmp(user, "sl_md5") ? "md5_pw" : "scram_pw";
+    const char *pw = !strcmp(user, "sl_md5") ? "md5_pw" : !strcmp(user, "sl_tls") ? "tls_pw" : "scram_pw";
     char ci[1024];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=%s user=%s password=%s %s", s->port,
              db, user, pw, extra ? extra : "");

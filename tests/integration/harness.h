@@ -11,6 +11,7 @@
 typedef struct it_cluster {
     char sockdir[256];
     int primary, replica1, replica2;
+    char tlsdir[256]; /* test CA and certificates; empty when the cluster has no TLS */
 } it_cluster_t;
 
 typedef struct it_sluice {
