@@ -1,0 +1,193 @@
+/* TLS on both sides, with the throwaway CA the cluster fixture made:
+ * verify-full from libpq to sluice, plain text refused under require,
+ * client certificates under verify-ca, backend TLS to a role the primary
+ * only admits over TLS, a wrong backend root CA, large results through TLS
+ * on both sides, a reload with a bad certificate, and plain bytes after an
+ * SSLRequest. */
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static char opts[2048];
+
+static const char *tls_file(const char *name) {
+    static char buf[8][400];
+    static int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 400, "%s/%s", it_cl.tlsdir, name);
+    return b;
+}
+
+static void start(it_sluice_t *s, const char *mode, const char *extra) {
+    snprintf(opts, sizeof opts,
+             "pool_mode = transaction\n"
+             "client_tls_sslmode = %s\n"
+             "client_tls_cert_file = %s\nclient_tls_key_file = %s\nclient_tls_ca_file = %s\n"
+             "%s",
+             mode, tls_file("server.crt"), tls_file("server.key"), tls_file("ca.crt"),
+             extra ? extra : "");
+    it_sluice_start(s, opts, "tlsdb = host=localhost port={PRIMARY} dbname=sluice_test\n");
+}
+
+static PGconn *tls_connect(const it_sluice_t *s, const char *user, const char *db,
+                           const char *extra) {
+    char ci[1024];
+    snprintf(ci, sizeof ci, "host=localhost hostaddr=127.0.0.1 sslrootcert=%s %s",
+             tls_file("ca.crt"), extra);
+    return it_connect_db(s, user, db, ci);
+}
+
+static void client_side(void) {
+    it_sluice_t s;
+    start(&s, "require", NULL);
+    /* verify-full: the certificate is checked against the CA and the name. */
+    PGconn *c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "verify-full: %s", PQerrorMessage(c));
+    IT_ASSERT(PQsslInUse(c), "TLS in use");
+    const char *proto = PQsslAttribute(c, "protocol");
+    IT_ASSERT(proto && (!strcmp(proto, "TLSv1.3") || !strcmp(proto, "TLSv1.2")), "protocol %s",
+              proto ? proto : "?");
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 6 * 7"), "42"), "query over TLS");
+    PQfinish(c);
+    /* Plain text is refused with a message that says what to do. */
+    c = it_connect_db(&s, "sl_scram", "sluice_test", "sslmode=disable");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "TLS required"),
+              "plain text refused: %s", PQerrorMessage(c));
+    PQfinish(c);
+    /* A name that is not in the certificate fails verify-full. */
+    char ci[1024];
+    snprintf(ci, sizeof ci,
+             "host=db.example hostaddr=127.0.0.1 port=%d dbname=sluice_test user=sl_scram "
+             "password=scram_pw sslmode=verify-full sslrootcert=%s",
+             s.port, tls_file("ca.crt"));
+    c = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "does not match"),
+              "wrong host name refused by verify-full: %s", PQerrorMessage(c));
+    PQfinish(c);
+    /* An SSLRequest followed by plain bytes is refused (they were not
+     * protected by the handshake). */
+    int fd = it_raw_connect(&s);
+    unsigned char req[16] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f, 'Q', 0, 0, 0, 5, 'x'};
+    IT_ASSERT(write(fd, req, 14) == 14, "send");
+    char body[256] = "";
+    int t = it_raw_read_msg(fd, body, sizeof body - 1);
+    (void)t;
+    close(fd);
+    IT_ASSERT(it_log_count(&s, "received unencrypted data after the SSL request") == 1,
+              "plain bytes after SSLRequest refused");
+    /* A reload with a certificate that does not load keeps the running
+     * context and says why. */
+    FILE *f = fopen(s.ini, "a");
+    fprintf(f, "client_tls_cert_file = %s/missing.crt\n", it_cl.tlsdir);
+    fclose(f);
+    kill(s.pid, SIGHUP);
+    for (int i = 0; i < 100 && it_log_count(&s, "client TLS settings refused") == 0; i++)
+        usleep(20000);
+    IT_ASSERT(it_log_count(&s, "client TLS settings refused") == 1, "bad reload logged");
+    c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "TLS still works after the bad reload: %s",
+              PQerrorMessage(c));
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void client_certs(void) {
+    it_sluice_t s;
+    start(&s, "verify-ca", NULL);
+    char extra[1024];
+    snprintf(extra, sizeof extra, "sslmode=verify-full sslcert=%s sslkey=%s",
+             tls_file("client.crt"), tls_file("client.key"));
+    PGconn *c = tls_connect(&s, "sl_scram", "sluice_test", extra);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "client certificate from the CA: %s",
+              PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 1"), "1"), "query");
+    PQfinish(c);
+    snprintf(extra, sizeof extra, "sslmode=verify-full sslcert=%s sslkey=%s",
+             tls_file("otherclient.crt"), tls_file("otherclient.key"));
+    c = tls_connect(&s, "sl_scram", "sluice_test", extra);
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "certificate from another CA refused");
+    PQfinish(c);
+    c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=verify-full sslcert=/nonexistent");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "no certificate refused");
+    PQfinish(c);
+    IT_ASSERT(it_log_count(&s, "TLS handshake failed") >= 2, "refusals logged with a reason");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void backend(void) {
+    it_sluice_t s;
+    char extra[1024];
+    snprintf(extra, sizeof extra, "server_tls_sslmode = verify-full\nserver_tls_ca_file = %s\n",
+             tls_file("ca.crt"));
+    start(&s, "require", extra);
+    /* sl_tls is admitted by the primary only over TLS (hostssl). */
+    PGconn *c = tls_connect(&s, "sl_tls", "tlsdb", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "backend TLS login: %s", PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "t"),
+              "the backend connection is encrypted");
+    /* 100k rows in and out, and a 200 MB result, through TLS both ways. */
+    it_exec(c, "DROP TABLE IF EXISTS it_tls_copy");
+    it_exec(c, "CREATE TABLE it_tls_copy (a int, b text)");
+    PGresult *r = PQexec(c, "COPY it_tls_copy FROM STDIN");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_IN, "copy in: %s", PQerrorMessage(c));
+    PQclear(r);
+    char line[64];
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(line, sizeof line, "%d\tline %d\n", i, i);
+        IT_ASSERT(PQputCopyData(c, line, n) == 1, "put");
+    }
+    IT_ASSERT(PQputCopyEnd(c, NULL) == 1, "end");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy done: %s", PQerrorMessage(c));
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT count(*) FROM it_tls_copy"), "100000"), "rows in");
+    r = PQexec(c, "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 200000)) TO STDOUT");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_OUT, "stream: %s", PQerrorMessage(c));
+    PQclear(r);
+    long bytes = 0;
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
+        bytes += n;
+        PQfreemem(buf);
+    }
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "stream end: %s", PQerrorMessage(c));
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(bytes == 200000L * 1001, "all bytes through TLS: %ld", bytes);
+    long hwm = it_sluice_vmhwm_kb(&s);
+    printf("sluice VmHWM after 200 MB through TLS on both sides: %ld kB\n", hwm);
+    IT_ASSERT(hwm > 0 && hwm < 64 * 1024, "bounded memory: %ld kB", hwm);
+    it_exec(c, "DROP TABLE it_tls_copy");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    /* A wrong root CA for the backend: a clear error, not a hang. */
+    snprintf(extra, sizeof extra, "server_tls_sslmode = verify-full\nserver_tls_ca_file = %s\n",
+             tls_file("otherca.crt"));
+    start(&s, "require", extra);
+    double t0 = it_now();
+    c = tls_connect(&s, "sl_tls", "tlsdb", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "certificate verify failed"),
+              "wrong backend CA reported: %s", PQerrorMessage(c));
+    IT_ASSERT(it_now() - t0 < 10, "no hang");
+    IT_ASSERT(it_log_count(&s, "certificate verify failed") >= 1, "logged with the reason");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+int main(void) {
+    it_init("it_tls");
+    IT_ASSERT(it_cl.tlsdir[0], "the cluster was started without TLS (CLUSTER_TLS=1)");
+    client_side();
+    client_certs();
+    backend();
+    return it_done();
+}
