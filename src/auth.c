@@ -43,9 +43,10 @@ static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
     return SL_AUTH_CONTINUE;
 }
 
-enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, const char *user, sl_buf_t *out) {
+enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
+                                  sl_buf_t *out) {
     memset(a, 0, sizeof *a);
-    a->method = w->cfg->auth_type;
+    a->method = method;
     a->user = sl_userlist_find(&w->users, user);
     if (a->method == SL_AUTH_TRUST || a->method == SL_AUTH_ANY)
         return put_ok(out) < 0 ? SL_AUTH_FAIL : SL_AUTH_OK;

@@ -329,6 +329,44 @@ static int add_param(sl_client_t *c, const char *name, const char *value) {
     return sl_params_set(&c->params, name, value);
 }
 
+/* The method for this client: auth_type, or its auth_hba_file line; a
+ * certificate is checked here. -1 when the client was refused. */
+static int auth_method(sl_client_t *c) {
+    int method = c->w->cfg->auth_type;
+    if (method == SL_AUTH_HBA) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        bool local = strcmp(c->peer, "unix") == 0 ||
+                     getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
+        int line;
+        enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
+                                            c->ssl != NULL, c->dbname, c->user, &line);
+        static const int map[] = {[SL_HBA_REJECT] = -1,        [SL_HBA_TRUST] = SL_AUTH_TRUST,
+                                  [SL_HBA_MD5] = SL_AUTH_MD5,   [SL_HBA_SCRAM] = SL_AUTH_SCRAM,
+                                  [SL_HBA_CERT] = SL_AUTH_CERT, [SL_HBA_PASSWORD] = SL_AUTH_PLAIN};
+        method = map[m];
+        if (method < 0) {
+            sl_client_fatal(c, "28000", "connection refused by auth_hba_file (%s) for user \"%s\", "
+                                        "database \"%s\", %s%s",
+                            line ? "a reject line" : "no line matches", c->user, c->dbname,
+                            c->ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
+            return -1;
+        }
+        sl_log_debug(c->tag, "auth_hba_file line %d: %s", line, sl_hba_method_names[m]);
+    }
+    if (method == SL_AUTH_CERT) {
+        char cn[256];
+        if (!c->ssl || !sl_tls_peer_cn(c->ssl, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
+            sl_client_fatal(c, "28000", "certificate authentication failed for user \"%s\": %s",
+                            c->user, !c->ssl ? "the connection does not use TLS"
+                                             : "no client certificate with that common name");
+            return -1;
+        }
+        method = SL_AUTH_TRUST; /* the handshake verified the certificate */
+    }
+    return method;
+}
+
 static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     if (c->reject) {
         sl_client_fatal(c, "53300", "%s", c->reject);
@@ -385,7 +423,9 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
-    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, c->user, &c->out);
+    int method = auth_method(c);
+    if (method < 0) return;
+    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, method, c->user, &c->out);
     if (r == SL_AUTH_OK) {
         auth_ok(c);
     } else if (r == SL_AUTH_CONTINUE) {

@@ -16,7 +16,8 @@
 #include "sluice/tls.h"
 
 const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
-const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256", NULL};
+const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256",
+                                          "cert", "hba", NULL};
 const char *const sl_pin_mode_names[] = {"off", "on", "error", NULL};
 const char *const sl_tls_mode_names[] = {"disable", "allow", "prefer", "require", "verify-ca",
                                          "verify-full", NULL};
@@ -45,6 +46,7 @@ static const opt_t opts[] = {
     O_ENUM("auth_type", auth_type, "md5", sl_auth_type_names),
     O_MS("autodb_idle_timeout", autodb_idle_timeout_ms, "3600", 86400 * 365),
     O_STR("auth_file", auth_file, ""),
+    O_STR("auth_hba_file", auth_hba_file, ""),
     O_MS("client_idle_timeout", client_idle_timeout_ms, "0", 86400 * 365),
     O_MS("client_login_timeout", client_login_timeout_ms, "60", 86400),
     O_STR("client_tls13_ciphers", client_tls13_ciphers, ""),
@@ -368,7 +370,12 @@ static sl_config_t *config_new(void) {
 }
 
 static int validate(sl_config_t *cfg, char *err, size_t errlen) {
-    if (cfg->auth_type != SL_AUTH_TRUST && cfg->auth_type != SL_AUTH_ANY && !*cfg->auth_file) {
+    if (cfg->auth_type == SL_AUTH_HBA && !*cfg->auth_hba_file) {
+        snprintf(err, errlen, "%s: auth_type hba needs auth_hba_file", cfg->path);
+        return SL_ECONFIG;
+    }
+    if (cfg->auth_type != SL_AUTH_TRUST && cfg->auth_type != SL_AUTH_ANY &&
+        cfg->auth_type != SL_AUTH_CERT && !*cfg->auth_file) {
         snprintf(err, errlen, "%s: auth_type %s needs auth_file", cfg->path,
                  sl_auth_type_names[cfg->auth_type]);
         return SL_ECONFIG;

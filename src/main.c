@@ -11,6 +11,7 @@
 
 #include "sluice/config.h"
 #include "sluice/err.h"
+#include "sluice/hba.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 #include "sluice/userlist.h"
@@ -25,7 +26,8 @@ static void usage(FILE *out) {
             "  -d, --daemon   run in the background (set logfile in CONFIG)\n"
             "  -q, --quiet    log warnings and errors only\n"
             "  -v, --verbose  log more (repeat for debug detail)\n"
-            "  --check        validate CONFIG and its auth_file, then exit 0 (ok) or 1\n"
+            "  --check        validate CONFIG, its auth_file, auth_hba_file and TLS files,\n"
+            "                 then exit 0 (ok) or 1\n"
             "  --version      print the version\n"
             "  -h, --help     this text\n\n"
             "Signals: SIGHUP reloads CONFIG, SIGTERM shuts down after running transactions,\n"
@@ -93,6 +95,15 @@ int main(int argc, char **argv) {
             return 1;
         }
         sl_userlist_free(&ul);
+        if (cfg->auth_type == SL_AUTH_HBA) {
+            sl_hba_t *hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err);
+            if (!hba) {
+                fprintf(stderr, "sluice: %s\n", err);
+                sl_config_free(cfg);
+                return 1;
+            }
+            sl_hba_free(hba);
+        }
         SSL_CTX *tls = sl_tls_client_ctx(cfg, err, sizeof err);
         SSL_CTX_free(tls);
         if (!tls && *err) {

@@ -57,6 +57,15 @@ static void reload(sl_worker_t *w) {
         sl_config_free(cfg);
         return;
     }
+    sl_hba_t *hba = NULL;
+    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
+        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
+        sl_userlist_free(&users);
+        sl_config_free(cfg);
+        return;
+    }
+    sl_hba_free(w->hba);
+    w->hba = hba;
     /* A certificate or key that does not load keeps the running context. */
     char tls_err[512];
     SSL_CTX *tls = sl_tls_client_ctx(cfg, tls_err, sizeof tls_err);
@@ -140,6 +149,8 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
         sigs[i]->data = w;
         uv_signal_start(sigs[i], signal_cb, nums[i]);
     }
+    if (cfg->auth_type == SL_AUTH_HBA && !(w->hba = sl_hba_load(cfg->auth_hba_file, err, errlen)))
+        return SL_ECONFIG;
     sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
     w->client_tls = sl_tls_client_ctx(cfg, err, errlen);
     if (!w->client_tls && *err) return SL_ECONFIG;
@@ -167,6 +178,7 @@ int sl_worker_run(sl_worker_t *w) {
     free(w->sql_cache);
     sl_ps_free_all(w);
     SSL_CTX_free(w->client_tls);
+    sl_hba_free(w->hba);
     sl_stmt_registry_free(&w->stmts);
     sl_config_free(w->cfg);
     w->cfg = NULL;

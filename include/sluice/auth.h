@@ -23,9 +23,11 @@ typedef struct sl_auth {
     sl_scram_secret_t mock;   /* stands in for an unknown user's secret */
 } sl_auth_t;
 
-/* Starts authentication of user; writes the first request into out.
- * Returns SL_AUTH_OK when no password is needed. */
-enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, const char *user, sl_buf_t *out);
+/* Starts authentication of user with method (enum sl_auth_type: trust, any,
+ * plain, md5 or scram-sha-256); writes the first request into out. Returns
+ * SL_AUTH_OK when no password is needed. */
+enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
+                                  sl_buf_t *out);
 /* Feeds the body of a PasswordMessage ('p'); writes the next request. */
 enum sl_auth_result sl_auth_step(sl_auth_t *a, const char *user, const uint8_t *body, size_t n,
                                  sl_buf_t *out);

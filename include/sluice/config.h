@@ -12,7 +12,8 @@
 #include "sluice/err.h"
 
 enum sl_pool_mode { SL_POOL_SESSION, SL_POOL_TRANSACTION, SL_POOL_STATEMENT };
-enum sl_auth_type { SL_AUTH_ANY, SL_AUTH_TRUST, SL_AUTH_PLAIN, SL_AUTH_MD5, SL_AUTH_SCRAM };
+enum sl_auth_type { SL_AUTH_ANY, SL_AUTH_TRUST, SL_AUTH_PLAIN, SL_AUTH_MD5, SL_AUTH_SCRAM,
+                    SL_AUTH_CERT, SL_AUTH_HBA };
 enum sl_pin_mode { SL_PIN_OFF, SL_PIN_ON, SL_PIN_ERROR };
 
 extern const char *const sl_pool_mode_names[];
@@ -51,6 +52,7 @@ typedef struct sl_config {
     /* auth */
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
+    char *auth_hba_file; /* pg_hba.conf-style rules, for auth_type = hba */
     /* pools */
     int pool_mode; /* enum sl_pool_mode */
     int default_pool_size, min_pool_size, reserve_pool_size;

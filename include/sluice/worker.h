@@ -11,6 +11,7 @@
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
+#include "sluice/hba.h"
 #include "sluice/list.h"
 #include "sluice/sql.h"
 #include "sluice/stats.h"
@@ -23,6 +24,7 @@ typedef struct sl_worker {
     uv_loop_t *loop;         /* owned */
     sl_config_t *cfg;        /* owned */
     sl_userlist_t users;     /* owned: the auth_file */
+    sl_hba_t *hba;           /* owned: the auth_hba_file, for auth_type = hba */
     sl_bufpool_t bufs;       /* pkt_buf-sized blocks for active connections */
     sl_list_t clients;       /* every sl_client_t */
     sl_list_t pools;         /* every sl_pool_t */

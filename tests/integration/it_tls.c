@@ -183,11 +183,64 @@ static void backend(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* auth_type = hba: cert authentication for sl_scram over TLS, md5 for
+ * sl_md5 only without TLS, everything else from 127.0.0.1 rejected. */
+static void hba(void) {
+    it_sluice_t s;
+    char path[400], extra[1024];
+    snprintf(path, sizeof path, "%s/it_hba.conf", it_cl.tlsdir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# sluice test\n"
+               "hostssl sluice_test sl_scram 127.0.0.1/32 cert\n"
+               "hostnossl all sl_md5 127.0.0.1 255.255.255.255 md5\n"
+               "host all all 127.0.0.0/8 reject\n");
+    fclose(f);
+    snprintf(extra, sizeof extra, "auth_type = hba\nauth_hba_file = %s\n", path);
+    start(&s, "prefer", extra);
+    char ci[1024];
+    snprintf(ci, sizeof ci, "sslmode=verify-full sslcert=%s sslkey=%s password=wrong",
+             tls_file("client.crt"), tls_file("client.key"));
+    PGconn *c = tls_connect(&s, "sl_scram", "sluice_test", ci);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "cert authentication: %s", PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), "sl_scram"), "runs as sl_scram");
+    PQfinish(c);
+    c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
+                  strstr(PQerrorMessage(c), "certificate authentication failed"),
+              "no certificate, no login: %s", PQerrorMessage(c));
+    PQfinish(c);
+    c = it_connect_db(&s, "sl_md5", "sluice_test", "sslmode=disable");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "md5 without TLS: %s", PQerrorMessage(c));
+    PQfinish(c);
+    c = tls_connect(&s, "sl_md5", "sluice_test", "sslmode=require password=md5_pw");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "auth_hba_file"),
+              "hostnossl: sl_md5 over TLS refused: %s", PQerrorMessage(c));
+    PQfinish(c);
+    c = it_connect_db(&s, "sl_scram", "postgres", "sslmode=disable");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "a reject line"),
+              "rejected by database: %s", PQerrorMessage(c));
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    /* A malformed line: sluice --check names file and line. */
+    f = fopen(path, "a");
+    fprintf(f, "host all all 127.0.0.1/33 md5\n");
+    fclose(f);
+    char cmd[1200], out[1024] = "";
+    snprintf(cmd, sizeof cmd, "%s --check %s 2>&1", getenv("SLUICE_BIN"), s.ini);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int rc = pclose(p);
+    IT_ASSERT(rc != 0 && strstr(out, "it_hba.conf:5: invalid mask length \"33\""),
+              "--check: %s", out);
+}
+
 int main(void) {
     it_init("it_tls");
     IT_ASSERT(it_cl.tlsdir[0], "the cluster was started without TLS (CLUSTER_TLS=1)");
     client_side();
     client_certs();
     backend();
+    hba();
     return it_done();
 }
