@@ -370,3 +370,91 @@ int it_done(void) {
     printf("%s: passed\n", test_name);
     return 0;
 }
+
+/* ---- shared workloads ---- */
+
+void it_copy_round_trip(PGconn *c, const char *table) {
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
+    it_exec(c, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id int, name text)", table);
+    it_exec(c, sql);
+    snprintf(sql, sizeof sql, "COPY %s FROM STDIN", table);
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_IN, "copy in: %s", PQerrorMessage(c));
+    PQclear(r);
+    char line[64];
+    for (int i = 0; i < 100000; i++) {
+        int n = snprintf(line, sizeof line, "%d\tname %d\n", i, i);
+        IT_ASSERT(PQputCopyData(c, line, n) == 1, "put copy data");
+    }
+    IT_ASSERT(PQputCopyEnd(c, NULL) == 1, "copy end");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy in result: %s", PQerrorMessage(c));
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    IT_ASSERT(!strcmp(it_value(c, sql), "100000"), "rows in");
+    snprintf(sql, sizeof sql, "SELECT sum(id) FROM %s", table);
+    IT_ASSERT(!strcmp(it_value(c, sql), "4999950000"), "sum in");
+
+    snprintf(sql, sizeof sql, "COPY %s TO STDOUT", table);
+    r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_OUT, "copy out: %s", PQerrorMessage(c));
+    PQclear(r);
+    long rows = 0, sum = 0;
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
+        rows++;
+        sum += atol(buf);
+        PQfreemem(buf);
+    }
+    IT_ASSERT(n == -1, "copy out ended cleanly");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy out result");
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(rows == 100000 && sum == 4999950000L, "rows out %ld sum %ld", rows, sum);
+    /* A failed COPY IN leaves the connection usable. */
+    snprintf(sql, sizeof sql, "COPY %s FROM STDIN", table);
+    r = PQexec(c, sql);
+    PQclear(r);
+    PQputCopyData(c, "1\tx\n", 4);
+    PQputCopyEnd(c, "client gave up");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "copy fail reported");
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    IT_ASSERT(!strcmp(it_value(c, sql), "100000"), "no partial copy");
+    snprintf(sql, sizeof sql, "DROP TABLE %s", table);
+    it_exec(c, sql);
+}
+
+void it_stream_400mb(PGconn *c) {
+    /* 200,000 rows of 1,000 bytes, read as it arrives (COPY streams). */
+    PGresult *r = PQexec(c, "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 200000)) "
+                            "TO STDOUT");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_OUT, "stream: %s", PQerrorMessage(c));
+    PQclear(r);
+    long long bytes = 0;
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
+        bytes += n;
+        PQfreemem(buf);
+    }
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(bytes == 200000LL * 1001, "streamed %lld bytes", bytes);
+    /* And a plain SELECT result of 200 MB in single-row mode. */
+    IT_ASSERT(PQsendQuery(c, "SELECT repeat('y', 1000) FROM generate_series(1, 200000)"), "send");
+    PQsetSingleRowMode(c);
+    long rows = 0;
+    while ((r = PQgetResult(c))) {
+        if (PQresultStatus(r) == PGRES_SINGLE_TUPLE) rows++;
+        else IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "select: %s", PQerrorMessage(c));
+        PQclear(r);
+    }
+    IT_ASSERT(rows == 200000, "rows %ld", rows);
+}

@@ -57,6 +57,12 @@ int it_raw_connect(const it_sluice_t *s);
  * up to cap bytes of body. */
 int it_raw_read_msg(int fd, char *body, int cap);
 
+/* 100k rows COPY IN to a new table, counted and summed, COPY OUT, a failed
+ * COPY IN that leaves the connection usable; the table is dropped. */
+void it_copy_round_trip(PGconn *c, const char *table);
+/* 200 MB as COPY OUT and 200 MB as a single-row-mode SELECT, all checked. */
+void it_stream_400mb(PGconn *c);
+
 void it_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define IT_ASSERT(cond, ...)                                                                       \
     do {                                                                                           \

@@ -130,42 +130,12 @@ static void backend(void) {
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "backend TLS login: %s", PQerrorMessage(c));
     IT_ASSERT(!strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "t"),
               "the backend connection is encrypted");
-    /* 100k rows in and out, and a 200 MB result, through TLS both ways. */
-    it_exec(c, "DROP TABLE IF EXISTS it_tls_copy");
-    it_exec(c, "CREATE TABLE it_tls_copy (a int, b text)");
-    PGresult *r = PQexec(c, "COPY it_tls_copy FROM STDIN");
-    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_IN, "copy in: %s", PQerrorMessage(c));
-    PQclear(r);
-    char line[64];
-    for (int i = 0; i < 100000; i++) {
-        int n = snprintf(line, sizeof line, "%d\tline %d\n", i, i);
-        IT_ASSERT(PQputCopyData(c, line, n) == 1, "put");
-    }
-    IT_ASSERT(PQputCopyEnd(c, NULL) == 1, "end");
-    r = PQgetResult(c);
-    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy done: %s", PQerrorMessage(c));
-    PQclear(r);
-    while ((r = PQgetResult(c))) PQclear(r);
-    IT_ASSERT(!strcmp(it_value(c, "SELECT count(*) FROM it_tls_copy"), "100000"), "rows in");
-    r = PQexec(c, "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 200000)) TO STDOUT");
-    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_OUT, "stream: %s", PQerrorMessage(c));
-    PQclear(r);
-    long bytes = 0;
-    char *buf;
-    int n;
-    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
-        bytes += n;
-        PQfreemem(buf);
-    }
-    r = PQgetResult(c);
-    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "stream end: %s", PQerrorMessage(c));
-    PQclear(r);
-    while ((r = PQgetResult(c))) PQclear(r);
-    IT_ASSERT(bytes == 200000L * 1001, "all bytes through TLS: %ld", bytes);
+    /* 100k rows in and out, and 2 x 200 MB of results, through TLS both ways. */
+    it_copy_round_trip(c, "it_tls_copy");
+    it_stream_400mb(c);
     long hwm = it_sluice_vmhwm_kb(&s);
-    printf("sluice VmHWM after 200 MB through TLS on both sides: %ld kB\n", hwm);
+    printf("sluice VmHWM after 400 MB through TLS on both sides: %ld kB\n", hwm);
     IT_ASSERT(hwm > 0 && hwm < 64 * 1024, "bounded memory: %ld kB", hwm);
-    it_exec(c, "DROP TABLE it_tls_copy");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 
