@@ -60,7 +60,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         sl_server_close(s, err);
         /* With no working server to wait for, waiting would only hang. */
         if (p->n_idle + p->n_used == 0) {
-            char msg[320];
+            char msg[512];
             snprintf(msg, sizeof msg, "server login failed: %s", err);
             fail_waiters(p, msg, p->last_code);
         }
@@ -179,7 +179,7 @@ static void pool_dispatch(sl_pool_t *p) {
         /* Servers connecting or being checked will serve the first waiters. */
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
         if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
-            char msg[320];
+            char msg[512];
             snprintf(msg, sizeof msg, "server login failed: %s", p->last_error);
             fail_waiters(p, msg, p->last_code);
             break;

@@ -107,6 +107,21 @@ static void fill_reported(sl_server_t *s) {
     }
 }
 
+/* libpq's message on one line: with several addresses it has one line per
+ * attempt, and the last one usually says what finally went wrong. */
+static void one_line(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (const char *p = in; *p && o + 3 < cap; p++) {
+        if (*p == '\t') continue;
+        if (*p == '\n') {
+            if (p[1] && o > 0) out[o++] = ';', out[o++] = ' ';
+            continue;
+        }
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
 static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     if (st == PGRES_POLLING_OK) {
         fill_reported(s);
@@ -117,9 +132,8 @@ static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
         return;
     }
     if (st == PGRES_POLLING_FAILED) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->conn));
-        msg[strcspn(msg, "\n")] = '\0';
+        char msg[480];
+        one_line(PQerrorMessage(s->conn), msg, sizeof msg);
         sl_server_watch(s, 0);
         finish(s, msg, "08006");
         return;
@@ -146,9 +160,8 @@ static void start_libpq(sl_server_t *s, const char *const *keys, const char *con
     k[n] = NULL, v[n] = NULL;
     s->conn = PQconnectStartParams(k, v, 0);
     if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", s->conn ? PQerrorMessage(s->conn) : "out of memory");
-        msg[strcspn(msg, "\n")] = '\0';
+        char msg[480];
+        one_line(s->conn ? PQerrorMessage(s->conn) : "out of memory", msg, sizeof msg);
         finish(s, msg, "08006");
         return;
     }

@@ -45,7 +45,7 @@ typedef struct sl_pool {
     int n_clients;         /* clients holding a pointer to it */
     int64_t unused_since_ms; /* when n_clients last dropped to 0 */
     int64_t login_fail_ms; /* last failed backend login, 0 if none */
-    char last_error[256];  /* its message, for waiters during server_login_retry */
+    char last_error[480];  /* its message, for waiters during server_login_retry */
     char last_code[6];
 } sl_pool_t;
 
