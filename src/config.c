@@ -43,6 +43,7 @@ typedef struct opt {
 
 /* Alphabetical. Times are seconds in the file (fractions allowed). */
 static const opt_t opts[] = {
+    O_STR("admin_users", admin_users, ""),
     O_ENUM("auth_type", auth_type, "md5", sl_auth_type_names),
     O_MS("autodb_idle_timeout", autodb_idle_timeout_ms, "3600", 86400 * 365),
     O_STR("auth_file", auth_file, ""),
@@ -93,6 +94,7 @@ static const opt_t opts[] = {
     O_ENUM("server_tls_sslmode", server_tls_sslmode, "prefer", sl_tls_mode_names),
     O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
     O_MS("stats_period", stats_period_ms, "60", 86400),
+    O_STR("stats_users", stats_users, ""),
     O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
     O_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle"),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),

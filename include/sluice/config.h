@@ -53,6 +53,7 @@ typedef struct sl_config {
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
     char *auth_hba_file; /* pg_hba.conf-style rules, for auth_type = hba */
+    char *admin_users, *stats_users; /* comma lists, for the admin console (not yet served) */
     /* pools */
     int pool_mode; /* enum sl_pool_mode */
     int default_pool_size, min_pool_size, reserve_pool_size;
