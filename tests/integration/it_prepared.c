@@ -311,6 +311,45 @@ static void wire(void) {
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
 
+/* Malformed extended-protocol messages end that client with a clear FATAL;
+ * sluice and its other clients carry on. */
+static void garbage(void) {
+    it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\nauth_type = trust\n",
+                    NULL);
+    struct {
+        char type;
+        const char *body;
+        int len;
+        const char *why;
+    } bad[] = {
+        {'P', "name-without-end", 16, "malformed Parse message"},
+        {'B', "\0stmt-without-end", 17, "malformed Bind message"},
+        {'D', "Sname-without-end", 17, "malformed Describe message"},
+        {'C', "S", 1, "malformed Close message"},
+    };
+    wbuf_t w = {.n = 0};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int fd = raw_login();
+        parse(&w, "ok", "SELECT 1"), put_msg(&w, 'S', "", 0);
+        expect_wire(fd, &w, "1Z", "a statement before the garbage");
+        put_msg(&w, bad[i].type, bad[i].body, bad[i].len), put_msg(&w, 'S', "", 0);
+        IT_ASSERT(write(fd, w.b, (size_t)w.n) == w.n, "send");
+        w.n = 0;
+        char body[512] = "";
+        int t;
+        while ((t = it_raw_read_msg(fd, body, sizeof body - 1)) > 0 && t != 'E') {
+        }
+        IT_ASSERT(t == 'E', "%s: an error, then the connection closes", bad[i].why);
+        IT_ASSERT(it_raw_read_msg(fd, body, sizeof body - 1) < 0, "closed");
+        close(fd);
+        IT_ASSERT(it_log_count(&sl, bad[i].why) == 1, "logged: %s", bad[i].why);
+        PGconn *c = it_connect(&sl, "sl_scram", NULL);
+        IT_ASSERT(!strcmp(it_value(c, "SELECT 'still up'"), "still up"), "others go on");
+        PQfinish(c);
+    }
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
 /* The server a client's statement was prepared on is gone and the table it
  * reads was dropped meanwhile: the injected Parse fails, and the client gets
  * that error for its own execution; once the table is back it works. */
@@ -377,6 +416,7 @@ static void deallocate_all(void) {
 int main(void) {
     it_init("it_prepared");
     wire();
+    garbage();
     injected_parse_fails();
     deallocate_all();
     eviction();
