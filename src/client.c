@@ -640,7 +640,7 @@ static void on_readable(sl_client_t *c) {
         return;
     }
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
-    if (c->state == SL_CL_WAITING || c->state == SL_CL_ACTIVE) sl_client_update_poll(c);
+    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
 }
 
 static void client_poll_cb(uv_poll_t *h, int status, int events) {

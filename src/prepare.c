@@ -3,9 +3,11 @@
  * See prepare.h for the model. */
 #include "sluice/prepare.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sluice/log.h"
 #include "sluice/relay.h"
@@ -291,6 +293,58 @@ static bool walk_refused(sl_client_t *c, const uint8_t *m, uint32_t len) {
     return true;
 }
 
+bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
+    const char *p = sql;
+    while (isspace((unsigned char)*p)) p++;
+    if (strncasecmp(p, "deallocate", 10) != 0 || !isspace((unsigned char)p[10])) return false;
+    p += 10;
+    while (isspace((unsigned char)*p)) p++;
+    if (strncasecmp(p, "prepare", 7) == 0 && isspace((unsigned char)p[7])) {
+        p += 7;
+        while (isspace((unsigned char)*p)) p++;
+    }
+    size_t n = 0;
+    if (*p == '"') {
+        for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
+            if (*p == '"') p++; /* "" is one quote */
+            if (n + 1 >= cap) return false;
+            buf[n++] = *p;
+        }
+        if (*p++ != '"') return false;
+    } else {
+        for (; isalnum((unsigned char)*p) || *p == '_' || *p == '$'; p++) {
+            if (n + 1 >= cap) return false;
+            buf[n++] = (char)tolower((unsigned char)*p);
+        }
+    }
+    buf[n] = '\0';
+    while (isspace((unsigned char)*p)) p++;
+    if (*p == ';') p++;
+    while (isspace((unsigned char)*p)) p++;
+    return n > 0 && *p == '\0' && strcmp(buf, "all") != 0;
+}
+
+/* SQL DEALLOCATE of a protocol-level statement: forgotten for this client
+ * and answered by sluice (CommandComplete, ReadyForQuery) in its place. */
+static bool walk_deallocate(sl_client_t *c, const uint8_t *m) {
+    char name[128];
+    if (sl_ps_deallocate_name((const char *)m + 5, name, sizeof name))
+        (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
+    return owe(c, SL_EX_QUERY, SL_EX_ANSWER, NULL);
+}
+
+/* CommandComplete "DEALLOCATE" and ReadyForQuery with status. */
+static bool put_deallocated(sl_client_t *c, char status) {
+    static const uint8_t cc[] = {'C', 0, 0, 0, 15, 'D', 'E', 'A', 'L', 'L', 'O', 'C', 'A', 'T', 'E', 0};
+    if (sl_buf_space(&c->out) < sizeof cc + 6) sl_buf_compact(&c->out);
+    if (sl_buf_space(&c->out) < sizeof cc + 6) return false;
+    memcpy(sl_buf_wptr(&c->out), cc, sizeof cc);
+    c->out.tail += sizeof cc;
+    if (!put_reply(c, 'Z', status)) return false;
+    if (c->pending > 0) c->pending--;
+    return true;
+}
+
 /* How many bytes of an assembling message are enough to rewrite it: for a
  * Bind, up to the end of the statement name (its parameters may be large
  * and stream through); for the others the whole message. 0: not yet. */
@@ -314,6 +368,7 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     switch (m[0]) {
     case 'P': return walk_parse(c, s, m, have);
     case SL_MSG_REFUSED: return walk_refused(c, m, have);
+    case SL_MSG_DEALLOCATE: return walk_deallocate(c, m);
     case 'B': {
         uint32_t portal = (uint32_t)strlen((const char *)m + 5);
         return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
@@ -366,7 +421,8 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
             continue;
         }
         ps->skip_to_sync = false;
-        if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED) {
+        if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED ||
+            t == SL_MSG_DEALLOCATE) {
             ps->assembling = true;
             ps->msg_need = len;
             ps->msg.len = 0;
@@ -388,6 +444,8 @@ static void answer_due(sl_client_t *c) {
         if (sl_buf_space(&c->out) < 512) sl_buf_compact(&c->out);
         if (e->how == SL_EX_REFUSE) {
             if (sl_proto_put_error(&c->out, "ERROR", "0A000", e->data) < 0) return;
+        } else if (e->kind == SL_EX_QUERY) {
+            if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
         } else if (!put_reply(c, e->kind == SL_EX_PARSE ? '1' : '3', 0)) {
             return;
         }
@@ -420,12 +478,15 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
         if (ps->stage.len == 0) break;
     }
     c->c2s_blocked = false;
+    int before = c->pending;
     answer_due(c);
     if (c->terminated && sl_buf_len(&c->in) == 0) {
         sl_client_close(c, "client disconnected");
         return false;
     }
-    return true;
+    /* A request sluice answered alone may have ended the transaction. */
+    if (c->pending < before) sl_relay_check_release(c);
+    return c->state != SL_CL_CLOSING;
 }
 
 /* ---- a client without a server ---- */
@@ -453,6 +514,11 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
         } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {
             if (!put_reply(c, '3', 0)) return true;
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);
+        } else if (t == SL_MSG_DEALLOCATE) {
+            char name[128];
+            if (!put_deallocated(c, 'I')) return true;
+            if (sl_ps_deallocate_name((const char *)p + 5, name, sizeof name))
+                (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
         } else if (t == 'S') {
             if (!put_reply(c, 'Z', 'I')) return true;
             if (c->pending > 0) c->pending--;

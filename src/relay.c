@@ -343,6 +343,12 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         sl_client_fatal(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
+    char dname[128];
+    if (!parse && sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname) &&
+        sl_stmt_names_get(&c->stmt_names, dname)) {
+        c->in.data[start] = SL_MSG_DEALLOCATE; /* answered by sluice, see prepare.c */
+        return true;
+    }
     sl_sql_info_t info;
     sl_sql_classify(c->w->sql_cache, sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &info);
     if (info.state & SL_STATE_DISCARD_ALL) {
@@ -423,8 +429,8 @@ bool sl_relay_scan_client(sl_client_t *c) {
                             c->scan.len + 1, c->w->cfg->max_packet_size);
             return false;
         }
-        if (t == SL_MSG_REFUSED) {
-            sl_client_fatal(c, "08P01", "invalid frontend message type 0");
+        if (t == SL_MSG_REFUSED || t == SL_MSG_DEALLOCATE) {
+            sl_client_fatal(c, "08P01", "invalid frontend message type %u", t);
             return false;
         }
         if (t == 'X') {
@@ -641,6 +647,8 @@ static void maybe_release(sl_client_t *c) {
     sl_relay_unlink(c);
     sl_client_set_state(c, SL_CL_IDLE);
 }
+
+void sl_relay_check_release(sl_client_t *c) { maybe_release(c); }
 
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;

@@ -42,6 +42,14 @@ typedef struct sl_ps {
  * pin_session_state = error, for the walker to answer (no client sends it:
  * a message of type 0 is refused as PostgreSQL refuses it). */
 #define SL_MSG_REFUSED 0
+/* The type byte of a Query that is SQL DEALLOCATE of one of the client's
+ * protocol-level statements: sluice answers it (the server knows the
+ * statement under another name). Type 1 is no frontend message either. */
+#define SL_MSG_DEALLOCATE 1
+
+/* The statement name of a Query that is exactly `DEALLOCATE [PREPARE] name`
+ * (one statement; an unquoted name folded to lower case) into buf. */
+bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap);
 
 /* Whether c's link to a server goes through this mode: transaction or
  * statement pooling with max_prepared_statements above 0. */

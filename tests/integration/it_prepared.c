@@ -300,6 +300,32 @@ static void wire(void) {
     put_msg(&w, 'S', "", 0);
     expect_wire(a, &w, "Z", "a's Sync");
     expect_wire(b, &w, "TD(3)CZ", "b served after a's Sync");
+    /* SQL DEALLOCATE of a protocol-level statement (what psycopg 3 sends)
+     * is answered by sluice, which forgets the name; the server is free for
+     * b right after. */
+    parse(&w, "dq", "SELECT 9"), parse(&w, "Dq2", "SELECT 10"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "11Z", "prepare two");
+    put_msg(&w, 'Q', "DEALLOCATE dq", 14);
+    expect_wire(a, &w, "CZ", "DEALLOCATE answered");
+    put_msg(&w, 'Q', "SELECT 5", 9);
+    expect_wire(b, &w, "TD(5)CZ", "b served after a's DEALLOCATE");
+    put_msg(&w, 'Q', "deallocate prepare \"Dq2\";", 26);
+    expect_wire(a, &w, "CZ", "DEALLOCATE PREPARE of a quoted name");
+    bind_exec(&w, "dq"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "EZ", "the deallocated statement is gone");
+    /* Inside a transaction (a holds the server): answered in its place. */
+    put_msg(&w, 'Q', "BEGIN", 6);
+    expect_wire(a, &w, "CZ", "a begins");
+    parse(&w, "dq3", "SELECT 11"), put_msg(&w, 'S', "", 0);
+    expect_wire(a, &w, "1Z", "prepare in the transaction");
+    put_msg(&w, 'Q', "DEALLOCATE dq3", 15);
+    put_msg(&w, 'Q', "SELECT 12", 10);
+    expect_wire(a, &w, "CZ", "DEALLOCATE in the transaction");
+    expect_wire(a, &w, "TD(12)CZ", "and the query pipelined after it");
+    put_msg(&w, 'Q', "COMMIT", 7);
+    expect_wire(a, &w, "CZ", "a commits");
+    put_msg(&w, 'Q', "DEALLOCATE nosuch", 18);
+    expect_wire(a, &w, "EZ", "DEALLOCATE of an unknown name: PostgreSQL's error");
     /* Message type 0 is no frontend message (sluice uses it internally). */
     put_msg(&w, 0, "x", 1);
     IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
