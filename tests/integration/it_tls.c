@@ -133,6 +133,23 @@ static void backend(void) {
     /* 100k rows in and out, and 2 x 200 MB of results, through TLS both ways. */
     it_copy_round_trip(c, "it_tls_copy");
     it_stream_400mb(c);
+    /* A slow reader: sluice's TLS writes meet a full socket again and again
+     * (SSL_write retried after EAGAIN) and the backend is held back. */
+    PGresult *r = PQexec(c, "COPY (SELECT i, repeat('z', 200) FROM generate_series(1, 100000) i) "
+                            "TO STDOUT");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COPY_OUT, "slow copy: %s", PQerrorMessage(c));
+    PQclear(r);
+    long rows = 0, sum = 0;
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
+        sum += atol(buf);
+        PQfreemem(buf);
+        if (++rows % 2000 == 0) usleep(20000);
+    }
+    while ((r = PQgetResult(c))) PQclear(r);
+    IT_ASSERT(rows == 100000 && sum == 5000050000L, "slow reader got every row: %ld %ld", rows,
+              sum);
     long hwm = it_sluice_vmhwm_kb(&s);
     printf("sluice VmHWM after 400 MB through TLS on both sides: %ld kB\n", hwm);
     IT_ASSERT(hwm > 0 && hwm < 64 * 1024, "bounded memory: %ld kB", hwm);
