@@ -27,7 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
+# CLUSTER_TLS=1: a throwaway CA and certificates for the client-TLS rows.
+CLUSTER_TLS=1 "$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
 . "$dir/pg/cluster.env"
 PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram sluice_test \
     >/dev/null 2>&1
@@ -48,7 +49,7 @@ wait_port() {
 
 printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 # The same settings for both proxies; only the section name and port differ.
-write_ini() { # file section port logfile
+write_ini() { # file section port logfile tls-key
     cat >"$1" <<INI
 [databases]
 sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
@@ -64,10 +65,15 @@ max_client_conn = 3000
 log_connections = 0
 log_disconnections = 0
 logfile = $4
+; clients may use TLS (the -M simple+tls rows); backends are plain text
+client_tls_sslmode = allow
+client_tls_cert_file = $dir/pg/tls/server.crt
+client_tls_key_file = $5
+server_tls_sslmode = disable
 INI
 }
 SLUICE_PORT=$(free_port)
-write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log"
+write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log" "$dir/pg/tls/server.key"
 "$top/build-bench/sluice" "$dir/sluice.ini" &
 pids+=($!)
 SLUICE_PID=$!
@@ -75,7 +81,8 @@ wait_port "$SLUICE_PORT"
 
 PGB_PORT=$(free_port)
 [ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
-write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log"
+# PgBouncer runs as postgres: it reads the key copy the postgres user owns.
+write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log" "$dir/pg/tls/pg-server.key"
 echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
 chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
 chmod 777 "$dir"
@@ -94,10 +101,11 @@ tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 results=()
-run() { # name port pid mode
-    local name=$1 port=$2 pid=$3 mode=$4 before after out tps lat txs cpu
+run() { # name port pid mode[+tls]
+    local name=$1 port=$2 pid=$3 mode=${4%+tls} before after out tps lat txs cpu ssl=disable
+    [ "$4" != "$mode" ] && ssl=require
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-    out=$(PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$port" -U sl_scram -S -M "$mode" \
+    out=$(PGSSLMODE=$ssl PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$port" -U sl_scram -S -M "$mode" \
         -c "$clients" -j 2 -T "$secs" sluice_test 2>&1)
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
@@ -108,7 +116,7 @@ run() { # name port pid mode
     if [ -n "$pid" ] && [ "${txs:-0}" -gt 0 ]; then
         cpu=$(awk -v t=$((after - before)) -v n="$txs" -v hz="$tck" 'BEGIN{printf "%.1f", t * 1e6 / hz / n}')
     fi
-    results+=("| $name | $mode | ${tps:-?} | ${lat:-?} | $cpu | ${txs:-?} | ${failed:-?} |")
+    results+=("| $name | $4 | ${tps:-?} | ${lat:-?} | $cpu | ${txs:-?} | ${failed:-?} |")
     echo "${results[-1]}" >&2
 }
 
@@ -120,6 +128,11 @@ for mode in simple extended prepared; do
     run sluice "$SLUICE_PORT" "$SLUICE_PID" "$mode"
     [ "$mode" = prepared ] || run pgbouncer "$PGB_PORT" "$PGB_PID" "$mode"
 done
+# Clients over TLS (TLS 1.3, sessions kept for the whole run): the cost of
+# encryption in each proxy. The primary has ssl = on but the proxies talk to
+# it in plain text, and the direct row is plain text too.
+run sluice "$SLUICE_PORT" "$SLUICE_PID" simple+tls
+run pgbouncer "$PGB_PORT" "$PGB_PID" simple+tls
 
 rss() { awk "/$2/"'{print $2}' "/proc/$1/status"; }
 
@@ -145,7 +158,7 @@ echo "$idle_rows" >&2
 stream_row() { # name port pid
     local t0 t1
     t0=$(date +%s.%N)
-    PGPASSWORD=scram_pw psql -X -q -h 127.0.0.1 -p "$2" -U sl_scram sluice_test \
+    PGSSLMODE=disable PGPASSWORD=scram_pw psql -X -q -h 127.0.0.1 -p "$2" -U sl_scram sluice_test \
         -c "COPY (SELECT repeat('x', 1000) FROM generate_series(1, 200000)) TO STDOUT" >/dev/null
     t1=$(date +%s.%N)
     echo "| $1 | $(rss "$3" VmHWM) | $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') |"
