@@ -166,3 +166,53 @@ int sl_scram_server_final(sl_scram_server_t *st, const uint8_t *msg, size_t n, c
     if (len < 0 || (size_t)len >= cap) return SL_EPROTO;
     return len;
 }
+
+/* ---- client side ---- */
+
+int sl_scram_client_first(sl_scram_client_t *st, const char *nonce, char *out, size_t cap) {
+    if (strlen(nonce) >= sizeof st->nonce) return SL_EPROTO;
+    snprintf(st->nonce, sizeof st->nonce, "%s", nonce);
+    /* PostgreSQL takes the user from the startup packet: n= stays empty. */
+    snprintf(st->client_first_bare, sizeof st->client_first_bare, "n=,r=%s", nonce);
+    int len = snprintf(out, cap, "n,,%s", st->client_first_bare);
+    return len < 0 || (size_t)len >= cap ? SL_EPROTO : len;
+}
+
+int sl_scram_client_final(sl_scram_client_t *st, const uint8_t *client_key,
+                          const uint8_t *server_key, const uint8_t *msg, size_t n, char *out,
+                          size_t cap) {
+    char first[512];
+    if (to_cstr(msg, n, first, sizeof first) < 0 || strncmp(first, "r=", 2) != 0)
+        return SL_EPROTO;
+    const char *r = first + 2;
+    size_t rlen = strcspn(r, ",");
+    size_t mine = strlen(st->nonce);
+    /* The server's nonce extends ours. */
+    if (rlen <= mine || memcmp(r, st->nonce, mine) != 0) return SL_EPROTO;
+    char without_proof[320];
+    int wlen = snprintf(without_proof, sizeof without_proof, "c=biws,r=%.*s", (int)rlen, r);
+    if (wlen < 0 || (size_t)wlen >= sizeof without_proof) return SL_EPROTO;
+    char auth[1200];
+    int alen = snprintf(auth, sizeof auth, "%s,%s,%s", st->client_first_bare, first, without_proof);
+    if (alen < 0 || (size_t)alen >= sizeof auth) return SL_EPROTO;
+    uint8_t stored[SL_SCRAM_KEY_LEN], sig[SL_SCRAM_KEY_LEN], proof[SL_SCRAM_KEY_LEN];
+    SHA256(client_key, SL_SCRAM_KEY_LEN, stored);
+    hmac(stored, SL_SCRAM_KEY_LEN, auth, (size_t)alen, sig);
+    for (int i = 0; i < SL_SCRAM_KEY_LEN; i++) proof[i] = client_key[i] ^ sig[i];
+    hmac(server_key, SL_SCRAM_KEY_LEN, auth, (size_t)alen, st->server_sig);
+    char proof64[64];
+    if (sl_base64_encode(proof, sizeof proof, proof64, sizeof proof64) < 0) return SL_EPROTO;
+    OPENSSL_cleanse(proof, sizeof proof);
+    int len = snprintf(out, cap, "%s,p=%s", without_proof, proof64);
+    return len < 0 || (size_t)len >= cap ? SL_EPROTO : len;
+}
+
+int sl_scram_client_verify(const sl_scram_client_t *st, const uint8_t *msg, size_t n) {
+    char m[256];
+    if (to_cstr(msg, n, m, sizeof m) < 0 || strncmp(m, "v=", 2) != 0) return SL_EPROTO;
+    uint8_t sig[48];
+    int len = sl_base64_decode(m + 2, strcspn(m + 2, ","), sig, sizeof sig);
+    if (len != SL_SCRAM_KEY_LEN || CRYPTO_memcmp(sig, st->server_sig, SL_SCRAM_KEY_LEN) != 0)
+        return SL_EAUTH;
+    return SL_OK;
+}

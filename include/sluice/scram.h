@@ -50,6 +50,27 @@ int sl_scram_server_first(sl_scram_server_t *st, const sl_scram_secret_t *secret
 int sl_scram_server_final(sl_scram_server_t *st, const uint8_t *msg, size_t n, char *out,
                           size_t cap) SL_MUST_USE;
 
+/* Client side, for logging in to a backend with keys instead of a password:
+ * a client's ClientKey (recovered from its proof) and the verifier's
+ * ServerKey, as PgBouncer does for SCRAM pass-through. */
+typedef struct sl_scram_client {
+    char client_first_bare[128];
+    char nonce[64];
+    uint8_t server_sig[SL_SCRAM_KEY_LEN]; /* what server-final must carry */
+} sl_scram_client_t;
+
+/* Writes client-first-message ("n,,n=,r=<nonce>"); returns its length. */
+int sl_scram_client_first(sl_scram_client_t *st, const char *nonce, char *out, size_t cap)
+    SL_MUST_USE;
+/* Reads server-first-message, writes client-final-message with the proof
+ * made from client_key; returns its length or SL_EPROTO. */
+int sl_scram_client_final(sl_scram_client_t *st, const uint8_t *client_key,
+                          const uint8_t *server_key, const uint8_t *msg, size_t n, char *out,
+                          size_t cap) SL_MUST_USE;
+/* Checks server-final-message: SL_OK, or SL_EAUTH when the server did not
+ * prove it knows the verifier. */
+int sl_scram_client_verify(const sl_scram_client_t *st, const uint8_t *msg, size_t n) SL_MUST_USE;
+
 /* Base64 helpers (standard alphabet, padded). Return length or -1. */
 int sl_base64_encode(const uint8_t *in, size_t n, char *out, size_t cap);
 int sl_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);

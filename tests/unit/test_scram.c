@@ -100,7 +100,54 @@ static void test_malformed(void) {
               SL_EPROTO);
 }
 
+/* sluice's client against its own server: the keys a client's proof
+ * yields log in again (pass-through), a wrong key does not. */
+static void client_round_trip(void) {
+    static const uint8_t salt[] = "0123456789abcdef";
+    sl_scram_secret_t sec;
+    ASSERT_EQ(sl_scram_secret_from_password("pw", salt, 16, 4096, &sec), SL_OK);
+    uint8_t salted[SL_SCRAM_KEY_LEN], client_key[SL_SCRAM_KEY_LEN];
+    ASSERT_TRUE(PKCS5_PBKDF2_HMAC("pw", 2, salt, 16, 4096, EVP_sha256(), 32, salted) == 1);
+    unsigned int olen = 32;
+    HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, client_key, &olen);
+    for (int wrong = 0; wrong < 2; wrong++) {
+        sl_scram_client_t cl;
+        sl_scram_server_t sv = {0};
+        char c1[256], s1[512], c2[512], s2[256];
+        int n = sl_scram_client_first(&cl, "clientnonce", c1, sizeof c1);
+        ASSERT_TRUE(n > 0 && !strcmp(c1, "n,,n=,r=clientnonce"));
+        n = sl_scram_server_first(&sv, &sec, (const uint8_t *)c1, (size_t)n, "servernonce", s1,
+                                  sizeof s1);
+        ASSERT_TRUE(n > 0);
+        uint8_t key[SL_SCRAM_KEY_LEN];
+        memcpy(key, client_key, sizeof key);
+        key[0] ^= (uint8_t)wrong;
+        n = sl_scram_client_final(&cl, key, sec.server_key, (const uint8_t *)s1, (size_t)n, c2,
+                                  sizeof c2);
+        ASSERT_TRUE(n > 0);
+        n = sl_scram_server_final(&sv, (const uint8_t *)c2, (size_t)n, s2, sizeof s2);
+        if (wrong) {
+            ASSERT_EQ(n, SL_EAUTH);
+            continue;
+        }
+        ASSERT_TRUE(n > 0);
+        ASSERT_TRUE(memcmp(sv.client_key, client_key, SL_SCRAM_KEY_LEN) == 0);
+        ASSERT_EQ(sl_scram_client_verify(&cl, (const uint8_t *)s2, (size_t)n), SL_OK);
+        s2[3] ^= 1; /* a server that does not know the verifier */
+        ASSERT_TRUE(sl_scram_client_verify(&cl, (const uint8_t *)s2, (size_t)n) != SL_OK);
+    }
+    /* A server nonce that does not extend ours is refused. */
+    sl_scram_client_t cl;
+    char c1[256], c2[512];
+    ASSERT_TRUE(sl_scram_client_first(&cl, "abc", c1, sizeof c1) > 0);
+    const char *bad = "r=xyzdef,s=MTIz,i=4096";
+    ASSERT_EQ(sl_scram_client_final(&cl, client_key, sec.server_key, (const uint8_t *)bad,
+                                    strlen(bad), c2, sizeof c2),
+              SL_EPROTO);
+}
+
 int main(void) {
+    client_round_trip();
     test_rfc7677();
     test_wrong_proof();
     test_verifier();
