@@ -145,6 +145,12 @@ static enum sl_auth_result scram_step(sl_auth_t *a, const uint8_t *body, size_t 
     if (len < 0) return SL_AUTH_BAD_MESSAGE;
     if (sl_proto_put_auth(out, AUTH_SASL_FINAL, reply, (size_t)len) < 0 || put_ok(out) < 0)
         return SL_AUTH_FAIL;
+    if (a->user->kind == SL_SECRET_SCRAM) {
+        /* Only a verifier is known: keep the key the proof revealed, so that
+         * sluice can log in to the backend as this user. */
+        memcpy(a->user->client_key, a->scram->client_key, SL_SCRAM_KEY_LEN);
+        a->user->has_client_key = true;
+    }
     return SL_AUTH_OK;
 }
 

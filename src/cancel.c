@@ -3,29 +3,60 @@
  * on the libuv thread pool with a PGcancel copied on the loop thread. */
 #include "sluice/cancel.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "sluice/client.h"
 #include "sluice/log.h"
+#include "sluice/proto.h"
 
 typedef struct cancel_job {
     uv_work_t req;
-    PGcancel *cancel; /* owned */
+    PGcancel *cancel; /* owned; NULL for a server sluice logged in to itself */
+    struct sockaddr_storage addr; /* then: where it is, and its key */
+    uint32_t pid, key;
     char err[256];
     int ok;
     char tag[256];
 } cancel_job_t;
 
+/* A CancelRequest on a new connection, as libpq's PQcancel sends it. */
+static int send_cancel(cancel_job_t *job) {
+    const struct sockaddr *sa = (const struct sockaddr *)&job->addr;
+    socklen_t len = sa->sa_family == AF_UNIX  ? sizeof(struct sockaddr_un)
+                    : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                               : sizeof(struct sockaddr_in6);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint8_t pkt[16];
+    sl_put_be32(pkt, 16);
+    sl_put_be32(pkt + 4, SL_PROTO_CANCEL);
+    sl_put_be32(pkt + 8, job->pid);
+    sl_put_be32(pkt + 12, job->key);
+    int ok = fd >= 0 && connect(fd, sa, len) == 0 && send(fd, pkt, 16, MSG_NOSIGNAL) == 16;
+    if (!ok) snprintf(job->err, sizeof job->err, "%s", strerror(errno));
+    if (fd >= 0) {
+        char c;
+        (void)recv(fd, &c, 1, 0); /* the backend closes when done */
+        close(fd);
+    }
+    return ok;
+}
+
 static void cancel_work(uv_work_t *req) {
     cancel_job_t *job = req->data;
-    job->ok = PQcancel(job->cancel, job->err, sizeof job->err);
+    job->ok = job->cancel ? PQcancel(job->cancel, job->err, sizeof job->err) : send_cancel(job);
 }
 
 static void cancel_after(uv_work_t *req, int status) {
     cancel_job_t *job = req->data;
     if (status == 0 && !job->ok) sl_log_warn(job->tag, "cancel failed: %s", job->err);
-    PQfreeCancel(job->cancel);
+    if (job->cancel) PQfreeCancel(job->cancel);
     free(job);
 }
 
@@ -46,15 +77,20 @@ int sl_cancel_forward(sl_worker_t *w, uint32_t pid, uint32_t key, const char *pe
         }
         cancel_job_t *job = calloc(1, sizeof *job);
         if (!job) return 0;
-        job->cancel = PQgetCancel(s->conn);
-        if (!job->cancel) {
+        if (s->conn) {
+            job->cancel = PQgetCancel(s->conn);
+        } else {
+            job->addr = s->addrs[s->addr_next > 0 ? s->addr_next - 1 : 0];
+            job->pid = s->be_pid, job->key = s->be_key;
+        }
+        if (s->conn && !job->cancel) {
             free(job);
             return 0;
         }
         snprintf(job->tag, sizeof job->tag, "%s", c->tag);
         job->req.data = job;
         if (uv_queue_work(w->loop, &job->req, cancel_work, cancel_after) != 0) {
-            PQfreeCancel(job->cancel);
+            if (job->cancel) PQfreeCancel(job->cancel);
             free(job);
             return 0;
         }

@@ -2,6 +2,7 @@
  * to open or close a backend connection. */
 #include "sluice/pool.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,11 +125,52 @@ static bool in_login_retry(sl_pool_t *p, int64_t now) {
     return p->login_fail_ms && now - p->login_fail_ms < p->w->cfg->server_login_retry_ms;
 }
 
+static const char *pool_kv(const sl_pool_t *p, const char *key) {
+    for (int i = 0; p->keys[i]; i++)
+        if (!strcmp(p->keys[i], key)) return p->vals[i];
+    return NULL;
+}
+
+/* Without a plaintext password, sluice logs in itself: with the md5 hash,
+ * or with the SCRAM keys a client's login revealed. */
+static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
+    if (pool_kv(p, "password")) return false;
+    const char *user = pool_kv(p, "user");
+    sl_user_secret_t *sec = user ? sl_userlist_find(&p->w->users, user) : NULL;
+    if (!sec) return false;
+    memset(out, 0, sizeof *out);
+    if (sec->kind == SL_SECRET_MD5) {
+        snprintf(out->md5, sizeof out->md5, "%s", sec->secret);
+        return true;
+    }
+    const sl_scram_secret_t *v = sec->kind == SL_SECRET_SCRAM ? sl_user_scram(sec) : NULL;
+    if (!v || !sec->has_client_key) return false;
+    out->has_keys = true;
+    memcpy(out->client_key, sec->client_key, SL_SCRAM_KEY_LEN);
+    memcpy(out->server_key, v->server_key, SL_SCRAM_KEY_LEN);
+    return true;
+}
+
 static void open_server(sl_pool_t *p) {
     char tag[160];
     snprintf(tag, sizeof tag, "%s", p->tag);
-    sl_server_t *s = sl_server_connect(p->w, p, (const char *const *)p->keys,
-                                       (const char *const *)p->vals, tag, connect_done);
+    sl_login_secret_t secret;
+    bool own = own_secret(p, &secret);
+    const char *mode = pool_kv(p, "sslmode");
+    sl_server_t *s;
+    if (own && mode && strcmp(mode, "disable") && strcmp(mode, "allow") && strcmp(mode, "prefer")) {
+        sl_log_warn(p->tag, "sslmode=%s: backend TLS is not available for users logged in "
+                            "with an md5 hash or SCRAM keys; put the password in auth_file",
+                    mode);
+        own = false;
+    }
+    if (own)
+        s = sl_server_connect_own(p->w, p, (const char *const *)p->keys,
+                                  (const char *const *)p->vals, tag, &secret, connect_done);
+    else
+        s = sl_server_connect(p->w, p, (const char *const *)p->keys, (const char *const *)p->vals,
+                              tag, connect_done);
+    OPENSSL_cleanse(&secret, sizeof secret);
     if (!s) return;
     s->on_close = server_closing;
     if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,11 @@ static void server_poll_cb(uv_poll_t *h, int status, int events);
 static void maybe_free(sl_server_t *s) {
     if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
     if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
+    if (s->own_socket && s->fd >= 0) {
+        (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
+        close(s->fd);
+    }
+    free(s->login);
     sl_params_clear(&s->reported);
     sl_params_clear(&s->applied);
     sl_stmt_cache_clear(&s->stmts, &s->w->stmts);
@@ -145,6 +152,9 @@ static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     sl_server_watch(s, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
 }
 
+static void own_connect_next(sl_server_t *s);
+static void own_login_step(sl_server_t *s, int status, int events);
+
 static void start_libpq(sl_server_t *s, const char *const *keys, const char *const *vals,
                         const char *host, const char *hostaddr) {
     const char *k[72], *v[72];
@@ -204,8 +214,8 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                  ctx->host);
         count++;
     }
-    uv_freeaddrinfo(res);
     if (!count) {
+        uv_freeaddrinfo(res);
         char msg[256];
         snprintf(msg, sizeof msg, "cannot resolve backend host %s: %s", ctx->host,
                  status ? uv_strerror(status) : "no address");
@@ -214,6 +224,15 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     snprintf(s->host, sizeof s->host, "%s", addrs);
+    if (s->login) {
+        for (struct addrinfo *ai = status == 0 ? res : NULL; ai && s->naddrs < 4; ai = ai->ai_next)
+            memcpy(&s->addrs[s->naddrs++], ai->ai_addr, ai->ai_addrlen);
+        uv_freeaddrinfo(res);
+        free(ctx);
+        own_connect_next(s);
+        return;
+    }
+    uv_freeaddrinfo(res);
     start_libpq(s, ctx->keys, ctx->vals, hosts, addrs);
     free(ctx);
 }
@@ -223,8 +242,8 @@ static bool is_numeric_host(const char *h) {
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
-sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
-                               const char *const *vals, const char *tag, sl_server_done_cb done) {
+static sl_server_t *server_new(sl_worker_t *w, void *owner, const char *tag,
+                               sl_server_done_cb done) {
     sl_server_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     sl_list_init(&s->node);
@@ -244,7 +263,19 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
     s->open_handles = 1;
     if (w->cfg->server_connect_timeout_ms > 0)
         uv_timer_start(&s->timer, timeout_cb, (uint64_t)w->cfg->server_connect_timeout_ms, 0);
+    return s;
+}
 
+static const char *kv_get(const char *const *keys, const char *const *vals, const char *key) {
+    for (int i = 0; keys[i]; i++)
+        if (!strcmp(keys[i], key)) return vals[i];
+    return NULL;
+}
+
+sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
+                               const char *const *vals, const char *tag, sl_server_done_cb done) {
+    sl_server_t *s = server_new(w, owner, tag, done);
+    if (!s) return NULL;
     const char *host = NULL, *hostaddr = NULL;
     for (int i = 0; keys[i]; i++) {
         if (!strcmp(keys[i], "host")) host = vals[i];
@@ -269,6 +300,182 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
     }
     start_libpq(s, keys, vals, NULL, NULL);
     return s;
+}
+
+/* ---- sluice's own login (no plaintext password: md5 hash, SCRAM keys) ---- */
+
+static void query_flush(sl_server_t *s);
+
+sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
+                                   const char *const *vals, const char *tag,
+                                   const sl_login_secret_t *secret, sl_server_done_cb done) {
+    sl_server_t *s = server_new(w, owner, tag, done);
+    if (!s) return NULL;
+    const char *host = kv_get(keys, vals, "host"), *port = kv_get(keys, vals, "port");
+    const char *user = kv_get(keys, vals, "user"), *db = kv_get(keys, vals, "dbname");
+    if (!host) host = "/var/run/postgresql";
+    if (!port) port = "5432";
+    snprintf(s->host, sizeof s->host, "%s", host);
+    s->login = calloc(1, sizeof *s->login);
+    uint8_t pkt[512];
+    int n = s->login ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt,
+                                      sizeof pkt)
+                     : SL_ENOMEM;
+    if (n < 0 || !(s->qout = malloc((size_t)n))) {
+        finish(s, "out of memory", "53200");
+        return s;
+    }
+    memcpy(s->qout, pkt, (size_t)n);
+    s->qout_len = (uint32_t)n;
+    s->state = SL_SV_CONNECTING;
+    if (host[0] == '/') {
+        struct sockaddr_un *un = (struct sockaddr_un *)&s->addrs[0];
+        un->sun_family = AF_UNIX;
+        snprintf(un->sun_path, sizeof un->sun_path, "%s/.s.PGSQL.%s", host, port);
+        s->naddrs = 1;
+        own_connect_next(s);
+        return s;
+    }
+    resolve_ctx_t *ctx = calloc(1, sizeof *ctx);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    if (ctx) {
+        ctx->s = s, ctx->keys = keys, ctx->vals = vals, ctx->host = host;
+        ctx->req.data = ctx;
+        s->state = SL_SV_RESOLVING;
+        if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, port, &hints) == 0) {
+            s->resolve = &ctx->req;
+            s->open_handles++;
+            return s;
+        }
+        free(ctx);
+    }
+    finish(s, "cannot resolve the backend host", "08001");
+    return s;
+}
+
+/* Stops watching and closes the socket tried last (the handle first:
+ * libuv forgets fds by number). */
+static void own_drop_socket(sl_server_t *s) {
+    if (s->poll) {
+        uv_poll_stop(s->poll);
+        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
+        s->poll = NULL;
+    }
+    if (s->own_socket && s->fd >= 0) close(s->fd);
+    s->fd = -1;
+    s->own_socket = false;
+}
+
+static void own_connect_next(sl_server_t *s) {
+    int last = 0;
+    own_drop_socket(s);
+    while (s->addr_next < s->naddrs) {
+        struct sockaddr *sa = (struct sockaddr *)&s->addrs[s->addr_next++];
+        socklen_t len = sa->sa_family == AF_UNIX  ? sizeof(struct sockaddr_un)
+                        : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                   : sizeof(struct sockaddr_in6);
+        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
+            last = errno;
+            close(fd);
+            continue;
+        }
+        if (ensure_poll(s, fd) < 0) {
+            close(fd);
+            last = ENOMEM;
+            continue;
+        }
+        s->own_socket = true;
+        s->own_up = false;
+        s->state = SL_SV_CONNECTING;
+        /* The scanner starts afresh for this socket's login. */
+        s->scan = (sl_scan_t){.coll = s->coll, .coll_cap = sizeof s->coll};
+        sl_server_watch(s, UV_WRITABLE);
+        return;
+    }
+    char msg[320];
+    snprintf(msg, sizeof msg, "cannot connect to backend %.200s: %s", s->host,
+             last ? strerror(last) : "no address");
+    finish(s, msg, "08006");
+}
+
+/* Reads login replies and answers them; false once finished. */
+static bool own_read(sl_server_t *s) {
+    uint8_t buf[2048], reply[600];
+    for (;;) {
+        ssize_t n = sl_server_read(s, buf, sizeof buf);
+        if (n == -EAGAIN) return true;
+        if (n <= 0) {
+            finish(s, "backend closed the connection during login", "08006");
+            return false;
+        }
+        for (size_t off = 0; off < (size_t)n;) {
+            enum sl_scan_ev ev;
+            off += sl_scan_feed(&s->scan, buf + off, (size_t)n - off, &ev);
+            if (ev == SL_SCAN_ERROR) {
+                finish(s, "backend sent a malformed message during login", "08P01");
+                return false;
+            }
+            if (ev == SL_SCAN_START) s->scan.collect = true;
+            if (ev != SL_SCAN_END) continue;
+            if (s->scan.type == 'S') {
+                if (sl_scan_complete(&s->scan)) sl_server_note_param(s, s->coll, s->scan.coll_len);
+                continue;
+            }
+            size_t rlen = 0;
+            enum sl_login_result r = sl_login_feed(s->login, s->scan.type, s->coll,
+                                                   s->scan.coll_len, reply, sizeof reply, &rlen);
+            if (r == SL_LOGIN_FAIL) {
+                finish(s, s->login->error, s->login->code);
+                return false;
+            }
+            if (r == SL_LOGIN_DONE) {
+                s->be_pid = s->login->backend_pid;
+                s->be_key = s->login->backend_key;
+                s->tx_status = 'I';
+                sl_log_debug(s->tag, "backend login ok pid=%u (sluice's own exchange)", s->be_pid);
+                sl_server_watch(s, 0);
+                finish(s, NULL, NULL);
+                return false;
+            }
+            if (rlen) {
+                uint8_t *q = realloc(s->qout, s->qout_len + rlen);
+                if (!q) {
+                    finish(s, "out of memory", "53200");
+                    return false;
+                }
+                memcpy(q + s->qout_len, reply, rlen);
+                s->qout = q;
+                s->qout_len += (uint32_t)rlen;
+                query_flush(s);
+                if (s->state != SL_SV_CONNECTING || !s->done) return false;
+            }
+        }
+    }
+}
+
+static void own_login_step(sl_server_t *s, int status, int events) {
+    if (!s->own_up) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (status < 0 || getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+            sl_log_debug(s->tag, "connect to a backend address failed: %s",
+                         err ? strerror(err) : uv_strerror(status));
+            own_connect_next(s);
+            return;
+        }
+        s->own_up = true;
+    }
+    if (s->qout) {
+        query_flush(s);
+        if (s->state != SL_SV_CONNECTING || !s->done) return;
+    }
+    if ((events & UV_READABLE) && !own_read(s)) return;
+    sl_server_watch(s, UV_READABLE | (s->qout ? UV_WRITABLE : 0));
 }
 
 /* ---- internal queries ---- */
@@ -378,6 +585,10 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
     sl_server_t *s = h->data;
     switch (s->state) {
     case SL_SV_CONNECTING:
+        if (s->login) {
+            own_login_step(s, status, events);
+            return;
+        }
         /* libuv reports POLLERR (say, a refused connect) as a failed poll;
          * libpq reads the socket error itself and moves on to the next
          * address, so it decides. */
@@ -435,7 +646,7 @@ void sl_server_close(sl_server_t *s, const char *reason) {
 /* ---- raw I/O ---- */
 
 static SSL *server_ssl(sl_server_t *s) {
-    return PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
+    return s->conn && PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
 }
 
 ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {

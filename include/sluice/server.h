@@ -10,9 +10,11 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "sluice/list.h"
+#include "sluice/login.h"
 #include "sluice/params.h"
 #include "sluice/proto.h"
 #include "sluice/stmt.h"
@@ -41,7 +43,13 @@ struct sl_server {
     uint32_t id;            /* S-<id> in logs */
     char tag[192];          /* "S-3 db=app user=bob backend=127.0.0.1:5432" */
     enum sl_server_state state;
-    PGconn *conn;           /* owned; PQfinish in the last close callback */
+    PGconn *conn;           /* owned; PQfinish in the last close callback; NULL for own logins */
+    sl_login_t *login;      /* owned: sluice's own login (no plaintext password), else NULL */
+    bool own_socket;        /* fd is sluice's (own login): closed after its poll handle */
+    bool own_up;            /* own login: the TCP connect completed */
+    struct sockaddr_storage addrs[4]; /* own login: addresses to try, then the one used */
+    int naddrs, addr_next;
+    uint32_t be_pid, be_key; /* own login: BackendKeyData, for cancels */
     int fd;                 /* PQsocket() being polled, -1 before */
     uv_poll_t *poll;        /* owned; replaced if libpq switches sockets */
     int poll_events;        /* what poll watches now */
@@ -76,6 +84,11 @@ struct sl_server {
  * borrowed for the duration of the call). done() reports the outcome. */
 sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
                                const char *const *vals, const char *tag, sl_server_done_cb done);
+/* Like sl_server_connect, but logs in with sluice's own md5/SCRAM exchange
+ * using secret instead of a password (plain TCP or Unix socket; no TLS). */
+sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
+                                   const char *const *vals, const char *tag,
+                                   const sl_login_secret_t *secret, sl_server_done_cb done);
 /* Runs sql (simple protocol) and swallows its results; done() when
  * ReadyForQuery arrives, with the first error if any. */
 int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) SL_MUST_USE;

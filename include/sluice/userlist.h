@@ -4,7 +4,9 @@
 #ifndef SLUICE_USERLIST_H
 #define SLUICE_USERLIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sluice/err.h"
 #include "sluice/scram.h"
@@ -16,6 +18,10 @@ typedef struct sl_user_secret {
     char *secret;              /* owned; never logged */
     enum sl_secret_kind kind;
     sl_scram_secret_t *scram;  /* owned; parsed or derived on first use, NULL until then */
+    /* Recovered from a client's valid SCRAM proof against a stored verifier:
+     * with the verifier's ServerKey, it logs in to the backend (pass-through). */
+    uint8_t client_key[SL_SCRAM_KEY_LEN];
+    bool has_client_key;
 } sl_user_secret_t;
 
 typedef struct sl_userlist {

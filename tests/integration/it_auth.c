@@ -60,6 +60,64 @@ static void raw_wrong_password_code(const it_sluice_t *s) {
     close(fd);
 }
 
+/* auth_file holds only what PostgreSQL stores (a SCRAM verifier, an md5
+ * hash), no password anywhere: sluice logs in to the backend itself, with
+ * the ClientKey the client's own SCRAM proof revealed (pass-through) or the
+ * md5 hash. Transaction pooling, several servers, cancel. */
+static void passthrough(void) {
+    PGconn *d = it_direct();
+    char verifier[512], md5[64];
+    snprintf(verifier, sizeof verifier, "%s",
+             it_value(d, "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_scram'"));
+    snprintf(md5, sizeof md5, "%s",
+             it_value(d, "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_md5'"));
+    PQfinish(d);
+    IT_ASSERT(!strncmp(md5, "md5", 3), "sl_md5 has an md5 hash: %s", md5);
+    it_sluice_t s;
+    char opts[1200], path[400];
+    snprintf(path, sizeof path, "/tmp/sluice-it-userlist-%d.txt", (int)getpid());
+    FILE *f = fopen(path, "w");
+    fprintf(f, "\"sl_scram\" \"%s\"\n\"sl_md5\" \"%s\"\n", verifier, md5);
+    fclose(f);
+    snprintf(opts, sizeof opts,
+             "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
+             "default_pool_size = 2\n", path);
+    it_sluice_start(&s, opts, NULL);
+    PGconn *c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = it_connect(&s, i % 2 ? "sl_md5" : "sl_scram", NULL);
+        it_exec(c[i], "BEGIN");
+        IT_ASSERT(!strcmp(it_value(c[i], "SELECT current_user"), i % 2 ? "sl_md5" : "sl_scram"),
+                  "runs on the backend as its user");
+        it_exec(c[i], "COMMIT");
+    }
+    for (int round = 0; round < 20; round++)
+        for (int i = 0; i < 4; i++) it_exec(c[i], "SELECT 1");
+    /* A cancel reaches a server sluice logged in to itself. */
+    IT_ASSERT(PQsendQuery(c[0], "SELECT pg_sleep(30)"), "send");
+    usleep(300000);
+    PGcancel *pc = PQgetCancel(c[0]);
+    char err[256];
+    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
+    PQfreeCancel(pc);
+    PGresult *r = PQgetResult(c[0]);
+    IT_ASSERT(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "", "57014"),
+              "canceled: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    while ((r = PQgetResult(c[0]))) PQclear(r);
+    for (int i = 0; i < 4; i++) PQfinish(c[i]);
+    /* A wrong password still fails at sluice, before any backend login. */
+    PGconn *bad = it_connect_db(&s, "sl_scram", "sluice_test", "password=wrong");
+    IT_ASSERT(PQstatus(bad) == CONNECTION_BAD && strstr(PQerrorMessage(bad), "password"),
+              "wrong password: %s", PQerrorMessage(bad));
+    PQfinish(bad);
+    IT_ASSERT(it_log_count(&s, "scram_pw") == 0 && it_log_count(&s, "md5_pw") == 0 &&
+                  it_log_count(&s, verifier) == 0,
+              "no secret in the log");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    unlink(path);
+}
+
 int main(void) {
     it_init("it_auth");
     it_sluice_t s;
@@ -117,5 +175,6 @@ int main(void) {
     IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "verifier rejects a wrong password");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    passthrough();
     return it_done();
 }

@@ -1,0 +1,144 @@
+/* Backend login with md5 hashes or SCRAM keys instead of a password. */
+#include "sluice/login.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/proto.h"
+
+enum { AUTH_OK = 0, AUTH_CLEARTEXT = 3, AUTH_MD5 = 5, AUTH_SASL = 10, AUTH_SASL_CONTINUE = 11,
+       AUTH_SASL_FINAL = 12 };
+
+static int put_u32(uint8_t *p, size_t cap, size_t *o, uint32_t v) {
+    if (*o + 4 > cap) return SL_ENOSPACE;
+    sl_put_be32(p + *o, v);
+    *o += 4;
+    return SL_OK;
+}
+
+static int put_str(uint8_t *p, size_t cap, size_t *o, const char *s, size_t n) {
+    if (*o + n > cap) return SL_ENOSPACE;
+    memcpy(p + *o, s, n);
+    *o += n;
+    return SL_OK;
+}
+
+int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
+                   const sl_login_secret_t *secret, uint8_t *out, size_t cap) {
+    memset(l, 0, sizeof *l);
+    snprintf(l->user, sizeof l->user, "%s", user);
+    l->secret = *secret;
+    size_t o = 4;
+    if (put_u32(out, cap, &o, 196608) < 0 || put_str(out, cap, &o, "user", 5) < 0 ||
+        put_str(out, cap, &o, user, strlen(user) + 1) < 0 ||
+        put_str(out, cap, &o, "database", 9) < 0 ||
+        put_str(out, cap, &o, dbname, strlen(dbname) + 1) < 0 || put_str(out, cap, &o, "", 1) < 0)
+        return SL_ENOSPACE;
+    sl_put_be32(out, (uint32_t)o);
+    return (int)o;
+}
+
+static enum sl_login_result fail(sl_login_t *l, const char *code, const char *msg) {
+    snprintf(l->code, sizeof l->code, "%s", code);
+    snprintf(l->error, sizeof l->error, "%s", msg);
+    return SL_LOGIN_FAIL;
+}
+
+/* 'p' message with body parts; *out_len set. */
+static enum sl_login_result reply(sl_login_t *l, uint8_t *out, size_t cap, size_t *out_len,
+                                  const void *a, size_t an, const void *b, size_t bn) {
+    if (5 + an + bn > cap) return fail(l, "08006", "login reply too long");
+    out[0] = 'p';
+    sl_put_be32(out + 1, (uint32_t)(4 + an + bn));
+    memcpy(out + 5, a, an);
+    if (bn) memcpy(out + 5 + an, b, bn);
+    *out_len = 5 + an + bn;
+    return SL_LOGIN_MORE;
+}
+
+static enum sl_login_result md5_reply(sl_login_t *l, const uint8_t *salt, uint8_t *out, size_t cap,
+                                      size_t *out_len) {
+    if (strncmp(l->secret.md5, "md5", 3) != 0 || strlen(l->secret.md5) != 35)
+        return fail(l, "28P01", "the backend asks for md5 and sluice has no md5 hash for this "
+                                "user: put the password (or its md5 hash) in auth_file");
+    unsigned char d[16];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    EVP_DigestUpdate(ctx, l->secret.md5 + 3, 32);
+    EVP_DigestUpdate(ctx, salt, 4);
+    EVP_DigestFinal_ex(ctx, d, NULL);
+    EVP_MD_CTX_free(ctx);
+    char hex[40] = "md5";
+    for (int i = 0; i < 16; i++) snprintf(hex + 3 + 2 * i, 3, "%02x", d[i]);
+    return reply(l, out, cap, out_len, hex, 36, NULL, 0);
+}
+
+static enum sl_login_result sasl_start(sl_login_t *l, const uint8_t *body, size_t n, uint8_t *out,
+                                       size_t cap, size_t *out_len) {
+    bool offered = false;
+    for (size_t o = 4; o < n && body[o];) {
+        const char *mech = (const char *)body + o;
+        size_t len = strnlen(mech, n - o);
+        if (len == 13 && !memcmp(mech, "SCRAM-SHA-256", 13)) offered = true;
+        o += len + 1;
+    }
+    if (!offered) return fail(l, "08006", "the backend offers no SASL mechanism sluice speaks");
+    if (!l->secret.has_keys)
+        return fail(l, "28P01", "no SCRAM keys for this user yet: they come from a client's own "
+                                "SCRAM login to sluice (or put the password in auth_file)");
+    uint8_t raw[18];
+    char nonce[32], first[128];
+    if (RAND_bytes(raw, sizeof raw) != 1 || sl_base64_encode(raw, sizeof raw, nonce, sizeof nonce) < 0)
+        return fail(l, "08006", "no randomness for the SCRAM nonce");
+    int fl = sl_scram_client_first(&l->scram, nonce, first, sizeof first);
+    if (fl < 0) return fail(l, "08006", "SCRAM client-first failed");
+    uint8_t mid[4 + 14];
+    memcpy(mid, "SCRAM-SHA-256", 14);
+    sl_put_be32(mid + 14, (uint32_t)fl);
+    return reply(l, out, cap, out_len, mid, sizeof mid, first, (size_t)fl);
+}
+
+enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *body, size_t n,
+                                   uint8_t *out, size_t cap, size_t *out_len) {
+    *out_len = 0;
+    if (type == 'E') {
+        sl_error_fields_t ef;
+        if (sl_proto_parse_error(body, n, &ef) == SL_OK)
+            return fail(l, ef.code ? ef.code : "08006", ef.message ? ef.message : "backend error");
+        return fail(l, "08006", "backend refused the login");
+    }
+    if (type == 'K' && n == 8) {
+        l->backend_pid = sl_be32(body);
+        l->backend_key = sl_be32(body + 4);
+        return SL_LOGIN_MORE;
+    }
+    if (type == 'Z') return l->authenticated ? SL_LOGIN_DONE : fail(l, "08P01", "ReadyForQuery before authentication");
+    if (type != 'R') return SL_LOGIN_MORE; /* ParameterStatus, NoticeResponse: the caller's */
+    if (n < 4) return fail(l, "08P01", "malformed authentication request");
+    switch (sl_be32(body)) {
+    case AUTH_OK: l->authenticated = true; return SL_LOGIN_MORE;
+    case AUTH_MD5:
+        if (n != 8) return fail(l, "08P01", "malformed md5 request");
+        return md5_reply(l, body + 4, out, cap, out_len);
+    case AUTH_SASL: return sasl_start(l, body, n, out, cap, out_len);
+    case AUTH_SASL_CONTINUE: {
+        char final[512];
+        int fl = sl_scram_client_final(&l->scram, l->secret.client_key, l->secret.server_key,
+                                       body + 4, n - 4, final, sizeof final);
+        if (fl < 0) return fail(l, "08P01", "malformed SCRAM server-first-message");
+        return reply(l, out, cap, out_len, final, (size_t)fl, NULL, 0);
+    }
+    case AUTH_SASL_FINAL:
+        if (sl_scram_client_verify(&l->scram, body + 4, n - 4) != SL_OK)
+            return fail(l, "28000", "the backend's SCRAM signature does not match: it does not "
+                                    "know this user's verifier");
+        return SL_LOGIN_MORE;
+    case AUTH_CLEARTEXT:
+        return fail(l, "28P01", "the backend asks for a plaintext password, which sluice does not "
+                                "have for this user: put it in auth_file");
+    default: return fail(l, "08006", "the backend asks for an authentication method sluice does "
+                                     "not support for this user");
+    }
+}
