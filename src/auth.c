@@ -44,10 +44,11 @@ static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
 }
 
 enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
-                                  sl_buf_t *out) {
+                                  sl_user_secret_t *secret, sl_buf_t *out) {
+    (void)w;
     memset(a, 0, sizeof *a);
     a->method = method;
-    a->user = sl_userlist_find(&w->users, user);
+    a->user = secret;
     if (a->method == SL_AUTH_TRUST || a->method == SL_AUTH_ANY)
         return put_ok(out) < 0 ? SL_AUTH_FAIL : SL_AUTH_OK;
     if (!a->user) {

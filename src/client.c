@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sluice/authq.h"
 #include "sluice/cancel.h"
 #include "sluice/log.h"
 #include "sluice/prepare.h"
@@ -216,6 +217,7 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     else if (c->w->cfg->log_disconnections)
         sl_log_info(c->tag, "closing: %s", reason);
     if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
+    sl_authq_forget(c);
     if (c->server) sl_relay_unlink(c);
     if (c->pool) sl_pool_unref(c->pool);
     c->pool = NULL;
@@ -329,6 +331,16 @@ static int add_param(sl_client_t *c, const char *name, const char *value) {
     return sl_params_set(&c->params, name, value);
 }
 
+static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret);
+
+/* auth_query answered (secret NULL: no such user, or the lookup failed,
+ * which then fails like a wrong password). */
+static void authq_done(sl_client_t *c, sl_user_secret_t *secret, const char *err) {
+    if (c->state == SL_CL_CLOSING) return;
+    if (err) sl_log_warn(c->tag, "%s", err);
+    begin_auth(c, c->auth_method, secret);
+}
+
 /* The method for this client: auth_type, or its auth_hba_file line; a
  * certificate is checked here. -1 when the client was refused. */
 static int auth_method(sl_client_t *c) {
@@ -425,7 +437,18 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     }
     int method = auth_method(c);
     if (method < 0) return;
-    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, method, c->user, &c->out);
+    bool needs_secret = method == SL_AUTH_PLAIN || method == SL_AUTH_MD5 || method == SL_AUTH_SCRAM;
+    if (needs_secret && !sl_authq_find(c->w, c->user) && sl_authq_enabled(c->w, c->dbname)) {
+        /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
+         * authq_done. */
+        c->auth_method = method;
+        if (sl_authq_lookup(c, c->dbname, c->user, authq_done)) return;
+    }
+    begin_auth(c, method, sl_authq_find(c->w, c->user));
+}
+
+static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret) {
+    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, method, c->user, secret, &c->out);
     if (r == SL_AUTH_OK) {
         auth_ok(c);
     } else if (r == SL_AUTH_CONTINUE) {

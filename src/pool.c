@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/authq.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 
@@ -136,7 +137,7 @@ static const char *pool_kv(const sl_pool_t *p, const char *key) {
 static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
     if (pool_kv(p, "password")) return false;
     const char *user = pool_kv(p, "user");
-    sl_user_secret_t *sec = user ? sl_userlist_find(&p->w->users, user) : NULL;
+    sl_user_secret_t *sec = user ? sl_authq_find(p->w, user) : NULL;
     if (!sec) return false;
     memset(out, 0, sizeof *out);
     if (sec->kind == SL_SECRET_MD5) {

@@ -37,7 +37,7 @@ static const char *quoted(const char *p, char **out) {
     return p;
 }
 
-static enum sl_secret_kind classify(const char *s) {
+enum sl_secret_kind sl_secret_classify(const char *s) {
     if (strncmp(s, "SCRAM-SHA-256$", 14) == 0) return SL_SECRET_SCRAM;
     if (strlen(s) == 35 && strncmp(s, "md5", 3) == 0 && strspn(s + 3, "0123456789abcdef") == 32)
         return SL_SECRET_MD5;
@@ -79,7 +79,7 @@ int sl_userlist_parse(const char *name, const char *text, sl_userlist_t *out, ch
         }
         out->v = grown;
         sl_user_secret_t *u = &out->v[out->n++];
-        *u = (sl_user_secret_t){.name = user, .secret = secret, .kind = classify(secret)};
+        *u = (sl_user_secret_t){.name = user, .secret = secret, .kind = sl_secret_classify(secret)};
         if (u->kind == SL_SECRET_SCRAM) {
             sl_scram_secret_t parsed;
             if (sl_scram_parse_secret(secret, &parsed) < 0) {

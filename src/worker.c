@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/authq.h"
 #include "sluice/client.h"
 #include "sluice/janitor.h"
 #include "sluice/listener.h"
@@ -93,7 +94,8 @@ static void reload(sl_worker_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        if (c->auth && c->user) c->auth->user = sl_userlist_find(&users, c->user);
+        if (c->auth && c->user && sl_userlist_find(&w->users, c->user))
+            c->auth->user = sl_userlist_find(&users, c->user);
     }
     sl_userlist_free(&w->users);
     w->users = users;
@@ -133,6 +135,8 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     w->cfg = cfg;
     sl_list_init(&w->clients);
     sl_list_init(&w->pools);
+    sl_list_init(&w->authq_cache);
+    sl_list_init(&w->authq_retired);
     w->loop = malloc(sizeof *w->loop);
     if (!w->loop || uv_loop_init(w->loop) != 0) {
         snprintf(err, errlen, "cannot create event loop");
@@ -179,6 +183,7 @@ int sl_worker_run(sl_worker_t *w) {
     sl_ps_free_all(w);
     SSL_CTX_free(w->client_tls);
     sl_hba_free(w->hba);
+    sl_authq_free(w);
     sl_stmt_registry_free(&w->stmts);
     sl_config_free(w->cfg);
     w->cfg = NULL;

@@ -27,7 +27,7 @@ typedef struct sl_auth {
  * plain, md5 or scram-sha-256); writes the first request into out. Returns
  * SL_AUTH_OK when no password is needed. */
 enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
-                                  sl_buf_t *out);
+                                  sl_user_secret_t *secret, sl_buf_t *out);
 /* Feeds the body of a PasswordMessage ('p'); writes the next request. */
 enum sl_auth_result sl_auth_step(sl_auth_t *a, const char *user, const uint8_t *body, size_t n,
                                  sl_buf_t *out);

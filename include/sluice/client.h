@@ -80,6 +80,8 @@ typedef struct sl_client {
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */
     sl_auth_t *auth;       /* owned during authentication */
+    int auth_method;       /* enum sl_auth_type, kept while auth_query runs */
+    void *authq;           /* its auth_query lookup in flight (authq.c), or NULL */
     /* times, on the loop clock (ms) */
     int64_t connect_ms;    /* accepted */
     int64_t query_ms;      /* the oldest request still unanswered was sent */

@@ -53,6 +53,10 @@ typedef struct sl_config {
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
     char *auth_hba_file; /* pg_hba.conf-style rules, for auth_type = hba */
+    char *auth_user;     /* looks up users missing from auth_file with auth_query */
+    char *auth_query;    /* $1 is the user name */
+    char *auth_dbname;   /* database to run it in; empty: the client's */
+    int64_t auth_cache_ttl_ms; /* how long an answer is reused */
     char *admin_users, *stats_users; /* comma lists, for the admin console (not yet served) */
     /* pools */
     int pool_mode; /* enum sl_pool_mode */

@@ -35,6 +35,8 @@ int sl_userlist_parse(const char *name, const char *text, sl_userlist_t *out, ch
 int sl_userlist_load(const char *path, sl_userlist_t *out, char *err, size_t errlen) SL_MUST_USE;
 void sl_userlist_free(sl_userlist_t *ul);
 sl_user_secret_t *sl_userlist_find(const sl_userlist_t *ul, const char *user);
+/* What a secret string is: "md5<32 hex>", a SCRAM verifier, or plaintext. */
+enum sl_secret_kind sl_secret_classify(const char *s);
 /* The SCRAM secret for a user: the verifier as stored, or one derived once
  * from the plaintext password with a random salt. NULL for md5 secrets. */
 const sl_scram_secret_t *sl_user_scram(sl_user_secret_t *u);

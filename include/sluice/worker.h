@@ -25,6 +25,8 @@ typedef struct sl_worker {
     sl_config_t *cfg;        /* owned */
     sl_userlist_t users;     /* owned: the auth_file */
     sl_hba_t *hba;           /* owned: the auth_hba_file, for auth_type = hba */
+    sl_list_t authq_cache;   /* auth_query answers (authq.c) */
+    sl_list_t authq_retired; /* replaced answers, kept while logins may use them */
     sl_bufpool_t bufs;       /* pkt_buf-sized blocks for active connections */
     sl_list_t clients;       /* every sl_client_t */
     sl_list_t pools;         /* every sl_pool_t */

@@ -118,6 +118,53 @@ static void passthrough(void) {
     unlink(path);
 }
 
+/* auth_user + auth_query: roles created in PostgreSQL after sluice started
+ * log in (SCRAM and md5) with no file change, their queries run as them;
+ * wrong passwords and unknown users fail alike; a dropped role cannot log
+ * in once the cached answer expires. */
+static void auth_query(void) {
+    PGconn *d = it_direct();
+    it_exec(d, "DROP ROLE IF EXISTS sl_aq_scram");
+    it_exec(d, "DROP ROLE IF EXISTS sl_aq_md5");
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = scram-sha-256\nauth_user = postgres\nauth_cache_ttl = 1\n"
+                        "pool_mode = transaction\n", NULL);
+    it_exec(d, "SET password_encryption = 'scram-sha-256'");
+    it_exec(d, "CREATE ROLE sl_aq_scram LOGIN PASSWORD 'aq_pw'");
+    it_exec(d, "SET password_encryption = 'md5'");
+    it_exec(d, "CREATE ROLE sl_aq_md5 LOGIN PASSWORD 'aq_md5_pw'");
+    const char *users[] = {"sl_aq_scram", "sl_aq_md5"}, *pws[] = {"aq_pw", "aq_md5_pw"};
+    for (int i = 0; i < 2; i++) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "password=%s", pws[i]);
+        PGconn *c = it_connect_db(&s, users[i], "sluice_test", extra);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "%s via auth_query: %s", users[i],
+                  PQerrorMessage(c));
+        IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), users[i]), "runs as %s", users[i]);
+        PQfinish(c);
+        c = it_connect_db(&s, users[i], "sluice_test", "password=wrong");
+        IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
+                      strstr(PQerrorMessage(c), "password authentication failed"),
+                  "%s with a wrong password: %s", users[i], PQerrorMessage(c));
+        PQfinish(c);
+    }
+    PGconn *c = it_connect_db(&s, "sl_aq_nobody", "sluice_test", "password=x");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
+                  strstr(PQerrorMessage(c), "password authentication failed"),
+              "unknown user fails like a wrong password: %s", PQerrorMessage(c));
+    PQfinish(c);
+    it_exec(d, "DROP ROLE sl_aq_scram");
+    usleep(1200 * 1000); /* auth_cache_ttl */
+    c = it_connect_db(&s, "sl_aq_scram", "sluice_test", "password=aq_pw");
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "a dropped role cannot log in any more");
+    PQfinish(c);
+    IT_ASSERT(it_log_count(&s, "aq_pw") == 0 && it_log_count(&s, "aq_md5_pw") == 0,
+              "no password in the log");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    it_exec(d, "DROP ROLE sl_aq_md5");
+    PQfinish(d);
+}
+
 int main(void) {
     it_init("it_auth");
     it_sluice_t s;
@@ -176,5 +223,6 @@ int main(void) {
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     passthrough();
+    auth_query();
     return it_done();
 }
