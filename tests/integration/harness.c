@@ -276,6 +276,13 @@ int it_log_count(const it_sluice_t *s, const char *needle) {
     return n;
 }
 
+int it_log_wait(const it_sluice_t *s, const char *needle, int atleast, double secs) {
+    double deadline = it_now() + secs;
+    int n;
+    while ((n = it_log_count(s, needle)) < atleast && it_now() < deadline) usleep(20000);
+    return n;
+}
+
 long it_stats_value(const it_sluice_t *s, const char *key) {
     /* The stats line comes every stats_period: wait for one after now. */
     int before = it_log_count(s, "msg=\"stats: ");

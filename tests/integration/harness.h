@@ -34,6 +34,9 @@ long it_sluice_vmhwm_kb(const it_sluice_t *s);
 /* Count of lines in sluice's log containing needle. */
 int it_log_count(const it_sluice_t *s, const char *needle);
 
+/* Waits up to secs for at least `atleast` log lines with needle (a client
+ * can see a refusal before sluice has logged it); returns the count. */
+int it_log_wait(const it_sluice_t *s, const char *needle, int atleast, double secs);
 /* The value of key=N in the next stats line sluice logs (set stats_period
  * = 1), or -1. */
 long it_stats_value(const it_sluice_t *s, const char *key);
