@@ -31,7 +31,9 @@ static void start(it_sluice_t *s, const char *mode, const char *extra) {
              "%s",
              mode, tls_file("server.crt"), tls_file("server.key"), tls_file("ca.crt"),
              extra ? extra : "");
-    it_sluice_start(s, opts, "tlsdb = host=localhost port={PRIMARY} dbname=sluice_test\n");
+    it_sluice_start(s, opts, "tlsdb = host=localhost port={PRIMARY} dbname=sluice_test\n"
+                             "plaindb = host=localhost port={PRIMARY} dbname=sluice_test "
+                             "sslmode=disable\n");
 }
 
 static PGconn *tls_connect(const it_sluice_t *s, const char *user, const char *db,
@@ -128,6 +130,12 @@ static void backend(void) {
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "backend TLS login: %s", PQerrorMessage(c));
     IT_ASSERT(!strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "t"),
               "the backend connection is encrypted");
+    /* A database's own sslmode overrides server_tls_sslmode: in plain text
+     * the primary refuses sl_tls (hostnossl ... reject). */
+    PGconn *p = tls_connect(&s, "sl_tls", "plaindb", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(p) == CONNECTION_BAD && strstr(PQerrorMessage(p), "no encryption"),
+              "per-database sslmode=disable used: %s", PQerrorMessage(p));
+    PQfinish(p);
     /* 100k rows in and out, and 2 x 200 MB of results, through TLS both ways. */
     it_copy_round_trip(c, "it_tls_copy");
     it_stream_400mb(c);
