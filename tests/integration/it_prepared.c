@@ -140,6 +140,23 @@ static void many_clients(void) {
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
 
+/* Statement pooling: a server per statement, named statements still work. */
+static void statement_mode(void) {
+    it_sluice_start(&sl, "pool_mode = statement\ndefault_pool_size = 2\n", NULL);
+    PGconn *c[6];
+    for (int i = 0; i < 6; i++) {
+        c[i] = it_connect(&sl, "sl_scram", NULL);
+        prepare_all(c[i], "st");
+    }
+    for (int round = 0; round < 10; round++)
+        for (int i = 0; i < 6; i++) {
+            round_plain(c[i], "st", round + i);
+            round_pipelined(c[i], "st", round);
+        }
+    for (int i = 0; i < 6; i++) PQfinish(c[i]);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
 static void eviction(void) {
     it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\n"
                          "max_prepared_statements = 3\nstats_period = 1\n", NULL);
@@ -446,6 +463,7 @@ int main(void) {
     injected_parse_fails();
     deallocate_all();
     eviction();
+    statement_mode();
     many_clients();
     return it_done();
 }
