@@ -157,14 +157,7 @@ static void open_server(sl_pool_t *p) {
     snprintf(tag, sizeof tag, "%s", p->tag);
     sl_login_secret_t secret;
     bool own = own_secret(p, &secret);
-    const char *mode = pool_kv(p, "sslmode");
     sl_server_t *s;
-    if (own && mode && strcmp(mode, "disable") && strcmp(mode, "allow") && strcmp(mode, "prefer")) {
-        sl_log_warn(p->tag, "sslmode=%s: backend TLS is not available for users logged in "
-                            "with an md5 hash or SCRAM keys; put the password in auth_file",
-                    mode);
-        own = false;
-    }
     if (own)
         s = sl_server_connect_own(p->w, p, (const char *const *)p->keys,
                                   (const char *const *)p->vals, tag, &secret, connect_done);

@@ -7,13 +7,16 @@
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sluice/log.h"
+#include "sluice/tls.h"
 
 /* Parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT). */
 static const char *const reported_names[] = {
@@ -27,11 +30,14 @@ static void server_poll_cb(uv_poll_t *h, int status, int events);
 static void maybe_free(sl_server_t *s) {
     if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
     if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
+    if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
     if (s->own_socket && s->fd >= 0) {
         (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
         close(s->fd);
     }
     free(s->login);
+    free(s->own_tls);
+    free(s->own_startup);
     sl_params_clear(&s->reported);
     sl_params_clear(&s->applied);
     sl_stmt_cache_clear(&s->stmts, &s->w->stmts);
@@ -306,6 +312,137 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
 
 static void query_flush(sl_server_t *s);
 
+/* libpq's TLS settings, as the pool gave them, for sluice's own connect. */
+struct sl_own_tls {
+    int mode; /* enum sl_tls_mode */
+    char host[256], rootcert[256], cert[256], key[256];
+    int min_version, max_version;
+};
+
+static void own_tls_settings(sl_server_t *s, const char *const *keys, const char *const *vals,
+                             const char *host) {
+    struct sl_own_tls *t = s->own_tls;
+    const char *mode = kv_get(keys, vals, "sslmode");
+    t->mode = SL_TLS_PREFER; /* libpq's default */
+    for (int i = 0; mode && sl_tls_mode_names[i]; i++)
+        if (!strcmp(sl_tls_mode_names[i], mode)) t->mode = i;
+    snprintf(t->host, sizeof t->host, "%s", host);
+    const char *v;
+    if ((v = kv_get(keys, vals, "sslrootcert"))) snprintf(t->rootcert, sizeof t->rootcert, "%s", v);
+    if ((v = kv_get(keys, vals, "sslcert"))) snprintf(t->cert, sizeof t->cert, "%s", v);
+    if ((v = kv_get(keys, vals, "sslkey"))) snprintf(t->key, sizeof t->key, "%s", v);
+    int lo, hi;
+    if ((v = kv_get(keys, vals, "ssl_min_protocol_version")) &&
+        sl_tls_parse_protocols(v, &lo, &hi) == SL_OK)
+        t->min_version = lo;
+    if ((v = kv_get(keys, vals, "ssl_max_protocol_version")) &&
+        sl_tls_parse_protocols(v, &lo, &hi) == SL_OK)
+        t->max_version = hi;
+}
+
+/* Queues bytes to send before anything else queued later. */
+static bool own_queue(sl_server_t *s, const void *p, uint32_t n) {
+    uint8_t *q = realloc(s->qout, s->qout_len + n);
+    if (!q) return false;
+    memcpy(q + s->qout_len, p, n);
+    s->qout = q;
+    s->qout_len += n;
+    return true;
+}
+
+enum { OWN_SSLREQUEST = 1, OWN_HANDSHAKE, OWN_LOGIN };
+
+/* The login proper starts: queue the StartupMessage. */
+static bool own_begin_login(sl_server_t *s) {
+    s->own_phase = OWN_LOGIN;
+    if (!own_queue(s, s->own_startup, s->own_startup_len)) {
+        finish(s, "out of memory", "53200");
+        return false;
+    }
+    return true;
+}
+
+/* The backend said 'S': a TLS client on the socket, checked as sslmode says. */
+static bool own_start_tls(sl_server_t *s) {
+    struct sl_own_tls *t = s->own_tls;
+    char err[320] = "";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) snprintf(err, sizeof err, "cannot create a TLS context");
+    if (ctx && t->min_version) SSL_CTX_set_min_proto_version(ctx, t->min_version);
+    if (ctx && t->max_version) SSL_CTX_set_max_proto_version(ctx, t->max_version);
+    if (ctx && t->mode >= SL_TLS_VERIFY_CA) {
+        if (!*t->rootcert || SSL_CTX_load_verify_locations(ctx, t->rootcert, NULL) != 1)
+            snprintf(err, sizeof err, "sslmode=%s needs a root certificate that loads "
+                     "(server_tls_ca_file / sslrootcert \"%.200s\")",
+                     sl_tls_mode_names[t->mode], t->rootcert);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    if (ctx && !*err && *t->cert &&
+        (SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, *t->key ? t->key : t->cert, SSL_FILETYPE_PEM) != 1))
+        snprintf(err, sizeof err, "the client certificate or key for the backend does not load");
+    if (ctx && !*err) {
+        s->own_ssl = SSL_new(ctx);
+        if (!s->own_ssl || SSL_set_fd(s->own_ssl, s->fd) != 1) {
+            snprintf(err, sizeof err, "out of memory for TLS");
+        } else {
+            SSL_set_connect_state(s->own_ssl);
+            bool named = t->host[0] != '/' && !is_numeric_host(t->host);
+            if (named) SSL_set_tlsext_host_name(s->own_ssl, t->host);
+            if (t->mode == SL_TLS_VERIFY_FULL) SSL_set1_host(s->own_ssl, t->host);
+        }
+    }
+    SSL_CTX_free(ctx); /* the SSL keeps its own reference */
+    if (*err) {
+        finish(s, err, "08006");
+        return false;
+    }
+    s->own_phase = OWN_HANDSHAKE;
+    return true;
+}
+
+/* One handshake step; false when finished (failed) or waiting. */
+static bool own_handshake(sl_server_t *s) {
+    ERR_clear_error();
+    int rc = SSL_do_handshake(s->own_ssl);
+    if (rc == 1) {
+        sl_log_debug(s->tag, "backend TLS: %s", SSL_get_version(s->own_ssl));
+        return own_begin_login(s);
+    }
+    int e = SSL_get_error(s->own_ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        sl_server_watch(s, e == SSL_ERROR_WANT_READ ? UV_READABLE : UV_WRITABLE);
+        return false;
+    }
+    char msg[320], why[200];
+    long v = SSL_get_verify_result(s->own_ssl);
+    if (v != X509_V_OK)
+        snprintf(why, sizeof why, "certificate verify failed: %s", X509_verify_cert_error_string(v));
+    else
+        ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    snprintf(msg, sizeof msg, "TLS with the backend failed: %s", why);
+    ERR_clear_error();
+    finish(s, msg, "08006");
+    return false;
+}
+
+/* The one-byte answer to the SSLRequest; false when finished or waiting. */
+static bool own_tls_answer(sl_server_t *s) {
+    char c;
+    ssize_t n = recv(s->fd, &c, 1, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+    if (n != 1 || (c != 'S' && c != 'N')) {
+        finish(s, "backend answered the SSL request with something else", "08P01");
+        return false;
+    }
+    if (c == 'S') return own_start_tls(s) && own_handshake(s);
+    if (s->own_tls->mode >= SL_TLS_REQUIRE) {
+        finish(s, "the backend does not accept TLS, and sslmode requires it", "08006");
+        return false;
+    }
+    return own_begin_login(s);
+}
+
 sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
                                    const char *const *vals, const char *tag,
                                    const sl_login_secret_t *secret, sl_server_done_cb done) {
@@ -321,12 +458,14 @@ sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *cons
     int n = s->login ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt,
                                       sizeof pkt)
                      : SL_ENOMEM;
-    if (n < 0 || !(s->qout = malloc((size_t)n))) {
+    if (n < 0 || !(s->own_startup = malloc((size_t)n)) ||
+        !(s->own_tls = calloc(1, sizeof *s->own_tls))) {
         finish(s, "out of memory", "53200");
         return s;
     }
-    memcpy(s->qout, pkt, (size_t)n);
-    s->qout_len = (uint32_t)n;
+    memcpy(s->own_startup, pkt, (size_t)n);
+    s->own_startup_len = (uint32_t)n;
+    own_tls_settings(s, keys, vals, host);
     s->state = SL_SV_CONNECTING;
     if (host[0] == '/') {
         struct sockaddr_un *un = (struct sockaddr_un *)&s->addrs[0];
@@ -391,6 +530,10 @@ static void own_connect_next(sl_server_t *s) {
         }
         s->own_socket = true;
         s->own_up = false;
+        s->own_phase = 0;
+        free(s->qout);
+        s->qout = NULL;
+        s->qout_len = s->qout_off = 0;
         s->state = SL_SV_CONNECTING;
         /* The scanner starts afresh for this socket's login. */
         s->scan = (sl_scan_t){.coll = s->coll, .coll_cap = sizeof s->coll};
@@ -469,12 +612,34 @@ static void own_login_step(sl_server_t *s, int status, int events) {
             return;
         }
         s->own_up = true;
+        /* TLS first unless sslmode says no (allow: plain first, as libpq). */
+        if (s->own_tls->mode >= SL_TLS_PREFER) {
+            static const uint8_t req[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+            s->own_phase = OWN_SSLREQUEST;
+            if (!own_queue(s, req, sizeof req)) {
+                finish(s, "out of memory", "53200");
+                return;
+            }
+        } else if (!own_begin_login(s)) {
+            return;
+        }
+    }
+    if (s->own_phase == OWN_HANDSHAKE) {
+        if (!own_handshake(s)) return;
+        events |= UV_WRITABLE; /* the StartupMessage is queued now */
     }
     if (s->qout) {
         query_flush(s);
         if (s->state != SL_SV_CONNECTING || !s->done) return;
     }
-    if ((events & UV_READABLE) && !own_read(s)) return;
+    if (s->own_phase == OWN_SSLREQUEST && (events & UV_READABLE) && !s->qout) {
+        if (!own_tls_answer(s)) return;
+        if (s->qout) {
+            query_flush(s);
+            if (s->state != SL_SV_CONNECTING || !s->done) return;
+        }
+    }
+    if (s->own_phase == OWN_LOGIN && (events & UV_READABLE) && !own_read(s)) return;
     sl_server_watch(s, UV_READABLE | (s->qout ? UV_WRITABLE : 0));
 }
 
@@ -646,7 +811,8 @@ void sl_server_close(sl_server_t *s, const char *reason) {
 /* ---- raw I/O ---- */
 
 static SSL *server_ssl(sl_server_t *s) {
-    return s->conn && PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
+    if (!s->conn) return s->own_ssl;
+    return PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
 }
 
 ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {

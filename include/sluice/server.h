@@ -8,6 +8,7 @@
 #define SLUICE_SERVER_H
 
 #include <libpq-fe.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -47,6 +48,11 @@ struct sl_server {
     sl_login_t *login;      /* owned: sluice's own login (no plaintext password), else NULL */
     bool own_socket;        /* fd is sluice's (own login): closed after its poll handle */
     bool own_up;            /* own login: the TCP connect completed */
+    int own_phase;          /* own login: SSLRequest sent, TLS handshake, or login */
+    SSL *own_ssl;           /* own login over TLS: owned */
+    struct sl_own_tls *own_tls; /* own login: owned copy of the libpq TLS settings */
+    uint8_t *own_startup;   /* own login: the StartupMessage, sent once TLS is settled */
+    uint32_t own_startup_len;
     struct sockaddr_storage addrs[4]; /* own login: addresses to try, then the one used */
     int naddrs, addr_next;
     uint32_t be_pid, be_key; /* own login: BackendKeyData, for cancels */

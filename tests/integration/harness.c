@@ -325,7 +325,7 @@ PGconn *it_direct(void) {
 }
 
 const char *it_value(PGconn *c, const char *sql) {
-    static char buf[4096];
+    static _Thread_local char buf[4096]; /* per thread: tests run clients in threads */
     PGresult *r = PQexec(c, sql);
     IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
     IT_ASSERT(PQntuples(r) > 0, "%s: no rows", sql);
@@ -344,7 +344,7 @@ void it_exec(PGconn *c, const char *sql) {
 }
 
 const char *it_fails(PGconn *c, const char *sql) {
-    static char code[8];
+    static _Thread_local char code[8];
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
     IT_ASSERT(st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK, "%s: expected an error", sql);

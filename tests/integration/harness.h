@@ -45,7 +45,7 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra);
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra);
 /* Superuser connection straight to the primary. */
 PGconn *it_direct(void);
-/* Runs sql, asserts success, returns row 0 col 0 (static buffer). */
+/* Runs sql, asserts success, returns row 0 col 0 (a per-thread static buffer). */
 const char *it_value(PGconn *c, const char *sql);
 void it_exec(PGconn *c, const char *sql);
 /* Runs sql expecting failure; returns the SQLSTATE (static buffer). */

@@ -87,7 +87,10 @@ static void *client_main(void *arg) {
             round_pipelined(c, "s", i + id);
         else
             round_plain(c, "s", i + id);
-        if (i % 10 == 0) IT_ASSERT(!strcmp(it_value(c, "SELECT 42"), "42"), "unnamed query");
+        if (i % 10 == 0) {
+            const char *v = it_value(c, "SELECT 42");
+            IT_ASSERT(!strcmp(v, "42"), "unnamed query gave %s (client %d, round %d)", v, id, i);
+        }
     }
     PQfinish(c);
     return NULL;

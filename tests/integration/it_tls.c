@@ -228,6 +228,42 @@ static void hba(void) {
               "--check: %s", out);
 }
 
+/* sluice's own backend login (auth_file has only the SCRAM verifier) over
+ * TLS: verify-full to the hostssl-only role works, a wrong CA does not. */
+static void own_login_tls(void) {
+    PGconn *d = it_direct();
+    char verifier[512], path[400], extra[1400];
+    snprintf(verifier, sizeof verifier, "%s",
+             it_value(d, "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_tls'"));
+    PQfinish(d);
+    snprintf(path, sizeof path, "%s/own-userlist.txt", it_cl.tlsdir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "\"sl_tls\" \"%s\"\n", verifier);
+    fclose(f);
+    const char *cas[] = {"ca.crt", "otherca.crt"};
+    for (int i = 0; i < 2; i++) {
+        it_sluice_t s;
+        snprintf(extra, sizeof extra,
+                 "auth_file = %s\nserver_tls_sslmode = verify-full\nserver_tls_ca_file = %s\n",
+                 path, tls_file(cas[i]));
+        start(&s, "require", extra);
+        PGconn *c = tls_connect(&s, "sl_tls", "tlsdb", "sslmode=verify-full");
+        if (i == 0) {
+            IT_ASSERT(PQstatus(c) == CONNECTION_OK, "own login over TLS: %s", PQerrorMessage(c));
+            IT_ASSERT(!strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+                              "t"),
+                      "encrypted");
+            IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), "sl_tls"), "as sl_tls");
+        } else {
+            IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
+                          strstr(PQerrorMessage(c), "certificate verify failed"),
+                      "own login with a wrong CA: %s", PQerrorMessage(c));
+        }
+        PQfinish(c);
+        IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    }
+}
+
 int main(void) {
     it_init("it_tls");
     IT_ASSERT(it_cl.tlsdir[0], "the cluster was started without TLS (CLUSTER_TLS=1)");
@@ -235,5 +271,6 @@ int main(void) {
     client_certs();
     backend();
     hba();
+    own_login_tls();
     return it_done();
 }
