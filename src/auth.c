@@ -21,17 +21,6 @@
 #define AUTH_SASL_CONTINUE 11
 #define AUTH_SASL_FINAL 12
 
-static void md5_hex(const void *a, size_t an, const void *b, size_t bn, char out[33]) {
-    unsigned char d[16];
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
-    EVP_DigestUpdate(ctx, a, an);
-    EVP_DigestUpdate(ctx, b, bn);
-    EVP_DigestFinal_ex(ctx, d, NULL);
-    EVP_MD_CTX_free(ctx);
-    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
-}
-
 static int put_ok(sl_buf_t *out) { return sl_proto_put_auth(out, AUTH_OK, NULL, 0); }
 
 static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
@@ -87,12 +76,12 @@ static enum sl_auth_result check_md5(sl_auth_t *a, const char *user, const char 
     if (a->user->kind == SL_SECRET_MD5) {
         snprintf(inner, sizeof inner, "%s", a->user->secret + 3);
     } else if (a->user->kind == SL_SECRET_PLAIN) {
-        md5_hex(a->user->secret, strlen(a->user->secret), user, strlen(user), inner);
+        sl_md5_hex(a->user->secret, strlen(a->user->secret), user, strlen(user), inner);
     } else {
         return SL_AUTH_FAIL;
     }
     memcpy(expect, "md5", 3);
-    md5_hex(inner, 32, a->md5_salt, 4, expect + 3);
+    sl_md5_hex(inner, 32, a->md5_salt, 4, expect + 3);
     bool ok = strlen(pw) == 35 && CRYPTO_memcmp(pw, expect, 35) == 0;
     OPENSSL_cleanse(inner, sizeof inner);
     return ok ? SL_AUTH_OK : SL_AUTH_FAIL;
@@ -107,7 +96,7 @@ static enum sl_auth_result check_plain(sl_auth_t *a, const char *user, const cha
     }
     if (a->user->kind == SL_SECRET_MD5) {
         char h[36] = "md5";
-        md5_hex(pw, strlen(pw), user, strlen(user), h + 3);
+        sl_md5_hex(pw, strlen(pw), user, strlen(user), h + 3);
         return CRYPTO_memcmp(h, a->user->secret, 35) == 0 ? SL_AUTH_OK : SL_AUTH_FAIL;
     }
     const sl_scram_secret_t *sec = sl_user_scram(a->user);

@@ -2,11 +2,12 @@
 #include "sluice/hba.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "sluice/textfile.h"
 
 const char *const sl_hba_method_names[] = {"reject", "trust", "md5", "scram-sha-256", "cert",
                                            "password", NULL};
@@ -196,33 +197,10 @@ sl_hba_t *sl_hba_parse(const char *name, const char *text, char *err, size_t err
 }
 
 sl_hba_t *sl_hba_load(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open auth_hba_file: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = NULL;
-    size_t cap = 0, len = 0;
-    char chunk[4096];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + got + 1 > cap) {
-            cap = (len + got + 1) * 2;
-            char *g = realloc(text, cap);
-            if (!g) {
-                free(text);
-                fclose(f);
-                snprintf(err, errlen, "%s: out of memory", path);
-                return NULL;
-            }
-            text = g;
-        }
-        memcpy(text + len, chunk, got);
-        len += got;
-    }
-    fclose(f);
-    if (text) text[len] = '\0';
-    sl_hba_t *h = sl_hba_parse(path, text ? text : "", err, errlen);
+    char *text;
+    size_t len;
+    if (sl_textfile_read(path, "auth_hba_file", &text, &len, err, errlen) < 0) return NULL;
+    sl_hba_t *h = sl_hba_parse(path, text, err, errlen);
     free(text);
     return h;
 }

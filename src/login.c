@@ -1,7 +1,6 @@
 /* Backend login with md5 hashes or SCRAM keys instead of a password. */
 #include "sluice/login.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -63,15 +62,8 @@ static enum sl_login_result md5_reply(sl_login_t *l, const uint8_t *salt, uint8_
     if (strncmp(l->secret.md5, "md5", 3) != 0 || strlen(l->secret.md5) != 35)
         return fail(l, "28P01", "the backend asks for md5 and sluice has no md5 hash for this "
                                 "user: put the password (or its md5 hash) in auth_file");
-    unsigned char d[16];
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
-    EVP_DigestUpdate(ctx, l->secret.md5 + 3, 32);
-    EVP_DigestUpdate(ctx, salt, 4);
-    EVP_DigestFinal_ex(ctx, d, NULL);
-    EVP_MD_CTX_free(ctx);
-    char hex[40] = "md5";
-    for (int i = 0; i < 16; i++) snprintf(hex + 3 + 2 * i, 3, "%02x", d[i]);
+    char hex[36] = "md5";
+    sl_md5_hex(l->secret.md5 + 3, 32, salt, 4, hex + 3);
     return reply(l, out, cap, out_len, hex, 36, NULL, 0);
 }
 

@@ -47,17 +47,6 @@ static bool put_msg(sl_bytes_t *b, uint8_t t, const void *p1, uint32_t n1, const
            bytes_put(b, p3, n3);
 }
 
-static bool put_reply(sl_client_t *c, uint8_t t, int status) {
-    if (sl_buf_space(&c->out) < 6) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < 6) return false;
-    uint8_t *w = sl_buf_wptr(&c->out);
-    w[0] = t;
-    sl_put_be32(w + 1, status ? 5 : 4);
-    if (status) w[5] = (uint8_t)status;
-    c->out.tail += status ? 6 : 5;
-    return true;
-}
-
 /* ---- state ---- */
 
 bool sl_ps_wanted(const sl_client_t *c) {
@@ -333,14 +322,14 @@ static bool walk_deallocate(sl_client_t *c, const uint8_t *m) {
     return owe(c, SL_EX_QUERY, SL_EX_ANSWER, NULL);
 }
 
-/* CommandComplete "DEALLOCATE" and ReadyForQuery with status. */
+/* CommandComplete "DEALLOCATE" and ReadyForQuery with status, both or
+ * neither (32 bytes hold them). */
 static bool put_deallocated(sl_client_t *c, char status) {
-    static const uint8_t cc[] = {'C', 0, 0, 0, 15, 'D', 'E', 'A', 'L', 'L', 'O', 'C', 'A', 'T', 'E', 0};
-    if (sl_buf_space(&c->out) < sizeof cc + 6) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < sizeof cc + 6) return false;
-    memcpy(sl_buf_wptr(&c->out), cc, sizeof cc);
-    c->out.tail += sizeof cc;
-    if (!put_reply(c, 'Z', status)) return false;
+    if (sl_buf_space(&c->out) < 32) sl_buf_compact(&c->out);
+    if (sl_buf_space(&c->out) < 32 ||
+        sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
+        sl_proto_put_ready(&c->out, status) < 0)
+        return false;
     if (c->pending > 0) c->pending--;
     return true;
 }
@@ -441,12 +430,11 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
 static void answer_due(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
     for (const sl_ex_t *e; !ps->s_mid && (e = sl_expect_answer_due(&ps->replies));) {
-        if (sl_buf_space(&c->out) < 512) sl_buf_compact(&c->out);
         if (e->how == SL_EX_REFUSE) {
             if (sl_proto_put_error(&c->out, "ERROR", "0A000", e->data) < 0) return;
         } else if (e->kind == SL_EX_QUERY) {
             if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
-        } else if (!put_reply(c, e->kind == SL_EX_PARSE ? '1' : '3', 0)) {
+        } else if (sl_proto_put_empty(&c->out, e->kind == SL_EX_PARSE ? '1' : '3') < 0) {
             return;
         }
         sl_expect_answered(&ps->replies, end_cb, c);
@@ -507,12 +495,12 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             if (!z || z == p + 5) return true;
             sl_stmt_t *st = sl_stmt_find(&c->w->stmts, z + 1, (uint32_t)(end - z - 1));
             if (!st || !st->valid) return true;
-            if (!put_reply(c, '1', 0)) return true;
+            if (sl_proto_put_empty(&c->out, '1') < 0) return true;
             c->w->stats.parse_answered++;
             if (sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0)
                 return oom(c);
         } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {
-            if (!put_reply(c, '3', 0)) return true;
+            if (sl_proto_put_empty(&c->out, '3') < 0) return true;
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);
         } else if (t == SL_MSG_DEALLOCATE) {
             char name[128];
@@ -520,7 +508,7 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             if (sl_ps_deallocate_name((const char *)p + 5, name, sizeof name))
                 (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
         } else if (t == 'S') {
-            if (!put_reply(c, 'Z', 'I')) return true;
+            if (sl_proto_put_ready(&c->out, 'I') < 0) return true;
             if (c->pending > 0) c->pending--;
         } else if (t != 'H') {
             return true;

@@ -258,6 +258,18 @@ int sl_proto_put_query(sl_buf_t *b, const char *sql) {
     return SL_OK;
 }
 
+int sl_proto_put_empty(sl_buf_t *b, uint8_t type) {
+    return put_begin(b, type, 0) ? SL_OK : SL_ENOSPACE;
+}
+
+int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) {
+    size_t n = strlen(tag) + 1;
+    uint8_t *p = put_begin(b, 'C', n);
+    if (!p) return SL_ENOSPACE;
+    memcpy(p, tag, n);
+    return SL_OK;
+}
+
 int sl_proto_put_byte(sl_buf_t *b, uint8_t c) { return sl_buf_append(b, &c, 1); }
 
 int sl_proto_quote_literal(const char *s, char *out, size_t cap) {

@@ -25,6 +25,17 @@ int sl_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap) {
     return len;
 }
 
+void sl_md5_hex(const void *a, size_t an, const void *b, size_t bn, char out[33]) {
+    unsigned char d[16];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    EVP_DigestUpdate(ctx, a, an);
+    EVP_DigestUpdate(ctx, b, bn);
+    EVP_DigestFinal_ex(ctx, d, NULL);
+    EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
 static void hmac(const uint8_t *key, size_t klen, const void *msg, size_t n, uint8_t *out) {
     unsigned int olen = SL_SCRAM_KEY_LEN;
     HMAC(EVP_sha256(), key, (int)klen, msg, n, out, &olen);

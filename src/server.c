@@ -137,6 +137,8 @@ static void one_line(const char *in, char *out, size_t cap) {
 
 static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     if (st == PGRES_POLLING_OK) {
+        /* Looked up once: the relay reads and writes through it. */
+        s->ssl = PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
         fill_reported(s);
         s->tx_status = 'I';
         sl_log_debug(s->tag, "backend login ok pid=%d", PQbackendPID(s->conn));
@@ -387,6 +389,7 @@ static bool own_start_tls(sl_server_t *s) {
             snprintf(err, sizeof err, "out of memory for TLS");
         } else {
             SSL_set_connect_state(s->own_ssl);
+            s->ssl = s->own_ssl;
             bool named = t->host[0] != '/' && !is_numeric_host(t->host);
             if (named) SSL_set_tlsext_host_name(s->own_ssl, t->host);
             if (t->mode == SL_TLS_VERIFY_FULL) SSL_set1_host(s->own_ssl, t->host);
@@ -586,14 +589,10 @@ static bool own_read(sl_server_t *s) {
                 return false;
             }
             if (rlen) {
-                uint8_t *q = realloc(s->qout, s->qout_len + rlen);
-                if (!q) {
+                if (!own_queue(s, reply, (uint32_t)rlen)) {
                     finish(s, "out of memory", "53200");
                     return false;
                 }
-                memcpy(q + s->qout_len, reply, rlen);
-                s->qout = q;
-                s->qout_len += (uint32_t)rlen;
                 query_flush(s);
                 if (s->state != SL_SV_CONNECTING || !s->done) return false;
             }
@@ -810,13 +809,8 @@ void sl_server_close(sl_server_t *s, const char *reason) {
 
 /* ---- raw I/O ---- */
 
-static SSL *server_ssl(sl_server_t *s) {
-    if (!s->conn) return s->own_ssl;
-    return PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
-}
-
 ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {
-    SSL *ssl = server_ssl(s);
+    SSL *ssl = s->ssl;
     if (ssl) {
         int r = SSL_read(ssl, p, (int)n);
         if (r > 0) return r;
@@ -833,7 +827,7 @@ ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {
 }
 
 ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n) {
-    SSL *ssl = server_ssl(s);
+    SSL *ssl = s->ssl;
     if (ssl) {
         int r = SSL_write(ssl, p, (int)n);
         if (r > 0) return r;
@@ -850,6 +844,6 @@ ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n) {
 }
 
 int sl_server_pending(sl_server_t *s) {
-    SSL *ssl = server_ssl(s);
+    SSL *ssl = s->ssl;
     return ssl ? SSL_pending(ssl) : 0;
 }

@@ -1,12 +1,13 @@
 /* userlist.txt parsing and the per-user SCRAM secret cache. */
 #include "sluice/userlist.h"
 
-#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "sluice/textfile.h"
 
 /* Reads a "quoted" token with "" as an escaped quote. */
 static const char *quoted(const char *p, char **out) {
@@ -94,25 +95,11 @@ int sl_userlist_parse(const char *name, const char *text, sl_userlist_t *out, ch
 }
 
 int sl_userlist_load(const char *path, sl_userlist_t *out, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open auth_file: %s", path, strerror(errno));
-        return SL_ECONFIG;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < 0 || size > (64 << 20)) {
-        fclose(f);
-        snprintf(err, errlen, "%s: auth_file too large", path);
-        return SL_ECONFIG;
-    }
-    char *text = malloc((size_t)size + 1);
-    size_t got = text ? fread(text, 1, (size_t)size, f) : 0;
-    fclose(f);
-    if (!text) return SL_ENOMEM;
-    text[got] = '\0';
-    int rc = sl_userlist_parse(path, text, out, err, errlen);
+    char *text;
+    size_t got;
+    int rc = sl_textfile_read(path, "auth_file", &text, &got, err, errlen);
+    if (rc < 0) return rc;
+    rc = sl_userlist_parse(path, text, out, err, errlen);
     OPENSSL_cleanse(text, got);
     free(text);
     return rc;

@@ -96,6 +96,9 @@ int sl_proto_put_param_status(sl_buf_t *b, const char *name, const char *value) 
 int sl_proto_put_backend_key(sl_buf_t *b, uint32_t pid, uint32_t key) SL_MUST_USE;
 int sl_proto_put_ready(sl_buf_t *b, char status) SL_MUST_USE;
 int sl_proto_put_query(sl_buf_t *b, const char *sql) SL_MUST_USE;
+/* A message without a body: ParseComplete '1', CloseComplete '3', ... */
+int sl_proto_put_empty(sl_buf_t *b, uint8_t type) SL_MUST_USE;
+int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) SL_MUST_USE;
 int sl_proto_put_byte(sl_buf_t *b, uint8_t c) SL_MUST_USE;
 
 /* Writes the SQL literal form of s ('...' with quotes doubled, E'' when it

@@ -71,6 +71,11 @@ int sl_scram_client_final(sl_scram_client_t *st, const uint8_t *client_key,
  * prove it knows the verifier. */
 int sl_scram_client_verify(const sl_scram_client_t *st, const uint8_t *msg, size_t n) SL_MUST_USE;
 
+/* PostgreSQL's md5 password scheme: hex MD5 of a then b into out (32
+ * characters and a NUL), as in "md5" + md5(password + user) and the
+ * response md5(that + salt). */
+void sl_md5_hex(const void *a, size_t an, const void *b, size_t bn, char out[33]);
+
 /* Base64 helpers (standard alphabet, padded). Return length or -1. */
 int sl_base64_encode(const uint8_t *in, size_t n, char *out, size_t cap);
 int sl_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);

@@ -50,6 +50,8 @@ struct sl_server {
     bool own_up;            /* own login: the TCP connect completed */
     int own_phase;          /* own login: SSLRequest sent, TLS handshake, or login */
     SSL *own_ssl;           /* own login over TLS: owned */
+    SSL *ssl;               /* borrowed: the TLS the relay reads and writes through
+                               (libpq's or own_ssl), NULL in plain text; set at login */
     struct sl_own_tls *own_tls; /* own login: owned copy of the libpq TLS settings */
     uint8_t *own_startup;   /* own login: the StartupMessage, sent once TLS is settled */
     uint32_t own_startup_len;

@@ -96,6 +96,26 @@ static void client_side(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* SIGHUP turns client TLS on: the files are read then, no restart. */
+static void reload_enables_tls(void) {
+    it_sluice_t s;
+    start(&s, "disable", NULL);
+    PGconn *c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=prefer");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK && !PQsslInUse(c), "plain text while disabled: %s",
+              PQerrorMessage(c));
+    PQfinish(c);
+    FILE *f = fopen(s.ini, "a");
+    fprintf(f, "client_tls_sslmode = require\n");
+    fclose(f);
+    kill(s.pid, SIGHUP);
+    IT_ASSERT(it_log_wait(&s, "configuration reloaded", 1, 5) == 1, "reloaded");
+    c = tls_connect(&s, "sl_scram", "sluice_test", "sslmode=verify-full");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK && PQsslInUse(c), "TLS after the reload: %s",
+              PQerrorMessage(c));
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 static void client_certs(void) {
     it_sluice_t s;
     start(&s, "verify-ca", NULL);
@@ -268,6 +288,7 @@ int main(void) {
     it_init("it_tls");
     IT_ASSERT(it_cl.tlsdir[0], "the cluster was started without TLS (CLUSTER_TLS=1)");
     client_side();
+    reload_enables_tls();
     client_certs();
     backend();
     hba();
