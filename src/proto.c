@@ -250,24 +250,23 @@ int sl_proto_put_ready(sl_buf_t *b, char status) {
     return SL_OK;
 }
 
-int sl_proto_put_query(sl_buf_t *b, const char *sql) {
-    size_t n = strlen(sql) + 1;
-    uint8_t *p = put_begin(b, 'Q', n);
+/* A message whose body is one NUL-terminated string. */
+static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
+    size_t n = strlen(str) + 1;
+    uint8_t *p = put_begin(b, type, n);
     if (!p) return SL_ENOSPACE;
-    memcpy(p, sql, n);
+    memcpy(p, str, n);
     return SL_OK;
 }
+
+int sl_proto_put_query(sl_buf_t *b, const char *sql) { return put_string(b, 'Q', sql); }
 
 int sl_proto_put_empty(sl_buf_t *b, uint8_t type) {
     return put_begin(b, type, 0) ? SL_OK : SL_ENOSPACE;
 }
 
 int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) {
-    size_t n = strlen(tag) + 1;
-    uint8_t *p = put_begin(b, 'C', n);
-    if (!p) return SL_ENOSPACE;
-    memcpy(p, tag, n);
-    return SL_OK;
+    return put_string(b, 'C', tag);
 }
 
 int sl_proto_put_byte(sl_buf_t *b, uint8_t c) { return sl_buf_append(b, &c, 1); }
