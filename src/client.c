@@ -16,6 +16,7 @@
 #include "sluice/log.h"
 #include "sluice/prepare.h"
 #include "sluice/relay.h"
+#include "sluice/router.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
@@ -216,9 +217,10 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
         sl_log_debug(c->tag, "closing: %s", reason);
     else if (c->w->cfg->log_disconnections)
         sl_log_info(c->tag, "closing: %s", reason);
-    if (c->pool) sl_pool_cancel(c->pool, &c->waiter);
+    if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_authq_forget(c);
     if (c->server) sl_relay_unlink(c);
+    sl_router_detach(c);
     if (c->pool) sl_pool_unref(c->pool);
     c->pool = NULL;
     c->state = SL_CL_CLOSING;
@@ -277,6 +279,7 @@ void sl_client_accept(sl_worker_t *w, int fd, const char *peer) {
     c->w = w;
     c->fd = fd;
     c->id = ++w->next_client_id;
+    c->tx_backend = -1;
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
         c->cancel_key = (uint32_t)rand();
     snprintf(c->peer, sizeof c->peer, "%s", peer);
@@ -318,12 +321,16 @@ static void auth_ok(sl_client_t *c) {
         return;
     }
     sl_pool_ref(c->pool);
+    if (!sl_router_attach(c)) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
     if (c->w->cfg->log_connections) sl_log_info(c->tag, "login ok");
     if (!sl_client_flush(c)) return;
     sl_client_set_state(c, SL_CL_LOGIN_WAIT);
     sl_client_update_poll(c);
     c->waiter.cb = waiter_cb;
-    sl_pool_request(c->pool, &c->waiter);
+    sl_router_request(c);
 }
 
 static int add_param(sl_client_t *c, const char *name, const char *value) {
@@ -615,11 +622,15 @@ static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const ch
     sl_relay_link(c, s);
 }
 
-static void request_server(sl_client_t *c) {
+void sl_client_request_server(sl_client_t *c) {
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);
     c->waiter.cb = waiter_cb;
-    sl_pool_request(c->pool, &c->waiter);
+    if (sl_router_request(c) == 0) {
+        /* Routing needs the first request whole: read on. */
+        sl_client_set_state(c, SL_CL_IDLE);
+        sl_client_update_poll(c);
+    }
 }
 
 /* Reads client bytes in IDLE, WAITING and ACTIVE. */
@@ -651,7 +662,8 @@ static void on_readable(sl_client_t *c) {
      * statement prepared without a server). */
     if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
     if (c->state == SL_CL_WAITING && sl_buf_len(&c->in) == 0) {
-        sl_pool_cancel(c->pool, &c->waiter);
+        sl_pool_cancel(c->wait_pool, &c->waiter);
+        sl_router_done(c);
         sl_client_set_state(c, SL_CL_IDLE);
     }
     if (c->state == SL_CL_IDLE) {
@@ -659,7 +671,7 @@ static void on_readable(sl_client_t *c) {
             sl_client_close(c, "client disconnected");
             return;
         }
-        if (sl_buf_len(&c->in) > 0) request_server(c);
+        if (sl_buf_len(&c->in) > 0) sl_client_request_server(c);
         return;
     }
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
@@ -694,6 +706,7 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
 }
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
+    sl_router_done(c);
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
@@ -713,7 +726,7 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
 void sl_client_cancel_wait(sl_client_t *c) {
     /* Only whole messages can be dropped; a half-received one has to go on. */
     if (c->state != SL_CL_WAITING || c->pending == 0 || !sl_scan_at_boundary(&c->scan)) return;
-    sl_pool_cancel(c->pool, &c->waiter);
+    sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_client_abort_requests(c, "57014",
                              "canceling statement due to user request (it was waiting for a "
                              "server connection)");

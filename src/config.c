@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/sql.h"
 #include "sluice/tls.h"
 
 const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
@@ -21,9 +22,12 @@ const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram
 const char *const sl_pin_mode_names[] = {"off", "on", "error", NULL};
 const char *const sl_tls_mode_names[] = {"disable", "allow", "prefer", "require", "verify-ca",
                                          "verify-full", NULL};
+const char *const sl_routing_names[] = {"primary", "auto", "replica", NULL};
+const char *const sl_balance_names[] = {"least_outstanding", "latency", "round_robin", "random",
+                                        NULL};
 static const char *const bool_names[] = {"0", "1", NULL};
 
-enum opt_type { OPT_INT, OPT_MS, OPT_STR, OPT_BOOL, OPT_ENUM };
+enum opt_type { OPT_INT, OPT_MS, OPT_STR, OPT_BOOL, OPT_ENUM, OPT_BYTES };
 
 typedef struct opt {
     const char *name;
@@ -40,6 +44,7 @@ typedef struct opt {
 #define O_STR(n, f, d) {n, OPT_STR, F(f), d, 0, 0, NULL}
 #define O_BOOL(n, f, d) {n, OPT_BOOL, F(f), d, 0, 0, bool_names}
 #define O_ENUM(n, f, d, names) {n, OPT_ENUM, F(f), d, 0, 0, names}
+#define O_BYTES(n, f, d) {n, OPT_BYTES, F(f), d, 0, 0, NULL}
 
 /* Alphabetical. Times are seconds in the file (fractions allowed). */
 static const opt_t opts[] = {
@@ -64,25 +69,33 @@ static const opt_t opts[] = {
     O_STR("client_tls_protocols", client_tls_protocols, "secure"),
     O_ENUM("client_tls_sslmode", client_tls_sslmode, "disable", sl_tls_mode_names),
     O_INT("default_pool_size", default_pool_size, "20", 1, 100000),
+    O_INT("health_check_failures", health_check_failures, "3", 1, 1000),
+    O_MS("health_check_period", health_check_period_ms, "1", 3600),
+    O_MS("health_check_timeout", health_check_timeout_ms, "3", 3600),
     O_MS("idle_transaction_timeout", idle_transaction_timeout_ms, "0", 86400 * 365),
     O_STR("ignore_startup_parameters", ignore_startup_parameters, ""),
     O_STR("listen_addr", listen_addr, ""),
+    O_ENUM("load_balance", load_balance, "least_outstanding", sl_balance_names),
     O_INT("listen_backlog", listen_backlog, "128", 1, 65535),
     O_INT("listen_port", listen_port, "6432", 1, 65535),
     O_BOOL("log_connections", log_connections, "1"),
     O_BOOL("log_disconnections", log_disconnections, "1"),
     O_BOOL("log_stats", log_stats, "1"),
     O_STR("logfile", logfile, ""),
+    O_MS("lsn_poll_period", lsn_poll_period_ms, "0.02", 60),
     O_INT("max_client_conn", max_client_conn, "100", 1, 1000000),
     O_INT("max_db_connections", max_db_connections, "0", 0, 100000),
     O_INT("max_prepared_statements", max_prepared_statements, "200", 0, 100000),
     O_INT("max_packet_size", max_packet_size, "2147483647", 1024, 2147483647),
+    O_BYTES("max_replica_lag", max_replica_lag, "16MB"),
+    O_MS("max_replica_lag_time", max_replica_lag_time_ms, "0", 86400),
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
     O_STR("pidfile", pidfile, ""),
     O_ENUM("pin_session_state", pin_session_state, "on", sl_pin_mode_names),
     O_INT("pkt_buf", pkt_buf, "8192", 2048, 1 << 24),
     O_ENUM("pool_mode", pool_mode, "session", sl_pool_mode_names),
+    O_BOOL("read_your_writes", read_your_writes, "1"),
     O_INT("reserve_pool_size", reserve_pool_size, "0", 0, 100000),
     O_MS("reserve_pool_timeout", reserve_pool_timeout_ms, "5", 86400),
     O_MS("server_check_delay", server_check_delay_ms, "30", 86400),
@@ -103,6 +116,7 @@ static const opt_t opts[] = {
     O_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle"),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
     O_INT("verbose", verbose, "0", 0, 3),
+    O_STR("write_functions", write_functions, SL_SQL_DEFAULT_WRITE_FUNCTIONS),
     O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),
     O_MS("query_wait_timeout", query_wait_timeout_ms, "120", 86400 * 365),
 };
@@ -134,6 +148,23 @@ static int parse_bool(const char *v) {
     if (!strcasecmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "false") ||
         !strcasecmp(v, "no"))
         return 0;
+    return -1;
+}
+
+/* "123", "64kB", "16MB", "1GB" (PostgreSQL's units, 1024-based); -1 if invalid. */
+static int64_t parse_bytes(const char *v) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || x < 0) return -1;
+    while (isspace((unsigned char)*end)) end++;
+    static const struct {
+        const char *unit;
+        int shift;
+    } units[] = {{"", 0}, {"B", 0}, {"kB", 10}, {"MB", 20}, {"GB", 30}, {"TB", 40}};
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (!strcasecmp(end, units[i].unit))
+            return x > (INT64_MAX >> units[i].shift) ? -1 : (int64_t)x << units[i].shift;
     return -1;
 }
 
@@ -170,6 +201,14 @@ static int set_opt(parse_ctx_t *ctx, const opt_t *o, const char *v) {
         int b = parse_bool(v);
         if (b < 0) return fail(ctx, "%s: invalid value '%s' (expected 0 or 1)", o->name, v);
         *(bool *)field = b;
+        return 1;
+    }
+    case OPT_BYTES: {
+        int64_t x = parse_bytes(v);
+        if (x < 0)
+            return fail(ctx, "%s: invalid value '%s' (expected bytes, with an optional kB, MB or "
+                             "GB unit)", o->name, v);
+        *(int64_t *)field = x;
         return 1;
     }
     case OPT_ENUM: {
@@ -267,12 +306,65 @@ static bool libpq_knows(const char *key) {
     return found;
 }
 
+/* replicas = host:port[:weight], ... (an IPv6 address goes in brackets). */
+static int parse_replicas(parse_ctx_t *ctx, const char *v, sl_db_cfg_t *db) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", v);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*item)) item++;
+        if (!*item) continue;
+        if (db->nreplicas == SL_MAX_REPLICAS)
+            return fail(ctx, "replicas: more than %d replicas", SL_MAX_REPLICAS);
+        sl_replica_cfg_t *r = &db->replicas[db->nreplicas];
+        char *host = item, *rest = "";
+        for (char *e = item + strlen(item); e > item && isspace((unsigned char)e[-1]);) *--e = '\0';
+        if (*item == '[') {
+            host = item + 1;
+            char *close = strchr(host, ']');
+            if (!close || (close[1] && close[1] != ':'))
+                return fail(ctx, "replicas: invalid address '%s' (expected [ipv6]:port)", item);
+            *close = '\0';
+            if (close[1]) rest = close + 2;
+        } else if ((rest = strchr(item, ':')) != NULL) {
+            *rest++ = '\0';
+        } else {
+            rest = "";
+        }
+        r->port = 5432, r->weight = 1;
+        char *end;
+        if (*rest) {
+            long port = strtol(rest, &end, 10);
+            if (end == rest || port < 1 || port > 65535 || (*end && *end != ':'))
+                return fail(ctx, "replicas: invalid port in '%s' (expected host:port[:weight])",
+                            host);
+            r->port = (int)port;
+            if (*end == ':') {
+                long wgt = strtol(end + 1, &end, 10);
+                while (isspace((unsigned char)*end)) end++;
+                if (wgt < 1 || wgt > 100 || *end)
+                    return fail(ctx, "replicas: invalid weight for '%s' (expected 1 to 100)",
+                                host);
+                r->weight = (int)wgt;
+            }
+        }
+        if (!*host || strlen(host) >= sizeof r->host)
+            return fail(ctx, "replicas: invalid host in '%s'", v);
+        snprintf(r->host, sizeof r->host, "%s", host);
+        db->nreplicas++;
+    }
+    if (db->nreplicas == 0) return fail(ctx, "replicas: empty list");
+    return 1;
+}
+
 static int add_database(parse_ctx_t *ctx, const char *name, const char *value, int line) {
     sl_config_t *cfg = ctx->cfg;
     if (sl_config_find_db(cfg, name)) return fail(ctx, "database '%s' defined twice", name);
     kvlist_t kv;
     if (!split_kv(ctx, value, &kv)) return 0;
     sl_db_cfg_t db = {.pool_size = -1,
+                      .routing = -1,
+                      .load_balance = -1,
                       .min_pool_size = -1,
                       .reserve_pool_size = -1,
                       .max_db_connections = -1,
@@ -296,6 +388,17 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
             if (db.pool_mode < 0)
                 ok = fail(ctx, "pool_mode: invalid value '%s' (expected session, transaction or "
                                "statement)", v);
+        } else if (!strcmp(k, "routing")) {
+            db.routing = enum_index(sl_routing_names, v);
+            if (db.routing < 0)
+                ok = fail(ctx, "routing: invalid value '%s' (expected primary, auto or replica)", v);
+        } else if (!strcmp(k, "load_balance")) {
+            db.load_balance = enum_index(sl_balance_names, v);
+            if (db.load_balance < 0)
+                ok = fail(ctx, "load_balance: invalid value '%s' (expected least_outstanding, "
+                               "latency, round_robin or random)", v);
+        } else if (!strcmp(k, "replicas")) {
+            ok = parse_replicas(ctx, v, &db);
         } else if (!libpq_knows(k)) {
             ok = fail(ctx, "database '%s': unknown connection parameter '%s'", name, k);
         } else {
@@ -306,6 +409,8 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
         }
     }
     kvlist_free(&kv);
+    if (ok && db.routing == SL_ROUTE_REPLICA && db.nreplicas == 0)
+        ok = fail(ctx, "database '%s': routing = replica needs replicas = host:port,...", name);
     db.name = strdup(name);
     sl_db_cfg_t *grown = realloc(cfg->dbs, sizeof(sl_db_cfg_t) * (size_t)(cfg->ndbs + 1));
     if (!grown) ok = fail(ctx, "out of memory");
@@ -504,6 +609,11 @@ const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name) {
     for (int i = 0; i < cfg->ndbs; i++)
         if (strcmp(cfg->dbs[i].name, name) == 0) return &cfg->dbs[i];
     return NULL;
+}
+
+int sl_db_cfg_routing(const sl_db_cfg_t *db) {
+    if (db->routing >= 0) return db->nreplicas ? db->routing : SL_ROUTE_PRIMARY;
+    return db->nreplicas ? SL_ROUTE_AUTO : SL_ROUTE_PRIMARY;
 }
 
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name) {

@@ -80,12 +80,14 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
     pool_dispatch(p);
 }
 
-static int count_servers(sl_worker_t *w, const char *db, const char *user) {
+/* Servers on one backend (a primary or a replica), by database and/or user. */
+static int count_servers(sl_worker_t *w, int backend, const char *db, const char *user) {
     int n = 0;
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *q = sl_container_of(it, sl_pool_t, node);
-        if ((!db || strcmp(q->db_alias, db) == 0) && (!user || strcmp(q->user, user) == 0))
+        if (q->backend == backend && (!db || strcmp(q->db_alias, db) == 0) &&
+            (!user || strcmp(q->user, user) == 0))
             n += sl_pool_total(q);
     }
     return n;
@@ -99,8 +101,8 @@ static bool can_open(sl_pool_t *p, int64_t now) {
         if (now - wt->since_ms >= p->w->cfg->reserve_pool_timeout_ms) limit += p->reserve_size;
     }
     if (sl_pool_total(p) >= limit) return false;
-    if (p->max_db && count_servers(p->w, p->db_alias, NULL) >= p->max_db) return false;
-    if (p->max_user && count_servers(p->w, NULL, p->user) >= p->max_user) return false;
+    if (p->max_db && count_servers(p->w, p->backend, p->db_alias, NULL) >= p->max_db) return false;
+    if (p->max_user && count_servers(p->w, p->backend, NULL, p->user) >= p->max_user) return false;
     return true;
 }
 
@@ -152,19 +154,23 @@ static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
     return true;
 }
 
-static void open_server(sl_pool_t *p) {
-    char tag[160];
-    snprintf(tag, sizeof tag, "%s", p->tag);
+sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
+                                sl_server_done_cb done) {
     sl_login_secret_t secret;
     bool own = own_secret(p, &secret);
     sl_server_t *s;
     if (own)
-        s = sl_server_connect_own(p->w, p, (const char *const *)p->keys,
-                                  (const char *const *)p->vals, tag, &secret, connect_done);
+        s = sl_server_connect_own(p->w, owner, (const char *const *)p->keys,
+                                  (const char *const *)p->vals, tag, &secret, done);
     else
-        s = sl_server_connect(p->w, p, (const char *const *)p->keys, (const char *const *)p->vals,
-                              tag, connect_done);
+        s = sl_server_connect(p->w, owner, (const char *const *)p->keys,
+                              (const char *const *)p->vals, tag, done);
     OPENSSL_cleanse(&secret, sizeof secret);
+    return s;
+}
+
+static void open_server(sl_pool_t *p) {
+    sl_server_t *s = sl_pool_open_probe(p, p, p->tag, connect_done);
     if (!s) return;
     s->on_close = server_closing;
     if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);
@@ -342,9 +348,23 @@ static int configure(sl_pool_t *p) {
     } while (0)
     const char *force_user = sl_db_cfg_get(db, "user");
     const char *be_user = force_user ? force_user : p->user;
+    if (p->backend > db->nreplicas) {
+        free_kv(keys, vals);
+        return SL_ECONFIG; /* the replica left the list: keep serving as before */
+    }
+    /* A replica's pool takes everything from the entry but the address. */
+    const sl_replica_cfg_t *rep = p->backend > 0 ? &db->replicas[p->backend - 1] : NULL;
     for (int i = 0; i < db->nkv && rc == SL_OK; i++)
-        if (strcmp(db->keys[i], "dbname") != 0 && strcmp(db->keys[i], "user") != 0)
+        if (strcmp(db->keys[i], "dbname") != 0 && strcmp(db->keys[i], "user") != 0 &&
+            !(rep && (!strcmp(db->keys[i], "host") || !strcmp(db->keys[i], "hostaddr") ||
+                      !strcmp(db->keys[i], "port"))))
             ADD(db->keys[i], db->vals[i]);
+    if (rep && rc == SL_OK) {
+        char port[8];
+        snprintf(port, sizeof port, "%d", rep->port);
+        ADD("host", rep->host);
+        if (rc == SL_OK) ADD("port", port);
+    }
     const char *target = sl_db_cfg_get(db, "dbname");
     if (rc == SL_OK) ADD("dbname", target && !fallback ? target : p->db_alias);
     if (rc == SL_OK) ADD("user", be_user);
@@ -397,6 +417,11 @@ static int configure(sl_pool_t *p) {
 
 sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
                        size_t errlen) {
+    return sl_pool_get_at(w, dbname, user, 0, err, errlen);
+}
+
+sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, int backend,
+                          char *err, size_t errlen) {
     bool fallback;
     if (!find_db(w->cfg, dbname, &fallback)) {
         snprintf(err, errlen, "no such database: %s", dbname);
@@ -405,7 +430,9 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0) return p;
+        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 &&
+            strcmp(p->user, user) == 0)
+            return p;
     }
     sl_pool_t *p = calloc(1, sizeof *p);
     if (p) {
@@ -414,7 +441,11 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
         p->user = strdup(user);
         sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
         sl_list_init(&p->waiting);
-        snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
+        p->backend = backend;
+        if (backend)
+            snprintf(p->tag, sizeof p->tag, "db=%s user=%s replica=%d", dbname, user, backend);
+        else
+            snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
         p->automatic = fallback;
         p->unused_since_ms = sl_now_ms(w);
     }

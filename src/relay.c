@@ -12,6 +12,7 @@
 
 #include "sluice/log.h"
 #include "sluice/prepare.h"
+#include "sluice/router.h"
 #include "sluice/strlist.h"
 
 /* Parameters a client can change with SET and expects to keep; when it does,
@@ -182,6 +183,7 @@ void sl_relay_unlink(sl_client_t *c) {
     bool clean = server_clean(c, s);
     sl_ps_unlink(c);
     sl_pool_release(s, clean);
+    sl_router_done(c);
 }
 
 static bool activate(sl_client_t *c, sl_server_t *s) {
@@ -249,8 +251,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
         if (!sl_client_flush(c)) return;
         if (sl_buf_len(&c->in) > 0 && sl_relay_scan_client(c)) {
             if (c->state == SL_CL_IDLE && sl_buf_len(&c->in) > 0) {
-                sl_client_set_state(c, SL_CL_WAITING);
-                sl_pool_request(c->pool, &c->waiter);
+                sl_client_request_server(c);
                 return;
             }
             if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
@@ -297,7 +298,7 @@ static void refusal_text(sl_client_t *c, uint32_t creates, char *msg, size_t cap
 
 void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap) {
     sl_sql_info_t info;
-    sl_sql_classify(c->w->sql_cache, sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &info);
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions, &info);
     uint32_t creates = 0;
     for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
         creates |= info.state & pin_kinds[i].creates;
@@ -350,7 +351,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         return true;
     }
     sl_sql_info_t info;
-    sl_sql_classify(c->w->sql_cache, sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &info);
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions, &info);
     if (info.state & SL_STATE_DISCARD_ALL) {
         c->reset_seen = true;
         c->pins = 0;
@@ -660,6 +661,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
         s->link = NULL;
         sl_pool_release(s, false);
     }
+    sl_router_done(c);
     c->c2s_blocked = false;
     /* A pinned client lost session state it relied on: it must know. */
     if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 || c->pins ||

@@ -14,6 +14,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/prepare.h"
+#include "sluice/route.h"
 #include "sluice/tls.h"
 
 static void worker_stop(sl_worker_t *w) {
@@ -24,6 +25,7 @@ static void worker_stop(sl_worker_t *w) {
         sl_client_t *c = sl_container_of(sl_list_first(&w->clients), sl_client_t, node);
         sl_client_fatal(c, "57P01", "sluice is shutting down");
     }
+    sl_route_close_all(w);
     sl_pool_close_all(w);
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
@@ -102,6 +104,9 @@ static void reload(sl_worker_t *w) {
     w->cfg = cfg;
     sl_config_free(old);
     sl_pool_reconfigure_all(w);
+    sl_route_reconfigure_all(w);
+    /* write_functions may have changed: the parser's answers are redone. */
+    memset(w->sql_cache, 0, sizeof *w->sql_cache);
     sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
     if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
     sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
@@ -135,6 +140,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     w->cfg = cfg;
     sl_list_init(&w->clients);
     sl_list_init(&w->pools);
+    sl_list_init(&w->routes);
     sl_list_init(&w->authq_cache);
     sl_list_init(&w->authq_retired);
     w->loop = malloc(sizeof *w->loop);

@@ -15,6 +15,7 @@
 #include "sluice/params.h"
 #include "sluice/pool.h"
 #include "sluice/proto.h"
+#include "sluice/route.h"
 #include "sluice/scram.h"
 #include "sluice/server.h"
 #include "sluice/stmt.h"
@@ -53,6 +54,14 @@ typedef struct sl_client {
     sl_pool_t *pool;       /* borrowed; set after authentication */
     sl_server_t *server;   /* borrowed while linked */
     sl_waiter_t waiter;    /* its place in the pool's queue */
+    sl_pool_t *wait_pool;  /* borrowed: the pool it is queued on (or was last) */
+    /* read/write splitting (router.c), for databases with replicas */
+    sl_route_t *route;     /* borrowed: its database's routing, or NULL */
+    sl_pool_t **bpools;    /* owned array of referenced pools, one per backend, made on demand */
+    int tx_backend;        /* backend of the transaction in flight; -1: none */
+    bool tx_write;         /* that transaction was routed as a write */
+    uint64_t tx_start_ns;  /* when it was routed */
+    sl_fence_t fence;      /* read-your-writes: where replicas must be to serve it */
     sl_params_t params;    /* session parameters the client asked for */
     uint64_t params_fp;    /* their fingerprint; 0: to recompute */
     sl_buf_t in;           /* client -> server bytes; held while active */
@@ -103,6 +112,9 @@ bool sl_client_flush(sl_client_t *c);
  * (none if msg is NULL: one was already relayed) and a ReadyForQuery each,
  * drops its unsent input and makes it idle. False if the client was closed. */
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg);
+/* Queues an idle client that has requests for a server (routing them when
+ * its database has replicas). */
+void sl_client_request_server(sl_client_t *c);
 /* A cancel for a client still waiting for a server: its queued request is
  * dropped and answered with 57014, as PostgreSQL would answer a cancel. */
 void sl_client_cancel_wait(sl_client_t *c);

@@ -22,6 +22,20 @@ extern const char *const sl_pin_mode_names[];
 extern const char *const sl_tls_mode_names[];
 enum sl_tls_mode { SL_TLS_DISABLE, SL_TLS_ALLOW, SL_TLS_PREFER, SL_TLS_REQUIRE, SL_TLS_VERIFY_CA,
                    SL_TLS_VERIFY_FULL };
+/* Where a database's transactions go: everything to the primary, reads to
+ * replicas and writes to the primary, or everything to replicas. */
+enum sl_routing { SL_ROUTE_PRIMARY, SL_ROUTE_AUTO, SL_ROUTE_REPLICA };
+enum sl_balance { SL_LB_LEAST_OUTSTANDING, SL_LB_LATENCY, SL_LB_ROUND_ROBIN, SL_LB_RANDOM };
+extern const char *const sl_routing_names[];
+extern const char *const sl_balance_names[];
+
+#define SL_MAX_REPLICAS 15
+
+typedef struct sl_replica_cfg {
+    char host[256];
+    int port;
+    int weight; /* 1..100 */
+} sl_replica_cfg_t;
 
 typedef struct sl_db_cfg {
     char *name;          /* owned; "*" is the fallback entry */
@@ -32,6 +46,10 @@ typedef struct sl_db_cfg {
     int reserve_pool_size;  /* -1: global */
     int max_db_connections; /* -1: global */
     int pool_mode;          /* -1: global or user's */
+    int routing;            /* enum sl_routing; -1: auto with replicas, else primary */
+    int load_balance;       /* enum sl_balance; -1: global */
+    sl_replica_cfg_t replicas[SL_MAX_REPLICAS]; /* replicas = host:port[:weight],... */
+    int nreplicas;
     int line;               /* where it was defined */
 } sl_db_cfg_t;
 
@@ -85,6 +103,14 @@ typedef struct sl_config {
     char *ignore_startup_parameters;
     int pin_session_state; /* enum sl_pin_mode */
     char *track_extra_parameters; /* more reported parameters to follow per client */
+    /* replicas and routing */
+    int load_balance;             /* enum sl_balance */
+    int64_t max_replica_lag;      /* bytes of WAL behind the primary; 0: no limit */
+    int64_t max_replica_lag_time_ms; /* replay delay; 0: no limit */
+    int64_t health_check_period_ms, health_check_timeout_ms, lsn_poll_period_ms;
+    int health_check_failures;    /* failed checks in a row that eject a backend */
+    bool read_your_writes;
+    char *write_functions;        /* calls that make a SELECT a write */
     /* logging and process */
     char *logfile, *pidfile;
     int verbose;
@@ -108,5 +134,7 @@ void sl_config_free(sl_config_t *cfg);
 const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
+/* The routing a database ends up with (its own, or auto with replicas). */
+int sl_db_cfg_routing(const sl_db_cfg_t *db);
 
 #endif

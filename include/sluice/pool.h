@@ -30,6 +30,7 @@ typedef struct sl_pool {
     sl_worker_t *w;        /* borrowed */
     char *db_alias;        /* owned: the name clients connect to */
     char *user;            /* owned: the client user this pool serves */
+    int backend;           /* 0: the database's primary entry; i: its replica i */
     char tag[160];         /* "db=app user=bob" */
     char **keys, **vals;   /* owned, NULL-terminated libpq parameters */
     int mode;              /* enum sl_pool_mode */
@@ -53,6 +54,13 @@ typedef struct sl_pool {
  * returns NULL with a message for the client in err. */
 sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
                        size_t errlen);
+/* The same for one backend of the database: 0 its primary, i its replica i. */
+sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, int backend,
+                          char *err, size_t errlen);
+/* Opens a connection with the pool's settings that the pool does not keep:
+ * owner and done() belong to the caller (health checks). */
+sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
+                                sl_server_done_cb done);
 /* A client takes or drops its reference (pools are freed only unreferenced). */
 void sl_pool_ref(sl_pool_t *p);
 void sl_pool_unref(sl_pool_t *p);

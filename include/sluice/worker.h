@@ -30,6 +30,7 @@ typedef struct sl_worker {
     sl_bufpool_t bufs;       /* pkt_buf-sized blocks for active connections */
     sl_list_t clients;       /* every sl_client_t */
     sl_list_t pools;         /* every sl_pool_t */
+    sl_list_t routes;        /* sl_route_t of databases with replicas (route.c) */
     int nclients;            /* on clients */
     uint32_t next_client_id; /* ids for tags and BackendKeyData */
     uint32_t next_server_id;

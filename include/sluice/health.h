@@ -1,0 +1,24 @@
+/* Health checks of a route's backends: one libpq connection per backend,
+ * on the worker's loop, asking every lsn_poll_period whether it is a standby
+ * and where its WAL is (the writer's insert position, a standby's replay
+ * position and delay). Answers and failures go to the route. A failed check
+ * is retried after health_check_period; one that takes longer than
+ * health_check_timeout counts as failed. */
+#ifndef SLUICE_HEALTH_H
+#define SLUICE_HEALTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sl_route;
+
+void sl_health_start(struct sl_route *r);
+/* Stops the checks and closes their connections (the timer stays open). */
+void sl_health_stop(struct sl_route *r);
+/* Reads one check's DataRow: in_recovery, lsn ("X/Y" or NULL), lag seconds.
+ * False if it is malformed. Pure, for tests. */
+bool sl_health_parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64_t *lsn,
+                         double *lag_s);
+
+#endif

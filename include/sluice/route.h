@@ -1,0 +1,95 @@
+/* Routing state of a database with replicas: each backend's health, role,
+ * WAL position and load, the read-your-writes fences, and the choice of a
+ * backend for a transaction. The health checker (health.c) feeds it; the
+ * router (router.c) asks it. Backend 0 is the database entry's own address,
+ * backend i its replica i; which one takes writes follows what the checks
+ * see (pg_is_in_recovery), so a promoted replica takes over. */
+#ifndef SLUICE_ROUTE_H
+#define SLUICE_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/config.h"
+#include "sluice/list.h"
+#include "sluice/server.h"
+#include "sluice/worker.h"
+
+#define SL_MAX_BACKENDS (1 + SL_MAX_REPLICAS)
+
+typedef struct sl_route sl_route_t;
+
+typedef struct sl_backend {
+    sl_route_t *route;     /* borrowed: the route it belongs to */
+    int idx;               /* 0: the entry's own address; i: replica i */
+    char addr[280];        /* host:port, for logs */
+    int weight;            /* 1..100 */
+    /* what its checks said */
+    bool up;               /* admitted: answering checks */
+    bool in_recovery;      /* a standby */
+    bool lagging;          /* behind the writer by more than max_replica_lag */
+    uint64_t lsn;          /* writer: WAL insert position; standby: replay position */
+    double lag_s;          /* replay delay a standby reports (0 when caught up) */
+    int failures;          /* failed checks in a row */
+    char last_error[200];  /* why the last check failed */
+    /* its checker connection (health.c) */
+    sl_server_t *check;    /* NULL between connections */
+    bool check_busy;       /* a check is in flight */
+    uint64_t checks_sent;  /* checks whose query went out */
+    uint64_t checks_done;  /* number of the last check answered */
+    int64_t check_start_ms, next_check_ms;
+    uint64_t check_start_ns;
+    /* load */
+    int outstanding;       /* transactions in flight on it */
+    double ewma_us;        /* latency of its transactions and checks, weighted */
+    int swrr;              /* smooth weighted round robin state */
+    uint64_t served;       /* transactions sent to it */
+} sl_backend_t;
+
+struct sl_route {
+    sl_list_t node;          /* on the worker's routes */
+    sl_worker_t *w;          /* borrowed */
+    char *db;                /* owned: the database alias */
+    char *check_user;        /* owned: whose connection settings the checks use */
+    char tag[160];           /* "route db=app" */
+    int n;                   /* backends */
+    sl_backend_t b[SL_MAX_BACKENDS];
+    int writer;              /* backend taking writes; -1 when none is known */
+    bool reads_on_writer;    /* no replica can take reads (logged once) */
+    uint64_t rr;             /* rotation for ties */
+    uint64_t rng;            /* xorshift state */
+    uv_timer_t timer;        /* drives the checks; its close callback frees the route */
+    bool closing;
+};
+
+/* What a client must see after its last write: fences are resolved by the
+ * first check of the writer sent after the commit. */
+typedef struct sl_fence {
+    bool set;
+    int writer;              /* the writer it was taken on */
+    uint64_t after;          /* the writer's checks_sent when the write committed */
+    uint64_t lsn;            /* resolved position, 0 until known */
+} sl_fence_t;
+
+/* The route of a database with replicas (created on first use), or NULL
+ * when it has none. user's connection settings are used for the checks. */
+sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user);
+/* Backend for a transaction: a write goes to the writer, a read to a
+ * standby that is up, not lagging and past the fence (the writer when none
+ * is). exclude: a backend to avoid (-1: none). -1 if nothing can serve. */
+int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude);
+/* A transaction starts and ends on backend i (latency feeds the EWMA). */
+void sl_route_begin(sl_route_t *r, int i);
+void sl_route_end(sl_route_t *r, int i, uint64_t latency_us);
+/* The client committed a write on the writer: its fence starts now. */
+void sl_route_fence_mark(sl_route_t *r, sl_fence_t *f);
+/* After a check of backend i: new facts, or a failure (err). */
+void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, double lag_s,
+                      uint64_t rtt_us);
+void sl_route_check_failed(sl_route_t *r, int i, const char *err);
+/* Reload: backends follow the new replica list. Shutdown: close all. */
+void sl_route_reconfigure_all(sl_worker_t *w);
+void sl_route_close_all(sl_worker_t *w);
+
+#endif

@@ -1,0 +1,27 @@
+/* A client's side of read/write splitting: before each transaction (each
+ * connection in session pooling) it reads the requests waiting in the
+ * client's buffer, decides read or write (sql.c), asks the route for a
+ * backend and queues the client on that backend's pool. It counts the
+ * transactions each backend has in flight and keeps the client's
+ * read-your-writes fence. Databases without replicas go straight to their
+ * one pool. */
+#ifndef SLUICE_ROUTER_H
+#define SLUICE_ROUTER_H
+
+#include <stdbool.h>
+
+#include "sluice/client.h"
+
+/* After login: takes the database's route, if it has one. */
+bool sl_router_attach(sl_client_t *c);
+/* Queues the client for a server: 1 queued, 0 the first request is not
+ * complete yet (routing needs it whole), -1 the client was answered with an
+ * error or closed. */
+int sl_router_request(sl_client_t *c);
+/* The client's transaction on its backend is over (released, aborted, lost
+ * or closed). Safe to call more than once. */
+void sl_router_done(sl_client_t *c);
+/* Drops the client's pool references (it is closing). */
+void sl_router_detach(sl_client_t *c);
+
+#endif

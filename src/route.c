@@ -1,0 +1,330 @@
+/* Routing state and backend choice for databases with replicas. */
+#include "sluice/route.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/health.h"
+#include "sluice/log.h"
+
+static const sl_db_cfg_t *route_cfg(const sl_route_t *r) {
+    return sl_config_find_db(r->w->cfg, r->db);
+}
+
+static void set_backends(sl_route_t *r, const sl_db_cfg_t *db) {
+    const char *host = sl_db_cfg_get(db, "host"), *port = sl_db_cfg_get(db, "port");
+    r->n = 1 + db->nreplicas;
+    for (int i = 0; i < r->n; i++) {
+        sl_backend_t *b = &r->b[i];
+        b->route = r;
+        b->idx = i;
+        if (i == 0) {
+            snprintf(b->addr, sizeof b->addr, "%s:%s", host ? host : "localhost",
+                     port ? port : "5432");
+            b->weight = 1;
+        } else {
+            snprintf(b->addr, sizeof b->addr, "%s:%d", db->replicas[i - 1].host,
+                     db->replicas[i - 1].port);
+            b->weight = db->replicas[i - 1].weight;
+        }
+    }
+}
+
+/* Until its first check answers, a backend is taken to be what the config
+ * says it is: the entry's address the primary, the replicas standbys. */
+static void reset_backend(sl_backend_t *b) {
+    b->up = true;
+    b->in_recovery = b->idx > 0;
+    b->lagging = false;
+    b->lsn = 0;
+    b->lag_s = 0;
+    b->failures = 0;
+    b->last_error[0] = '\0';
+}
+
+sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
+    const sl_db_cfg_t *dbc = sl_config_find_db(w->cfg, db);
+    if (!dbc || dbc->nreplicas == 0) return NULL;
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->routes) {
+        sl_route_t *r = sl_container_of(it, sl_route_t, node);
+        if (!r->closing && strcmp(r->db, db) == 0) return r;
+    }
+    sl_route_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->w = w;
+    r->db = strdup(db);
+    r->check_user = strdup(user);
+    if (!r->db || !r->check_user) {
+        free(r->db), free(r->check_user), free(r);
+        return NULL;
+    }
+    snprintf(r->tag, sizeof r->tag, "route db=%s", db);
+    set_backends(r, dbc);
+    for (int i = 0; i < r->n; i++) reset_backend(&r->b[i]);
+    r->writer = 0;
+    r->rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)r ^ uv_hrtime();
+    uv_timer_init(w->loop, &r->timer);
+    r->timer.data = r;
+    sl_list_push_back(&w->routes, &r->node);
+    sl_health_start(r);
+    char list[1024] = "";
+    for (int i = 1; i < r->n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
+                 r->b[i].addr);
+    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
+                sl_routing_names[sl_db_cfg_routing(dbc)], r->b[0].addr, list,
+                sl_balance_names[dbc->load_balance >= 0 ? dbc->load_balance
+                                                        : w->cfg->load_balance]);
+    return r;
+}
+
+/* ---- what the checks say ---- */
+
+static void update_writer(sl_route_t *r) {
+    int cur = r->writer;
+    if (cur >= 0 && r->b[cur].up && !r->b[cur].in_recovery) return;
+    int next = -1;
+    for (int i = 0; i < r->n && next < 0; i++)
+        if (r->b[i].up && !r->b[i].in_recovery) next = i;
+    if (next == cur) return;
+    r->writer = next;
+    if (next < 0) {
+        sl_log_warn(r->tag, "no primary is up: writes fail until one answers or a replica is "
+                            "promoted");
+        return;
+    }
+    sl_log_warn(r->tag, "writes now go to %s (%s)", r->b[next].addr,
+                next == 0 ? "the configured primary" : "a promoted replica");
+}
+
+static void update_lag(sl_route_t *r, sl_backend_t *b) {
+    if (!b->in_recovery || r->writer < 0) {
+        b->lagging = false;
+        return;
+    }
+    const sl_config_t *cfg = r->w->cfg;
+    uint64_t head = r->b[r->writer].lsn;
+    uint64_t behind = head > b->lsn ? head - b->lsn : 0;
+    bool lag = (cfg->max_replica_lag > 0 && behind > (uint64_t)cfg->max_replica_lag) ||
+               (cfg->max_replica_lag_time_ms > 0 &&
+                b->lag_s * 1000.0 > (double)cfg->max_replica_lag_time_ms);
+    if (lag == b->lagging) return;
+    b->lagging = lag;
+    if (lag)
+        sl_log_warn(r->tag, "replica %s is lagging (%llu bytes, %.1f s behind): no reads until it "
+                            "catches up", b->addr, (unsigned long long)behind, b->lag_s);
+    else
+        sl_log_info(r->tag, "replica %s caught up: it takes reads again", b->addr);
+}
+
+void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, double lag_s,
+                      uint64_t rtt_us) {
+    sl_backend_t *b = &r->b[i];
+    if (b->in_recovery && !in_recovery && i > 0)
+        sl_log_warn(r->tag, "replica %s was promoted: it is a primary now", b->addr);
+    else if (!b->in_recovery && in_recovery)
+        sl_log_warn(r->tag, "%s is a standby now: it takes no writes", b->addr);
+    b->in_recovery = in_recovery;
+    b->lsn = lsn;
+    b->lag_s = lag_s;
+    b->failures = 0;
+    b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)rtt_us : (double)rtt_us;
+    if (!b->up) {
+        b->up = true;
+        sl_log_info(r->tag, "%s answers again: re-admitted", b->addr);
+    }
+    update_writer(r);
+    if (i == r->writer)
+        for (int k = 0; k < r->n; k++) update_lag(r, &r->b[k]);
+    else
+        update_lag(r, b);
+}
+
+void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
+    sl_backend_t *b = &r->b[i];
+    snprintf(b->last_error, sizeof b->last_error, "%s", err);
+    b->failures++;
+    if (b->up && b->failures >= r->w->cfg->health_check_failures) {
+        b->up = false;
+        sl_log_warn(r->tag, "%s ejected after %d failed health checks: %s", b->addr, b->failures,
+                    err);
+        update_writer(r);
+    }
+}
+
+/* ---- choice ---- */
+
+static uint64_t next_rand(sl_route_t *r) {
+    uint64_t x = r->rng;
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return r->rng = x;
+}
+
+static int balance_mode(const sl_route_t *r) {
+    const sl_db_cfg_t *db = route_cfg(r);
+    return db && db->load_balance >= 0 ? db->load_balance : r->w->cfg->load_balance;
+}
+
+/* Fewest transactions in flight per unit of weight; ties in rotation. */
+static int least_outstanding(sl_route_t *r, const int *c, int n) {
+    int best = -1;
+    double best_load = 0;
+    uint64_t start = r->rr++;
+    for (int k = 0; k < n; k++) {
+        const sl_backend_t *b = &r->b[c[(start + (uint64_t)k) % (uint64_t)n]];
+        double load = (b->outstanding + 1.0) / b->weight;
+        if (best < 0 || load < best_load) best = b->idx, best_load = load;
+    }
+    return best;
+}
+
+/* Smooth weighted round robin: even spacing, exact shares. */
+static int round_robin(sl_route_t *r, const int *c, int n) {
+    int total = 0, best = -1;
+    for (int k = 0; k < n; k++) {
+        sl_backend_t *b = &r->b[c[k]];
+        b->swrr += b->weight;
+        total += b->weight;
+        if (best < 0 || b->swrr > r->b[best].swrr) best = b->idx;
+    }
+    r->b[best].swrr -= total;
+    return best;
+}
+
+static int weighted_random(sl_route_t *r, const int *c, int n, int skip) {
+    int total = 0;
+    for (int k = 0; k < n; k++)
+        if (c[k] != skip) total += r->b[c[k]].weight;
+    if (total == 0) return c[0];
+    int x = (int)(next_rand(r) % (uint64_t)total);
+    for (int k = 0; k < n; k++) {
+        if (c[k] == skip) continue;
+        x -= r->b[c[k]].weight;
+        if (x < 0) return c[k];
+    }
+    return c[n - 1];
+}
+
+/* Power of two random choices: of two weighted random backends, the one
+ * whose latency times load (per weight) is lower. A slow or overloaded
+ * replica still gets a share, only a smaller one, and so keeps being
+ * measured; the health checks measure it too. */
+static double latency_cost(const sl_backend_t *b) {
+    double lat = b->ewma_us > 0 ? b->ewma_us : 1.0;
+    return lat * (b->outstanding + 1.0) / b->weight;
+}
+
+static int latency_pick(sl_route_t *r, const int *c, int n) {
+    if (n == 1) return c[0];
+    int a = weighted_random(r, c, n, -1);
+    int b = weighted_random(r, c, n, a);
+    double ca = latency_cost(&r->b[a]), cb = latency_cost(&r->b[b]);
+    if (ca == cb) return (r->rr++ & 1) ? a : b;
+    return ca < cb ? a : b;
+}
+
+static bool fence_passed(sl_route_t *r, sl_fence_t *f, const sl_backend_t *b) {
+    if (!f || !f->set) return true;
+    if (f->lsn == 0) {
+        if (r->writer < 0) return false;
+        if (f->writer != r->writer) {
+            /* The writer changed: the fence is taken again on the new one. */
+            f->writer = r->writer;
+            f->after = r->b[r->writer].checks_sent;
+            return false;
+        }
+        const sl_backend_t *wb = &r->b[r->writer];
+        if (wb->checks_done <= f->after || wb->lsn == 0) return false;
+        f->lsn = wb->lsn;
+    }
+    return b->lsn >= f->lsn;
+}
+
+int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
+    if (write) return r->writer;
+    int cand[SL_MAX_BACKENDS], n = 0, healthy = 0;
+    for (int i = 0; i < r->n; i++) {
+        sl_backend_t *b = &r->b[i];
+        if (i == r->writer || i == exclude || !b->up || !b->in_recovery || b->lagging) continue;
+        healthy++;
+        if (fence_passed(r, fence, b)) cand[n++] = i;
+    }
+    if (healthy == 0 && !r->reads_on_writer) {
+        r->reads_on_writer = true;
+        sl_log_warn(r->tag, "no replica can take reads (down, lagging or promoted): reads go to "
+                            "the primary");
+    } else if (healthy > 0 && r->reads_on_writer) {
+        r->reads_on_writer = false;
+        sl_log_info(r->tag, "replicas take reads again");
+    }
+    if (n == 0) return r->writer;
+    switch (balance_mode(r)) {
+    case SL_LB_LATENCY: return latency_pick(r, cand, n);
+    case SL_LB_ROUND_ROBIN: return round_robin(r, cand, n);
+    case SL_LB_RANDOM: return weighted_random(r, cand, n, -1);
+    default: return least_outstanding(r, cand, n);
+    }
+}
+
+void sl_route_begin(sl_route_t *r, int i) {
+    r->b[i].outstanding++;
+    r->b[i].served++;
+}
+
+void sl_route_end(sl_route_t *r, int i, uint64_t latency_us) {
+    sl_backend_t *b = &r->b[i];
+    if (b->outstanding > 0) b->outstanding--;
+    b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)latency_us : (double)latency_us;
+}
+
+void sl_route_fence_mark(sl_route_t *r, sl_fence_t *f) {
+    f->set = r->writer >= 0;
+    f->writer = r->writer;
+    f->after = f->set ? r->b[r->writer].checks_sent : 0;
+    f->lsn = 0;
+}
+
+/* ---- reload and shutdown ---- */
+
+void sl_route_reconfigure_all(sl_worker_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->routes) {
+        sl_route_t *r = sl_container_of(it, sl_route_t, node);
+        const sl_db_cfg_t *db = route_cfg(r);
+        if (!db || db->nreplicas == 0) continue; /* keeps serving its clients as it was */
+        sl_route_t probe = {.w = w};
+        set_backends(&probe, db);
+        bool same = probe.n == r->n;
+        for (int i = 0; same && i < r->n; i++)
+            same = !strcmp(probe.b[i].addr, r->b[i].addr);
+        for (int i = 0; i < r->n && i < probe.n; i++) r->b[i].weight = probe.b[i].weight;
+        if (same) continue;
+        /* A changed list: checks start over on the new addresses. */
+        sl_log_info(r->tag, "replica list changed: checking the new backends");
+        sl_health_stop(r);
+        int old_n = r->n;
+        set_backends(r, db);
+        for (int i = 0; i < r->n; i++) reset_backend(&r->b[i]);
+        for (int i = r->n; i < old_n; i++) r->b[i].outstanding = 0;
+        r->writer = 0;
+        sl_health_start(r);
+    }
+}
+
+static void route_closed_cb(uv_handle_t *h) {
+    sl_route_t *r = h->data;
+    free(r->db), free(r->check_user);
+    free(r);
+}
+
+void sl_route_close_all(sl_worker_t *w) {
+    while (!sl_list_empty(&w->routes)) {
+        sl_route_t *r = sl_container_of(sl_list_first(&w->routes), sl_route_t, node);
+        sl_list_unlink(&r->node);
+        r->closing = true;
+        sl_health_stop(r);
+        uv_close((uv_handle_t *)&r->timer, route_closed_cb);
+    }
+}

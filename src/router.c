@@ -1,0 +1,187 @@
+/* Read/write splitting for one client (see router.h). */
+#include "sluice/router.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/prepare.h"
+#include "sluice/sql.h"
+
+enum { NEED_MORE = -1, READ = 0, WRITE = 1 };
+
+bool sl_router_attach(sl_client_t *c) {
+    c->tx_backend = -1;
+    c->route = sl_route_get(c->w, c->dbname, c->user);
+    if (!c->route) return true;
+    c->bpools = calloc(SL_MAX_BACKENDS, sizeof *c->bpools);
+    return c->bpools != NULL;
+}
+
+void sl_router_detach(sl_client_t *c) {
+    sl_router_done(c);
+    if (!c->bpools) return;
+    for (int i = 0; i < SL_MAX_BACKENDS; i++)
+        if (c->bpools[i]) sl_pool_unref(c->bpools[i]);
+    free(c->bpools);
+    c->bpools = NULL;
+}
+
+static sl_pool_t *backend_pool(sl_client_t *c, int b) {
+    if (!c->bpools[b]) {
+        char err[256];
+        c->bpools[b] = sl_pool_get_at(c->w, c->dbname, c->user, b, err, sizeof err);
+        if (!c->bpools[b]) return NULL;
+        sl_pool_ref(c->bpools[b]);
+    }
+    return c->bpools[b];
+}
+
+static int routing_of(const sl_client_t *c) {
+    const sl_db_cfg_t *db = sl_config_find_db(c->w->cfg, c->dbname);
+    return db ? sl_db_cfg_routing(db) : SL_ROUTE_PRIMARY;
+}
+
+/* The statement text a Query, Parse or Bind stands for; NULL when it has
+ * none (or one sluice cannot know). */
+static const char *message_sql(sl_client_t *c, uint8_t t, const char *body, size_t n,
+                               bool parse_seen, bool *unknown) {
+    *unknown = true;
+    if (t == 'Q') {
+        if (n == 0 || body[n - 1] != '\0') return NULL;
+        *unknown = false;
+        return body;
+    }
+    const char *name_end = memchr(body, '\0', n);
+    if (!name_end) return NULL;
+    if (t == 'P') {
+        const char *q = name_end + 1;
+        if (q >= body + n || !memchr(q, '\0', (size_t)(body + n - q))) return NULL;
+        *unknown = false;
+        return q;
+    }
+    *unknown = false;
+    if (t != 'B') return NULL;
+    /* Bind: portal name, then statement name. */
+    const char *stmt = name_end + 1;
+    if (stmt >= body + n || !memchr(stmt, '\0', (size_t)(body + n - stmt))) {
+        *unknown = true;
+        return NULL;
+    }
+    sl_stmt_t *st = *stmt ? sl_stmt_names_get(&c->stmt_names, stmt) : NULL;
+    if (st) return (const char *)st->body;
+    /* The unnamed statement, or one named in this same batch: its Parse
+     * was looked at already. Otherwise sluice cannot tell. */
+    *unknown = !parse_seen;
+    return NULL;
+}
+
+/* Read or write for every complete request waiting in the client's buffer:
+ * a read only if all of them are reads. */
+static int classify_pending(sl_client_t *c) {
+    const sl_config_t *cfg = c->w->cfg;
+    const uint8_t *p = c->in.data + c->in.head, *end = c->in.data + c->in.tail;
+    bool any = false, write = false, parse_seen = false;
+    enum sl_sql_hint hint = SL_HINT_NONE;
+    while (end - p >= 5) {
+        uint8_t t = p[0];
+        uint32_t len = sl_be32(p + 1);
+        if (len < 4) return WRITE;
+        if ((uint64_t)(end - p) < 1 + (uint64_t)len) {
+            /* One that can never be whole in the buffer streams through
+             * unexamined: the primary takes it. */
+            if (1 + (uint64_t)len > c->in.cap - 5) return WRITE;
+            if (t == 'Q' || t == 'P' || t == 'B') return NEED_MORE;
+            break;
+        }
+        const char *body = (const char *)p + 5;
+        size_t n = len - 4;
+        bool unknown;
+        const char *sql = NULL;
+        switch (t) {
+        case 'Q':
+        case 'P':
+        case 'B': sql = message_sql(c, t, body, n, parse_seen, &unknown); break;
+        case 'S':
+        case 'H':
+        case 'D':
+        case 'E':
+        case 'C':
+        case SL_MSG_DEALLOCATE:
+        case SL_MSG_REFUSED: unknown = false; break;
+        default: unknown = true; /* FunctionCall and anything else: the primary */
+        }
+        if (t == 'P') parse_seen = true;
+        if (unknown) write = true;
+        if (sql) {
+            sl_sql_info_t info;
+            sl_sql_classify(c->w->sql_cache, sql, cfg->write_functions, &info);
+            any = true;
+            if (hint == SL_HINT_NONE) hint = info.hint;
+            if (!info.read_only || (info.begin && !info.begin_read_only)) write = true;
+        }
+        p += 1 + len;
+    }
+    if (hint == SL_HINT_PRIMARY) return WRITE;
+    if (hint == SL_HINT_REPLICA) return READ;
+    return write || !any ? WRITE : READ;
+}
+
+int sl_router_request(sl_client_t *c) {
+    sl_route_t *r = c->route;
+    sl_pool_t *p = c->pool;
+    if (r) {
+        int routing = routing_of(c);
+        bool login = c->state == SL_CL_LOGIN_WAIT;
+        bool session = c->pool->mode == SL_POOL_SESSION;
+        bool write = routing != SL_ROUTE_REPLICA;
+        if (routing == SL_ROUTE_AUTO && !login && !session) {
+            int k = classify_pending(c);
+            if (k == NEED_MORE) return 0;
+            write = k == WRITE;
+        }
+        sl_fence_t *fence = c->w->cfg->read_your_writes ? &c->fence : NULL;
+        int b = sl_route_pick(r, write, fence, -1);
+        /* A login only needs some backend to say hello. */
+        if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
+        if (b < 0) {
+            char msg[400];
+            snprintf(msg, sizeof msg,
+                     "no primary is available for database \"%s\": %s is down and no replica "
+                     "has been promoted; retry later",
+                     c->dbname, r->b[0].addr);
+            if (login) {
+                sl_client_fatal(c, "57P03", "%s", msg);
+            } else {
+                sl_log_warn(c->tag, "write refused: no primary is up");
+                sl_client_abort_requests(c, "57P03", msg);
+            }
+            return -1;
+        }
+        p = backend_pool(c, b);
+        if (!p) {
+            sl_client_fatal(c, "53200", "out of memory");
+            return -1;
+        }
+        if (!login || session) {
+            c->tx_backend = b;
+            c->tx_write = write && b == r->writer;
+            c->tx_start_ns = uv_hrtime();
+            sl_route_begin(r, b);
+        }
+    }
+    c->wait_pool = p;
+    sl_pool_request(p, &c->waiter);
+    return 1;
+}
+
+void sl_router_done(sl_client_t *c) {
+    int b = c->tx_backend;
+    if (b < 0 || !c->route) return;
+    c->tx_backend = -1;
+    sl_route_end(c->route, b, (uv_hrtime() - c->tx_start_ns) / 1000);
+    /* Read-your-writes: from now on, this client's reads need replicas
+     * that replayed the primary's WAL up to a position read after this
+     * commit. */
+    if (c->tx_write && c->w->cfg->read_your_writes) sl_route_fence_mark(c->route, &c->fence);
+}
