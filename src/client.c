@@ -615,6 +615,13 @@ static void on_login_readable(sl_client_t *c) {
 
 static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
     sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+    if (err && sl_router_retry(c, err)) return;
+    if (err && c->route && c->state == SL_CL_WAITING && sl_scan_at_boundary(&c->scan)) {
+        /* With replicas, the primary may be back or replaced soon: the
+         * client keeps its connection and can retry. */
+        sl_client_abort_requests(c, code ? code : "08006", err);
+        return;
+    }
     if (err) {
         sl_client_fatal(c, code ? code : "08006", "%s", err);
         return;

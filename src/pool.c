@@ -475,6 +475,14 @@ void sl_pool_reconfigure_all(sl_worker_t *w) {
     }
 }
 
+void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        if (p->backend == backend && strcmp(p->db_alias, db) == 0) p->login_fail_ms = 0;
+    }
+}
+
 void sl_pool_tick(sl_pool_t *p, int64_t now) {
     const sl_config_t *cfg = p->w->cfg;
     /* A pool made for a database name through '*' goes away when unused,

@@ -7,6 +7,7 @@
 
 #include "sluice/health.h"
 #include "sluice/log.h"
+#include "sluice/pool.h"
 
 static const sl_db_cfg_t *route_cfg(const sl_route_t *r) {
     return sl_config_find_db(r->w->cfg, r->db);
@@ -38,6 +39,7 @@ static void reset_backend(sl_backend_t *b) {
     b->in_recovery = b->idx > 0;
     b->lagging = false;
     b->lsn = 0;
+    memset(b->recent, 0, sizeof b->recent);
     b->lag_s = 0;
     b->failures = 0;
     b->last_error[0] = '\0';
@@ -90,6 +92,7 @@ static void update_writer(sl_route_t *r) {
         if (r->b[i].up && !r->b[i].in_recovery) next = i;
     if (next == cur) return;
     r->writer = next;
+    if (next >= 0) sl_pool_backend_up(r->w, r->db, next);
     if (next < 0) {
         sl_log_warn(r->tag, "no primary is up: writes fail until one answers or a replica is "
                             "promoted");
@@ -100,7 +103,9 @@ static void update_writer(sl_route_t *r) {
 }
 
 static void update_lag(sl_route_t *r, sl_backend_t *b) {
-    if (!b->in_recovery || r->writer < 0) {
+    /* Positions are compared only once both sides have answered. */
+    if (!b->in_recovery || r->writer < 0 || b->checks_done == 0 ||
+        r->b[r->writer].checks_done == 0) {
         b->lagging = false;
         return;
     }
@@ -128,12 +133,16 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
         sl_log_warn(r->tag, "%s is a standby now: it takes no writes", b->addr);
     b->in_recovery = in_recovery;
     b->lsn = lsn;
+    size_t slot = b->checks_done % (sizeof b->recent / sizeof *b->recent);
+    b->recent[slot].seq = b->checks_done;
+    b->recent[slot].lsn = lsn;
     b->lag_s = lag_s;
     b->failures = 0;
     b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)rtt_us : (double)rtt_us;
     if (!b->up) {
         b->up = true;
         sl_log_info(r->tag, "%s answers again: re-admitted", b->addr);
+        sl_pool_backend_up(r->w, r->db, i);
     }
     update_writer(r);
     if (i == r->writer)
@@ -237,7 +246,17 @@ static bool fence_passed(sl_route_t *r, sl_fence_t *f, const sl_backend_t *b) {
         }
         const sl_backend_t *wb = &r->b[r->writer];
         if (wb->checks_done <= f->after || wb->lsn == 0) return false;
+        /* The first check sent after the commit; if the ring has moved on,
+         * the oldest it still holds (later, so also safe). */
+        uint64_t want = f->after + 1, best_seq = 0;
         f->lsn = wb->lsn;
+        for (size_t k = 0; k < sizeof wb->recent / sizeof *wb->recent; k++) {
+            uint64_t seq = wb->recent[k].seq;
+            if (seq >= want && (best_seq == 0 || seq < best_seq) && wb->recent[k].lsn) {
+                best_seq = seq;
+                f->lsn = wb->recent[k].lsn;
+            }
+        }
     }
     return b->lsn >= f->lsn;
 }

@@ -127,6 +127,14 @@ static int classify_pending(sl_client_t *c) {
     return write || !any ? WRITE : READ;
 }
 
+static void queue_on(sl_client_t *c, int b, bool write) {
+    sl_route_t *r = c->route;
+    c->tx_backend = b;
+    c->tx_write = write && b == r->writer;
+    c->tx_start_ns = uv_hrtime();
+    sl_route_begin(r, b);
+}
+
 int sl_router_request(sl_client_t *c) {
     sl_route_t *r = c->route;
     sl_pool_t *p = c->pool;
@@ -163,12 +171,7 @@ int sl_router_request(sl_client_t *c) {
             sl_client_fatal(c, "53200", "out of memory");
             return -1;
         }
-        if (!login || session) {
-            c->tx_backend = b;
-            c->tx_write = write && b == r->writer;
-            c->tx_start_ns = uv_hrtime();
-            sl_route_begin(r, b);
-        }
+        if (!login || session) queue_on(c, b, write);
     }
     c->wait_pool = p;
     sl_pool_request(p, &c->waiter);
@@ -184,4 +187,24 @@ void sl_router_done(sl_client_t *c) {
      * that replayed the primary's WAL up to a position read after this
      * commit. */
     if (c->tx_write && c->w->cfg->read_your_writes) sl_route_fence_mark(c->route, &c->fence);
+}
+
+bool sl_router_retry(sl_client_t *c, const char *err) {
+    sl_route_t *r = c->route;
+    int b = c->tx_backend;
+    if (!r || b < 0) return false;
+    /* A backend that refuses connections counts as a failed check. */
+    sl_route_check_failed(r, b, err);
+    if (c->tx_write || b == r->writer) return false;
+    c->tx_backend = -1;
+    sl_route_end(r, b, (uv_hrtime() - c->tx_start_ns) / 1000);
+    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
+    sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
+    if (!p) return false;
+    sl_log_info(c->tag, "%s failed (%s): its read goes to %s instead", r->b[b].addr, err,
+                r->b[nb].addr);
+    queue_on(c, nb, false);
+    c->wait_pool = p;
+    sl_pool_request(p, &c->waiter);
+    return true;
 }

@@ -69,6 +69,9 @@ void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt);
 /* Gives a server back. clean: its session is reusable (no transaction, no
  * partial message); otherwise it is closed. */
 void sl_pool_release(sl_server_t *s, bool clean);
+/* Health checks see backend `backend` of db answer again: its pools stop
+ * refusing requests for server_login_retry. */
+void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend);
 /* Timeouts and upkeep; called by the janitor. */
 void sl_pool_tick(sl_pool_t *p, int64_t now_ms);
 void sl_pool_close_all(sl_worker_t *w);

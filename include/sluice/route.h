@@ -40,6 +40,9 @@ typedef struct sl_backend {
     uint64_t checks_done;  /* number of the last check answered */
     int64_t check_start_ms, next_check_ms;
     uint64_t check_start_ns;
+    struct {
+        uint64_t seq, lsn;
+    } recent[64];          /* answered checks by number, a ring: fences look up theirs */
     /* load */
     int outstanding;       /* transactions in flight on it */
     double ewma_us;        /* latency of its transactions and checks, weighted */

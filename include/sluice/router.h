@@ -21,6 +21,10 @@ int sl_router_request(sl_client_t *c);
 /* The client's transaction on its backend is over (released, aborted, lost
  * or closed). Safe to call more than once. */
 void sl_router_done(sl_client_t *c);
+/* The backend chosen for a read could not give a server (err): the read
+ * goes to another backend, nothing having been sent yet. False when there
+ * is none, or it was not a read. */
+bool sl_router_retry(sl_client_t *c, const char *err);
 /* Drops the client's pool references (it is closing). */
 void sl_router_detach(sl_client_t *c);
 

@@ -48,6 +48,10 @@ static void kill_all(void) {
         }
 }
 
+static void (*on_fail)(void);
+
+void it_on_fail(void (*fn)(void)) { on_fail = fn; }
+
 void it_fail(const char *file, int line, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -57,6 +61,11 @@ void it_fail(const char *file, int line, const char *fmt, ...) {
     va_end(ap);
     dump_logs();
     kill_all();
+    if (on_fail) {
+        void (*fn)(void) = on_fail;
+        on_fail = NULL;
+        fn();
+    }
     exit(1);
 }
 
@@ -315,10 +324,12 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
     return c;
 }
 
-PGconn *it_direct(void) {
+PGconn *it_direct(void) { return it_direct_port(it_cl.primary); }
+
+PGconn *it_direct_port(int port) {
     char ci[512];
     snprintf(ci, sizeof ci, "host=%s port=%d dbname=sluice_test user=postgres", it_cl.sockdir,
-             it_cl.primary);
+             port);
     PGconn *c = PQconnectdb(ci);
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "direct connect failed: %s", PQerrorMessage(c));
     return c;

@@ -43,8 +43,11 @@ long it_stats_value(const it_sluice_t *s, const char *key);
 
 PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra);
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra);
-/* Superuser connection straight to the primary. */
+/* Superuser connection straight to the primary, or to the server on port. */
 PGconn *it_direct(void);
+PGconn *it_direct_port(int port);
+/* Runs fn once if the test fails (to undo changes to the shared cluster). */
+void it_on_fail(void (*fn)(void));
 /* Runs sql, asserts success, returns row 0 col 0 (a per-thread static buffer). */
 const char *it_value(PGconn *c, const char *sql);
 void it_exec(PGconn *c, const char *sql);

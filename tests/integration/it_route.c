@@ -1,0 +1,486 @@
+/* Read/write splitting against the fixture's primary and two streaming
+ * replicas: where reads and writes land, balance, read-your-writes (and
+ * that stale reads do happen without it), lag, latency-aware balancing
+ * behind a delaying relay, and a replica stopped under load. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "delay.h"
+#include "harness.h"
+
+#define RW_DB                                                                                      \
+    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "                                     \
+    "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n"
+
+static void set_replay(bool pause) {
+    int ports[] = {it_cl.replica1, it_cl.replica2};
+    for (int i = 0; i < 2; i++) {
+        PGconn *r = it_direct_port(ports[i]);
+        PQclear(PQexec(r, pause ? "SELECT pg_wal_replay_pause()" : "SELECT pg_wal_replay_resume()"));
+        PQfinish(r);
+    }
+}
+
+static void resume_all(void) { set_replay(false); }
+
+/* The port the statement's first column reports, or -1 on error. */
+static int port_of(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    int port = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                   ? atoi(PQgetvalue(r, 0, PQnfields(r) - 1))
+                   : -1;
+    PQclear(r);
+    return port;
+}
+
+static bool is_replica(int port) { return port == it_cl.replica1 || port == it_cl.replica2; }
+
+/* Waits until the replicas have replayed everything the primary has now. */
+static void wait_replicas(void) {
+    PGconn *d = it_direct();
+    char lsn[64], sql[160];
+    snprintf(lsn, sizeof lsn, "%s", it_value(d, "SELECT pg_current_wal_insert_lsn()"));
+    PQfinish(d);
+    int ports[] = {it_cl.replica1, it_cl.replica2};
+    for (int i = 0; i < 2; i++) {
+        PGconn *r = it_direct_port(ports[i]);
+        snprintf(sql, sizeof sql, "SELECT pg_last_wal_replay_lsn() >= '%s'", lsn);
+        double deadline = it_now() + 20;
+        while (strcmp(it_value(r, sql), "t") != 0) {
+            IT_ASSERT(it_now() < deadline, "replica on port %d did not catch up", ports[i]);
+            usleep(20000);
+        }
+        PQfinish(r);
+    }
+}
+
+static void setup(void) {
+    PGconn *d = it_direct();
+    it_exec(d, "DROP TABLE IF EXISTS rt; DROP SEQUENCE IF EXISTS rs");
+    it_exec(d, "CREATE TABLE rt (id bigint PRIMARY KEY, pad text)");
+    it_exec(d, "CREATE SEQUENCE rs");
+    it_exec(d, "GRANT ALL ON rt, rs TO PUBLIC");
+    PQfinish(d);
+    wait_replicas();
+}
+
+/* Reads until one lands on a replica: the route has seen its backends. */
+static void wait_routing(PGconn *c) {
+    double deadline = it_now() + 10;
+    while (!is_replica(port_of(c, "SELECT inet_server_port()")))
+        IT_ASSERT(it_now() < deadline, "reads never reached a replica");
+}
+
+static void placement(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\n",
+                    RW_DB "rw_primary = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                          "routing=primary replicas=127.0.0.1:{REPLICA1}\n"
+                          "rw_ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                          "routing=replica replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+
+    /* 1,000 autocommit reads: every one on a replica, shared evenly. */
+    int n1 = 0, n2 = 0;
+    for (int i = 0; i < 1000; i++) {
+        PGresult *r = PQexec(c, "SELECT pg_is_in_recovery(), inet_server_port()");
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "read %d: %s", i, PQerrorMessage(c));
+        IT_ASSERT(!strcmp(PQgetvalue(r, 0, 0), "t"), "read %d ran on a primary", i);
+        int port = atoi(PQgetvalue(r, 0, 1));
+        n1 += port == it_cl.replica1;
+        n2 += port == it_cl.replica2;
+        PQclear(r);
+    }
+    printf("1000 reads: replica1 %d, replica2 %d\n", n1, n2);
+    IT_ASSERT(n1 + n2 == 1000, "all reads on replicas");
+    IT_ASSERT(n1 >= 400 && n1 <= 600 && n2 >= 400 && n2 <= 600,
+              "both replicas within 20%% of an even share (%d, %d)", n1, n2);
+
+    /* Extended protocol: unnamed and named statements are reads too. */
+    PGresult *r = PQexecParams(c, "SELECT inet_server_port() WHERE $1::int = 1", 1, NULL,
+                               (const char *[]){"1"}, NULL, NULL, 0);
+    IT_ASSERT(is_replica(atoi(PQgetvalue(r, 0, 0))), "extended-protocol read on a replica");
+    PQclear(r);
+    PQclear(PQprepare(c, "rd", "SELECT inet_server_port()", 0, NULL));
+    for (int i = 0; i < 4; i++) {
+        r = PQexecPrepared(c, "rd", 0, NULL, NULL, NULL, 0);
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "prepared read: %s", PQerrorMessage(c));
+        IT_ASSERT(is_replica(atoi(PQgetvalue(r, 0, 0))), "prepared read on a replica");
+        PQclear(r);
+    }
+
+    /* Writes, and reads that are writes, on the primary. */
+    const char *writes[] = {
+        "INSERT INTO rt VALUES (1, 'a') RETURNING inet_server_port()",
+        "SELECT inet_server_port() FROM rt FOR UPDATE",
+        "SELECT inet_server_port() FROM rt FOR SHARE",
+        "SELECT nextval('rs'), inet_server_port()",
+        "SELECT setval('rs', 10), inet_server_port()",
+        "WITH x AS (INSERT INTO rt VALUES (2, 'b') RETURNING id) SELECT inet_server_port() FROM x",
+        "WITH x AS (UPDATE rt SET pad = 'c' WHERE id = 2 RETURNING id) "
+        "SELECT inet_server_port() FROM x",
+        "SELECT pg_advisory_xact_lock(7), inet_server_port()",
+        "/* sluice:primary */ SELECT inet_server_port()",
+    };
+    for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
+        IT_ASSERT(port_of(c, writes[i]) == it_cl.primary, "on the primary: %s", writes[i]);
+    PQclear(PQprepare(c, "wr", "INSERT INTO rt VALUES (3, 'p') RETURNING inet_server_port()", 0,
+                      NULL));
+    r = PQexecPrepared(c, "wr", 0, NULL, NULL, NULL, 0);
+    IT_ASSERT(atoi(PQgetvalue(r, 0, 0)) == it_cl.primary, "a prepared write on the primary");
+    PQclear(r);
+
+    /* A transaction block stays where it started: BEGIN on the primary,
+     * BEGIN READ ONLY on a replica. */
+    it_exec(c, "BEGIN");
+    IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.primary, "BEGIN: primary");
+    IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.primary, "stays on the primary");
+    it_exec(c, "COMMIT");
+    wait_replicas();
+    usleep(100000); /* past the read-your-writes fence of the writes above */
+    it_exec(c, "BEGIN READ ONLY");
+    int p1 = port_of(c, "SELECT inet_server_port()");
+    IT_ASSERT(is_replica(p1), "BEGIN READ ONLY: a replica (%d)", p1);
+    IT_ASSERT(port_of(c, "SELECT inet_server_port()") == p1, "the block stays on its replica");
+    it_exec(c, "COMMIT");
+    IT_ASSERT(is_replica(port_of(c, "/* sluice:replica */ SELECT inet_server_port()")),
+              "replica hint");
+    PQfinish(c);
+
+    /* routing = primary and routing = replica. */
+    c = it_connect_db(&s, "sl_scram", "rw_primary", NULL);
+    for (int i = 0; i < 20; i++)
+        IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.primary, "routing = primary");
+    PQfinish(c);
+    c = it_connect_db(&s, "sl_scram", "rw_ro", NULL);
+    wait_routing(c);
+    for (int i = 0; i < 20; i++)
+        IT_ASSERT(is_replica(port_of(c, "SELECT inet_server_port()")), "routing = replica");
+    IT_ASSERT(!strcmp(it_fails(c, "INSERT INTO rt VALUES (99, 'x')"), "25006"),
+              "routing = replica: a write fails as read-only");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* ---- read-your-writes ---- */
+
+typedef struct ryw_arg {
+    it_sluice_t *s;
+    int id, iters;
+    long missing, replica_reads, errors;
+} ryw_arg_t;
+
+static atomic_bool stop_pauser;
+
+static void *pauser(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop_pauser)) {
+        set_replay(true);
+        usleep(250000);
+        set_replay(false);
+        usleep(250000);
+    }
+    return NULL;
+}
+
+static void *ryw_client(void *arg) {
+    ryw_arg_t *a = arg;
+    PGconn *c = it_connect_db(a->s, "sl_scram", "rw", NULL);
+    for (int k = 0; k < a->iters; k++) {
+        long id = 1000000L * (a->id + 1) + k;
+        char sql[200];
+        snprintf(sql, sizeof sql, "INSERT INTO rt VALUES (%ld, 'x')", id);
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) a->errors++;
+        PQclear(r);
+        /* Now and then the reader waits a little: long enough for its fence
+         * to be known, so replicas that replayed past it serve it. */
+        if (k % 10 == 9) usleep(50000);
+        snprintf(sql, sizeof sql,
+                 "SELECT (SELECT count(*) FROM rt WHERE id = %ld), inet_server_port()", id);
+        r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            a->errors++;
+        } else {
+            if (strcmp(PQgetvalue(r, 0, 0), "1") != 0) a->missing++;
+            if (is_replica(atoi(PQgetvalue(r, 0, 1)))) a->replica_reads++;
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+static void ryw_run(it_sluice_t *s, int iters, bool pausing, ryw_arg_t *total) {
+    pthread_t t[20], p;
+    ryw_arg_t a[20];
+    memset(total, 0, sizeof *total);
+    atomic_store(&stop_pauser, false);
+    if (pausing) pthread_create(&p, NULL, pauser, NULL);
+    for (int i = 0; i < 20; i++) {
+        a[i] = (ryw_arg_t){.s = s, .id = i, .iters = iters};
+        pthread_create(&t[i], NULL, ryw_client, &a[i]);
+    }
+    for (int i = 0; i < 20; i++) {
+        pthread_join(t[i], NULL);
+        total->missing += a[i].missing;
+        total->replica_reads += a[i].replica_reads;
+        total->errors += a[i].errors;
+    }
+    atomic_store(&stop_pauser, true);
+    if (pausing) pthread_join(p, NULL);
+    resume_all();
+}
+
+static void read_your_writes(void) {
+    it_sluice_t s;
+    PGconn *d = it_direct();
+    it_exec(d, "TRUNCATE rt");
+    PQfinish(d);
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 10\n", RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    PQfinish(c);
+    ryw_arg_t t;
+    ryw_run(&s, 500, true, &t);
+    printf("read_your_writes on: 10000 inserts, %ld missing, %ld reads served by replicas, %ld "
+           "errors\n", t.missing, t.replica_reads, t.errors);
+    IT_ASSERT(t.errors == 0, "no errors (%ld)", t.errors);
+    IT_ASSERT(t.missing == 0, "every row written is read back (%ld missing)", t.missing);
+    IT_ASSERT(t.replica_reads > 0, "replicas past the fence served some reads");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    /* Without it, a reader right after its write on a paused replica does
+     * not see its row: the test above can fail. */
+    d = it_direct();
+    it_exec(d, "TRUNCATE rt");
+    PQfinish(d);
+    wait_replicas();
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 10\nread_your_writes = 0\n",
+                    RW_DB);
+    c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    PQfinish(c);
+    set_replay(true);
+    ryw_run(&s, 20, false, &t);
+    printf("read_your_writes off, replay paused: 400 inserts, %ld missing\n", t.missing);
+    IT_ASSERT(t.missing > 0, "stale reads happen without read_your_writes");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* ---- lag ---- */
+
+static int count_on(PGconn *c, int port, int n) {
+    int hits = 0;
+    for (int i = 0; i < n; i++) hits += port_of(c, "SELECT inet_server_port()") == port;
+    return hits;
+}
+
+static void lag(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 256kB\n", RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    IT_ASSERT(count_on(c, it_cl.replica1, 40) > 0, "replica1 serves reads at first");
+    PGconn *r1 = it_direct_port(it_cl.replica1);
+    it_value(r1, "SELECT pg_wal_replay_pause()");
+    PGconn *d = it_direct();
+    it_exec(d, "INSERT INTO rt SELECT g, repeat('x', 1000) FROM generate_series(-3000, -1) g");
+    PQfinish(d);
+    char needle[80];
+    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d is lagging", it_cl.replica1);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "the lag is noticed and logged once");
+    int on1 = count_on(c, it_cl.replica1, 100);
+    IT_ASSERT(on1 == 0, "no reads on the lagging replica (%d of 100)", on1);
+    it_value(r1, "SELECT pg_wal_replay_resume()");
+    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d caught up", it_cl.replica1);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "catching up is logged");
+    on1 = count_on(c, it_cl.replica1, 100);
+    IT_ASSERT(on1 >= 30, "reads return to the replica once caught up (%d of 100)", on1);
+    PQfinish(r1);
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* ---- load: many clients reading ---- */
+
+typedef struct load_arg {
+    it_sluice_t *s;
+    atomic_bool *stop;
+    atomic_long *errors;
+    long on[3]; /* primary, replica1, replica2 */
+} load_arg_t;
+
+static void *load_client(void *arg) {
+    load_arg_t *a = arg;
+    PGconn *c = it_connect_db(a->s, "sl_scram", "rw", NULL);
+    while (!atomic_load(a->stop)) {
+        int port = port_of(c, "SELECT inet_server_port()");
+        if (port < 0) {
+            atomic_fetch_add(a->errors, 1);
+            if (PQstatus(c) != CONNECTION_OK) {
+                PQfinish(c);
+                c = it_connect_db(a->s, "sl_scram", "rw", NULL);
+            }
+            continue;
+        }
+        a->on[port == it_cl.replica1 ? 1 : port == it_cl.replica2 ? 2 : 0]++;
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+typedef struct load {
+    pthread_t t[20];
+    load_arg_t a[20];
+    atomic_bool stop;
+    atomic_long errors;
+} load_t;
+
+static void load_start(load_t *l, it_sluice_t *s) {
+    atomic_store(&l->stop, false);
+    atomic_store(&l->errors, 0);
+    for (int i = 0; i < 20; i++) {
+        l->a[i] = (load_arg_t){.s = s, .stop = &l->stop, .errors = &l->errors};
+        pthread_create(&l->t[i], NULL, load_client, &l->a[i]);
+    }
+}
+
+static void load_counts(load_t *l, long on[3]) {
+    on[0] = on[1] = on[2] = 0;
+    for (int i = 0; i < 20; i++)
+        for (int k = 0; k < 3; k++) on[k] += l->a[i].on[k];
+}
+
+static void load_reset(load_t *l) {
+    for (int i = 0; i < 20; i++) memset(l->a[i].on, 0, sizeof l->a[i].on);
+    atomic_store(&l->errors, 0);
+}
+
+static void load_stop(load_t *l) {
+    atomic_store(&l->stop, true);
+    for (int i = 0; i < 20; i++) pthread_join(l->t[i], NULL);
+}
+
+/* ---- latency-aware balancing ---- */
+
+static void latency(void) {
+    /* Both replicas behind a relay, so that they are alike when fast. */
+    it_delay_t *fast = it_delay_start(it_cl.replica1), *slow = it_delay_start(it_cl.replica2);
+    it_delay_set(slow, 10);
+    char dbs[300];
+    snprintf(dbs, sizeof dbs,
+             "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+             "replicas=127.0.0.1:%d,127.0.0.1:%d load_balance=latency\n",
+             it_delay_port(fast), it_delay_port(slow));
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 10\n", dbs);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    PQfinish(c);
+    load_t l;
+    load_start(&l, &s);
+    sleep(1);
+    load_reset(&l);
+    sleep(3);
+    long on[3];
+    load_counts(&l, on);
+    double slow_share = (double)on[2] / (double)(on[1] + on[2] + 1);
+    printf("latency, replica2 behind 10 ms each way: replica1 %ld, replica2 %ld reads (%.1f%%)\n",
+           on[1], on[2], 100 * slow_share);
+    IT_ASSERT(on[2] > 0, "the slow replica still gets some reads");
+    IT_ASSERT(slow_share < 0.2, "the slow replica gets a clearly smaller share (%.1f%%)",
+              100 * slow_share);
+    it_delay_set(slow, 0);
+    sleep(1);
+    load_reset(&l);
+    sleep(3);
+    load_counts(&l, on);
+    load_stop(&l);
+    double share = (double)on[2] / (double)(on[1] + on[2] + 1);
+    printf("latency, both fast: replica1 %ld, replica2 %ld reads (%.1f%%)\n", on[1], on[2],
+           100 * share);
+    IT_ASSERT(share > 0.3 && share < 0.7, "equal shares once it is fast again (%.1f%%)",
+              100 * share);
+    IT_ASSERT(atomic_load(&l.errors) == 0, "no errors");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* ---- a replica stopped and started under load ---- */
+
+static void pg_ctl_replica1(const char *action) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "cd / && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 "
+             "-l %s/replica1.log -w %s >/dev/null 2>&1",
+             it_cl.sockdir, it_cl.sockdir, action);
+    if (getuid() != 0) snprintf(cmd, sizeof cmd,
+                                "/usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 -l "
+                                "%s/replica1.log -w %s >/dev/null 2>&1",
+                                it_cl.sockdir, it_cl.sockdir, action);
+    IT_ASSERT(system(cmd) == 0, "pg_ctl %s replica1", action);
+}
+
+static void restart_replica1(void) { pg_ctl_replica1("start"); }
+
+static void health(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\ndefault_pool_size = 10\n"
+                    "health_check_period = 0.2\nhealth_check_failures = 2\n",
+                    RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    PQfinish(c);
+    load_t l;
+    load_start(&l, &s);
+    sleep(1);
+    it_on_fail(restart_replica1);
+    pg_ctl_replica1("-m immediate stop");
+    char needle[80];
+    snprintf(needle, sizeof needle, "127.0.0.1:%d ejected", it_cl.replica1);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "the stopped replica is ejected");
+    long before = atomic_load(&l.errors);
+    load_reset(&l);
+    sleep(2);
+    long on[3];
+    load_counts(&l, on);
+    printf("replica1 stopped: %ld errors before its ejection, then %ld; reads replica1 %ld, "
+           "replica2 %ld, primary %ld\n", before, atomic_load(&l.errors), on[1], on[2], on[0]);
+    IT_ASSERT(atomic_load(&l.errors) == 0, "no errors after the ejection (%ld)",
+              atomic_load(&l.errors));
+    IT_ASSERT(on[1] == 0 && on[2] > 0, "reads go to the other replica");
+    pg_ctl_replica1("start");
+    it_on_fail(NULL);
+    snprintf(needle, sizeof needle, "127.0.0.1:%d answers again", it_cl.replica1);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 15) == 1, "re-admitted after restart");
+    sleep(1);
+    load_reset(&l);
+    sleep(2);
+    load_counts(&l, on);
+    load_stop(&l);
+    printf("replica1 restarted: reads replica1 %ld, replica2 %ld, errors %ld\n", on[1], on[2],
+           atomic_load(&l.errors));
+    IT_ASSERT(on[1] > 0, "traffic returns to the restarted replica");
+    IT_ASSERT(atomic_load(&l.errors) == 0, "no errors after re-admission");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+int main(void) {
+    it_init("it_route");
+    it_on_fail(resume_all);
+    setup();
+    placement();
+    read_your_writes();
+    lag();
+    it_on_fail(NULL);
+    latency();
+    health();
+    return it_done();
+}
