@@ -157,7 +157,7 @@ void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
     b->failures++;
     if (b->up && b->failures >= r->w->cfg->health_check_failures) {
         b->up = false;
-        sl_log_warn(r->tag, "%s ejected after %d failed health checks: %s", b->addr, b->failures,
+        sl_log_warn(r->tag, "%s ejected after %d failed checks or connections in a row: %s", b->addr, b->failures,
                     err);
         update_writer(r);
     }
