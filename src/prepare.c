@@ -437,6 +437,7 @@ static void answer_due(sl_client_t *c) {
         } else if (sl_proto_put_empty(&c->out, e->kind == SL_EX_PARSE ? '1' : '3') < 0) {
             return;
         }
+        c->tx_replied = true;
         sl_expect_answered(&ps->replies, end_cb, c);
     }
 }

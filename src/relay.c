@@ -193,6 +193,7 @@ static bool activate(sl_client_t *c, sl_server_t *s) {
     }
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
+    sl_router_linked(c);
     c->w->stats.server_assignment_count++;
     c->server_error = false;
     sl_client_set_state(c, SL_CL_ACTIVE);
@@ -516,6 +517,8 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             uint8_t t = s->scan.type;
             s->scan.collect = t == 'Z' || t == 'S';
             if (t == 'E') c->server_error = true;
+            /* Notices and reports can come at any time: a reply is anything else. */
+            if (t != 'N' && t != 'S' && t != 'A') c->tx_replied = true;
             continue;
         }
         if (ev != SL_SCAN_END || !s->scan.collect) continue;
@@ -615,6 +618,7 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
     c->capturing = 0;
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
+    sl_router_linked(c);
     maybe_release(c);
     if (c->state != SL_CL_CLOSING && c->server == s && sl_relay_flush_c2s(c))
         sl_client_update_poll(c);
@@ -661,8 +665,10 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
         s->link = NULL;
         sl_pool_release(s, false);
     }
-    sl_router_done(c);
     c->c2s_blocked = false;
+    /* A read on a replica that went away before replying goes elsewhere. */
+    if (!mid_message && sl_router_replay(c, why)) return;
+    sl_router_done(c);
     /* A pinned client lost session state it relied on: it must know. */
     if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {

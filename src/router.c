@@ -178,7 +178,55 @@ int sl_router_request(sl_client_t *c) {
     return 1;
 }
 
+void sl_router_forget_replay(sl_client_t *c) {
+    free(c->replay);
+    c->replay = NULL;
+    c->replay_len = 0;
+}
+
+void sl_router_linked(sl_client_t *c) {
+    c->tx_replied = false;
+    sl_router_forget_replay(c);
+    sl_route_t *r = c->route;
+    int b = c->tx_backend;
+    uint32_t n = sl_buf_len(&c->in);
+    /* Only a whole request that fits one buffer: then it can be put back. */
+    if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding ||
+        !sl_scan_at_boundary(&c->scan) || c->pool->mode == SL_POOL_SESSION)
+        return;
+    c->replay = malloc(n);
+    if (!c->replay) return;
+    memcpy(c->replay, sl_buf_rptr(&c->in), n);
+    c->replay_len = n;
+}
+
+bool sl_router_replay(sl_client_t *c, const char *why) {
+    sl_route_t *r = c->route;
+    int b = c->tx_backend;
+    if (!c->replay || c->tx_replied || b < 0 || c->pins || c->server_error) return false;
+    sl_route_check_failed(r, b, why);
+    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
+    sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
+    if (!p) return false;
+    c->tx_backend = -1;
+    sl_route_end(r, b, (uv_hrtime() - c->tx_start_ns) / 1000);
+    /* What is left of the request in the buffer is a tail of the copy. */
+    memcpy(c->in.data, c->replay, c->replay_len);
+    c->in.head = 0;
+    c->in.tail = c->replay_len;
+    sl_router_forget_replay(c);
+    sl_log_info(c->tag, "%s went away before answering: its read is retried on %s",
+                r->b[b].addr, r->b[nb].addr);
+    queue_on(c, nb, false);
+    c->wait_pool = p;
+    sl_client_set_state(c, SL_CL_WAITING);
+    sl_client_update_poll(c);
+    sl_pool_request(p, &c->waiter);
+    return true;
+}
+
 void sl_router_done(sl_client_t *c) {
+    sl_router_forget_replay(c);
     int b = c->tx_backend;
     if (b < 0 || !c->route) return;
     c->tx_backend = -1;

@@ -62,6 +62,9 @@ typedef struct sl_client {
     bool tx_write;         /* that transaction was routed as a write */
     uint64_t tx_start_ns;  /* when it was routed */
     sl_fence_t fence;      /* read-your-writes: where replicas must be to serve it */
+    uint8_t *replay;       /* owned: a replica read's request, kept until it is answered */
+    uint32_t replay_len;
+    bool tx_replied;       /* the server (or sluice for it) answered something */
     sl_params_t params;    /* session parameters the client asked for */
     uint64_t params_fp;    /* their fingerprint; 0: to recompute */
     sl_buf_t in;           /* client -> server bytes; held while active */

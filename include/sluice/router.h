@@ -25,6 +25,15 @@ void sl_router_done(sl_client_t *c);
  * goes to another backend, nothing having been sent yet. False when there
  * is none, or it was not a read. */
 bool sl_router_retry(sl_client_t *c, const char *err);
+/* A server was linked for the client's transaction: a read on a replica
+ * keeps a copy of its request for sl_router_replay. */
+void sl_router_linked(sl_client_t *c);
+/* The client sent more: the kept copy no longer covers its request. */
+void sl_router_forget_replay(sl_client_t *c);
+/* The replica serving the client's read went away before replying (why):
+ * the request is put back and goes to another backend. False when that
+ * cannot be done; the caller then reports the loss. */
+bool sl_router_replay(sl_client_t *c, const char *why);
 /* Drops the client's pool references (it is closing). */
 void sl_router_detach(sl_client_t *c);
 

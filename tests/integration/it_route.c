@@ -455,6 +455,11 @@ static void health(void) {
            "replica2 %ld, primary %ld\n", before, atomic_load(&l.errors), on[1], on[2], on[0]);
     IT_ASSERT(atomic_load(&l.errors) == 0, "no errors after the ejection (%ld)",
               atomic_load(&l.errors));
+    /* Reads in flight when it stopped, and new ones sent to it before the
+     * ejection, were retried on the other replica: no error at all. */
+    IT_ASSERT(before == 0, "reads caught by the stop were retried elsewhere (%ld errors)", before);
+    printf("reads retried: %d in flight, %d at connect\n",
+           it_log_count(&s, "its read is retried on"), it_log_count(&s, "its read goes to"));
     IT_ASSERT(on[1] == 0 && on[2] > 0, "reads go to the other replica");
     pg_ctl_replica1("start");
     it_on_fail(NULL);
