@@ -647,8 +647,12 @@ static void on_readable(sl_client_t *c) {
         uint32_t shift = c->in.head;
         sl_buf_compact(&c->in);
         if (c->holding) c->hold_start -= shift;
+        if (c->barrier) c->barrier_off -= shift;
     }
     if (sl_buf_space(&c->in) == 0) return;
+    uint32_t from = c->in.tail;
+    /* Whole messages so far, and no extended-protocol batch left open. */
+    bool boundary = sl_scan_at_boundary(&c->scan) && !c->ext_open && !c->holding;
     ssize_t n = sl_client_read(c, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
@@ -682,6 +686,8 @@ static void on_readable(sl_client_t *c) {
         if (sl_buf_len(&c->in) > 0) sl_client_request_server(c);
         return;
     }
+    /* A replica serving a read must not get a write sent meanwhile. */
+    if (c->state == SL_CL_ACTIVE && c->route && boundary) sl_router_guard(c, from);
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
     if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
 }
@@ -725,6 +731,7 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     c->in.head = c->in.tail = 0;
     c->scan_new = 0;
     c->holding = false;
+    c->barrier = false;
     c->ext_open = false;
     sl_params_clear(&c->dirty);
     sl_client_set_state(c, SL_CL_IDLE);

@@ -379,7 +379,7 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
 static bool walk(sl_client_t *c, sl_server_t *s) {
     sl_ps_t *ps = c->ps;
     while (ps->stage.len < c->in.cap && ps->replies.n < MAX_OWED) {
-        uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+        uint32_t limit = sl_client_fwd_limit(c);
         uint32_t avail = limit - c->in.head;
         const uint8_t *p = sl_buf_rptr(&c->in);
         if (ps->remain > 0 || ps->assembling) {
@@ -483,7 +483,7 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
 bool sl_ps_answer_unlinked(sl_client_t *c) {
     if (!sl_ps_wanted(c) || !c->out.data) return true;
     for (;;) {
-        uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+        uint32_t limit = sl_client_fwd_limit(c);
         uint32_t avail = limit - c->in.head;
         const uint8_t *p = sl_buf_rptr(&c->in);
         if (avail < 5) return true;

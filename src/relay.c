@@ -161,7 +161,11 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
 
 static bool server_clean(sl_client_t *c, sl_server_t *s) {
     /* Messages before a Sync may have opened an implicit transaction that
-     * the last ReadyForQuery does not show. */
+     * the last ReadyForQuery does not show. Bytes behind the routing
+     * barrier belong to the next transaction. */
+    if (c->barrier)
+        return c->pending == sl_router_held_pending(c) && s->tx_status == 'I' &&
+               sl_scan_at_boundary(&s->scan) && c->in.head == c->barrier_off && sl_ps_idle(c);
     return c->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
            sl_scan_at_boundary(&s->scan) &&
            sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding &&
@@ -472,7 +476,7 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
     if (!s || s->state != SL_SV_ACTIVE) return true;
     /* A partial header stays here (it might be a Terminate), and so does a
      * Query held for analysis. */
-    uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+    uint32_t limit = sl_client_fwd_limit(c);
     uint32_t fwd = limit - c->in.head;
     while (fwd > 0) {
         ssize_t n = sl_server_write(s, sl_buf_rptr(&c->in), fwd);
@@ -629,7 +633,14 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
 /* After a ReadyForQuery: give the server back when the transaction is over. */
 static void maybe_release(sl_client_t *c) {
     sl_server_t *s = c->server;
-    if (!s || c->pending > 0) return;
+    if (!s || c->pending > sl_router_held_pending(c)) return;
+    if (c->barrier && (s->tx_status != 'I' || c->pins || c->pool->mode == SL_POOL_SESSION)) {
+        /* The transaction goes on (or the client is tied to this server):
+         * what was held belongs to it after all. */
+        c->barrier = false;
+        sl_relay_flush_c2s(c);
+        return;
+    }
     int mode = c->pool->mode;
     if (mode == SL_POOL_STATEMENT && s->tx_status != 'I') {
         sl_client_fatal(c, "25001",
@@ -649,8 +660,12 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (c->pins) return;
+    bool held = c->barrier;
     sl_relay_unlink(c);
+    c->barrier = false;
     sl_client_set_state(c, SL_CL_IDLE);
+    /* Requests held behind the barrier are routed on their own. */
+    if (held && sl_buf_len(&c->in) > 0) sl_client_request_server(c);
 }
 
 void sl_relay_check_release(sl_client_t *c) { maybe_release(c); }

@@ -78,9 +78,9 @@ static const char *message_sql(sl_client_t *c, uint8_t t, const char *body, size
 
 /* Read or write for every complete request waiting in the client's buffer:
  * a read only if all of them are reads. */
-static int classify_pending(sl_client_t *c) {
+static int classify_pending(sl_client_t *c, uint32_t from) {
     const sl_config_t *cfg = c->w->cfg;
-    const uint8_t *p = c->in.data + c->in.head, *end = c->in.data + c->in.tail;
+    const uint8_t *p = c->in.data + from, *end = c->in.data + c->in.tail;
     bool any = false, write = false, parse_seen = false;
     enum sl_sql_hint hint = SL_HINT_NONE;
     while (end - p >= 5) {
@@ -144,7 +144,7 @@ int sl_router_request(sl_client_t *c) {
         bool session = c->pool->mode == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
         if (routing == SL_ROUTE_AUTO && !login && !session) {
-            int k = classify_pending(c);
+            int k = classify_pending(c, c->in.head);
             if (k == NEED_MORE) return 0;
             write = k == WRITE;
         }
@@ -176,6 +176,31 @@ int sl_router_request(sl_client_t *c) {
     c->wait_pool = p;
     sl_pool_request(p, &c->waiter);
     return 1;
+}
+
+static bool on_replica_read(const sl_client_t *c) {
+    return c->route && c->tx_backend >= 0 && !c->tx_write && c->tx_backend != c->route->writer &&
+           c->pool->mode != SL_POOL_SESSION;
+}
+
+void sl_router_guard(sl_client_t *c, uint32_t from) {
+    if (c->barrier || !on_replica_read(c) || c->pins || from >= c->in.tail) return;
+    if (routing_of(c) != SL_ROUTE_AUTO || classify_pending(c, from) == READ) return;
+    c->barrier = true;
+    c->barrier_off = from;
+}
+
+int sl_router_held_pending(const sl_client_t *c) {
+    if (!c->barrier) return 0;
+    int n = 0;
+    const uint8_t *p = c->in.data + c->barrier_off, *end = c->in.data + c->in.tail;
+    while (end - p >= 5) {
+        if (p[0] == 'Q' || p[0] == 'S' || p[0] == 'F') n++;
+        uint64_t len = 1 + (uint64_t)sl_be32(p + 1);
+        if ((uint64_t)(end - p) < len) break;
+        p += len;
+    }
+    return n;
 }
 
 void sl_router_forget_replay(sl_client_t *c) {

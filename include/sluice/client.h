@@ -65,6 +65,8 @@ typedef struct sl_client {
     uint8_t *replay;       /* owned: a replica read's request, kept until it is answered */
     uint32_t replay_len;
     bool tx_replied;       /* the server (or sluice for it) answered something */
+    bool barrier;          /* bytes from barrier_off on wait for the next transaction: */
+    uint32_t barrier_off;  /* ... a write sent while a replica serves a read */
     sl_params_t params;    /* session parameters the client asked for */
     uint64_t params_fp;    /* their fingerprint; 0: to recompute */
     sl_buf_t in;           /* client -> server bytes; held while active */
@@ -99,6 +101,13 @@ typedef struct sl_client {
     int64_t query_ms;      /* the oldest request still unanswered was sent */
     int64_t last_io_ms;    /* last request sent or last ReadyForQuery relayed */
 } sl_client_t;
+
+/* Where forwarding client bytes to the server stops: before a held Query
+ * or Parse, a partial header, or the routing barrier. */
+static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
+    uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+    return c->barrier && c->barrier_off < limit ? c->barrier_off : limit;
+}
 
 void sl_client_accept(sl_worker_t *w, int fd, const char *peer);
 /* The one exit: logs reason, releases or closes the server, frees later. */

@@ -34,6 +34,12 @@ void sl_router_forget_replay(sl_client_t *c);
  * the request is put back and goes to another backend. False when that
  * cannot be done; the caller then reports the loss. */
 bool sl_router_replay(sl_client_t *c, const char *why);
+/* The client sent more (from offset `from` of its buffer) while its read
+ * runs on a replica: unless all of it reads too, it waits behind a barrier
+ * until that transaction is over, then is routed on its own. */
+void sl_router_guard(sl_client_t *c, uint32_t from);
+/* Requests held behind the barrier that expect a ReadyForQuery. */
+int sl_router_held_pending(const sl_client_t *c);
 /* Drops the client's pool references (it is closing). */
 void sl_router_detach(sl_client_t *c);
 

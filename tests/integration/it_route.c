@@ -168,6 +168,66 @@ static void placement(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* ---- a write sent while a replica still serves a read ---- */
+
+static int pipeline_port(PGconn *c, int *ports, int n) {
+    int got = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(c);
+        if (!r) continue; /* end of one query's results */
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            if (got == n) return got;
+            continue;
+        }
+        if (st == PGRES_TUPLES_OK && got < n)
+            ports[got++] = atoi(PQgetvalue(r, 0, PQnfields(r) - 1));
+        else if (st != PGRES_TUPLES_OK)
+            IT_ASSERT(false, "pipelined query failed: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+}
+
+static void pipelined_once(const char *opts) {
+    it_sluice_t s;
+    it_sluice_start(&s, opts, RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    usleep(100000);
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline mode");
+    /* A slow read goes out alone and is routed to a replica ... */
+    PQsendQueryParams(c, "SELECT pg_sleep(0.3), inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQflush(c);
+    usleep(100000);
+    /* ... then, while it runs there, a write and another read. */
+    PQsendQueryParams(c, "INSERT INTO rt VALUES (-9, 'p') ON CONFLICT (id) DO UPDATE SET pad = 'q' "
+                         "RETURNING inet_server_port()",
+                      0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQflush(c);
+    int ports[3];
+    pipeline_port(c, ports, 1);
+    pipeline_port(c, ports + 1, 1);
+    pipeline_port(c, ports + 2, 1);
+    IT_ASSERT(is_replica(ports[0]), "the first read ran on a replica (%d)", ports[0]);
+    IT_ASSERT(ports[1] == it_cl.primary, "the write sent meanwhile ran on the primary (%d)",
+              ports[1]);
+    IT_ASSERT(ports[2] == it_cl.primary, "the read after it, read-your-writes: primary (%d)",
+              ports[2]);
+    PQexitPipelineMode(c);
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void pipelined(void) {
+    pipelined_once("pool_mode = transaction\n");
+    pipelined_once("pool_mode = transaction\nmax_prepared_statements = 0\n");
+}
+
 /* ---- read-your-writes ---- */
 
 typedef struct ryw_arg {
@@ -482,6 +542,7 @@ int main(void) {
     it_on_fail(resume_all);
     setup();
     placement();
+    pipelined();
     read_your_writes();
     lag();
     it_on_fail(NULL);
