@@ -108,6 +108,65 @@ static void test_errors(void) {
     ASSERT_TRUE(strstr(err, "/nonexistent/sluice.ini: cannot open") != NULL);
 }
 
+static void test_replicas(void) {
+    char err[512] = "";
+    sl_config_t *c = load("[databases]\n"
+                          "plain = host=db1\n"
+                          "app = host=db1 port=5433 replicas='r1:5434,r2:5435:3, [::1]:5436' "
+                          "load_balance=latency\n"
+                          "ro = host=db1 replicas=r1 routing=replica\n"
+                          "pin = host=db1 replicas=r1:1 routing=primary\n"
+                          "[sluice]\nauth_type = trust\nmax_replica_lag = 64kB\n"
+                          "health_check_period = 0.5\nwrite_functions = f1, g*\n",
+                          err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    const sl_db_cfg_t *plain = sl_config_find_db(c, "plain"), *app = sl_config_find_db(c, "app");
+    const sl_db_cfg_t *ro = sl_config_find_db(c, "ro"), *pin = sl_config_find_db(c, "pin");
+    ASSERT_EQ(plain->nreplicas, 0);
+    ASSERT_EQ(sl_db_cfg_routing(plain), SL_ROUTE_PRIMARY);
+    ASSERT_EQ(app->nreplicas, 3);
+    ASSERT_STREQ(app->replicas[0].host, "r1");
+    ASSERT_EQ(app->replicas[0].port, 5434);
+    ASSERT_EQ(app->replicas[0].weight, 1);
+    ASSERT_STREQ(app->replicas[1].host, "r2");
+    ASSERT_EQ(app->replicas[1].weight, 3);
+    ASSERT_STREQ(app->replicas[2].host, "::1");
+    ASSERT_EQ(app->replicas[2].port, 5436);
+    ASSERT_EQ(sl_db_cfg_routing(app), SL_ROUTE_AUTO);
+    ASSERT_EQ(app->load_balance, SL_LB_LATENCY);
+    ASSERT_TRUE(sl_db_cfg_get(app, "replicas") == NULL); /* not a libpq key */
+    ASSERT_EQ(ro->replicas[0].port, 5432);
+    ASSERT_EQ(sl_db_cfg_routing(ro), SL_ROUTE_REPLICA);
+    ASSERT_EQ(sl_db_cfg_routing(pin), SL_ROUTE_PRIMARY);
+    ASSERT_EQ(c->max_replica_lag, 65536);
+    ASSERT_EQ(c->health_check_period_ms, 500);
+    ASSERT_EQ(c->health_check_failures, 3);
+    ASSERT_TRUE(c->read_your_writes);
+    ASSERT_EQ(c->load_balance, SL_LB_LEAST_OUTSTANDING);
+    ASSERT_STREQ(c->write_functions, "f1, g*");
+    sl_config_free(c);
+
+    c = load("[sluice]\nauth_type = trust\n", err);
+    ASSERT_EQ(c->max_replica_lag, 16 << 20);
+    ASSERT_EQ(c->lsn_poll_period_ms, 20);
+    ASSERT_TRUE(strstr(c->write_functions, "nextval") != NULL);
+    sl_config_free(c);
+
+    expect_error("[databases]\napp = host=x replicas=r1:0\n", "t.ini:2: replicas: invalid port");
+    expect_error("[databases]\napp = host=x replicas=r1:5432:0\n", "t.ini:2: replicas: invalid weight");
+    expect_error("[databases]\napp = host=x replicas=[::1\n", "t.ini:2: replicas: invalid address");
+    expect_error("[databases]\napp = host=x replicas=,\n", "t.ini:2: replicas: empty list");
+    expect_error("[databases]\napp = host=x routing=replica\n",
+                 "t.ini:2: database 'app': routing = replica needs replicas");
+    expect_error("[databases]\napp = host=x replicas=r routing=sometimes\n", "t.ini:2: routing");
+    expect_error("[databases]\napp = host=x load_balance=fastest\n", "t.ini:2: load_balance");
+    expect_error("[sluice]\nmax_replica_lag = lots\n", "t.ini:2: max_replica_lag");
+}
+
 static void test_file(void) {
     char path[] = "/tmp/sluice-test-XXXXXX";
     int fd = mkstemp(path);
@@ -125,6 +184,7 @@ int main(void) {
     test_defaults();
     test_full();
     test_errors();
+    test_replicas();
     test_file();
     return check_done("test_config");
 }
