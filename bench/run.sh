@@ -5,6 +5,11 @@
 # Prints and writes bench/RESULTS.md: TPS, mean latency and each proxy's own
 # CPU microseconds per transaction (utime+stime from /proc/PID/stat).
 #
+# The routing rows run sluice alone (PgBouncer has no replicas): the same
+# pgbench -S through a database with two replicas, routing = primary (every
+# transaction to the primary, replicas health-checked) and routing = auto
+# (each transaction classified and sent to a replica): the cost of routing.
+#
 #   bash bench/run.sh [SECONDS]       (default 20 per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,10 +54,11 @@ wait_port() {
 
 printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 # The same settings for both proxies; only the section name and port differ.
-write_ini() { # file section port logfile tls-key
+write_ini() { # file section port logfile tls-key [more databases]
     cat >"$1" <<INI
 [databases]
 sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+${6:-}
 [$2]
 listen_addr = 127.0.0.1
 listen_port = $3
@@ -73,7 +79,10 @@ server_tls_sslmode = disable
 INI
 }
 SLUICE_PORT=$(free_port)
-write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log" "$dir/pg/tls/server.key"
+replicas="replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT"
+write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log" "$dir/pg/tls/server.key" \
+    "rt_primary = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test $replicas routing=primary
+rt_auto = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test $replicas routing=auto"
 "$top/build-bench/sluice" "$dir/sluice.ini" &
 pids+=($!)
 SLUICE_PID=$!
@@ -101,12 +110,12 @@ tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 results=()
-run() { # name port pid mode[+tls]
-    local name=$1 port=$2 pid=$3 mode=${4%+tls} before after out tps lat txs cpu ssl=disable
+run() { # name port pid mode[+tls] [database]
+    local name=$1 port=$2 pid=$3 mode=${4%+tls} db=${5:-sluice_test} before after out tps lat txs cpu ssl=disable
     [ "$4" != "$mode" ] && ssl=require
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
     out=$(PGSSLMODE=$ssl PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$port" -U sl_scram -S -M "$mode" \
-        -c "$clients" -j 2 -T "$secs" sluice_test 2>&1)
+        -c "$clients" -j 2 -T "$secs" "$db" 2>&1)
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
     lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
@@ -133,6 +142,9 @@ done
 # it in plain text, and the direct row is plain text too.
 run sluice "$SLUICE_PORT" "$SLUICE_PID" simple+tls
 run pgbouncer "$PGB_PORT" "$PGB_PID" simple+tls
+# Routing: the replicas have replayed pgbench's tables long before this.
+run "sluice routing=primary" "$SLUICE_PORT" "$SLUICE_PID" simple rt_primary
+run "sluice routing=auto" "$SLUICE_PORT" "$SLUICE_PID" simple rt_auto
 
 rss() { awk "/$2/"'{print $2}' "/proc/$1/status"; }
 
