@@ -264,6 +264,9 @@ static bool fence_passed(sl_route_t *r, sl_fence_t *f, const sl_backend_t *b) {
 int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
     if (write) return r->writer;
     int cand[SL_MAX_BACKENDS], n = 0, healthy = 0;
+    /* Without a primary, no fence can be resolved: the replicas are all
+     * there is. */
+    if (r->writer < 0) fence = NULL;
     for (int i = 0; i < r->n; i++) {
         sl_backend_t *b = &r->b[i];
         if (i == r->writer || i == exclude || !b->up || !b->in_recovery || b->lagging) continue;

@@ -154,14 +154,21 @@ int sl_router_request(sl_client_t *c) {
         if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
         if (b < 0) {
             char msg[400];
-            snprintf(msg, sizeof msg,
-                     "no primary is available for database \"%s\": %s is down and no replica "
-                     "has been promoted; retry later",
-                     c->dbname, r->b[0].addr);
+            if (write)
+                snprintf(msg, sizeof msg,
+                         "no primary is available for database \"%s\": %s is down and no "
+                         "replica has been promoted; retry later",
+                         c->dbname, r->b[0].addr);
+            else
+                snprintf(msg, sizeof msg,
+                         "no backend is available for database \"%s\": the primary and every "
+                         "replica are down or lagging; retry later",
+                         c->dbname);
             if (login) {
                 sl_client_fatal(c, "57P03", "%s", msg);
             } else {
-                sl_log_warn(c->tag, "write refused: no primary is up");
+                sl_log_warn(c->tag, "%s refused: no backend can take it",
+                            write ? "write" : "read");
                 sl_client_abort_requests(c, "57P03", msg);
             }
             return -1;

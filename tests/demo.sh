@@ -32,7 +32,10 @@ cat >"$dir/userlist.txt" <<USERS
 USERS
 cat >"$dir/sluice.ini" <<INI
 [databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+; reads to the replicas, writes to the primary
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT
+; a read-only alias
+sluice_test_ro = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT routing=replica
 * = host=127.0.0.1 port=$PRIMARY_PORT
 
 [sluice]
@@ -53,10 +56,13 @@ done
 cat <<MSG
 
 sluice is running (pid $sluice_pid), pooling in transaction mode in front of
-PostgreSQL primary :$PRIMARY_PORT (replicas :$REPLICA1_PORT and :$REPLICA2_PORT).
-Connect through sluice with:
+PostgreSQL primary :$PRIMARY_PORT, sending reads to its replicas :$REPLICA1_PORT
+and :$REPLICA2_PORT. Connect through sluice with:
 
   PGPASSWORD=scram_pw psql "host=127.0.0.1 port=$port user=sl_scram dbname=sluice_test"
+
+Try: SELECT inet_server_port(), pg_is_in_recovery();   (a replica)
+     BEGIN; SELECT inet_server_port(); COMMIT;          (the primary)
 
 Config: $dir/sluice.ini   Press Ctrl-C to stop everything.
 MSG
