@@ -368,6 +368,81 @@ static void lag(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* The same with a time limit: a replica with WAL received but not replayed
+ * for longer than max_replica_lag_time. */
+static void lag_time(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 0\nmax_replica_lag_time = 0.5\n",
+                    RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    PGconn *r2 = it_direct_port(it_cl.replica2);
+    it_value(r2, "SELECT pg_wal_replay_pause()");
+    PGconn *d = it_direct();
+    it_exec(d, "INSERT INTO rt VALUES (-5000, 'lag')");
+    char needle[80];
+    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d is lagging", it_cl.replica2);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "a replay delay over the limit is noticed");
+    IT_ASSERT(count_on(c, it_cl.replica2, 50) == 0, "no reads on it meanwhile");
+    it_value(r2, "SELECT pg_wal_replay_resume()");
+    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d caught up", it_cl.replica2);
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "and that it caught up");
+    IT_ASSERT(count_on(c, it_cl.replica2, 50) > 0, "reads return to it");
+    it_exec(d, "DELETE FROM rt WHERE id = -5000");
+    PQfinish(d), PQfinish(r2), PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static void replace_once(char *out, size_t cap, const char *in, const char *from,
+                         const char *to) {
+    const char *hit = strstr(in, from);
+    IT_ASSERT(hit, "'%s' is in the config", from);
+    snprintf(out, cap, "%.*s%s%s", (int)(hit - in), in, to, hit + strlen(from));
+}
+
+/* Session pooling routes the connection once; a reload changes the
+ * replica list of a running sluice. */
+static void session_and_reload(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = session\n",
+                    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1}\n"
+                    "rw_ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1} routing=replica\n");
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    for (int i = 0; i < 5; i++)
+        IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.primary,
+                  "session pooling, routing = auto: the primary");
+    PQfinish(c);
+    c = it_connect_db(&s, "sl_scram", "rw_ro", NULL);
+    for (int i = 0; i < 5; i++)
+        IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.replica1,
+                  "session pooling, routing = replica: the replica, for the whole session");
+    PQfinish(c);
+
+    /* Reload with a second replica and transaction pooling. */
+    FILE *f = fopen(s.ini, "r");
+    char text[8192], out[8400], from[64], to[128];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    snprintf(from, sizeof from, "replicas=127.0.0.1:%d\n", it_cl.replica1);
+    snprintf(to, sizeof to, "replicas=127.0.0.1:%d,127.0.0.1:%d\n", it_cl.replica1,
+             it_cl.replica2);
+    replace_once(out, sizeof out, text, from, to);
+    replace_once(text, sizeof text, out, "pool_mode = session", "pool_mode = transaction");
+    f = fopen(s.ini, "w");
+    fputs(text, f);
+    fclose(f);
+    kill(s.pid, SIGHUP);
+    IT_ASSERT(it_log_wait(&s, "replica list changed", 1, 5) == 1, "the new list is taken");
+    c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    IT_ASSERT(count_on(c, it_cl.replica2, 40) > 0, "the added replica takes reads");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* ---- load: many clients reading ---- */
 
 typedef struct load_arg {
@@ -545,7 +620,9 @@ int main(void) {
     pipelined();
     read_your_writes();
     lag();
+    lag_time();
     it_on_fail(NULL);
+    session_and_reload();
     latency();
     health();
     return it_done();
