@@ -38,6 +38,7 @@ static void reset_backend(sl_backend_t *b) {
     b->up = true;
     b->in_recovery = b->idx > 0;
     b->lagging = false;
+    b->late_checks = 0;
     b->lsn = 0;
     memset(b->recent, 0, sizeof b->recent);
     b->lag_s = 0;
@@ -112,9 +113,14 @@ static void update_lag(sl_route_t *r, sl_backend_t *b) {
     const sl_config_t *cfg = r->w->cfg;
     uint64_t head = r->b[r->writer].lsn;
     uint64_t behind = head > b->lsn ? head - b->lsn : 0;
+    /* A replay delay is believed when two checks in a row see it: one
+     * check can land in the instant between a commit's arrival and its
+     * replay, when the last replayed commit may be old. */
+    bool late = cfg->max_replica_lag_time_ms > 0 &&
+                b->lag_s * 1000.0 > (double)cfg->max_replica_lag_time_ms;
+    b->late_checks = late ? b->late_checks + 1 : 0;
     bool lag = (cfg->max_replica_lag > 0 && behind > (uint64_t)cfg->max_replica_lag) ||
-               (cfg->max_replica_lag_time_ms > 0 &&
-                b->lag_s * 1000.0 > (double)cfg->max_replica_lag_time_ms);
+               b->late_checks >= 2;
     if (lag == b->lagging) return;
     b->lagging = lag;
     if (lag)

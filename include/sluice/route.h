@@ -31,6 +31,7 @@ typedef struct sl_backend {
     bool lagging;          /* behind the writer by more than max_replica_lag */
     uint64_t lsn;          /* writer: WAL insert position; standby: replay position */
     double lag_s;          /* replay delay a standby reports (0 when caught up) */
+    int late_checks;       /* checks in a row with lag_s over max_replica_lag_time */
     int failures;          /* failed checks in a row */
     char last_error[200];  /* why the last check failed */
     /* its checker connection (health.c) */

@@ -343,24 +343,27 @@ static int count_on(PGconn *c, int port, int n) {
 }
 
 static void lag(void) {
+    wait_replicas();
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 256kB\n", RW_DB);
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     IT_ASSERT(count_on(c, it_cl.replica1, 40) > 0, "replica1 serves reads at first");
     PGconn *r1 = it_direct_port(it_cl.replica1);
+    char lagging[80], caught[80];
+    snprintf(lagging, sizeof lagging, "replica 127.0.0.1:%d is lagging", it_cl.replica1);
+    snprintf(caught, sizeof caught, "replica 127.0.0.1:%d caught up", it_cl.replica1);
+    int seen = it_log_count(&s, lagging), seen_up = it_log_count(&s, caught);
     it_value(r1, "SELECT pg_wal_replay_pause()");
     PGconn *d = it_direct();
     it_exec(d, "INSERT INTO rt SELECT g, repeat('x', 1000) FROM generate_series(-3000, -1) g");
     PQfinish(d);
-    char needle[80];
-    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d is lagging", it_cl.replica1);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "the lag is noticed and logged once");
+    IT_ASSERT(it_log_wait(&s, lagging, seen + 1, 10) == seen + 1,
+              "the lag is noticed and logged once");
     int on1 = count_on(c, it_cl.replica1, 100);
     IT_ASSERT(on1 == 0, "no reads on the lagging replica (%d of 100)", on1);
     it_value(r1, "SELECT pg_wal_replay_resume()");
-    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d caught up", it_cl.replica1);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "catching up is logged");
+    IT_ASSERT(it_log_wait(&s, caught, seen_up + 1, 10) == seen_up + 1, "catching up is logged");
     on1 = count_on(c, it_cl.replica1, 100);
     IT_ASSERT(on1 >= 30, "reads return to the replica once caught up (%d of 100)", on1);
     PQfinish(r1);
@@ -371,22 +374,25 @@ static void lag(void) {
 /* The same with a time limit: a replica with WAL received but not replayed
  * for longer than max_replica_lag_time. */
 static void lag_time(void) {
+    wait_replicas();
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 0\nmax_replica_lag_time = 0.5\n",
                     RW_DB);
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     PGconn *r2 = it_direct_port(it_cl.replica2);
+    char lagging[80], caught[80];
+    snprintf(lagging, sizeof lagging, "replica 127.0.0.1:%d is lagging", it_cl.replica2);
+    snprintf(caught, sizeof caught, "replica 127.0.0.1:%d caught up", it_cl.replica2);
+    int seen = it_log_count(&s, lagging), seen_up = it_log_count(&s, caught);
     it_value(r2, "SELECT pg_wal_replay_pause()");
     PGconn *d = it_direct();
     it_exec(d, "INSERT INTO rt VALUES (-5000, 'lag')");
-    char needle[80];
-    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d is lagging", it_cl.replica2);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "a replay delay over the limit is noticed");
+    IT_ASSERT(it_log_wait(&s, lagging, seen + 1, 10) == seen + 1,
+              "a replay delay over the limit is noticed");
     IT_ASSERT(count_on(c, it_cl.replica2, 50) == 0, "no reads on it meanwhile");
     it_value(r2, "SELECT pg_wal_replay_resume()");
-    snprintf(needle, sizeof needle, "replica 127.0.0.1:%d caught up", it_cl.replica2);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "and that it caught up");
+    IT_ASSERT(it_log_wait(&s, caught, seen_up + 1, 10) == seen_up + 1, "and that it caught up");
     IT_ASSERT(count_on(c, it_cl.replica2, 50) > 0, "reads return to it");
     it_exec(d, "DELETE FROM rt WHERE id = -5000");
     PQfinish(d), PQfinish(r2), PQfinish(c);
