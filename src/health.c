@@ -148,7 +148,7 @@ static void start_check(sl_backend_t *b, int64_t now) {
         send_check(b);
         return;
     }
-    char err[256], tag[200];
+    char err[256], tag[320];
     sl_pool_t *p = sl_pool_get_at(r->w, r->db, r->check_user, b->idx, err, sizeof err);
     if (!p) {
         check_failed(b, err);
