@@ -8,7 +8,8 @@
 #include "sluice/prepare.h"
 #include "sluice/sql.h"
 
-enum { NEED_MORE = -1, READ = 0, WRITE = 1 };
+/* READ_HINTED: a sluice:replica hint, which also waives read-your-writes. */
+enum { NEED_MORE = -1, READ = 0, WRITE = 1, READ_HINTED = 2 };
 
 bool sl_router_attach(sl_client_t *c) {
     c->tx_backend = -1;
@@ -123,12 +124,19 @@ static int classify_pending(sl_client_t *c, uint32_t from) {
         p += 1 + len;
     }
     if (hint == SL_HINT_PRIMARY) return WRITE;
-    if (hint == SL_HINT_REPLICA) return READ;
+    if (hint == SL_HINT_REPLICA) return READ_HINTED;
     return write || !any ? WRITE : READ;
 }
 
 static void queue_on(sl_client_t *c, int b, bool write) {
     sl_route_t *r = c->route;
+    sl_stats_t *st = &c->w->stats;
+    if (write)
+        st->routed_write++;
+    else if (b == r->writer)
+        st->routed_primary_read++;
+    else
+        st->routed_replica++;
     c->tx_backend = b;
     c->tx_write = write && b == r->writer;
     c->tx_start_ns = uv_hrtime();
@@ -143,12 +151,14 @@ int sl_router_request(sl_client_t *c) {
         bool login = c->state == SL_CL_LOGIN_WAIT;
         bool session = c->pool->mode == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
+        bool hinted = false;
         if (routing == SL_ROUTE_AUTO && !login && !session) {
             int k = classify_pending(c, c->in.head);
             if (k == NEED_MORE) return 0;
             write = k == WRITE;
+            hinted = k == READ_HINTED;
         }
-        sl_fence_t *fence = c->w->cfg->read_your_writes ? &c->fence : NULL;
+        sl_fence_t *fence = c->w->cfg->read_your_writes && !hinted ? &c->fence : NULL;
         int b = sl_route_pick(r, write, fence, -1);
         /* A login only needs some backend to say hello. */
         if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
@@ -192,7 +202,9 @@ static bool on_replica_read(const sl_client_t *c) {
 
 void sl_router_guard(sl_client_t *c, uint32_t from) {
     if (c->barrier || !on_replica_read(c) || c->pins || from >= c->in.tail) return;
-    if (routing_of(c) != SL_ROUTE_AUTO || classify_pending(c, from) == READ) return;
+    if (routing_of(c) != SL_ROUTE_AUTO) return;
+    int k = classify_pending(c, from);
+    if (k == READ || k == READ_HINTED) return;
     c->barrier = true;
     c->barrier_off = from;
 }
@@ -249,6 +261,7 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_router_forget_replay(c);
     sl_log_info(c->tag, "%s went away before answering: its read is retried on %s",
                 r->b[b].addr, r->b[nb].addr);
+    c->w->stats.read_retries++;
     queue_on(c, nb, false);
     c->wait_pool = p;
     sl_client_set_state(c, SL_CL_WAITING);
@@ -283,6 +296,7 @@ bool sl_router_retry(sl_client_t *c, const char *err) {
     if (!p) return false;
     sl_log_info(c->tag, "%s failed (%s): its read goes to %s instead", r->b[b].addr, err,
                 r->b[nb].addr);
+    c->w->stats.read_retries++;
     queue_on(c, nb, false);
     c->wait_pool = p;
     sl_pool_request(p, &c->waiter);

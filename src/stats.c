@@ -27,5 +27,13 @@ int sl_stats_format(const sl_stats_t *now, const sl_stats_t *prev, double secs, 
     for (int i = 0; i < SL_PIN_NREASONS && n >= 0 && (size_t)n < cap; i++)
         n += snprintf(buf + n, cap - (size_t)n, " %s=%llu", sl_pin_reason_names[i],
                       (unsigned long long)now->pins[i]);
+    if (n >= 0 && (size_t)n < cap)
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "; routed: replica_reads=%llu primary_reads=%llu writes=%llu "
+                      "read_retries=%llu",
+                      (unsigned long long)now->routed_replica,
+                      (unsigned long long)now->routed_primary_read,
+                      (unsigned long long)now->routed_write,
+                      (unsigned long long)now->read_retries);
     return n;
 }

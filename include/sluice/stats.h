@@ -28,6 +28,11 @@ typedef struct sl_stats {
     uint64_t parse_answered;          /* client Parses sluice answered itself */
     uint64_t stmt_evicted;            /* server statements closed to stay in bounds */
     uint64_t pins[SL_PIN_NREASONS];   /* clients pinned, by reason */
+    /* databases with replicas: where transactions went */
+    uint64_t routed_replica;          /* reads served by a replica */
+    uint64_t routed_primary_read;     /* reads the primary took (fence, lag, no replica) */
+    uint64_t routed_write;            /* writes and read-write transactions */
+    uint64_t read_retries;            /* reads moved to another backend after a failure */
 } sl_stats_t;
 
 /* Formats the stats line for the period since `prev` (rates per second over

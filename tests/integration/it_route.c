@@ -78,7 +78,7 @@ static void wait_routing(PGconn *c) {
 
 static void placement(void) {
     it_sluice_t s;
-    it_sluice_start(&s, "pool_mode = transaction\n",
+    it_sluice_start(&s, "pool_mode = transaction\nstats_period = 1\n",
                     RW_DB "rw_primary = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
                           "routing=primary replicas=127.0.0.1:{REPLICA1}\n"
                           "rw_ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
@@ -149,9 +149,17 @@ static void placement(void) {
     IT_ASSERT(is_replica(p1), "BEGIN READ ONLY: a replica (%d)", p1);
     IT_ASSERT(port_of(c, "SELECT inet_server_port()") == p1, "the block stays on its replica");
     it_exec(c, "COMMIT");
+    /* The hint also waives read-your-writes: right after a write. */
+    it_exec(c, "INSERT INTO rt VALUES (4, 'h')");
     IT_ASSERT(is_replica(port_of(c, "/* sluice:replica */ SELECT inet_server_port()")),
               "replica hint");
+    IT_ASSERT(port_of(c, "SELECT inet_server_port()") == it_cl.primary,
+              "without it, a read right after a write goes to the primary");
     PQfinish(c);
+    /* The stats line says where transactions went. */
+    long nreads = it_stats_value(&s, "replica_reads"), nwrites = it_stats_value(&s, "writes");
+    IT_ASSERT(nreads >= 1000 && nwrites >= 10, "stats: replica_reads=%ld writes=%ld", nreads,
+              nwrites);
 
     /* routing = primary and routing = replica. */
     c = it_connect_db(&s, "sl_scram", "rw_primary", NULL);
