@@ -622,7 +622,6 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
     c->capturing = 0;
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
-    sl_router_linked(c);
     maybe_release(c);
     if (c->state != SL_CL_CLOSING && c->server == s && sl_relay_flush_c2s(c))
         sl_client_update_poll(c);

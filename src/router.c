@@ -174,7 +174,8 @@ int sl_router_request(sl_client_t *c) {
                          "no backend is available for database \"%s\": the primary and every "
                          "replica are down or lagging; retry later",
                          c->dbname);
-            if (login) {
+            /* An error can only answer whole requests. */
+            if (login || !sl_scan_at_boundary(&c->scan)) {
                 sl_client_fatal(c, "57P03", "%s", msg);
             } else {
                 sl_log_warn(c->tag, "%s refused: no backend can take it",
