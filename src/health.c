@@ -189,9 +189,16 @@ static void tick_cb(uv_timer_t *t) {
 
 void sl_health_start(sl_route_t *r) {
     int64_t now = sl_now_ms(r->w);
-    for (int i = 0; i < r->n; i++) r->b[i].next_check_ms = now;
+    for (int i = 0; i < r->n; i++)
+        r->b[i].next_check_ms = now;
     uint64_t period = (uint64_t)poll_period(r->w->cfg);
     uv_timer_start(&r->timer, tick_cb, 0, period < 5 ? period : 5);
+}
+
+void sl_health_reconnect(sl_backend_t *b) {
+    b->check_busy = false;
+    b->next_check_ms = sl_now_ms(b->route->w) + b->route->w->cfg->health_check_period_ms;
+    drop_check(b, "backend ejected");
 }
 
 void sl_health_stop(sl_route_t *r) {

@@ -65,7 +65,8 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     }
     snprintf(r->tag, sizeof r->tag, "route db=%s", db);
     set_backends(r, dbc);
-    for (int i = 0; i < r->n; i++) reset_backend(&r->b[i]);
+    for (int i = 0; i < r->n; i++)
+        reset_backend(&r->b[i]);
     r->writer = 0;
     r->rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)r ^ uv_hrtime();
     uv_timer_init(w->loop, &r->timer);
@@ -76,10 +77,10 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     for (int i = 1; i < r->n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
                  r->b[i].addr);
-    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
-                sl_routing_names[sl_db_cfg_routing(dbc)], r->b[0].addr, list,
-                sl_balance_names[dbc->load_balance >= 0 ? dbc->load_balance
-                                                        : w->cfg->load_balance]);
+    sl_log_info(
+        r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
+        sl_routing_names[sl_db_cfg_routing(dbc)], r->b[0].addr, list,
+        sl_balance_names[dbc->load_balance >= 0 ? dbc->load_balance : w->cfg->load_balance]);
     return r;
 }
 
@@ -124,8 +125,10 @@ static void update_lag(sl_route_t *r, sl_backend_t *b) {
     if (lag == b->lagging) return;
     b->lagging = lag;
     if (lag)
-        sl_log_warn(r->tag, "replica %s is lagging (%llu bytes, %.1f s behind): no reads until it "
-                            "catches up", b->addr, (unsigned long long)behind, b->lag_s);
+        sl_log_warn(r->tag,
+                    "replica %s is lagging (%llu bytes, %.1f s behind): no reads until it "
+                    "catches up",
+                    b->addr, (unsigned long long)behind, b->lag_s);
     else
         sl_log_info(r->tag, "replica %s caught up: it takes reads again", b->addr);
 }
@@ -152,7 +155,8 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
     }
     update_writer(r);
     if (i == r->writer)
-        for (int k = 0; k < r->n; k++) update_lag(r, &r->b[k]);
+        for (int k = 0; k < r->n; k++)
+            update_lag(r, &r->b[k]);
     else
         update_lag(r, b);
 }
@@ -163,9 +167,10 @@ void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
     b->failures++;
     if (b->up && b->failures >= r->w->cfg->health_check_failures) {
         b->up = false;
-        sl_log_warn(r->tag, "%s ejected after %d failed checks or connections in a row: %s", b->addr, b->failures,
-                    err);
+        sl_log_warn(r->tag, "%s ejected after %d failed checks or connections in a row: %s",
+                    b->addr, b->failures, err);
         update_writer(r);
+        sl_health_reconnect(b);
     }
 }
 
@@ -289,10 +294,14 @@ int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
     }
     if (n == 0) return r->writer;
     switch (balance_mode(r)) {
-    case SL_LB_LATENCY: return latency_pick(r, cand, n);
-    case SL_LB_ROUND_ROBIN: return round_robin(r, cand, n);
-    case SL_LB_RANDOM: return weighted_random(r, cand, n, -1);
-    default: return least_outstanding(r, cand, n);
+    case SL_LB_LATENCY:
+        return latency_pick(r, cand, n);
+    case SL_LB_ROUND_ROBIN:
+        return round_robin(r, cand, n);
+    case SL_LB_RANDOM:
+        return weighted_random(r, cand, n, -1);
+    default:
+        return least_outstanding(r, cand, n);
     }
 }
 
@@ -327,15 +336,18 @@ void sl_route_reconfigure_all(sl_worker_t *w) {
         bool same = probe.n == r->n;
         for (int i = 0; same && i < r->n; i++)
             same = !strcmp(probe.b[i].addr, r->b[i].addr);
-        for (int i = 0; i < r->n && i < probe.n; i++) r->b[i].weight = probe.b[i].weight;
+        for (int i = 0; i < r->n && i < probe.n; i++)
+            r->b[i].weight = probe.b[i].weight;
         if (same) continue;
         /* A changed list: checks start over on the new addresses. */
         sl_log_info(r->tag, "replica list changed: checking the new backends");
         sl_health_stop(r);
         int old_n = r->n;
         set_backends(r, db);
-        for (int i = 0; i < r->n; i++) reset_backend(&r->b[i]);
-        for (int i = r->n; i < old_n; i++) r->b[i].outstanding = 0;
+        for (int i = 0; i < r->n; i++)
+            reset_backend(&r->b[i]);
+        for (int i = r->n; i < old_n; i++)
+            r->b[i].outstanding = 0;
         r->writer = 0;
         sl_health_start(r);
     }

@@ -102,15 +102,20 @@ static int classify_pending(sl_client_t *c, uint32_t from) {
         switch (t) {
         case 'Q':
         case 'P':
-        case 'B': sql = message_sql(c, t, body, n, parse_seen, &unknown); break;
+        case 'B':
+            sql = message_sql(c, t, body, n, parse_seen, &unknown);
+            break;
         case 'S':
         case 'H':
         case 'D':
         case 'E':
         case 'C':
         case SL_MSG_DEALLOCATE:
-        case SL_MSG_REFUSED: unknown = false; break;
-        default: unknown = true; /* FunctionCall and anything else: the primary */
+        case SL_MSG_REFUSED:
+            unknown = false;
+            break;
+        default:
+            unknown = true; /* FunctionCall and anything else: the primary */
         }
         if (t == 'P') parse_seen = true;
         if (unknown) write = true;
@@ -178,8 +183,7 @@ int sl_router_request(sl_client_t *c) {
             if (login || !sl_scan_at_boundary(&c->scan)) {
                 sl_client_fatal(c, "57P03", "%s", msg);
             } else {
-                sl_log_warn(c->tag, "%s refused: no backend can take it",
-                            write ? "write" : "read");
+                sl_log_warn(c->tag, "%s refused: no backend can take it", write ? "write" : "read");
                 sl_client_abort_requests(c, "57P03", msg);
             }
             return -1;
@@ -260,8 +264,8 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     c->in.head = 0;
     c->in.tail = c->replay_len;
     sl_router_forget_replay(c);
-    sl_log_info(c->tag, "%s went away before answering: its read is retried on %s",
-                r->b[b].addr, r->b[nb].addr);
+    sl_log_info(c->tag, "%s went away before answering: its read is retried on %s", r->b[b].addr,
+                r->b[nb].addr);
     c->w->stats.read_retries++;
     queue_on(c, nb, false);
     c->wait_pool = p;

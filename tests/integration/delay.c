@@ -23,8 +23,12 @@ typedef struct conn {
     int fd;
 } conn_t;
 
-void it_delay_set(it_delay_t *d, int ms) { atomic_store(&d->ms, ms); }
-int it_delay_port(const it_delay_t *d) { return d->port; }
+void it_delay_set(it_delay_t *d, int ms) {
+    atomic_store(&d->ms, ms);
+}
+int it_delay_port(const it_delay_t *d) {
+    return d->port;
+}
 
 static bool write_all(int fd, const char *p, ssize_t n) {
     while (n > 0) {

@@ -84,8 +84,9 @@ int main(void) {
     it_exec(c, "CREATE TABLE fo_t (id int)");
     char want[16];
     snprintf(want, sizeof want, "%d", ports[0]);
-    IT_ASSERT(!strcmp(it_value(c, "INSERT INTO fo_t VALUES (1) RETURNING inet_server_port()"), want),
-              "writes go to the primary");
+    IT_ASSERT(
+        !strcmp(it_value(c, "INSERT INTO fo_t VALUES (1) RETURNING inet_server_port()"), want),
+        "writes go to the primary");
 
     /* Both replicas have the table and its row before the primary goes. */
     for (int i = 1; i <= 2; i++) {

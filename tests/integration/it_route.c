@@ -14,19 +14,22 @@
 #include "harness.h"
 
 #define RW_DB                                                                                      \
-    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "                                     \
+    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "                                       \
     "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n"
 
 static void set_replay(bool pause) {
     int ports[] = {it_cl.replica1, it_cl.replica2};
     for (int i = 0; i < 2; i++) {
         PGconn *r = it_direct_port(ports[i]);
-        PQclear(PQexec(r, pause ? "SELECT pg_wal_replay_pause()" : "SELECT pg_wal_replay_resume()"));
+        PQclear(
+            PQexec(r, pause ? "SELECT pg_wal_replay_pause()" : "SELECT pg_wal_replay_resume()"));
         PQfinish(r);
     }
 }
 
-static void resume_all(void) { set_replay(false); }
+static void resume_all(void) {
+    set_replay(false);
+}
 
 /* The port the statement's first column reports, or -1 on error. */
 static int port_of(PGconn *c, const char *sql) {
@@ -38,7 +41,9 @@ static int port_of(PGconn *c, const char *sql) {
     return port;
 }
 
-static bool is_replica(int port) { return port == it_cl.replica1 || port == it_cl.replica2; }
+static bool is_replica(int port) {
+    return port == it_cl.replica1 || port == it_cl.replica2;
+}
 
 /* Waits until the replicas have replayed everything the primary has now. */
 static void wait_replicas(void) {
@@ -130,8 +135,8 @@ static void placement(void) {
     };
     for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
         IT_ASSERT(port_of(c, writes[i]) == it_cl.primary, "on the primary: %s", writes[i]);
-    PQclear(PQprepare(c, "wr", "INSERT INTO rt VALUES (3, 'p') RETURNING inet_server_port()", 0,
-                      NULL));
+    PQclear(
+        PQprepare(c, "wr", "INSERT INTO rt VALUES (3, 'p') RETURNING inet_server_port()", 0, NULL));
     r = PQexecPrepared(c, "wr", 0, NULL, NULL, NULL, 0);
     IT_ASSERT(atoi(PQgetvalue(r, 0, 0)) == it_cl.primary, "a prepared write on the primary");
     PQclear(r);
@@ -210,8 +215,9 @@ static void pipelined_once(const char *opts) {
     PQflush(c);
     usleep(100000);
     /* ... then, while it runs there, a write and another read. */
-    PQsendQueryParams(c, "INSERT INTO rt VALUES (-9, 'p') ON CONFLICT (id) DO UPDATE SET pad = 'q' "
-                         "RETURNING inet_server_port()",
+    PQsendQueryParams(c,
+                      "INSERT INTO rt VALUES (-9, 'p') ON CONFLICT (id) DO UPDATE SET pad = 'q' "
+                      "RETURNING inet_server_port()",
                       0, NULL, NULL, NULL, NULL, 0);
     PQpipelineSync(c);
     PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
@@ -318,7 +324,8 @@ static void read_your_writes(void) {
     ryw_arg_t t;
     ryw_run(&s, 500, true, &t);
     printf("read_your_writes on: 10000 inserts, %ld missing, %ld reads served by replicas, %ld "
-           "errors\n", t.missing, t.replica_reads, t.errors);
+           "errors\n",
+           t.missing, t.replica_reads, t.errors);
     IT_ASSERT(t.errors == 0, "no errors (%ld)", t.errors);
     IT_ASSERT(t.missing == 0, "every row written is read back (%ld missing)", t.missing);
     IT_ASSERT(t.replica_reads > 0, "replicas past the fence served some reads");
@@ -346,7 +353,8 @@ static void read_your_writes(void) {
 
 static int count_on(PGconn *c, int port, int n) {
     int hits = 0;
-    for (int i = 0; i < n; i++) hits += port_of(c, "SELECT inet_server_port()") == port;
+    for (int i = 0; i < n; i++)
+        hits += port_of(c, "SELECT inet_server_port()") == port;
     return hits;
 }
 
@@ -377,7 +385,8 @@ static void lag(void) {
 
     /* Both replicas behind: reads go to the primary, said once. */
     const char *none = "no replica can take reads";
-    int seen_none = it_log_count(&s, none), seen_back = it_log_count(&s, "replicas take reads again");
+    int seen_none = it_log_count(&s, none),
+        seen_back = it_log_count(&s, "replicas take reads again");
     set_replay(true);
     d = it_direct();
     it_exec(d, "INSERT INTO rt SELECT g, repeat('y', 1000) FROM generate_series(-6000, -3001) g");
@@ -404,8 +413,8 @@ static void lag(void) {
 static void lag_time(void) {
     wait_replicas();
     it_sluice_t s;
-    it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 0\nmax_replica_lag_time = 0.5\n",
-                    RW_DB);
+    it_sluice_start(
+        &s, "pool_mode = transaction\nmax_replica_lag = 0\nmax_replica_lag_time = 0.5\n", RW_DB);
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     PGconn *r2 = it_direct_port(it_cl.replica2);
@@ -427,8 +436,7 @@ static void lag_time(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
-static void replace_once(char *out, size_t cap, const char *in, const char *from,
-                         const char *to) {
+static void replace_once(char *out, size_t cap, const char *in, const char *from, const char *to) {
     const char *hit = strstr(in, from);
     IT_ASSERT(hit, "'%s' is in the config", from);
     snprintf(out, cap, "%.*s%s%s", (int)(hit - in), in, to, hit + strlen(from));
@@ -461,8 +469,7 @@ static void session_and_reload(void) {
     fclose(f);
     text[n] = '\0';
     snprintf(from, sizeof from, "replicas=127.0.0.1:%d\n", it_cl.replica1);
-    snprintf(to, sizeof to, "replicas=127.0.0.1:%d,127.0.0.1:%d\n", it_cl.replica1,
-             it_cl.replica2);
+    snprintf(to, sizeof to, "replicas=127.0.0.1:%d,127.0.0.1:%d\n", it_cl.replica1, it_cl.replica2);
     replace_once(out, sizeof out, text, from, to);
     replace_once(text, sizeof text, out, "pool_mode = session", "pool_mode = transaction");
     f = fopen(s.ini, "w");
@@ -525,17 +532,20 @@ static void load_start(load_t *l, it_sluice_t *s) {
 static void load_counts(load_t *l, long on[3]) {
     on[0] = on[1] = on[2] = 0;
     for (int i = 0; i < 20; i++)
-        for (int k = 0; k < 3; k++) on[k] += l->a[i].on[k];
+        for (int k = 0; k < 3; k++)
+            on[k] += l->a[i].on[k];
 }
 
 static void load_reset(load_t *l) {
-    for (int i = 0; i < 20; i++) memset(l->a[i].on, 0, sizeof l->a[i].on);
+    for (int i = 0; i < 20; i++)
+        memset(l->a[i].on, 0, sizeof l->a[i].on);
     atomic_store(&l->errors, 0);
 }
 
 static void load_stop(load_t *l) {
     atomic_store(&l->stop, true);
-    for (int i = 0; i < 20; i++) pthread_join(l->t[i], NULL);
+    for (int i = 0; i < 20; i++)
+        pthread_join(l->t[i], NULL);
 }
 
 /* ---- latency-aware balancing ---- */
@@ -590,14 +600,17 @@ static void pg_ctl_replica1(const char *action) {
              "cd / && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 "
              "-l %s/replica1.log -w %s >/dev/null 2>&1",
              it_cl.sockdir, it_cl.sockdir, action);
-    if (getuid() != 0) snprintf(cmd, sizeof cmd,
-                                "/usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 -l "
-                                "%s/replica1.log -w %s >/dev/null 2>&1",
-                                it_cl.sockdir, it_cl.sockdir, action);
+    if (getuid() != 0)
+        snprintf(cmd, sizeof cmd,
+                 "/usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 -l "
+                 "%s/replica1.log -w %s >/dev/null 2>&1",
+                 it_cl.sockdir, it_cl.sockdir, action);
     IT_ASSERT(system(cmd) == 0, "pg_ctl %s replica1", action);
 }
 
-static void restart_replica1(void) { pg_ctl_replica1("start"); }
+static void restart_replica1(void) {
+    pg_ctl_replica1("start");
+}
 
 static void health(void) {
     it_sluice_t s;
@@ -615,14 +628,15 @@ static void health(void) {
     pg_ctl_replica1("-m immediate stop");
     char needle[80];
     snprintf(needle, sizeof needle, "127.0.0.1:%d ejected", it_cl.replica1);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 10) == 1, "the stopped replica is ejected");
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) >= 1, "the stopped replica is ejected");
     long before = atomic_load(&l.errors);
     load_reset(&l);
     sleep(2);
     long on[3];
     load_counts(&l, on);
     printf("replica1 stopped: %ld errors before its ejection, then %ld; reads replica1 %ld, "
-           "replica2 %ld, primary %ld\n", before, atomic_load(&l.errors), on[1], on[2], on[0]);
+           "replica2 %ld, primary %ld\n",
+           before, atomic_load(&l.errors), on[1], on[2], on[0]);
     IT_ASSERT(atomic_load(&l.errors) == 0, "no errors after the ejection (%ld)",
               atomic_load(&l.errors));
     /* Reads in flight when it stopped, and new ones sent to it before the
@@ -635,7 +649,7 @@ static void health(void) {
     pg_ctl_replica1("start");
     it_on_fail(NULL);
     snprintf(needle, sizeof needle, "127.0.0.1:%d answers again", it_cl.replica1);
-    IT_ASSERT(it_log_wait(&s, needle, 1, 15) == 1, "re-admitted after restart");
+    IT_ASSERT(it_log_wait(&s, needle, 1, 15) >= 1, "re-admitted after restart");
     sleep(1);
     load_reset(&l);
     sleep(2);
