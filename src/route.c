@@ -52,7 +52,7 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
-        if (!r->closing && strcmp(r->db, db) == 0) return r;
+        if (!r->closing && !r->retired && strcmp(r->db, db) == 0) return r;
     }
     sl_route_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -330,7 +330,16 @@ void sl_route_reconfigure_all(sl_worker_t *w) {
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
         const sl_db_cfg_t *db = route_cfg(r);
-        if (!db || db->nreplicas == 0) continue; /* keeps serving its clients as it was */
+        if (r->retired) continue;
+        if (!db || db->nreplicas == 0) {
+            /* Its clients keep it; their reads go to the primary now. */
+            r->retired = true;
+            sl_health_stop(r);
+            for (int i = 0; i < r->n; i++)
+                if (i != r->writer) r->b[i].up = false;
+            sl_log_info(r->tag, "replicas removed from the config: reads go to the primary");
+            continue;
+        }
         sl_route_t probe = {.w = w};
         set_backends(&probe, db);
         bool same = probe.n == r->n;

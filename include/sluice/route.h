@@ -65,6 +65,7 @@ struct sl_route {
     uint64_t rng;            /* xorshift state */
     uv_timer_t timer;        /* drives the checks; its close callback frees the route */
     bool closing;
+    bool retired;            /* its replicas left the config: reads go to the primary */
 };
 
 /* What a client must see after its last write: fences are resolved by the

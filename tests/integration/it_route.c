@@ -480,6 +480,19 @@ static void session_and_reload(void) {
     c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     IT_ASSERT(count_on(c, it_cl.replica2, 40) > 0, "the added replica takes reads");
+
+    /* Reload without replicas: a connected client's reads go to the primary. */
+    f = fopen(s.ini, "r");
+    n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    replace_once(out, sizeof out, text, to, "\n");
+    f = fopen(s.ini, "w");
+    fputs(out, f);
+    fclose(f);
+    kill(s.pid, SIGHUP);
+    IT_ASSERT(it_log_wait(&s, "replicas removed from the config", 1, 5) == 1, "taken");
+    IT_ASSERT(count_on(c, it_cl.primary, 20) == 20, "reads on the primary");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
