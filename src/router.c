@@ -133,10 +133,14 @@ static int classify_pending(sl_client_t *c, uint32_t from) {
     return write || !any ? WRITE : READ;
 }
 
-static void queue_on(sl_client_t *c, int b, bool write) {
+/* Starts a transaction on backend b (counted in the stats unless it is a
+ * retry of one already counted). */
+static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
     sl_route_t *r = c->route;
     sl_stats_t *st = &c->w->stats;
-    if (write)
+    if (retry)
+        st->read_retries++;
+    else if (write)
         st->routed_write++;
     else if (b == r->writer)
         st->routed_primary_read++;
@@ -193,7 +197,7 @@ int sl_router_request(sl_client_t *c) {
             sl_client_fatal(c, "53200", "out of memory");
             return -1;
         }
-        if (!login || session) queue_on(c, b, write);
+        if (!login || session) queue_on(c, b, write, false);
     }
     c->wait_pool = p;
     sl_pool_request(p, &c->waiter);
@@ -252,7 +256,8 @@ void sl_router_linked(sl_client_t *c) {
 bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_route_t *r = c->route;
     int b = c->tx_backend;
-    if (!c->replay || c->tx_replied || b < 0 || c->pins || c->server_error) return false;
+    if (!c->replay || c->tx_replied || b < 0 || c->pins || c->server_error || c->tx_retried)
+        return false;
     sl_route_check_failed(r, b, why);
     int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
     sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
@@ -266,8 +271,8 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_router_forget_replay(c);
     sl_log_info(c->tag, "%s went away before answering: its read is retried on %s", r->b[b].addr,
                 r->b[nb].addr);
-    c->w->stats.read_retries++;
-    queue_on(c, nb, false);
+    queue_on(c, nb, false, true);
+    c->tx_retried = true;
     c->wait_pool = p;
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);
@@ -277,6 +282,7 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
 
 void sl_router_done(sl_client_t *c) {
     sl_router_forget_replay(c);
+    c->tx_retried = false;
     int b = c->tx_backend;
     if (b < 0 || !c->route) return;
     c->tx_backend = -1;
@@ -293,7 +299,7 @@ bool sl_router_retry(sl_client_t *c, const char *err) {
     if (!r || b < 0) return false;
     /* A backend that refuses connections counts as a failed check. */
     sl_route_check_failed(r, b, err);
-    if (c->tx_write || b == r->writer) return false;
+    if (c->tx_write || b == r->writer || c->tx_retried) return false;
     c->tx_backend = -1;
     sl_route_end(r, b, (uv_hrtime() - c->tx_start_ns) / 1000);
     int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
@@ -301,8 +307,8 @@ bool sl_router_retry(sl_client_t *c, const char *err) {
     if (!p) return false;
     sl_log_info(c->tag, "%s failed (%s): its read goes to %s instead", r->b[b].addr, err,
                 r->b[nb].addr);
-    c->w->stats.read_retries++;
-    queue_on(c, nb, false);
+    queue_on(c, nb, false, true);
+    c->tx_retried = true;
     c->wait_pool = p;
     sl_pool_request(p, &c->waiter);
     return true;

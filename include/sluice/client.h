@@ -65,6 +65,7 @@ typedef struct sl_client {
     uint8_t *replay;       /* owned: a replica read's request, kept until it is answered */
     uint32_t replay_len;
     bool tx_replied;       /* the server (or sluice for it) answered something */
+    bool tx_retried;       /* this read was moved once already */
     bool barrier;          /* bytes from barrier_off on wait for the next transaction: */
     uint32_t barrier_off;  /* ... a write sent while a replica serves a read */
     sl_params_t params;    /* session parameters the client asked for */

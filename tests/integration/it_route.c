@@ -605,6 +605,41 @@ static void latency(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* A replica that hangs (every byte held 2 s) fails its checks by
+ * health_check_timeout and is ejected; it is back once it answers. */
+static void hang(void) {
+    it_delay_t *relay = it_delay_start(it_cl.replica2);
+    char dbs[300];
+    snprintf(dbs, sizeof dbs,
+             "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+             "replicas=127.0.0.1:{REPLICA1},127.0.0.1:%d\n",
+             it_delay_port(relay));
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\nhealth_check_timeout = 0.5\n"
+                    "health_check_period = 0.2\nhealth_check_failures = 2\n",
+                    dbs);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    IT_ASSERT(count_on(c, it_cl.replica2, 20) > 0, "the relayed replica serves reads");
+    it_delay_set(relay, 2000);
+    char needle[80];
+    snprintf(needle, sizeof needle, "127.0.0.1:%d ejected", it_delay_port(relay));
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) >= 1, "a hanging replica is ejected");
+    IT_ASSERT(it_log_count(&s, "health check got no answer within 0.5 s") >= 1, "timeouts said");
+    double t0 = it_now();
+    IT_ASSERT(count_on(c, it_cl.replica2, 20) == 0, "no reads wait on it");
+    IT_ASSERT(it_now() - t0 < 1.5, "reads are not slowed down (%.2f s)", it_now() - t0);
+    it_delay_set(relay, 0);
+    snprintf(needle, sizeof needle, "127.0.0.1:%d answers again", it_delay_port(relay));
+    IT_ASSERT(it_log_wait(&s, needle, 1, 10) >= 1, "re-admitted when it answers");
+    double deadline = it_now() + 5;
+    while (count_on(c, it_cl.replica2, 10) == 0)
+        IT_ASSERT(it_now() < deadline, "reads return to it");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* ---- a replica stopped and started under load ---- */
 
 static void pg_ctl_replica1(const char *action) {
@@ -687,6 +722,7 @@ int main(void) {
     it_on_fail(NULL);
     session_and_reload();
     latency();
+    hang();
     health();
     return it_done();
 }
