@@ -1,12 +1,10 @@
 /* Health checks of routed backends (see health.h). */
 #include "sluice/health.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/proto.h"
 #include "sluice/route.h"
