@@ -63,7 +63,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         /* With no working server to wait for, waiting would only hang. */
         if (p->n_idle + p->n_used == 0) {
             char msg[512];
-            snprintf(msg, sizeof msg, "server login failed: %s", err);
+            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", err);
             fail_waiters(p, msg, p->last_code);
         }
         return;
@@ -222,7 +222,7 @@ static void pool_dispatch(sl_pool_t *p) {
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
         if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
             char msg[512];
-            snprintf(msg, sizeof msg, "server login failed: %s", p->last_error);
+            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
             fail_waiters(p, msg, p->last_code);
             break;
         }

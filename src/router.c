@@ -296,7 +296,10 @@ void sl_router_done(sl_client_t *c) {
 bool sl_router_retry(sl_client_t *c, const char *err) {
     sl_route_t *r = c->route;
     int b = c->tx_backend;
-    if (!r || b < 0) return false;
+    /* Only a backend that could not be reached; a full pool
+     * (query_wait_timeout) is no failure of the backend. */
+    if (!r || b < 0 || strncmp(err, SL_POOL_LOGIN_FAILED, strlen(SL_POOL_LOGIN_FAILED)) != 0)
+        return false;
     /* A backend that refuses connections counts as a failed check. */
     sl_route_check_failed(r, b, err);
     if (c->tx_write || b == r->writer || c->tx_retried) return false;

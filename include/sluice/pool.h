@@ -14,6 +14,10 @@
 #include "sluice/server.h"
 #include "sluice/worker.h"
 
+/* How a waiter's error starts when the backend could not be logged in to
+ * (as opposed to query_wait_timeout, a full pool). */
+#define SL_POOL_LOGIN_FAILED "server login failed"
+
 typedef struct sl_waiter sl_waiter_t;
 /* Exactly one of s and err is set. */
 typedef void (*sl_waiter_cb)(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);

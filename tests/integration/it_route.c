@@ -605,6 +605,32 @@ static void latency(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* A full pool is no failure of its backend: query_wait_timeout on a busy
+ * replica ejects nothing. */
+static void busy(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 0.3\n"
+                    "health_check_failures = 1\n",
+                    RW_DB);
+    PGconn *a = it_connect_db(&s, "sl_scram", "rw", NULL);
+    PGconn *b = it_connect_db(&s, "sl_scram", "rw", NULL);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    it_exec(a, "BEGIN READ ONLY");
+    it_exec(b, "BEGIN READ ONLY");
+    int pa = port_of(a, "SELECT inet_server_port()"), pb = port_of(b, "SELECT inet_server_port()");
+    IT_ASSERT(is_replica(pa) && is_replica(pb) && pa != pb, "one block on each replica");
+    IT_ASSERT(!strcmp(it_fails(c, "SELECT 1"), "08P01"),
+              "a read waiting for a full pool times out");
+    IT_ASSERT(it_log_count(&s, "ejected") == 0, "and no backend is ejected for it");
+    it_exec(a, "COMMIT");
+    it_exec(b, "COMMIT");
+    IT_ASSERT(is_replica(port_of(c, "SELECT inet_server_port()")), "reads go on");
+    PQfinish(a), PQfinish(b), PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* A replica that hangs (every byte held 2 s) fails its checks by
  * health_check_timeout and is ejected; it is back once it answers. */
 static void hang(void) {
@@ -722,6 +748,7 @@ int main(void) {
     it_on_fail(NULL);
     session_and_reload();
     latency();
+    busy();
     hang();
     health();
     return it_done();
