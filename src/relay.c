@@ -117,8 +117,10 @@ static void params_settled(sl_client_t *c, sl_server_t *s) {
 
 /* Parameters the client did not give take the pool's fresh-login values, so
  * that it never inherits what an earlier client set on the same server. */
-static void fill_defaults(sl_client_t *c) {
-    const sl_params_t *d = &c->pool->defaults;
+static void fill_defaults(sl_client_t *c, const sl_server_t *s) {
+    /* The server's own pool: with replicas, the login may be served by any
+     * backend, and the primary's pool may never have connected. */
+    const sl_params_t *d = &((const sl_pool_t *)s->owner)->defaults;
     for (int i = 0; i < d->n; i++) {
         const char *name = d->v[i].name;
         if ((is_settable(name) || sl_strlist_has(c->w->cfg->track_extra_parameters, name)) &&
@@ -132,7 +134,7 @@ static void fill_defaults(sl_client_t *c) {
 void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     c->server = s;
     s->link = c;
-    if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c);
+    if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s);
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
         sl_client_fatal(c, "53200", "out of memory");
         return;

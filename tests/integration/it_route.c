@@ -242,6 +242,28 @@ static void pipelined(void) {
     pipelined_once("pool_mode = transaction\nmax_prepared_statements = 0\n");
 }
 
+/* A client that logs in through a replica (the primary's pool never
+ * connected) still gets fresh-login settings, not another client's. */
+static void replica_login_settings(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\n",
+                    "ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1} routing=replica\n");
+    PGconn *d = it_direct_port(it_cl.replica1);
+    char tz[64];
+    snprintf(tz, sizeof tz, "%s", it_value(d, "SHOW TimeZone"));
+    PQfinish(d);
+    PGconn *a = it_connect_db(&s, "sl_scram", "ro", NULL);
+    it_exec(a, "SET TimeZone = 'Asia/Tokyo'");
+    IT_ASSERT(!strcmp(it_value(a, "SHOW TimeZone"), "Asia/Tokyo"), "the client's own setting");
+    PGconn *b = it_connect_db(&s, "sl_scram", "ro", NULL);
+    IT_ASSERT(!strcmp(it_value(b, "SHOW TimeZone"), tz), "another client sees the default (%s)",
+              tz);
+    IT_ASSERT(!strcmp(it_value(a, "SHOW TimeZone"), "Asia/Tokyo"), "and the first keeps its own");
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* ---- read-your-writes ---- */
 
 typedef struct ryw_arg {
@@ -742,6 +764,7 @@ int main(void) {
     setup();
     placement();
     pipelined();
+    replica_login_settings();
     read_your_writes();
     lag();
     lag_time();
