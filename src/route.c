@@ -114,12 +114,6 @@ static void update_lag(sl_route_t *r, sl_backend_t *b) {
     const sl_config_t *cfg = r->w->cfg;
     uint64_t head = r->b[r->writer].lsn;
     uint64_t behind = head > b->lsn ? head - b->lsn : 0;
-    /* A replay delay is believed when two checks in a row see it: one
-     * check can land in the instant between a commit's arrival and its
-     * replay, when the last replayed commit may be old. */
-    bool late = cfg->max_replica_lag_time_ms > 0 &&
-                b->lag_s * 1000.0 > (double)cfg->max_replica_lag_time_ms;
-    b->late_checks = late ? b->late_checks + 1 : 0;
     bool lag = (cfg->max_replica_lag > 0 && behind > (uint64_t)cfg->max_replica_lag) ||
                b->late_checks >= 2;
     if (lag == b->lagging) return;
@@ -146,6 +140,12 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
     b->recent[slot].seq = b->checks_done;
     b->recent[slot].lsn = lsn;
     b->lag_s = lag_s;
+    /* A replay delay is believed when two of its checks in a row see it:
+     * one can land in the instant between a commit's arrival and its
+     * replay, when the last replayed commit may be old. */
+    bool late = in_recovery && r->w->cfg->max_replica_lag_time_ms > 0 &&
+                lag_s * 1000.0 > (double)r->w->cfg->max_replica_lag_time_ms;
+    b->late_checks = late ? b->late_checks + 1 : 0;
     b->failures = 0;
     b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)rtt_us : (double)rtt_us;
     if (!b->up) {

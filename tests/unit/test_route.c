@@ -147,6 +147,9 @@ static void test_lag(void) {
     r->b[1].checks_sent++, r->b[1].checks_done++;
     sl_route_checked(r, 1, true, 100, 2.0, 100);
     ASSERT_TRUE(!r->b[1].lagging);
+    checked(r, 0, false, 100); /* the primary's checks do not count for it */
+    checked(r, 0, false, 100);
+    ASSERT_TRUE(!r->b[1].lagging);
     r->b[1].checks_sent++, r->b[1].checks_done++;
     sl_route_checked(r, 1, true, 100, 2.0, 100);
     ASSERT_TRUE(r->b[1].lagging);
