@@ -284,13 +284,15 @@ int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
         healthy++;
         if (fence_passed(r, fence, b)) cand[n++] = i;
     }
-    if (healthy == 0 && !r->reads_on_writer) {
-        r->reads_on_writer = true;
-        sl_log_warn(r->tag, "no replica can take reads (down, lagging or promoted): reads go to "
-                            "the primary");
-    } else if (healthy > 0 && r->reads_on_writer) {
-        r->reads_on_writer = false;
-        sl_log_info(r->tag, "replicas take reads again");
+    /* Said once per change; a retry's excluded backend says nothing about
+     * the others. */
+    if (exclude < 0 && (healthy == 0) != r->reads_on_writer) {
+        r->reads_on_writer = healthy == 0;
+        if (r->reads_on_writer)
+            sl_log_warn(r->tag, "no replica can take reads (down, lagging or promoted): reads go "
+                                "to the primary");
+        else
+            sl_log_info(r->tag, "replicas take reads again");
     }
     if (n == 0) return r->writer;
     switch (balance_mode(r)) {
