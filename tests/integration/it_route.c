@@ -86,6 +86,8 @@ static void placement(void) {
     it_sluice_start(&s, "pool_mode = transaction\nstats_period = 1\n",
                     RW_DB "rw_primary = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
                           "routing=primary replicas=127.0.0.1:{REPLICA1}\n"
+                          "rw_stmt = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                          "pool_mode=statement replicas=127.0.0.1:{REPLICA1}\n"
                           "rw_ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
                           "routing=replica replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
@@ -165,6 +167,15 @@ static void placement(void) {
     long nreads = it_stats_value(&s, "replica_reads"), nwrites = it_stats_value(&s, "writes");
     IT_ASSERT(nreads >= 1000 && nwrites >= 10, "stats: replica_reads=%ld writes=%ld", nreads,
               nwrites);
+
+    /* Statement pooling routes each statement (wait_routing: reads on the
+     * replica). */
+    c = it_connect_db(&s, "sl_scram", "rw_stmt", NULL);
+    wait_routing(c);
+    IT_ASSERT(port_of(c, "INSERT INTO rt VALUES (5, 's') RETURNING inet_server_port()") ==
+                  it_cl.primary,
+              "statement pooling: a write on the primary");
+    PQfinish(c);
 
     /* routing = primary and routing = replica. */
     c = it_connect_db(&s, "sl_scram", "rw_primary", NULL);
