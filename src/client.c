@@ -665,7 +665,7 @@ static void on_readable(sl_client_t *c) {
     }
     c->in.tail += (uint32_t)n;
     c->scan_new += (uint32_t)n;
-    if (c->replay) sl_router_forget_replay(c);
+    if (c->tx_kept) sl_router_forget_replay(c);
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
     if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c))

@@ -8,6 +8,16 @@
 #include "sluice/prepare.h"
 #include "sluice/sql.h"
 
+/* What a client of a database with replicas carries besides its route,
+ * allocated only for such clients. */
+typedef struct sl_client_route {
+    sl_pool_t *pools[SL_MAX_BACKENDS]; /* referenced, one per backend, made on demand */
+    uint64_t tx_start_ns;              /* when the transaction in flight was routed */
+    sl_fence_t fence;                  /* read-your-writes: where replicas must be */
+    uint8_t *replay;                   /* owned: a replica read's request while it runs */
+    uint32_t replay_len;
+} sl_client_route_t;
+
 /* READ_HINTED: a sluice:replica hint, which also waives read-your-writes. */
 enum { NEED_MORE = -1, READ = 0, WRITE = 1, READ_HINTED = 2 };
 
@@ -15,27 +25,28 @@ bool sl_router_attach(sl_client_t *c) {
     c->tx_backend = -1;
     c->route = sl_route_get(c->w, c->dbname, c->user);
     if (!c->route) return true;
-    c->bpools = calloc(SL_MAX_BACKENDS, sizeof *c->bpools);
-    return c->bpools != NULL;
+    c->rt = calloc(1, sizeof *c->rt);
+    return c->rt != NULL;
 }
 
 void sl_router_detach(sl_client_t *c) {
     sl_router_done(c);
-    if (!c->bpools) return;
+    if (!c->rt) return;
     for (int i = 0; i < SL_MAX_BACKENDS; i++)
-        if (c->bpools[i]) sl_pool_unref(c->bpools[i]);
-    free(c->bpools);
-    c->bpools = NULL;
+        if (c->rt->pools[i]) sl_pool_unref(c->rt->pools[i]);
+    free(c->rt);
+    c->rt = NULL;
 }
 
 static sl_pool_t *backend_pool(sl_client_t *c, int b) {
-    if (!c->bpools[b]) {
+    sl_pool_t **p = &c->rt->pools[b];
+    if (!*p) {
         char err[256];
-        c->bpools[b] = sl_pool_get_at(c->w, c->dbname, c->user, b, err, sizeof err);
-        if (!c->bpools[b]) return NULL;
-        sl_pool_ref(c->bpools[b]);
+        *p = sl_pool_get_at(c->w, c->dbname, c->user, b, err, sizeof err);
+        if (!*p) return NULL;
+        sl_pool_ref(*p);
     }
-    return c->bpools[b];
+    return *p;
 }
 
 static int routing_of(const sl_client_t *c) {
@@ -148,7 +159,7 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
         st->routed_replica++;
     c->tx_backend = b;
     c->tx_write = write && b == r->writer;
-    c->tx_start_ns = uv_hrtime();
+    c->rt->tx_start_ns = uv_hrtime();
     sl_route_begin(r, b);
 }
 
@@ -167,7 +178,7 @@ int sl_router_request(sl_client_t *c) {
             write = k == WRITE;
             hinted = k == READ_HINTED;
         }
-        sl_fence_t *fence = c->w->cfg->read_your_writes && !hinted ? &c->fence : NULL;
+        sl_fence_t *fence = c->w->cfg->read_your_writes && !hinted ? &c->rt->fence : NULL;
         int b = sl_route_pick(r, write, fence, -1);
         /* A login only needs some backend to say hello. */
         if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
@@ -232,9 +243,11 @@ int sl_router_held_pending(const sl_client_t *c) {
 }
 
 void sl_router_forget_replay(sl_client_t *c) {
-    free(c->replay);
-    c->replay = NULL;
-    c->replay_len = 0;
+    c->tx_kept = false;
+    if (!c->rt) return;
+    free(c->rt->replay);
+    c->rt->replay = NULL;
+    c->rt->replay_len = 0;
 }
 
 void sl_router_linked(sl_client_t *c) {
@@ -247,27 +260,28 @@ void sl_router_linked(sl_client_t *c) {
     if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding ||
         !sl_scan_at_boundary(&c->scan) || c->pool->mode == SL_POOL_SESSION)
         return;
-    c->replay = malloc(n);
-    if (!c->replay) return;
-    memcpy(c->replay, sl_buf_rptr(&c->in), n);
-    c->replay_len = n;
+    c->rt->replay = malloc(n);
+    if (!c->rt->replay) return;
+    memcpy(c->rt->replay, sl_buf_rptr(&c->in), n);
+    c->rt->replay_len = n;
+    c->tx_kept = true;
 }
 
 bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_route_t *r = c->route;
     int b = c->tx_backend;
-    if (!c->replay || c->tx_replied || b < 0 || c->pins || c->server_error || c->tx_retried)
+    if (!c->tx_kept || c->tx_replied || b < 0 || c->pins || c->server_error || c->tx_retried)
         return false;
     sl_route_check_failed(r, b, why);
-    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
+    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->rt->fence : NULL, b);
     sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
     if (!p) return false;
     c->tx_backend = -1;
-    sl_route_end(r, b, (uv_hrtime() - c->tx_start_ns) / 1000);
+    sl_route_end(r, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
     /* What is left of the request in the buffer is a tail of the copy. */
-    memcpy(c->in.data, c->replay, c->replay_len);
+    memcpy(c->in.data, c->rt->replay, c->rt->replay_len);
     c->in.head = 0;
-    c->in.tail = c->replay_len;
+    c->in.tail = c->rt->replay_len;
     sl_router_forget_replay(c);
     sl_log_info(c->tag, "%s went away before answering: its read is retried on %s", r->b[b].addr,
                 r->b[nb].addr);
@@ -286,11 +300,11 @@ void sl_router_done(sl_client_t *c) {
     int b = c->tx_backend;
     if (b < 0 || !c->route) return;
     c->tx_backend = -1;
-    sl_route_end(c->route, b, (uv_hrtime() - c->tx_start_ns) / 1000);
+    sl_route_end(c->route, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
     /* Read-your-writes: from now on, this client's reads need replicas
      * that replayed the primary's WAL up to a position read after this
      * commit. */
-    if (c->tx_write && c->w->cfg->read_your_writes) sl_route_fence_mark(c->route, &c->fence);
+    if (c->tx_write && c->w->cfg->read_your_writes) sl_route_fence_mark(c->route, &c->rt->fence);
 }
 
 bool sl_router_retry(sl_client_t *c, const char *err) {
@@ -304,8 +318,8 @@ bool sl_router_retry(sl_client_t *c, const char *err) {
     sl_route_check_failed(r, b, err);
     if (c->tx_write || b == r->writer || c->tx_retried) return false;
     c->tx_backend = -1;
-    sl_route_end(r, b, (uv_hrtime() - c->tx_start_ns) / 1000);
-    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->fence : NULL, b);
+    sl_route_end(r, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
+    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->rt->fence : NULL, b);
     sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
     if (!p) return false;
     sl_log_info(c->tag, "%s failed (%s): its read goes to %s instead", r->b[b].addr, err,

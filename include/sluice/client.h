@@ -57,13 +57,10 @@ typedef struct sl_client {
     sl_pool_t *wait_pool;  /* borrowed: the pool it is queued on (or was last) */
     /* read/write splitting (router.c), for databases with replicas */
     sl_route_t *route;     /* borrowed: its database's routing, or NULL */
-    sl_pool_t **bpools;    /* owned array of referenced pools, one per backend, made on demand */
+    struct sl_client_route *rt; /* owned with route: pools, fence, kept request (router.c) */
     int tx_backend;        /* backend of the transaction in flight; -1: none */
     bool tx_write;         /* that transaction was routed as a write */
-    uint64_t tx_start_ns;  /* when it was routed */
-    sl_fence_t fence;      /* read-your-writes: where replicas must be to serve it */
-    uint8_t *replay;       /* owned: a replica read's request, kept until it is answered */
-    uint32_t replay_len;
+    bool tx_kept;          /* rt holds a copy of the request (a replica read) */
     bool tx_replied;       /* the server (or sluice for it) answered something */
     bool tx_retried;       /* this read was moved once already */
     bool barrier;          /* bytes from barrier_off on wait for the next transaction: */
