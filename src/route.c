@@ -43,7 +43,6 @@ static void reset_backend(sl_backend_t *b) {
     memset(b->recent, 0, sizeof b->recent);
     b->lag_s = 0;
     b->failures = 0;
-    b->last_error[0] = '\0';
 }
 
 sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
@@ -163,7 +162,6 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
 
 void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
     sl_backend_t *b = &r->b[i];
-    snprintf(b->last_error, sizeof b->last_error, "%s", err);
     b->failures++;
     if (b->up && b->failures >= r->w->cfg->health_check_failures) {
         b->up = false;
@@ -309,7 +307,6 @@ int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
 
 void sl_route_begin(sl_route_t *r, int i) {
     r->b[i].outstanding++;
-    r->b[i].served++;
 }
 
 void sl_route_end(sl_route_t *r, int i, uint64_t latency_us) {

@@ -234,7 +234,9 @@ int sl_router_held_pending(const sl_client_t *c) {
     int n = 0;
     const uint8_t *p = c->in.data + c->barrier_off, *end = c->in.data + c->in.tail;
     while (end - p >= 5) {
-        if (p[0] == 'Q' || p[0] == 'S' || p[0] == 'F') n++;
+        /* What the scan counted in c->pending (a Query answered by sluice
+         * as DEALLOCATE was a Query then). */
+        if (p[0] == 'Q' || p[0] == 'S' || p[0] == 'F' || p[0] == SL_MSG_DEALLOCATE) n++;
         uint64_t len = 1 + (uint64_t)sl_be32(p + 1);
         if ((uint64_t)(end - p) < len) break;
         p += len;

@@ -33,7 +33,6 @@ typedef struct sl_backend {
     double lag_s;          /* replay delay a standby reports (0 when caught up) */
     int late_checks;       /* checks in a row with lag_s over max_replica_lag_time */
     int failures;          /* failed checks in a row */
-    char last_error[200];  /* why the last check failed */
     /* its checker connection (health.c) */
     sl_server_t *check;    /* NULL between connections */
     bool check_busy;       /* a check is in flight */
@@ -48,7 +47,6 @@ typedef struct sl_backend {
     int outstanding;       /* transactions in flight on it */
     double ewma_us;        /* latency of its transactions and checks, weighted */
     int swrr;              /* smooth weighted round robin state */
-    uint64_t served;       /* transactions sent to it */
 } sl_backend_t;
 
 struct sl_route {
