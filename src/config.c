@@ -308,6 +308,9 @@ static bool libpq_knows(const char *key) {
 
 /* replicas = host:port[:weight], ... (an IPv6 address goes in brackets). */
 static int parse_replicas(parse_ctx_t *ctx, const char *v, sl_db_cfg_t *db) {
+    if (db->replicas) return fail(ctx, "replicas: given twice");
+    db->replicas = calloc(SL_MAX_REPLICAS, sizeof *db->replicas);
+    if (!db->replicas) return fail(ctx, "out of memory");
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", v);
     char *save = NULL;
@@ -417,7 +420,7 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
     if (grown) cfg->dbs = grown;
     if (!ok) {
         for (int i = 0; i < db.nkv; i++) free(db.keys[i]), free(db.vals[i]);
-        free(db.keys), free(db.vals), free(db.name);
+        free(db.keys), free(db.vals), free(db.name), free(db.replicas);
         return 0;
     }
     cfg->dbs[cfg->ndbs++] = db;
@@ -596,7 +599,7 @@ void sl_config_free(sl_config_t *cfg) {
     for (int i = 0; i < cfg->ndbs; i++) {
         sl_db_cfg_t *d = &cfg->dbs[i];
         for (int k = 0; k < d->nkv; k++) free(d->keys[k]), free(d->vals[k]);
-        free(d->keys), free(d->vals), free(d->name);
+        free(d->keys), free(d->vals), free(d->name), free(d->replicas);
     }
     for (int i = 0; i < cfg->nusers; i++) free(cfg->users[i].name);
     free(cfg->dbs);

@@ -48,7 +48,7 @@ typedef struct sl_db_cfg {
     int pool_mode;          /* -1: global or user's */
     int routing;            /* enum sl_routing; -1: auto with replicas, else primary */
     int load_balance;       /* enum sl_balance; -1: global */
-    sl_replica_cfg_t replicas[SL_MAX_REPLICAS]; /* replicas = host:port[:weight],... */
+    sl_replica_cfg_t *replicas; /* owned array, NULL without: replicas = host:port[:weight],... */
     int nreplicas;
     int line;               /* where it was defined */
 } sl_db_cfg_t;
