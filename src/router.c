@@ -171,15 +171,30 @@ int sl_router_request(sl_client_t *c) {
         bool login = c->state == SL_CL_LOGIN_WAIT;
         bool session = c->pool->mode == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
-        bool hinted = false;
-        if (routing == SL_ROUTE_AUTO && !login && !session) {
+        bool hinted = false, wants_write = false;
+        if (routing != SL_ROUTE_PRIMARY && !login && !session) {
             int k = classify_pending(c, c->in.head);
             if (k == NEED_MORE) return 0;
-            write = k == WRITE;
+            wants_write = k == WRITE;
             hinted = k == READ_HINTED;
+            if (routing == SL_ROUTE_AUTO) write = wants_write;
         }
         sl_fence_t *fence = c->w->cfg->read_your_writes && !hinted ? &c->rt->fence : NULL;
         int b = sl_route_pick(r, write, fence, -1);
+        /* A read-only alias whose replicas are all out reads from the
+         * primary, but never writes there. */
+        if (routing == SL_ROUTE_REPLICA && wants_write && b >= 0 && b == r->writer) {
+            char msg[300];
+            snprintf(msg, sizeof msg,
+                     "database \"%s\" is read-only (routing = replica) and no replica is up "
+                     "to run this; it is not sent to the primary",
+                     c->dbname);
+            if (!sl_scan_at_boundary(&c->scan))
+                sl_client_fatal(c, "25006", "%s", msg);
+            else
+                sl_client_abort_requests(c, "25006", msg);
+            return -1;
+        }
         /* A login only needs some backend to say hello. */
         if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
         if (b < 0) {

@@ -394,7 +394,9 @@ static int count_on(PGconn *c, int port, int n) {
 static void lag(void) {
     wait_replicas();
     it_sluice_t s;
-    it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 256kB\n", RW_DB);
+    it_sluice_start(&s, "pool_mode = transaction\nmax_replica_lag = 256kB\n",
+                    RW_DB "rw_ro = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                          "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2} routing=replica\n");
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     IT_ASSERT(count_on(c, it_cl.replica1, 40) > 0, "replica1 serves reads at first");
@@ -429,6 +431,15 @@ static void lag(void) {
         IT_ASSERT(it_now() < deadline, "reads fall back to the primary");
     IT_ASSERT(count_on(c, it_cl.primary, 50) == 50, "all reads on the primary meanwhile");
     IT_ASSERT(it_log_count(&s, none) == seen_none + 1, "said once");
+    /* A read-only alias reads from the primary now, and still never writes. */
+    PGconn *ro = it_connect_db(&s, "sl_scram", "rw_ro", NULL);
+    deadline = it_now() + 5; /* its route is new: until its first checks, replicas look fine */
+    while (count_on(ro, it_cl.primary, 1) == 0)
+        IT_ASSERT(it_now() < deadline, "the read-only alias reads from the primary");
+    IT_ASSERT(count_on(ro, it_cl.primary, 5) == 5, "the read-only alias reads from the primary");
+    IT_ASSERT(!strcmp(it_fails(ro, "INSERT INTO rt VALUES (-8888, 'ro')"), "25006"),
+              "but a write through it is refused");
+    PQfinish(ro);
     set_replay(false);
     deadline = it_now() + 10;
     while (count_on(c, it_cl.primary, 1) == 1)
