@@ -37,8 +37,10 @@ static bool column(const uint8_t **p, const uint8_t *end, const char **v, int32_
     return true;
 }
 
-bool sl_health_parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64_t *lsn,
-                         double *lag_s) {
+/* Reads one check's DataRow: in_recovery, lsn ("X/Y" or NULL), lag seconds.
+ * False if it is malformed. */
+static bool parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64_t *lsn,
+                      double *lag_s) {
     if (n < 2 || (row[0] << 8 | row[1]) != 3) return false;
     const uint8_t *p = row + 2, *end = row + n;
     const char *v[3];
@@ -68,35 +70,37 @@ bool sl_health_parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64
     return true;
 }
 
-static void check_failed(sl_backend_t *b, const char *err) {
-    sl_route_t *r = b->route;
-    b->check_busy = false;
-    b->next_check_ms = sl_now_ms(r->w) + r->w->cfg->health_check_period_ms;
-    sl_route_check_failed(r, b->idx, err);
-}
-
 static void drop_check(sl_backend_t *b, const char *why) {
     sl_server_t *s = b->check;
     b->check = NULL;
     if (s) sl_server_close(s, why);
 }
 
+/* The one way a check fails: its connection goes (a new one is opened for
+ * the next check), the next try is a health_check_period away, and the
+ * route counts the failure. */
+static void check_failed(sl_backend_t *b, const char *what, const char *err) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s%s%s", what, err ? ": " : "", err ? err : "");
+    sl_route_t *r = b->route;
+    b->check_busy = false;
+    b->next_check_ms = sl_now_ms(r->w) + r->w->cfg->health_check_period_ms;
+    drop_check(b, msg);
+    sl_route_check_failed(r, b->idx, msg);
+}
+
 static void query_done(sl_server_t *s, const char *err, const char *code) {
     (void)code;
     sl_backend_t *b = s->owner;
     if (err) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "health check query failed: %s", err);
-        check_failed(b, msg);
-        drop_check(b, msg);
+        check_failed(b, "health check query failed", err);
         return;
     }
     bool rec;
     uint64_t lsn;
     double lag;
-    if (!s->row || !sl_health_parse_row(s->row, s->row_len, &rec, &lsn, &lag)) {
-        check_failed(b, "health check returned an unexpected row");
-        drop_check(b, "unexpected health check answer");
+    if (!s->row || !parse_row(s->row, s->row_len, &rec, &lsn, &lag)) {
+        check_failed(b, "health check returned an unexpected row", NULL);
         return;
     }
     sl_server_set_state(s, SL_SV_IDLE);
@@ -111,20 +115,16 @@ static void query_done(sl_server_t *s, const char *err, const char *code) {
 static void send_check(sl_backend_t *b) {
     b->checks_sent++;
     b->check_start_ns = uv_hrtime();
-    if (sl_server_query(b->check, check_sql, query_done) < 0) {
-        check_failed(b, "out of memory");
-        drop_check(b, "out of memory");
-    }
+    if (sl_server_query(b->check, check_sql, query_done) < 0)
+        check_failed(b, "out of memory", NULL);
 }
 
 static void connect_done(sl_server_t *s, const char *err, const char *code) {
     (void)code;
     sl_backend_t *b = s->owner;
     if (err) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "health check connection failed: %s", err);
-        check_failed(b, msg);
-        drop_check(b, msg);
+        b->check = s; /* also when the connect failed before it returned: closed with it */
+        check_failed(b, "health check connection failed", err);
         return;
     }
     sl_server_set_state(s, SL_SV_IDLE);
@@ -135,13 +135,13 @@ static void check_closing(sl_server_t *s) {
     sl_backend_t *b = s->owner;
     if (b->check != s) return;
     b->check = NULL;
-    if (b->check_busy) check_failed(b, "health check connection closed");
+    if (b->check_busy) check_failed(b, "health check connection closed", NULL);
 }
 
-static void start_check(sl_backend_t *b, int64_t now) {
+static void start_check(sl_backend_t *b) {
     sl_route_t *r = b->route;
     b->check_busy = true;
-    b->check_start_ms = now;
+    b->check_start_ns = uv_hrtime();
     if (b->check) {
         send_check(b);
         return;
@@ -149,14 +149,13 @@ static void start_check(sl_backend_t *b, int64_t now) {
     char err[256], tag[320];
     sl_pool_t *p = sl_pool_get_at(r->w, r->db, r->check_user, b->idx, err, sizeof err);
     if (!p) {
-        check_failed(b, err);
+        check_failed(b, err, NULL);
         return;
     }
     snprintf(tag, sizeof tag, "check db=%s backend=%s", r->db, b->addr);
-    b->check_start_ns = uv_hrtime();
     sl_server_t *s = sl_pool_open_probe(p, b, tag, connect_done);
     if (!s) {
-        check_failed(b, "could not start a health check connection");
+        check_failed(b, "could not start a health check connection", NULL);
         return;
     }
     if (s->state == SL_SV_CLOSING) return; /* failed at once: connect_done reported it */
@@ -171,17 +170,17 @@ static void tick_cb(uv_timer_t *t) {
     for (int i = 0; i < r->n; i++) {
         sl_backend_t *b = &r->b[i];
         if (b->check_busy) {
+            uint64_t waited_ms = (uv_hrtime() - b->check_start_ns) / 1000000;
             if (cfg->health_check_timeout_ms > 0 &&
-                now - b->check_start_ms >= cfg->health_check_timeout_ms) {
+                waited_ms >= (uint64_t)cfg->health_check_timeout_ms) {
                 char msg[120];
                 snprintf(msg, sizeof msg, "health check got no answer within %.1f s",
                          (double)cfg->health_check_timeout_ms / 1000.0);
-                check_failed(b, msg);
-                drop_check(b, msg);
+                check_failed(b, msg, NULL);
             }
             continue;
         }
-        if (now >= b->next_check_ms) start_check(b, now);
+        if (now >= b->next_check_ms) start_check(b);
     }
 }
 

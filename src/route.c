@@ -9,27 +9,34 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 
-static const sl_db_cfg_t *route_cfg(const sl_route_t *r) {
-    return sl_config_find_db(r->w->cfg, r->db);
+/* Backend i of db as "host:port": 0 the entry's own address, i replica i. */
+static void backend_addr(const sl_db_cfg_t *db, int i, char *buf, size_t cap) {
+    const char *host = sl_db_cfg_get(db, "host"), *port = sl_db_cfg_get(db, "port");
+    if (i == 0)
+        snprintf(buf, cap, "%s:%s", host ? host : "localhost", port ? port : "5432");
+    else
+        snprintf(buf, cap, "%s:%d", db->replicas[i - 1].host, db->replicas[i - 1].port);
+}
+
+/* What the route keeps of its database entry: looked up once per load or
+ * reload, not per transaction. */
+static void take_settings(sl_route_t *r, const sl_db_cfg_t *db) {
+    r->routing = sl_db_cfg_routing(db);
+    r->balance = db->load_balance >= 0 ? db->load_balance : r->w->cfg->load_balance;
+    for (int i = 1; i < r->n && i <= db->nreplicas; i++)
+        r->b[i].weight = db->replicas[i - 1].weight;
 }
 
 static void set_backends(sl_route_t *r, const sl_db_cfg_t *db) {
-    const char *host = sl_db_cfg_get(db, "host"), *port = sl_db_cfg_get(db, "port");
     r->n = 1 + db->nreplicas;
     for (int i = 0; i < r->n; i++) {
         sl_backend_t *b = &r->b[i];
         b->route = r;
         b->idx = i;
-        if (i == 0) {
-            snprintf(b->addr, sizeof b->addr, "%s:%s", host ? host : "localhost",
-                     port ? port : "5432");
-            b->weight = 1;
-        } else {
-            snprintf(b->addr, sizeof b->addr, "%s:%d", db->replicas[i - 1].host,
-                     db->replicas[i - 1].port);
-            b->weight = db->replicas[i - 1].weight;
-        }
+        b->weight = 1;
+        backend_addr(db, i, b->addr, sizeof b->addr);
     }
+    take_settings(r, db);
 }
 
 /* Until its first check answers, a backend is taken to be what the config
@@ -51,7 +58,7 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
-        if (!r->closing && !r->retired && strcmp(r->db, db) == 0) return r;
+        if (!r->retired && strcmp(r->db, db) == 0) return r;
     }
     sl_route_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -76,10 +83,8 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     for (int i = 1; i < r->n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
                  r->b[i].addr);
-    sl_log_info(
-        r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
-        sl_routing_names[sl_db_cfg_routing(dbc)], r->b[0].addr, list,
-        sl_balance_names[dbc->load_balance >= 0 ? dbc->load_balance : w->cfg->load_balance]);
+    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
+                sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance]);
     return r;
 }
 
@@ -93,14 +98,18 @@ static void update_writer(sl_route_t *r) {
         if (r->b[i].up && !r->b[i].in_recovery) next = i;
     if (next == cur) return;
     r->writer = next;
-    if (next >= 0) sl_pool_backend_up(r->w, r->db, next);
     if (next < 0) {
         sl_log_warn(r->tag, "no primary is up: writes fail until one answers or a replica is "
                             "promoted");
         return;
     }
+    sl_pool_backend_up(r->w, r->db, next);
     sl_log_warn(r->tag, "writes now go to %s (%s)", r->b[next].addr,
                 next == 0 ? "the configured primary" : "a promoted replica");
+}
+
+static void ewma_add(sl_backend_t *b, uint64_t us) {
+    b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)us : (double)us;
 }
 
 static void update_lag(sl_route_t *r, sl_backend_t *b) {
@@ -146,7 +155,7 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
                 lag_s * 1000.0 > (double)r->w->cfg->max_replica_lag_time_ms;
     b->late_checks = late ? b->late_checks + 1 : 0;
     b->failures = 0;
-    b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)rtt_us : (double)rtt_us;
+    ewma_add(b, rtt_us);
     if (!b->up) {
         b->up = true;
         sl_log_info(r->tag, "%s answers again: re-admitted", b->addr);
@@ -178,11 +187,6 @@ static uint64_t next_rand(sl_route_t *r) {
     uint64_t x = r->rng;
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     return r->rng = x;
-}
-
-static int balance_mode(const sl_route_t *r) {
-    const sl_db_cfg_t *db = route_cfg(r);
-    return db && db->load_balance >= 0 ? db->load_balance : r->w->cfg->load_balance;
 }
 
 /* Fewest transactions in flight per unit of weight; ties in rotation. */
@@ -293,7 +297,7 @@ int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
             sl_log_info(r->tag, "replicas take reads again");
     }
     if (n == 0) return r->writer;
-    switch (balance_mode(r)) {
+    switch (r->balance) {
     case SL_LB_LATENCY:
         return latency_pick(r, cand, n);
     case SL_LB_ROUND_ROBIN:
@@ -312,7 +316,7 @@ void sl_route_begin(sl_route_t *r, int i) {
 void sl_route_end(sl_route_t *r, int i, uint64_t latency_us) {
     sl_backend_t *b = &r->b[i];
     if (b->outstanding > 0) b->outstanding--;
-    b->ewma_us = b->ewma_us > 0 ? 0.8 * b->ewma_us + 0.2 * (double)latency_us : (double)latency_us;
+    ewma_add(b, latency_us);
 }
 
 void sl_route_fence_mark(sl_route_t *r, sl_fence_t *f) {
@@ -328,25 +332,28 @@ void sl_route_reconfigure_all(sl_worker_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
-        const sl_db_cfg_t *db = route_cfg(r);
         if (r->retired) continue;
+        const sl_db_cfg_t *db = sl_config_find_db(w->cfg, r->db);
         if (!db || db->nreplicas == 0) {
             /* Its clients keep it; their reads go to the primary now. */
             r->retired = true;
+            r->routing = SL_ROUTE_PRIMARY;
             sl_health_stop(r);
             for (int i = 0; i < r->n; i++)
                 if (i != r->writer) r->b[i].up = false;
             sl_log_info(r->tag, "replicas removed from the config: reads go to the primary");
             continue;
         }
-        sl_route_t probe = {.w = w};
-        set_backends(&probe, db);
-        bool same = probe.n == r->n;
-        for (int i = 0; same && i < r->n; i++)
-            same = !strcmp(probe.b[i].addr, r->b[i].addr);
-        for (int i = 0; i < r->n && i < probe.n; i++)
-            r->b[i].weight = probe.b[i].weight;
-        if (same) continue;
+        bool same = 1 + db->nreplicas == r->n;
+        for (int i = 0; same && i < r->n; i++) {
+            char addr[sizeof r->b[i].addr];
+            backend_addr(db, i, addr, sizeof addr);
+            same = !strcmp(addr, r->b[i].addr);
+        }
+        if (same) {
+            take_settings(r, db);
+            continue;
+        }
         /* A changed list: checks start over on the new addresses. */
         sl_log_info(r->tag, "replica list changed: checking the new backends");
         sl_health_stop(r);
@@ -371,7 +378,6 @@ void sl_route_close_all(sl_worker_t *w) {
     while (!sl_list_empty(&w->routes)) {
         sl_route_t *r = sl_container_of(sl_list_first(&w->routes), sl_route_t, node);
         sl_list_unlink(&r->node);
-        r->closing = true;
         sl_health_stop(r);
         uv_close((uv_handle_t *)&r->timer, route_closed_cb);
     }

@@ -49,11 +49,6 @@ static sl_pool_t *backend_pool(sl_client_t *c, int b) {
     return *p;
 }
 
-static int routing_of(const sl_client_t *c) {
-    const sl_db_cfg_t *db = sl_config_find_db(c->w->cfg, c->dbname);
-    return db ? sl_db_cfg_routing(db) : SL_ROUTE_PRIMARY;
-}
-
 /* The statement text a Query, Parse or Bind stands for; NULL when it has
  * none (or one sluice cannot know). */
 static const char *message_sql(sl_client_t *c, uint8_t t, const char *body, size_t n,
@@ -167,7 +162,7 @@ int sl_router_request(sl_client_t *c) {
     sl_route_t *r = c->route;
     sl_pool_t *p = c->pool;
     if (r) {
-        int routing = routing_of(c);
+        int routing = r->routing;
         bool login = c->state == SL_CL_LOGIN_WAIT;
         bool session = c->pool->mode == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
@@ -237,7 +232,7 @@ static bool on_replica_read(const sl_client_t *c) {
 
 void sl_router_guard(sl_client_t *c, uint32_t from) {
     if (c->barrier || !on_replica_read(c) || c->pins || from >= c->in.tail) return;
-    if (routing_of(c) != SL_ROUTE_AUTO) return;
+    if (c->route->routing != SL_ROUTE_AUTO) return;
     int k = classify_pending(c, from);
     if (k == READ || k == READ_HINTED) return;
     c->barrier = true;
@@ -284,27 +279,43 @@ void sl_router_linked(sl_client_t *c) {
     c->tx_kept = true;
 }
 
-bool sl_router_replay(sl_client_t *c, const char *why) {
+/* The transaction in flight is over on its backend (latency to the EWMA). */
+static void end_tx(sl_client_t *c) {
+    int b = c->tx_backend;
+    c->tx_backend = -1;
+    sl_route_end(c->route, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
+}
+
+/* Moves the client's read off its backend, which failed (what, why), to
+ * another one, once. Returns the pool it is to be queued on, or NULL when
+ * it may not move (a write, already moved) or nothing else can take it. */
+static sl_pool_t *move_read(sl_client_t *c, const char *what, const char *why) {
     sl_route_t *r = c->route;
     int b = c->tx_backend;
-    if (!c->tx_kept || c->tx_replied || b < 0 || c->pins || c->server_error || c->tx_retried)
-        return false;
     sl_route_check_failed(r, b, why);
+    if (c->tx_write || b == r->writer || c->tx_retried) return NULL;
     int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->rt->fence : NULL, b);
     sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
+    if (!p) return NULL;
+    end_tx(c);
+    sl_log_info(c->tag, "%s %s (%s): its read goes to %s instead", r->b[b].addr, what, why,
+                r->b[nb].addr);
+    queue_on(c, nb, false, true);
+    c->tx_retried = true;
+    c->wait_pool = p;
+    return p;
+}
+
+bool sl_router_replay(sl_client_t *c, const char *why) {
+    if (!c->tx_kept || c->tx_replied || c->tx_backend < 0 || c->pins || c->server_error)
+        return false;
+    sl_pool_t *p = move_read(c, "went away before answering", why);
     if (!p) return false;
-    c->tx_backend = -1;
-    sl_route_end(r, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
     /* What is left of the request in the buffer is a tail of the copy. */
     memcpy(c->in.data, c->rt->replay, c->rt->replay_len);
     c->in.head = 0;
     c->in.tail = c->rt->replay_len;
     sl_router_forget_replay(c);
-    sl_log_info(c->tag, "%s went away before answering: its read is retried on %s", r->b[b].addr,
-                r->b[nb].addr);
-    queue_on(c, nb, false, true);
-    c->tx_retried = true;
-    c->wait_pool = p;
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);
     sl_pool_request(p, &c->waiter);
@@ -314,10 +325,8 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
 void sl_router_done(sl_client_t *c) {
     sl_router_forget_replay(c);
     c->tx_retried = false;
-    int b = c->tx_backend;
-    if (b < 0 || !c->route) return;
-    c->tx_backend = -1;
-    sl_route_end(c->route, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
+    if (c->tx_backend < 0 || !c->route) return;
+    end_tx(c);
     /* Read-your-writes: from now on, this client's reads need replicas
      * that replayed the primary's WAL up to a position read after this
      * commit. */
@@ -325,25 +334,14 @@ void sl_router_done(sl_client_t *c) {
 }
 
 bool sl_router_retry(sl_client_t *c, const char *err) {
-    sl_route_t *r = c->route;
-    int b = c->tx_backend;
-    /* Only a backend that could not be reached; a full pool
-     * (query_wait_timeout) is no failure of the backend. */
-    if (!r || b < 0 || strncmp(err, SL_POOL_LOGIN_FAILED, strlen(SL_POOL_LOGIN_FAILED)) != 0)
+    /* Only a backend that could not be reached counts (and a refused
+     * connection as a failed check); a full pool (query_wait_timeout) is
+     * no failure of the backend. */
+    if (!c->route || c->tx_backend < 0 ||
+        strncmp(err, SL_POOL_LOGIN_FAILED, strlen(SL_POOL_LOGIN_FAILED)) != 0)
         return false;
-    /* A backend that refuses connections counts as a failed check. */
-    sl_route_check_failed(r, b, err);
-    if (c->tx_write || b == r->writer || c->tx_retried) return false;
-    c->tx_backend = -1;
-    sl_route_end(r, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
-    int nb = sl_route_pick(r, false, c->w->cfg->read_your_writes ? &c->rt->fence : NULL, b);
-    sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
+    sl_pool_t *p = move_read(c, "could not be reached", err);
     if (!p) return false;
-    sl_log_info(c->tag, "%s failed (%s): its read goes to %s instead", r->b[b].addr, err,
-                r->b[nb].addr);
-    queue_on(c, nb, false, true);
-    c->tx_retried = true;
-    c->wait_pool = p;
     sl_pool_request(p, &c->waiter);
     return true;
 }

@@ -20,9 +20,5 @@ void sl_health_stop(struct sl_route *r);
 /* The backend was ejected: its check connection is dropped, so that only
  * a new connection answering re-admits it. */
 void sl_health_reconnect(struct sl_backend *b);
-/* Reads one check's DataRow: in_recovery, lsn ("X/Y" or NULL), lag seconds.
- * False if it is malformed. Pure, for tests. */
-bool sl_health_parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64_t *lsn,
-                         double *lag_s);
 
 #endif

@@ -38,8 +38,8 @@ typedef struct sl_backend {
     bool check_busy;       /* a check is in flight */
     uint64_t checks_sent;  /* checks whose query went out */
     uint64_t checks_done;  /* number of the last check answered */
-    int64_t check_start_ms, next_check_ms;
-    uint64_t check_start_ns;
+    int64_t next_check_ms;    /* loop clock */
+    uint64_t check_start_ns;  /* the check (or its connection) in flight began */
     struct {
         uint64_t seq, lsn;
     } recent[64];          /* answered checks by number, a ring: fences look up theirs */
@@ -57,12 +57,13 @@ struct sl_route {
     char tag[160];           /* "route db=app" */
     int n;                   /* backends */
     sl_backend_t b[SL_MAX_BACKENDS];
+    int routing;             /* enum sl_routing, from the entry */
+    int balance;             /* enum sl_balance, the entry's or the global one */
     int writer;              /* backend taking writes; -1 when none is known */
     bool reads_on_writer;    /* no replica can take reads (logged once) */
     uint64_t rr;             /* rotation for ties */
     uint64_t rng;            /* xorshift state */
     uv_timer_t timer;        /* drives the checks; its close callback frees the route */
-    bool closing;
     bool retired;            /* its replicas left the config: reads go to the primary */
 };
 

@@ -69,6 +69,7 @@ static void setup(void) {
     it_exec(d, "DROP TABLE IF EXISTS rt; DROP SEQUENCE IF EXISTS rs");
     it_exec(d, "CREATE TABLE rt (id bigint PRIMARY KEY, pad text)");
     it_exec(d, "CREATE SEQUENCE rs");
+    it_exec(d, "CREATE OR REPLACE FUNCTION sl_touch() RETURNS int LANGUAGE sql AS 'SELECT 1'");
     it_exec(d, "GRANT ALL ON rt, rs TO PUBLIC");
     PQfinish(d);
     wait_replicas();
@@ -391,6 +392,28 @@ static int count_on(PGconn *c, int port, int n) {
     return hits;
 }
 
+/* Replay paused on the replica at `port` while `wal` runs on the primary:
+ * it is logged lagging once and gets none of `n` reads; resumed, its
+ * catching up is logged and it serves at least `back` of n reads again. */
+static void lag_round(it_sluice_t *s, PGconn *c, int port, const char *wal, int n, int back) {
+    char lagging[80], caught[80];
+    snprintf(lagging, sizeof lagging, "replica 127.0.0.1:%d is lagging", port);
+    snprintf(caught, sizeof caught, "replica 127.0.0.1:%d caught up", port);
+    int seen = it_log_count(s, lagging), seen_up = it_log_count(s, caught);
+    PGconn *r = it_direct_port(port), *d = it_direct();
+    it_value(r, "SELECT pg_wal_replay_pause()");
+    it_exec(d, wal);
+    IT_ASSERT(it_log_wait(s, lagging, seen + 1, 10) == seen + 1,
+              "the lag of %d is noticed and logged once", port);
+    int on = count_on(c, port, n);
+    IT_ASSERT(on == 0, "no reads on the lagging replica (%d of %d)", on, n);
+    it_value(r, "SELECT pg_wal_replay_resume()");
+    IT_ASSERT(it_log_wait(s, caught, seen_up + 1, 10) == seen_up + 1, "catching up is logged");
+    on = count_on(c, port, n);
+    IT_ASSERT(on >= back, "reads return to the replica once caught up (%d of %d)", on, n);
+    PQfinish(r), PQfinish(d);
+}
+
 static void lag(void) {
     wait_replicas();
     it_sluice_t s;
@@ -400,30 +423,16 @@ static void lag(void) {
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
     IT_ASSERT(count_on(c, it_cl.replica1, 40) > 0, "replica1 serves reads at first");
-    PGconn *r1 = it_direct_port(it_cl.replica1);
-    char lagging[80], caught[80];
-    snprintf(lagging, sizeof lagging, "replica 127.0.0.1:%d is lagging", it_cl.replica1);
-    snprintf(caught, sizeof caught, "replica 127.0.0.1:%d caught up", it_cl.replica1);
-    int seen = it_log_count(&s, lagging), seen_up = it_log_count(&s, caught);
-    it_value(r1, "SELECT pg_wal_replay_pause()");
-    PGconn *d = it_direct();
-    it_exec(d, "INSERT INTO rt SELECT g, repeat('x', 1000) FROM generate_series(-3000, -1) g");
-    PQfinish(d);
-    IT_ASSERT(it_log_wait(&s, lagging, seen + 1, 10) == seen + 1,
-              "the lag is noticed and logged once");
-    int on1 = count_on(c, it_cl.replica1, 100);
-    IT_ASSERT(on1 == 0, "no reads on the lagging replica (%d of 100)", on1);
-    it_value(r1, "SELECT pg_wal_replay_resume()");
-    IT_ASSERT(it_log_wait(&s, caught, seen_up + 1, 10) == seen_up + 1, "catching up is logged");
-    on1 = count_on(c, it_cl.replica1, 100);
-    IT_ASSERT(on1 >= 30, "reads return to the replica once caught up (%d of 100)", on1);
+    lag_round(&s, c, it_cl.replica1,
+              "INSERT INTO rt SELECT g, repeat('x', 1000) FROM generate_series(-3000, -1) g", 100,
+              30);
 
     /* Both replicas behind: reads go to the primary, said once. */
     const char *none = "no replica can take reads";
     int seen_none = it_log_count(&s, none),
         seen_back = it_log_count(&s, "replicas take reads again");
     set_replay(true);
-    d = it_direct();
+    PGconn *d = it_direct();
     it_exec(d, "INSERT INTO rt SELECT g, repeat('y', 1000) FROM generate_series(-6000, -3001) g");
     PQfinish(d);
     double deadline = it_now() + 10;
@@ -447,7 +456,6 @@ static void lag(void) {
     IT_ASSERT(count_on(c, it_cl.primary, 20) == 0, "reads on replicas again");
     IT_ASSERT(it_log_count(&s, "replicas take reads again") == seen_back + 1,
               "and that is said once too");
-    PQfinish(r1);
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
@@ -461,29 +469,26 @@ static void lag_time(void) {
         &s, "pool_mode = transaction\nmax_replica_lag = 0\nmax_replica_lag_time = 0.5\n", RW_DB);
     PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
     wait_routing(c);
-    PGconn *r2 = it_direct_port(it_cl.replica2);
-    char lagging[80], caught[80];
-    snprintf(lagging, sizeof lagging, "replica 127.0.0.1:%d is lagging", it_cl.replica2);
-    snprintf(caught, sizeof caught, "replica 127.0.0.1:%d caught up", it_cl.replica2);
-    int seen = it_log_count(&s, lagging), seen_up = it_log_count(&s, caught);
-    it_value(r2, "SELECT pg_wal_replay_pause()");
+    lag_round(&s, c, it_cl.replica2, "INSERT INTO rt VALUES (-7777, 'lag')", 50, 1);
     PGconn *d = it_direct();
-    it_exec(d, "INSERT INTO rt VALUES (-7777, 'lag')");
-    IT_ASSERT(it_log_wait(&s, lagging, seen + 1, 10) == seen + 1,
-              "a replay delay over the limit is noticed");
-    IT_ASSERT(count_on(c, it_cl.replica2, 50) == 0, "no reads on it meanwhile");
-    it_value(r2, "SELECT pg_wal_replay_resume()");
-    IT_ASSERT(it_log_wait(&s, caught, seen_up + 1, 10) == seen_up + 1, "and that it caught up");
-    IT_ASSERT(count_on(c, it_cl.replica2, 50) > 0, "reads return to it");
     it_exec(d, "DELETE FROM rt WHERE id = -7777");
-    PQfinish(d), PQfinish(r2), PQfinish(c);
+    PQfinish(d), PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
-static void replace_once(char *out, size_t cap, const char *in, const char *from, const char *to) {
-    const char *hit = strstr(in, from);
+/* Replaces the first `from` in sluice's config file with `to`. */
+static void rewrite_ini(const it_sluice_t *s, const char *from, const char *to) {
+    char text[8192], out[8400];
+    FILE *f = fopen(s->ini, "r");
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    const char *hit = strstr(text, from);
     IT_ASSERT(hit, "'%s' is in the config", from);
-    snprintf(out, cap, "%.*s%s%s", (int)(hit - in), in, to, hit + strlen(from));
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(hit - text), text, to, hit + strlen(from));
+    f = fopen(s->ini, "w");
+    fputs(out, f);
+    fclose(f);
 }
 
 /* Session pooling routes the connection once; a reload changes the
@@ -507,18 +512,11 @@ static void session_and_reload(void) {
     PQfinish(c);
 
     /* Reload with a second replica and transaction pooling. */
-    FILE *f = fopen(s.ini, "r");
-    char text[8192], out[8400], from[64], to[128];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
+    char from[64], to[128];
     snprintf(from, sizeof from, "replicas=127.0.0.1:%d\n", it_cl.replica1);
     snprintf(to, sizeof to, "replicas=127.0.0.1:%d,127.0.0.1:%d\n", it_cl.replica1, it_cl.replica2);
-    replace_once(out, sizeof out, text, from, to);
-    replace_once(text, sizeof text, out, "pool_mode = session", "pool_mode = transaction");
-    f = fopen(s.ini, "w");
-    fputs(text, f);
-    fclose(f);
+    rewrite_ini(&s, from, to);
+    rewrite_ini(&s, "pool_mode = session", "pool_mode = transaction");
     kill(s.pid, SIGHUP);
     IT_ASSERT(it_log_wait(&s, "replica list changed", 1, 5) == 1, "the new list is taken");
     c = it_connect_db(&s, "sl_scram", "rw", NULL);
@@ -526,17 +524,29 @@ static void session_and_reload(void) {
     IT_ASSERT(count_on(c, it_cl.replica2, 40) > 0, "the added replica takes reads");
 
     /* Reload without replicas: a connected client's reads go to the primary. */
-    f = fopen(s.ini, "r");
-    n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    replace_once(out, sizeof out, text, to, "\n");
-    f = fopen(s.ini, "w");
-    fputs(out, f);
-    fclose(f);
+    rewrite_ini(&s, to, "\n");
     kill(s.pid, SIGHUP);
     IT_ASSERT(it_log_wait(&s, "replicas removed from the config", 1, 5) == 1, "taken");
     IT_ASSERT(count_on(c, it_cl.primary, 20) == 20, "reads on the primary");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* write_functions: a call to a listed function makes a SELECT a write, and
+ * a reload that changes the list applies to statements already seen. */
+static void write_functions_setting(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\n", RW_DB);
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    wait_routing(c);
+    const char *q = "SELECT sl_touch(), inet_server_port()";
+    IT_ASSERT(is_replica(port_of(c, q)), "not listed: a read");
+    rewrite_ini(&s, "pool_mode = transaction",
+                "pool_mode = transaction\nwrite_functions = sl_touch");
+    kill(s.pid, SIGHUP);
+    IT_ASSERT(it_log_wait(&s, "configuration reloaded", 1, 5) == 1, "reloaded");
+    IT_ASSERT(is_replica(port_of(c, "SELECT abs(1), inet_server_port()")), "others still read");
+    IT_ASSERT(port_of(c, q) == it_cl.primary, "listed: the primary");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
@@ -762,7 +772,8 @@ static void health(void) {
      * had begun may fail (without the retry, 8 to 10 of them failed here). */
     IT_ASSERT(before <= 3, "reads caught by the stop were retried elsewhere (%ld errors)", before);
     printf("reads retried: %d in flight, %d at connect\n",
-           it_log_count(&s, "its read is retried on"), it_log_count(&s, "its read goes to"));
+           it_log_count(&s, "went away before answering"),
+           it_log_count(&s, "could not be reached"));
     IT_ASSERT(on[1] == 0 && on[2] > 0, "reads go to the other replica");
     pg_ctl_replica1("start");
     it_on_fail(NULL);
@@ -792,6 +803,7 @@ int main(void) {
     lag_time();
     it_on_fail(NULL);
     session_and_reload();
+    write_functions_setting();
     latency();
     busy();
     hang();

@@ -26,6 +26,7 @@ static sl_route_t *make_route(int w1, int w2) {
         snprintf(b->addr, sizeof b->addr, "10.0.0.%d:5432", i + 1);
     }
     r->rng = 12345;
+    r->balance = w.cfg->load_balance;
     return r;
 }
 
