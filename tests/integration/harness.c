@@ -324,6 +324,15 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
     return c;
 }
 
+void it_pg_ctl(const char *dir, const char *node, const char *action) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "cd / && %s /usr/lib/postgresql/15/bin/pg_ctl -D %s/%s -l %s/%s.log -w %s "
+             ">/dev/null 2>&1",
+             getuid() == 0 ? "runuser -u postgres --" : "", dir, node, dir, node, action);
+    IT_ASSERT(system(cmd) == 0, "pg_ctl %s %s", action, node);
+}
+
 PGconn *it_direct(void) { return it_direct_port(it_cl.primary); }
 
 PGconn *it_direct_port(int port) {

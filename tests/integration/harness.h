@@ -46,6 +46,9 @@ PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, co
 /* Superuser connection straight to the primary, or to the server on port. */
 PGconn *it_direct(void);
 PGconn *it_direct_port(int port);
+/* Runs pg_ctl on cluster dir's node (primary, replica1, ...) as the
+ * postgres user when run as root; asserts it succeeded. */
+void it_pg_ctl(const char *dir, const char *node, const char *action);
 /* Runs fn once if the test fails (to undo changes to the shared cluster). */
 void it_on_fail(void (*fn)(void));
 /* Runs sql, asserts success, returns row 0 col 0 (a per-thread static buffer). */

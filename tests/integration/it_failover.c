@@ -13,19 +13,8 @@
 static char dir[64];
 static int ports[3];
 
-static void run(const char *fmt, const char *arg) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, fmt, arg);
-    IT_ASSERT(system(cmd) == 0, "command failed: %s", cmd);
-}
-
 static void pg_ctl(const char *node, const char *action) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "cd / && %s /usr/lib/postgresql/15/bin/pg_ctl -D %s/%s -l %s/%s.log -w %s "
-             ">/dev/null 2>&1",
-             getuid() == 0 ? "runuser -u postgres --" : "", dir, node, dir, node, action);
-    IT_ASSERT(system(cmd) == 0, "pg_ctl %s %s", action, node);
+    it_pg_ctl(dir, node, action);
 }
 
 static void cluster_stop(void) {
@@ -43,7 +32,7 @@ static void cluster_start(void) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "CLUSTER_TLS=0 %s start %s >/dev/null", sh, dir);
     it_on_fail(cluster_stop);
-    run("%s", cmd);
+    IT_ASSERT(system(cmd) == 0, "the failover cluster did not start: %s", cmd);
     snprintf(cmd, sizeof cmd, "%s/cluster.env", dir);
     FILE *f = fopen(cmd, "r");
     IT_ASSERT(f, "no cluster.env");

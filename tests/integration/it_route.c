@@ -723,17 +723,7 @@ static void hang(void) {
 /* ---- a replica stopped and started under load ---- */
 
 static void pg_ctl_replica1(const char *action) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "cd / && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 "
-             "-l %s/replica1.log -w %s >/dev/null 2>&1",
-             it_cl.sockdir, it_cl.sockdir, action);
-    if (getuid() != 0)
-        snprintf(cmd, sizeof cmd,
-                 "/usr/lib/postgresql/15/bin/pg_ctl -D %s/replica1 -l "
-                 "%s/replica1.log -w %s >/dev/null 2>&1",
-                 it_cl.sockdir, it_cl.sockdir, action);
-    IT_ASSERT(system(cmd) == 0, "pg_ctl %s replica1", action);
+    it_pg_ctl(it_cl.sockdir, "replica1", action);
 }
 
 static void restart_replica1(void) {
