@@ -15,11 +15,29 @@ enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
 
 static void pool_dispatch(sl_pool_t *p);
 
+/* What a pool does next (hand servers to waiters, open one, fail its
+ * waiters) runs from the worker's deferred queue, never on the stack of
+ * the release, close or login that made it necessary: those come from
+ * other clients' and servers' code, often inside a list walk. */
+static void wake_cb(sl_defer_t *d) {
+    pool_dispatch(sl_container_of(d, sl_pool_t, wake));
+}
+
+static void pool_wake(sl_pool_t *p) {
+    sl_defer(&p->w->defer, &p->wake);
+}
+
 static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
     switch (s->owner_list) {
-    case LIST_IDLE: p->n_idle--; break;
-    case LIST_USED: p->n_used--; break;
-    case LIST_CONNECTING: p->n_connecting--; break;
+    case LIST_IDLE:
+        p->n_idle--;
+        break;
+    case LIST_USED:
+        p->n_used--;
+        break;
+    case LIST_CONNECTING:
+        p->n_connecting--;
+        break;
     }
     sl_list_unlink(&s->node);
     s->owner_list = which;
@@ -29,25 +47,38 @@ static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
         sl_list_push_front(&p->idle, &s->node);
         p->n_idle++;
         break;
-    case LIST_USED: sl_list_push_back(&p->used, &s->node), p->n_used++; break;
-    case LIST_CONNECTING: sl_list_push_back(&p->connecting, &s->node), p->n_connecting++; break;
+    case LIST_USED:
+        sl_list_push_back(&p->used, &s->node), p->n_used++;
+        break;
+    case LIST_CONNECTING:
+        sl_list_push_back(&p->connecting, &s->node), p->n_connecting++;
+        break;
     }
 }
 
-int sl_pool_total(const sl_pool_t *p) { return p->n_idle + p->n_used + p->n_connecting; }
+int sl_pool_total(const sl_pool_t *p) {
+    return p->n_idle + p->n_used + p->n_connecting;
+}
 
 static void server_closing(sl_server_t *s) {
     sl_pool_t *p = s->owner;
     list_put(p, s, LIST_NONE);
 }
 
+/* Takes the oldest waiter off the queue. */
+static sl_waiter_t *pop_waiter(sl_pool_t *p) {
+    sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
+    sl_list_unlink(&wt->node);
+    wt->queued = false;
+    p->n_waiting--;
+    return wt;
+}
+
+/* Always from the head: a waiter's callback may take others off the queue
+ * (a client closing cancels its own waits), so no saved next pointer. */
 static void fail_waiters(sl_pool_t *p, const char *err, const char *code) {
-    sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &p->waiting) {
-        sl_waiter_t *wt = sl_container_of(it, sl_waiter_t, node);
-        sl_list_unlink(&wt->node);
-        wt->queued = false;
-        p->n_waiting--;
+    while (p->n_waiting > 0) {
+        sl_waiter_t *wt = pop_waiter(p);
         wt->cb(wt, NULL, err, code);
     }
 }
@@ -60,12 +91,9 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         snprintf(p->last_code, sizeof p->last_code, "%s", code ? code : "08006");
         p->login_fail_ms = sl_now_ms(p->w);
         sl_server_close(s, err);
-        /* With no working server to wait for, waiting would only hang. */
-        if (p->n_idle + p->n_used == 0) {
-            char msg[512];
-            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", err);
-            fail_waiters(p, msg, p->last_code);
-        }
+        /* The waiters learn it from the deferred queue (see pool_dispatch). */
+        p->login_failed = true;
+        pool_wake(p);
         return;
     }
     p->login_fail_ms = 0;
@@ -77,7 +105,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
     s->fresh = true;
     list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 /* Servers on one backend (a primary or a replica), by database and/or user. */
@@ -188,11 +216,20 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
         sl_server_set_state(s, SL_SV_IDLE);
         s->idle_since_ms = sl_now_ms(p->w);
     }
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 static void pool_dispatch(sl_pool_t *p) {
     int64_t now = sl_now_ms(p->w);
+    if (p->login_failed) {
+        p->login_failed = false;
+        /* With no working server to wait for, waiting would only hang. */
+        if (p->n_idle + p->n_used == 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
+            fail_waiters(p, msg, p->last_code);
+        }
+    }
     while (p->n_waiting > 0) {
         sl_list_t *first = sl_list_first(&p->idle);
         if (first) {
@@ -207,10 +244,7 @@ static void pool_dispatch(sl_pool_t *p) {
                 }
                 continue;
             }
-            sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
-            sl_list_unlink(&wt->node);
-            wt->queued = false;
-            p->n_waiting--;
+            sl_waiter_t *wt = pop_waiter(p);
             list_put(p, s, LIST_USED);
             /* The poll keeps watching: the waiter moves the server to QUERY
              * or ACTIVE before returning, and stopping and restarting it
@@ -220,7 +254,10 @@ static void pool_dispatch(sl_pool_t *p) {
         }
         /* Servers connecting or being checked will serve the first waiters. */
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
-        if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
+        /* No new login while the last one failed recently; waiters with
+         * no working server to wait for are told why at once. */
+        if (in_login_retry(p, now)) {
+            if (p->n_idle + p->n_used > 0) break;
             char msg[512];
             snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
             fail_waiters(p, msg, p->last_code);
@@ -236,7 +273,7 @@ void sl_pool_request(sl_pool_t *p, sl_waiter_t *wt) {
     wt->queued = true;
     sl_list_push_back(&p->waiting, &wt->node);
     p->n_waiting++;
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt) {
@@ -251,7 +288,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
     sl_pool_t *p = s->owner;
     if (err || s->tx_status != 'I') {
         sl_server_close(s, err ? err : "reset left a transaction open");
-        pool_dispatch(p);
+        pool_wake(p);
         return;
     }
     /* DISCARD ALL / RESET ALL returned every parameter to its login value. */
@@ -259,7 +296,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
     s->params_fp = 0;
     list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 void sl_pool_release(sl_server_t *s, bool clean) {
@@ -269,15 +306,15 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     s->link = NULL;
     s->io = NULL;
     int64_t now = sl_now_ms(w);
-    const char *why = !clean                 ? "released dirty (transaction or message unfinished)"
-                      : s->close_needed      ? "close requested"
-                      : w->cfg->server_lifetime_ms > 0 &&
-                              now - s->connect_ms >= w->cfg->server_lifetime_ms
-                          ? "server_lifetime reached"
-                          : NULL;
+    const char *why =
+        !clean            ? "released dirty (transaction or message unfinished)"
+        : s->close_needed ? "close requested"
+        : w->cfg->server_lifetime_ms > 0 && now - s->connect_ms >= w->cfg->server_lifetime_ms
+            ? "server_lifetime reached"
+            : NULL;
     if (why) {
         sl_server_close(s, why);
-        pool_dispatch(p);
+        pool_wake(p);
         return;
     }
     const char *reset = w->cfg->server_reset_query;
@@ -289,22 +326,26 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     }
     list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 static void free_kv(char **keys, char **vals) {
-    for (int i = 0; keys && keys[i]; i++) free(keys[i]), free(vals[i]);
+    for (int i = 0; keys && keys[i]; i++)
+        free(keys[i]), free(vals[i]);
     free(keys), free(vals);
 }
 
 static void pool_free(sl_pool_t *p) {
+    sl_defer_cancel(&p->wake);
     free_kv(p->keys, p->vals);
     free(p->db_alias), free(p->user);
     sl_params_clear(&p->defaults);
     free(p);
 }
 
-static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
+static int pick(int own, int user, int global) {
+    return own >= 0 ? own : user >= 0 ? user : global;
+}
 
 static const sl_db_cfg_t *find_db(const sl_config_t *cfg, const char *name, bool *fallback) {
     const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
@@ -430,8 +471,7 @@ sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, 
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 &&
-            strcmp(p->user, user) == 0)
+        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0)
             return p;
     }
     sl_pool_t *p = calloc(1, sizeof *p);
@@ -441,6 +481,7 @@ sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, 
         p->user = strdup(user);
         sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
         sl_list_init(&p->waiting);
+        sl_defer_init(&p->wake, wake_cb);
         p->backend = backend;
         if (backend)
             snprintf(p->tag, sizeof p->tag, "db=%s user=%s replica=%d", dbname, user, backend);
@@ -459,7 +500,9 @@ sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, 
     return p;
 }
 
-void sl_pool_ref(sl_pool_t *p) { p->n_clients++; }
+void sl_pool_ref(sl_pool_t *p) {
+    p->n_clients++;
+}
 
 void sl_pool_unref(sl_pool_t *p) {
     if (--p->n_clients == 0) p->unused_since_ms = sl_now_ms(p->w);
@@ -471,7 +514,7 @@ void sl_pool_reconfigure_all(sl_worker_t *w) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         /* A database removed from the config keeps serving its clients; new
          * logins to it are refused by sl_pool_get. */
-        if (configure(p) == SL_OK) pool_dispatch(p);
+        if (configure(p) == SL_OK) pool_wake(p);
     }
 }
 
@@ -509,24 +552,21 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
                  sl_pool_total(p) > p->min_size)
             sl_server_close(s, "server_idle_timeout reached");
     }
-    /* Waiters past query_wait_timeout. */
-    if (cfg->query_wait_timeout_ms > 0) {
-        sl_list_each(it, tmp, &p->waiting) {
-            sl_waiter_t *wt = sl_container_of(it, sl_waiter_t, node);
-            if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
-            sl_list_unlink(&wt->node);
-            wt->queued = false;
-            p->n_waiting--;
-            wt->cb(wt, NULL,
-                   "query_wait_timeout: no server connection became free in time; raise "
-                   "pool_size or query_wait_timeout",
-                   "08P01");
-        }
+    /* Waiters past query_wait_timeout, oldest first, always from the head
+     * (see fail_waiters). */
+    while (cfg->query_wait_timeout_ms > 0 && p->n_waiting > 0) {
+        sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
+        if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
+        pop_waiter(p);
+        wt->cb(wt, NULL,
+               "query_wait_timeout: no server connection became free in time; raise "
+               "pool_size or query_wait_timeout",
+               "08P01");
     }
     /* min_pool_size, unless backend logins are failing right now. */
     while (sl_pool_total(p) < p->min_size && !in_login_retry(p, now) && can_open(p, now))
         open_server(p);
-    pool_dispatch(p);
+    pool_wake(p);
 }
 
 void sl_pool_close_all(sl_worker_t *w) {

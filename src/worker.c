@@ -30,6 +30,7 @@ static void worker_stop(sl_worker_t *w) {
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
     uv_close((uv_handle_t *)&w->kick_idle, NULL);
+    sl_deferq_close(&w->defer);
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
     uv_close((uv_handle_t *)&w->sig_hup, NULL);
@@ -165,6 +166,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     w->client_tls = sl_tls_client_ctx(cfg, err, errlen);
     if (!w->client_tls && *err) return SL_ECONFIG;
     sl_client_kick_init(w);
+    sl_deferq_init(&w->defer, w->loop);
     w->sql_cache = calloc(1, sizeof *w->sql_cache);
     if (!w->sql_cache) {
         snprintf(err, errlen, "out of memory");

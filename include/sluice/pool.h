@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "sluice/defer.h"
 #include "sluice/list.h"
 #include "sluice/params.h"
 #include "sluice/server.h"
@@ -50,6 +51,8 @@ typedef struct sl_pool {
     int n_clients;         /* clients holding a pointer to it */
     int64_t unused_since_ms; /* when n_clients last dropped to 0 */
     int64_t login_fail_ms; /* last failed backend login, 0 if none */
+    bool login_failed;     /* a login failed: its waiters are told on the next wake */
+    sl_defer_t wake;       /* queued when the pool has work to do (see pool.c) */
     char last_error[480];  /* its message, for waiters during server_login_retry */
     char last_code[6];
 } sl_pool_t;

@@ -11,6 +11,7 @@
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
+#include "sluice/defer.h"
 #include "sluice/hba.h"
 #include "sluice/list.h"
 #include "sluice/sql.h"
@@ -36,6 +37,7 @@ typedef struct sl_worker {
     uint32_t next_server_id;
     struct sl_listener *listeners; /* owned list */
     uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
+    sl_deferq_t defer;             /* consequences of closes and releases, run later */
     uv_signal_t sig_int, sig_term, sig_hup;
     sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */

@@ -1,0 +1,107 @@
+/* Liveness: closing one client never runs another client's close on the
+ * same stack. The case that used to spin: client A's transaction is ended
+ * by idle_transaction_timeout from the janitor's walk over the clients;
+ * releasing its server wakes the pool, whose backend login had failed, and
+ * failing the next client (B, right after A on the walk) while the walk held
+ * a pointer to it looped forever at 100 % CPU, accepting nobody. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static it_sluice_t sl;
+
+/* CPU seconds (user + system) sluice has used so far. */
+static double sluice_cpu(void) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)sl.pid);
+    FILE *f = fopen(path, "r");
+    IT_ASSERT(f, "open %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command name (which may hold spaces) start past ')'. */
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) ==
+                       2,
+              "parse %s", path);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static char b_error[512];
+
+/* Client B (the same user, so the same pool): needs a second backend, whose login the role's
+ * connection limit refuses. Whatever sluice answers, it must answer. */
+static void *client_b(void *arg) {
+    (void)arg;
+    PGconn *b = it_connect_db(&sl, "alice", "lim", "connect_timeout=10");
+    if (PQstatus(b) != CONNECTION_OK) {
+        snprintf(b_error, sizeof b_error, "login: %s", PQerrorMessage(b));
+    } else {
+        PGresult *r = PQexec(b, "SELECT 1");
+        snprintf(b_error, sizeof b_error, "query: %s",
+                 PQresultStatus(r) == PGRES_TUPLES_OK ? "succeeded" : PQerrorMessage(b));
+        PQclear(r);
+    }
+    PQfinish(b);
+    return NULL;
+}
+
+static void undo_role(void) {
+    PGconn *d = it_direct();
+    PQclear(PQexec(d, "DROP ROLE IF EXISTS sl_limit1"));
+    PQfinish(d);
+}
+
+static void close_inside_walk(void) {
+    PGconn *d = it_direct();
+    it_exec(d, "DROP ROLE IF EXISTS sl_limit1");
+    it_exec(d, "CREATE ROLE sl_limit1 LOGIN PASSWORD 'limit_pw' CONNECTION LIMIT 1");
+    it_on_fail(undo_role);
+    it_sluice_start(&sl,
+                    "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 2\n"
+                    "idle_transaction_timeout = 1\nserver_login_retry = 30\n",
+                    "lim = host=127.0.0.1 port={PRIMARY} dbname=sluice_test user=sl_limit1 "
+                    "password=limit_pw\nfine = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "user=sl_scram password=scram_pw\n");
+    /* A holds the role's only connection, idle in a transaction. */
+    PGconn *a = it_connect_db(&sl, "alice", "lim", NULL);
+    IT_ASSERT(PQstatus(a) == CONNECTION_OK, "A connects: %s", PQerrorMessage(a));
+    it_exec(a, "BEGIN");
+    it_exec(a, "SELECT 1");
+    pthread_t tb;
+    pthread_create(&tb, NULL, client_b, NULL);
+    IT_ASSERT(it_log_wait(&sl, "too many connections for role", 1, 5) >= 1,
+              "the second backend login was refused");
+    /* A's idle_transaction_timeout fires from the janitor's walk. */
+    IT_ASSERT(it_log_wait(&sl, "idle_transaction_timeout", 1, 5) >= 1, "A timed out");
+    pthread_join(tb, NULL);
+    printf("client B was told: %s\n", b_error);
+    IT_ASSERT(strstr(b_error, "too many connections for role"), "B got the login failure: %s",
+              b_error);
+    /* sluice still runs its loop: it accepts and serves, and does not spin. */
+    double cpu0 = sluice_cpu(), t0 = it_now();
+    PGconn *c = it_connect_db(&sl, "carol", "fine", "connect_timeout=3");
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "a new client connects: %s", PQerrorMessage(c));
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'served'"), "served"), "and is served");
+    usleep(1000000);
+    double used = sluice_cpu() - cpu0, wall = it_now() - t0;
+    printf("sluice CPU over %.2f s after the close: %.3f s\n", wall, used);
+    IT_ASSERT(used < 0.3 * wall, "sluice used %.2f s of CPU in %.2f s: spinning", used, wall);
+    PQfinish(c);
+    PQfinish(a);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "clean exit");
+    it_exec(d, "DROP ROLE sl_limit1");
+    PQfinish(d);
+}
+
+int main(void) {
+    it_init("it_liveness");
+    close_inside_walk();
+    return it_done();
+}
