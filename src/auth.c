@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,9 @@
 #define AUTH_SASL_CONTINUE 11
 #define AUTH_SASL_FINAL 12
 
-static int put_ok(sl_buf_t *out) { return sl_proto_put_auth(out, AUTH_OK, NULL, 0); }
+static int put_ok(sl_buf_t *out) {
+    return sl_proto_put_auth(out, AUTH_OK, NULL, 0);
+}
 
 static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
     static const char mechs[] = "SCRAM-SHA-256\0"; /* list ends with an empty name */
@@ -34,20 +37,21 @@ static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
 
 enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
                                   sl_user_secret_t *secret, sl_buf_t *out) {
-    (void)w;
     memset(a, 0, sizeof *a);
     a->method = method;
     a->user = secret;
     if (a->method == SL_AUTH_TRUST || a->method == SL_AUTH_ANY)
         return put_ok(out) < 0 ? SL_AUTH_FAIL : SL_AUTH_OK;
     if (!a->user) {
-        /* A stand-in secret with a salt derived from the name: the exchange
-         * looks the same as for a real user and can only fail. */
-        uint8_t salt[32], seed[32];
+        /* A stand-in secret with a salt derived from the name and a secret
+         * of this process (as PostgreSQL does): the exchange looks the same
+         * as for a real user, the salt is as stable as a real user's across
+         * attempts (a fresh one each time would tell that the user does not
+         * exist), and it can only fail. */
+        uint8_t salt[32];
         unsigned int len = sizeof salt;
-        if (RAND_bytes(seed, sizeof seed) != 1) return SL_AUTH_FAIL;
-        HMAC(EVP_sha256(), seed, sizeof seed, (const unsigned char *)user, strlen(user), salt,
-             &len);
+        HMAC(EVP_sha256(), w->mock_secret, sizeof w->mock_secret, (const unsigned char *)user,
+             strlen(user), salt, &len);
         memcpy(a->mock.salt, salt, 16);
         a->mock.salt_len = 16;
         a->mock.iterations = SL_SCRAM_DEFAULT_ITERATIONS;
@@ -87,25 +91,42 @@ static enum sl_auth_result check_md5(sl_auth_t *a, const char *user, const char 
     return ok ? SL_AUTH_OK : SL_AUTH_FAIL;
 }
 
+/* A password against a SCRAM verifier. Unknown users run the same
+ * derivation against their stand-in secret, so that the time an attempt
+ * takes does not tell whether the user exists; a password already proved
+ * once is recognised by its hash. */
+static enum sl_auth_result check_plain_scram(sl_auth_t *a, const char *pw) {
+    uint8_t h[32];
+    SHA256((const unsigned char *)pw, strlen(pw), h);
+    sl_user_secret_t *u = a->user;
+    if (u && u->has_plain_ok && CRYPTO_memcmp(h, u->plain_ok, sizeof h) == 0) return SL_AUTH_OK;
+    const sl_scram_secret_t *sec = u ? sl_user_scram(u) : &a->mock;
+    sl_scram_secret_t mine;
+    if (!sec ||
+        sl_scram_secret_from_password(pw, sec->salt, sec->salt_len, sec->iterations, &mine) < 0)
+        return SL_AUTH_FAIL;
+    bool ok = u && CRYPTO_memcmp(mine.stored_key, sec->stored_key, SL_SCRAM_KEY_LEN) == 0;
+    OPENSSL_cleanse(&mine, sizeof mine);
+    if (ok) {
+        memcpy(u->plain_ok, h, sizeof h);
+        u->has_plain_ok = true;
+    }
+    return ok ? SL_AUTH_OK : SL_AUTH_FAIL;
+}
+
 static enum sl_auth_result check_plain(sl_auth_t *a, const char *user, const char *pw) {
-    if (!a->user) return SL_AUTH_FAIL;
+    if (!a->user) return check_plain_scram(a, pw);
     if (a->user->kind == SL_SECRET_PLAIN) {
         size_t n = strlen(a->user->secret);
         return strlen(pw) == n && CRYPTO_memcmp(pw, a->user->secret, n) == 0 ? SL_AUTH_OK
-                                                                              : SL_AUTH_FAIL;
+                                                                             : SL_AUTH_FAIL;
     }
     if (a->user->kind == SL_SECRET_MD5) {
         char h[36] = "md5";
         sl_md5_hex(pw, strlen(pw), user, strlen(user), h + 3);
         return CRYPTO_memcmp(h, a->user->secret, 35) == 0 ? SL_AUTH_OK : SL_AUTH_FAIL;
     }
-    const sl_scram_secret_t *sec = sl_user_scram(a->user);
-    sl_scram_secret_t mine;
-    if (!sec || sl_scram_secret_from_password(pw, sec->salt, sec->salt_len, sec->iterations,
-                                              &mine) < 0)
-        return SL_AUTH_FAIL;
-    return CRYPTO_memcmp(mine.stored_key, sec->stored_key, SL_SCRAM_KEY_LEN) == 0 ? SL_AUTH_OK
-                                                                                : SL_AUTH_FAIL;
+    return check_plain_scram(a, pw);
 }
 
 static enum sl_auth_result scram_step(sl_auth_t *a, const uint8_t *body, size_t n, sl_buf_t *out) {
@@ -121,8 +142,8 @@ static enum sl_auth_result scram_step(sl_auth_t *a, const uint8_t *body, size_t 
         if (!sec) return SL_AUTH_FAIL;
         uint8_t rnd[18];
         char nonce[32];
-        if (RAND_bytes(rnd, sizeof rnd) != 1 || sl_base64_encode(rnd, sizeof rnd, nonce,
-                                                                  sizeof nonce) < 0)
+        if (RAND_bytes(rnd, sizeof rnd) != 1 ||
+            sl_base64_encode(rnd, sizeof rnd, nonce, sizeof nonce) < 0)
             return SL_AUTH_FAIL;
         int len = sl_scram_server_first(a->scram, sec, data, dl, nonce, reply, sizeof reply);
         if (len < 0) return SL_AUTH_BAD_MESSAGE;

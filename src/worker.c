@@ -2,6 +2,7 @@
  * shut down fast (SIGINT) or gracefully (SIGTERM); reload on SIGHUP. */
 #include "sluice/worker.h"
 
+#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,8 @@ static void reload(sl_worker_t *w) {
         return;
     }
     sl_hba_t *hba = NULL;
-    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
+    if (cfg->auth_type == SL_AUTH_HBA &&
+        !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_userlist_free(&users);
         sl_config_free(cfg);
@@ -165,6 +167,10 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
     w->client_tls = sl_tls_client_ctx(cfg, err, errlen);
     if (!w->client_tls && *err) return SL_ECONFIG;
+    if (RAND_bytes(w->mock_secret, sizeof w->mock_secret) != 1) {
+        snprintf(err, errlen, "no random bytes for authentication salts");
+        return SL_ENOMEM;
+    }
     sl_client_kick_init(w);
     sl_deferq_init(&w->defer, w->loop);
     w->sql_cache = calloc(1, sizeof *w->sql_cache);

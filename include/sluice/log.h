@@ -6,6 +6,7 @@
 #define SLUICE_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum sl_log_level { SL_LOG_ERROR, SL_LOG_WARN, SL_LOG_INFO, SL_LOG_DEBUG };
 
@@ -13,6 +14,10 @@ bool sl_log_enabled(enum sl_log_level level);
 void sl_log_set_level(enum sl_log_level level);
 /* Opens (or reopens) the log file; NULL or "" logs to stderr. Returns 0 or -errno. */
 int sl_log_open(const char *path);
+/* Copies in to out (cap bytes, NUL-terminated) with control bytes as \xNN
+ * and double quotes as single ones; returns the length written. Every line
+ * goes through it: tags and messages carry client-chosen names. */
+size_t sl_log_escape(const char *in, char *out, size_t cap);
 void sl_log_write(enum sl_log_level level, const char *tag, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -14,14 +14,19 @@
 enum sl_secret_kind { SL_SECRET_PLAIN, SL_SECRET_MD5, SL_SECRET_SCRAM };
 
 typedef struct sl_user_secret {
-    char *name;                /* owned */
-    char *secret;              /* owned; never logged */
+    char *name;   /* owned */
+    char *secret; /* owned; never logged */
     enum sl_secret_kind kind;
-    sl_scram_secret_t *scram;  /* owned; parsed or derived on first use, NULL until then */
+    sl_scram_secret_t *scram; /* owned; parsed or derived on first use, NULL until then */
     /* Recovered from a client's valid SCRAM proof against a stored verifier:
      * with the verifier's ServerKey, it logs in to the backend (pass-through). */
     uint8_t client_key[SL_SCRAM_KEY_LEN];
     bool has_client_key;
+    /* SHA-256 of the last plaintext password a client proved against the
+     * SCRAM verifier (auth_type = plain): the next login with it costs a
+     * hash, not 4096 rounds of PBKDF2 on the event loop. */
+    uint8_t plain_ok[32];
+    bool has_plain_ok;
 } sl_user_secret_t;
 
 typedef struct sl_userlist {

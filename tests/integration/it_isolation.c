@@ -1,0 +1,168 @@
+/* What one client chooses cannot reach the log or other clients' logins:
+ * control characters in names are escaped in every log line, an unknown
+ * user's SCRAM salt is as stable as a real user's (two attempts must not
+ * tell whether a user exists), and with auth_type = plain a wrong password
+ * and an unknown user cost the same while a password already proved costs
+ * a hash, not PBKDF2 on the event loop. */
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* CPU seconds sluice has used so far. */
+static double cpu_of(const it_sluice_t *s) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    IT_ASSERT(f, "open %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) ==
+                       2,
+              "parse %s", path);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void forged_log_line(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "", NULL);
+    const char *forged = "2026-01-01T00:00:00.000Z level=error msg=\"forged\"";
+    char user[200];
+    snprintf(user, sizeof user, "evil\n%s\x1b[2J", forged);
+    const char *keys[] = {"host", "port", "dbname", "user", "password", NULL};
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    const char *vals[] = {"127.0.0.1", port, "sluice_test", user, "x", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "unknown user refused");
+    PQfinish(c);
+    IT_ASSERT(it_log_wait(&s, "password authentication failed", 1, 5) >= 1, "refusal logged");
+    FILE *f = fopen(s.log, "r");
+    char line[4096];
+    int forged_lines = 0, escaped = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "2026-01-01T00:00:00.000Z", 24)) forged_lines++;
+        if (strstr(line, "user=evil\\x0a2026-01-01")) escaped++;
+        IT_ASSERT(!strchr(line, '\x1b'), "no raw escape byte in the log: %s", line);
+    }
+    fclose(f);
+    IT_ASSERT(forged_lines == 0, "a user name forged %d log lines", forged_lines);
+    IT_ASSERT(escaped >= 1, "the name is logged with its newline escaped");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* Starts a SCRAM exchange as user and returns the salt the server offers
+ * (the s= attribute of server-first-message). */
+static void scram_salt(const it_sluice_t *s, const char *user, char *salt, size_t cap) {
+    int fd = it_raw_connect(s);
+    IT_ASSERT(fd >= 0, "connect");
+    unsigned char pkt[256];
+    size_t n = 8;
+    uint32_t v = htonl(196608);
+    memcpy(pkt + 4, &v, 4);
+    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "user") + 1;
+    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "%s", user) + 1;
+    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "database") + 1;
+    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "sluice_test") + 1;
+    pkt[n++] = 0;
+    uint32_t len = htonl((uint32_t)n);
+    memcpy(pkt, &len, 4);
+    IT_ASSERT(write(fd, pkt, n) == (ssize_t)n, "startup");
+    char body[512];
+    IT_ASSERT(it_raw_read_msg(fd, body, sizeof body) == 'R', "auth request");
+    const char *first = "n,,n=,r=abcdefghijklmnopqrstuvwx";
+    unsigned char m[256];
+    size_t k = 5;
+    k += (size_t)snprintf((char *)m + k, sizeof m - k, "SCRAM-SHA-256") + 1;
+    uint32_t fl = htonl((uint32_t)strlen(first));
+    memcpy(m + k, &fl, 4);
+    k += 4;
+    memcpy(m + k, first, strlen(first));
+    k += strlen(first);
+    m[0] = 'p';
+    uint32_t ml = htonl((uint32_t)k - 1);
+    memcpy(m + 1, &ml, 4);
+    IT_ASSERT(write(fd, m, k) == (ssize_t)k, "SASLInitialResponse");
+    memset(body, 0, sizeof body);
+    IT_ASSERT(it_raw_read_msg(fd, body, sizeof body - 1) == 'R', "SASL continue");
+    const char *sp = strstr(body + 4, ",s=");
+    IT_ASSERT(sp, "salt in %s", body + 4);
+    const char *end = strstr(sp + 3, ",i=");
+    snprintf(salt, cap, "%.*s", end ? (int)(end - sp - 3) : 0, sp + 3);
+    close(fd);
+}
+
+static void stable_mock_salt(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "", NULL);
+    char a[128], b[128], r1[128], r2[128], other[128];
+    scram_salt(&s, "no_such_user", a, sizeof a);
+    scram_salt(&s, "no_such_user", b, sizeof b);
+    scram_salt(&s, "another_missing_user", other, sizeof other);
+    scram_salt(&s, "sl_scram", r1, sizeof r1);
+    scram_salt(&s, "sl_scram", r2, sizeof r2);
+    printf("salts: unknown %s / %s, real %s / %s\n", a, b, r1, r2);
+    IT_ASSERT(!strcmp(r1, r2), "a real user's salt is stable");
+    IT_ASSERT(!strcmp(a, b), "an unknown user's salt is as stable (%s vs %s)", a, b);
+    IT_ASSERT(strcmp(a, other) != 0, "and differs from user to user");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+static double logins(const it_sluice_t *s, const char *user, const char *pw, int n, bool ok) {
+    double t0 = cpu_of(s);
+    char extra[128];
+    snprintf(extra, sizeof extra, "password=%s", pw);
+    for (int i = 0; i < n; i++) {
+        PGconn *c = it_connect_db(s, user, "pl", extra);
+        IT_ASSERT((PQstatus(c) == CONNECTION_OK) == ok, "login as %s: %s", user, PQerrorMessage(c));
+        PQfinish(c);
+    }
+    return cpu_of(s) - t0;
+}
+
+static void plain_cost(void) {
+    PGconn *d = it_direct();
+    const char *verifier =
+        it_value(d, "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_scram'");
+    char dir[] = "/tmp/sluice-users-XXXXXX", path[128], opts[256];
+    IT_ASSERT(mkdtemp(dir), "mkdtemp");
+    snprintf(path, sizeof path, "%s/users.txt", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "\"sl_scram\" \"%s\"\n", verifier);
+    fclose(f);
+    PQfinish(d);
+    snprintf(opts, sizeof opts, "auth_type = plain\nauth_file = %s\n", path);
+    it_sluice_t s;
+    /* The backend login uses the entry's password: the auth_file holds only
+     * the verifier. */
+    it_sluice_start(&s, opts,
+                    "pl = host=127.0.0.1 port={PRIMARY} dbname=sluice_test password=scram_pw\n");
+    int n = 150;
+    double right = logins(&s, "sl_scram", "scram_pw", n, true);
+    double wrong = logins(&s, "sl_scram", "wrong_pw", n, false);
+    double unknown = logins(&s, "nobody_here", "wrong_pw", n, false);
+    printf("sluice CPU for %d logins: right password %.3f s, wrong %.3f s, unknown user %.3f s\n",
+           n, right, wrong, unknown);
+    IT_ASSERT(unknown > 0.5 * wrong && unknown < 2 * wrong + 0.05,
+              "an unknown user costs what a wrong password costs (%.3f vs %.3f s)", unknown, wrong);
+    IT_ASSERT(right < 0.5 * wrong, "a proved password is not derived again (%.3f vs %.3f s)", right,
+              wrong);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void) {
+    it_init("it_isolation");
+    forged_log_line();
+    stable_mock_salt();
+    plain_cost();
+    return it_done();
+}
