@@ -17,12 +17,38 @@
 
 /* Parameters a client can change with SET and expects to keep; when it does,
  * sluice follows so that the next server gets the same value. */
-static const char *const client_settable[] = {"application_name", "client_encoding", "DateStyle",
-                                              "IntervalStyle", "TimeZone",
-                                              "standard_conforming_strings", NULL};
+static const char *const client_settable[] = {"application_name",
+                                              "client_encoding",
+                                              "DateStyle",
+                                              "IntervalStyle",
+                                              "TimeZone",
+                                              "standard_conforming_strings",
+                                              NULL};
 
 static void server_io_cb(sl_server_t *s, int status, int events);
 static bool is_settable(const char *name);
+
+/* Message types a client may send once logged in. CopyData/Done/Fail are
+ * allowed outside COPY too: PostgreSQL ignores them there. sluice's own
+ * markers (SL_MSG_REFUSED, SL_MSG_DEALLOCATE) are none of these. */
+static bool frontend_type_ok(uint8_t t) { return t && strchr("QPBEDCHSFXdcf", t) != NULL; }
+
+/* Whether an ErrorResponse body (or its first bytes) says FATAL or PANIC:
+ * the server is about to close and must never go back to the pool. */
+static bool error_is_fatal(const uint8_t *p, uint32_t n) {
+    uint32_t i = 0;
+    while (i < n && p[i]) {
+        uint8_t field = p[i++];
+        const uint8_t *v = p + i;
+        const uint8_t *z = memchr(v, 0, n - i);
+        if (!z) return false;
+        if ((field == 'S' || field == 'V') &&
+            (!strcmp((const char *)v, "FATAL") || !strcmp((const char *)v, "PANIC")))
+            return true;
+        i = (uint32_t)(z - p) + 1;
+    }
+    return false;
+}
 static void setup_done(sl_server_t *s, const char *err, const char *code);
 
 /* ---- parameters ---- */
@@ -169,9 +195,8 @@ static bool server_clean(sl_client_t *c, sl_server_t *s) {
         return c->pending == sl_router_held_pending(c) && s->tx_status == 'I' &&
                sl_scan_at_boundary(&s->scan) && c->in.head == c->barrier_off && sl_ps_idle(c);
     return c->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
-           sl_scan_at_boundary(&s->scan) &&
-           sl_scan_at_boundary(&c->scan) && sl_buf_len(&c->in) == 0 && !c->holding &&
-           sl_ps_idle(c);
+           sl_scan_at_boundary(&s->scan) && sl_scan_at_boundary(&c->scan) &&
+           sl_buf_len(&c->in) == 0 && !c->holding && sl_ps_idle(c);
 }
 
 void sl_relay_unlink(sl_client_t *c) {
@@ -432,13 +457,19 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (ev != SL_SCAN_START) continue;
         uint8_t t = c->scan.type;
         if (c->scan.len - 4 > (uint32_t)c->w->cfg->max_packet_size) {
-            sl_client_fatal(c, "08P01",
-                            "message of %u bytes exceeds max_packet_size (%d bytes)",
+            sl_client_fatal(c, "08P01", "message of %u bytes exceeds max_packet_size (%d bytes)",
                             c->scan.len + 1, c->w->cfg->max_packet_size);
             return false;
         }
-        if (t == SL_MSG_REFUSED || t == SL_MSG_DEALLOCATE) {
-            sl_client_fatal(c, "08P01", "invalid frontend message type %u", t);
+        if (!frontend_type_ok(t)) {
+            /* Refused here, before a byte of it reaches a shared server:
+             * PostgreSQL would answer FATAL and close, taking with it the
+             * server other clients are about to get. */
+            sl_client_fatal(c, "08P01",
+                            "invalid frontend message type %u ('%c') after login: expected "
+                            "Query, Parse, Bind, Describe, Execute, Close, Flush, Sync, "
+                            "FunctionCall, CopyData/Done/Fail or Terminate",
+                            t, t >= 32 && t < 127 ? t : '?');
             return false;
         }
         if (t == 'X') {
@@ -521,14 +552,19 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
         }
         if (ev == SL_SCAN_START) {
             uint8_t t = s->scan.type;
-            s->scan.collect = t == 'Z' || t == 'S';
+            s->scan.collect = t == 'Z' || t == 'S' || t == 'E';
             if (t == 'E') c->server_error = true;
             /* Notices and reports can come at any time: a reply is anything else. */
             if (t != 'N' && t != 'S' && t != 'A') c->tx_replied = true;
             continue;
         }
         if (ev != SL_SCAN_END || !s->scan.collect) continue;
-        if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
+        if (s->scan.type == 'E') {
+            if (error_is_fatal(s->coll, s->scan.coll_len) && !s->close_needed) {
+                s->close_needed = true;
+                sl_log_info(s->tag, "server sent FATAL: it will not be reused");
+            }
+        } else if (s->scan.type == 'Z' && s->scan.coll_len == 1) {
             s->tx_status = (char)s->coll[0];
             /* Portals are gone, unless later requests are already on their way. */
             if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
@@ -574,13 +610,16 @@ static bool add_name(sbuf_t *b, const char *name, bool first) {
  * that ran them, before that server goes back to the pool. */
 static void start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
-        for (int i = 0; i < c->params.n; i++) (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
-        for (int i = 0; i < s->applied.n; i++) (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
+        for (int i = 0; i < c->params.n; i++)
+            (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
+        for (int i = 0; i < s->applied.n; i++)
+            (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
     sbuf_t b = {0};
     bool ok = true;
-    for (int i = 0; i < c->dirty.n && ok; i++) ok = add_name(&b, c->dirty.v[i].name, i == 0);
+    for (int i = 0; i < c->dirty.n && ok; i++)
+        ok = add_name(&b, c->dirty.v[i].name, i == 0);
     c->capturing = (uint32_t)c->dirty.n;
     if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
         sl_log_warn(c->tag, "cannot read back changed settings; they stay on %s", s->tag);
@@ -647,7 +686,8 @@ static void maybe_release(sl_client_t *c) {
         sl_client_fatal(c, "25001",
                         "transaction blocks are not allowed in statement pooling mode: send "
                         "statements without BEGIN, or set pool_mode = transaction for "
-                        "database \"%s\"", c->dbname);
+                        "database \"%s\"",
+                        c->dbname);
         return;
     }
     if (!server_clean(c, s)) return;
@@ -669,7 +709,9 @@ static void maybe_release(sl_client_t *c) {
     if (held && sl_buf_len(&c->in) > 0) sl_client_request_server(c);
 }
 
-void sl_relay_check_release(sl_client_t *c) { maybe_release(c); }
+void sl_relay_check_release(sl_client_t *c) {
+    maybe_release(c);
+}
 
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;

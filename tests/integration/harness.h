@@ -62,6 +62,9 @@ int it_free_port(void);
 double it_now(void);
 /* Opens a raw TCP connection to sluice. */
 int it_raw_connect(const it_sluice_t *s);
+/* A raw connection logged in as user to db (sluice with auth_type = trust),
+ * read up to its first ReadyForQuery. */
+int it_raw_login(const it_sluice_t *s, const char *user, const char *db);
 /* Reads the first message of a raw connection; returns its type and copies
  * up to cap bytes of body. */
 int it_raw_read_msg(int fd, char *body, int cap);

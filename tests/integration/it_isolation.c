@@ -5,7 +5,9 @@
  * and an unknown user cost the same while a password already proved costs
  * a hash, not PBKDF2 on the event loop. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,10 +161,75 @@ static void plain_cost(void) {
     rmdir(dir);
 }
 
+/* ---- message types a client may not send ---- */
+
+static it_sluice_t shared;
+static atomic_int innocent_errors, innocent_tx;
+static atomic_bool stop_innocent;
+
+static void *innocent(void *arg) {
+    (void)arg;
+    PGconn *c = it_connect_db(&shared, "sl_scram", "sluice_test", NULL);
+    while (!atomic_load(&stop_innocent)) {
+        const char *steps[] = {"BEGIN", "SELECT 1", "SELECT 2", "COMMIT"};
+        for (int i = 0; i < 4; i++) {
+            PGresult *r = PQexec(c, steps[i]);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+                if (atomic_fetch_add(&innocent_errors, 1) < 3)
+                    fprintf(stderr, "innocent client: %s", PQerrorMessage(c));
+                if (PQstatus(c) != CONNECTION_OK) PQreset(c);
+            }
+            PQclear(r);
+        }
+        atomic_fetch_add(&innocent_tx, 1);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* 40 clients each send one message type a client may not send, while 10
+ * innocent clients run transactions over the same single server: each bad
+ * client gets 08P01 and is closed, and no innocent transaction fails. */
+static void bad_message_types(void) {
+    it_sluice_start(&shared, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    pthread_t t[10];
+    for (int i = 0; i < 10; i++)
+        pthread_create(&t[i], NULL, innocent, NULL);
+    const unsigned char types[] = {'z', 'p', 'R', 'Z', 'K', 'v', 0x02, 0xFF};
+    int refused = 0;
+    for (int i = 0; i < 40; i++) {
+        int fd = it_raw_login(&shared, "sl_scram", "sluice_test");
+        unsigned char msg[5] = {types[i % 8], 0, 0, 0, 4};
+        IT_ASSERT(write(fd, msg, 5) == 5, "send");
+        char body[512] = "";
+        int ty = it_raw_read_msg(fd, body, sizeof body - 1);
+        if (ty == 'E' && memmem(body, sizeof body, "08P01", 5) &&
+            memmem(body, sizeof body, "invalid frontend message type", 29))
+            refused++;
+        else
+            fprintf(stderr, "type %u: reply %c\n", types[i % 8], ty > 0 ? ty : '-');
+        char rest[64];
+        IT_ASSERT(read(fd, rest, sizeof rest) == 0, "closed after the refusal");
+        close(fd);
+        usleep(20000);
+    }
+    atomic_store(&stop_innocent, true);
+    for (int i = 0; i < 10; i++)
+        pthread_join(t[i], NULL);
+    printf("bad message types: %d of 40 refused; innocent: %d transactions, %d errors\n", refused,
+           atomic_load(&innocent_tx), atomic_load(&innocent_errors));
+    IT_ASSERT(refused == 40, "every bad message refused with 08P01 (%d)", refused);
+    IT_ASSERT(atomic_load(&innocent_errors) == 0, "no innocent client saw an error");
+    IT_ASSERT(atomic_load(&innocent_tx) > 20, "innocent clients made progress");
+    IT_ASSERT(it_sluice_stop(&shared, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_isolation");
     forged_log_line();
     stable_mock_salt();
     plain_cost();
+    bad_message_types();
     return it_done();
 }
