@@ -292,6 +292,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
         return;
     }
     /* DISCARD ALL / RESET ALL returned every parameter to its login value. */
+    s->reset_needed = false;
     sl_params_clear(&s->applied);
     s->params_fp = 0;
     list_put(p, s, LIST_IDLE);
@@ -318,7 +319,11 @@ void sl_pool_release(sl_server_t *s, bool clean) {
         return;
     }
     const char *reset = w->cfg->server_reset_query;
-    if (*reset && (p->mode == SL_POOL_SESSION || w->cfg->server_reset_query_always)) {
+    if (!*reset || (p->mode != SL_POOL_SESSION && !w->cfg->server_reset_query_always)) reset = "";
+    /* State a client left (temp tables, LISTEN, locks...) goes whatever
+     * server_reset_query says: DISCARD ALL is what clears all of it. */
+    if (s->reset_needed) reset = "DISCARD ALL";
+    if (*reset) {
         sl_server_watch(s, 0);
         sl_stmt_cache_clear(&s->stmts, &w->stmts); /* DISCARD ALL drops them */
         if (sl_server_query(s, reset, reset_done) < 0) sl_server_close(s, "out of memory");

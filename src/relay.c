@@ -205,6 +205,10 @@ void sl_relay_unlink(sl_client_t *c) {
     c->server = NULL;
     s->link = NULL;
     c->c2s_blocked = false;
+    /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
+     * HOLD cursors: another client must never see them. */
+    if (c->pins || c->state_made) s->reset_needed = true;
+    c->state_made = false;
     /* A server in the middle of sluice's own query finishes it first; its
      * completion sees no client and gives it back. */
     if (s->state == SL_SV_QUERY) {
@@ -405,6 +409,9 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
     }
     int mode = c->w->cfg->pin_session_state;
+    /* Whatever happens to the pin, the server must not carry it to the next
+     * client: it is reset when this client leaves it. */
+    if (creates) c->state_made = true;
     if (!creates || mode == SL_PIN_OFF) return true;
     if (mode == SL_PIN_ERROR) {
         if (parse && sl_ps_wanted(c)) {

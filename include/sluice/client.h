@@ -82,6 +82,7 @@ typedef struct sl_client {
     bool reset_seen;       /* the client ran DISCARD ALL: its server's settings changed */
     uint32_t hold_start;   /* offset in `in` of the held Query */
     uint32_t pins;         /* SL_STATE_* session state tying it to its server */
+    bool state_made;       /* created session state on its server since linking */
     sl_params_t dirty;     /* names the client SET or RESET since its server last settled */
     bool capture_all;      /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;    /* leading entries of `dirty` being read back now */

@@ -73,6 +73,8 @@ struct sl_server {
     int64_t connect_ms;     /* when the connection was opened */
     int64_t idle_since_ms;  /* when it last became idle */
     bool close_needed;      /* close at the next idle moment */
+    bool reset_needed;      /* a client left session state on it: server_reset_query
+                               before anyone else gets it */
     bool fresh;             /* just connected or checked: no server_check_query needed */
     sl_server_done_cb done; /* pending connect/query completion */
     sl_server_io_cb io;     /* ACTIVE: relay callback */

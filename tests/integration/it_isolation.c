@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,11 +226,83 @@ static void bad_message_types(void) {
     IT_ASSERT(it_sluice_stop(&shared, SIGTERM) == 0, "exit");
 }
 
+/* ---- session state a client leaves behind ---- */
+
+static atomic_int leaked, checks;
+static atomic_bool stop_checking;
+
+/* Session state of every kind sluice pins, then a disconnect without any
+ * cleanup. */
+static void *leaver(void *arg) {
+    int id = (int)(intptr_t)arg;
+    for (int round = 0; round < 8; round++) {
+        PGconn *c = it_connect_db(&shared, "sl_scram", "sluice_test", NULL);
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "CREATE TEMP TABLE mine_%d_%d (v int); PREPARE st_%d_%d AS SELECT 1; "
+                 "LISTEN chan_%d; SELECT pg_advisory_lock(%d); BEGIN; DECLARE cur_%d CURSOR "
+                 "WITH HOLD FOR SELECT 1; COMMIT",
+                 id, round, id, round, id, 1000 + id, id);
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fprintf(stderr, "leaver %d: %s", id, PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c); /* no DISCARD, no UNLISTEN, no unlock */
+    }
+    return NULL;
+}
+
+/* Looks at its server's session for anything another client made. */
+static void *checker(void *arg) {
+    (void)arg;
+    PGconn *c = it_connect_db(&shared, "sl_scram", "sluice_test", NULL);
+    while (!atomic_load(&stop_checking)) {
+        PGresult *r = PQexec(
+            c, "SELECT (SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE "
+               "'sluice_%') + (SELECT count(*) FROM pg_listening_channels()) + (SELECT "
+               "count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) + "
+               "(SELECT count(*) FROM pg_cursors) + (SELECT count(*) FROM pg_class WHERE "
+               "relnamespace = pg_my_temp_schema())");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            atomic_fetch_add(&checks, 1);
+            if (atoi(PQgetvalue(r, 0, 0)) > 0) atomic_fetch_add(&leaked, 1);
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* Clients that pin their server and vanish, over a pool of one server
+ * shared with clients that look for what they left. */
+static void state_outlives_client(void) {
+    it_sluice_start(&shared, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    pthread_t l[6], k[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&k[i], NULL, checker, NULL);
+    for (int i = 0; i < 6; i++)
+        pthread_create(&l[i], NULL, leaver, (void *)(intptr_t)i);
+    for (int i = 0; i < 6; i++)
+        pthread_join(l[i], NULL);
+    usleep(300000);
+    atomic_store(&stop_checking, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(k[i], NULL);
+    printf("state left by 48 vanished clients: %d of %d checks saw some\n", atomic_load(&leaked),
+           atomic_load(&checks));
+    IT_ASSERT(atomic_load(&checks) > 20, "the checkers ran (%d)", atomic_load(&checks));
+    IT_ASSERT(atomic_load(&leaked) == 0, "%d checks saw another client's session state",
+              atomic_load(&leaked));
+    IT_ASSERT(it_sluice_stop(&shared, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_isolation");
     forged_log_line();
     stable_mock_salt();
     plain_cost();
     bad_message_types();
+    state_outlives_client();
     return it_done();
 }
