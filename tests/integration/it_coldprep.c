@@ -35,10 +35,13 @@ static void write_script(const char *path, const char *begin) {
  * transactions open. A statement first prepared by a client between
  * transactions, while five servers sit idle in transaction after BEGIN
  * for clients of the same thread, must not need a server: it would never
- * get one (query_wait_timeout). `second`: a second script, chosen about
- * once in 50 transactions, whose BEGIN is a text not seen before: it is
- * first prepared when the pool is busy, which on the code before sluice
- * answered new statements alone made pgbench abort clients in seconds.
+ * get one (query_wait_timeout). `second`: one pgbench thread, and a
+ * second script, chosen about once in 50 transactions, whose BEGIN is a
+ * text not seen before: it is first prepared while the thread's other
+ * clients hold every server, which on the code before sluice answered new
+ * statements alone made pgbench abort clients within seconds. Without it:
+ * the brief's command (two threads, one script), which got by before only
+ * because each new text was first prepared by a client holding a server.
  * A fresh sluice each time: the pool is cold when pgbench starts. */
 static void pgbench_cold(bool second) {
     it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 5\nquery_wait_timeout = 5\n",
@@ -49,9 +52,10 @@ static void pgbench_cold(bool second) {
     write_script(one, "BEGIN");
     write_script(two, "BEGIN ISOLATION LEVEL READ COMMITTED");
     snprintf(cmd, sizeof cmd,
-             "PGPASSWORD=scram_pw pgbench -n -h 127.0.0.1 -p %d -U sl_scram -c 16 -j 2 -T 10 "
+             "PGPASSWORD=scram_pw pgbench -n -h 127.0.0.1 -p %d -U sl_scram -c 16 -j %d -T 10 "
              "-M prepared -f %s%s%s%s sluice_test 2>&1",
-             sl.port, one, second ? "@50 -f " : "", second ? two : "", second ? "@1" : "");
+             sl.port, second ? 1 : 2, one, second ? "@50 -f " : "", second ? two : "",
+             second ? "@1" : "");
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = 0;
