@@ -572,8 +572,8 @@ static bool put_field(sl_bytes_t *b, char code, const char *value) {
  * ErrorResponse with the same fields (SQLSTATE 42601, message, position,
  * source file and routine in PostgreSQL's scanner; not the line, which is
  * the line of libpg_query's copy of the scanner, not the server's), the
- * rest of the batch skipped, ReadyForQuery. `batch`: the bytes of `in` through the Sync.
- * False, with nothing written, when out has no room. */
+ * rest of the batch skipped, ReadyForQuery. `batch`: the bytes of `in`
+ * through the Sync. False, with nothing written, when out has no room. */
 static bool answer_syntax_error(sl_client_t *c, const PgQueryError *e, uint32_t batch) {
     sl_bytes_t b = {0};
     char pos[16];
@@ -583,8 +583,7 @@ static bool answer_syntax_error(sl_client_t *c, const PgQueryError *e, uint32_t 
               put_field(&b, 'C', "42601") && put_field(&b, 'M', e->message) &&
               (e->cursorpos <= 0 || put_field(&b, 'P', pos)) &&
               (!e->filename || put_field(&b, 'F', e->filename)) &&
-              put_field(&b, 'R', e->funcname) &&
-              bytes_put(&b, "", 1);
+              put_field(&b, 'R', e->funcname) && bytes_put(&b, "", 1);
     if (ok) sl_put_be32(b.p + 1, b.len - 1);
     ok = ok && put_msg(&b, 'Z', "I", 1, NULL, 0, NULL, 0) &&
          sl_buf_append(&c->out, b.p, b.len) == SL_OK;
