@@ -5,11 +5,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pg_query.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "sluice/log.h"
+#include "sluice/pool.h"
 #include "sluice/relay.h"
 #include "sluice/stmt.h"
 
@@ -480,6 +483,173 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
 
 /* ---- a client without a server ---- */
 
+/* A Parse of a statement no server accepted yet is answered without a
+ * server too when nothing up to its Sync needs one (PQprepare sends Parse,
+ * Sync: a driver that prepares synchronously while its other connections
+ * hold every server in open transactions would otherwise wait forever).
+ * sluice's parser (libpg_query, PostgreSQL's own grammar) checks the text
+ * first: a syntax error is answered at the Parse as PostgreSQL words it;
+ * any other error (an unknown table, say) needs the catalog and comes from
+ * the server when the statement is prepared there, before the first Bind
+ * or Describe that uses it: as that message's error (see inject_parse). A
+ * batch that needs a server anyway goes to one whole, with PostgreSQL's
+ * errors where PostgreSQL gives them. */
+
+/* The bytes from p up to and including the Sync that ends the batch when
+ * every message to it is complete and one sluice answers alone (a named
+ * Parse, a Close of a statement, a Flush); 0 otherwise. */
+static uint32_t batch_local(const uint8_t *p, uint32_t avail) {
+    uint32_t off = 0;
+    while (avail - off >= 5) {
+        const uint8_t *m = p + off;
+        uint32_t len = sl_be32(m + 1) + 1;
+        if (len < 5 || len > avail - off) return 0;
+        bool named = len > 6 && m[5] != '\0';
+        if (m[0] == 'S') return off + len;
+        if (!(m[0] == 'H' || (m[0] == 'P' && named) || (m[0] == 'C' && m[5] == 'S' && len > 7)))
+            return 0;
+        off += len;
+    }
+    return 0;
+}
+
+/* A client's current value of a setting: what it asked for (or SET and
+ * sluice read back), else what the pool's servers reported at login. NULL
+ * when not known: SET since and not read back yet, or a cold pool. */
+static const char *client_setting(const sl_client_t *c, const char *name) {
+    if (c->capture_all || sl_params_get(&c->dirty, name)) return NULL;
+    const char *v = sl_params_get(&c->params, name);
+    return v ? v : sl_params_get(&c->pool->defaults, name);
+}
+
+/* Strict UTF-8 as PostgreSQL checks it: shortest forms, no surrogates,
+ * nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *s) {
+    while (*s) {
+        unsigned char b = *s;
+        int n = b < 0x80             ? 0
+                : (b & 0xE0) == 0xC0 ? 1
+                : (b & 0xF0) == 0xE0 ? 2
+                : (b & 0xF8) == 0xF0 ? 3
+                                     : -1;
+        if (n < 0) return false;
+        uint32_t cp = n == 0 ? b : b & (0x3F >> n);
+        for (int i = 1; i <= n; i++) {
+            if ((s[i] & 0xC0) != 0x80) return false;
+            cp = cp << 6 | (s[i] & 0x3F);
+        }
+        static const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        s += n + 1;
+    }
+    return true;
+}
+
+/* Whether sluice's parser (PostgreSQL's grammar under its default
+ * settings, reading UTF-8) reads sql as c's server will: a backslash in a
+ * literal means another thing under standard_conforming_strings = off, and
+ * an error position counts characters of the client's encoding. */
+static bool reads_like_server(const sl_client_t *c, const char *sql) {
+    bool ascii = true, backslash = false;
+    for (const unsigned char *q = (const unsigned char *)sql; *q; q++) {
+        if (*q >= 0x80) ascii = false;
+        if (*q == '\\') backslash = true;
+    }
+    const char *scs = client_setting(c, "standard_conforming_strings");
+    if (backslash && !(scs && strcasecmp(scs, "on") == 0)) return false;
+    if (ascii) return true; /* the same bytes and characters in every client encoding */
+    const char *enc = client_setting(c, "client_encoding");
+    return enc && (strcasecmp(enc, "UTF8") == 0 || strcasecmp(enc, "UTF-8") == 0) &&
+           utf8_valid((const unsigned char *)sql);
+}
+
+/* Appends one field of an ErrorResponse. */
+static bool put_field(sl_bytes_t *b, char code, const char *value) {
+    return bytes_put(b, &code, 1) && bytes_put(b, value, (uint32_t)strlen(value) + 1);
+}
+
+/* Answers a batch whose Parse has a syntax error as PostgreSQL does: its
+ * ErrorResponse with the same fields (SQLSTATE 42601, message, position,
+ * source file and routine in PostgreSQL's scanner; not the line, which is
+ * the line of libpg_query's copy of the scanner, not the server's), the
+ * rest of the batch skipped, ReadyForQuery. `batch`: the bytes of `in`
+ * through the Sync. False, with nothing written, when out has no room. */
+static bool answer_syntax_error(sl_client_t *c, const PgQueryError *e, uint32_t batch) {
+    sl_bytes_t b = {0};
+    char pos[16];
+    snprintf(pos, sizeof pos, "%d", e->cursorpos);
+    uint8_t hdr[5] = {'E'};
+    bool ok = bytes_put(&b, hdr, 5) && put_field(&b, 'S', "ERROR") && put_field(&b, 'V', "ERROR") &&
+              put_field(&b, 'C', "42601") && put_field(&b, 'M', e->message) &&
+              (e->cursorpos <= 0 || put_field(&b, 'P', pos)) &&
+              (!e->filename || put_field(&b, 'F', e->filename)) &&
+              put_field(&b, 'R', e->funcname) && bytes_put(&b, "", 1);
+    if (ok) sl_put_be32(b.p + 1, b.len - 1);
+    ok = ok && put_msg(&b, 'Z', "I", 1, NULL, 0, NULL, 0) &&
+         sl_buf_append(&c->out, b.p, b.len) == SL_OK;
+    bytes_free(&b);
+    if (!ok) return false;
+    sl_buf_consume(&c->in, batch);
+    if (c->pending > 0) c->pending--;
+    return true;
+}
+
+/* What sluice's parser says of a new statement's text. */
+enum verdict {
+    V_VALID,    /* one statement (or none), as far as grammar goes */
+    V_ANSWERED, /* a syntax error, answered (the batch is consumed) */
+    V_SERVER,   /* for a server to say: other errors, several statements */
+};
+
+static enum verdict check_text(sl_client_t *c, const char *sql, uint32_t batch) {
+    PgQuerySplitResult r = pg_query_split_with_parser(sql);
+    enum verdict v = V_VALID;
+    if (r.error) {
+        /* Only the scanner's and grammar's own syntax errors are certain
+         * to be 42601 (the parser does not give other SQLSTATEs). */
+        bool syntax = r.error->funcname && strcmp(r.error->funcname, "scanner_yyerror") == 0 &&
+                      r.error->message;
+        v = syntax && answer_syntax_error(c, r.error, batch) ? V_ANSWERED : V_SERVER;
+    } else if (r.n_stmts > 1) {
+        v = V_SERVER; /* PostgreSQL refuses several commands in one Parse */
+    }
+    pg_query_free_split_result(r);
+    return v;
+}
+
+/* A Parse at p (len bytes, avail in `in` from p on) for a client without
+ * a server. 1: answered and consumed; 0: for a server; -1: c was closed. */
+static int answer_parse(sl_client_t *c, const uint8_t *p, uint32_t len, uint32_t avail) {
+    const uint8_t *z = memchr(p + 5, '\0', len - 5);
+    if (!z || z == p + 5) return 0; /* the unnamed statement passes through */
+    const uint8_t *body = z + 1;
+    uint32_t blen = (uint32_t)(p + len - body);
+    const char *sql = (const char *)body;
+    if (!memchr(body, '\0', blen)) return 0; /* malformed: see relay's analysis */
+    sl_stmt_t *st = sl_stmt_find(&c->w->stmts, body, blen);
+    if (!st || !st->valid) {
+        uint32_t batch = batch_local(p, avail);
+        if (!batch || !reads_like_server(c, sql)) return 0;
+        if (!st || !st->parsed) {
+            enum verdict v = check_text(c, sql, batch);
+            if (v != V_VALID) return v == V_ANSWERED ? 1 : 0;
+        }
+    }
+    if (!(st = sl_stmt_intern(&c->w->stmts, body, blen))) {
+        oom(c);
+        return -1;
+    }
+    st->parsed = true;
+    int rc = sl_proto_put_empty(&c->out, '1') < 0 ? 0 : 1;
+    if (rc && sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0) rc = -1;
+    sl_stmt_unref(&c->w->stmts, st);
+    if (rc < 0) oom(c);
+    if (rc <= 0) return rc;
+    c->w->stats.parse_answered++;
+    sl_buf_consume(&c->in, len);
+    return 1;
+}
+
 bool sl_ps_answer_unlinked(sl_client_t *c) {
     if (!sl_ps_wanted(c) || !c->out.data) return true;
     for (;;) {
@@ -492,14 +662,9 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
         if (len > avail || len < 5) return true;
         const uint8_t *end = p + len;
         if (t == 'P') {
-            const uint8_t *z = memchr(p + 5, '\0', len - 5);
-            if (!z || z == p + 5) return true;
-            sl_stmt_t *st = sl_stmt_find(&c->w->stmts, z + 1, (uint32_t)(end - z - 1));
-            if (!st || !st->valid) return true;
-            if (sl_proto_put_empty(&c->out, '1') < 0) return true;
-            c->w->stats.parse_answered++;
-            if (sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0)
-                return oom(c);
+            int rc = answer_parse(c, p, len, avail);
+            if (rc <= 0) return rc == 0;
+            continue; /* consumed */
         } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {
             if (sl_proto_put_empty(&c->out, '3') < 0) return true;
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);

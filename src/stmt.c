@@ -24,7 +24,7 @@ sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t l
     st = malloc(sizeof *st + len);
     if (!st) return NULL;
     st->node.hash = sl_hash_bytes(body, len);
-    st->valid = false;
+    st->valid = st->parsed = false;
     st->id = ++r->next_id;
     st->refs = 1;
     st->len = len;

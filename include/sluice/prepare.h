@@ -61,8 +61,11 @@ bool sl_ps_flush_c2s(sl_client_t *c);
 /* A client without a server (between transactions): Parse of a statement a
  * server already accepted, Close of a statement, Flush and the Sync ending
  * them are answered by sluice from the head of c->in, taking no server (a
- * driver that prepares synchronously must not wait for one). False if c was
- * closed. */
+ * driver that prepares synchronously must not wait for one). A Parse of a
+ * new statement is answered too when nothing up to its Sync needs a server
+ * and libpg_query reads its text as the server would: a syntax error as
+ * PostgreSQL reports it (42601), other errors (an unknown table) by the
+ * server at the first Bind or Describe. False if c was closed. */
 bool sl_ps_answer_unlinked(sl_client_t *c);
 /* Relays buffered server bytes into c->out as far as room allows; false if
  * c was closed. */

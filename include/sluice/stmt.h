@@ -21,6 +21,7 @@ typedef struct sl_stmt {
     uint32_t refs;   /* client names, server caches and replies in flight */
     uint32_t len;    /* bytes of body */
     bool valid;      /* a server accepted it once: sluice may answer its Parse alone */
+    bool parsed;     /* sluice's parser read its text as one statement (prepare.c) */
     uint8_t body[];  /* Parse after the name: query text, NUL, count and OIDs of parameter types */
 } sl_stmt_t;
 
