@@ -40,9 +40,11 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap
 /* Running out of file descriptors: accept4 fails with EMFILE (this process)
  * or ENFILE (the system) and the listening socket stays readable, so a
  * listener that only logged and returned would be called again at once,
- * spinning a core and flooding the log. Instead the listener turns the
- * clients already waiting away with a clear error, stops watching its socket
- * for SL_ACCEPT_RETRY_MS and reports at most once per SL_ACCEPT_REPORT_MS.
+ * spinning a core and flooding the log. Instead the listener stops watching
+ * its socket for SL_ACCEPT_RETRY_MS; then it accepts again, and if it still
+ * cannot, turns the clients waiting away with a clear error and pauses
+ * again. It reports at most once per SL_ACCEPT_REPORT_MS, and once more
+ * when accepting works again.
  *
  * Turning away needs a descriptor: one spare, kept open on /dev/null, is
  * given up for the time of one accept (PgBouncer does the same). A client
@@ -66,11 +68,14 @@ static void open_spare(sl_listener_t *l) {
 /* Says FATAL 53300 to a client sluice cannot serve, and closes it. What the
  * client sent already is read first: closing a socket with unread bytes
  * resets the connection, and the reset could reach the client before the
- * error does. */
+ * error does. A client that asked for TLS first gets the error in answer to
+ * that request: libpq 15 then says only "server sent an error response
+ * during SSL exchange" (it shows no text it cannot authenticate); answering
+ * 'N' and the error at once does not work either, libpq drops the error. */
 static void turn_away(int fd) {
-    uint8_t junk[1024], msg[256];
+    uint8_t in[1024], msg[256];
     sl_buf_t b = {.data = msg, .cap = sizeof msg};
-    (void)!recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+    (void)!recv(fd, in, sizeof in, MSG_DONTWAIT);
     if (sl_proto_put_error(&b, "FATAL", "53300", turn_away_msg) == SL_OK)
         (void)!send(fd, sl_buf_rptr(&b), sl_buf_len(&b), MSG_DONTWAIT | MSG_NOSIGNAL);
     close(fd);
@@ -94,18 +99,23 @@ static int turn_away_waiting(sl_listener_t *l) {
     return n;
 }
 
+static const char *exhaustion_advice(int e) {
+    return e == ENFILE   ? "raise the system's limit (fs.file-max) or lower max_client_conn"
+           : e == EMFILE ? "raise the open-files limit (ulimit -n / LimitNOFILE) or lower "
+                           "max_client_conn"
+                         : "check the system's memory and socket buffers";
+}
+
+static const char *errno_name(int e) {
+    return e == ENFILE ? " (ENFILE)" : e == EMFILE ? " (EMFILE)" : "";
+}
+
 static void report_exhaustion(sl_listener_t *l) {
     int e = l->last_errno;
-    const char *name = e == ENFILE ? " (ENFILE)" : e == EMFILE ? " (EMFILE)" : "";
-    const char *advice = e == ENFILE   ? "raise the system's limit (fs.file-max) or lower "
-                                         "max_client_conn"
-                         : e == EMFILE ? "raise the open-files limit (ulimit -n / LimitNOFILE) "
-                                         "or lower max_client_conn"
-                                       : "check the system's memory and socket buffers";
     sl_log_warn(NULL,
                 "accept on %s: %s%s; %llu connections could not be accepted in the last %d s; %s",
-                l->desc, strerror(e), name, (unsigned long long)l->turned_away,
-                SL_ACCEPT_REPORT_MS / 1000, advice);
+                l->desc, strerror(e), errno_name(e), (unsigned long long)l->turned_away,
+                SL_ACCEPT_REPORT_MS / 1000, exhaustion_advice(e));
     l->turned_away = 0;
     l->report_ms = sl_now_ms(l->w);
 }
@@ -116,26 +126,21 @@ static void maybe_report(sl_listener_t *l) {
         report_exhaustion(l);
 }
 
-static void accept_cb(uv_poll_t *h, int status, int events);
-
-static void retry_cb(uv_timer_t *t) {
-    sl_listener_t *l = t->data;
-    open_spare(l);
-    maybe_report(l);
-    uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+/* The end of a shortage: said once, also when it was too short to have
+ * been reported (clients were kept waiting meanwhile). */
+static void accepted_again(sl_listener_t *l) {
+    int e = l->last_errno;
+    l->exhausted = false;
+    sl_log_warn(NULL,
+                "accept on %s works again after %s%s; %llu connections could not be accepted "
+                "since the last report; %s",
+                l->desc, strerror(e), errno_name(e), (unsigned long long)l->turned_away,
+                exhaustion_advice(e));
+    l->turned_away = 0;
+    l->report_ms = 0;
 }
 
-/* accept4 failed for want of descriptors or memory: clients waiting now are
- * told so, and the socket is not watched until the retry timer. */
-static void pause_accepting(sl_listener_t *l, int err) {
-    l->last_errno = err;
-    l->exhausted = true;
-    int n = err == EMFILE || err == ENFILE ? turn_away_waiting(l) : 0;
-    l->turned_away += n > 0 ? (uint64_t)n : 1;
-    maybe_report(l);
-    uv_poll_stop(&l->poll);
-    uv_timer_start(&l->retry, retry_cb, SL_ACCEPT_RETRY_MS, 0);
-}
+static void pause_accepting(sl_listener_t *l, int err, bool waited);
 
 /* Errors of one connection that accept4 reports (see accept(2)): that
  * connection is gone, the next one may be fine. */
@@ -158,34 +163,21 @@ static bool transient_accept_error(int err) {
     }
 }
 
-static void accepted_again(sl_listener_t *l) {
-    l->exhausted = false;
-    sl_log_info(NULL,
-                "accept on %s works again; %llu connections could not be accepted since "
-                "the last report",
-                l->desc, (unsigned long long)l->turned_away);
-    l->turned_away = 0;
-    l->report_ms = 0;
-}
-
-static void accept_cb(uv_poll_t *h, int status, int events) {
-    (void)events;
-    sl_listener_t *l = h->data;
-    if (status < 0) {
-        sl_log_error(NULL, "listener %s: %s", l->desc, uv_strerror(status));
-        return;
-    }
+/* Accepts what is waiting, up to a batch. waited: the listener was paused,
+ * so clients still waiting have had time to send their first packet. False
+ * when it paused for a shortage. */
+static bool accept_batch(sl_listener_t *l, bool waited) {
     for (int i = 0; i < SL_ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
             if (transient_accept_error(errno)) continue;
             /* EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unforeseen: the
              * socket stays readable, so carrying on would spin. */
-            pause_accepting(l, errno);
-            return;
+            pause_accepting(l, errno, waited);
+            return false;
         }
         if (l->exhausted) accepted_again(l);
         if (ss.ss_family != AF_UNIX) {
@@ -197,6 +189,40 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
         format_peer(&ss, peer, sizeof peer);
         sl_client_accept(l->w, fd, peer);
     }
+    return true;
+}
+
+static void accept_cb(uv_poll_t *h, int status, int events) {
+    (void)events;
+    sl_listener_t *l = h->data;
+    if (status < 0) {
+        sl_log_error(NULL, "listener %s: %s", l->desc, uv_strerror(status));
+        return;
+    }
+    accept_batch(l, false);
+}
+
+static void retry_cb(uv_timer_t *t) {
+    sl_listener_t *l = t->data;
+    open_spare(l);
+    if (accept_batch(l, true)) uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+}
+
+/* accept4 failed for want of descriptors or memory: the socket is not
+ * watched until the retry timer. Clients that waited for it are turned
+ * away; one that has just arrived is left for the retry: descriptors may
+ * have come free by then, and if not, it has sent its first packet, which
+ * turn_away reads before it closes the socket. */
+static void pause_accepting(sl_listener_t *l, int err, bool waited) {
+    l->last_errno = err;
+    l->exhausted = true;
+    if (waited) {
+        int n = err == EMFILE || err == ENFILE ? turn_away_waiting(l) : 0;
+        l->turned_away += n > 0 ? (uint64_t)n : 1;
+        maybe_report(l);
+    }
+    uv_poll_stop(&l->poll);
+    uv_timer_start(&l->retry, retry_cb, SL_ACCEPT_RETRY_MS, 0);
 }
 
 static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *path, char *err,
