@@ -17,7 +17,7 @@
 typedef struct sl_listener {
     struct sl_listener *next; /* worker's list */
     sl_worker_t *w;           /* borrowed */
-    uv_poll_t poll;           /* its close callback frees the listener */
+    uv_poll_t poll;           /* its close callback and retry's free the listener */
     int fd;                   /* owned */
     char desc[160];           /* "127.0.0.1:6432" or the socket path */
     char unix_path[108];      /* unlinked on close; "" for TCP */
@@ -26,7 +26,7 @@ typedef struct sl_listener {
     int spare_fd;         /* owned: /dev/null, given up to turn one client away; -1 if none */
     bool exhausted;       /* accept failed for want of resources and has not worked since */
     int last_errno;       /* why, for the report */
-    uint64_t turned_away; /* clients refused or left waiting since the last report */
+    uint64_t turned_away; /* since the last report: clients turned away, or failed retries */
     int64_t report_ms;    /* loop clock of the last report; 0: none yet */
     int open_handles;     /* poll and retry: the listener is freed when both closed */
 } sl_listener_t;
