@@ -103,6 +103,8 @@ static void query_done(sl_server_t *s, const char *err, const char *code) {
             char *secret = strndup((const char *)p + 4, (size_t)slen);
             if (secret) sec = remember(s->w, j->user, secret);
             free(secret);
+            /* The login then fails as for an unknown user; the log says why. */
+            if (!sec) snprintf(why, sizeof why, "auth_query: out of memory keeping the answer");
         }
     }
     sl_server_close(s, "auth_query done");

@@ -30,10 +30,14 @@ void sl_bufpool_init(sl_bufpool_t *bp, uint32_t size, uint32_t maxfree) {
     bp->size = size;
     bp->maxfree = maxfree;
     bp->free = calloc(maxfree ? maxfree : 1, sizeof(void *));
+    /* The free list only saves malloc calls: without one, blocks are
+     * allocated and freed each time, and nothing else changes. */
+    if (!bp->free) bp->maxfree = 0;
 }
 
 void sl_bufpool_destroy(sl_bufpool_t *bp) {
-    for (uint32_t i = 0; i < bp->nfree; i++) free(bp->free[i]);
+    for (uint32_t i = 0; i < bp->nfree; i++)
+        free(bp->free[i]);
     free(bp->free);
     bp->free = NULL;
     bp->nfree = 0;

@@ -412,6 +412,10 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     const char *db = sl_startup_get(su, "database");
     c->user = strdup(user);
     c->dbname = strdup(db && *db ? db : user);
+    if (!c->user || !c->dbname) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return;
+    }
     set_tag(c);
     for (int i = 0; i < su->nparams; i++) {
         const char *n = su->params[i].name, *v = su->params[i].value;
@@ -419,6 +423,10 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         if (!strcmp(n, "options")) {
             if (sl_strlist_has(c->w->cfg->ignore_startup_parameters, "options")) continue;
             char *copy = strdup(v);
+            if (!copy) {
+                sl_client_fatal(c, "53200", "out of memory");
+                return;
+            }
             sl_kv_t kv[SL_STARTUP_MAX_PARAMS];
             int k = copy ? sl_proto_parse_options(copy, kv, SL_STARTUP_MAX_PARAMS) : -1;
             for (int j = 0; j < k; j++)

@@ -23,6 +23,12 @@ static int64_t poll_period(const sl_config_t *cfg) {
     return p > 0 ? p : 1000;
 }
 
+/* After a failure: a health_check_period of 0 would retry a refused
+ * connection in a tight loop, so it falls back like poll_period. */
+static int64_t retry_period(const sl_config_t *cfg) {
+    return cfg->health_check_period_ms > 0 ? cfg->health_check_period_ms : poll_period(cfg);
+}
+
 static bool column(const uint8_t **p, const uint8_t *end, const char **v, int32_t *len) {
     if (end - *p < 4) return false;
     *len = (int32_t)sl_be32(*p);
@@ -70,6 +76,8 @@ static bool parse_row(const uint8_t *row, size_t n, bool *in_recovery, uint64_t 
     return true;
 }
 
+static void reschedule(sl_route_t *r);
+
 static void drop_check(sl_backend_t *b, const char *why) {
     sl_server_t *s = b->check;
     b->check = NULL;
@@ -84,9 +92,10 @@ static void check_failed(sl_backend_t *b, const char *what, const char *err) {
     snprintf(msg, sizeof msg, "%s%s%s", what, err ? ": " : "", err ? err : "");
     sl_route_t *r = b->route;
     b->check_busy = false;
-    b->next_check_ms = sl_now_ms(r->w) + r->w->cfg->health_check_period_ms;
+    b->next_check_ms = sl_now_ms(r->w) + retry_period(r->w->cfg);
     drop_check(b, msg);
     sl_route_check_failed(r, b->idx, msg);
+    reschedule(r);
 }
 
 static void query_done(sl_server_t *s, const char *err, const char *code) {
@@ -110,6 +119,7 @@ static void query_done(sl_server_t *s, const char *err, const char *code) {
     b->next_check_ms = sl_now_ms(r->w) + poll_period(r->w->cfg);
     uint64_t rtt_us = (uv_hrtime() - b->check_start_ns) / 1000;
     sl_route_checked(r, b->idx, rec, lsn, lag, rtt_us);
+    reschedule(r);
 }
 
 static void send_check(sl_backend_t *b) {
@@ -163,6 +173,45 @@ static void start_check(sl_backend_t *b) {
     b->check = s;
 }
 
+/* Checks due this close to the one that woke the timer go along with it, so
+ * that a route's backends stay in step and the timer wakes once per period,
+ * not once per backend. */
+static int64_t slack_ms(const sl_config_t *cfg) {
+    return poll_period(cfg) / 10;
+}
+
+int64_t sl_health_next_due_ms(const sl_route_t *r, int64_t now_ms, uint64_t now_ns) {
+    const sl_config_t *cfg = r->w->cfg;
+    int64_t next = -1;
+    for (int i = 0; i < r->n; i++) {
+        const sl_backend_t *b = &r->b[i];
+        int64_t in_ms;
+        if (b->check_busy) {
+            if (cfg->health_check_timeout_ms <= 0) continue; /* waits for its answer */
+            int64_t waited_ms = (int64_t)((now_ns - b->check_start_ns) / 1000000);
+            in_ms = cfg->health_check_timeout_ms - waited_ms;
+        } else {
+            in_ms = b->next_check_ms - now_ms;
+        }
+        if (in_ms < 0) in_ms = 0;
+        if (next < 0 || in_ms < next) next = in_ms;
+    }
+    return next;
+}
+
+static void tick_cb(uv_timer_t *t);
+
+/* The timer is one-shot, set for the next thing due: a check to send or
+ * one in flight to time out. Called whenever either changes. */
+static void reschedule(sl_route_t *r) {
+    if (!r->checking) return;
+    int64_t in_ms = sl_health_next_due_ms(r, sl_now_ms(r->w), uv_hrtime());
+    if (in_ms < 0)
+        uv_timer_stop(&r->timer); /* every check waits for an answer without a timeout */
+    else
+        uv_timer_start(&r->timer, tick_cb, (uint64_t)in_ms, 0);
+}
+
 static void tick_cb(uv_timer_t *t) {
     sl_route_t *r = t->data;
     const sl_config_t *cfg = r->w->cfg;
@@ -180,25 +229,28 @@ static void tick_cb(uv_timer_t *t) {
             }
             continue;
         }
-        if (now >= b->next_check_ms) start_check(b);
+        if (now + slack_ms(cfg) >= b->next_check_ms) start_check(b);
     }
+    reschedule(r);
 }
 
 void sl_health_start(sl_route_t *r) {
     int64_t now = sl_now_ms(r->w);
     for (int i = 0; i < r->n; i++)
         r->b[i].next_check_ms = now;
-    uint64_t period = (uint64_t)poll_period(r->w->cfg);
-    uv_timer_start(&r->timer, tick_cb, 0, period < 5 ? period : 5);
+    r->checking = true;
+    reschedule(r);
 }
 
 void sl_health_reconnect(sl_backend_t *b) {
     b->check_busy = false;
-    b->next_check_ms = sl_now_ms(b->route->w) + b->route->w->cfg->health_check_period_ms;
+    b->next_check_ms = sl_now_ms(b->route->w) + retry_period(b->route->w->cfg);
     drop_check(b, "backend ejected");
+    reschedule(b->route);
 }
 
 void sl_health_stop(sl_route_t *r) {
+    r->checking = false;
     uv_timer_stop(&r->timer);
     for (int i = 0; i < r->n; i++) {
         r->b[i].check_busy = false;

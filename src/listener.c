@@ -1,8 +1,9 @@
-/* Listening sockets and accept. */
+/* Listening sockets and accept (see listener.h). */
 #include "sluice/listener.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,7 @@
 
 #include "sluice/client.h"
 #include "sluice/log.h"
+#include "sluice/proto.h"
 
 static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap) {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -35,23 +37,149 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap
     snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-static void accept_cb(uv_poll_t *h, int status, int events) {
-    (void)events;
-    sl_listener_t *l = h->data;
-    if (status < 0) {
-        sl_log_error(NULL, "listener %s: %s", l->desc, uv_strerror(status));
-        return;
+/* Running out of file descriptors: accept4 fails with EMFILE (this process)
+ * or ENFILE (the system) and the listening socket stays readable, so a
+ * listener that only logged and returned would be called again at once,
+ * spinning a core and flooding the log. Instead the listener stops watching
+ * its socket for SL_ACCEPT_RETRY_MS; then it accepts again, and if it still
+ * cannot, turns the clients waiting away with a clear error and pauses
+ * again. It reports at most once per SL_ACCEPT_REPORT_MS, and once more
+ * when accepting works again.
+ *
+ * Turning away needs a descriptor: one spare, kept open on /dev/null, is
+ * given up for the time of one accept (PgBouncer does the same). A client
+ * left in the backlog instead would wait without a word, and libpq has no
+ * connect timeout unless one is set: it would hang until sluice had a
+ * descriptor free again, and once the backlog is full new connections are
+ * not even answered. The error says what is going on and the client can try
+ * again, as it does for max_client_conn. */
+#define SL_ACCEPT_RETRY_MS 250
+#define SL_ACCEPT_REPORT_MS 10000
+#define SL_ACCEPT_BATCH 64 /* accepts per wakeup, so other connections get their turn */
+
+static const char turn_away_msg[] =
+    "sluice has no file descriptor left for a new connection (too many open files): try again "
+    "later";
+
+static void open_spare(sl_listener_t *l) {
+    if (l->spare_fd < 0) l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Says FATAL 53300 to a client sluice cannot serve, and closes it. What the
+ * client sent already is read first: closing a socket with unread bytes
+ * resets the connection, and the reset could reach the client before the
+ * error does. A client that asked for TLS first gets the error in answer to
+ * that request: libpq 15 then says only "server sent an error response
+ * during SSL exchange" (it shows no text it cannot authenticate); answering
+ * 'N' and the error at once does not work either, libpq drops the error. */
+static void turn_away(int fd) {
+    uint8_t in[1024], msg[256];
+    sl_buf_t b = {.data = msg, .cap = sizeof msg};
+    (void)!recv(fd, in, sizeof in, MSG_DONTWAIT);
+    if (sl_proto_put_error(&b, "FATAL", "53300", turn_away_msg) == SL_OK)
+        (void)!send(fd, sl_buf_rptr(&b), sl_buf_len(&b), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(fd);
+}
+
+/* Accepts and turns away the clients waiting on l, one at a time through the
+ * spare descriptor. Returns how many. */
+static int turn_away_waiting(sl_listener_t *l) {
+    int n = 0;
+    while (n < SL_ACCEPT_BATCH && l->spare_fd >= 0) {
+        close(l->spare_fd);
+        l->spare_fd = -1;
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            turn_away(fd);
+            n++;
+        }
+        open_spare(l);
+        if (fd < 0 && errno != EINTR) break; /* none left, or not even one descriptor */
     }
-    for (int i = 0; i < 64; i++) {
+    return n;
+}
+
+static const char *exhaustion_advice(int e) {
+    return e == ENFILE   ? "raise the system's limit (fs.file-max) or lower max_client_conn"
+           : e == EMFILE ? "raise the open-files limit (ulimit -n / LimitNOFILE) or lower "
+                           "max_client_conn"
+                         : "check the system's memory and socket buffers";
+}
+
+static const char *errno_name(int e) {
+    return e == ENFILE ? " (ENFILE)" : e == EMFILE ? " (EMFILE)" : "";
+}
+
+static void report_exhaustion(sl_listener_t *l) {
+    int e = l->last_errno;
+    sl_log_warn(NULL,
+                "accept on %s: %s%s; %llu connections could not be accepted in the last %d s; %s",
+                l->desc, strerror(e), errno_name(e), (unsigned long long)l->turned_away,
+                SL_ACCEPT_REPORT_MS / 1000, exhaustion_advice(e));
+    l->turned_away = 0;
+    l->report_ms = sl_now_ms(l->w);
+}
+
+static void maybe_report(sl_listener_t *l) {
+    if (l->turned_away == 0) return;
+    if (l->report_ms == 0 || sl_now_ms(l->w) - l->report_ms >= SL_ACCEPT_REPORT_MS)
+        report_exhaustion(l);
+}
+
+/* The end of a shortage: said once, also when it was too short to have
+ * been reported (clients were kept waiting meanwhile). */
+static void accepted_again(sl_listener_t *l) {
+    int e = l->last_errno;
+    l->exhausted = false;
+    sl_log_warn(NULL,
+                "accept on %s works again after %s%s; %llu connections could not be accepted "
+                "since the last report; %s",
+                l->desc, strerror(e), errno_name(e), (unsigned long long)l->turned_away,
+                exhaustion_advice(e));
+    l->turned_away = 0;
+    l->report_ms = 0;
+}
+
+static void pause_accepting(sl_listener_t *l, int err, bool waited);
+
+/* Errors of one connection that accept4 reports (see accept(2)): that
+ * connection is gone, the next one may be fine. */
+static bool transient_accept_error(int err) {
+    switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case EPERM: /* refused by a firewall rule */
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Accepts what is waiting, up to a batch. waited: the listener was paused,
+ * so clients still waiting have had time to send their first packet. False
+ * when it paused for a shortage. */
+static bool accept_batch(sl_listener_t *l, bool waited) {
+    for (int i = 0; i < SL_ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                sl_log_warn(NULL, "accept on %s failed: %s", l->desc, strerror(errno));
-            return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+            if (transient_accept_error(errno)) continue;
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unforeseen: the
+             * socket stays readable, so carrying on would spin. */
+            pause_accepting(l, errno, waited);
+            return false;
         }
+        if (l->exhausted) accepted_again(l);
         if (ss.ss_family != AF_UNIX) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -61,6 +189,40 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
         format_peer(&ss, peer, sizeof peer);
         sl_client_accept(l->w, fd, peer);
     }
+    return true;
+}
+
+static void accept_cb(uv_poll_t *h, int status, int events) {
+    (void)events;
+    sl_listener_t *l = h->data;
+    if (status < 0) {
+        sl_log_error(NULL, "listener %s: %s", l->desc, uv_strerror(status));
+        return;
+    }
+    accept_batch(l, false);
+}
+
+static void retry_cb(uv_timer_t *t) {
+    sl_listener_t *l = t->data;
+    open_spare(l);
+    if (accept_batch(l, true)) uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+}
+
+/* accept4 failed for want of descriptors or memory: the socket is not
+ * watched until the retry timer. Clients that waited for it are turned
+ * away; one that has just arrived is left for the retry: descriptors may
+ * have come free by then, and if not, it has sent its first packet, which
+ * turn_away reads before it closes the socket. */
+static void pause_accepting(sl_listener_t *l, int err, bool waited) {
+    l->last_errno = err;
+    l->exhausted = true;
+    if (waited) {
+        int n = err == EMFILE || err == ENFILE ? turn_away_waiting(l) : 0;
+        l->turned_away += n > 0 ? (uint64_t)n : 1;
+        maybe_report(l);
+    }
+    uv_poll_stop(&l->poll);
+    uv_timer_start(&l->retry, retry_cb, SL_ACCEPT_RETRY_MS, 0);
 }
 
 static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *path, char *err,
@@ -75,6 +237,11 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
     l->w = w;
     l->fd = fd;
     l->poll.data = l;
+    uv_timer_init(w->loop, &l->retry);
+    l->retry.data = l;
+    l->open_handles = 2;
+    l->spare_fd = -1;
+    open_spare(l);
     snprintf(l->desc, sizeof l->desc, "%s", desc);
     snprintf(l->unix_path, sizeof l->unix_path, "%s", path ? path : "");
     uv_poll_start(&l->poll, UV_READABLE, accept_cb);
@@ -87,7 +254,8 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
 static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen) {
     char port[16];
     snprintf(port, sizeof port, "%d", w->cfg->listen_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     bool any = strcmp(host, "*") == 0;
@@ -105,8 +273,7 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         char desc[160];
         format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-            listen(fd, w->cfg->listen_backlog) != 0) {
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, w->cfg->listen_backlog) != 0) {
             snprintf(err, errlen, "cannot listen on %s: %s", desc, strerror(errno));
             close(fd);
             /* An address family the host lacks (no IPv6) is not fatal for '*'. */
@@ -178,7 +345,9 @@ int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) {
 
 static void listener_closed_cb(uv_handle_t *h) {
     sl_listener_t *l = h->data;
+    if (--l->open_handles > 0) return;
     close(l->fd);
+    if (l->spare_fd >= 0) close(l->spare_fd);
     free(l);
 }
 
@@ -189,6 +358,8 @@ void sl_listener_close_all(sl_worker_t *w) {
         if (l->unix_path[0]) unlink(l->unix_path);
         uv_poll_stop(&l->poll);
         uv_close((uv_handle_t *)&l->poll, listener_closed_cb);
+        uv_timer_stop(&l->retry);
+        uv_close((uv_handle_t *)&l->retry, listener_closed_cb);
         l = next;
     }
     w->listeners = NULL;

@@ -187,12 +187,40 @@ static void start_libpq(sl_server_t *s, const char *const *keys, const char *con
     connect_step(s, PGRES_POLLING_WRITING);
 }
 
+/* What a lookup needs once it answers. The caller's parameters are only
+ * borrowed for the call: a reload can free the pool's arrays (or a check's
+ * or auth_query's connection can go) while the lookup runs, so the context
+ * holds copies, in the same allocation, freed with it by resolved_cb. */
 typedef struct resolve_ctx {
     uv_getaddrinfo_t req;
-    sl_server_t *s;
-    const char *const *keys, *const *vals; /* borrowed from the pool */
-    const char *host;                      /* borrowed from vals */
+    sl_server_t *s;      /* borrowed: waits for this callback before it is freed */
+    char **keys, **vals; /* owned copies, NULL-terminated; NULL for sluice's own login */
+    char *host;          /* owned copy: the name being resolved */
 } resolve_ctx_t;
+
+/* One allocation: the context, the two pointer arrays, then the strings. */
+static resolve_ctx_t *resolve_ctx_new(sl_server_t *s, const char *const *keys,
+                                      const char *const *vals, const char *host) {
+    size_t n = 0, bytes = strlen(host) + 1;
+    for (; keys && keys[n]; n++)
+        bytes += strlen(keys[n]) + strlen(vals[n]) + 2;
+    size_t arrays = keys ? 2 * (n + 1) * sizeof(char *) : 0;
+    resolve_ctx_t *ctx = calloc(1, sizeof *ctx + arrays + bytes);
+    if (!ctx) return NULL;
+    char *str = (char *)(ctx + 1) + arrays;
+    ctx->s = s;
+    ctx->req.data = ctx;
+    if (keys) {
+        ctx->keys = (char **)(ctx + 1);
+        ctx->vals = ctx->keys + n + 1;
+        for (size_t i = 0; i < n; i++) {
+            ctx->keys[i] = strcpy(str, keys[i]), str += strlen(str) + 1;
+            ctx->vals[i] = strcpy(str, vals[i]), str += strlen(str) + 1;
+        }
+    }
+    ctx->host = strcpy(str, host);
+    return ctx;
+}
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     resolve_ctx_t *ctx = req->data;
@@ -241,7 +269,7 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     uv_freeaddrinfo(res);
-    start_libpq(s, ctx->keys, ctx->vals, hosts, addrs);
+    start_libpq(s, (const char *const *)ctx->keys, (const char *const *)ctx->vals, hosts, addrs);
     free(ctx);
 }
 
@@ -293,10 +321,8 @@ sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *k
     /* A name is resolved off the loop, then handed to libpq as hostaddr so
      * that PQconnectPoll never blocks in getaddrinfo. */
     if (host && !hostaddr && host[0] != '/' && !strchr(host, ',') && !is_numeric_host(host)) {
-        resolve_ctx_t *ctx = calloc(1, sizeof *ctx);
+        resolve_ctx_t *ctx = resolve_ctx_new(s, keys, vals, host);
         if (ctx) {
-            ctx->s = s, ctx->keys = keys, ctx->vals = vals, ctx->host = host;
-            ctx->req.data = ctx;
             struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
             if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, NULL, &hints) == 0) {
                 s->resolve = &ctx->req;
@@ -478,11 +504,9 @@ sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *cons
         own_connect_next(s);
         return s;
     }
-    resolve_ctx_t *ctx = calloc(1, sizeof *ctx);
+    resolve_ctx_t *ctx = resolve_ctx_new(s, NULL, NULL, host);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     if (ctx) {
-        ctx->s = s, ctx->keys = keys, ctx->vals = vals, ctx->host = host;
-        ctx->req.data = ctx;
         s->state = SL_SV_RESOLVING;
         if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, port, &hints) == 0) {
             s->resolve = &ctx->req;

@@ -37,6 +37,8 @@ typedef struct sl_bufpool {
     uint64_t in_use;  /* blocks handed out and not yet returned */
 } sl_bufpool_t;
 
+/* Keeps up to maxfree returned blocks for reuse; if even the list cannot be
+ * allocated, it keeps none (every block is malloc'ed and freed). */
 void sl_bufpool_init(sl_bufpool_t *bp, uint32_t size, uint32_t maxfree);
 void sl_bufpool_destroy(sl_bufpool_t *bp);
 /* Gives b a block of bp->size bytes; SL_ENOMEM on allocation failure. */

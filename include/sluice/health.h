@@ -14,11 +14,17 @@
 struct sl_route;
 struct sl_backend;
 
+/* Starts the checks: the route's timer runs only when a check is due or
+ * one in flight would time out. */
 void sl_health_start(struct sl_route *r);
 /* Stops the checks and closes their connections (the timer stays open). */
 void sl_health_stop(struct sl_route *r);
 /* The backend was ejected: its check connection is dropped, so that only
  * a new connection answering re-admits it. */
 void sl_health_reconnect(struct sl_backend *b);
+/* Milliseconds from now_ms (loop clock) and now_ns (uv_hrtime) until the
+ * route's next check is due or a check in flight times out; -1 when
+ * neither can happen (every check waits for an answer, without a timeout). */
+int64_t sl_health_next_due_ms(const struct sl_route *r, int64_t now_ms, uint64_t now_ns);
 
 #endif

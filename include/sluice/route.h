@@ -63,7 +63,9 @@ struct sl_route {
     bool reads_on_writer;    /* no replica can take reads (logged once) */
     uint64_t rr;             /* rotation for ties */
     uint64_t rng;            /* xorshift state */
-    uv_timer_t timer;        /* drives the checks; its close callback frees the route */
+    uv_timer_t timer;        /* one-shot, set for the next check due (health.c); its close
+                              * callback frees the route */
+    bool checking;           /* health checks started and not stopped */
     bool retired;            /* its replicas left the config: reads go to the primary */
 };
 

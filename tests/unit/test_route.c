@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/route.h"
 #include "unit/check.h"
@@ -189,6 +190,53 @@ static void test_health(void) {
     free_route(r);
 }
 
+/* The health timer wakes when a check is due or one in flight would time
+ * out, not on a fixed short tick (it used to wake every 5 ms whatever the
+ * periods said). */
+static void test_health_schedule(void) {
+    sl_route_t *r = make_route(1, 1);
+    w.cfg->lsn_poll_period_ms = 500;
+    w.cfg->health_check_period_ms = 2000;
+    w.cfg->health_check_timeout_ms = 3000;
+    int64_t now = 100000;
+    uint64_t now_ns = 900ull * 1000000000ull;
+    for (int i = 0; i < r->n; i++)
+        r->b[i].next_check_ms = now + 500 + 10 * i; /* answered lsn_poll_period ago */
+    ASSERT_EQ(sl_health_next_due_ms(r, now, now_ns), 500);
+    r->b[0].next_check_ms = now + 2000; /* failed: retried after health_check_period */
+    ASSERT_EQ(sl_health_next_due_ms(r, now, now_ns), 510);
+    r->b[1].check_busy = true; /* in flight for 2.8 s: times out in 0.2 s */
+    r->b[1].check_start_ns = now_ns - 2800ull * 1000000ull;
+    ASSERT_EQ(sl_health_next_due_ms(r, now, now_ns), 200);
+    r->b[2].next_check_ms = now - 7; /* overdue: at once */
+    ASSERT_EQ(sl_health_next_due_ms(r, now, now_ns), 0);
+    w.cfg->health_check_timeout_ms = 0; /* no timeout: a busy check sets no deadline */
+    for (int i = 0; i < r->n; i++)
+        r->b[i].check_busy = true;
+    ASSERT_EQ(sl_health_next_due_ms(r, now, now_ns), -1);
+    w.cfg->health_check_timeout_ms = 3000;
+    for (int i = 0; i < r->n; i++)
+        r->b[i].check_busy = false;
+
+    /* The timer itself: one-shot, set for what is due. */
+    uv_timer_init(w.loop, &r->timer);
+    r->timer.data = r;
+    sl_health_start(r); /* every check is due at once */
+    ASSERT_TRUE(uv_is_active((uv_handle_t *)&r->timer));
+    ASSERT_EQ(uv_timer_get_due_in(&r->timer), 0);
+    ASSERT_EQ(uv_timer_get_repeat(&r->timer), 0);
+    int64_t t = sl_now_ms(&w);
+    r->b[1].next_check_ms = t + 500, r->b[2].next_check_ms = t + 500;
+    sl_health_reconnect(&r->b[0]); /* ejected: its next try is 2 s away, the others' 0.5 s */
+    ASSERT_EQ(r->b[0].next_check_ms, t + 2000);
+    ASSERT_EQ(uv_timer_get_due_in(&r->timer), 500);
+    sl_health_stop(r);
+    ASSERT_TRUE(!uv_is_active((uv_handle_t *)&r->timer));
+    uv_close((uv_handle_t *)&r->timer, NULL);
+    uv_run(w.loop, UV_RUN_NOWAIT);
+    free_route(r);
+}
+
 int main(void) {
     char err[512];
     w.cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err, sizeof err);
@@ -205,6 +253,7 @@ int main(void) {
     test_fence();
     test_lag();
     test_health();
+    test_health_schedule();
     uv_loop_close(w.loop);
     free(w.loop);
     sl_config_free(w.cfg);

@@ -1,0 +1,97 @@
+/* client: a failed allocation during login ends the login with FATAL 53200
+ * out of memory, not a crash or a misleading error. A client is accepted on
+ * one end of a socketpair by a hand-built worker; strdup is wrapped (the
+ * test links with --wrap=strdup) to fail for one chosen string. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/client.h"
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/proto.h"
+#include "unit/check.h"
+
+char *__real_strdup(const char *s);
+char *__wrap_strdup(const char *s);
+
+static const char *fail_for; /* strdup of this string returns NULL */
+
+char *__wrap_strdup(const char *s) {
+    if (fail_for && !strcmp(s, fail_for)) return NULL;
+    return __real_strdup(s);
+}
+
+static sl_worker_t w;
+
+static size_t put_param(uint8_t *p, const char *name, const char *value) {
+    size_t n = strlen(name) + 1, v = strlen(value) + 1;
+    memcpy(p, name, n);
+    memcpy(p + n, value, v);
+    return n + v;
+}
+
+/* Sends a startup packet for user (with options, if not NULL) and returns
+ * what sluice answers first: the SQLSTATE of an ErrorResponse, or "". */
+static const char *login(const char *user, const char *options) {
+    static char code[6];
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    sl_client_accept(&w, sv[0], "unit");
+    uint8_t pkt[512];
+    size_t n = 8;
+    n += put_param(pkt + n, "user", user);
+    if (options) n += put_param(pkt + n, "options", options);
+    pkt[n++] = 0;
+    sl_put_be32(pkt, (uint32_t)n);
+    sl_put_be32(pkt + 4, 196608);
+    ASSERT_EQ(write(sv[1], pkt, n), (ssize_t)n);
+    for (int i = 0; i < 100 && w.nclients > 0; i++)
+        uv_run(w.loop, UV_RUN_NOWAIT);
+    uint8_t in[512];
+    ssize_t got = recv(sv[1], in, sizeof in, MSG_DONTWAIT);
+    code[0] = '\0';
+    if (got > 5 && in[0] == 'E')
+        for (ssize_t k = 5; k + 6 <= got; k++)
+            if (in[k] == 'C') {
+                memcpy(code, in + k + 1, 5);
+                code[5] = '\0';
+                break;
+            }
+    close(sv[1]);
+    return code;
+}
+
+int main(void) {
+    char err[512];
+    w.cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err, sizeof err);
+    if (!w.cfg) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    w.loop = malloc(sizeof *w.loop);
+    uv_loop_init(w.loop);
+    sl_list_init(&w.clients);
+    sl_list_init(&w.pools);
+    sl_list_init(&w.routes);
+    sl_list_init(&w.authq_cache);
+    sl_list_init(&w.authq_retired);
+    sl_bufpool_init(&w.bufs, 8192, 16);
+    sl_client_kick_init(&w);
+    sl_log_set_level(SL_LOG_ERROR);
+
+    fail_for = "oom_user"; /* the user name's copy */
+    ASSERT_STREQ(login("oom_user", NULL), "53200");
+    fail_for = "-c oom=1"; /* the options parameter's copy */
+    ASSERT_STREQ(login("someone", "-c oom=1"), "53200");
+    ASSERT_EQ(w.nclients, 0);
+
+    uv_close((uv_handle_t *)&w.kick_idle, NULL);
+    uv_run(w.loop, UV_RUN_NOWAIT);
+    uv_loop_close(w.loop);
+    free(w.loop);
+    sl_bufpool_destroy(&w.bufs);
+    sl_config_free(w.cfg);
+    return check_done("test_client_oom");
+}
