@@ -22,6 +22,20 @@
 #define CLIENT_MAX 10000         /* max_client_prepared_statements' default */
 #define MANY_MAX_KB (32 * 1024)  /* documented bound on what 10,000 cost */
 
+/* Under AddressSanitizer (the test is built as sluice is) RSS says little:
+ * its quarantine keeps freed memory and its shadow adds more. The figures
+ * are printed, the bounds checked only in a normal build. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_CHECKED 0
+#endif
+#endif
+#ifndef RSS_CHECKED
+#define RSS_CHECKED 1
+#endif
+
 static it_sluice_t sl;
 
 static long status_kb(const char *field) {
@@ -77,6 +91,12 @@ static void start(void) {
     start_with("");
 }
 
+/* A clean exit (under AddressSanitizer: no leak either). */
+static void stop(void) {
+    int st = it_sluice_stop(&sl, SIGTERM);
+    IT_ASSERT(st == 0, "sluice exited with status %d", st);
+}
+
 /* SELECT length('xxx...') with a literal of BIG bytes. */
 static char *big_select(void) {
     const char *head = "SELECT length('", *tail = "')";
@@ -100,6 +120,7 @@ static void report(const char *what, const rss_t *m) {
 
 static void check_bounded(const char *what, const rss_t *m) {
     report(what, m);
+    if (!RSS_CHECKED) return;
     IT_ASSERT(m->peak - m->base < PEAK_MAX_KB, "%s: sluice's RSS rose by %ld kB (limit %d kB)",
               what, m->peak - m->base, PEAK_MAX_KB);
     IT_ASSERT(m->after - m->base < KEEP_MAX_KB,
@@ -129,7 +150,7 @@ static void big_query(void) {
     m.after = settled_rss_kb();
     free(sql);
     check_bounded("100 MB Query", &m);
-    it_sluice_stop(&sl, SIGTERM);
+    stop();
 }
 
 /* (b) A 100 MB named Parse is refused in its place (sluice would have to
@@ -167,7 +188,7 @@ static void big_parse(void) {
     free(sql);
     printf("100 MB named Parse alone: peak +%ld kB\n", named_peak - m.base);
     check_bounded("100 MB named + unnamed Parse", &m);
-    it_sluice_stop(&sl, SIGTERM);
+    stop();
 }
 
 /* (c) 20,000 named statements from one client: the first 10,000 are
@@ -215,10 +236,11 @@ static void many_statements(void) {
     PQfinish(c);
     m.after = settled_rss_kb();
     report("10,000 named statements", &m);
-    IT_ASSERT(m.peak - m.base < MANY_MAX_KB, "10,000 statements: RSS rose by %ld kB (limit %d kB)",
-              m.peak - m.base, MANY_MAX_KB);
-    IT_ASSERT(m.after - m.base < KEEP_MAX_KB, "10,000 statements: %ld kB stayed", m.after - m.base);
-    it_sluice_stop(&sl, SIGTERM);
+    IT_ASSERT(!RSS_CHECKED || m.peak - m.base < MANY_MAX_KB,
+              "10,000 statements: RSS rose by %ld kB (limit %d kB)", m.peak - m.base, MANY_MAX_KB);
+    IT_ASSERT(!RSS_CHECKED || m.after - m.base < KEEP_MAX_KB, "10,000 statements: %ld kB stayed",
+              m.after - m.base);
+    stop();
 }
 
 /* ---- lengths no message may have ---- */
@@ -294,7 +316,7 @@ static void lengths(void) {
     }
     /* With the largest max_packet_size: PostgreSQL would read 0x80000003
      * as negative, and sluice still refuses it itself. */
-    it_sluice_stop(&sl, SIGTERM);
+    stop();
     start_with("max_packet_size = 2147483647\n");
     for (int linked = 0; linked < 2; linked++) {
         bad_length(0x80000003u, "2147483652 bytes exceeds the protocol's limit", linked);
@@ -308,7 +330,7 @@ static void lengths(void) {
     IT_ASSERT(it_log_count(&sl, "invalid message length") == 0 &&
                   it_log_count(&sl, "server connection lost") == 0,
               "a server saw a bad header");
-    it_sluice_stop(&sl, SIGTERM);
+    stop();
 }
 
 int main(void) {
