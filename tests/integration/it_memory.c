@@ -5,7 +5,8 @@
  * one client preparing 20,000 named statements (refused past
  * max_client_prepared_statements); and Query messages whose length field is
  * 0xFFFFFFFF or 0x80000003, refused with 08P01 before the server sees them.
- * Set IT_MEMORY_ONLY=query|parse|many|length to run one case. */
+ * A Query too long to analyse closes its server after the transaction.
+ * Set IT_MEMORY_ONLY=query|parse|many|length|unvetted to run one case. */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
@@ -333,10 +334,32 @@ static void lengths(void) {
     stop();
 }
 
+/* A Query longer than pkt_buf streams through unanalysed: the SET in it
+ * is unknown to sluice, so its server must not serve the next client. */
+static void unvetted(void) {
+    start_with("default_pool_size = 1\n");
+    PGconn *a = it_connect(&sl, "sl_scram", NULL);
+    char sql[40000];
+    int n = snprintf(sql, sizeof sql, "SET work_mem = '7MB'; SELECT length('");
+    memset(sql + n, 'x', 30000);
+    snprintf(sql + n + 30000, sizeof sql - (size_t)n - 30000, "')");
+    PGresult *r = PQexec(a, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "30000"),
+              "long Query: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(a);
+    PGconn *b = it_connect(&sl, "sl_scram", NULL);
+    const char *wm = it_value(b, "SHOW work_mem");
+    IT_ASSERT(!strcmp(wm, "4MB"), "the next client got work_mem = %s from an unvetted server", wm);
+    PQfinish(b);
+    stop();
+}
+
 int main(void) {
     it_init("it_memory");
     const char *only = getenv("IT_MEMORY_ONLY");
     if (!only || !strcmp(only, "length")) lengths();
+    if (!only || !strcmp(only, "unvetted")) unvetted();
     if (!only || !strcmp(only, "query")) big_query();
     if (!only || !strcmp(only, "parse")) big_parse();
     if (!only || !strcmp(only, "many")) many_statements();
