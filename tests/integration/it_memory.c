@@ -6,7 +6,7 @@
  * max_client_prepared_statements); and Query messages whose length field is
  * 0xFFFFFFFF or 0x80000003, refused with 08P01 before the server sees them.
  * A Query too long to analyse closes its server after the transaction.
- * Set IT_MEMORY_ONLY=query|parse|many|length|unvetted to run one case. */
+ * Set IT_MEMORY_ONLY=query|parse|many|length|unvetted|wire to run one case. */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
@@ -334,6 +334,100 @@ static void lengths(void) {
     stop();
 }
 
+/* ---- refusals in their place on the wire ---- */
+
+typedef struct wbuf {
+    char b[8192];
+    int n;
+} wbuf_t;
+
+static void put_msg(wbuf_t *w, char t, const void *body, int len) {
+    IT_ASSERT(w->n + 5 + len <= (int)sizeof w->b, "test buffer too small");
+    w->b[w->n++] = t;
+    uint32_t l = htonl((uint32_t)len + 4);
+    memcpy(w->b + w->n, &l, 4);
+    memcpy(w->b + w->n + 4, body, (size_t)len);
+    w->n += 4 + len;
+}
+
+static void parse(wbuf_t *w, const char *name, const char *sql) {
+    char b[4096];
+    int n = snprintf(b, sizeof b, "%s", name) + 1;
+    n += snprintf(b + n, sizeof b - (size_t)n, "%s", sql) + 1;
+    b[n++] = 0, b[n++] = 0; /* no parameter types */
+    put_msg(w, 'P', b, n);
+}
+
+static void bind_exec(wbuf_t *w, const char *name) {
+    char b[128];
+    int n = 1; /* unnamed portal */
+    b[0] = 0;
+    n += snprintf(b + n, sizeof b - (size_t)n, "%s", name) + 1;
+    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+    put_msg(w, 'B', b, n + 6);
+    put_msg(w, 'E', "\0\0\0\0", 5);
+}
+
+/* Sends w and reads replies up to ReadyForQuery: their types, with each
+ * ErrorResponse's SQLSTATE in parentheses, e.g. "1E(54000)Z". */
+static const char *exchange(int fd, wbuf_t *w) {
+    static char out[256];
+    IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
+    w->n = 0;
+    int o = 0, t;
+    char body[1024], code[8], msg[512];
+    do {
+        t = it_raw_read_msg(fd, body, sizeof body - 1);
+        IT_ASSERT(t > 0, "reply (got so far: %.*s)", o, out);
+        out[o++] = (char)t;
+        if (t == 'E') {
+            body[sizeof body - 1] = 0;
+            error_fields(body, (int)sizeof body - 1, code, msg, sizeof msg);
+            o += snprintf(out + o, sizeof out - (size_t)o, "(%s)", code);
+            printf("  error: %s %s\n", code, msg);
+        }
+    } while (t != 'Z' && o < 200);
+    out[o] = 0;
+    return out;
+}
+
+static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
+    const char *got = exchange(fd, w);
+    IT_ASSERT(!strcmp(got, want), "%s: replies %s, want %s", what, got, want);
+}
+
+/* With small bounds: a named Parse over max_rewrite_size and one past
+ * max_client_prepared_statements are each answered with their error in
+ * their place, the rest of the pipeline skipped up to Sync; an unnamed
+ * Parse over max_rewrite_size runs; the statements before still work. */
+static void wire_order(void) {
+    start_with("max_rewrite_size = 1024\nmax_client_prepared_statements = 2\n");
+    int fd = raw_login();
+    wbuf_t w = {.n = 0};
+    char big[2048];
+    int n = snprintf(big, sizeof big, "SELECT length('");
+    memset(big + n, 'y', 1500);
+    snprintf(big + n + 1500, sizeof big - (size_t)n - 1500, "')");
+    parse(&w, "a", "SELECT 1"), parse(&w, "big", big), bind_exec(&w, "a");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(fd, &w, "1E(54000)Z", "named Parse over max_rewrite_size");
+    parse(&w, "", big), bind_exec(&w, ""), put_msg(&w, 'S', "", 0);
+    expect_wire(fd, &w, "12DCZ", "unnamed Parse over max_rewrite_size");
+    parse(&w, "b", "SELECT 2"), parse(&w, "c", "SELECT 3"), bind_exec(&w, "b");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(fd, &w, "1E(53400)Z", "third statement");
+    /* Rebinding a name it holds is no new statement. */
+    parse(&w, "b", "SELECT 22"), bind_exec(&w, "a"), bind_exec(&w, "b");
+    put_msg(&w, 'S', "", 0);
+    expect_wire(fd, &w, "12DC2DCZ", "within the bound");
+    /* A statement the server accepted before is answered by sluice alone
+     * when no server is linked, but not past the bound. */
+    parse(&w, "d", "SELECT 1"), put_msg(&w, 'S', "", 0);
+    expect_wire(fd, &w, "E(53400)Z", "known statement past the bound");
+    close(fd);
+    stop();
+}
+
 /* A Query longer than pkt_buf streams through unanalysed: the SET in it
  * is unknown to sluice, so its server must not serve the next client. */
 static void unvetted(void) {
@@ -359,6 +453,7 @@ int main(void) {
     it_init("it_memory");
     const char *only = getenv("IT_MEMORY_ONLY");
     if (!only || !strcmp(only, "length")) lengths();
+    if (!only || !strcmp(only, "wire")) wire_order();
     if (!only || !strcmp(only, "unvetted")) unvetted();
     if (!only || !strcmp(only, "query")) big_query();
     if (!only || !strcmp(only, "parse")) big_parse();
