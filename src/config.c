@@ -84,11 +84,16 @@ static const opt_t opts[] = {
     O_STR("logfile", logfile, ""),
     O_MS("lsn_poll_period", lsn_poll_period_ms, "0.02", 60),
     O_INT("max_client_conn", max_client_conn, "100", 1, 1000000),
+    O_INT("max_client_prepared_bytes", max_client_prepared_bytes, "67108864", 1024, 2147483647),
+    O_INT("max_client_prepared_statements", max_client_prepared_statements, "10000", 1, 1000000),
     O_INT("max_db_connections", max_db_connections, "0", 0, 100000),
     O_INT("max_prepared_statements", max_prepared_statements, "200", 0, 100000),
-    O_INT("max_packet_size", max_packet_size, "2147483647", 1024, 2147483647),
+    /* PostgreSQL refuses a longer message ("invalid message length") and
+     * drops the connection: sluice refuses it first, keeping the server. */
+    O_INT("max_packet_size", max_packet_size, "1073741818", 1024, 2147483647),
     O_BYTES("max_replica_lag", max_replica_lag, "16MB"),
     O_MS("max_replica_lag_time", max_replica_lag_time_ms, "0", 86400),
+    O_INT("max_rewrite_size", max_rewrite_size, "1048576", 1024, 1 << 30),
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
     O_STR("pidfile", pidfile, ""),

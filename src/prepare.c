@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <pg_query.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,12 @@ bool sl_ps_wanted(const sl_client_t *c) {
 /* States kept for reuse, and the largest stage buffer kept with one. */
 #define PS_FREE_MAX 64
 #define STAGE_KEEP (64u * 1024)
+
+/* After a large message: an emptied buffer above the size kept goes, so
+ * that nothing a client once sent stays allocated. */
+static void bytes_shrink(sl_bytes_t *b) {
+    if (b->len == 0 && b->cap > STAGE_KEEP) bytes_free(b);
+}
 
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
     sl_worker_t *w = c->w;
@@ -118,7 +125,7 @@ void sl_ps_unlink(sl_client_t *c) {
         return;
     }
     ps->stage.len = ps->stage.off = ps->msg.len = 0;
-    ps->msg_need = ps->remain = ps->s_remain = 0;
+    ps->msg_need = ps->msg_max = ps->remain = ps->s_remain = 0;
     ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = false;
     ps->next_free = w->ps_free;
     w->ps_free = ps;
@@ -209,6 +216,11 @@ static bool malformed(sl_client_t *c, const char *what) {
     return false;
 }
 
+static bool refuse_parse(sl_client_t *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bool names_fit(const sl_client_t *c, const char *name, uint32_t len, const char **which);
+static bool refuse_over_bound(sl_client_t *c, const char *name, const char *which);
+
 /* Parse: body = name, query, parameter types. */
 static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_t len) {
     sl_ps_t *ps = c->ps;
@@ -220,6 +232,9 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
         return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
     }
     const uint8_t *rest = z + 1;
+    const char *which;
+    if (!names_fit(c, (const char *)body, (uint32_t)(end - rest), &which))
+        return refuse_over_bound(c, (const char *)body, which);
     sl_stmt_t *st = sl_stmt_intern(&c->w->stmts, rest, (uint32_t)(end - rest));
     if (!st) return oom(c);
     /* PostgreSQL refuses to redefine a name; sluice rebinds it. */
@@ -268,21 +283,59 @@ static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
     return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_CLOSE, SL_EX_RELAY, NULL) : oom(c);
 }
 
+/* A Parse sluice refuses: answered with an ErrorResponse of SQLSTATE code
+ * in its place among the replies, and the rest of the pipeline is skipped
+ * up to its Sync, as PostgreSQL does after an error. The entry's data is
+ * the code (5 characters) followed by the message. */
+static bool refuse_parse(sl_client_t *c, const char *code, const char *fmt, ...) {
+    char text[640];
+    memcpy(text, code, 5);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text + 5, sizeof text - 5, fmt, ap);
+    va_end(ap);
+    char *data = strdup(text);
+    if (!data) return oom(c);
+    c->ps->skip_to_sync = true;
+    if (sl_expect_push(&c->ps->replies, SL_EX_PARSE, SL_EX_REFUSE, data) < 0) {
+        free(data);
+        return oom(c);
+    }
+    return true;
+}
+
 /* A Parse refused under pin_session_state = error (marked so by the
- * analysis): answered with sluice's error in its place, and the rest of
- * the pipeline is skipped up to its Sync, as PostgreSQL does after an error. */
+ * analysis). */
 static bool walk_refused(sl_client_t *c, const uint8_t *m, uint32_t len) {
     const uint8_t *z = memchr(m + 5, '\0', len - 5);
     char msg[512];
     sl_relay_pin_refusal(c, z ? (const char *)z + 1 : "", msg, sizeof msg);
-    char *text = strdup(msg);
-    if (!text) return oom(c);
-    c->ps->skip_to_sync = true;
-    if (sl_expect_push(&c->ps->replies, SL_EX_PARSE, SL_EX_REFUSE, text) < 0) {
-        free(text);
-        return oom(c);
-    }
-    return true;
+    return refuse_parse(c, "0A000", "%s", msg);
+}
+
+/* Whether c may name one more statement (or rebind name) with a body of len
+ * bytes: its registry is bounded by max_client_prepared_statements and
+ * max_client_prepared_bytes. *which: the key it would cross. */
+static bool names_fit(const sl_client_t *c, const char *name, uint32_t len, const char **which) {
+    const sl_config_t *cfg = c->w->cfg;
+    return sl_stmt_names_fit(&c->stmt_names, name, len,
+                             (uint32_t)cfg->max_client_prepared_statements,
+                             (uint64_t)cfg->max_client_prepared_bytes, which);
+}
+
+/* A named Parse past the client's bound: refused with 53400 (a
+ * configuration limit), its statements so far unchanged. */
+static bool refuse_over_bound(sl_client_t *c, const char *name, const char *which) {
+    const sl_config_t *cfg = c->w->cfg;
+    return refuse_parse(
+        c, "53400",
+        "prepared statement \"%.64s\" refused: this connection already holds %u named "
+        "statements with %llu bytes of text, and %s = %d; close (DEALLOCATE) statements it no "
+        "longer uses, or raise %s",
+        name, sl_stmt_names_count(&c->stmt_names), (unsigned long long)c->stmt_names.bytes, which,
+        strcmp(which, "max_client_prepared_statements") == 0 ? cfg->max_client_prepared_statements
+                                                             : cfg->max_client_prepared_bytes,
+        which);
 }
 
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
@@ -337,17 +390,59 @@ static bool put_deallocated(sl_client_t *c, char status) {
     return true;
 }
 
+/* The most of a message of type t and len bytes the walker holds: the
+ * whole of one up to max_rewrite_size, else its head up to that size. The
+ * analysis' own types come from a Query held whole in the client's buffer. */
+static uint32_t hold_max(const sl_client_t *c, uint8_t t, uint32_t len) {
+    uint32_t cap = (uint32_t)c->w->cfg->max_rewrite_size;
+    if (t == SL_MSG_REFUSED || t == SL_MSG_DEALLOCATE) return len;
+    return len < cap ? len : cap;
+}
+
+/* The end of the nul-th NUL-terminated string from offset 5 in m, or 0. */
+static uint32_t names_end(const uint8_t *m, uint32_t have, int nul) {
+    for (uint32_t i = 5; i < have; i++)
+        if (m[i] == '\0' && --nul == 0) return i + 1;
+    return 0;
+}
+
 /* How many bytes of an assembling message are enough to rewrite it: for a
  * Bind, up to the end of the statement name (its parameters may be large
- * and stream through); for the others the whole message. 0: not yet. */
-static uint32_t enough(const sl_ps_t *ps) {
+ * and stream through); for a Parse of the unnamed statement, or one longer
+ * than max_rewrite_size, up to the end of its name (the rest streams
+ * through, or is dropped with the refused Parse); for the others the whole
+ * message. 0: not yet. */
+static uint32_t enough(const sl_client_t *c) {
+    const sl_ps_t *ps = c->ps;
     const uint8_t *m = ps->msg.p;
     uint32_t have = ps->msg.len;
-    if (m[0] != 'B') return have == ps->msg_need ? have : 0;
-    int nul = 0;
-    for (uint32_t i = 5; i < have; i++)
-        if (m[i] == '\0' && ++nul == 2) return i + 1;
-    return have == ps->msg_need ? UINT32_MAX : 0; /* complete without two names: malformed */
+    if (m[0] == 'B') {
+        uint32_t k = names_end(m, have, 2);
+        if (k) return k;
+        return have == ps->msg_need ? UINT32_MAX : 0; /* complete without two names: malformed */
+    }
+    if (m[0] == 'P' && (have > 5 && (m[5] == '\0' || ps->msg_need > ps->msg_max)))
+        return names_end(m, have, 1);
+    return have == ps->msg_need ? have : 0;
+}
+
+/* The head of a Parse, up to the end of its name, whose rest has not been
+ * read: the unnamed statement streams through unchanged; a named one too
+ * long to hold is refused (to rename it for other servers, sluice would
+ * have to keep all its text) and the rest of it is dropped. */
+static bool walk_parse_head(sl_client_t *c, const uint8_t *m, uint32_t have) {
+    sl_ps_t *ps = c->ps;
+    if (m[5] == '\0') {
+        c->w->stats.server_parse_count++;
+        return bytes_put(&ps->stage, m, have) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
+    }
+    ps->discard = true;
+    return refuse_parse(
+        c, "54000",
+        "prepared statement \"%.64s\": its Parse message of %llu bytes exceeds max_rewrite_size "
+        "(%d bytes), the longest sluice keeps to prepare a statement on any server: send it as "
+        "an unnamed statement, or raise max_rewrite_size",
+        (const char *)m + 5, (unsigned long long)ps->msg_need, c->w->cfg->max_rewrite_size);
 }
 
 static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
@@ -358,7 +453,8 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     ps->remain = need - have; /* a Bind's parameters still to come */
     ps->msg.len = 0;          /* m stays valid: nothing is appended to msg below */
     switch (m[0]) {
-    case 'P': return walk_parse(c, s, m, have);
+    case 'P':
+        return have < need ? walk_parse_head(c, m, have) : walk_parse(c, s, m, have);
     case SL_MSG_REFUSED: return walk_refused(c, m, have);
     case SL_MSG_DEALLOCATE: return walk_deallocate(c, m);
     case 'B': {
@@ -376,6 +472,16 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     }
 }
 
+/* A name that does not end within max_rewrite_size bytes: no name sluice
+ * knows is that long (each came in a Parse it held whole). */
+static bool too_long(sl_client_t *c, uint8_t t) {
+    sl_client_fatal(c, "08P01",
+                    "%c message with a statement or portal name of more than max_rewrite_size "
+                    "(%d bytes)",
+                    t, c->w->cfg->max_rewrite_size);
+    return false;
+}
+
 /* Moves client bytes from `in` to the stage, message by message, recording
  * the replies each one is owed. Stops at a held Query, a partial header, a
  * full stage or too many replies owed. False if c was closed. */
@@ -387,7 +493,7 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
         const uint8_t *p = sl_buf_rptr(&c->in);
         if (ps->remain > 0 || ps->assembling) {
             sl_bytes_t *to = ps->assembling ? &ps->msg : &ps->stage;
-            uint32_t want = ps->assembling ? ps->msg_need - ps->msg.len : ps->remain;
+            uint32_t want = ps->assembling ? ps->msg_max - ps->msg.len : ps->remain;
             uint32_t n = want < avail ? want : avail;
             if (n == 0) return true;
             if (!ps->discard && !bytes_put(to, p, n)) return oom(c);
@@ -396,8 +502,9 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
                 ps->remain -= n;
                 continue;
             }
-            uint32_t k = enough(ps);
+            uint32_t k = enough(c);
             if (k == UINT32_MAX) return malformed(c, "Bind");
+            if (k == 0 && ps->msg.len == ps->msg_max) return too_long(c, ps->msg.p[0]);
             if (k == 0) continue;
             /* Bytes beyond the rewritten part go through unchanged. */
             if (!walk_assembled(c, s)) return false;
@@ -415,8 +522,12 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
         ps->skip_to_sync = false;
         if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED ||
             t == SL_MSG_DEALLOCATE) {
+            /* A Describe or Close is a type byte and a name. */
+            if ((t == 'D' || t == 'C') && len > (uint32_t)c->w->cfg->max_rewrite_size)
+                return too_long(c, t);
             ps->assembling = true;
             ps->msg_need = len;
+            ps->msg_max = hold_max(c, t, len);
             ps->msg.len = 0;
             continue;
         }
@@ -434,7 +545,11 @@ static void answer_due(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
     for (const sl_ex_t *e; !ps->s_mid && (e = sl_expect_answer_due(&ps->replies));) {
         if (e->how == SL_EX_REFUSE) {
-            if (sl_proto_put_error(&c->out, "ERROR", "0A000", e->data) < 0) return;
+            const char *text = e->data; /* SQLSTATE, then the message */
+            char code[6];
+            memcpy(code, text, 5);
+            code[5] = '\0';
+            if (sl_proto_put_error(&c->out, "ERROR", code, text + 5) < 0) return;
         } else if (e->kind == SL_EX_QUERY) {
             if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
         } else if (sl_proto_put_empty(&c->out, e->kind == SL_EX_PARSE ? '1' : '3') < 0) {
@@ -466,6 +581,8 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
             ps->stage.off += (uint32_t)n;
         }
         ps->stage.len = ps->stage.off = 0;
+        bytes_shrink(&ps->stage);
+        if (!ps->assembling) bytes_shrink(&ps->msg);
         if (!walk(c, s)) return false;
         if (ps->stage.len == 0) break;
     }
@@ -626,6 +743,8 @@ static int answer_parse(sl_client_t *c, const uint8_t *p, uint32_t len, uint32_t
     uint32_t blen = (uint32_t)(p + len - body);
     const char *sql = (const char *)body;
     if (!memchr(body, '\0', blen)) return 0; /* malformed: see relay's analysis */
+    const char *which; /* past the client's bound: the walker refuses it in order */
+    if (!names_fit(c, (const char *)p + 5, blen, &which)) return 0;
     sl_stmt_t *st = sl_stmt_find(&c->w->stmts, body, blen);
     if (!st || !st->valid) {
         uint32_t batch = batch_local(p, avail);

@@ -228,6 +228,8 @@ static bool activate(sl_client_t *c, sl_server_t *s) {
     }
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
+    if (c->unvetted) c->state_made = true; /* see mark_unvetted() */
+    c->unvetted = false;
     sl_router_linked(c);
     c->w->stats.server_assignment_count++;
     c->server_error = false;
@@ -439,6 +441,39 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     return true;
 }
 
+/* The length of the message starting now, checked before any of it is
+ * forwarded: within max_packet_size, and never a length PostgreSQL would
+ * read as negative (it takes the field as a signed 32-bit integer). The
+ * scanner already refused lengths under 4. False if c was closed. */
+static bool length_ok(sl_client_t *c) {
+    uint64_t len = c->scan.len; /* the length field: body and its 4 bytes */
+    uint64_t max = (uint64_t)c->w->cfg->max_packet_size;
+    if (len - 4 > max) {
+        sl_client_fatal(c, "08P01", "message of %llu bytes exceeds max_packet_size (%llu bytes)",
+                        (unsigned long long)(len + 1), (unsigned long long)max);
+        return false;
+    }
+    if (len > INT32_MAX) {
+        sl_client_fatal(c, "08P01",
+                        "message of %llu bytes exceeds the protocol's limit of %d bytes",
+                        (unsigned long long)(len + 1), INT32_MAX);
+        return false;
+    }
+    return true;
+}
+
+/* A Query or Parse too long to hold streams through unanalysed: whatever
+ * session state it creates, its server cannot be vouched for and is reset
+ * (DISCARD ALL) when this client leaves it. The server it goes to is the
+ * linked one, or the next one linked when the client has none (or when it
+ * is held behind the routing barrier). */
+static void mark_unvetted(sl_client_t *c) {
+    if (c->server && c->state == SL_CL_ACTIVE && !c->barrier)
+        c->state_made = true;
+    else
+        c->unvetted = true;
+}
+
 bool sl_relay_scan_client(sl_client_t *c) {
     /* Frames the scan_new bytes last appended at the tail; the scanner's
      * state carries a message split across reads. */
@@ -451,7 +486,8 @@ bool sl_relay_scan_client(sl_client_t *c) {
         enum sl_scan_ev ev;
         off += (uint32_t)sl_scan_feed(&c->scan, c->in.data + off, c->in.tail - off, &ev);
         if (ev == SL_SCAN_ERROR) {
-            sl_client_fatal(c, "08P01", "invalid message length from client");
+            sl_client_fatal(c, "08P01", "invalid message length %u from client (under 4)",
+                            c->scan.len);
             return false;
         }
         if (ev == SL_SCAN_END && c->holding) {
@@ -463,11 +499,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (ev != SL_SCAN_START) continue;
         uint8_t t = c->scan.type;
-        if (c->scan.len - 4 > (uint32_t)c->w->cfg->max_packet_size) {
-            sl_client_fatal(c, "08P01", "message of %u bytes exceeds max_packet_size (%d bytes)",
-                            c->scan.len + 1, c->w->cfg->max_packet_size);
-            return false;
-        }
+        if (!length_ok(c)) return false;
         if (!frontend_type_ok(t)) {
             /* Refused here, before a byte of it reaches a shared server:
              * PostgreSQL would answer FATAL and close, taking with it the
@@ -505,6 +537,8 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if ((t == 'Q' || t == 'P') && analyse && c->scan.len + 1 <= c->in.cap) {
             c->holding = true;
             c->hold_start = off - 5;
+        } else if ((t == 'Q' || t == 'P') && analyse) {
+            mark_unvetted(c);
         }
     }
     return true;

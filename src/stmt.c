@@ -78,10 +78,30 @@ sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name) {
     return e ? e->st : NULL;
 }
 
+uint32_t sl_stmt_names_count(const sl_stmt_names_t *n) {
+    return n->map.count;
+}
+
+bool sl_stmt_names_fit(const sl_stmt_names_t *n, const char *name, uint32_t len, uint32_t max_count,
+                       uint64_t max_bytes, const char **which) {
+    const sl_stmt_name_t *e = name_find(n, name);
+    uint64_t bytes = n->bytes - (e ? e->st->len : 0) + len;
+    if (!e && n->map.count >= max_count) {
+        *which = "max_client_prepared_statements";
+        return false;
+    }
+    if (bytes > max_bytes) {
+        *which = "max_client_prepared_bytes";
+        return false;
+    }
+    return true;
+}
+
 int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name,
                       sl_stmt_t *st) {
     sl_stmt_name_t *e = name_find(n, name);
     if (e) {
+        n->bytes += (uint64_t)st->len - e->st->len;
         sl_stmt_ref(st);
         sl_stmt_unref(r, e->st);
         e->st = st;
@@ -98,10 +118,12 @@ int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *nam
         return SL_ENOMEM;
     }
     sl_stmt_ref(st);
+    n->bytes += st->len;
     return SL_OK;
 }
 
 static void name_drop(sl_stmt_names_t *n, sl_stmt_registry_t *r, sl_stmt_name_t *e) {
+    n->bytes -= e->st->len;
     sl_hmap_remove(&n->map, &e->node);
     sl_stmt_unref(r, e->st);
     free(e);
@@ -117,6 +139,7 @@ void sl_stmt_names_clear(sl_stmt_names_t *n, sl_stmt_registry_t *r) {
     for (sl_hnode_t *x; (x = sl_hmap_any(&n->map));)
         name_drop(n, r, sl_container_of(x, sl_stmt_name_t, node));
     sl_hmap_free(&n->map);
+    n->bytes = 0;
 }
 
 /* ---- a server's cache ---- */

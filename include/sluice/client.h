@@ -78,6 +78,8 @@ typedef struct sl_client {
     bool terminated;       /* the client sent Terminate */
     bool quiet_close;      /* log the close at debug level only (port probes) */
     bool holding;          /* a Query is kept in `in` until complete, to be analysed */
+    bool unvetted;         /* a Query/Parse too long to analyse waits for a server: the
+                              next one linked is reset when the client leaves it */
     bool ext_open;         /* extended-protocol messages sent since the last Sync */
     bool reset_seen;       /* the client ran DISCARD ALL: its server's settings changed */
     uint32_t hold_start;   /* offset in `in` of the held Query */

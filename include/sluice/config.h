@@ -98,8 +98,13 @@ typedef struct sl_config {
     int server_tls_sslmode; /* enum sl_tls_mode */
     char *server_tls_ca_file, *server_tls_cert_file, *server_tls_key_file, *server_tls_protocols;
     int pkt_buf;         /* bytes per direction of an active connection */
-    int max_packet_size; /* bytes; longest client message accepted */
+    int max_packet_size; /* bytes of body; longest client message accepted */
     int max_prepared_statements; /* per server, in transaction/statement pooling; 0: off */
+    /* bytes: longest Parse (and head of a Bind, Describe, Close) statement
+     * tracking holds whole to rename; a longer named Parse is refused */
+    int max_rewrite_size;
+    int max_client_prepared_statements; /* named statements one client may hold */
+    int max_client_prepared_bytes;      /* bytes of their text, all together */
     char *ignore_startup_parameters;
     int pin_session_state; /* enum sl_pin_mode */
     char *track_extra_parameters; /* more reported parameters to follow per client */

@@ -25,9 +25,12 @@ typedef struct sl_bytes {
 /* The in-flight state of a linked client in this mode. */
 typedef struct sl_ps {
     sl_expect_t replies; /* what the server owes, in order */
-    sl_bytes_t stage;    /* bytes for the server, walked and rewritten */
-    sl_bytes_t msg;      /* a Parse/Bind/Describe/Close being assembled */
-    uint32_t msg_need;   /* bytes of it to assemble (a Bind: its whole length) */
+    sl_bytes_t stage;    /* bytes for the server, walked and rewritten; freed when
+                            drained above 64 kB */
+    sl_bytes_t msg;      /* a Parse/Bind/Describe/Close being assembled (at most
+                            max_rewrite_size bytes of it); freed likewise */
+    uint32_t msg_need;   /* bytes of the message (a Bind: its whole length) */
+    uint32_t msg_max;    /* bytes of it held at most: the rest streams or is dropped */
     uint32_t remain;     /* bytes of the current client message still to walk */
     sl_buf_t sin;        /* server bytes not yet relayed (a pool buffer) */
     uint32_t s_remain;   /* bytes of the current server message still to relay */

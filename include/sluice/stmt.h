@@ -43,11 +43,19 @@ void sl_stmt_registry_free(sl_stmt_registry_t *r);
 
 /* ---- A client's names ---- */
 typedef struct sl_stmt_names {
-    sl_hmap_t map; /* sl_stmt_name_t by hash of name */
+    sl_hmap_t map;  /* sl_stmt_name_t by hash of name */
+    uint64_t bytes; /* body bytes of the statements named, summed per name */
 } sl_stmt_names_t;
 
 /* The statement a client named so, or NULL. */
 sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name);
+/* How many names a client holds. */
+uint32_t sl_stmt_names_count(const sl_stmt_names_t *n);
+/* Whether binding name to a body of len bytes keeps the client within
+ * max_count names and max_bytes of body (rebinding a name replaces its
+ * bytes); false names the bound it would cross in *which. */
+bool sl_stmt_names_fit(const sl_stmt_names_t *n, const char *name, uint32_t len, uint32_t max_count,
+                       uint64_t max_bytes, const char **which);
 /* Binds name to st (taking a new reference), replacing an earlier binding. */
 int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name, sl_stmt_t *st)
     SL_MUST_USE;

@@ -23,6 +23,12 @@ static void test_defaults(void) {
     ASSERT_STREQ(c->server_reset_query, "DISCARD ALL");
     ASSERT_STREQ(c->unix_socket_dir, "/tmp");
     ASSERT_TRUE(c->log_connections);
+    /* What one client can make sluice hold: PostgreSQL's own message limit,
+     * 1 MiB of a message to rewrite, 10,000 statements of 64 MiB in all. */
+    ASSERT_EQ(c->max_packet_size, 1073741818);
+    ASSERT_EQ(c->max_rewrite_size, 1048576);
+    ASSERT_EQ(c->max_client_prepared_statements, 10000);
+    ASSERT_EQ(c->max_client_prepared_bytes, 67108864);
     sl_config_free(c);
 }
 
@@ -103,6 +109,9 @@ static void test_errors(void) {
     expect_error("[users]\nbob = color=blue\n", "t.ini:2: user 'bob': unknown key 'color'");
     expect_error("[sluice]\nauth_type = md5\n", "auth_type md5 needs auth_file");
     expect_error("[sluice]\nthis line is wrong\n", "t.ini:2:");
+    expect_error("[sluice]\nmax_rewrite_size = 100\n", "t.ini:2: max_rewrite_size: invalid value");
+    expect_error("[sluice]\nmax_client_prepared_statements = 0\n",
+                 "t.ini:2: max_client_prepared_statements: invalid value");
     char err[512];
     ASSERT_TRUE(sl_config_load("/nonexistent/sluice.ini", err, sizeof err) == NULL);
     ASSERT_TRUE(strstr(err, "/nonexistent/sluice.ini: cannot open") != NULL);

@@ -57,6 +57,30 @@ int main(void) {
     ASSERT_TRUE(!sl_stmt_names_remove(&names, &r, "S_1"));
     sl_stmt_unref(&r, a2);
 
+    /* A client's bound: names and bytes of text, a rebinding counted once. */
+    const char *which = NULL;
+    ASSERT_EQ(names.bytes, 0u);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "x", a), SL_OK);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "y", t), SL_OK);
+    ASSERT_EQ(names.bytes, (uint64_t)a->len + t->len);
+    ASSERT_EQ(sl_stmt_names_count(&names), 2u);
+    ASSERT_TRUE(sl_stmt_names_fit(&names, "z", 1, 3, 1000, &which));
+    ASSERT_TRUE(!sl_stmt_names_fit(&names, "z", 1, 2, 1000, &which));
+    ASSERT_STREQ(which, "max_client_prepared_statements");
+    ASSERT_TRUE(sl_stmt_names_fit(&names, "x", 1, 2, 1000, &which)); /* a rebinding */
+    uint32_t both = a->len + t->len;
+    ASSERT_TRUE(!sl_stmt_names_fit(&names, "z", 1, 3, both, &which));
+    ASSERT_STREQ(which, "max_client_prepared_bytes");
+    ASSERT_TRUE(sl_stmt_names_fit(&names, "x", a->len, 3, both, &which));
+    ASSERT_TRUE(!sl_stmt_names_fit(&names, "x", a->len + 1, 3, both, &which));
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "x", t), SL_OK); /* rebinding moves its bytes */
+    ASSERT_EQ(names.bytes, 2u * t->len);
+    ASSERT_TRUE(sl_stmt_names_remove(&names, &r, "y"));
+    ASSERT_EQ(names.bytes, (uint64_t)t->len);
+    sl_stmt_names_clear(&names, &r);
+    ASSERT_EQ(names.bytes, 0u);
+    ASSERT_EQ(sl_stmt_names_count(&names), 0u);
+
     /* A server's cache: LRU order, max 3. */
     sl_stmt_cache_t c;
     sl_stmt_cache_init(&c);
