@@ -1,6 +1,7 @@
 /* Backend login with md5 hashes or SCRAM keys instead of a password. */
 #include "sluice/login.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +38,16 @@ int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
         return SL_ENOSPACE;
     sl_put_be32(out, (uint32_t)o);
     return (int)o;
+}
+
+void sl_login_restart(sl_login_t *l) {
+    sl_login_secret_t secret = l->secret;
+    char user[sizeof l->user];
+    memcpy(user, l->user, sizeof user);
+    memset(l, 0, sizeof *l);
+    l->secret = secret;
+    memcpy(l->user, user, sizeof user);
+    OPENSSL_cleanse(&secret, sizeof secret);
 }
 
 static enum sl_login_result fail(sl_login_t *l, const char *code, const char *msg) {

@@ -13,8 +13,6 @@
 
 enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
 
-static void pool_dispatch(sl_pool_t *p);
-
 static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
     switch (s->owner_list) {
     case LIST_IDLE: p->n_idle--; break;
@@ -52,23 +50,113 @@ static void fail_waiters(sl_pool_t *p, const char *err, const char *code) {
     }
 }
 
+/* How long a waiter rides out transient login failures before it gets the
+ * latest one: server_connect_timeout (what a single attempt may take
+ * anyway), or query_wait_timeout if shorter. 0: no bound. */
+static int64_t login_patience_ms(const sl_config_t *cfg) {
+    int64_t a = cfg->server_connect_timeout_ms, b = cfg->query_wait_timeout_ms;
+    if (a <= 0) return b > 0 ? b : 0;
+    return b > 0 && b < a ? b : a;
+}
+
+/* Fails the waiters that have waited through failures for their patience
+ * (or all of them: patience 0 means fail at once). */
+static void fail_waiters_older(sl_pool_t *p, int64_t patience, int64_t now, const char *err,
+                               const char *code) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &p->waiting) {
+        sl_waiter_t *wt = sl_container_of(it, sl_waiter_t, node);
+        if (patience > 0 && now - wt->since_ms < patience) break; /* oldest first */
+        sl_list_unlink(&wt->node);
+        wt->queued = false;
+        p->n_waiting--;
+        wt->cb(wt, NULL, err, code);
+    }
+}
+
+static void pool_dispatch(sl_pool_t *p);
+
+static void retry_cb(uv_timer_t *t) {
+    sl_pool_t *p = t->data;
+    if (p) pool_dispatch(p);
+}
+
+/* Wakes the pool in ms for its next login attempt. */
+static void arm_retry(sl_pool_t *p, int64_t ms) {
+    if (!p->retry_timer) {
+        p->retry_timer = malloc(sizeof *p->retry_timer);
+        if (!p->retry_timer) return; /* the janitor's tick dispatches too */
+        uv_timer_init(p->w->loop, p->retry_timer);
+        p->retry_timer->data = p;
+    }
+    uv_timer_start(p->retry_timer, retry_cb, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+static void free_handle_cb(uv_handle_t *h) {
+    free(h);
+}
+
+/* A backend login failed. A transient failure (refused, reset, starting up,
+ * shutting down) is retried after a short backoff while waiters wait, up to
+ * their patience; a permanent one fails them at once. Either way a waiter
+ * only ever gets the error of an attempt that just ended. */
+static void login_failed(sl_pool_t *p, sl_server_t *s, const char *err, const char *code) {
+    int64_t now = sl_now_ms(p->w);
+    bool transient = s->fail_transient;
+    /* Attempts started before the last failure ended failed with it (a
+     * burst of connects as the backend went down): one attempt. */
+    bool same_burst = p->login_fail_ms && s->connect_ms < p->login_fail_ms;
+    if (p->fail_attempts == 0) {
+        p->streak_start_ms = now;
+        p->retry_delay_ms = 0;
+        sl_log_warn(p->tag, "backend connection failed: %s (sqlstate %s)%s", err, code,
+                    transient ? "; retrying while clients wait" : "");
+    } else if (!same_burst) {
+        sl_log_debug(p->tag, "backend login attempt %d failed: %s", p->fail_attempts + 1, err);
+    }
+    if (p->fail_attempts == 0 || !same_burst) {
+        p->fail_attempts++;
+        int64_t cap = p->w->cfg->server_login_retry_ms;
+        if (cap > SL_POOL_RETRY_MAX_MS) cap = SL_POOL_RETRY_MAX_MS;
+        if (cap < SL_POOL_RETRY_FIRST_MS) cap = SL_POOL_RETRY_FIRST_MS;
+        p->retry_delay_ms = p->retry_delay_ms ? p->retry_delay_ms * 2 : SL_POOL_RETRY_FIRST_MS;
+        if (p->retry_delay_ms > cap) p->retry_delay_ms = cap;
+    }
+    snprintf(p->last_error, sizeof p->last_error, "%s", err);
+    snprintf(p->last_code, sizeof p->last_code, "%s", code);
+    p->login_fail_ms = now;
+    p->fail_permanent = !transient;
+    sl_server_close(s, err);
+    /* With no working server to wait for, waiting would only hang. */
+    if (p->n_idle + p->n_used == 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", err);
+        bool ride = transient && !p->fast_fail;
+        fail_waiters_older(p, ride ? login_patience_ms(p->w->cfg) : 0, now, msg, p->last_code);
+    }
+    pool_dispatch(p); /* schedules the next attempt for those left */
+}
+
+/* The first login after a streak of failures: back to normal, said once. */
+static void login_works(sl_pool_t *p) {
+    if (p->fail_attempts > 0) {
+        int64_t took = sl_now_ms(p->w) - p->streak_start_ms;
+        sl_log_info(p->tag, "backend login works again after %d failed attempt%s / %.1f s",
+                    p->fail_attempts, p->fail_attempts == 1 ? "" : "s", (double)took / 1000.0);
+    }
+    p->fail_attempts = 0;
+    p->retry_delay_ms = 0;
+    p->login_fail_ms = 0;
+    p->fail_permanent = false;
+}
+
 static void connect_done(sl_server_t *s, const char *err, const char *code) {
     sl_pool_t *p = s->owner;
     if (err) {
-        sl_log_warn(p->tag, "backend connection failed: %s", err);
-        snprintf(p->last_error, sizeof p->last_error, "%s", err);
-        snprintf(p->last_code, sizeof p->last_code, "%s", code ? code : "08006");
-        p->login_fail_ms = sl_now_ms(p->w);
-        sl_server_close(s, err);
-        /* With no working server to wait for, waiting would only hang. */
-        if (p->n_idle + p->n_used == 0) {
-            char msg[512];
-            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", err);
-            fail_waiters(p, msg, p->last_code);
-        }
+        login_failed(p, s, err, code ? code : "08006");
         return;
     }
-    p->login_fail_ms = 0;
+    login_works(p);
     if (p->defaults.n == 0)
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
@@ -220,7 +308,18 @@ static void pool_dispatch(sl_pool_t *p) {
         }
         /* Servers connecting or being checked will serve the first waiters. */
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
-        if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
+        if (p->login_fail_ms && !p->fail_permanent) {
+            /* Logins fail for now: one attempt at a time, after the backoff;
+             * waiters wait for its outcome, not for a cached one. */
+            int64_t at = p->login_fail_ms + p->retry_delay_ms;
+            if (p->n_connecting > 0) break;
+            if (now < at) {
+                arm_retry(p, at - now);
+                break;
+            }
+        } else if (in_login_retry(p, now) && p->n_idle + p->n_used == 0) {
+            /* A wrong password or a missing database is not cured by
+             * asking again within server_login_retry. */
             char msg[512];
             snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
             fail_waiters(p, msg, p->last_code);
@@ -298,6 +397,10 @@ static void free_kv(char **keys, char **vals) {
 }
 
 static void pool_free(sl_pool_t *p) {
+    if (p->retry_timer) {
+        p->retry_timer->data = NULL;
+        uv_close((uv_handle_t *)p->retry_timer, free_handle_cb);
+    }
     free_kv(p->keys, p->vals);
     free(p->db_alias), free(p->user);
     sl_params_clear(&p->defaults);
@@ -336,6 +439,7 @@ static int configure(sl_pool_t *p) {
     p->reserve_size = pick(db->reserve_pool_size, -1, cfg->reserve_pool_size);
     p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
     p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
+    p->fast_fail = db->nreplicas > 0;
 
     char **keys = calloc((size_t)db->nkv + 10, sizeof(char *));
     char **vals = calloc((size_t)db->nkv + 10, sizeof(char *));
@@ -479,7 +583,11 @@ void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (p->backend == backend && strcmp(p->db_alias, db) == 0) p->login_fail_ms = 0;
+        if (p->backend == backend && strcmp(p->db_alias, db) == 0) {
+            /* The next request tries at once; the streak stays for its log line. */
+            p->login_fail_ms = 0;
+            p->fail_permanent = false;
+        }
     }
 }
 
@@ -517,6 +625,15 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
             sl_list_unlink(&wt->node);
             wt->queued = false;
             p->n_waiting--;
+            if (p->login_fail_ms && p->n_idle + p->n_used == 0) {
+                /* Waiting for a backend that does not take logins yet. */
+                char msg[600];
+                snprintf(msg, sizeof msg,
+                         SL_POOL_LOGIN_FAILED ": %s (query_wait_timeout reached while retrying)",
+                         p->last_error);
+                wt->cb(wt, NULL, msg, p->last_code);
+                continue;
+            }
             wt->cb(wt, NULL,
                    "query_wait_timeout: no server connection became free in time; raise "
                    "pool_size or query_wait_timeout",

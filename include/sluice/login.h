@@ -36,6 +36,9 @@ typedef struct sl_login {
  * returns its length or SL_ENOSPACE. */
 int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
                    const sl_login_secret_t *secret, uint8_t *out, size_t cap);
+/* Forgets the exchange so far (a new connection starts over with the same
+ * user and secret; the StartupMessage is the caller's to resend). */
+void sl_login_restart(sl_login_t *l);
 /* Feeds one whole backend message; writes the reply, if any, into out and
  * sets *out_len. DONE at ReadyForQuery; FAIL with error/code set. */
 enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *body, size_t n,

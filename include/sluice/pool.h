@@ -17,6 +17,11 @@
 /* How a waiter's error starts when the backend could not be logged in to
  * (as opposed to query_wait_timeout, a full pool). */
 #define SL_POOL_LOGIN_FAILED "server login failed"
+/* Longest wait between two login attempts while clients wait for a backend
+ * that is restarting: the answer comes at most this long after it accepts
+ * again, and one failed attempt a few times a second costs it nothing. */
+#define SL_POOL_RETRY_MAX_MS 500
+#define SL_POOL_RETRY_FIRST_MS 100
 
 typedef struct sl_waiter sl_waiter_t;
 /* Exactly one of s and err is set. */
@@ -49,8 +54,19 @@ typedef struct sl_pool {
     bool automatic;        /* made from the '*' entry: freed when unused */
     int n_clients;         /* clients holding a pointer to it */
     int64_t unused_since_ms; /* when n_clients last dropped to 0 */
-    int64_t login_fail_ms; /* last failed backend login, 0 if none */
-    char last_error[480];  /* its message, for waiters during server_login_retry */
+    int64_t login_fail_ms;   /* end of the last failed backend login, 0 if none since the last
+                                success (or since health checks saw the backend answer) */
+    bool fail_permanent;     /* that failure needs a fix, not a retry (wrong password, no such
+                                database): waiters get it at once during server_login_retry */
+    bool fast_fail;          /* the database has replicas: its router moves or refuses requests,
+                                so waiters get each failure at once instead of riding it out */
+    int fail_attempts;       /* failed login attempts in the current streak, 0 if none */
+    int64_t streak_start_ms; /* when the current streak of failures began */
+    int64_t retry_delay_ms;  /* wait after a transient failure before the next attempt: 100 ms
+                                doubling up to SL_POOL_RETRY_MAX_MS (or server_login_retry) */
+    uv_timer_t *retry_timer; /* owned, created on first use: wakes the pool for that attempt;
+                                freed in its close callback */
+    char last_error[480];    /* the last failure's message (for waiters it fails) */
     char last_code[6];
 } sl_pool_t;
 

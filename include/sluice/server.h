@@ -48,6 +48,8 @@ struct sl_server {
     sl_login_t *login;      /* owned: sluice's own login (no plaintext password), else NULL */
     bool own_socket;        /* fd is sluice's (own login): closed after its poll handle */
     bool own_up;            /* own login: the TCP connect completed */
+    bool fail_transient;    /* the failure done() reports may pass with a retry (refused,
+                               reset, 57P03 starting up or shutting down): set before done() */
     int own_phase;          /* own login: SSLRequest sent, TLS handshake, or login */
     SSL *own_ssl;           /* own login over TLS: owned */
     SSL *ssl;               /* borrowed: the TLS the relay reads and writes through
