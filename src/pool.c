@@ -157,6 +157,11 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         return;
     }
     login_works(p);
+    if (s->login && s->login->derived_iterations)
+        sl_log_info(p->tag,
+                    "SCRAM keys derived from the configured password (PBKDF2, %d iterations, on "
+                    "the event loop); later backend logins reuse them",
+                    s->login->derived_iterations);
     if (p->defaults.n == 0)
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
@@ -222,14 +227,48 @@ static const char *pool_kv(const sl_pool_t *p, const char *key) {
     return NULL;
 }
 
-/* Without a plaintext password, sluice logs in itself: with the md5 hash,
- * or with the SCRAM keys a client's login revealed. */
-static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
-    if (pool_kv(p, "password")) return false;
-    const char *user = pool_kv(p, "user");
+/* With a plaintext password, sluice's own exchange replaces libpq only for
+ * settings it handles as libpq would: one host (name, address or socket
+ * directory), port, and the TLS settings own_tls_settings reads. Anything
+ * else (hostaddr, several hosts, options, application_name, gssencmode,
+ * channel_binding, ...) and passwords beyond printable ASCII (libpq applies
+ * SASLprep to them) stay with libpq. */
+static bool own_login_fits(const sl_pool_t *p, const char *password) {
+    static const char *const handled[] = {"host", "port", "dbname", "user", "password", "sslmode",
+                                          "sslrootcert", "sslcert", "sslkey",
+                                          "ssl_min_protocol_version",
+                                          "ssl_max_protocol_version", NULL};
+    for (int i = 0; p->keys[i]; i++) {
+        int k = 0;
+        while (handled[k] && strcmp(handled[k], p->keys[i]) != 0) k++;
+        if (!handled[k]) return false;
+    }
+    const char *host = pool_kv(p, "host");
+    if (host && strchr(host, ',')) return false;
+    size_t len = strlen(password);
+    if (len == 0 || len >= sizeof ((sl_login_secret_t *)0)->password) return false;
+    for (size_t i = 0; i < len; i++)
+        if (password[i] < 0x20 || password[i] > 0x7e) return false;
+    return true;
+}
+
+/* sluice logs in itself: with a configured password (md5 of password and
+ * user, or SCRAM keys derived once per salt into cache, which may be NULL),
+ * else with the md5 hash from auth_file or the SCRAM keys a client's login
+ * revealed. False: libpq logs in (or nothing can). */
+static bool own_secret(sl_pool_t *p, sl_login_secret_t *out, sl_login_keys_t *cache) {
+    const char *user = pool_kv(p, "user"), *password = pool_kv(p, "password");
+    memset(out, 0, sizeof *out);
+    if (password) {
+        if (!user || !own_login_fits(p, password)) return false;
+        snprintf(out->password, sizeof out->password, "%s", password);
+        memcpy(out->md5, "md5", 3);
+        sl_md5_hex(password, strlen(password), user, strlen(user), out->md5 + 3);
+        out->cache = cache;
+        return true;
+    }
     sl_user_secret_t *sec = user ? sl_authq_find(p->w, user) : NULL;
     if (!sec) return false;
-    memset(out, 0, sizeof *out);
     if (sec->kind == SL_SECRET_MD5) {
         snprintf(out->md5, sizeof out->md5, "%s", sec->secret);
         return true;
@@ -242,10 +281,12 @@ static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
     return true;
 }
 
-sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
-                                sl_server_done_cb done) {
+/* cache: the pool's derived SCRAM keys, for servers the pool owns (it
+ * outlives their login); NULL for others. */
+static sl_server_t *open_with(sl_pool_t *p, void *owner, const char *tag, sl_server_done_cb done,
+                              sl_login_keys_t *cache) {
     sl_login_secret_t secret;
-    bool own = own_secret(p, &secret);
+    bool own = own_secret(p, &secret, cache);
     sl_server_t *s;
     if (own)
         s = sl_server_connect_own(p->w, owner, (const char *const *)p->keys,
@@ -257,8 +298,17 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
     return s;
 }
 
+sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
+                                sl_server_done_cb done) {
+    /* A copy of the pool's keys: a probe may outlive the pool. */
+    sl_login_keys_t keys = p->scram_keys;
+    sl_server_t *s = open_with(p, owner, tag, done, &keys);
+    OPENSSL_cleanse(&keys, sizeof keys);
+    return s;
+}
+
 static void open_server(sl_pool_t *p) {
-    sl_server_t *s = sl_pool_open_probe(p, p, p->tag, connect_done);
+    sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys);
     if (!s) return;
     s->on_close = server_closing;
     if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);
@@ -397,6 +447,7 @@ static void free_kv(char **keys, char **vals) {
 }
 
 static void pool_free(sl_pool_t *p) {
+    OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
     if (p->retry_timer) {
         p->retry_timer->data = NULL;
         uv_close((uv_handle_t *)p->retry_timer, free_handle_cb);
@@ -513,6 +564,8 @@ static int configure(sl_pool_t *p) {
         sl_list_each(it, tmp, &p->used) sl_container_of(it, sl_server_t, node)->close_needed = true;
         free_kv(p->keys, p->vals);
         sl_params_clear(&p->defaults);
+        /* The password may have changed: derive again. */
+        OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
     }
     p->keys = keys;
     p->vals = vals;

@@ -35,6 +35,7 @@ static void maybe_free(sl_server_t *s) {
         (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
         close(s->fd);
     }
+    if (s->login) OPENSSL_cleanse(s->login, sizeof *s->login); /* keys, password */
     free(s->login);
     free(s->own_tls);
     free(s->own_startup);

@@ -68,6 +68,8 @@ typedef struct sl_pool {
                                 freed in its close callback */
     char last_error[480];    /* the last failure's message (for waiters it fails) */
     char last_code[6];
+    sl_login_keys_t scram_keys; /* derived from the configured password for the backend's salt
+                                   by the first own login (empty until then) */
 } sl_pool_t;
 
 /* Finds or creates the pool for a client of `dbname` as `user`. On failure

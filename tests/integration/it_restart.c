@@ -7,7 +7,9 @@
  *  (b) pg_ctl restart -m immediate, then -m fast, under 10 clients looping
  *      short queries (libpq login and own login): a new client through sluice
  *      is answered within 2 s of PostgreSQL accepting again, and no client
- *      gets an error about the restart older than the last login attempt. */
+ *      gets an error about the restart older than the last login attempt;
+ *  (c) with the password in auth_file, sluice logs in itself too: the SCRAM
+ *      keys are derived once for the pool, not by PBKDF2 per connection. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -283,9 +285,12 @@ static void restart_under_load(const it_sluice_t *s, const char *mode) {
         args[i] = (client_arg_t){l, i};
         pthread_create(&l->t[i], NULL, client_loop, &args[i]);
     }
-    sleep(1);
+    /* Running: the loaded test machine may take a moment to log 10 in. */
+    double t_load = it_now();
+    while (atomic_load(&l->ok) <= 10 && it_now() < t_load + 10) usleep(10000);
     IT_ASSERT(atomic_load(&l->ok) > 10, "the load runs (%ld answers, %ld errors)",
               atomic_load(&l->ok), atomic_load(&l->errors));
+    printf("(b) 10 clients running after %.2f s\n", it_now() - t_load);
     restarter_t rs = {.mode = mode};
     pthread_create(&rs.t, NULL, restart_thread, &rs);
     /* Down, then accepting again, as a direct libpq client sees it. */
@@ -328,6 +333,17 @@ static void restart_under_load(const it_sluice_t *s, const char *mode) {
     free(l);
 }
 
+/* Lines of sluice's log with both needles. */
+static int log_count2(const it_sluice_t *s, const char *a, const char *b) {
+    FILE *f = fopen(s->log, "r");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, a) && strstr(line, b)) n++;
+    if (f) fclose(f);
+    return n;
+}
+
 int main(void) {
     it_init("it_restart");
     pg_create();
@@ -348,8 +364,8 @@ int main(void) {
     resetter_t r;
     resetter_start(&r, 3);
     char opts[600], dbs[400];
-    snprintf(opts, sizeof opts, "auth_file = %s\npool_mode = transaction\ndefault_pool_size = 4\n",
-             path);
+    snprintf(opts, sizeof opts,
+             "auth_file = %s\npool_mode = transaction\ndefault_pool_size = 4\nverbose = 1\n", path);
     snprintf(dbs, sizeof dbs,
              "rs = host=127.0.0.1 port=%d dbname=postgres\n"
              "rsbad = host=127.0.0.1 port=%d dbname=postgres\n",
@@ -367,6 +383,15 @@ int main(void) {
     printf("log: %d failure streaks, %d recoveries\n", failed, works);
     IT_ASSERT(works >= 3 && failed <= 9, "a line per streak (%d) and per recovery (%d)", failed,
               works);
+    /* (c) sl_scram's password is in auth_file: every backend login of its
+     * pool (one per server, again after each restart) was sluice's own,
+     * with the keys derived once. */
+    int own = log_count2(&s, "user=sl_scram", "sluice's own exchange"),
+        derived = it_log_count(&s, "SCRAM keys derived");
+    printf("(c) %d backend logins with a configured password, SCRAM keys derived %d time(s)\n", own,
+           derived);
+    IT_ASSERT(own >= 4 && derived == 1, "own logins (%d) with keys derived once (%d)", own,
+              derived);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     it_on_fail(NULL);
     pg_remove();
