@@ -208,10 +208,12 @@ static void libpq_failure(PGconn *conn, char *msg, size_t cap, char code[6]) {
  * backend was not there or went away, which a retry may cure. */
 static bool libpq_transient(const char *msg, const char *code) {
     if (strcmp(code, "08006") != 0) return transient_code(code);
-    static const int errs[] = {ECONNREFUSED, ECONNRESET,   ECONNABORTED, ENOENT,
-                               ETIMEDOUT,    EHOSTUNREACH, ENETUNREACH,  EPIPE};
+    static const int errs[] = {ECONNREFUSED, ECONNRESET,  ECONNABORTED, ETIMEDOUT,
+                               EHOSTUNREACH, ENETUNREACH, EPIPE};
     for (size_t i = 0; i < sizeof errs / sizeof *errs; i++)
         if (strstr(msg, strerror(errs[i]))) return true;
+    /* A Unix socket gone while the server restarts (not a missing file). */
+    if (strstr(msg, "on socket") && strstr(msg, strerror(ENOENT))) return true;
     return strstr(msg, "server closed the connection unexpectedly") ||
            strstr(msg, "timeout expired") || strstr(msg, "could not receive data from server");
 }
