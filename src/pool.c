@@ -693,9 +693,15 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
                    "08P01");
         }
     }
-    /* min_pool_size, unless backend logins are failing right now. */
-    while (sl_pool_total(p) < p->min_size && !in_login_retry(p, now) && can_open(p, now))
+    /* min_pool_size: while backend logins fail, one attempt at a time
+     * after the backoff (transient) or none within server_login_retry. */
+    while (sl_pool_total(p) < p->min_size && can_open(p, now)) {
+        if (p->login_fail_ms && !p->fail_permanent
+                ? p->n_connecting > 0 || now < p->login_fail_ms + p->retry_delay_ms
+                : in_login_retry(p, now))
+            break;
         open_server(p);
+    }
     pool_dispatch(p);
 }
 
