@@ -1,7 +1,11 @@
 /* Backend login with md5 hashes or SCRAM keys instead of a password. */
 #include "sluice/login.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +41,16 @@ int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
         return SL_ENOSPACE;
     sl_put_be32(out, (uint32_t)o);
     return (int)o;
+}
+
+void sl_login_restart(sl_login_t *l) {
+    sl_login_secret_t secret = l->secret;
+    char user[sizeof l->user];
+    memcpy(user, l->user, sizeof user);
+    memset(l, 0, sizeof *l);
+    l->secret = secret;
+    memcpy(l->user, user, sizeof user);
+    OPENSSL_cleanse(&secret, sizeof secret);
 }
 
 static enum sl_login_result fail(sl_login_t *l, const char *code, const char *msg) {
@@ -77,7 +91,7 @@ static enum sl_login_result sasl_start(sl_login_t *l, const uint8_t *body, size_
         o += len + 1;
     }
     if (!offered) return fail(l, "08006", "the backend offers no SASL mechanism sluice speaks");
-    if (!l->secret.has_keys)
+    if (!l->secret.has_keys && !l->secret.password[0])
         return fail(l, "28P01", "no SCRAM keys for this user yet: they come from a client's own "
                                 "SCRAM login to sluice (or put the password in auth_file)");
     uint8_t raw[18];
@@ -90,6 +104,66 @@ static enum sl_login_result sasl_start(sl_login_t *l, const uint8_t *body, size_
     memcpy(mid, "SCRAM-SHA-256", 14);
     sl_put_be32(mid + 14, (uint32_t)fl);
     return reply(l, out, cap, out_len, mid, sizeof mid, first, (size_t)fl);
+}
+
+/* The salt and iteration count of a server-first-message
+ * ("r=<nonce>,s=<base64 salt>,i=<count>[,...]"); false if malformed. */
+static bool parse_server_first(const uint8_t *msg, size_t n, sl_login_keys_t *k) {
+    k->salt_len = 0;
+    k->iterations = 0;
+    bool salted = false;
+    for (size_t o = 0; o + 2 <= n;) {
+        size_t end = o;
+        while (end < n && msg[end] != ',') end++;
+        if (msg[o + 1] == '=' && msg[o] == 's') {
+            int len = sl_base64_decode((const char *)msg + o + 2, end - o - 2, k->salt,
+                                       sizeof k->salt);
+            if (len <= 0) return false;
+            k->salt_len = (size_t)len;
+            salted = true;
+        } else if (msg[o + 1] == '=' && msg[o] == 'i') {
+            char num[12];
+            size_t len = end - o - 2;
+            if (len == 0 || len >= sizeof num) return false;
+            memcpy(num, msg + o + 2, len);
+            num[len] = '\0';
+            char *e;
+            long it = strtol(num, &e, 10);
+            /* PostgreSQL uses 4096; a bound keeps a rogue backend from
+             * making sluice spin. */
+            if (*e || it < 1 || it > 10000000) return false;
+            k->iterations = (int)it;
+        }
+        o = end + 1;
+    }
+    return salted && k->iterations > 0;
+}
+
+/* ClientKey and ServerKey for the backend's salt: from the cache when it
+ * holds this salt, else by PBKDF2 over the password (on the caller's
+ * thread: the event loop, once per salt), filling the cache. */
+static bool password_keys(sl_login_t *l, const uint8_t *msg, size_t n, sl_login_keys_t *k) {
+    if (!parse_server_first(msg, n, k)) return false;
+    const sl_login_keys_t *c = l->secret.cache;
+    if (c && c->iterations == k->iterations && c->salt_len == k->salt_len &&
+        !memcmp(c->salt, k->salt, k->salt_len)) {
+        *k = *c;
+        return true;
+    }
+    uint8_t salted[SL_SCRAM_KEY_LEN];
+    unsigned int olen = SL_SCRAM_KEY_LEN;
+    const char *pw = l->secret.password;
+    bool ok = PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), k->salt, (int)k->salt_len, k->iterations,
+                                EVP_sha256(), SL_SCRAM_KEY_LEN, salted) == 1 &&
+              HMAC(EVP_sha256(), salted, sizeof salted, (const uint8_t *)"Client Key", 10,
+                   k->client_key, &olen) &&
+              HMAC(EVP_sha256(), salted, sizeof salted, (const uint8_t *)"Server Key", 10,
+                   k->server_key, &olen);
+    OPENSSL_cleanse(salted, sizeof salted);
+    if (!ok) return false;
+    l->derived_iterations = k->iterations;
+    if (l->secret.cache) *l->secret.cache = *k;
+    return true;
 }
 
 enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *body, size_t n,
@@ -117,8 +191,15 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
     case AUTH_SASL: return sasl_start(l, body, n, out, cap, out_len);
     case AUTH_SASL_CONTINUE: {
         char final[512];
-        int fl = sl_scram_client_final(&l->scram, l->secret.client_key, l->secret.server_key,
-                                       body + 4, n - 4, final, sizeof final);
+        sl_login_keys_t k;
+        const uint8_t *ck = l->secret.client_key, *sk = l->secret.server_key;
+        if (l->secret.password[0]) {
+            if (!password_keys(l, body + 4, n - 4, &k))
+                return fail(l, "08P01", "malformed SCRAM server-first-message");
+            ck = k.client_key, sk = k.server_key;
+        }
+        int fl = sl_scram_client_final(&l->scram, ck, sk, body + 4, n - 4, final, sizeof final);
+        OPENSSL_cleanse(&k, sizeof k);
         if (fl < 0) return fail(l, "08P01", "malformed SCRAM server-first-message");
         return reply(l, out, cap, out_len, final, (size_t)fl, NULL, 0);
     }
@@ -128,6 +209,9 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
                                     "know this user's verifier");
         return SL_LOGIN_MORE;
     case AUTH_CLEARTEXT:
+        if (l->secret.password[0])
+            return reply(l, out, cap, out_len, l->secret.password,
+                         strlen(l->secret.password) + 1, NULL, 0);
         return fail(l, "28P01", "the backend asks for a plaintext password, which sluice does not "
                                 "have for this user: put it in auth_file");
     default: return fail(l, "08006", "the backend asks for an authentication method sluice does "

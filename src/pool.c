@@ -83,20 +83,111 @@ static void fail_waiters(sl_pool_t *p, const char *err, const char *code) {
     }
 }
 
+/* How long a waiter rides out transient login failures before it gets the
+ * latest one: server_connect_timeout (what a single attempt may take
+ * anyway), or query_wait_timeout if shorter. 0: no bound. */
+static int64_t login_patience_ms(const sl_config_t *cfg) {
+    int64_t a = cfg->server_connect_timeout_ms, b = cfg->query_wait_timeout_ms;
+    if (a <= 0) return b > 0 ? b : 0;
+    return b > 0 && b < a ? b : a;
+}
+
+/* Fails the waiters that have waited through failures for their patience
+ * (or all of them: patience 0 means fail at once). */
+static void fail_waiters_older(sl_pool_t *p, int64_t patience, int64_t now, const char *err,
+                               const char *code) {
+    while (p->n_waiting > 0) {
+        sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
+        if (patience > 0 && now - wt->since_ms < patience) break; /* oldest first */
+        pop_waiter(p);
+        wt->cb(wt, NULL, err, code);
+    }
+}
+
+static void pool_dispatch(sl_pool_t *p);
+
+static void retry_cb(uv_timer_t *t) {
+    sl_pool_t *p = t->data;
+    if (p) pool_wake(p);
+}
+
+/* Wakes the pool in ms for its next login attempt. */
+static void arm_retry(sl_pool_t *p, int64_t ms) {
+    if (!p->retry_timer) {
+        p->retry_timer = malloc(sizeof *p->retry_timer);
+        if (!p->retry_timer) return; /* the janitor's tick dispatches too */
+        uv_timer_init(p->w->loop, p->retry_timer);
+        p->retry_timer->data = p;
+    }
+    uv_timer_start(p->retry_timer, retry_cb, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+static void free_handle_cb(uv_handle_t *h) {
+    free(h);
+}
+
+/* A backend login failed. A transient failure (refused, reset, starting up,
+ * shutting down) is retried after a short backoff while waiters wait, up to
+ * their patience; a permanent one fails them at once. Either way a waiter
+ * only ever gets the error of an attempt that just ended. */
+static void login_failed(sl_pool_t *p, sl_server_t *s, const char *err, const char *code) {
+    int64_t now = sl_now_ms(p->w);
+    bool transient = s->fail_transient;
+    /* Attempts started before the last failure ended failed with it (a
+     * burst of connects as the backend went down): one attempt. */
+    bool same_burst = p->login_fail_ms && s->connect_ms < p->login_fail_ms;
+    if (p->fail_attempts == 0) {
+        p->streak_start_ms = now;
+        p->retry_delay_ms = 0;
+        sl_log_warn(p->tag, "backend connection failed: %s (sqlstate %s)%s", err, code,
+                    transient ? "; retrying while clients wait" : "");
+    } else if (!same_burst) {
+        sl_log_debug(p->tag, "backend login attempt %d failed: %s", p->fail_attempts + 1, err);
+    }
+    if (p->fail_attempts == 0 || !same_burst) {
+        p->fail_attempts++;
+        int64_t cap = p->w->cfg->server_login_retry_ms;
+        if (cap > SL_POOL_RETRY_MAX_MS) cap = SL_POOL_RETRY_MAX_MS;
+        if (cap < SL_POOL_RETRY_FIRST_MS) cap = SL_POOL_RETRY_FIRST_MS;
+        p->retry_delay_ms = p->retry_delay_ms ? p->retry_delay_ms * 2 : SL_POOL_RETRY_FIRST_MS;
+        if (p->retry_delay_ms > cap) p->retry_delay_ms = cap;
+    }
+    snprintf(p->last_error, sizeof p->last_error, "%s", err);
+    snprintf(p->last_code, sizeof p->last_code, "%s", code);
+    p->login_fail_ms = now;
+    p->fail_permanent = !transient;
+    sl_server_close(s, err);
+    /* The waiters learn it, and the next attempt is scheduled, from the
+     * deferred queue (pool_dispatch). */
+    p->fail_pending = true;
+    pool_wake(p);
+}
+
+/* The first login after a streak of failures: back to normal, said once. */
+static void login_works(sl_pool_t *p) {
+    if (p->fail_attempts > 0) {
+        int64_t took = sl_now_ms(p->w) - p->streak_start_ms;
+        sl_log_info(p->tag, "backend login works again after %d failed attempt%s / %.1f s",
+                    p->fail_attempts, p->fail_attempts == 1 ? "" : "s", (double)took / 1000.0);
+    }
+    p->fail_attempts = 0;
+    p->retry_delay_ms = 0;
+    p->login_fail_ms = 0;
+    p->fail_permanent = false;
+}
+
 static void connect_done(sl_server_t *s, const char *err, const char *code) {
     sl_pool_t *p = s->owner;
     if (err) {
-        sl_log_warn(p->tag, "backend connection failed: %s", err);
-        snprintf(p->last_error, sizeof p->last_error, "%s", err);
-        snprintf(p->last_code, sizeof p->last_code, "%s", code ? code : "08006");
-        p->login_fail_ms = sl_now_ms(p->w);
-        sl_server_close(s, err);
-        /* The waiters learn it from the deferred queue (see pool_dispatch). */
-        p->login_failed = true;
-        pool_wake(p);
+        login_failed(p, s, err, code ? code : "08006");
         return;
     }
-    p->login_fail_ms = 0;
+    login_works(p);
+    if (s->login && s->login->derived_iterations)
+        sl_log_info(p->tag,
+                    "SCRAM keys derived from the configured password (PBKDF2, %d iterations, on "
+                    "the event loop); later backend logins reuse them",
+                    s->login->derived_iterations);
     if (p->defaults.n == 0)
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
@@ -162,14 +253,57 @@ static const char *pool_kv(const sl_pool_t *p, const char *key) {
     return NULL;
 }
 
-/* Without a plaintext password, sluice logs in itself: with the md5 hash,
- * or with the SCRAM keys a client's login revealed. */
-static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
-    if (pool_kv(p, "password")) return false;
-    const char *user = pool_kv(p, "user");
+/* With a plaintext password, sluice's own exchange replaces libpq only for
+ * settings it handles as libpq would: one host (name, address or socket
+ * directory), port, and the TLS settings own_tls_settings reads. Anything
+ * else (hostaddr, several hosts, options, application_name, gssencmode,
+ * channel_binding, ...) and passwords beyond printable ASCII (libpq applies
+ * SASLprep to them) stay with libpq. */
+static bool own_login_fits(const sl_pool_t *p, const char *password) {
+    static const char *const handled[] = {"host",
+                                          "port",
+                                          "dbname",
+                                          "user",
+                                          "password",
+                                          "sslmode",
+                                          "sslrootcert",
+                                          "sslcert",
+                                          "sslkey",
+                                          "ssl_min_protocol_version",
+                                          "ssl_max_protocol_version",
+                                          NULL};
+    for (int i = 0; p->keys[i]; i++) {
+        int k = 0;
+        while (handled[k] && strcmp(handled[k], p->keys[i]) != 0)
+            k++;
+        if (!handled[k]) return false;
+    }
+    const char *host = pool_kv(p, "host");
+    if (host && strchr(host, ',')) return false;
+    size_t len = strlen(password);
+    if (len == 0 || len >= sizeof((sl_login_secret_t *)0)->password) return false;
+    for (size_t i = 0; i < len; i++)
+        if (password[i] < 0x20 || password[i] > 0x7e) return false;
+    return true;
+}
+
+/* sluice logs in itself: with a configured password (md5 of password and
+ * user, or SCRAM keys derived once per salt into cache, which may be NULL),
+ * else with the md5 hash from auth_file or the SCRAM keys a client's login
+ * revealed. False: libpq logs in (or nothing can). */
+static bool own_secret(sl_pool_t *p, sl_login_secret_t *out, sl_login_keys_t *cache) {
+    const char *user = pool_kv(p, "user"), *password = pool_kv(p, "password");
+    memset(out, 0, sizeof *out);
+    if (password) {
+        if (!user || !own_login_fits(p, password)) return false;
+        snprintf(out->password, sizeof out->password, "%s", password);
+        memcpy(out->md5, "md5", 3);
+        sl_md5_hex(password, strlen(password), user, strlen(user), out->md5 + 3);
+        out->cache = cache;
+        return true;
+    }
     sl_user_secret_t *sec = user ? sl_authq_find(p->w, user) : NULL;
     if (!sec) return false;
-    memset(out, 0, sizeof *out);
     if (sec->kind == SL_SECRET_MD5) {
         snprintf(out->md5, sizeof out->md5, "%s", sec->secret);
         return true;
@@ -182,10 +316,12 @@ static bool own_secret(sl_pool_t *p, sl_login_secret_t *out) {
     return true;
 }
 
-sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
-                                sl_server_done_cb done) {
+/* cache: the pool's derived SCRAM keys, for servers the pool owns (it
+ * outlives their login); NULL for others. */
+static sl_server_t *open_with(sl_pool_t *p, void *owner, const char *tag, sl_server_done_cb done,
+                              sl_login_keys_t *cache) {
     sl_login_secret_t secret;
-    bool own = own_secret(p, &secret);
+    bool own = own_secret(p, &secret, cache);
     sl_server_t *s;
     if (own)
         s = sl_server_connect_own(p->w, owner, (const char *const *)p->keys,
@@ -197,8 +333,17 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
     return s;
 }
 
+sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
+                                sl_server_done_cb done) {
+    /* A copy of the pool's keys: a probe may outlive the pool. */
+    sl_login_keys_t keys = p->scram_keys;
+    sl_server_t *s = open_with(p, owner, tag, done, &keys);
+    OPENSSL_cleanse(&keys, sizeof keys);
+    return s;
+}
+
 static void open_server(sl_pool_t *p) {
-    sl_server_t *s = sl_pool_open_probe(p, p, p->tag, connect_done);
+    sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys);
     if (!s) return;
     s->on_close = server_closing;
     if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);
@@ -221,13 +366,15 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
 
 static void pool_dispatch(sl_pool_t *p) {
     int64_t now = sl_now_ms(p->w);
-    if (p->login_failed) {
-        p->login_failed = false;
-        /* With no working server to wait for, waiting would only hang. */
+    if (p->fail_pending) {
+        p->fail_pending = false;
+        /* With no working server to wait for, waiting would only hang; a
+         * transient failure is ridden out up to the waiters' patience. */
         if (p->n_idle + p->n_used == 0) {
             char msg[512];
             snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
-            fail_waiters(p, msg, p->last_code);
+            bool ride = !p->fail_permanent && !p->fast_fail;
+            fail_waiters_older(p, ride ? login_patience_ms(p->w->cfg) : 0, now, msg, p->last_code);
         }
     }
     while (p->n_waiting > 0) {
@@ -254,9 +401,19 @@ static void pool_dispatch(sl_pool_t *p) {
         }
         /* Servers connecting or being checked will serve the first waiters. */
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
-        /* No new login while the last one failed recently; waiters with
-         * no working server to wait for are told why at once. */
-        if (in_login_retry(p, now)) {
+        if (p->login_fail_ms && !p->fail_permanent) {
+            /* Logins fail for now: one attempt at a time, after the backoff;
+             * waiters wait for its outcome, not for a cached one. */
+            int64_t at = p->login_fail_ms + p->retry_delay_ms;
+            if (p->n_connecting > 0) break;
+            if (now < at) {
+                arm_retry(p, at - now);
+                break;
+            }
+        } else if (in_login_retry(p, now)) {
+            /* A wrong password or a missing database is not cured by
+             * asking again within server_login_retry; waiters with no
+             * working server to wait for are told why at once. */
             if (p->n_idle + p->n_used > 0) break;
             char msg[512];
             snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
@@ -342,6 +499,11 @@ static void free_kv(char **keys, char **vals) {
 
 static void pool_free(sl_pool_t *p) {
     sl_defer_cancel(&p->wake);
+    OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
+    if (p->retry_timer) {
+        p->retry_timer->data = NULL;
+        uv_close((uv_handle_t *)p->retry_timer, free_handle_cb);
+    }
     free_kv(p->keys, p->vals);
     free(p->db_alias), free(p->user);
     sl_params_clear(&p->defaults);
@@ -382,6 +544,7 @@ static int configure(sl_pool_t *p) {
     p->reserve_size = pick(db->reserve_pool_size, -1, cfg->reserve_pool_size);
     p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
     p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
+    p->fast_fail = db->nreplicas > 0;
 
     char **keys = calloc((size_t)db->nkv + 10, sizeof(char *));
     char **vals = calloc((size_t)db->nkv + 10, sizeof(char *));
@@ -455,6 +618,8 @@ static int configure(sl_pool_t *p) {
         sl_list_each(it, tmp, &p->used) sl_container_of(it, sl_server_t, node)->close_needed = true;
         free_kv(p->keys, p->vals);
         sl_params_clear(&p->defaults);
+        /* The password may have changed: derive again. */
+        OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
     }
     p->keys = keys;
     p->vals = vals;
@@ -527,7 +692,11 @@ void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (p->backend == backend && strcmp(p->db_alias, db) == 0) p->login_fail_ms = 0;
+        if (p->backend == backend && strcmp(p->db_alias, db) == 0) {
+            /* The next request tries at once; the streak stays for its log line. */
+            p->login_fail_ms = 0;
+            p->fail_permanent = false;
+        }
     }
 }
 
@@ -563,14 +732,29 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
         sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
         if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
         pop_waiter(p);
+        if (p->login_fail_ms && p->n_idle + p->n_used == 0) {
+            /* Waiting for a backend that does not take logins yet. */
+            char msg[600];
+            snprintf(msg, sizeof msg,
+                     SL_POOL_LOGIN_FAILED ": %s (query_wait_timeout reached while retrying)",
+                     p->last_error);
+            wt->cb(wt, NULL, msg, p->last_code);
+            continue;
+        }
         wt->cb(wt, NULL,
                "query_wait_timeout: no server connection became free in time; raise "
                "pool_size or query_wait_timeout",
                "08P01");
     }
-    /* min_pool_size, unless backend logins are failing right now. */
-    while (sl_pool_total(p) < p->min_size && !in_login_retry(p, now) && can_open(p, now))
+    /* min_pool_size: while backend logins fail, one attempt at a time
+     * after the backoff (transient) or none within server_login_retry. */
+    while (sl_pool_total(p) < p->min_size && can_open(p, now)) {
+        if (p->login_fail_ms && !p->fail_permanent
+                ? p->n_connecting > 0 || now < p->login_fail_ms + p->retry_delay_ms
+                : in_login_retry(p, now))
+            break;
         open_server(p);
+    }
     pool_wake(p);
 }
 

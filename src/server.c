@@ -35,6 +35,7 @@ static void maybe_free(sl_server_t *s) {
         (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
         close(s->fd);
     }
+    if (s->login) OPENSSL_cleanse(s->login, sizeof *s->login); /* keys, password */
     free(s->login);
     free(s->own_tls);
     free(s->own_startup);
@@ -98,9 +99,42 @@ void sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
 
 static void finish(sl_server_t *s, const char *err, const char *code) {
     sl_server_done_cb done = s->done;
+    s->fail_transient = false;
     s->done = NULL;
     uv_timer_stop(&s->timer);
     if (done) done(s, err, code);
+}
+
+/* A failure a retry may cure: the backend is not listening, went away, or
+ * is starting up or shutting down. The owner retries rather than passing
+ * it on to clients at once. */
+static void finish_transient(sl_server_t *s, const char *err, const char *code) {
+    sl_server_done_cb done = s->done;
+    s->done = NULL;
+    s->fail_transient = true;
+    uv_timer_stop(&s->timer);
+    if (done) done(s, err, code);
+}
+
+/* SQLSTATEs of a backend that cannot take logins for a moment: 57P01
+ * admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now (starting
+ * up, in recovery, shutting down), 53300 too_many_connections. */
+static bool transient_code(const char *code) {
+    return code && (!strcmp(code, "57P01") || !strcmp(code, "57P02") || !strcmp(code, "57P03") ||
+                    !strcmp(code, "53300"));
+}
+
+/* The errno behind a poll error. libuv reports POLLERR as UV_EBADF, which
+ * says nothing: the socket's pending error (a reset, a refusal) does. */
+static int sock_errno(sl_server_t *s) {
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (s->fd < 0) return EBADF;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err) return err;
+    char c;
+    ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
+    return n == 0 ? EPIPE : ECONNRESET;
 }
 
 static void timeout_cb(uv_timer_t *t) {
@@ -108,7 +142,10 @@ static void timeout_cb(uv_timer_t *t) {
     const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
                                                : "server_connect_timeout reached";
     sl_server_watch(s, 0);
-    finish(s, what, "08006");
+    if (s->state == SL_SV_QUERY)
+        finish(s, what, "08006");
+    else
+        finish_transient(s, what, "08006");
 }
 
 /* ---- connect ---- */
@@ -135,6 +172,61 @@ static void one_line(const char *in, char *out, size_t cap) {
     out[o] = '\0';
 }
 
+static bool is_sqlstate(const char *p) {
+    for (int i = 0; i < 5; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z'))) return false;
+    return p[5] == ':' && p[6] == ' ';
+}
+
+/* libpq's failure on one line and its SQLSTATE (else 08006). The verbose
+ * error style is asked for only to learn the SQLSTATE: it and the LOCATION
+ * lines are left out of the text. */
+static void libpq_failure(PGconn *conn, char *msg, size_t cap, char code[6]) {
+    const char *in = conn ? PQerrorMessage(conn) : "out of memory";
+    char tmp[1024];
+    size_t o = 0;
+    snprintf(code, 6, "08006");
+    for (const char *p = in; *p && o + 1 < sizeof tmp;) {
+        if ((p == in || p[-1] == '\n') && !strncmp(p, "LOCATION:", 9)) {
+            const char *nl = strchr(p, '\n');
+            p = nl ? nl + 1 : p + strlen(p);
+            continue;
+        }
+        if (p - in >= 3 && !memcmp(p - 3, ":  ", 3) && is_sqlstate(p)) {
+            memcpy(code, p, 5);
+            code[5] = '\0';
+            p += 7;
+            continue;
+        }
+        tmp[o++] = *p++;
+    }
+    tmp[o] = '\0';
+    one_line(tmp, msg, cap);
+}
+
+/* libpq reports a failed connect only as text (no SQLSTATE): these say the
+ * backend was not there or went away, which a retry may cure. */
+static bool libpq_transient(const char *msg, const char *code) {
+    if (strcmp(code, "08006") != 0) return transient_code(code);
+    static const int errs[] = {ECONNREFUSED, ECONNRESET,  ECONNABORTED, ETIMEDOUT,
+                               EHOSTUNREACH, ENETUNREACH, EPIPE};
+    for (size_t i = 0; i < sizeof errs / sizeof *errs; i++)
+        if (strstr(msg, strerror(errs[i]))) return true;
+    /* A Unix socket gone while the server restarts (not a missing file). */
+    if (strstr(msg, "on socket") && strstr(msg, strerror(ENOENT))) return true;
+    return strstr(msg, "server closed the connection unexpectedly") ||
+           strstr(msg, "timeout expired") || strstr(msg, "could not receive data from server");
+}
+
+static void libpq_failed(sl_server_t *s) {
+    char msg[480], code[6];
+    libpq_failure(s->conn, msg, sizeof msg, code);
+    if (libpq_transient(msg, code))
+        finish_transient(s, msg, code);
+    else
+        finish(s, msg, code);
+}
+
 static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     if (st == PGRES_POLLING_OK) {
         /* Looked up once: the relay reads and writes through it. */
@@ -147,10 +239,8 @@ static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
         return;
     }
     if (st == PGRES_POLLING_FAILED) {
-        char msg[480];
-        one_line(PQerrorMessage(s->conn), msg, sizeof msg);
         sl_server_watch(s, 0);
-        finish(s, msg, "08006");
+        libpq_failed(s);
         return;
     }
     if (ensure_poll(s, PQsocket(s->conn)) < 0) {
@@ -160,7 +250,7 @@ static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     sl_server_watch(s, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
 }
 
-static void own_connect_next(sl_server_t *s);
+static void own_connect_next(sl_server_t *s, int failed);
 static void own_login_step(sl_server_t *s, int status, int events);
 
 static void start_libpq(sl_server_t *s, const char *const *keys, const char *const *vals,
@@ -178,11 +268,13 @@ static void start_libpq(sl_server_t *s, const char *const *keys, const char *con
     k[n] = NULL, v[n] = NULL;
     s->conn = PQconnectStartParams(k, v, 0);
     if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
-        char msg[480];
-        one_line(s->conn ? PQerrorMessage(s->conn) : "out of memory", msg, sizeof msg);
-        finish(s, msg, "08006");
+        /* A refused connect to a local address fails right here. */
+        libpq_failed(s);
         return;
     }
+    /* Only so that a failed login carries its SQLSTATE (57P03 is retried,
+     * 28P01 is not): see libpq_failure. */
+    PQsetErrorVerbosity(s->conn, PQERRORS_VERBOSE);
     s->state = SL_SV_CONNECTING;
     connect_step(s, PGRES_POLLING_WRITING);
 }
@@ -265,7 +357,7 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             memcpy(&s->addrs[s->naddrs++], ai->ai_addr, ai->ai_addrlen);
         uv_freeaddrinfo(res);
         free(ctx);
-        own_connect_next(s);
+        own_connect_next(s, 0);
         return;
     }
     uv_freeaddrinfo(res);
@@ -501,7 +593,7 @@ sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *cons
         un->sun_family = AF_UNIX;
         snprintf(un->sun_path, sizeof un->sun_path, "%s/.s.PGSQL.%s", host, port);
         s->naddrs = 1;
-        own_connect_next(s);
+        own_connect_next(s, 0);
         return s;
     }
     resolve_ctx_t *ctx = resolve_ctx_new(s, NULL, NULL, host);
@@ -522,6 +614,9 @@ sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *cons
 /* Stops watching and closes the socket tried last (the handle first:
  * libuv forgets fds by number). */
 static void own_drop_socket(sl_server_t *s) {
+    if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
+    s->own_ssl = NULL;
+    s->ssl = NULL;
     if (s->poll) {
         uv_poll_stop(s->poll);
         uv_close((uv_handle_t *)s->poll, handle_closed_cb);
@@ -532,8 +627,12 @@ static void own_drop_socket(sl_server_t *s) {
     s->own_socket = false;
 }
 
-static void own_connect_next(sl_server_t *s) {
-    int last = 0;
+/* Tries the next address; failed is the errno of the one tried last (0 if
+ * none), reported if no address is left. */
+static void own_connect_next(sl_server_t *s, int failed) {
+    int last = failed;
+    bool mid_login = s->own_up; /* the last one failed after connecting */
+    if (s->own_up) sl_login_restart(s->login);
     own_drop_socket(s);
     while (s->addr_next < s->naddrs) {
         struct sockaddr *sa = (struct sockaddr *)&s->addrs[s->addr_next++];
@@ -542,11 +641,11 @@ static void own_connect_next(sl_server_t *s) {
                                                    : sizeof(struct sockaddr_in6);
         int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            last = errno;
+            last = errno, mid_login = false;
             continue;
         }
         if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
-            last = errno;
+            last = errno, mid_login = false;
             close(fd);
             continue;
         }
@@ -568,9 +667,13 @@ static void own_connect_next(sl_server_t *s) {
         return;
     }
     char msg[320];
-    snprintf(msg, sizeof msg, "cannot connect to backend %.200s: %s", s->host,
-             last ? strerror(last) : "no address");
-    finish(s, msg, "08006");
+    if (mid_login)
+        snprintf(msg, sizeof msg, "backend %.200s closed the connection during login: %s", s->host,
+                 strerror(last));
+    else
+        snprintf(msg, sizeof msg, "cannot connect to backend %.200s: %s", s->host,
+                 last ? strerror(last) : "no address");
+    finish_transient(s, msg, "08006");
 }
 
 /* Reads login replies and answers them; false once finished. */
@@ -580,7 +683,11 @@ static bool own_read(sl_server_t *s) {
         ssize_t n = sl_server_read(s, buf, sizeof buf);
         if (n == -EAGAIN) return true;
         if (n <= 0) {
-            finish(s, "backend closed the connection during login", "08006");
+            /* Reset or closed mid-login (a backend restarting): retryable. */
+            char msg[320];
+            snprintf(msg, sizeof msg, "backend %.200s closed the connection during login%s%s",
+                     s->host, n < 0 ? ": " : "", n < 0 ? strerror((int)-n) : "");
+            finish_transient(s, msg, "08006");
             return false;
         }
         for (size_t off = 0; off < (size_t)n;) {
@@ -600,7 +707,10 @@ static bool own_read(sl_server_t *s) {
             enum sl_login_result r = sl_login_feed(s->login, s->scan.type, s->coll,
                                                    s->scan.coll_len, reply, sizeof reply, &rlen);
             if (r == SL_LOGIN_FAIL) {
-                finish(s, s->login->error, s->login->code);
+                if (transient_code(s->login->code))
+                    finish_transient(s, s->login->error, s->login->code);
+                else
+                    finish(s, s->login->error, s->login->code);
                 return false;
             }
             if (r == SL_LOGIN_DONE) {
@@ -625,13 +735,22 @@ static bool own_read(sl_server_t *s) {
 }
 
 static void own_login_step(sl_server_t *s, int status, int events) {
+    if (status < 0) {
+        /* A refused connect, or a reset in the middle of the login: the
+         * connect failed after all. libuv stopped the handle; the next
+         * address (if any) gets a new one. */
+        int err = sock_errno(s);
+        sl_log_debug(s->tag, "backend address failed %s: %s",
+                     s->own_up ? "during login" : "to connect", strerror(err));
+        own_connect_next(s, err);
+        return;
+    }
     if (!s->own_up) {
         int err = 0;
         socklen_t el = sizeof err;
-        if (status < 0 || getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
-            sl_log_debug(s->tag, "connect to a backend address failed: %s",
-                         err ? strerror(err) : uv_strerror(status));
-            own_connect_next(s);
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+            sl_log_debug(s->tag, "connect to a backend address failed: %s", strerror(err));
+            own_connect_next(s, err ? err : errno);
             return;
         }
         s->own_up = true;
@@ -673,7 +792,10 @@ static void query_flush(sl_server_t *s) {
         ssize_t n = sl_server_write(s, s->qout + s->qout_off, s->qout_len - s->qout_off);
         if (n == -EAGAIN) return;
         if (n <= 0) {
-            finish(s, "lost connection to backend while sending a query", "08006");
+            if (s->state == SL_SV_CONNECTING)
+                finish_transient(s, "backend closed the connection during login", "08006");
+            else
+                finish(s, "lost connection to backend while sending a query", "08006");
             return;
         }
         s->qout_off += (uint32_t)n;
@@ -771,6 +893,9 @@ static bool read_own(sl_server_t *s) {
 
 static void server_poll_cb(uv_poll_t *h, int status, int events) {
     sl_server_t *s = h->data;
+    /* On an error libuv has stopped the handle: what it watches must be
+     * set again, not trusted from the cache. */
+    if (status < 0) s->poll_events = 0;
     switch (s->state) {
     case SL_SV_CONNECTING:
         if (s->login) {
@@ -786,7 +911,7 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
         return;
     case SL_SV_QUERY:
         if (status < 0) {
-            finish(s, uv_strerror(status), "08006");
+            finish(s, strerror(sock_errno(s)), "08006");
             return;
         }
         if (events & UV_WRITABLE) {
@@ -798,7 +923,7 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
         return;
     case SL_SV_IDLE:
         if (status < 0) {
-            sl_server_close(s, uv_strerror(status));
+            sl_server_close(s, strerror(sock_errno(s)));
             return;
         }
         read_own(s);

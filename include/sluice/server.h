@@ -45,9 +45,11 @@ struct sl_server {
     char tag[192];          /* "S-3 db=app user=bob backend=127.0.0.1:5432" */
     enum sl_server_state state;
     PGconn *conn;           /* owned; PQfinish in the last close callback; NULL for own logins */
-    sl_login_t *login;      /* owned: sluice's own login (no plaintext password), else NULL */
+    sl_login_t *login;      /* owned: sluice's own login (md5/SCRAM without libpq), else NULL */
     bool own_socket;        /* fd is sluice's (own login): closed after its poll handle */
     bool own_up;            /* own login: the TCP connect completed */
+    bool fail_transient;    /* the failure done() reports may pass with a retry (refused,
+                               reset, 57P03 starting up or shutting down): set before done() */
     int own_phase;          /* own login: SSLRequest sent, TLS handshake, or login */
     SSL *own_ssl;           /* own login over TLS: owned */
     SSL *ssl;               /* borrowed: the TLS the relay reads and writes through
@@ -95,7 +97,9 @@ struct sl_server {
 sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
                                const char *const *vals, const char *tag, sl_server_done_cb done);
 /* Like sl_server_connect, but logs in with sluice's own md5/SCRAM exchange
- * using secret instead of a password (plain TCP or Unix socket; no TLS). */
+ * using secret (keys, an md5 hash, or a password whose SCRAM keys are
+ * derived once per salt): TCP or Unix socket, TLS as the sslmode,
+ * sslrootcert, sslcert, sslkey and ssl_*_protocol_version keys say. */
 sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
                                    const char *const *vals, const char *tag,
                                    const sl_login_secret_t *secret, sl_server_done_cb done);

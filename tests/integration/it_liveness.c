@@ -35,8 +35,8 @@ static double sluice_cpu(void) {
 
 static char b_error[512];
 
-/* Client B (the same user, so the same pool): needs a second backend, whose login the role's
- * connection limit refuses. Whatever sluice answers, it must answer. */
+/* Client B (the same user, so the same pool): needs a second backend, whose
+ * login fails. Whatever sluice answers, it must answer. */
 static void *client_b(void *arg) {
     (void)arg;
     PGconn *b = it_connect_db(&sl, "alice", "lim", "connect_timeout=10");
@@ -54,19 +54,19 @@ static void *client_b(void *arg) {
 
 static void undo_role(void) {
     PGconn *d = it_direct();
-    PQclear(PQexec(d, "DROP ROLE IF EXISTS sl_limit1"));
+    PQclear(PQexec(d, "DROP ROLE IF EXISTS sl_live"));
     PQfinish(d);
 }
 
 static void close_inside_walk(void) {
     PGconn *d = it_direct();
-    it_exec(d, "DROP ROLE IF EXISTS sl_limit1");
-    it_exec(d, "CREATE ROLE sl_limit1 LOGIN PASSWORD 'limit_pw' CONNECTION LIMIT 1");
+    it_exec(d, "DROP ROLE IF EXISTS sl_live");
+    it_exec(d, "CREATE ROLE sl_live LOGIN PASSWORD 'limit_pw'");
     it_on_fail(undo_role);
     it_sluice_start(&sl,
                     "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 2\n"
                     "idle_transaction_timeout = 1\nserver_login_retry = 30\n",
-                    "lim = host=127.0.0.1 port={PRIMARY} dbname=sluice_test user=sl_limit1 "
+                    "lim = host=127.0.0.1 port={PRIMARY} dbname=sluice_test user=sl_live "
                     "password=limit_pw\nfine = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
                     "user=sl_scram password=scram_pw\n");
     /* A holds the role's only connection, idle in a transaction. */
@@ -74,15 +74,18 @@ static void close_inside_walk(void) {
     IT_ASSERT(PQstatus(a) == CONNECTION_OK, "A connects: %s", PQerrorMessage(a));
     it_exec(a, "BEGIN");
     it_exec(a, "SELECT 1");
+    /* Any new backend login now fails for good (a wrong password is not
+     * retried), while A's server keeps B waiting. */
+    it_exec(d, "ALTER ROLE sl_live PASSWORD 'changed'");
     pthread_t tb;
     pthread_create(&tb, NULL, client_b, NULL);
-    IT_ASSERT(it_log_wait(&sl, "too many connections for role", 1, 5) >= 1,
+    IT_ASSERT(it_log_wait(&sl, "password authentication failed", 1, 5) >= 1,
               "the second backend login was refused");
     /* A's idle_transaction_timeout fires from the janitor's walk. */
     IT_ASSERT(it_log_wait(&sl, "idle_transaction_timeout", 1, 5) >= 1, "A timed out");
     pthread_join(tb, NULL);
     printf("client B was told: %s\n", b_error);
-    IT_ASSERT(strstr(b_error, "too many connections for role"), "B got the login failure: %s",
+    IT_ASSERT(strstr(b_error, "password authentication failed"), "B got the login failure: %s",
               b_error);
     /* sluice still runs its loop: it accepts and serves, and does not spin. */
     double cpu0 = sluice_cpu(), t0 = it_now();
@@ -96,7 +99,7 @@ static void close_inside_walk(void) {
     PQfinish(c);
     PQfinish(a);
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "clean exit");
-    it_exec(d, "DROP ROLE sl_limit1");
+    it_exec(d, "DROP ROLE sl_live");
     PQfinish(d);
 }
 
