@@ -60,7 +60,8 @@ const char *sl_startup_get(const sl_startup_t *su, const char *name) {
 /* Reads one whitespace-separated token with backslash escapes, in place. */
 static char *next_token(char **cur) {
     char *s = *cur;
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     if (!*s) return NULL;
     char *tok = s, *w = s;
     while (*s && *s != ' ' && *s != '\t') {
@@ -111,7 +112,8 @@ int sl_proto_parse_options(char *opts, sl_kv_t *out, int max) {
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev) {
     size_t used = 0;
     if (!s->in_body) {
-        while (s->hdr_len < 5 && used < n) s->hdr[s->hdr_len++] = p[used++];
+        while (s->hdr_len < 5 && used < n)
+            s->hdr[s->hdr_len++] = p[used++];
         if (s->hdr_len < 5) {
             *ev = SL_SCAN_NONE;
             return used;
@@ -250,6 +252,29 @@ int sl_proto_put_ready(sl_buf_t *b, char status) {
     return SL_OK;
 }
 
+int sl_proto_put_negotiate_version(sl_buf_t *b, const sl_startup_t *su) {
+    size_t n = 8;
+    uint32_t nopts = 0;
+    for (int i = 0; i < su->nparams; i++)
+        if (sl_proto_is_protocol_option(su->params[i].name)) {
+            n += strlen(su->params[i].name) + 1;
+            nopts++;
+        }
+    if ((su->version & 0xffff) == 0 && nopts == 0) return 0;
+    uint8_t *p = put_begin(b, 'v', n);
+    if (!p) return SL_ENOSPACE;
+    sl_put_be32(p, SL_PROTO_V3);
+    sl_put_be32(p + 4, nopts);
+    p += 8;
+    for (int i = 0; i < su->nparams; i++)
+        if (sl_proto_is_protocol_option(su->params[i].name)) {
+            size_t l = strlen(su->params[i].name) + 1;
+            memcpy(p, su->params[i].name, l);
+            p += l;
+        }
+    return 1;
+}
+
 /* A message whose body is one NUL-terminated string. */
 static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
     size_t n = strlen(str) + 1;
@@ -259,7 +284,9 @@ static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
     return SL_OK;
 }
 
-int sl_proto_put_query(sl_buf_t *b, const char *sql) { return put_string(b, 'Q', sql); }
+int sl_proto_put_query(sl_buf_t *b, const char *sql) {
+    return put_string(b, 'Q', sql);
+}
 
 int sl_proto_put_empty(sl_buf_t *b, uint8_t type) {
     return put_begin(b, type, 0) ? SL_OK : SL_ENOSPACE;
@@ -269,7 +296,9 @@ int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) {
     return put_string(b, 'C', tag);
 }
 
-int sl_proto_put_byte(sl_buf_t *b, uint8_t c) { return sl_buf_append(b, &c, 1); }
+int sl_proto_put_byte(sl_buf_t *b, uint8_t c) {
+    return sl_buf_append(b, &c, 1);
+}
 
 int sl_proto_quote_literal(const char *s, char *out, size_t cap) {
     size_t o = 0;

@@ -42,6 +42,19 @@ ssize_t sl_proto_parse_startup(const uint8_t *p, size_t n, sl_startup_t *out);
 /* Returns the value of a startup parameter, or NULL. */
 const char *sl_startup_get(const sl_startup_t *su, const char *name);
 
+/* A protocol option ("_pq_.name"): a request to change the protocol, not a
+ * setting. sluice knows none; they are never applied to a session. */
+static inline bool sl_proto_is_protocol_option(const char *name) {
+    return name[0] == '_' && name[1] == 'p' && name[2] == 'q' && name[3] == '_' && name[4] == '.';
+}
+
+/* NegotiateProtocolVersion ('v') as PostgreSQL 15 answers a startup packet
+ * asking for more than 3.0: the newest version sluice speaks (3.0, as the
+ * full code 196608 like PostgreSQL sends it) and the names of the protocol
+ * options it does not know. Returns 1 when written, 0 when the client asked
+ * for 3.0 without options (no message is due), or SL_ENOSPACE. */
+int sl_proto_put_negotiate_version(sl_buf_t *b, const sl_startup_t *su) SL_MUST_USE;
+
 /* Splits a libpq `options` value into name/value pairs: "-c a=b", "-ca=b" and
  * "--a=b" forms, with backslash escapes for spaces. The string is rewritten
  * in place; each pair points into it. Returns pairs found or SL_EPROTO for a
@@ -72,9 +85,13 @@ typedef struct sl_scan {
  * SL_SCAN_ERROR: declared length under 4. */
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev);
 /* True between messages (no partial header or body outstanding). */
-static inline bool sl_scan_at_boundary(const sl_scan_t *s) { return !s->in_body && !s->hdr_len; }
+static inline bool sl_scan_at_boundary(const sl_scan_t *s) {
+    return !s->in_body && !s->hdr_len;
+}
 /* True when the whole body of the current message was collected. */
-static inline bool sl_scan_complete(const sl_scan_t *s) { return s->coll_len == s->len - 4; }
+static inline bool sl_scan_complete(const sl_scan_t *s) {
+    return s->coll_len == s->len - 4;
+}
 
 /* ---- Reading bodies of messages sluice must understand ---------------- */
 typedef struct sl_error_fields {
@@ -89,8 +106,8 @@ int sl_proto_parse_sasl_initial(const uint8_t *body, size_t n, const char **mech
 
 /* ---- Building messages into a buffer --------------------------------------
  * Each returns SL_OK or SL_ENOSPACE (buffer left unchanged). */
-int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg)
-    SL_MUST_USE;
+int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code,
+                       const char *msg) SL_MUST_USE;
 int sl_proto_put_auth(sl_buf_t *b, uint32_t code, const void *data, size_t n) SL_MUST_USE;
 int sl_proto_put_param_status(sl_buf_t *b, const char *name, const char *value) SL_MUST_USE;
 int sl_proto_put_backend_key(sl_buf_t *b, uint32_t pid, uint32_t key) SL_MUST_USE;
