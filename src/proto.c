@@ -60,8 +60,7 @@ const char *sl_startup_get(const sl_startup_t *su, const char *name) {
 /* Reads one whitespace-separated token with backslash escapes, in place. */
 static char *next_token(char **cur) {
     char *s = *cur;
-    while (*s == ' ' || *s == '\t')
-        s++;
+    while (*s == ' ' || *s == '\t') s++;
     if (!*s) return NULL;
     char *tok = s, *w = s;
     while (*s && *s != ' ' && *s != '\t') {
@@ -112,8 +111,7 @@ int sl_proto_parse_options(char *opts, sl_kv_t *out, int max) {
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev) {
     size_t used = 0;
     if (!s->in_body) {
-        while (s->hdr_len < 5 && used < n)
-            s->hdr[s->hdr_len++] = p[used++];
+        while (s->hdr_len < 5 && used < n) s->hdr[s->hdr_len++] = p[used++];
         if (s->hdr_len < 5) {
             *ev = SL_SCAN_NONE;
             return used;
@@ -284,9 +282,7 @@ static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
     return SL_OK;
 }
 
-int sl_proto_put_query(sl_buf_t *b, const char *sql) {
-    return put_string(b, 'Q', sql);
-}
+int sl_proto_put_query(sl_buf_t *b, const char *sql) { return put_string(b, 'Q', sql); }
 
 int sl_proto_put_empty(sl_buf_t *b, uint8_t type) {
     return put_begin(b, type, 0) ? SL_OK : SL_ENOSPACE;
@@ -296,9 +292,7 @@ int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) {
     return put_string(b, 'C', tag);
 }
 
-int sl_proto_put_byte(sl_buf_t *b, uint8_t c) {
-    return sl_buf_append(b, &c, 1);
-}
+int sl_proto_put_byte(sl_buf_t *b, uint8_t c) { return sl_buf_append(b, &c, 1); }
 
 int sl_proto_quote_literal(const char *s, char *out, size_t cap) {
     size_t o = 0;

@@ -85,13 +85,9 @@ typedef struct sl_scan {
  * SL_SCAN_ERROR: declared length under 4. */
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev);
 /* True between messages (no partial header or body outstanding). */
-static inline bool sl_scan_at_boundary(const sl_scan_t *s) {
-    return !s->in_body && !s->hdr_len;
-}
+static inline bool sl_scan_at_boundary(const sl_scan_t *s) { return !s->in_body && !s->hdr_len; }
 /* True when the whole body of the current message was collected. */
-static inline bool sl_scan_complete(const sl_scan_t *s) {
-    return s->coll_len == s->len - 4;
-}
+static inline bool sl_scan_complete(const sl_scan_t *s) { return s->coll_len == s->len - 4; }
 
 /* ---- Reading bodies of messages sluice must understand ---------------- */
 typedef struct sl_error_fields {
@@ -106,8 +102,8 @@ int sl_proto_parse_sasl_initial(const uint8_t *body, size_t n, const char **mech
 
 /* ---- Building messages into a buffer --------------------------------------
  * Each returns SL_OK or SL_ENOSPACE (buffer left unchanged). */
-int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code,
-                       const char *msg) SL_MUST_USE;
+int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg)
+    SL_MUST_USE;
 int sl_proto_put_auth(sl_buf_t *b, uint32_t code, const void *data, size_t n) SL_MUST_USE;
 int sl_proto_put_param_status(sl_buf_t *b, const char *name, const char *value) SL_MUST_USE;
 int sl_proto_put_backend_key(sl_buf_t *b, uint32_t pid, uint32_t key) SL_MUST_USE;

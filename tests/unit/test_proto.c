@@ -23,8 +23,8 @@ static size_t build_startup(uint8_t *out, uint32_t version, const char *const *k
  * so any read past n faults. */
 static uint8_t *guarded(const uint8_t *p, size_t n, uint8_t **base) {
     long pg = sysconf(_SC_PAGESIZE);
-    uint8_t *m =
-        mmap(NULL, (size_t)pg * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *m = mmap(NULL, (size_t)pg * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
     mprotect(m + pg * 3, (size_t)pg, PROT_NONE);
     uint8_t *dst = m + pg * 3 - n;
     memcpy(dst, p, n);
@@ -96,8 +96,7 @@ static void test_startup_bad(void) {
     ASSERT_EQ(sl_proto_parse_startup(p, 14, &su), SL_EPROTO);
     /* garbage */
     uint8_t g[32];
-    for (int i = 0; i < 32; i++)
-        g[i] = (uint8_t)(i * 37 + 11);
+    for (int i = 0; i < 32; i++) g[i] = (uint8_t)(i * 37 + 11);
     ssize_t r = sl_proto_parse_startup(g, sizeof g, &su);
     ASSERT_TRUE(r < 0);
 }
