@@ -2,7 +2,8 @@
  * a 3.2 startup with "_pq_." protocol options is answered with
  * NegotiateProtocolVersion (3.0, the options listed) before authentication
  * and the options never reach the server as settings; a second SSLRequest
- * inside TLS is refused with 08P01. */
+ * inside TLS is refused with 08P01; --check and reload refuse a libpq value
+ * libpq itself would only refuse when connecting. */
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -188,9 +190,61 @@ static void ssl_inside_tls(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* Runs `sluice --check` on text; returns its exit status and its output. */
+static int run_check(const char *text, char *out, size_t cap) {
+    char path[] = "/tmp/it_protocol-XXXXXX";
+    int fd = mkstemp(path);
+    IT_ASSERT(fd >= 0, "temp file");
+    IT_ASSERT(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write config");
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' --check '%s' 2>&1", getenv("SLUICE_BIN"), path);
+    FILE *p = popen(cmd, "r");
+    IT_ASSERT(p, "popen");
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    unlink(path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* A libpq value libpq would only reject at connect time (sslmode=bogus)
+ * fails --check with file:line, and a reload keeps the running config. */
+static void check_values(void) {
+    char out[2048];
+    const char *bad = "[databases]\n"
+                      "ok = host=127.0.0.1 sslmode=require\n"
+                      "app = host=127.0.0.1 sslmode=bogus\n"
+                      "[sluice]\nlisten_addr = 127.0.0.1\nauth_type = trust\n";
+    int st = run_check(bad, out, sizeof out);
+    IT_ASSERT(st != 0, "--check accepted sslmode=bogus: %s", out);
+    IT_ASSERT(strstr(out, ":3: database 'app': sslmode: invalid value 'bogus'"),
+              "--check names file:line and the key: %s", out);
+    const char *good = "[databases]\n"
+                       "ok = host=127.0.0.1 sslmode=verify-full target_session_attrs=read-write\n"
+                       "[sluice]\nlisten_addr = 127.0.0.1\nauth_type = trust\n";
+    st = run_check(good, out, sizeof out);
+    IT_ASSERT(st == 0, "--check refused valid values: %s", out);
+
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\n", NULL);
+    FILE *f = fopen(s.ini, "a");
+    fprintf(f, "[databases]\nbad = host=127.0.0.1 sslmode=bogus\n");
+    fclose(f);
+    kill(s.pid, SIGHUP);
+    IT_ASSERT(it_log_wait(&s, "sslmode: invalid value 'bogus'", 1, 5) == 1,
+              "reload refused the bad value");
+    IT_ASSERT(it_log_count(&s, "configuration reloaded") == 0, "bad config not loaded");
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "still serving: %s", PQerrorMessage(c));
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_protocol");
     negotiate();
     ssl_inside_tls();
+    check_values();
     return it_done();
 }
