@@ -3,7 +3,8 @@
  * NegotiateProtocolVersion (3.0, the options listed) before authentication
  * and the options never reach the server as settings; a second SSLRequest
  * inside TLS is refused with 08P01; --check and reload refuse a libpq value
- * libpq itself would only refuse when connecting. */
+ * libpq itself would only refuse when connecting; replicas on the '*' entry
+ * serve every database it makes. */
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -241,10 +242,94 @@ static void check_values(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* Where a read ran: 't' on a standby, 'f' on the primary, NULL on error. */
+static const char *recovery_of(PGconn *c, const char *sql) {
+    static char v[8];
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) snprintf(v, sizeof v, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ok ? v : NULL;
+}
+
+static void drop_autodb(void) {
+    PGconn *d = it_direct();
+    PQclear(PQexec(d, "DROP DATABASE IF EXISTS sl_autodb WITH (FORCE)"));
+    PQfinish(d);
+}
+
+/* replicas= on the '*' entry: a database with no entry of its own gets
+ * the entry's replicas and routing, reads go to the standbys and writes to
+ * the primary; the route goes away with its pools after
+ * autodb_idle_timeout and comes back on the next login. */
+static void star_replicas(void) {
+    drop_autodb();
+    PGconn *d = it_direct();
+    it_exec(d, "CREATE DATABASE sl_autodb");
+    PQfinish(d);
+    it_on_fail(drop_autodb);
+    /* The standbys replay the new database before anyone reads from it. */
+    int ports[] = {it_cl.replica1, it_cl.replica2};
+    for (int i = 0; i < 2; i++) {
+        PGconn *r = it_direct_port(ports[i]);
+        double deadline = it_now() + 20;
+        while (strcmp(it_value(r, "SELECT count(*) FROM pg_database WHERE datname = 'sl_autodb'"),
+                      "1") != 0) {
+            IT_ASSERT(it_now() < deadline, "replica %d never saw sl_autodb", ports[i]);
+            usleep(20000);
+        }
+        PQfinish(r);
+    }
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nautodb_idle_timeout = 1\n",
+                    "* = host=127.0.0.1 port={PRIMARY} routing=auto load_balance=round_robin "
+                    "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
+    PGconn *c = it_connect_db(&s, "sl_scram", "sl_autodb", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "login through '*': %s", PQerrorMessage(c));
+    double deadline = it_now() + 10;
+    const char *v;
+    while (!(v = recovery_of(c, "SELECT pg_is_in_recovery()")) || strcmp(v, "t") != 0)
+        IT_ASSERT(it_now() < deadline, "reads through '*' never reached a replica (last: %s)",
+                  v ? v : PQerrorMessage(c));
+    int on_replica = 0, seen1 = 0, seen2 = 0;
+    for (int i = 0; i < 100; i++) {
+        PGresult *r = PQexec(c, "SELECT pg_is_in_recovery(), inet_server_port()");
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "read %d: %s", i, PQerrorMessage(c));
+        on_replica += !strcmp(PQgetvalue(r, 0, 0), "t");
+        seen1 |= atoi(PQgetvalue(r, 0, 1)) == it_cl.replica1;
+        seen2 |= atoi(PQgetvalue(r, 0, 1)) == it_cl.replica2;
+        PQclear(r);
+    }
+    IT_ASSERT(on_replica == 100, "reads on replicas: %d of 100", on_replica);
+    IT_ASSERT(seen1 && seen2, "both replicas of the '*' entry take reads");
+    v = recovery_of(c, "/* sluice:primary */ SELECT pg_is_in_recovery()");
+    IT_ASSERT(v && !strcmp(v, "f"), "a write goes to the primary: %s", v ? v : PQerrorMessage(c));
+    IT_ASSERT(it_log_count(&s, "route db=sl_autodb") > 0 &&
+                  it_log_count(&s, "(from the '*' entry)") == 1,
+              "the route says where its replicas came from");
+    PQfinish(c);
+
+    /* Unused: the route closes with its pools, and the next login makes a
+     * new one. */
+    IT_ASSERT(it_log_wait(&s, "route closed after autodb_idle_timeout", 1, 15) == 1,
+              "idle '*' route closed");
+    IT_ASSERT(it_log_wait(&s, "pool removed after autodb_idle_timeout", 1, 15) >= 1,
+              "its pools removed");
+    c = it_connect_db(&s, "sl_scram", "sl_autodb", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "login again: %s", PQerrorMessage(c));
+    deadline = it_now() + 10;
+    while (!(v = recovery_of(c, "SELECT pg_is_in_recovery()")) || strcmp(v, "t") != 0)
+        IT_ASSERT(it_now() < deadline, "reads after the route came back never reached a replica");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    drop_autodb();
+}
+
 int main(void) {
     it_init("it_protocol");
     negotiate();
     ssl_inside_tls();
     check_values();
+    star_replicas();
     return it_done();
 }
