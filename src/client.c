@@ -409,6 +409,13 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         sl_client_fatal(c, "08P01", "replication connections are not supported by sluice");
         return;
     }
+    /* PostgreSQL 15 answers a newer 3.x or protocol options ("_pq_.") with
+     * NegotiateProtocolVersion right here, before authentication: the
+     * client then carries on in 3.0 without those options. */
+    if (sl_proto_put_negotiate_version(&c->out, su) < 0) {
+        sl_client_fatal(c, "53200", "out of memory for the protocol negotiation");
+        return;
+    }
     const char *db = sl_startup_get(su, "database");
     c->user = strdup(user);
     c->dbname = strdup(db && *db ? db : user);
@@ -420,6 +427,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     for (int i = 0; i < su->nparams; i++) {
         const char *n = su->params[i].name, *v = su->params[i].value;
         if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication")) continue;
+        /* Listed in NegotiateProtocolVersion above, never a setting. */
+        if (sl_proto_is_protocol_option(n)) continue;
         if (!strcmp(n, "options")) {
             if (sl_strlist_has(c->w->cfg->ignore_startup_parameters, "options")) continue;
             char *copy = strdup(v);
@@ -542,6 +551,16 @@ static bool login_step(sl_client_t *c) {
         case SL_EPROTO:
             sl_client_fatal(c, "08P01", "invalid startup packet layout: expected name/value "
                                         "pairs ending in a NUL byte");
+            return false;
+        }
+        if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->ssl) {
+            /* PostgreSQL takes a second encryption request, once the
+             * connection is encrypted, as a protocol violation. */
+            sl_client_fatal(c, "08P01",
+                            "unsupported frontend protocol %u.%u: an %s inside an encrypted "
+                            "connection is a protocol violation; send the startup packet",
+                            su.version >> 16, su.version & 0xffff,
+                            su.kind == SL_SU_SSL ? "SSLRequest" : "GSSENCRequest");
             return false;
         }
         if (su.kind == SL_SU_SSL && c->w->client_tls && !c->ssl) {

@@ -311,6 +311,46 @@ static bool libpq_knows(const char *key) {
     return found;
 }
 
+/* libpq parameters whose value is one of a fixed list. libpq itself only
+ * checks them when a server connection is made, so a typo would pass
+ * --check and a reload and fail every client later: check them here. */
+static const struct {
+    const char *key;
+    const char *const values[8]; /* NULL-ended */
+} libpq_enums[] = {
+    {"sslmode", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL}},
+    {"gssencmode", {"disable", "prefer", "require", NULL}},
+    {"channel_binding", {"disable", "prefer", "require", NULL}},
+    {"sslcertmode", {"disable", "allow", "require", NULL}},
+    {"sslnegotiation", {"postgres", "direct", NULL}},
+    {"load_balance_hosts", {"disable", "random", NULL}},
+    {"target_session_attrs",
+     {"any", "read-write", "read-only", "primary", "standby", "prefer-standby", NULL}},
+};
+
+/* SL_OK, or fails with the list of accepted values. libpq compares these
+ * case-sensitively, so sluice does too. */
+static int check_libpq_value(parse_ctx_t *ctx, const char *db, const char *key, const char *v) {
+    for (size_t i = 0; i < sizeof libpq_enums / sizeof *libpq_enums; i++) {
+        if (strcmp(libpq_enums[i].key, key) != 0) continue;
+        char list[160] = "";
+        for (int j = 0; libpq_enums[i].values[j]; j++) {
+            if (!strcmp(libpq_enums[i].values[j], v)) return 1;
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "",
+                     libpq_enums[i].values[j]);
+        }
+        return fail(ctx, "database '%s': %s: invalid value '%s' (expected one of %s)", db, key, v,
+                    list);
+    }
+    /* A replication connection cannot carry SQL: no pool could serve it. */
+    if (!strcmp(key, "replication"))
+        return fail(ctx,
+                    "database '%s': replication: sluice pools no replication connections; "
+                    "remove the key",
+                    db);
+    return 1;
+}
+
 /* replicas = host:port[:weight], ... (an IPv6 address goes in brackets). */
 static int parse_replicas(parse_ctx_t *ctx, const char *v, sl_db_cfg_t *db) {
     if (db->replicas) return fail(ctx, "replicas: given twice");
@@ -409,6 +449,8 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
             ok = parse_replicas(ctx, v, &db);
         } else if (!libpq_knows(k)) {
             ok = fail(ctx, "database '%s': unknown connection parameter '%s'", name, k);
+        } else if (!check_libpq_value(ctx, name, k, v)) {
+            ok = 0;
         } else {
             db.keys[db.nkv] = kv.keys[i];
             db.vals[db.nkv] = kv.vals[i];

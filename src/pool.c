@@ -9,6 +9,7 @@
 
 #include "sluice/authq.h"
 #include "sluice/log.h"
+#include "sluice/route.h"
 #include "sluice/tls.h"
 
 enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
@@ -706,7 +707,8 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
      * so arbitrary names cannot make pools pile up. */
     if (p->automatic && p->n_clients == 0 && p->n_waiting == 0 && p->n_used == 0 &&
         p->n_connecting == 0 && cfg->autodb_idle_timeout_ms > 0 &&
-        now - p->unused_since_ms >= cfg->autodb_idle_timeout_ms) {
+        now - p->unused_since_ms >= cfg->autodb_idle_timeout_ms &&
+        sl_route_release_idle(p->w, p->db_alias, now)) {
         while (!sl_list_empty(&p->idle))
             sl_server_close(sl_container_of(sl_list_first(&p->idle), sl_server_t, node),
                             "autodb_idle_timeout reached");

@@ -250,6 +250,29 @@ int sl_proto_put_ready(sl_buf_t *b, char status) {
     return SL_OK;
 }
 
+int sl_proto_put_negotiate_version(sl_buf_t *b, const sl_startup_t *su) {
+    size_t n = 8;
+    uint32_t nopts = 0;
+    for (int i = 0; i < su->nparams; i++)
+        if (sl_proto_is_protocol_option(su->params[i].name)) {
+            n += strlen(su->params[i].name) + 1;
+            nopts++;
+        }
+    if ((su->version & 0xffff) == 0 && nopts == 0) return 0;
+    uint8_t *p = put_begin(b, 'v', n);
+    if (!p) return SL_ENOSPACE;
+    sl_put_be32(p, SL_PROTO_V3);
+    sl_put_be32(p + 4, nopts);
+    p += 8;
+    for (int i = 0; i < su->nparams; i++)
+        if (sl_proto_is_protocol_option(su->params[i].name)) {
+            size_t l = strlen(su->params[i].name) + 1;
+            memcpy(p, su->params[i].name, l);
+            p += l;
+        }
+    return 1;
+}
+
 /* A message whose body is one NUL-terminated string. */
 static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
     size_t n = strlen(str) + 1;

@@ -52,8 +52,16 @@ static void reset_backend(sl_backend_t *b) {
     b->failures = 0;
 }
 
+/* The entry a database name is served by: its own, else '*' (automatic). */
+static const sl_db_cfg_t *route_entry(const sl_config_t *cfg, const char *db, bool *automatic) {
+    const sl_db_cfg_t *dbc = sl_config_find_db(cfg, db);
+    *automatic = !dbc;
+    return dbc ? dbc : sl_config_find_db(cfg, "*");
+}
+
 sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
-    const sl_db_cfg_t *dbc = sl_config_find_db(w->cfg, db);
+    bool automatic;
+    const sl_db_cfg_t *dbc = route_entry(w->cfg, db, &automatic);
     if (!dbc || dbc->nreplicas == 0) return NULL;
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
@@ -70,6 +78,7 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
         return NULL;
     }
     snprintf(r->tag, sizeof r->tag, "route db=%s", db);
+    r->automatic = automatic;
     set_backends(r, dbc);
     for (int i = 0; i < r->n; i++)
         reset_backend(&r->b[i]);
@@ -83,8 +92,9 @@ sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     for (int i = 1; i < r->n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
                  r->b[i].addr);
-    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s",
-                sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance]);
+    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s%s",
+                sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance],
+                automatic ? " (from the '*' entry)" : "");
     return r;
 }
 
@@ -333,7 +343,9 @@ void sl_route_reconfigure_all(sl_worker_t *w) {
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
         if (r->retired) continue;
-        const sl_db_cfg_t *db = sl_config_find_db(w->cfg, r->db);
+        bool automatic;
+        const sl_db_cfg_t *db = route_entry(w->cfg, r->db, &automatic);
+        r->automatic = automatic;
         if (!db || db->nreplicas == 0) {
             /* Its clients keep it; their reads go to the primary now. */
             r->retired = true;
@@ -374,11 +386,44 @@ static void route_closed_cb(uv_handle_t *h) {
     free(r);
 }
 
+static void route_close(sl_route_t *r) {
+    sl_list_unlink(&r->node);
+    sl_health_stop(r);
+    uv_close((uv_handle_t *)&r->timer, route_closed_cb);
+}
+
+/* True when no client holds a pool of db, and none did for the last
+ * autodb_idle_timeout. Every client attached to a route holds its
+ * database's pool (client.c refs c->pool before sl_router_attach), so then
+ * no client holds the route either. */
+static bool db_unused(sl_worker_t *w, const char *db, int64_t now) {
+    int64_t timeout = w->cfg->autodb_idle_timeout_ms;
+    if (timeout <= 0) return false;
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        if (strcmp(p->db_alias, db) != 0) continue;
+        if (p->n_clients > 0 || p->n_waiting > 0 || now - p->unused_since_ms < timeout)
+            return false;
+    }
+    return true;
+}
+
+bool sl_route_release_idle(sl_worker_t *w, const char *db, int64_t now) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->routes) {
+        sl_route_t *r = sl_container_of(it, sl_route_t, node);
+        if (strcmp(r->db, db) != 0) continue;
+        /* Routes of named entries live as long as the config has them. */
+        if (!r->automatic || !db_unused(w, db, now)) return false;
+        sl_log_info(r->tag, "route closed after autodb_idle_timeout");
+        route_close(r);
+    }
+    return true;
+}
+
 void sl_route_close_all(sl_worker_t *w) {
     while (!sl_list_empty(&w->routes)) {
-        sl_route_t *r = sl_container_of(sl_list_first(&w->routes), sl_route_t, node);
-        sl_list_unlink(&r->node);
-        sl_health_stop(r);
-        uv_close((uv_handle_t *)&r->timer, route_closed_cb);
+        route_close(sl_container_of(sl_list_first(&w->routes), sl_route_t, node));
     }
 }

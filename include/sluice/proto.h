@@ -42,6 +42,19 @@ ssize_t sl_proto_parse_startup(const uint8_t *p, size_t n, sl_startup_t *out);
 /* Returns the value of a startup parameter, or NULL. */
 const char *sl_startup_get(const sl_startup_t *su, const char *name);
 
+/* A protocol option ("_pq_.name"): a request to change the protocol, not a
+ * setting. sluice knows none; they are never applied to a session. */
+static inline bool sl_proto_is_protocol_option(const char *name) {
+    return name[0] == '_' && name[1] == 'p' && name[2] == 'q' && name[3] == '_' && name[4] == '.';
+}
+
+/* NegotiateProtocolVersion ('v') as PostgreSQL 15 answers a startup packet
+ * asking for more than 3.0: the newest version sluice speaks (3.0, as the
+ * full code 196608 like PostgreSQL sends it) and the names of the protocol
+ * options it does not know. Returns 1 when written, 0 when the client asked
+ * for 3.0 without options (no message is due), or SL_ENOSPACE. */
+int sl_proto_put_negotiate_version(sl_buf_t *b, const sl_startup_t *su) SL_MUST_USE;
+
 /* Splits a libpq `options` value into name/value pairs: "-c a=b", "-ca=b" and
  * "--a=b" forms, with backslash escapes for spaces. The string is rewritten
  * in place; each pair points into it. Returns pairs found or SL_EPROTO for a

@@ -67,6 +67,7 @@ struct sl_route {
                               * callback frees the route */
     bool checking;           /* health checks started and not stopped */
     bool retired;            /* its replicas left the config: reads go to the primary */
+    bool automatic;          /* made from the '*' entry for this name: closed when unused */
 };
 
 /* What a client must see after its last write: fences are resolved by the
@@ -79,8 +80,15 @@ typedef struct sl_fence {
 } sl_fence_t;
 
 /* The route of a database with replicas (created on first use), or NULL
- * when it has none. user's connection settings are used for the checks. */
+ * when it has none. A name without its own entry takes the '*' entry's
+ * replicas, routing and load_balance. user's connection settings are used
+ * for the checks. */
 sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user);
+/* For pool.c, before it frees a '*' pool of db: false while a route of db
+ * still runs (its health checks borrow the pools of db). A '*' route whose
+ * database no client has used for autodb_idle_timeout is closed here, so
+ * arbitrary names cannot make routes and their checks pile up. */
+bool sl_route_release_idle(sl_worker_t *w, const char *db, int64_t now);
 /* Backend for a transaction: a write goes to the writer, a read to a
  * standby that is up, not lagging and past the fence (the writer when none
  * is). exclude: a backend to avoid (-1: none). -1 if nothing can serve. */

@@ -104,6 +104,21 @@ static void test_errors(void) {
     expect_error("[databases]\napp = host=x nosuchparam=1\n",
                  "t.ini:2: database 'app': unknown connection parameter 'nosuchparam'");
     expect_error("[databases]\napp = host=x pool_size=0\n", "t.ini:2: pool_size");
+    /* libpq checks these only when it connects: a typo must fail here. */
+    expect_error("[databases]\na = host=x\napp = host=x sslmode=bogus\n",
+                 "t.ini:3: database 'app': sslmode: invalid value 'bogus' (expected one of "
+                 "disable, allow, prefer, require, verify-ca, verify-full)");
+    expect_error("[databases]\napp = host=x sslmode=Require\n", "t.ini:2: database 'app': sslmode");
+    expect_error("[databases]\napp = host=x gssencmode=always\n",
+                 "t.ini:2: database 'app': "
+                 "gssencmode: invalid value 'always'");
+    expect_error("[databases]\napp = host=x target_session_attrs=rw\n",
+                 "t.ini:2: database 'app': target_session_attrs");
+    expect_error("[databases]\napp = host=x channel_binding=yes\n",
+                 "t.ini:2: database 'app': channel_binding");
+    expect_error("[databases]\napp = host=x replication=database\n",
+                 "t.ini:2: database 'app': replication: sluice pools no replication");
+    expect_error("[databases]\n* = host=x sslmode=bogus\n", "t.ini:2: database '*': sslmode");
     expect_error("[databases]\napp = host='x\n", "t.ini:2: unterminated");
     expect_error("[databases]\napp = host=x\napp = host=y\n", "t.ini:3: database 'app' defined twice");
     expect_error("[users]\nbob = color=blue\n", "t.ini:2: user 'bob': unknown key 'color'");

@@ -190,6 +190,50 @@ static void test_build(void) {
     ASSERT_EQ(sl_proto_parse_param_status(ps, 8, &kv), SL_EPROTO);
 }
 
+/* A 3.2 startup with protocol options: NegotiateProtocolVersion names each
+ * option once, in order, and offers 3.0; a plain 3.0 startup needs none. */
+static void test_negotiate(void) {
+    uint8_t pkt[256], data[256];
+    const char *kv[] = {"user", "bob", "_pq_.a", "1", "database", "d", "_pq_.bee", "2", NULL};
+    size_t n = build_startup(pkt, SL_PROTO_V3 + 2, kv);
+    sl_startup_t su;
+    ASSERT_EQ(sl_proto_parse_startup(pkt, n, &su), (long long)n);
+    ASSERT_EQ(su.version & 0xffff, 2);
+    sl_buf_t b = {.data = data, .cap = sizeof data};
+    ASSERT_EQ(sl_proto_put_negotiate_version(&b, &su), 1);
+    static const uint8_t want[] = {'v', 0,   0,   0,   28,  0,   3,   0,   0,   0,
+                                   0,   0,   2,   '_', 'p', 'q', '_', '.', 'a', 0,
+                                   '_', 'p', 'q', '_', '.', 'b', 'e', 'e', 0};
+    ASSERT_EQ(sl_buf_len(&b), sizeof want);
+    ASSERT_TRUE(memcmp(data, want, sizeof want) == 0);
+    ASSERT_TRUE(sl_proto_is_protocol_option("_pq_.x"));
+    ASSERT_TRUE(!sl_proto_is_protocol_option("_pq_"));
+    ASSERT_TRUE(!sl_proto_is_protocol_option("application_name"));
+
+    /* 3.1 without options: still answered, with an empty list. */
+    const char *plain[] = {"user", "bob", NULL};
+    n = build_startup(pkt, SL_PROTO_V3 + 1, plain);
+    ASSERT_EQ(sl_proto_parse_startup(pkt, n, &su), (long long)n);
+    b = (sl_buf_t){.data = data, .cap = sizeof data};
+    ASSERT_EQ(sl_proto_put_negotiate_version(&b, &su), 1);
+    ASSERT_EQ(sl_buf_len(&b), 13);
+    ASSERT_EQ(sl_be32(data + 9), 0);
+
+    /* 3.0 without options: nothing to negotiate. */
+    n = build_startup(pkt, SL_PROTO_V3, plain);
+    ASSERT_EQ(sl_proto_parse_startup(pkt, n, &su), (long long)n);
+    b = (sl_buf_t){.data = data, .cap = sizeof data};
+    ASSERT_EQ(sl_proto_put_negotiate_version(&b, &su), 0);
+    ASSERT_EQ(sl_buf_len(&b), 0);
+
+    /* No room: the buffer is left as it was. */
+    n = build_startup(pkt, SL_PROTO_V3 + 2, kv);
+    ASSERT_EQ(sl_proto_parse_startup(pkt, n, &su), (long long)n);
+    b = (sl_buf_t){.data = data, .cap = 12};
+    ASSERT_EQ(sl_proto_put_negotiate_version(&b, &su), SL_ENOSPACE);
+    ASSERT_EQ(sl_buf_len(&b), 0);
+}
+
 int main(void) {
     test_startup_ok();
     test_startup_special();
@@ -197,5 +241,6 @@ int main(void) {
     test_options();
     test_scan();
     test_build();
+    test_negotiate();
     return check_done("test_proto");
 }
