@@ -231,10 +231,10 @@ static void param_status(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
-/* Five clients send one byte of a message header and stall: none of them
- * gets the only server, another client's query runs at once, and a stalled
- * client that sends the rest is served. Before, the first one took the
- * server for good. */
+/* Five clients send one byte of a message header and stall, a sixth half a
+ * Query: none of them gets the only server, another client's query runs at
+ * once, and a stalled client that sends the rest is served. Before, the
+ * first one took the server for good. */
 static void partial_header(void) {
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\nquery_wait_timeout = 10\n",
@@ -244,6 +244,10 @@ static void partial_header(void) {
         stalled[i] = it_connect(&s, "sl_scram", NULL);
         raw_send(stalled[i], "Q", 1);
     }
+    /* And one the header and half the body of a Query (held until whole). */
+    PGconn *half = it_connect(&s, "sl_scram", NULL);
+    static const char head[] = "Q\0\0\0\x0dSELE";
+    raw_send(half, head, sizeof head - 1);
     usleep(300000);
     PGconn *c = it_connect(&s, "sl_scram", NULL);
     double t0 = it_now();
@@ -258,9 +262,18 @@ static void partial_header(void) {
               "the completed Query is answered");
     IT_ASSERT(raw_wait_msg(stalled[0], 'Z', body, sizeof body, 5) > 0, "ReadyForQuery");
     IT_ASSERT(!strcmp(it_value(c, "SELECT 2"), "2"), "the server went back to the pool");
+    /* A transaction that ends with only the first byte of the next header
+     * in the input gives its server back too. */
+    static const char whole_and_one[] = "Q\0\0\0\x0dSELECT 9\0Q";
+    raw_send(stalled[0], whole_and_one, sizeof whole_and_one - 1); /* without the last NUL */
+    IT_ASSERT(raw_wait_msg(stalled[0], 'Z', body, sizeof body, 5) > 0, "SELECT 9 answered");
+    t0 = it_now();
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 3"), "3"), "the server is free for another client");
+    took = it_now() - t0;
+    IT_ASSERT(took < 3, "SELECT 3 took %.2f s behind a client with one byte pending", took);
     for (int i = 0; i < 5; i++)
         PQfinish(stalled[i]);
-    PQfinish(c);
+    PQfinish(half), PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
