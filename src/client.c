@@ -769,6 +769,9 @@ static bool partial_expired(const sl_client_t *c, int64_t now) {
 
 void sl_client_tick(sl_client_t *c, int64_t now) {
     const sl_config_t *cfg = c->w->cfg;
+    /* A full input buffer: sluice reads nothing more from the client until
+     * its server takes bytes. That wait is the server's, not the client's. */
+    if (c->partial_ms && c->in.data && sl_buf_len(&c->in) >= c->in.cap) c->partial_ms = now;
     if (c->state != SL_CL_CLOSING && partial_expired(c, now)) {
         /* Its server, if any, got part of the message: it is closed. */
         sl_client_fatal(c, "08P01",

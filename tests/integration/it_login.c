@@ -327,16 +327,53 @@ static void partial_timeout(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* A server that is slow to take a long message is no stalled client: while
+ * sluice cannot pass the client's bytes on, it stops reading them, and that
+ * time does not count toward client_partial_message_timeout. */
+static void slow_server(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nclient_partial_message_timeout = 1\n", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    enum { BIG = 32 << 20 }; /* more than the sockets between client and server hold */
+    char *big = malloc(BIG + 1);
+    memset(big, 'b', BIG);
+    big[BIG] = '\0';
+    const char *params[1] = {big};
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline mode");
+    double t0 = it_now();
+    /* The server sleeps first: the Bind carrying `big` waits in sluice. */
+    IT_ASSERT(PQsendQueryParams(c, "SELECT pg_sleep(3)", 0, NULL, NULL, NULL, NULL, 0), "send");
+    IT_ASSERT(PQsendQueryParams(c, "SELECT length($1)", 1, NULL, params, NULL, NULL, 0), "send");
+    IT_ASSERT(PQpipelineSync(c) == 1, "sync: %s", PQerrorMessage(c));
+    PGresult *r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "pg_sleep: %s", PQerrorMessage(c));
+    PQclear(r);
+    IT_ASSERT(PQgetResult(c) == NULL, "end of the first result");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) == BIG,
+              "the long message went through: %s", PQerrorMessage(c));
+    PQclear(r);
+    IT_ASSERT(PQgetResult(c) == NULL, "end of the second result");
+    r = PQgetResult(c);
+    IT_ASSERT(PQresultStatus(r) == PGRES_PIPELINE_SYNC, "sync");
+    PQclear(r);
+    IT_ASSERT(it_now() - t0 >= 2.5, "the server did sleep");
+    PQexitPipelineMode(c);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'still here'"), "still here"), "the client stays");
+    IT_ASSERT(it_log_count(&s, "client_partial_message_timeout") == 0, "no timeout");
+    free(big);
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(int argc, char **argv) {
     it_init("it_login");
     static const struct {
         const char *name;
         void (*fn)(void);
-    } parts[] = {{"tx_busy_login", tx_busy_login},
-                 {"param_status", param_status},
-                 {"partial_header", partial_header},
-                 {"partial_timeout", partial_timeout},
-                 {"session_crowd", session_crowd}};
+    } parts[] = {{"tx_busy_login", tx_busy_login},   {"param_status", param_status},
+                 {"partial_header", partial_header}, {"partial_timeout", partial_timeout},
+                 {"slow_server", slow_server},       {"session_crowd", session_crowd}};
     /* A part's name as argument runs that part alone. */
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
         if (argc < 2 || !strcmp(argv[1], parts[i].name)) parts[i].fn();
