@@ -327,6 +327,15 @@ static void auth_ok(sl_client_t *c) {
     }
     if (c->w->cfg->log_connections) sl_log_info(c->tag, "login ok");
     if (!sl_client_flush(c)) return;
+    /* As PgBouncer does: once the pool knows what a fresh backend reports,
+     * the login needs no server, and a busy pool does not hold it up. */
+    sl_pool_t *lp = sl_router_login_pool(c);
+    if (lp && lp->defaults.n > 0) {
+        sl_relay_welcome(c, lp);
+        return;
+    }
+    /* The pool never connected: a first backend login answers this one
+     * (and fills the pool's cache), or reports why it failed. */
     sl_client_set_state(c, SL_CL_LOGIN_WAIT);
     sl_client_update_poll(c);
     c->waiter.cb = waiter_cb;
@@ -710,7 +719,7 @@ static void on_readable(sl_client_t *c) {
             sl_client_close(c, "client disconnected");
             return;
         }
-        if (sl_buf_len(&c->in) > 0) sl_client_request_server(c);
+        if (sl_client_has_request(c)) sl_client_request_server(c);
         return;
     }
     /* A replica serving a read must not get a write sent meanwhile. */
@@ -776,8 +785,29 @@ void sl_client_cancel_wait(sl_client_t *c) {
 
 /* ---- timeouts and shutdown ---- */
 
+/* A message that stays incomplete may hold a server (in session pooling, a
+ * transaction, or a message streaming to it): no client keeps one that way
+ * longer than client_partial_message_timeout. */
+static bool partial_expired(const sl_client_t *c, int64_t now) {
+    int64_t limit = c->w->cfg->client_partial_message_timeout_ms;
+    return limit > 0 && c->partial_ms && !sl_scan_at_boundary(&c->scan) &&
+           now - c->partial_ms >= limit;
+}
+
 void sl_client_tick(sl_client_t *c, int64_t now) {
     const sl_config_t *cfg = c->w->cfg;
+    /* A full input buffer: sluice reads nothing more from the client until
+     * its server takes bytes. That wait is the server's, not the client's. */
+    if (c->partial_ms && c->in.data && sl_buf_len(&c->in) >= c->in.cap) c->partial_ms = now;
+    if (c->state != SL_CL_CLOSING && partial_expired(c, now)) {
+        /* Its server, if any, got part of the message: it is closed. */
+        sl_client_fatal(c, "08P01",
+                        "client_partial_message_timeout: a message stayed incomplete for more "
+                        "than %lld ms; send each message whole, or raise "
+                        "client_partial_message_timeout",
+                        (long long)cfg->client_partial_message_timeout_ms);
+        return;
+    }
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:

@@ -59,6 +59,7 @@ static const opt_t opts[] = {
     O_STR("auth_user", auth_user, ""),
     O_MS("client_idle_timeout", client_idle_timeout_ms, "0", 86400 * 365),
     O_MS("client_login_timeout", client_login_timeout_ms, "60", 86400),
+    O_MS("client_partial_message_timeout", client_partial_message_timeout_ms, "30", 86400),
     O_STR("client_tls13_ciphers", client_tls13_ciphers, ""),
     O_STR("client_tls_ca_file", client_tls_ca_file, ""),
     O_STR("client_tls_cert_file", client_tls_cert_file, ""),

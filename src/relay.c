@@ -143,10 +143,10 @@ static void params_settled(sl_client_t *c, sl_server_t *s) {
 
 /* Parameters the client did not give take the pool's fresh-login values, so
  * that it never inherits what an earlier client set on the same server. */
-static void fill_defaults(sl_client_t *c, const sl_server_t *s) {
-    /* The server's own pool: with replicas, the login may be served by any
-     * backend, and the primary's pool may never have connected. */
-    const sl_params_t *d = &((const sl_pool_t *)s->owner)->defaults;
+static void fill_defaults(sl_client_t *c, const sl_pool_t *p) {
+    /* The pool that serves the login: with replicas, that may be any
+     * backend's, and the primary's pool may never have connected. */
+    const sl_params_t *d = &p->defaults;
     for (int i = 0; i < d->n; i++) {
         const char *name = d->v[i].name;
         if ((is_settable(name) || sl_strlist_has(c->w->cfg->track_extra_parameters, name)) &&
@@ -160,7 +160,7 @@ static void fill_defaults(sl_client_t *c, const sl_server_t *s) {
 void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     c->server = s;
     s->link = c;
-    if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s);
+    if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s->owner);
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
@@ -194,9 +194,11 @@ static bool server_clean(sl_client_t *c, sl_server_t *s) {
     if (c->barrier)
         return c->pending == sl_router_held_pending(c) && s->tx_status == 'I' &&
                sl_scan_at_boundary(&s->scan) && c->in.head == c->barrier_off && sl_ps_idle(c);
+    /* The start of a header the client sent was never forwarded (see
+     * sl_client_fwd_limit): it waits for the next server, and holds none. */
     return c->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
-           sl_scan_at_boundary(&s->scan) && sl_scan_at_boundary(&c->scan) &&
-           sl_buf_len(&c->in) == 0 && !c->holding && sl_ps_idle(c);
+           sl_scan_at_boundary(&s->scan) && !c->scan.in_body &&
+           sl_buf_len(&c->in) == c->scan.hdr_len && !c->holding && sl_ps_idle(c);
 }
 
 void sl_relay_unlink(sl_client_t *c) {
@@ -237,10 +239,15 @@ static bool activate(sl_client_t *c, sl_server_t *s) {
     return true;
 }
 
-static bool send_welcome(sl_client_t *c, sl_server_t *s) {
+/* The end of a login: a ParameterStatus for each of `reported` (a server's,
+ * or a pool's cached ones), with the client's own value where it has one,
+ * then sluice's BackendKeyData and ReadyForQuery. */
+static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
     int rc = SL_OK;
-    for (int i = 0; i < s->reported.n && rc == SL_OK; i++)
-        rc = sl_proto_put_param_status(&c->out, s->reported.v[i].name, s->reported.v[i].value);
+    for (int i = 0; i < reported->n && rc == SL_OK; i++) {
+        const char *name = reported->v[i].name, *own = sl_params_get(&c->params, name);
+        rc = sl_proto_put_param_status(&c->out, name, own ? own : reported->v[i].value);
+    }
     if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
     if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
@@ -261,6 +268,21 @@ static bool send_welcome(sl_client_t *c, sl_server_t *s) {
     return true;
 }
 
+/* The client has its ReadyForQuery: what it pipelined after authenticating
+ * is its first request (a server is asked for only once a whole header is
+ * in, see sl_client_has_request). */
+static void welcomed(sl_client_t *c) {
+    if (!sl_client_flush(c)) return;
+    if (sl_buf_len(&c->in) > 0 && sl_relay_scan_client(c)) {
+        if (c->state == SL_CL_IDLE && sl_client_has_request(c)) {
+            sl_client_request_server(c);
+            return;
+        }
+        if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
+    }
+    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+}
+
 static void setup_done(sl_server_t *s, const char *err, const char *code) {
     sl_client_t *c = s->link;
     if (!c) {
@@ -277,7 +299,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
     }
     if (!c->params_fp || c->params_fp != s->params_fp) params_settled(c, s);
     if (c->state == SL_CL_LOGIN_WAIT) {
-        if (!send_welcome(c, s)) return;
+        if (!send_welcome(c, &s->reported)) return;
         if (c->pool->mode == SL_POOL_SESSION) {
             if (!activate(c, s)) return;
         } else {
@@ -286,18 +308,22 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
             sl_pool_release(s, true);
             sl_client_set_state(c, SL_CL_IDLE);
         }
-        if (!sl_client_flush(c)) return;
-        if (sl_buf_len(&c->in) > 0 && sl_relay_scan_client(c)) {
-            if (c->state == SL_CL_IDLE && sl_buf_len(&c->in) > 0) {
-                sl_client_request_server(c);
-                return;
-            }
-            if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
-        }
-        sl_client_update_poll(c);
+        welcomed(c);
         return;
     }
     if (activate(c, s) && sl_relay_flush_c2s(c)) sl_client_update_poll(c);
+}
+
+bool sl_relay_welcome(sl_client_t *c, const sl_pool_t *p) {
+    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+        sl_client_fatal(c, "53200", "out of memory");
+        return false;
+    }
+    fill_defaults(c, p);
+    if (!send_welcome(c, &p->defaults)) return false;
+    sl_client_set_state(c, SL_CL_IDLE);
+    welcomed(c);
+    return true;
 }
 
 /* ---- client -> server ---- */
@@ -474,9 +500,20 @@ static void mark_unvetted(sl_client_t *c) {
         c->unvetted = true;
 }
 
+/* Notes when the message the client's input ends in began to arrive, for
+ * client_partial_message_timeout: now if it began in the bytes just framed
+ * (after a boundary), kept if it was already incomplete before them. */
+static void note_partial(sl_client_t *c, bool began) {
+    if (sl_scan_at_boundary(&c->scan))
+        c->partial_ms = 0;
+    else if (began || !c->partial_ms)
+        c->partial_ms = sl_now_ms(c->w);
+}
+
 bool sl_relay_scan_client(sl_client_t *c) {
     /* Frames the scan_new bytes last appended at the tail; the scanner's
      * state carries a message split across reads. */
+    bool began = sl_scan_at_boundary(&c->scan); /* a message starts in these bytes */
     uint32_t off = c->in.tail - c->scan_new;
     c->scan_new = 0;
     /* Session state matters only when servers are shared. */
@@ -490,6 +527,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
                             c->scan.len);
             return false;
         }
+        if (ev == SL_SCAN_END) began = true;
         if (ev == SL_SCAN_END && c->holding) {
             c->holding = false;
             bool removed;
@@ -516,6 +554,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
             c->in.tail = off - 5;
             c->scan = (sl_scan_t){0};
             c->terminated = true;
+            note_partial(c, true);
             return true;
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
@@ -541,6 +580,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
             mark_unvetted(c);
         }
     }
+    note_partial(c, began);
     return true;
 }
 
@@ -747,7 +787,7 @@ static void maybe_release(sl_client_t *c) {
     c->barrier = false;
     sl_client_set_state(c, SL_CL_IDLE);
     /* Requests held behind the barrier are routed on their own. */
-    if (held && sl_buf_len(&c->in) > 0) sl_client_request_server(c);
+    if (held && sl_client_has_request(c)) sl_client_request_server(c);
 }
 
 void sl_relay_check_release(sl_client_t *c) {

@@ -158,6 +158,16 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
     sl_route_begin(r, b);
 }
 
+sl_pool_t *sl_router_login_pool(sl_client_t *c) {
+    sl_route_t *r = c->route;
+    if (!r) return c->pool;
+    /* As sl_router_request picks for a login: a fresh client has no fence. */
+    bool write = r->routing != SL_ROUTE_REPLICA;
+    int b = sl_route_pick(r, write, NULL, -1);
+    if (b < 0) b = sl_route_pick(r, !write, NULL, -1);
+    return b >= 0 ? backend_pool(c, b) : NULL;
+}
+
 int sl_router_request(sl_client_t *c) {
     sl_route_t *r = c->route;
     sl_pool_t *p = c->pool;

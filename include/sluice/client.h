@@ -24,7 +24,8 @@
 enum sl_client_state {
     SL_CL_LOGIN,      /* reading the startup packet */
     SL_CL_AUTH,       /* password exchange */
-    SL_CL_LOGIN_WAIT, /* authenticated, waiting for a server to complete login */
+    SL_CL_LOGIN_WAIT, /* authenticated, waiting for a first server: its pool has no
+                         cached parameters to answer the login with yet */
     SL_CL_IDLE,       /* no server; nothing pending (transaction/statement mode) */
     SL_CL_WAITING,    /* has a request, waiting for a server */
     SL_CL_ACTIVE,     /* linked to a server */
@@ -101,6 +102,7 @@ typedef struct sl_client {
     int64_t connect_ms;    /* accepted */
     int64_t query_ms;      /* the oldest request still unanswered was sent */
     int64_t last_io_ms;    /* last request sent or last ReadyForQuery relayed */
+    int64_t partial_ms;    /* the incomplete message `in` ends in began to arrive; 0: none */
 } sl_client_t;
 
 /* Where forwarding client bytes to the server stops: before a held Query
@@ -108,6 +110,12 @@ typedef struct sl_client {
 static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
     uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
     return c->barrier && c->barrier_off < limit ? c->barrier_off : limit;
+}
+
+/* Bytes a server could take now: a partial header, or the start of a Query
+ * held until whole, is no reason to ask for a server. */
+static inline bool sl_client_has_request(const sl_client_t *c) {
+    return sl_client_fwd_limit(c) > c->in.head;
 }
 
 void sl_client_accept(sl_worker_t *w, int fd, const char *peer);

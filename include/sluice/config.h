@@ -89,6 +89,8 @@ typedef struct sl_config {
     /* clients */
     int64_t query_wait_timeout_ms, query_timeout_ms, client_idle_timeout_ms;
     int64_t client_login_timeout_ms, idle_transaction_timeout_ms;
+    /* close a client whose message stays incomplete this long (0: never) */
+    int64_t client_partial_message_timeout_ms;
     int64_t autodb_idle_timeout_ms; /* free a '*' pool unused this long */
     /* TLS towards clients (sluice's own, OpenSSL) and backends (libpq's) */
     int client_tls_sslmode; /* enum sl_tls_mode */

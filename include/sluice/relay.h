@@ -9,8 +9,14 @@
 #include "sluice/client.h"
 
 /* Links c to s (parameters are applied first when they differ), then starts
- * relaying. Used at login and for each transaction. */
+ * relaying. Used for each transaction (each session in session pooling), and
+ * at login when the pool has no cached parameters yet. */
 void sl_relay_link(sl_client_t *c, sl_server_t *s);
+/* Answers an authenticated client's login without a server, from pool p's
+ * cached parameters (the client's own values where it gave them): the
+ * client becomes idle and gets a server at its first request. False if it
+ * was closed. */
+bool sl_relay_welcome(sl_client_t *c, const sl_pool_t *p);
 /* Frames client bytes read since the last call; false if c was closed. */
 bool sl_relay_scan_client(sl_client_t *c);
 /* Forwards framed client bytes to the linked server; false if c was closed. */

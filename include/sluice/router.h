@@ -14,6 +14,10 @@
 
 /* After login: takes the database's route, if it has one. */
 bool sl_router_attach(sl_client_t *c);
+/* The pool whose cached parameters answer the client's login: its one
+ * pool, or with replicas the backend a login would be served by (NULL when
+ * none is up). */
+sl_pool_t *sl_router_login_pool(sl_client_t *c);
 /* Queues the client for a server: 1 queued, 0 the first request is not
  * complete yet (routing needs it whole), -1 the client was answered with an
  * error or closed. */

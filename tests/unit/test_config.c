@@ -19,6 +19,7 @@ static void test_defaults(void) {
     ASSERT_EQ(c->max_client_conn, 100);
     ASSERT_EQ(c->pool_mode, SL_POOL_SESSION);
     ASSERT_EQ(c->query_wait_timeout_ms, 120000);
+    ASSERT_EQ(c->client_partial_message_timeout_ms, 30000);
     ASSERT_EQ(c->server_lifetime_ms, 3600000);
     ASSERT_STREQ(c->server_reset_query, "DISCARD ALL");
     ASSERT_STREQ(c->unix_socket_dir, "/tmp");
@@ -47,6 +48,7 @@ static void test_full(void) {
                        "auth_type = scram-sha-256\n"
                        "auth_file = /etc/userlist.txt\n"
                        "query_wait_timeout = 1.5\n"
+                       "client_partial_message_timeout = 0.5\n"
                        "log_connections = 0\n"
                        "ignore_startup_parameters = extra_float_digits, search_path\n";
     sl_config_t *c = load(text, err);
@@ -58,6 +60,7 @@ static void test_full(void) {
     ASSERT_EQ(c->listen_port, 7000);
     ASSERT_EQ(c->auth_type, SL_AUTH_SCRAM);
     ASSERT_EQ(c->query_wait_timeout_ms, 1500);
+    ASSERT_EQ(c->client_partial_message_timeout_ms, 500);
     ASSERT_TRUE(!c->log_connections);
     ASSERT_EQ(c->ndbs, 3);
     const sl_db_cfg_t *d = sl_config_find_db(c, "app");
