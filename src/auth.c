@@ -22,9 +22,7 @@
 #define AUTH_SASL_CONTINUE 11
 #define AUTH_SASL_FINAL 12
 
-static int put_ok(sl_buf_t *out) {
-    return sl_proto_put_auth(out, AUTH_OK, NULL, 0);
-}
+static int put_ok(sl_buf_t *out) { return sl_proto_put_auth(out, AUTH_OK, NULL, 0); }
 
 static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
     static const char mechs[] = "SCRAM-SHA-256\0"; /* list ends with an empty name */
@@ -119,7 +117,7 @@ static enum sl_auth_result check_plain(sl_auth_t *a, const char *user, const cha
     if (a->user->kind == SL_SECRET_PLAIN) {
         size_t n = strlen(a->user->secret);
         return strlen(pw) == n && CRYPTO_memcmp(pw, a->user->secret, n) == 0 ? SL_AUTH_OK
-                                                                             : SL_AUTH_FAIL;
+                                                                              : SL_AUTH_FAIL;
     }
     if (a->user->kind == SL_SECRET_MD5) {
         char h[36] = "md5";
@@ -142,8 +140,8 @@ static enum sl_auth_result scram_step(sl_auth_t *a, const uint8_t *body, size_t 
         if (!sec) return SL_AUTH_FAIL;
         uint8_t rnd[18];
         char nonce[32];
-        if (RAND_bytes(rnd, sizeof rnd) != 1 ||
-            sl_base64_encode(rnd, sizeof rnd, nonce, sizeof nonce) < 0)
+        if (RAND_bytes(rnd, sizeof rnd) != 1 || sl_base64_encode(rnd, sizeof rnd, nonce,
+                                                                  sizeof nonce) < 0)
             return SL_AUTH_FAIL;
         int len = sl_scram_server_first(a->scram, sec, data, dl, nonce, reply, sizeof reply);
         if (len < 0) return SL_AUTH_BAD_MESSAGE;

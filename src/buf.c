@@ -36,8 +36,7 @@ void sl_bufpool_init(sl_bufpool_t *bp, uint32_t size, uint32_t maxfree) {
 }
 
 void sl_bufpool_destroy(sl_bufpool_t *bp) {
-    for (uint32_t i = 0; i < bp->nfree; i++)
-        free(bp->free[i]);
+    for (uint32_t i = 0; i < bp->nfree; i++) free(bp->free[i]);
     free(bp->free);
     bp->free = NULL;
     bp->nfree = 0;

@@ -254,8 +254,7 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
 static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen) {
     char port[16];
     snprintf(port, sizeof port, "%d", w->cfg->listen_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     bool any = strcmp(host, "*") == 0;
@@ -273,7 +272,8 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         char desc[160];
         format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, w->cfg->listen_backlog) != 0) {
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+            listen(fd, w->cfg->listen_backlog) != 0) {
             snprintf(err, errlen, "cannot listen on %s: %s", desc, strerror(errno));
             close(fd);
             /* An address family the host lacks (no IPv6) is not fatal for '*'. */

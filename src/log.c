@@ -18,13 +18,9 @@ static struct {
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
-bool sl_log_enabled(enum sl_log_level level) {
-    return level <= sink.level;
-}
+bool sl_log_enabled(enum sl_log_level level) { return level <= sink.level; }
 
-void sl_log_set_level(enum sl_log_level level) {
-    sink.level = level;
-}
+void sl_log_set_level(enum sl_log_level level) { sink.level = level; }
 
 int sl_log_open(const char *path) {
     if (!path || !*path) {

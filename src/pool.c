@@ -30,15 +30,9 @@ static void pool_wake(sl_pool_t *p) {
 
 static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
     switch (s->owner_list) {
-    case LIST_IDLE:
-        p->n_idle--;
-        break;
-    case LIST_USED:
-        p->n_used--;
-        break;
-    case LIST_CONNECTING:
-        p->n_connecting--;
-        break;
+    case LIST_IDLE: p->n_idle--; break;
+    case LIST_USED: p->n_used--; break;
+    case LIST_CONNECTING: p->n_connecting--; break;
     }
     sl_list_unlink(&s->node);
     s->owner_list = which;
@@ -48,18 +42,12 @@ static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
         sl_list_push_front(&p->idle, &s->node);
         p->n_idle++;
         break;
-    case LIST_USED:
-        sl_list_push_back(&p->used, &s->node), p->n_used++;
-        break;
-    case LIST_CONNECTING:
-        sl_list_push_back(&p->connecting, &s->node), p->n_connecting++;
-        break;
+    case LIST_USED: sl_list_push_back(&p->used, &s->node), p->n_used++; break;
+    case LIST_CONNECTING: sl_list_push_back(&p->connecting, &s->node), p->n_connecting++; break;
     }
 }
 
-int sl_pool_total(const sl_pool_t *p) {
-    return p->n_idle + p->n_used + p->n_connecting;
-}
+int sl_pool_total(const sl_pool_t *p) { return p->n_idle + p->n_used + p->n_connecting; }
 
 static void server_closing(sl_server_t *s) {
     sl_pool_t *p = s->owner;
@@ -465,12 +453,12 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     s->link = NULL;
     s->io = NULL;
     int64_t now = sl_now_ms(w);
-    const char *why =
-        !clean            ? "released dirty (transaction or message unfinished)"
-        : s->close_needed ? "close requested"
-        : w->cfg->server_lifetime_ms > 0 && now - s->connect_ms >= w->cfg->server_lifetime_ms
-            ? "server_lifetime reached"
-            : NULL;
+    const char *why = !clean                 ? "released dirty (transaction or message unfinished)"
+                      : s->close_needed      ? "close requested"
+                      : w->cfg->server_lifetime_ms > 0 &&
+                              now - s->connect_ms >= w->cfg->server_lifetime_ms
+                          ? "server_lifetime reached"
+                          : NULL;
     if (why) {
         sl_server_close(s, why);
         pool_wake(p);
@@ -493,8 +481,7 @@ void sl_pool_release(sl_server_t *s, bool clean) {
 }
 
 static void free_kv(char **keys, char **vals) {
-    for (int i = 0; keys && keys[i]; i++)
-        free(keys[i]), free(vals[i]);
+    for (int i = 0; keys && keys[i]; i++) free(keys[i]), free(vals[i]);
     free(keys), free(vals);
 }
 
@@ -511,9 +498,7 @@ static void pool_free(sl_pool_t *p) {
     free(p);
 }
 
-static int pick(int own, int user, int global) {
-    return own >= 0 ? own : user >= 0 ? user : global;
-}
+static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
 
 static const sl_db_cfg_t *find_db(const sl_config_t *cfg, const char *name, bool *fallback) {
     const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
@@ -642,7 +627,8 @@ sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, 
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0)
+        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 &&
+            strcmp(p->user, user) == 0)
             return p;
     }
     sl_pool_t *p = calloc(1, sizeof *p);
@@ -671,9 +657,7 @@ sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, 
     return p;
 }
 
-void sl_pool_ref(sl_pool_t *p) {
-    p->n_clients++;
-}
+void sl_pool_ref(sl_pool_t *p) { p->n_clients++; }
 
 void sl_pool_unref(sl_pool_t *p) {
     if (--p->n_clients == 0) p->unused_since_ms = sl_now_ms(p->w);

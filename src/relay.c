@@ -17,13 +17,9 @@
 
 /* Parameters a client can change with SET and expects to keep; when it does,
  * sluice follows so that the next server gets the same value. */
-static const char *const client_settable[] = {"application_name",
-                                              "client_encoding",
-                                              "DateStyle",
-                                              "IntervalStyle",
-                                              "TimeZone",
-                                              "standard_conforming_strings",
-                                              NULL};
+static const char *const client_settable[] = {"application_name", "client_encoding", "DateStyle",
+                                              "IntervalStyle", "TimeZone",
+                                              "standard_conforming_strings", NULL};
 
 static void server_io_cb(sl_server_t *s, int status, int events);
 static bool is_settable(const char *name);
@@ -691,16 +687,13 @@ static bool add_name(sbuf_t *b, const char *name, bool first) {
  * that ran them, before that server goes back to the pool. */
 static void start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
-        for (int i = 0; i < c->params.n; i++)
-            (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
-        for (int i = 0; i < s->applied.n; i++)
-            (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
+        for (int i = 0; i < c->params.n; i++) (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
+        for (int i = 0; i < s->applied.n; i++) (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
     sbuf_t b = {0};
     bool ok = true;
-    for (int i = 0; i < c->dirty.n && ok; i++)
-        ok = add_name(&b, c->dirty.v[i].name, i == 0);
+    for (int i = 0; i < c->dirty.n && ok; i++) ok = add_name(&b, c->dirty.v[i].name, i == 0);
     c->capturing = (uint32_t)c->dirty.n;
     if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
         sl_log_warn(c->tag, "cannot read back changed settings; they stay on %s", s->tag);
@@ -767,8 +760,7 @@ static void maybe_release(sl_client_t *c) {
         sl_client_fatal(c, "25001",
                         "transaction blocks are not allowed in statement pooling mode: send "
                         "statements without BEGIN, or set pool_mode = transaction for "
-                        "database \"%s\"",
-                        c->dbname);
+                        "database \"%s\"", c->dbname);
         return;
     }
     if (!server_clean(c, s)) return;
@@ -790,9 +782,7 @@ static void maybe_release(sl_client_t *c) {
     if (held && sl_client_has_request(c)) sl_client_request_server(c);
 }
 
-void sl_relay_check_release(sl_client_t *c) {
-    maybe_release(c);
-}
+void sl_relay_check_release(sl_client_t *c) { maybe_release(c); }
 
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;

@@ -63,8 +63,7 @@ static void reload(sl_worker_t *w) {
         return;
     }
     sl_hba_t *hba = NULL;
-    if (cfg->auth_type == SL_AUTH_HBA &&
-        !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
+    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_userlist_free(&users);
         sl_config_free(cfg);

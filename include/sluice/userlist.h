@@ -14,10 +14,10 @@
 enum sl_secret_kind { SL_SECRET_PLAIN, SL_SECRET_MD5, SL_SECRET_SCRAM };
 
 typedef struct sl_user_secret {
-    char *name;   /* owned */
-    char *secret; /* owned; never logged */
+    char *name;                /* owned */
+    char *secret;              /* owned; never logged */
     enum sl_secret_kind kind;
-    sl_scram_secret_t *scram; /* owned; parsed or derived on first use, NULL until then */
+    sl_scram_secret_t *scram;  /* owned; parsed or derived on first use, NULL until then */
     /* Recovered from a client's valid SCRAM proof against a stored verifier:
      * with the verifier's ServerKey, it logs in to the backend (pass-through). */
     uint8_t client_key[SL_SCRAM_KEY_LEN];

@@ -43,22 +43,20 @@ typedef struct sl_worker {
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
     int ps_nfree;
-    SSL_CTX *client_tls;     /* owned reference; NULL when client TLS is off */
-    uint8_t mock_secret[32]; /* random at start: salts of users that do not exist */
-    sl_list_t kicks;         /* clients with TLS bytes poll cannot see (client.c) */
-    uv_idle_t kick_idle;     /* runs them before the loop blocks again */
-    sl_stats_t stats;        /* counters since start */
-    sl_stats_t stats_prev;   /* as of the last stats line */
-    int64_t stats_ms;        /* when the last stats line was due */
-    bool shutting_down;      /* SIGTERM: no new clients, close each after its transaction */
-    bool stopping;           /* handles are being closed */
+    SSL_CTX *client_tls;       /* owned reference; NULL when client TLS is off */
+    uint8_t mock_secret[32];   /* random at start: salts of users that do not exist */
+    sl_list_t kicks;           /* clients with TLS bytes poll cannot see (client.c) */
+    uv_idle_t kick_idle;       /* runs them before the loop blocks again */
+    sl_stats_t stats;          /* counters since start */
+    sl_stats_t stats_prev;     /* as of the last stats line */
+    int64_t stats_ms;          /* when the last stats line was due */
+    bool shutting_down; /* SIGTERM: no new clients, close each after its transaction */
+    bool stopping;      /* handles are being closed */
     int exit_code;
 } sl_worker_t;
 
 /* Milliseconds on the loop's clock. */
-static inline int64_t sl_now_ms(const sl_worker_t *w) {
-    return (int64_t)uv_now(w->loop);
-}
+static inline int64_t sl_now_ms(const sl_worker_t *w) { return (int64_t)uv_now(w->loop); }
 
 int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen);
 int sl_worker_run(sl_worker_t *w);
