@@ -446,7 +446,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
                 return;
             }
             sl_kv_t kv[SL_STARTUP_MAX_PARAMS];
-            int k = copy ? sl_proto_parse_options(copy, kv, SL_STARTUP_MAX_PARAMS) : -1;
+            int k = sl_proto_parse_options(copy, kv, SL_STARTUP_MAX_PARAMS);
             for (int j = 0; j < k; j++)
                 if (add_param(c, kv[j].name, kv[j].value) < 0) k = -1;
             free(copy);

@@ -662,6 +662,13 @@ const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name) {
     return NULL;
 }
 
+const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name,
+                                        bool *automatic) {
+    const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
+    *automatic = !db;
+    return db ? db : sl_config_find_db(cfg, "*");
+}
+
 int sl_db_cfg_routing(const sl_db_cfg_t *db) {
     if (db->routing >= 0) return db->nreplicas ? db->routing : SL_ROUTE_PRIMARY;
     return db->nreplicas ? SL_ROUTE_AUTO : SL_ROUTE_PRIMARY;

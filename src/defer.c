@@ -7,8 +7,25 @@ static void idle_cb(uv_idle_t *h) {
     (void)h;
 }
 
+/* Runs what is queued now. The queue is taken as it is: an entry may queue
+ * more work (itself included), which runs on the next round, so nothing can
+ * spin here. An entry may also cancel one still waiting in the batch. */
 static void check_cb(uv_check_t *h) {
-    sl_deferq_drain(h->data);
+    sl_deferq_t *dq = h->data;
+    sl_list_t batch;
+    sl_list_init(&batch);
+    while (!sl_list_empty(&dq->queue)) {
+        sl_list_t *n = dq->queue.next;
+        sl_list_unlink(n);
+        sl_list_push_back(&batch, n);
+    }
+    while (!sl_list_empty(&batch)) {
+        sl_defer_t *d = sl_container_of(batch.next, sl_defer_t, node);
+        sl_list_unlink(&d->node);
+        d->queued = false;
+        d->cb(d);
+    }
+    if (sl_list_empty(&dq->queue)) uv_idle_stop(&dq->idle);
 }
 
 void sl_defer_init(sl_defer_t *d, sl_defer_cb cb) {
@@ -19,8 +36,6 @@ void sl_defer_init(sl_defer_t *d, sl_defer_cb cb) {
 
 void sl_deferq_init(sl_deferq_t *dq, uv_loop_t *loop) {
     sl_list_init(&dq->queue);
-    dq->draining = false;
-    dq->runs = 0;
     uv_check_init(loop, &dq->check);
     dq->check.data = dq;
     uv_check_start(&dq->check, check_cb);
@@ -47,27 +62,4 @@ void sl_defer_cancel(sl_defer_t *d) {
     if (!d->queued) return;
     sl_list_unlink(&d->node);
     d->queued = false;
-}
-
-void sl_deferq_drain(sl_deferq_t *dq) {
-    if (dq->draining) return;
-    dq->draining = true;
-    /* Take the queue as it is now: an entry may queue more work (itself
-     * included); that runs on the next round, so nothing can spin here. */
-    sl_list_t batch;
-    sl_list_init(&batch);
-    while (!sl_list_empty(&dq->queue)) {
-        sl_list_t *n = dq->queue.next;
-        sl_list_unlink(n);
-        sl_list_push_back(&batch, n);
-    }
-    while (!sl_list_empty(&batch)) {
-        sl_defer_t *d = sl_container_of(batch.next, sl_defer_t, node);
-        sl_list_unlink(&d->node);
-        d->queued = false;
-        dq->runs++;
-        d->cb(d);
-    }
-    if (sl_list_empty(&dq->queue)) uv_idle_stop(&dq->idle);
-    dq->draining = false;
 }

@@ -2,8 +2,6 @@
 #include "sluice/login.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -150,17 +148,9 @@ static bool password_keys(sl_login_t *l, const uint8_t *msg, size_t n, sl_login_
         *k = *c;
         return true;
     }
-    uint8_t salted[SL_SCRAM_KEY_LEN];
-    unsigned int olen = SL_SCRAM_KEY_LEN;
-    const char *pw = l->secret.password;
-    bool ok = PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), k->salt, (int)k->salt_len, k->iterations,
-                                EVP_sha256(), SL_SCRAM_KEY_LEN, salted) == 1 &&
-              HMAC(EVP_sha256(), salted, sizeof salted, (const uint8_t *)"Client Key", 10,
-                   k->client_key, &olen) &&
-              HMAC(EVP_sha256(), salted, sizeof salted, (const uint8_t *)"Server Key", 10,
-                   k->server_key, &olen);
-    OPENSSL_cleanse(salted, sizeof salted);
-    if (!ok) return false;
+    if (sl_scram_keys_from_password(l->secret.password, k->salt, k->salt_len, k->iterations,
+                                    k->client_key, k->server_key) != SL_OK)
+        return false;
     l->derived_iterations = k->iterations;
     if (l->secret.cache) *l->secret.cache = *k;
     return true;

@@ -63,15 +63,6 @@ static sl_waiter_t *pop_waiter(sl_pool_t *p) {
     return wt;
 }
 
-/* Always from the head: a waiter's callback may take others off the queue
- * (a client closing cancels its own waits), so no saved next pointer. */
-static void fail_waiters(sl_pool_t *p, const char *err, const char *code) {
-    while (p->n_waiting > 0) {
-        sl_waiter_t *wt = pop_waiter(p);
-        wt->cb(wt, NULL, err, code);
-    }
-}
-
 /* How long a waiter rides out transient login failures before it gets the
  * latest one: server_connect_timeout (what a single attempt may take
  * anyway), or query_wait_timeout if shorter. 0: no bound. */
@@ -82,7 +73,9 @@ static int64_t login_patience_ms(const sl_config_t *cfg) {
 }
 
 /* Fails the waiters that have waited through failures for their patience
- * (or all of them: patience 0 means fail at once). */
+ * (or all of them: patience 0 means fail at once). Always from the head: a
+ * waiter's callback may take others off the queue (a client closing cancels
+ * its own waits), so no saved next pointer. */
 static void fail_waiters_older(sl_pool_t *p, int64_t patience, int64_t now, const char *err,
                                const char *code) {
     while (p->n_waiting > 0) {
@@ -93,7 +86,12 @@ static void fail_waiters_older(sl_pool_t *p, int64_t patience, int64_t now, cons
     }
 }
 
-static void pool_dispatch(sl_pool_t *p);
+/* Fails every waiter with the pool's last login error. */
+static void fail_waiters_login(sl_pool_t *p, int64_t patience, int64_t now) {
+    char msg[512];
+    snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
+    fail_waiters_older(p, patience, now, msg, p->last_code);
+}
 
 static void retry_cb(uv_timer_t *t) {
     sl_pool_t *p = t->data;
@@ -232,8 +230,20 @@ static bool evict_idle_sibling(sl_pool_t *p) {
     return false;
 }
 
-static bool in_login_retry(sl_pool_t *p, int64_t now) {
-    return p->login_fail_ms && now - p->login_fail_ms < p->w->cfg->server_login_retry_ms;
+/* Whether a new backend login may start now. After a transient failure:
+ * one attempt at a time, once its backoff has run (the retry timer wakes
+ * the pool then), so that waiters get the outcome of a fresh attempt, not a
+ * cached one. After a permanent failure (a wrong password, no such
+ * database): none within server_login_retry, asking again would not cure
+ * it. */
+static bool login_allowed(sl_pool_t *p, int64_t now) {
+    if (!p->login_fail_ms) return true;
+    if (p->fail_permanent) return now - p->login_fail_ms >= p->w->cfg->server_login_retry_ms;
+    if (p->n_connecting > 0) return false;
+    int64_t at = p->login_fail_ms + p->retry_delay_ms;
+    if (now >= at) return true;
+    arm_retry(p, at - now);
+    return false;
 }
 
 static const char *pool_kv(const sl_pool_t *p, const char *key) {
@@ -359,12 +369,9 @@ static void pool_dispatch(sl_pool_t *p) {
         p->fail_pending = false;
         /* With no working server to wait for, waiting would only hang; a
          * transient failure is ridden out up to the waiters' patience. */
-        if (p->n_idle + p->n_used == 0) {
-            char msg[512];
-            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
-            bool ride = !p->fail_permanent && !p->fast_fail;
-            fail_waiters_older(p, ride ? login_patience_ms(p->w->cfg) : 0, now, msg, p->last_code);
-        }
+        bool ride = !p->fail_permanent && !p->fast_fail;
+        if (p->n_idle + p->n_used == 0)
+            fail_waiters_login(p, ride ? login_patience_ms(p->w->cfg) : 0, now);
     }
     while (p->n_waiting > 0) {
         sl_list_t *first = sl_list_first(&p->idle);
@@ -390,23 +397,10 @@ static void pool_dispatch(sl_pool_t *p) {
         }
         /* Servers connecting or being checked will serve the first waiters. */
         if (p->n_connecting + p->n_checking >= p->n_waiting) break;
-        if (p->login_fail_ms && !p->fail_permanent) {
-            /* Logins fail for now: one attempt at a time, after the backoff;
-             * waiters wait for its outcome, not for a cached one. */
-            int64_t at = p->login_fail_ms + p->retry_delay_ms;
-            if (p->n_connecting > 0) break;
-            if (now < at) {
-                arm_retry(p, at - now);
-                break;
-            }
-        } else if (in_login_retry(p, now)) {
-            /* A wrong password or a missing database is not cured by
-             * asking again within server_login_retry; waiters with no
-             * working server to wait for are told why at once. */
-            if (p->n_idle + p->n_used > 0) break;
-            char msg[512];
-            snprintf(msg, sizeof msg, SL_POOL_LOGIN_FAILED ": %s", p->last_error);
-            fail_waiters(p, msg, p->last_code);
+        if (!login_allowed(p, now)) {
+            /* Waiters with no working server to wait for are told a
+             * permanent failure at once. */
+            if (p->fail_permanent && p->n_idle + p->n_used == 0) fail_waiters_login(p, 0, now);
             break;
         }
         if (!can_open(p, now) && !(evict_idle_sibling(p) && can_open(p, now))) break;
@@ -464,11 +458,12 @@ void sl_pool_release(sl_server_t *s, bool clean) {
         pool_wake(p);
         return;
     }
-    const char *reset = w->cfg->server_reset_query;
-    if (!*reset || (p->mode != SL_POOL_SESSION && !w->cfg->server_reset_query_always)) reset = "";
     /* State a client left (temp tables, LISTEN, locks...) goes whatever
      * server_reset_query says: DISCARD ALL is what clears all of it. */
-    if (s->reset_needed) reset = "DISCARD ALL";
+    const char *reset = s->reset_needed ? "DISCARD ALL"
+                        : p->mode == SL_POOL_SESSION || w->cfg->server_reset_query_always
+                            ? w->cfg->server_reset_query
+                            : "";
     if (*reset) {
         sl_server_watch(s, 0);
         sl_stmt_cache_clear(&s->stmts, &w->stmts); /* DISCARD ALL drops them */
@@ -500,12 +495,6 @@ static void pool_free(sl_pool_t *p) {
 
 static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
 
-static const sl_db_cfg_t *find_db(const sl_config_t *cfg, const char *name, bool *fallback) {
-    const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
-    *fallback = !db;
-    return db ? db : sl_config_find_db(cfg, "*");
-}
-
 static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
     int i = 0;
     for (; k1[i] && k2[i]; i++)
@@ -519,7 +508,7 @@ static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
 static int configure(sl_pool_t *p) {
     const sl_config_t *cfg = p->w->cfg;
     bool fallback;
-    const sl_db_cfg_t *db = find_db(cfg, p->db_alias, &fallback);
+    const sl_db_cfg_t *db = sl_config_serving_db(cfg, p->db_alias, &fallback);
     if (!db) return SL_ECONFIG;
     const sl_user_cfg_t *ucfg = sl_config_find_user(cfg, p->user);
     p->mode = pick(db->pool_mode, -1, cfg->pool_mode);
@@ -620,7 +609,7 @@ sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, cha
 sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, int backend,
                           char *err, size_t errlen) {
     bool fallback;
-    if (!find_db(w->cfg, dbname, &fallback)) {
+    if (!sl_config_serving_db(w->cfg, dbname, &fallback)) {
         snprintf(err, errlen, "no such database: %s", dbname);
         return NULL;
     }
@@ -734,13 +723,8 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     }
     /* min_pool_size: while backend logins fail, one attempt at a time
      * after the backoff (transient) or none within server_login_retry. */
-    while (sl_pool_total(p) < p->min_size && can_open(p, now)) {
-        if (p->login_fail_ms && !p->fail_permanent
-                ? p->n_connecting > 0 || now < p->login_fail_ms + p->retry_delay_ms
-                : in_login_retry(p, now))
-            break;
+    while (sl_pool_total(p) < p->min_size && can_open(p, now) && login_allowed(p, now))
         open_server(p);
-    }
     pool_wake(p);
 }
 

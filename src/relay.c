@@ -433,10 +433,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
     }
     int mode = c->w->cfg->pin_session_state;
-    /* Whatever happens to the pin, the server must not carry it to the next
-     * client: it is reset when this client leaves it. */
-    if (creates) c->state_made = true;
-    if (!creates || mode == SL_PIN_OFF) return true;
+    if (!creates) return true;
     if (mode == SL_PIN_ERROR) {
         if (parse && sl_ps_wanted(c)) {
             /* The walker answers it with the error, in its place among the
@@ -453,6 +450,10 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         *removed = true;
         return refuse_query(c, start, end, creates);
     }
+    /* Pinned or not, the server must not carry this state to the next
+     * client: it is reset when this client leaves it. */
+    c->state_made = true;
+    if (mode == SL_PIN_OFF) return true;
     char what[128];
     if ((c->pins | creates) != c->pins) {
         for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)

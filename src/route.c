@@ -52,16 +52,9 @@ static void reset_backend(sl_backend_t *b) {
     b->failures = 0;
 }
 
-/* The entry a database name is served by: its own, else '*' (automatic). */
-static const sl_db_cfg_t *route_entry(const sl_config_t *cfg, const char *db, bool *automatic) {
-    const sl_db_cfg_t *dbc = sl_config_find_db(cfg, db);
-    *automatic = !dbc;
-    return dbc ? dbc : sl_config_find_db(cfg, "*");
-}
-
 sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
     bool automatic;
-    const sl_db_cfg_t *dbc = route_entry(w->cfg, db, &automatic);
+    const sl_db_cfg_t *dbc = sl_config_serving_db(w->cfg, db, &automatic);
     if (!dbc || dbc->nreplicas == 0) return NULL;
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
@@ -344,7 +337,7 @@ void sl_route_reconfigure_all(sl_worker_t *w) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
         if (r->retired) continue;
         bool automatic;
-        const sl_db_cfg_t *db = route_entry(w->cfg, r->db, &automatic);
+        const sl_db_cfg_t *db = sl_config_serving_db(w->cfg, r->db, &automatic);
         r->automatic = automatic;
         if (!db || db->nreplicas == 0) {
             /* Its clients keep it; their reads go to the primary now. */

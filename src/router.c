@@ -158,13 +158,18 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
     sl_route_begin(r, b);
 }
 
+/* The backend a login is served by: the one a first transaction would go
+ * to, else any that is up (a login only needs some backend to say hello). */
+static int login_backend(sl_route_t *r, sl_fence_t *fence) {
+    bool write = r->routing != SL_ROUTE_REPLICA;
+    int b = sl_route_pick(r, write, fence, -1);
+    return b >= 0 ? b : sl_route_pick(r, !write, fence, -1);
+}
+
 sl_pool_t *sl_router_login_pool(sl_client_t *c) {
     sl_route_t *r = c->route;
     if (!r) return c->pool;
-    /* As sl_router_request picks for a login: a fresh client has no fence. */
-    bool write = r->routing != SL_ROUTE_REPLICA;
-    int b = sl_route_pick(r, write, NULL, -1);
-    if (b < 0) b = sl_route_pick(r, !write, NULL, -1);
+    int b = login_backend(r, NULL); /* a fresh client has no fence */
     return b >= 0 ? backend_pool(c, b) : NULL;
 }
 
@@ -185,7 +190,7 @@ int sl_router_request(sl_client_t *c) {
             if (routing == SL_ROUTE_AUTO) write = wants_write;
         }
         sl_fence_t *fence = c->w->cfg->read_your_writes && !hinted ? &c->rt->fence : NULL;
-        int b = sl_route_pick(r, write, fence, -1);
+        int b = login ? login_backend(r, fence) : sl_route_pick(r, write, fence, -1);
         /* A read-only alias whose replicas are all out reads from the
          * primary, but never writes there. */
         if (routing == SL_ROUTE_REPLICA && wants_write && b >= 0 && b == r->writer) {
@@ -200,8 +205,6 @@ int sl_router_request(sl_client_t *c) {
                 sl_client_abort_requests(c, "25006", msg);
             return -1;
         }
-        /* A login only needs some backend to say hello. */
-        if (b < 0 && login) b = sl_route_pick(r, !write, fence, -1);
         if (b < 0) {
             char msg[400];
             if (write)

@@ -41,20 +41,31 @@ static void hmac(const uint8_t *key, size_t klen, const void *msg, size_t n, uin
     HMAC(EVP_sha256(), key, (int)klen, msg, n, out, &olen);
 }
 
-int sl_scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
-                                  int iterations, sl_scram_secret_t *out) {
-    if (salt_len > sizeof out->salt || iterations < 1) return SL_EPROTO;
-    uint8_t salted[SL_SCRAM_KEY_LEN], client_key[SL_SCRAM_KEY_LEN];
+int sl_scram_keys_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+                                int iterations, uint8_t client_key[SL_SCRAM_KEY_LEN],
+                                uint8_t server_key[SL_SCRAM_KEY_LEN]) {
+    if (iterations < 1) return SL_EPROTO;
+    uint8_t salted[SL_SCRAM_KEY_LEN];
     if (!PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
                            EVP_sha256(), SL_SCRAM_KEY_LEN, salted))
         return SL_ENOMEM;
     hmac(salted, sizeof salted, "Client Key", 10, client_key);
+    hmac(salted, sizeof salted, "Server Key", 10, server_key);
+    OPENSSL_cleanse(salted, sizeof salted);
+    return SL_OK;
+}
+
+int sl_scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+                                  int iterations, sl_scram_secret_t *out) {
+    if (salt_len > sizeof out->salt) return SL_EPROTO;
+    uint8_t client_key[SL_SCRAM_KEY_LEN];
+    int rc = sl_scram_keys_from_password(password, salt, salt_len, iterations, client_key,
+                                         out->server_key);
+    if (rc != SL_OK) return rc;
     SHA256(client_key, sizeof client_key, out->stored_key);
-    hmac(salted, sizeof salted, "Server Key", 10, out->server_key);
     memcpy(out->salt, salt, salt_len);
     out->salt_len = salt_len;
     out->iterations = iterations;
-    OPENSSL_cleanse(salted, sizeof salted);
     OPENSSL_cleanse(client_key, sizeof client_key);
     return SL_OK;
 }

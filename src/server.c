@@ -97,23 +97,19 @@ void sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
     }
 }
 
-static void finish(sl_server_t *s, const char *err, const char *code) {
+/* Reports the outcome to the owner. transient: a failure a retry may cure
+ * (the backend is not listening, went away, or is starting up or shutting
+ * down): the owner retries rather than passing it on to clients at once. */
+static void finish_as(sl_server_t *s, const char *err, const char *code, bool transient) {
     sl_server_done_cb done = s->done;
-    s->fail_transient = false;
     s->done = NULL;
+    s->fail_transient = transient;
     uv_timer_stop(&s->timer);
     if (done) done(s, err, code);
 }
 
-/* A failure a retry may cure: the backend is not listening, went away, or
- * is starting up or shutting down. The owner retries rather than passing
- * it on to clients at once. */
-static void finish_transient(sl_server_t *s, const char *err, const char *code) {
-    sl_server_done_cb done = s->done;
-    s->done = NULL;
-    s->fail_transient = true;
-    uv_timer_stop(&s->timer);
-    if (done) done(s, err, code);
+static void finish(sl_server_t *s, const char *err, const char *code) {
+    finish_as(s, err, code, false);
 }
 
 /* SQLSTATEs of a backend that cannot take logins for a moment: 57P01
@@ -142,10 +138,7 @@ static void timeout_cb(uv_timer_t *t) {
     const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
                                                : "server_connect_timeout reached";
     sl_server_watch(s, 0);
-    if (s->state == SL_SV_QUERY)
-        finish(s, what, "08006");
-    else
-        finish_transient(s, what, "08006");
+    finish_as(s, what, "08006", s->state != SL_SV_QUERY);
 }
 
 /* ---- connect ---- */
@@ -221,10 +214,7 @@ static bool libpq_transient(const char *msg, const char *code) {
 static void libpq_failed(sl_server_t *s) {
     char msg[480], code[6];
     libpq_failure(s->conn, msg, sizeof msg, code);
-    if (libpq_transient(msg, code))
-        finish_transient(s, msg, code);
-    else
-        finish(s, msg, code);
+    finish_as(s, msg, code, libpq_transient(msg, code));
 }
 
 static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
@@ -673,7 +663,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
     else
         snprintf(msg, sizeof msg, "cannot connect to backend %.200s: %s", s->host,
                  last ? strerror(last) : "no address");
-    finish_transient(s, msg, "08006");
+    finish_as(s, msg, "08006", true);
 }
 
 /* Reads login replies and answers them; false once finished. */
@@ -687,7 +677,7 @@ static bool own_read(sl_server_t *s) {
             char msg[320];
             snprintf(msg, sizeof msg, "backend %.200s closed the connection during login%s%s",
                      s->host, n < 0 ? ": " : "", n < 0 ? strerror((int)-n) : "");
-            finish_transient(s, msg, "08006");
+            finish_as(s, msg, "08006", true);
             return false;
         }
         for (size_t off = 0; off < (size_t)n;) {
@@ -707,10 +697,7 @@ static bool own_read(sl_server_t *s) {
             enum sl_login_result r = sl_login_feed(s->login, s->scan.type, s->coll,
                                                    s->scan.coll_len, reply, sizeof reply, &rlen);
             if (r == SL_LOGIN_FAIL) {
-                if (transient_code(s->login->code))
-                    finish_transient(s, s->login->error, s->login->code);
-                else
-                    finish(s, s->login->error, s->login->code);
+                finish_as(s, s->login->error, s->login->code, transient_code(s->login->code));
                 return false;
             }
             if (r == SL_LOGIN_DONE) {
@@ -792,10 +779,11 @@ static void query_flush(sl_server_t *s) {
         ssize_t n = sl_server_write(s, s->qout + s->qout_off, s->qout_len - s->qout_off);
         if (n == -EAGAIN) return;
         if (n <= 0) {
-            if (s->state == SL_SV_CONNECTING)
-                finish_transient(s, "backend closed the connection during login", "08006");
-            else
-                finish(s, "lost connection to backend while sending a query", "08006");
+            bool login = s->state == SL_SV_CONNECTING;
+            finish_as(s,
+                      login ? "backend closed the connection during login"
+                            : "lost connection to backend while sending a query",
+                      "08006", login);
             return;
         }
         s->qout_off += (uint32_t)n;

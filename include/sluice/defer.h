@@ -25,11 +25,9 @@ struct sl_defer {
 };
 
 typedef struct sl_deferq {
-    sl_list_t queue;    /* sl_defer_t, in the order they were queued */
-    uv_check_t check;   /* drains the queue after each round of I/O callbacks */
-    uv_idle_t idle;     /* active while the queue is not empty: the loop must not block */
-    bool draining;      /* guards against a drain inside a drain */
-    unsigned long runs; /* entries run since start (tests, SHOW) */
+    sl_list_t queue;  /* sl_defer_t, in the order they were queued */
+    uv_check_t check; /* drains the queue after each round of I/O callbacks */
+    uv_idle_t idle;   /* active while the queue is not empty: the loop must not block */
 } sl_deferq_t;
 
 void sl_defer_init(sl_defer_t *d, sl_defer_cb cb);
@@ -40,8 +38,5 @@ void sl_deferq_close(sl_deferq_t *dq);
 void sl_defer(sl_deferq_t *dq, sl_defer_t *d);
 /* Takes d off the queue (its owner is going away). */
 void sl_defer_cancel(sl_defer_t *d);
-/* Runs what is queued now; entries queued meanwhile wait for the next round.
- * Called by the check handle; exposed for a clean shutdown. */
-void sl_deferq_drain(sl_deferq_t *dq);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "sluice/buf.h"
@@ -45,7 +46,7 @@ const char *sl_startup_get(const sl_startup_t *su, const char *name);
 /* A protocol option ("_pq_.name"): a request to change the protocol, not a
  * setting. sluice knows none; they are never applied to a session. */
 static inline bool sl_proto_is_protocol_option(const char *name) {
-    return name[0] == '_' && name[1] == 'p' && name[2] == 'q' && name[3] == '_' && name[4] == '.';
+    return strncmp(name, "_pq_.", 5) == 0;
 }
 
 /* NegotiateProtocolVersion ('v') as PostgreSQL 15 answers a startup packet

@@ -22,6 +22,11 @@ typedef struct sl_scram_secret {
 
 /* Parses "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>". */
 int sl_scram_parse_secret(const char *s, sl_scram_secret_t *out) SL_MUST_USE;
+/* ClientKey and ServerKey of a plaintext password for a salt and iteration
+ * count (PBKDF2; expensive: cache them). */
+int sl_scram_keys_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+                                int iterations, uint8_t client_key[SL_SCRAM_KEY_LEN],
+                                uint8_t server_key[SL_SCRAM_KEY_LEN]) SL_MUST_USE;
 /* Derives a secret from a plaintext password (PBKDF2; expensive: cache it). */
 int sl_scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
                                   int iterations, sl_scram_secret_t *out) SL_MUST_USE;
