@@ -126,7 +126,7 @@ static bool read_full(int fd, void *p, size_t n) {
     return true;
 }
 
-int it_raw_login(const it_sluice_t *s, const char *user, const char *db) {
+int it_raw_startup(const it_sluice_t *s, const char *user, const char *db) {
     int fd = it_raw_connect(s);
     IT_ASSERT(fd >= 0, "raw connect");
     char pkt[256];
@@ -139,11 +139,73 @@ int it_raw_login(const it_sluice_t *s, const char *user, const char *db) {
     uint32_t l = htonl((uint32_t)n), v = htonl(196608);
     memcpy(pkt, &l, 4), memcpy(pkt + 4, &v, 4);
     IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
+    return fd;
+}
+
+int it_raw_login(const it_sluice_t *s, const char *user, const char *db) {
+    int fd = it_raw_startup(s, user, db);
     char body[256];
     int t;
     while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z')
         IT_ASSERT(t > 0, "raw login");
     return fd;
+}
+
+void it_wire_msg(it_wire_t *w, char type, const void *body, int len) {
+    IT_ASSERT(w->n + 5 + len <= (int)sizeof w->b, "test message buffer too small");
+    w->b[w->n++] = type;
+    uint32_t l = htonl((uint32_t)len + 4);
+    memcpy(w->b + w->n, &l, 4);
+    memcpy(w->b + w->n + 4, body, (size_t)len);
+    w->n += 4 + len;
+}
+
+void it_wire_parse(it_wire_t *w, const char *name, const char *sql) {
+    char b[sizeof w->b];
+    int n = snprintf(b, sizeof b, "%s", name) + 1;
+    n += snprintf(b + n, sizeof b - (size_t)n - 2, "%s", sql) + 1;
+    b[n++] = 0, b[n++] = 0; /* no parameter types */
+    it_wire_msg(w, 'P', b, n);
+}
+
+void it_wire_bind_exec(it_wire_t *w, const char *name) {
+    char b[256];
+    int n = 1; /* unnamed portal */
+    b[0] = 0;
+    n += snprintf(b + n, sizeof b - (size_t)n - 6, "%s", name) + 1;
+    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+    it_wire_msg(w, 'B', b, n + 6);
+    it_wire_msg(w, 'E', "\0\0\0\0", 5);
+}
+
+static void wire_statement(it_wire_t *w, char type, const char *name) {
+    char b[256];
+    int n = snprintf(b, sizeof b, "S%s", name) + 1;
+    it_wire_msg(w, type, b, n);
+}
+
+void it_wire_describe(it_wire_t *w, const char *name) { wire_statement(w, 'D', name); }
+
+void it_wire_close(it_wire_t *w, const char *name) { wire_statement(w, 'C', name); }
+
+void it_wire_sync(it_wire_t *w) { it_wire_msg(w, 'S', "", 0); }
+
+double it_proc_cpu(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    IT_ASSERT(f, "cannot read %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command name, which is in parentheses (and may hold
+     * spaces): state is field 3, utime 14, stime 15. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                          &st) == 2,
+              "malformed %s", path);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 int it_raw_read_msg(int fd, char *body, int cap) {

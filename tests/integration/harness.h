@@ -62,9 +62,28 @@ int it_free_port(void);
 double it_now(void);
 /* Opens a raw TCP connection to sluice. */
 int it_raw_connect(const it_sluice_t *s);
+/* A raw connection that sent a StartupMessage (protocol 3.0) for user and
+ * db and read nothing yet. */
+int it_raw_startup(const it_sluice_t *s, const char *user, const char *db);
 /* A raw connection logged in as user to db (sluice with auth_type = trust),
  * read up to its first ReadyForQuery. */
 int it_raw_login(const it_sluice_t *s, const char *user, const char *db);
+/* Protocol messages built byte by byte, to be written to a raw connection. */
+typedef struct it_wire {
+    char b[8192];
+    int n; /* bytes in b */
+} it_wire_t;
+void it_wire_msg(it_wire_t *w, char type, const void *body, int len);
+/* Parse of name (the unnamed statement: "") with no parameter types. */
+void it_wire_parse(it_wire_t *w, const char *name, const char *sql);
+/* Bind of statement name to the unnamed portal, no parameters, and Execute. */
+void it_wire_bind_exec(it_wire_t *w, const char *name);
+/* Describe and Close of a statement; Sync. */
+void it_wire_describe(it_wire_t *w, const char *name);
+void it_wire_close(it_wire_t *w, const char *name);
+void it_wire_sync(it_wire_t *w);
+/* CPU seconds (user + system) process pid has used so far. */
+double it_proc_cpu(pid_t pid);
 /* Reads the first message of a raw connection; returns its type and copies
  * up to cap bytes of body. */
 int it_raw_read_msg(int fd, char *body, int cap);

@@ -70,73 +70,16 @@ static void pgbench_cold(bool second) {
 
 /* ---- the wire ---- */
 
-typedef struct wbuf {
-    char b[1024];
-    int n;
-} wbuf_t;
-
-static void put_msg(wbuf_t *w, char t, const void *body, int len) {
-    w->b[w->n++] = t;
-    uint32_t l = htonl((uint32_t)len + 4);
-    memcpy(w->b + w->n, &l, 4);
-    memcpy(w->b + w->n + 4, body, (size_t)len);
-    w->n += 4 + len;
-}
-
-static void parse(wbuf_t *w, const char *name, const char *sql) {
-    char b[512];
-    int n = sprintf(b, "%s", name) + 1;
-    n += sprintf(b + n, "%s", sql) + 1;
-    b[n++] = 0, b[n++] = 0; /* no parameter types */
-    put_msg(w, 'P', b, n);
-}
-
-static void bind_exec(wbuf_t *w, const char *name) {
-    char b[128];
-    int n = 1; /* unnamed portal */
-    b[0] = 0;
-    n += sprintf(b + n, "%s", name) + 1;
-    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
-    put_msg(w, 'B', b, n + 6);
-    put_msg(w, 'E', "\0\0\0\0", 5);
-}
-
-static void describe_stmt(wbuf_t *w, const char *name) {
-    char b[64];
-    int n = sprintf(b, "S%s", name) + 1;
-    put_msg(w, 'D', b, n);
-}
-
-static void sync_msg(wbuf_t *w) {
-    put_msg(w, 'S', "", 0);
-}
-
 /* Logs in on port (sluice, or the primary itself) without TLS. */
 static int raw_login(int port, const char *user) {
     it_sluice_t at = {.port = port};
-    int fd = it_raw_connect(&at);
-    IT_ASSERT(fd >= 0, "connect to %d", port);
-    char pkt[128];
-    int n = 8;
-    n += sprintf(pkt + n, "user") + 1;
-    n += sprintf(pkt + n, "%s", user) + 1;
-    n += sprintf(pkt + n, "database") + 1;
-    n += sprintf(pkt + n, "sluice_test") + 1;
-    pkt[n++] = 0;
-    uint32_t l = htonl((uint32_t)n), v = htonl(196608);
-    memcpy(pkt, &l, 4), memcpy(pkt + 4, &v, 4);
-    IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
-    char body[256];
-    int t;
-    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z')
-        IT_ASSERT(t > 0, "login");
-    return fd;
+    return it_raw_login(&at, user, "sluice_test");
 }
 
 /* Sends w and reads the replies up to ReadyForQuery: their types in order
  * ("1Z", "EZ"), and the fields of the last ErrorResponse, one "Xvalue" per
  * line, into err. */
-static const char *exchange(int fd, wbuf_t *w, char *err, size_t cap) {
+static const char *exchange(int fd, it_wire_t *w, char *err, size_t cap) {
     static char types[64];
     IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
     w->n = 0;
@@ -173,7 +116,7 @@ static const char *field(const char *err, char code) {
 /* The error PostgreSQL itself gives w's messages, for comparison. With
  * `no_line`, without the L field (the source line of the server's build;
  * sluice's parser is another build of the same scanner and leaves it out). */
-static void direct_error(wbuf_t *w, char *err, size_t cap, bool no_line) {
+static void direct_error(it_wire_t *w, char *err, size_t cap, bool no_line) {
     int d = raw_login(it_cl.primary, "postgres");
     const char *got = exchange(d, w, err, cap);
     IT_ASSERT(!strcmp(got, "EZ"), "direct: replies %s, want EZ", got);
@@ -197,31 +140,33 @@ static void wire_cold(void) {
     it_exec(d, "DROP TABLE IF EXISTS it_cold_nosuch");
     PQfinish(d);
     int a = raw_login(sl.port, "sl_scram"), b = raw_login(sl.port, "sl_scram");
-    wbuf_t w = {.n = 0};
+    it_wire_t w = {.n = 0};
     char err[1024], want[1024];
-    put_msg(&w, 'Q', "BEGIN", 6);
+    it_wire_msg(&w, 'Q', "BEGIN", 6);
     IT_ASSERT(!strcmp(exchange(b, &w, NULL, 0), "CZ"), "b begins");
 
     /* A valid statement no server has seen: prepared without one. */
-    parse(&w, "good", "SELECT 41 + 1"), sync_msg(&w);
+    it_wire_parse(&w, "good", "SELECT 41 + 1"), it_wire_sync(&w);
     const char *got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "1Z"), "new statement on a cold pool: replies %s (%s)", got, err);
 
     /* A syntax error: PostgreSQL's error at the Parse, field for field
      * (SQLSTATE 42601, message, position, source file and routine),
      * and the rest of the batch skipped up to the Sync. */
-    parse(&w, "bad", "SELECT 1 FROMM t"), parse(&w, "after", "SELECT 2"), sync_msg(&w);
+    it_wire_parse(&w, "bad", "SELECT 1 FROMM t"), it_wire_parse(&w, "after", "SELECT 2"),
+        it_wire_sync(&w);
     direct_error(&w, want, sizeof want, true);
-    parse(&w, "bad", "SELECT 1 FROMM t"), parse(&w, "after", "SELECT 2"), sync_msg(&w);
+    it_wire_parse(&w, "bad", "SELECT 1 FROMM t"), it_wire_parse(&w, "after", "SELECT 2"),
+        it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ"), "syntax error: replies %s, want EZ (%s)", got, err);
     IT_ASSERT(!strcmp(field(err, 'C'), "42601"), "SQLSTATE %s", field(err, 'C'));
     IT_ASSERT(!strcmp(err, want), "syntax error as PostgreSQL reports it:\n%s\nwant:\n%s", err,
               want);
     /* An unterminated literal: another of the scanner's errors. */
-    parse(&w, "bad2", "SELECT 'abc"), sync_msg(&w);
+    it_wire_parse(&w, "bad2", "SELECT 'abc"), it_wire_sync(&w);
     direct_error(&w, want, sizeof want, true);
-    parse(&w, "bad2", "SELECT 'abc"), sync_msg(&w);
+    it_wire_parse(&w, "bad2", "SELECT 'abc"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ") && !strcmp(err, want),
               "unterminated literal: replies %s:\n%s\nwant:\n%s", got, err, want);
@@ -229,37 +174,37 @@ static void wire_cold(void) {
     /* An unknown table is a valid statement to the parser: answered, and
      * the server's 42P01 comes at the first Bind, as PostgreSQL words it at
      * the Parse. */
-    parse(&w, "nosuch", "SELECT * FROM it_cold_nosuch"), sync_msg(&w);
+    it_wire_parse(&w, "nosuch", "SELECT * FROM it_cold_nosuch"), it_wire_sync(&w);
     direct_error(&w, want, sizeof want, false);
-    parse(&w, "nosuch", "SELECT * FROM it_cold_nosuch"), sync_msg(&w);
+    it_wire_parse(&w, "nosuch", "SELECT * FROM it_cold_nosuch"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "1Z"), "unknown table at the Parse: replies %s (%s)", got, err);
 
-    put_msg(&w, 'Q', "COMMIT", 7);
+    it_wire_msg(&w, 'Q', "COMMIT", 7);
     IT_ASSERT(!strcmp(exchange(b, &w, NULL, 0), "CZ"), "b commits");
-    bind_exec(&w, "good"), sync_msg(&w);
+    it_wire_bind_exec(&w, "good"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "2DCZ"), "the statement prepared without a server runs: %s", got);
-    bind_exec(&w, "nosuch"), sync_msg(&w);
+    it_wire_bind_exec(&w, "nosuch"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ"), "unknown table at the Bind: replies %s", got);
     IT_ASSERT(!strcmp(field(err, 'C'), "42P01"), "SQLSTATE %s", field(err, 'C'));
     IT_ASSERT(!strcmp(err, want), "42P01 as PostgreSQL reports it:\n%s\nwant:\n%s", err, want);
     /* The failed names were never created, as in PostgreSQL. */
-    bind_exec(&w, "bad"), sync_msg(&w);
+    it_wire_bind_exec(&w, "bad"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ") && !strcmp(field(err, 'C'), "26000"),
               "a statement whose Parse failed does not exist: %s %s", got, field(err, 'C'));
 
     /* A batch that needs a server anyway (Parse, Describe, Sync: what
      * drivers send) goes to one whole: the error comes at the Parse. */
-    parse(&w, "nosuch2", "SELECT * FROM it_cold_nosuch"), describe_stmt(&w, "nosuch2");
-    sync_msg(&w);
+    it_wire_parse(&w, "nosuch2", "SELECT * FROM it_cold_nosuch"), it_wire_describe(&w, "nosuch2");
+    it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ") && !strcmp(field(err, 'C'), "42P01"),
               "Parse/Describe/Sync of an unknown table: %s %s", got, field(err, 'C'));
     /* Two statements in one Parse: the server's own refusal. */
-    parse(&w, "two", "SELECT 1; SELECT 2"), sync_msg(&w);
+    it_wire_parse(&w, "two", "SELECT 1; SELECT 2"), it_wire_sync(&w);
     got = exchange(a, &w, err, sizeof err);
     IT_ASSERT(!strcmp(got, "EZ") && strstr(err, "cannot insert multiple commands"),
               "two statements: %s %s", got, err);

@@ -18,25 +18,6 @@
 #define CONNS 100
 #define HOLD_S 3.0
 
-/* utime + stime of pid, in seconds. */
-static double cpu_s(pid_t pid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    IT_ASSERT(f, "cannot read %s", path);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* Fields after the command name, which is in parentheses: state is
-     * field 3, utime 14, stime 15. */
-    const char *p = strrchr(buf, ')');
-    IT_ASSERT(p, "malformed %s", path);
-    unsigned long ut = 0, st = 0;
-    IT_ASSERT(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2,
-              "malformed %s", path);
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static long file_size(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
@@ -59,11 +40,11 @@ int main(void) {
         IT_ASSERT(fds[i] >= 0, "connect %d: the backlog should take it", i);
     }
     const char *needle = "could not be accepted";
-    double cpu0 = cpu_s(s.pid);
+    double cpu0 = it_proc_cpu(s.pid);
     long log0 = file_size(s.log);
     int lines0 = it_log_count(&s, "Too many open files");
     usleep((useconds_t)(HOLD_S * 1e6));
-    double cpu = cpu_s(s.pid) - cpu0;
+    double cpu = it_proc_cpu(s.pid) - cpu0;
     long grown = file_size(s.log) - log0;
     int lines = it_log_count(&s, "Too many open files") - lines0;
     printf("while %d connections were held for %.0f s: %.2f s CPU, log +%ld bytes, %d lines "

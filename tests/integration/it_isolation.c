@@ -16,23 +16,6 @@
 
 #include "harness.h"
 
-/* CPU seconds sluice has used so far. */
-static double cpu_of(const it_sluice_t *s) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
-    FILE *f = fopen(path, "r");
-    IT_ASSERT(f, "open %s", path);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) ==
-                       2,
-              "parse %s", path);
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static void forged_log_line(void) {
     it_sluice_t s;
     it_sluice_start(&s, "", NULL);
@@ -64,20 +47,7 @@ static void forged_log_line(void) {
 /* Starts a SCRAM exchange as user and returns the salt the server offers
  * (the s= attribute of server-first-message). */
 static void scram_salt(const it_sluice_t *s, const char *user, char *salt, size_t cap) {
-    int fd = it_raw_connect(s);
-    IT_ASSERT(fd >= 0, "connect");
-    unsigned char pkt[256];
-    size_t n = 8;
-    uint32_t v = htonl(196608);
-    memcpy(pkt + 4, &v, 4);
-    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "user") + 1;
-    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "%s", user) + 1;
-    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "database") + 1;
-    n += (size_t)snprintf((char *)pkt + n, sizeof pkt - n, "sluice_test") + 1;
-    pkt[n++] = 0;
-    uint32_t len = htonl((uint32_t)n);
-    memcpy(pkt, &len, 4);
-    IT_ASSERT(write(fd, pkt, n) == (ssize_t)n, "startup");
+    int fd = it_raw_startup(s, user, "sluice_test");
     char body[512];
     IT_ASSERT(it_raw_read_msg(fd, body, sizeof body) == 'R', "auth request");
     const char *first = "n,,n=,r=abcdefghijklmnopqrstuvwx";
@@ -119,7 +89,7 @@ static void stable_mock_salt(void) {
 }
 
 static double logins(const it_sluice_t *s, const char *user, const char *pw, int n, bool ok) {
-    double t0 = cpu_of(s);
+    double t0 = it_proc_cpu(s->pid);
     char extra[128];
     snprintf(extra, sizeof extra, "password=%s", pw);
     for (int i = 0; i < n; i++) {
@@ -127,7 +97,7 @@ static double logins(const it_sluice_t *s, const char *user, const char *pw, int
         IT_ASSERT((PQstatus(c) == CONNECTION_OK) == ok, "login as %s: %s", user, PQerrorMessage(c));
         PQfinish(c);
     }
-    return cpu_of(s) - t0;
+    return it_proc_cpu(s->pid) - t0;
 }
 
 static void plain_cost(void) {

@@ -15,24 +15,6 @@
 
 static it_sluice_t sl;
 
-/* CPU seconds (user + system) sluice has used so far. */
-static double sluice_cpu(void) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)sl.pid);
-    FILE *f = fopen(path, "r");
-    IT_ASSERT(f, "open %s", path);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* Fields after the command name (which may hold spaces) start past ')'. */
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) ==
-                       2,
-              "parse %s", path);
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static char b_error[512];
 
 /* Client B (the same user, so the same pool): needs a second backend, whose
@@ -88,12 +70,12 @@ static void close_inside_walk(void) {
     IT_ASSERT(strstr(b_error, "password authentication failed"), "B got the login failure: %s",
               b_error);
     /* sluice still runs its loop: it accepts and serves, and does not spin. */
-    double cpu0 = sluice_cpu(), t0 = it_now();
+    double cpu0 = it_proc_cpu(sl.pid), t0 = it_now();
     PGconn *c = it_connect_db(&sl, "carol", "fine", "connect_timeout=3");
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "a new client connects: %s", PQerrorMessage(c));
     IT_ASSERT(!strcmp(it_value(c, "SELECT 'served'"), "served"), "and is served");
     usleep(1000000);
-    double used = sluice_cpu() - cpu0, wall = it_now() - t0;
+    double used = it_proc_cpu(sl.pid) - cpu0, wall = it_now() - t0;
     printf("sluice CPU over %.2f s after the close: %.3f s\n", wall, used);
     IT_ASSERT(used < 0.3 * wall, "sluice used %.2f s of CPU in %.2f s: spinning", used, wall);
     PQfinish(c);

@@ -246,26 +246,6 @@ static void many_statements(void) {
 
 /* ---- lengths no message may have ---- */
 
-static int raw_login(void) {
-    int fd = it_raw_connect(&sl);
-    IT_ASSERT(fd >= 0, "raw connect");
-    char pkt[128];
-    int n = 8;
-    n += sprintf(pkt + n, "user") + 1;
-    n += sprintf(pkt + n, "sl_scram") + 1;
-    n += sprintf(pkt + n, "database") + 1;
-    n += sprintf(pkt + n, "sluice_test") + 1;
-    pkt[n++] = 0;
-    uint32_t l = htonl((uint32_t)n), v = htonl(196608);
-    memcpy(pkt, &l, 4), memcpy(pkt + 4, &v, 4);
-    IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
-    char body[256];
-    int t;
-    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z')
-        IT_ASSERT(t > 0, "login");
-    return fd;
-}
-
 /* The fields of an ErrorResponse body: severity, code and message. */
 static void error_fields(const char *body, int n, char *code, char *msg, size_t cap) {
     code[0] = msg[0] = 0;
@@ -281,7 +261,7 @@ static void error_fields(const char *body, int n, char *code, char *msg, size_t 
 /* Sends a Query header declaring `len`, then a little of a body, as a
  * client might before it gets the error. */
 static void bad_length(uint32_t len, const char *want_len, bool linked) {
-    int fd = raw_login();
+    int fd = it_raw_login(&sl, "sl_scram", "sluice_test");
     unsigned char m[5 + 64] = {'Q'};
     uint32_t be = htonl(len);
     memcpy(m + 1, &be, 4);
@@ -336,41 +316,9 @@ static void lengths(void) {
 
 /* ---- refusals in their place on the wire ---- */
 
-typedef struct wbuf {
-    char b[8192];
-    int n;
-} wbuf_t;
-
-static void put_msg(wbuf_t *w, char t, const void *body, int len) {
-    IT_ASSERT(w->n + 5 + len <= (int)sizeof w->b, "test buffer too small");
-    w->b[w->n++] = t;
-    uint32_t l = htonl((uint32_t)len + 4);
-    memcpy(w->b + w->n, &l, 4);
-    memcpy(w->b + w->n + 4, body, (size_t)len);
-    w->n += 4 + len;
-}
-
-static void parse(wbuf_t *w, const char *name, const char *sql) {
-    char b[4096];
-    int n = snprintf(b, sizeof b, "%s", name) + 1;
-    n += snprintf(b + n, sizeof b - (size_t)n, "%s", sql) + 1;
-    b[n++] = 0, b[n++] = 0; /* no parameter types */
-    put_msg(w, 'P', b, n);
-}
-
-static void bind_exec(wbuf_t *w, const char *name) {
-    char b[128];
-    int n = 1; /* unnamed portal */
-    b[0] = 0;
-    n += snprintf(b + n, sizeof b - (size_t)n, "%s", name) + 1;
-    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
-    put_msg(w, 'B', b, n + 6);
-    put_msg(w, 'E', "\0\0\0\0", 5);
-}
-
 /* Sends w and reads replies up to ReadyForQuery: their types, with each
  * ErrorResponse's SQLSTATE in parentheses, e.g. "1E(54000)Z". */
-static const char *exchange(int fd, wbuf_t *w) {
+static const char *exchange(int fd, it_wire_t *w) {
     static char out[256];
     IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
     w->n = 0;
@@ -391,7 +339,7 @@ static const char *exchange(int fd, wbuf_t *w) {
     return out;
 }
 
-static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
+static void expect_wire(int fd, it_wire_t *w, const char *want, const char *what) {
     const char *got = exchange(fd, w);
     IT_ASSERT(!strcmp(got, want), "%s: replies %s, want %s", what, got, want);
 }
@@ -402,27 +350,28 @@ static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
  * Parse over max_rewrite_size runs; the statements before still work. */
 static void wire_order(void) {
     start_with("max_rewrite_size = 1024\nmax_client_prepared_statements = 2\n");
-    int fd = raw_login();
-    wbuf_t w = {.n = 0};
+    int fd = it_raw_login(&sl, "sl_scram", "sluice_test");
+    it_wire_t w = {.n = 0};
     char big[2048];
     int n = snprintf(big, sizeof big, "SELECT length('");
     memset(big + n, 'y', 1500);
     snprintf(big + n + 1500, sizeof big - (size_t)n - 1500, "')");
-    parse(&w, "a", "SELECT 1"), parse(&w, "big", big), bind_exec(&w, "a");
-    put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "a", "SELECT 1"), it_wire_parse(&w, "big", big), it_wire_bind_exec(&w, "a");
+    it_wire_sync(&w);
     expect_wire(fd, &w, "1E(54000)Z", "named Parse over max_rewrite_size");
-    parse(&w, "", big), bind_exec(&w, ""), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "", big), it_wire_bind_exec(&w, ""), it_wire_sync(&w);
     expect_wire(fd, &w, "12DCZ", "unnamed Parse over max_rewrite_size");
-    parse(&w, "b", "SELECT 2"), parse(&w, "c", "SELECT 3"), bind_exec(&w, "b");
-    put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "b", "SELECT 2"), it_wire_parse(&w, "c", "SELECT 3"),
+        it_wire_bind_exec(&w, "b");
+    it_wire_sync(&w);
     expect_wire(fd, &w, "1E(53400)Z", "third statement");
     /* Rebinding a name it holds is no new statement. */
-    parse(&w, "b", "SELECT 22"), bind_exec(&w, "a"), bind_exec(&w, "b");
-    put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "b", "SELECT 22"), it_wire_bind_exec(&w, "a"), it_wire_bind_exec(&w, "b");
+    it_wire_sync(&w);
     expect_wire(fd, &w, "12DC2DCZ", "within the bound");
     /* A statement the server accepted before is answered by sluice alone
      * when no server is linked, but not past the bound. */
-    parse(&w, "d", "SELECT 1"), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "d", "SELECT 1"), it_wire_sync(&w);
     expect_wire(fd, &w, "E(53400)Z", "known statement past the bound");
     close(fd);
     stop();

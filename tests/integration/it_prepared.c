@@ -181,64 +181,9 @@ static void eviction(void) {
 
 /* ---- the wire, byte for byte ---- */
 
-typedef struct wbuf {
-    char b[4096];
-    int n;
-} wbuf_t;
-
-static void put_msg(wbuf_t *w, char t, const void *body, int len) {
-    w->b[w->n++] = t;
-    uint32_t l = htonl((uint32_t)len + 4);
-    memcpy(w->b + w->n, &l, 4);
-    memcpy(w->b + w->n + 4, body, (size_t)len);
-    w->n += 4 + len;
-}
-
-static void parse(wbuf_t *w, const char *name, const char *sql) {
-    char b[512];
-    int n = sprintf(b, "%s", name) + 1;
-    n += sprintf(b + n, "%s", sql) + 1;
-    b[n++] = 0, b[n++] = 0; /* no parameter types */
-    put_msg(w, 'P', b, n);
-}
-
-static void bind_exec(wbuf_t *w, const char *name) {
-    char b[128];
-    int n = 1; /* unnamed portal */
-    b[0] = 0;
-    n += sprintf(b + n, "%s", name) + 1;
-    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
-    put_msg(w, 'B', b, n + 6);
-    put_msg(w, 'E', "\0\0\0\0", 5);
-}
-
-static void close_stmt(wbuf_t *w, const char *name) {
-    char b[64];
-    int n = sprintf(b, "S%s", name) + 1;
-    put_msg(w, 'C', b, n);
-}
-
-static int raw_login(void) {
-    int fd = it_raw_connect(&sl);
-    char pkt[128];
-    int n = 8;
-    n += sprintf(pkt + n, "user") + 1;
-    n += sprintf(pkt + n, "sl_scram") + 1;
-    n += sprintf(pkt + n, "database") + 1;
-    n += sprintf(pkt + n, "sluice_test") + 1;
-    pkt[n++] = 0;
-    uint32_t l = htonl((uint32_t)n), v = htonl(196608);
-    memcpy(pkt, &l, 4), memcpy(pkt + 4, &v, 4);
-    IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
-    char body[256];
-    int t;
-    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z') IT_ASSERT(t > 0, "login");
-    return fd;
-}
-
 /* Sends w, reads replies up to ReadyForQuery; returns their types, with
  * each DataRow's first column in parentheses, e.g. "12D(1)CZ". */
-static const char *exchange(int fd, wbuf_t *w) {
+static const char *exchange(int fd, it_wire_t *w) {
     static char out[256];
     IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
     w->n = 0;
@@ -258,7 +203,7 @@ static const char *exchange(int fd, wbuf_t *w) {
     return out;
 }
 
-static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
+static void expect_wire(int fd, it_wire_t *w, const char *want, const char *what) {
     const char *got = exchange(fd, w);
     IT_ASSERT(!strcmp(got, want), "%s: replies %s, want %s", what, got, want);
 }
@@ -266,88 +211,90 @@ static void expect_wire(int fd, wbuf_t *w, const char *want, const char *what) {
 static void wire(void) {
     it_sluice_start(&sl, "pool_mode = transaction\ndefault_pool_size = 1\nauth_type = trust\n",
                     NULL);
-    int a = raw_login(), b = raw_login();
-    wbuf_t w = {.n = 0};
+    int a = it_raw_login(&sl, "sl_scram", "sluice_test"),
+        b = it_raw_login(&sl, "sl_scram", "sluice_test");
+    it_wire_t w = {.n = 0};
     /* Parse, Bind, Close in one pipeline: sluice's CloseComplete lands in
      * its place between the server's replies. */
-    parse(&w, "one", "SELECT 1"), parse(&w, "two", "SELECT 2");
-    bind_exec(&w, "one"), close_stmt(&w, "one"), bind_exec(&w, "two");
-    put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "one", "SELECT 1"), it_wire_parse(&w, "two", "SELECT 2");
+    it_wire_bind_exec(&w, "one"), it_wire_close(&w, "one"), it_wire_bind_exec(&w, "two");
+    it_wire_sync(&w);
     expect_wire(a, &w, "112D(1)C32D(2)CZ", "parse/bind/close pipeline");
     /* b prepares the same text under another name: answered by sluice
      * (the server has it), then bound on the same server. */
-    parse(&w, "mine", "SELECT 2"), bind_exec(&w, "mine"), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "mine", "SELECT 2"), it_wire_bind_exec(&w, "mine"), it_wire_sync(&w);
     expect_wire(b, &w, "12D(2)CZ", "shared statement");
     /* Close then re-Parse the name with another text. */
-    close_stmt(&w, "two"), parse(&w, "two", "SELECT 22"), bind_exec(&w, "two");
-    put_msg(&w, 'S', "", 0);
+    it_wire_close(&w, "two"), it_wire_parse(&w, "two", "SELECT 22"), it_wire_bind_exec(&w, "two");
+    it_wire_sync(&w);
     expect_wire(a, &w, "312D(22)CZ", "close and re-parse");
     /* A syntax error in the middle of a pipeline: the rest is skipped up to
      * Sync, and the statements before and after work. */
-    parse(&w, "ok", "SELECT 5"), parse(&w, "bad", "SELEC 6"), bind_exec(&w, "ok");
-    put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "ok", "SELECT 5"), it_wire_parse(&w, "bad", "SELEC 6"),
+        it_wire_bind_exec(&w, "ok");
+    it_wire_sync(&w);
     expect_wire(a, &w, "1EZ", "error mid-pipeline");
-    bind_exec(&w, "ok"), put_msg(&w, 'S', "", 0);
+    it_wire_bind_exec(&w, "ok"), it_wire_sync(&w);
     expect_wire(a, &w, "2D(5)CZ", "after the error");
-    bind_exec(&w, "bad"), put_msg(&w, 'S', "", 0);
+    it_wire_bind_exec(&w, "bad"), it_wire_sync(&w);
     expect_wire(a, &w, "EZ", "the failed statement");
     /* An unknown name is the server's own error, in the client's words. */
-    bind_exec(&w, "never"), put_msg(&w, 'S', "", 0);
+    it_wire_bind_exec(&w, "never"), it_wire_sync(&w);
     expect_wire(b, &w, "EZ", "unknown statement");
     /* Parse + Sync alone, of a statement the server accepted before, is
      * answered without a server while b holds the only one. */
-    put_msg(&w, 'Q', "BEGIN", 6);
+    it_wire_msg(&w, 'Q', "BEGIN", 6);
     expect_wire(b, &w, "CZ", "b begins");
-    parse(&w, "again", "SELECT 22"), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "again", "SELECT 22"), it_wire_sync(&w);
     expect_wire(a, &w, "1Z", "prepare without a server");
-    put_msg(&w, 'Q', "COMMIT", 7);
+    it_wire_msg(&w, 'Q', "COMMIT", 7);
     expect_wire(b, &w, "CZ", "b commits");
-    bind_exec(&w, "again"), put_msg(&w, 'S', "", 0);
+    it_wire_bind_exec(&w, "again"), it_wire_sync(&w);
     expect_wire(a, &w, "2D(22)CZ", "bind after prepare without a server");
     /* Bind/Execute then Flush, no Sync: the implicit transaction is open on
      * the server, which must not serve b until a's Sync. */
-    bind_exec(&w, "again"), put_msg(&w, 'H', "", 0);
+    it_wire_bind_exec(&w, "again"), it_wire_msg(&w, 'H', "", 0);
     IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
     w.n = 0;
     char got[64];
     for (int i = 0; i < 3; i++) got[i] = (char)it_raw_read_msg(a, got + 8, 40);
     IT_ASSERT(got[0] == '2' && got[1] == 'D' && got[2] == 'C', "replies before Sync");
-    put_msg(&w, 'Q', "SELECT 3", 9);
+    it_wire_msg(&w, 'Q', "SELECT 3", 9);
     IT_ASSERT(write(b, w.b, (size_t)w.n) == w.n, "send");
     w.n = 0;
     struct pollfd pf = {.fd = b, .events = POLLIN};
     IT_ASSERT(poll(&pf, 1, 300) == 0, "b waits while a's implicit transaction is open");
-    put_msg(&w, 'S', "", 0);
+    it_wire_sync(&w);
     expect_wire(a, &w, "Z", "a's Sync");
     expect_wire(b, &w, "TD(3)CZ", "b served after a's Sync");
     /* SQL DEALLOCATE of a protocol-level statement (what psycopg 3 sends)
      * is answered by sluice, which forgets the name; the server is free for
      * b right after. */
-    parse(&w, "dq", "SELECT 9"), parse(&w, "Dq2", "SELECT 10"), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "dq", "SELECT 9"), it_wire_parse(&w, "Dq2", "SELECT 10"), it_wire_sync(&w);
     expect_wire(a, &w, "11Z", "prepare two");
-    put_msg(&w, 'Q', "DEALLOCATE dq", 14);
+    it_wire_msg(&w, 'Q', "DEALLOCATE dq", 14);
     expect_wire(a, &w, "CZ", "DEALLOCATE answered");
-    put_msg(&w, 'Q', "SELECT 5", 9);
+    it_wire_msg(&w, 'Q', "SELECT 5", 9);
     expect_wire(b, &w, "TD(5)CZ", "b served after a's DEALLOCATE");
-    put_msg(&w, 'Q', "deallocate prepare \"Dq2\";", 26);
+    it_wire_msg(&w, 'Q', "deallocate prepare \"Dq2\";", 26);
     expect_wire(a, &w, "CZ", "DEALLOCATE PREPARE of a quoted name");
-    bind_exec(&w, "dq"), put_msg(&w, 'S', "", 0);
+    it_wire_bind_exec(&w, "dq"), it_wire_sync(&w);
     expect_wire(a, &w, "EZ", "the deallocated statement is gone");
     /* Inside a transaction (a holds the server): answered in its place. */
-    put_msg(&w, 'Q', "BEGIN", 6);
+    it_wire_msg(&w, 'Q', "BEGIN", 6);
     expect_wire(a, &w, "CZ", "a begins");
-    parse(&w, "dq3", "SELECT 11"), put_msg(&w, 'S', "", 0);
+    it_wire_parse(&w, "dq3", "SELECT 11"), it_wire_sync(&w);
     expect_wire(a, &w, "1Z", "prepare in the transaction");
-    put_msg(&w, 'Q', "DEALLOCATE dq3", 15);
-    put_msg(&w, 'Q', "SELECT 12", 10);
+    it_wire_msg(&w, 'Q', "DEALLOCATE dq3", 15);
+    it_wire_msg(&w, 'Q', "SELECT 12", 10);
     expect_wire(a, &w, "CZ", "DEALLOCATE in the transaction");
     expect_wire(a, &w, "TD(12)CZ", "and the query pipelined after it");
-    put_msg(&w, 'Q', "COMMIT", 7);
+    it_wire_msg(&w, 'Q', "COMMIT", 7);
     expect_wire(a, &w, "CZ", "a commits");
-    put_msg(&w, 'Q', "DEALLOCATE nosuch", 18);
+    it_wire_msg(&w, 'Q', "DEALLOCATE nosuch", 18);
     expect_wire(a, &w, "EZ", "DEALLOCATE of an unknown name: PostgreSQL's error");
     /* Message type 0 is no frontend message (sluice uses it internally). */
-    put_msg(&w, 0, "x", 1);
+    it_wire_msg(&w, 0, "x", 1);
     IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "send");
     char body[256] = "";
     IT_ASSERT(it_raw_read_msg(a, body, sizeof body - 1) == 'E', "type 0 refused");
@@ -373,12 +320,12 @@ static void garbage(void) {
         {'D', "Sname-without-end", 17, "malformed Describe message"},
         {'C', "S", 1, "malformed Close message"},
     };
-    wbuf_t w = {.n = 0};
+    it_wire_t w = {.n = 0};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        int fd = raw_login();
-        parse(&w, "ok", "SELECT 1"), put_msg(&w, 'S', "", 0);
+        int fd = it_raw_login(&sl, "sl_scram", "sluice_test");
+        it_wire_parse(&w, "ok", "SELECT 1"), it_wire_sync(&w);
         expect_wire(fd, &w, "1Z", "a statement before the garbage");
-        put_msg(&w, bad[i].type, bad[i].body, bad[i].len), put_msg(&w, 'S', "", 0);
+        it_wire_msg(&w, bad[i].type, bad[i].body, bad[i].len), it_wire_sync(&w);
         IT_ASSERT(write(fd, w.b, (size_t)w.n) == w.n, "send");
         w.n = 0;
         char body[512] = "";
