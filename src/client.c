@@ -179,6 +179,12 @@ bool sl_client_flush(sl_client_t *c) {
         }
         sl_buf_consume(&c->out, (uint32_t)n);
     }
+    /* A client that sent Terminate goes once everything owed to it is out. */
+    if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->in) == 0 &&
+        (!c->out.data || sl_buf_len(&c->out) == 0)) {
+        sl_client_close(c, "client disconnected");
+        return false;
+    }
     buffers_maybe_give(c);
     sl_client_update_poll(c);
     return true;
@@ -731,7 +737,7 @@ static void on_readable(sl_client_t *c) {
 static void client_poll_cb(uv_poll_t *h, int status, int events) {
     sl_client_t *c = h->data;
     if (status < 0) {
-        sl_client_close(c, "socket error: %s", uv_strerror(status));
+        sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->fd)));
         return;
     }
     /* TLS may need the other direction: a read that waits for

@@ -587,15 +587,9 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
         if (ps->stage.len == 0) break;
     }
     c->c2s_blocked = false;
-    int before = c->pending;
     answer_due(c);
-    if (c->terminated && sl_buf_len(&c->in) == 0) {
-        sl_client_close(c, "client disconnected");
-        return false;
-    }
     /* A request sluice answered alone may have ended the transaction. */
-    if (c->pending < before) sl_relay_check_release(c);
-    return c->state != SL_CL_CLOSING;
+    return sl_relay_settle(c);
 }
 
 /* ---- a client without a server ---- */

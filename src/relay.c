@@ -559,8 +559,8 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (t == 'S')
             c->ext_open = false;
-        else if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C' || t == 'H')
-            c->ext_open = true;
+        else if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C')
+            c->ext_open = true; /* a Flush alone opens nothing: it owes no reply */
         sl_stats_t *st = &c->w->stats;
         if (t == 'Q' || t == 'E') st->query_count++;
         if (t == 'B') st->bind_count++;
@@ -604,11 +604,7 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
         fwd -= (uint32_t)n;
     }
     c->c2s_blocked = false;
-    if (c->terminated) {
-        sl_client_close(c, "client disconnected");
-        return false;
-    }
-    return true;
+    return sl_relay_settle(c);
 }
 
 /* ---- server -> client ---- */
@@ -678,6 +674,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
 
 static void capture_done(sl_server_t *s, const char *err, const char *code);
 static void maybe_release(sl_client_t *c);
+static bool end_terminated(sl_client_t *c);
 
 static bool add_name(sbuf_t *b, const char *name, bool first) {
     return sbuf_add(b, first ? "SELECT " : ", ") && sbuf_add(b, "pg_catalog.current_setting(") &&
@@ -765,6 +762,10 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (!server_clean(c, s)) return;
+    if (c->terminated) { /* a Terminate pipelined after requests, all answered */
+        end_terminated(c);
+        return;
+    }
     if (c->w->shutting_down) {
         sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
         return;
@@ -783,7 +784,22 @@ static void maybe_release(sl_client_t *c) {
     if (held && sl_client_has_request(c)) sl_client_request_server(c);
 }
 
-void sl_relay_check_release(sl_client_t *c) { maybe_release(c); }
+/* A client that sent Terminate, with nothing more owed to it: its server
+ * goes back (clean, or closed inside a transaction: a rollback) and the
+ * client closes once the replies already in its buffer are written (see
+ * sl_client_flush). False if c was closed. */
+static bool end_terminated(sl_client_t *c) {
+    sl_relay_unlink(c);
+    sl_client_set_state(c, SL_CL_IDLE);
+    return sl_client_flush(c);
+}
+
+bool sl_relay_settle(sl_client_t *c) {
+    if (c->state != SL_CL_ACTIVE) return c->state != SL_CL_CLOSING;
+    if (c->terminated && c->pending == 0 && sl_buf_len(&c->in) == 0) return end_terminated(c);
+    maybe_release(c);
+    return c->state != SL_CL_CLOSING;
+}
 
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;

@@ -120,18 +120,6 @@ static bool transient_code(const char *code) {
                     !strcmp(code, "53300"));
 }
 
-/* The errno behind a poll error. libuv reports POLLERR as UV_EBADF, which
- * says nothing: the socket's pending error (a reset, a refusal) does. */
-static int sock_errno(sl_server_t *s) {
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (s->fd < 0) return EBADF;
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err) return err;
-    char c;
-    ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
-    return n == 0 ? EPIPE : ECONNRESET;
-}
 
 static void timeout_cb(uv_timer_t *t) {
     sl_server_t *s = t->data;
@@ -726,7 +714,7 @@ static void own_login_step(sl_server_t *s, int status, int events) {
         /* A refused connect, or a reset in the middle of the login: the
          * connect failed after all. libuv stopped the handle; the next
          * address (if any) gets a new one. */
-        int err = sock_errno(s);
+        int err = sl_socket_errno(s->fd);
         sl_log_debug(s->tag, "backend address failed %s: %s",
                      s->own_up ? "during login" : "to connect", strerror(err));
         own_connect_next(s, err);
@@ -899,7 +887,7 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
         return;
     case SL_SV_QUERY:
         if (status < 0) {
-            finish(s, strerror(sock_errno(s)), "08006");
+            finish(s, strerror(sl_socket_errno(s->fd)), "08006");
             return;
         }
         if (events & UV_WRITABLE) {
@@ -911,7 +899,7 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
         return;
     case SL_SV_IDLE:
         if (status < 0) {
-            sl_server_close(s, strerror(sock_errno(s)));
+            sl_server_close(s, strerror(sl_socket_errno(s->fd)));
             return;
         }
         read_own(s);

@@ -27,5 +27,9 @@ enum sl_err {
 #define SL_MUST_USE __attribute__((warn_unused_result))
 
 const char *sl_strerror(int err);
+/* The errno behind a failed poll of socket fd. libuv reports POLLERR as
+ * UV_EBADF, which says nothing: the socket's pending error (a reset, a
+ * refusal) does; without one, a peek tells EOF (EPIPE) from a reset. */
+int sl_socket_errno(int fd);
 
 #endif

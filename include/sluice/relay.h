@@ -28,9 +28,11 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
 void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap);
 /* Reads what the linked server has (TLS bytes poll could not announce). */
 void sl_relay_server_readable(sl_client_t *c);
-/* Gives the server back if the client's transaction is over (after sluice
- * answered a request itself). */
-void sl_relay_check_release(sl_client_t *c);
+/* After client bytes went to the server (or sluice answered a request
+ * itself): gives the server back if nothing is owed and the transaction is
+ * over (a lone Flush owes nothing), and closes a client that sent Terminate
+ * once its replies are relayed. False if c was closed. */
+bool sl_relay_settle(sl_client_t *c);
 /* The client drained its output: relay what the server sent meanwhile. */
 void sl_relay_resume(sl_client_t *c);
 /* The linked server died: tell the client and, in transaction pooling, let

@@ -184,11 +184,49 @@ static void wire_statement(it_wire_t *w, char type, const char *name) {
     it_wire_msg(w, type, b, n);
 }
 
-void it_wire_describe(it_wire_t *w, const char *name) { wire_statement(w, 'D', name); }
+void it_wire_describe(it_wire_t *w, const char *name) {
+    wire_statement(w, 'D', name);
+}
 
-void it_wire_close(it_wire_t *w, const char *name) { wire_statement(w, 'C', name); }
+void it_wire_close(it_wire_t *w, const char *name) {
+    wire_statement(w, 'C', name);
+}
 
-void it_wire_sync(it_wire_t *w) { it_wire_msg(w, 'S', "", 0); }
+void it_wire_sync(it_wire_t *w) {
+    it_wire_msg(w, 'S', "", 0);
+}
+
+void it_wire_query(it_wire_t *w, const char *sql) {
+    it_wire_msg(w, 'Q', sql, (int)strlen(sql) + 1);
+}
+
+const char *it_wire_exchange(int fd, it_wire_t *w, double secs, char *value, size_t cap) {
+    static __thread char types[128];
+    IT_ASSERT(write(fd, w->b, (size_t)w->n) == w->n, "send");
+    w->n = 0;
+    struct timeval tv = {.tv_sec = (time_t)secs,
+                         .tv_usec = (suseconds_t)((secs - (time_t)secs) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t o = 0;
+    char body[1024];
+    for (int t = 0; t != 'Z' && o + 2 < sizeof types;) {
+        t = it_raw_read_msg(fd, body, sizeof body);
+        types[o++] = t > 0 ? (char)t : '-';
+        if (t <= 0) break;
+        if (t == 'D' && value) {
+            uint32_t len;
+            memcpy(&len, body + 2, 4);
+            snprintf(value, cap, "%.*s", (int)ntohl(len), body + 6);
+        }
+        for (int i = 0; t == 'E' && value && i < (int)sizeof body - 1 && body[i];) {
+            body[sizeof body - 1] = '\0';
+            if (body[i] == 'M') snprintf(value, cap, "%s", body + i + 1);
+            i += (int)strlen(body + i) + 1;
+        }
+    }
+    types[o] = '\0';
+    return types;
+}
 
 double it_proc_cpu(pid_t pid) {
     char path[64], buf[1024];
@@ -202,8 +240,8 @@ double it_proc_cpu(pid_t pid) {
      * spaces): state is field 3, utime 14, stime 15. */
     const char *p = strrchr(buf, ')');
     unsigned long ut = 0, st = 0;
-    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                          &st) == 2,
+    IT_ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) ==
+                       2,
               "malformed %s", path);
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }

@@ -82,6 +82,12 @@ void it_wire_bind_exec(it_wire_t *w, const char *name);
 void it_wire_describe(it_wire_t *w, const char *name);
 void it_wire_close(it_wire_t *w, const char *name);
 void it_wire_sync(it_wire_t *w);
+void it_wire_query(it_wire_t *w, const char *sql);
+/* Writes w (and empties it), then reads replies up to ReadyForQuery within
+ * secs each: their types in order ("CZ", "TDCZ"; a '-' where the connection
+ * closed or nothing came), the first column of the last DataRow or the
+ * message of the last ErrorResponse into value (may be NULL). */
+const char *it_wire_exchange(int fd, it_wire_t *w, double secs, char *value, size_t cap);
 /* CPU seconds (user + system) process pid has used so far. */
 double it_proc_cpu(pid_t pid);
 /* Reads the first message of a raw connection; returns its type and copies

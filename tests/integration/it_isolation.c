@@ -267,6 +267,88 @@ static void state_outlives_client(void) {
     IT_ASSERT(it_sluice_stop(&shared, SIGTERM) == 0, "exit");
 }
 
+/* ---- what a connection owes, and when it ends ---- */
+
+/* A Flush owes no reply: a server that answered everything goes back to
+ * the pool whether a Flush came before, after or alone (pool of one: the
+ * next client gets it at once, not at query_wait_timeout). */
+static void flush_holds_nothing(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n"
+                    "query_wait_timeout = 6\n",
+                    NULL);
+    const char *names[] = {"Query, Flush", "Flush, Query", "Parse/Bind/Execute/Sync, Flush",
+                           "a Flush alone after the transaction"};
+    for (int v = 0; v < 4; v++) {
+        int a = it_raw_login(&s, "sl_scram", "sluice_test");
+        it_wire_t w = {.n = 0};
+        if (v == 1) it_wire_msg(&w, 'H', "", 0);
+        if (v == 2) {
+            it_wire_parse(&w, "", "SELECT 1");
+            it_wire_bind_exec(&w, "");
+            it_wire_sync(&w);
+        } else {
+            it_wire_query(&w, "SELECT 1");
+        }
+        if (v == 0 || v == 2) it_wire_msg(&w, 'H', "", 0);
+        const char *got = it_wire_exchange(a, &w, 5, NULL, 0);
+        IT_ASSERT(strchr(got, 'Z'), "%s: A answered (%s)", names[v], got);
+        if (v == 3) { /* the Flush comes once A has no server */
+            it_wire_msg(&w, 'H', "", 0);
+            IT_ASSERT(write(a, w.b, (size_t)w.n) == w.n, "flush");
+            w.n = 0;
+            usleep(200000);
+        }
+        int b = it_raw_login(&s, "sl_scram", "sluice_test");
+        char value[16] = "";
+        double t0 = it_now();
+        it_wire_query(&w, "SELECT 42");
+        got = it_wire_exchange(b, &w, 5, value, sizeof value);
+        double took = it_now() - t0;
+        printf("%s: the next client's query took %.2f s (%s)\n", names[v], took, got);
+        IT_ASSERT(!strcmp(value, "42") && took < 3,
+                  "%s: the idle client kept the only server (%s after %.1f s)", names[v], got,
+                  took);
+        close(a), close(b);
+    }
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* A Terminate pipelined after a Query: the client gets the Query's replies
+ * before the connection ends, as from PostgreSQL, and its server goes back
+ * clean; a connection reset is logged as such. */
+static void terminate_and_reset(void) {
+    PGconn *d = it_direct();
+    it_exec(d, "DROP TABLE IF EXISTS iso_term; CREATE TABLE iso_term (a int); "
+               "GRANT ALL ON iso_term TO sl_scram");
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    int c = it_raw_login(&s, "sl_scram", "sluice_test");
+    it_wire_t w = {.n = 0};
+    it_wire_query(&w, "INSERT INTO iso_term SELECT 1 FROM pg_sleep(0.2)");
+    it_wire_msg(&w, 'X', "", 0);
+    char msg[256] = "";
+    const char *got = it_wire_exchange(c, &w, 5, msg, sizeof msg);
+    char rest[8];
+    IT_ASSERT(!strcmp(got, "CZ"), "Query + Terminate: replies %s (%s), want CZ", got, msg);
+    IT_ASSERT(read(c, rest, sizeof rest) == 0, "then the connection ends");
+    close(c);
+    IT_ASSERT(!strcmp(it_value(d, "SELECT count(*) FROM iso_term"), "1"), "the row is there");
+    IT_ASSERT(it_log_count(&s, "released dirty") == 0, "its server went back clean");
+    /* A reset: the reason is the socket's, not libuv's "bad file descriptor". */
+    int r = it_raw_login(&s, "sl_scram", "sluice_test");
+    struct linger lg = {1, 0};
+    setsockopt(r, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(r);
+    IT_ASSERT(it_log_wait(&s, "Connection reset by peer", 1, 3) >= 1, "a reset is logged as one");
+    IT_ASSERT(it_log_count(&s, "bad file descriptor") == 0, "no 'bad file descriptor'");
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    it_exec(d, "DROP TABLE iso_term");
+    PQfinish(d);
+}
+
 int main(void) {
     it_init("it_isolation");
     forged_log_line();
@@ -274,5 +356,7 @@ int main(void) {
     plain_cost();
     bad_message_types();
     state_outlives_client();
+    flush_holds_nothing();
+    terminate_and_reset();
     return it_done();
 }
