@@ -432,6 +432,8 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (info.state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
         if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
     }
+    /* State made inside a DO block or a procedure is not in the text. */
+    if (info.state & SL_STATE_OPAQUE) c->state_made = true;
     int mode = c->w->cfg->pin_session_state;
     if (!creates) return true;
     if (mode == SL_PIN_ERROR) {

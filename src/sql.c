@@ -300,6 +300,8 @@ static void one_statement(const char *node, span_t s, const char *wf, sl_sql_inf
     } else if (!strcmp(node, "ClosePortalStmt")) {
         read = true;
         if (!has(s, "\"portalname\"")) st |= SL_STATE_CLOSE_ALL;
+    } else if (!strcmp(node, "DoStmt") || !strcmp(node, "CallStmt")) {
+        st |= SL_STATE_OPAQUE; /* and a write: read stays false */
     } else if (!strcmp(node, "DiscardStmt")) {
         if (has(s, "\"target\":\"DISCARD_ALL\"")) st |= SL_STATE_DISCARD_ALL;
     }

@@ -26,6 +26,9 @@ enum {
     SL_STATE_ADVISORY_LOCK = 1 << 7,
     SL_STATE_ADVISORY_UNLOCK_ALL = 1 << 8,
     SL_STATE_DISCARD_ALL = 1 << 9,
+    /* Runs code whose session state sluice cannot see (DO, CALL): its
+     * server is reset when the client leaves it; no pin. */
+    SL_STATE_OPAQUE = 1 << 10,
 };
 
 typedef struct sl_sql_info {

@@ -267,6 +267,35 @@ static void state_outlives_client(void) {
     IT_ASSERT(it_sluice_stop(&shared, SIGTERM) == 0, "exit");
 }
 
+/* State made inside a DO block is not in the statement's text: its server is
+ * reset too when the client leaves it, whatever pin_session_state says. */
+static void opaque_state(void) {
+    const char *modes[] = {"on", "off", "error"};
+    for (int i = 0; i < 3; i++) {
+        char opts[200];
+        snprintf(opts, sizeof opts,
+                 "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n"
+                 "pin_session_state = %s\n",
+                 modes[i]);
+        it_sluice_t s;
+        it_sluice_start(&s, opts, NULL);
+        PGconn *a = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+        it_exec(a, "DO $$BEGIN EXECUTE 'CREATE TEMP TABLE iso_do (secret text)'; "
+                   "EXECUTE 'INSERT INTO iso_do VALUES (''mine'')'; "
+                   "PERFORM pg_advisory_lock(4242); END$$");
+        PQfinish(a); /* no cleanup */
+        PGconn *b = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+        const char *seen = it_value(b, "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace "
+                                       "= pg_my_temp_schema()) + (SELECT count(*) FROM pg_locks "
+                                       "WHERE locktype = 'advisory' AND pid = pg_backend_pid())");
+        IT_ASSERT(!strcmp(seen, "0"),
+                  "pin_session_state = %s: the next client sees %s of the DO block's objects",
+                  modes[i], seen);
+        PQfinish(b);
+        IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    }
+}
+
 /* ---- what a connection owes, and when it ends ---- */
 
 /* A Flush owes no reply: a server that answered everything goes back to
@@ -356,6 +385,7 @@ int main(void) {
     plain_cost();
     bad_message_types();
     state_outlives_client();
+    opaque_state();
     flush_holds_nothing();
     terminate_and_reset();
     return it_done();

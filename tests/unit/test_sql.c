@@ -304,6 +304,8 @@ static void details(void) {
         uint32_t state;
     } st[] = {
         {"LISTEN ch", SL_STATE_LISTEN},
+        {"DO $$BEGIN PERFORM 1; END$$", SL_STATE_OPAQUE},
+        {"CALL my_proc(1)", SL_STATE_OPAQUE},
         {"UNLISTEN *", SL_STATE_UNLISTEN_ALL},
         {"UNLISTEN ch", 0},
         {"CREATE TEMP TABLE x (a int)", SL_STATE_TEMP_OBJECT},
