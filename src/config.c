@@ -662,8 +662,7 @@ const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name) {
     return NULL;
 }
 
-const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name,
-                                        bool *automatic) {
+const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name, bool *automatic) {
     const sl_db_cfg_t *db = sl_config_find_db(cfg, name);
     *automatic = !db;
     return db ? db : sl_config_find_db(cfg, "*");

@@ -3,8 +3,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice/proto.h"

@@ -141,8 +141,7 @@ void sl_config_free(sl_config_t *cfg);
 const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
 /* The entry clients of database `name` are served by: its own, else the '*'
  * entry (*automatic set), else NULL. */
-const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name,
-                                        bool *automatic);
+const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name, bool *automatic);
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
 /* The routing a database ends up with (its own, or auto with replicas). */
