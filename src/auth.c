@@ -33,7 +33,7 @@ static enum sl_auth_result start_scram(sl_auth_t *a, sl_buf_t *out) {
     return SL_AUTH_CONTINUE;
 }
 
-enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
+enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_loop_t *w, int method, const char *user,
                                   sl_user_secret_t *secret, sl_buf_t *out) {
     memset(a, 0, sizeof *a);
     a->method = method;

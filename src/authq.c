@@ -22,7 +22,7 @@ typedef struct job {
     char user[64];
 } job_t;
 
-static entry_t *cached(sl_worker_t *w, const char *user) {
+static entry_t *cached(sl_loop_t *w, const char *user) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->authq_cache) {
         entry_t *e = sl_container_of(it, entry_t, node);
@@ -31,7 +31,7 @@ static entry_t *cached(sl_worker_t *w, const char *user) {
     return NULL;
 }
 
-sl_user_secret_t *sl_authq_find(sl_worker_t *w, const char *user) {
+sl_user_secret_t *sl_authq_find(sl_loop_t *w, const char *user) {
     sl_user_secret_t *u = sl_userlist_find(&w->users, user);
     if (u) return u;
     entry_t *e = cached(w, user);
@@ -39,14 +39,14 @@ sl_user_secret_t *sl_authq_find(sl_worker_t *w, const char *user) {
     return NULL;
 }
 
-static const char *auth_user_for(sl_worker_t *w, const char *db) {
+static const char *auth_user_for(sl_loop_t *w, const char *db) {
     const sl_db_cfg_t *d = sl_config_find_db(w->cfg, db);
     if (!d) d = sl_config_find_db(w->cfg, "*");
     const char *u = d ? sl_db_cfg_get(d, "auth_user") : NULL;
     return u && *u ? u : *w->cfg->auth_user ? w->cfg->auth_user : NULL;
 }
 
-bool sl_authq_enabled(sl_worker_t *w, const char *db) { return auth_user_for(w, db) != NULL; }
+bool sl_authq_enabled(sl_loop_t *w, const char *db) { return auth_user_for(w, db) != NULL; }
 
 static void entry_free(entry_t *e) {
     free(e->sec.name);
@@ -56,7 +56,7 @@ static void entry_free(entry_t *e) {
 }
 
 /* Records an answer; an earlier one stays alive (a login may be using it). */
-static sl_user_secret_t *remember(sl_worker_t *w, const char *user, const char *secret) {
+static sl_user_secret_t *remember(sl_loop_t *w, const char *user, const char *secret) {
     entry_t *old = cached(w, user);
     if (old && !strcmp(old->sec.secret, secret)) {
         old->fetched_ms = sl_now_ms(w);
@@ -134,7 +134,7 @@ static void connected(sl_server_t *s, const char *err, const char *code) {
 }
 
 bool sl_authq_lookup(sl_client_t *c, const char *db, const char *user, sl_authq_done_cb done) {
-    sl_worker_t *w = c->w;
+    sl_loop_t *w = c->w;
     const char *au = auth_user_for(w, db);
     if (!au || strlen(user) >= sizeof ((job_t *)0)->user) return false;
     char err[256];
@@ -166,7 +166,7 @@ void sl_authq_forget(sl_client_t *c) {
     c->authq = NULL;
 }
 
-void sl_authq_free(sl_worker_t *w) {
+void sl_authq_free(sl_loop_t *w) {
     sl_list_t *lists[] = {&w->authq_cache, &w->authq_retired};
     for (int i = 0; i < 2; i++)
         while (!sl_list_empty(lists[i])) {

@@ -60,7 +60,7 @@ static void cancel_after(uv_work_t *req, int status) {
     free(job);
 }
 
-int sl_cancel_forward(sl_worker_t *w, uint32_t pid, uint32_t key, const char *peer) {
+int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);

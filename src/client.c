@@ -108,7 +108,7 @@ void sl_client_kick(sl_client_t *c) {
 }
 
 static void kick_idle_cb(uv_idle_t *h) {
-    sl_worker_t *w = h->data;
+    sl_loop_t *w = h->data;
     /* Take the list as it is now: running a client may put it back. */
     sl_list_t batch;
     sl_list_init(&batch);
@@ -126,7 +126,7 @@ static void kick_idle_cb(uv_idle_t *h) {
     if (sl_list_empty(&w->kicks)) uv_idle_stop(h);
 }
 
-void sl_client_kick_init(sl_worker_t *w) {
+void sl_client_kick_init(sl_loop_t *w) {
     sl_list_init(&w->kicks);
     uv_idle_init(w->loop, &w->kick_idle);
     w->kick_idle.data = w;
@@ -192,7 +192,7 @@ bool sl_client_flush(sl_client_t *c) {
 
 static void client_closed_cb(uv_handle_t *h) {
     sl_client_t *c = h->data;
-    sl_worker_t *w = c->w;
+    sl_loop_t *w = c->w;
     if (c->ssl) {
         SSL_shutdown(c->ssl); /* close_notify, best effort */
         SSL_free(c->ssl);
@@ -212,7 +212,7 @@ static void client_closed_cb(uv_handle_t *h) {
     free(c->user);
     free(c->dbname);
     free(c);
-    sl_worker_maybe_finish(w);
+    if (w->shutting_down && w->nclients == 0 && w->on_drained) w->on_drained(w);
 }
 
 static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
@@ -273,7 +273,7 @@ static void set_tag(sl_client_t *c) {
              c->dbname ? c->dbname : "?", c->user ? c->user : "?", c->peer);
 }
 
-void sl_client_accept(sl_worker_t *w, int fd, const char *peer) {
+void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
     if (!c || uv_poll_init(w->loop, &c->poll, fd) != 0) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);

@@ -117,12 +117,12 @@ static void report_exhaustion(sl_listener_t *l) {
                 l->desc, strerror(e), errno_name(e), (unsigned long long)l->turned_away,
                 SL_ACCEPT_REPORT_MS / 1000, exhaustion_advice(e));
     l->turned_away = 0;
-    l->report_ms = sl_now_ms(l->w);
+    l->report_ms = sl_now_ms(&l->w->core);
 }
 
 static void maybe_report(sl_listener_t *l) {
     if (l->turned_away == 0) return;
-    if (l->report_ms == 0 || sl_now_ms(l->w) - l->report_ms >= SL_ACCEPT_REPORT_MS)
+    if (l->report_ms == 0 || sl_now_ms(&l->w->core) - l->report_ms >= SL_ACCEPT_REPORT_MS)
         report_exhaustion(l);
 }
 
@@ -187,7 +187,7 @@ static bool accept_batch(sl_listener_t *l, bool waited) {
         }
         char peer[64];
         format_peer(&ss, peer, sizeof peer);
-        sl_client_accept(l->w, fd, peer);
+        sl_client_accept(&l->w->core, fd, peer);
     }
     return true;
 }
@@ -228,7 +228,7 @@ static void pause_accepting(sl_listener_t *l, int err, bool waited) {
 static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *path, char *err,
                         size_t errlen) {
     sl_listener_t *l = calloc(1, sizeof *l);
-    if (!l || uv_poll_init(w->loop, &l->poll, fd) != 0) {
+    if (!l || uv_poll_init(w->core.loop, &l->poll, fd) != 0) {
         free(l);
         close(fd);
         snprintf(err, errlen, "cannot watch listener %s", desc);
@@ -237,7 +237,7 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
     l->w = w;
     l->fd = fd;
     l->poll.data = l;
-    uv_timer_init(w->loop, &l->retry);
+    uv_timer_init(w->core.loop, &l->retry);
     l->retry.data = l;
     l->open_handles = 2;
     l->spare_fd = -1;
@@ -253,8 +253,9 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
 
 static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen) {
     char port[16];
-    snprintf(port, sizeof port, "%d", w->cfg->listen_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    snprintf(port, sizeof port, "%d", w->core.cfg->listen_port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     bool any = strcmp(host, "*") == 0;
@@ -273,7 +274,7 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
         char desc[160];
         format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
-            listen(fd, w->cfg->listen_backlog) != 0) {
+            listen(fd, w->core.cfg->listen_backlog) != 0) {
             snprintf(err, errlen, "cannot listen on %s: %s", desc, strerror(errno));
             close(fd);
             /* An address family the host lacks (no IPv6) is not fatal for '*'. */
@@ -297,10 +298,10 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
 
 static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.%d", w->cfg->unix_socket_dir,
-                     w->cfg->listen_port);
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.%d",
+                     w->core.cfg->unix_socket_dir, w->core.cfg->listen_port);
     if (n < 0 || (size_t)n >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "unix_socket_dir too long: %s", w->cfg->unix_socket_dir);
+        snprintf(err, errlen, "unix_socket_dir too long: %s", w->core.cfg->unix_socket_dir);
         return SL_ECONFIG;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -320,7 +321,7 @@ static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
     if (probe >= 0) close(probe);
     unlink(sa.sun_path);
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        listen(fd, w->cfg->listen_backlog) != 0) {
+        listen(fd, w->core.cfg->listen_backlog) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", sa.sun_path, strerror(errno));
         close(fd);
         return SL_EIO;
@@ -331,7 +332,7 @@ static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
 
 int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) {
     err[0] = '\0';
-    char *list = strdup(w->cfg->listen_addr);
+    char *list = strdup(w->core.cfg->listen_addr);
     if (!list) return SL_ENOMEM;
     int rc = SL_OK;
     char *save = NULL;
@@ -339,7 +340,7 @@ int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) {
          tok = strtok_r(NULL, ", ", &save))
         rc = listen_tcp(w, tok, err, errlen);
     free(list);
-    if (rc == SL_OK && *w->cfg->unix_socket_dir) rc = listen_unix(w, err, errlen);
+    if (rc == SL_OK && *w->core.cfg->unix_socket_dir) rc = listen_unix(w, err, errlen);
     return rc;
 }
 

@@ -187,7 +187,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
 }
 
 /* Servers on one backend (a primary or a replica), by database and/or user. */
-static int count_servers(sl_worker_t *w, int backend, const char *db, const char *user) {
+static int count_servers(sl_loop_t *w, int backend, const char *db, const char *user) {
     int n = 0;
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
@@ -443,7 +443,7 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
 void sl_pool_release(sl_server_t *s, bool clean) {
     sl_pool_t *p = s->owner;
     s->fresh = false;
-    sl_worker_t *w = p->w;
+    sl_loop_t *w = p->w;
     s->link = NULL;
     s->io = NULL;
     int64_t now = sl_now_ms(w);
@@ -601,12 +601,12 @@ static int configure(sl_pool_t *p) {
     return SL_OK;
 }
 
-sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
+sl_pool_t *sl_pool_get(sl_loop_t *w, const char *dbname, const char *user, char *err,
                        size_t errlen) {
     return sl_pool_get_at(w, dbname, user, 0, err, errlen);
 }
 
-sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, int backend,
+sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, int backend,
                           char *err, size_t errlen) {
     bool fallback;
     if (!sl_config_serving_db(w->cfg, dbname, &fallback)) {
@@ -652,7 +652,7 @@ void sl_pool_unref(sl_pool_t *p) {
     if (--p->n_clients == 0) p->unused_since_ms = sl_now_ms(p->w);
 }
 
-void sl_pool_reconfigure_all(sl_worker_t *w) {
+void sl_pool_reconfigure_all(sl_loop_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
@@ -662,7 +662,7 @@ void sl_pool_reconfigure_all(sl_worker_t *w) {
     }
 }
 
-void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend) {
+void sl_pool_backend_up(sl_loop_t *w, const char *db, int backend) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
@@ -728,7 +728,7 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     pool_wake(p);
 }
 
-void sl_pool_close_all(sl_worker_t *w) {
+void sl_pool_close_all(sl_loop_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);

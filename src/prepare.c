@@ -68,7 +68,7 @@ static void bytes_shrink(sl_bytes_t *b) {
 }
 
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
-    sl_worker_t *w = c->w;
+    sl_loop_t *w = c->w;
     if (!c->ps && w->ps_free) {
         c->ps = w->ps_free;
         w->ps_free = c->ps->next_free;
@@ -114,7 +114,7 @@ static void ps_free(sl_ps_t *ps) {
 
 void sl_ps_unlink(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
-    sl_worker_t *w = c->w;
+    sl_loop_t *w = c->w;
     if (!ps) return;
     c->ps = NULL;
     /* Entries still owed belong to a server that is gone or closing. */
@@ -132,7 +132,7 @@ void sl_ps_unlink(sl_client_t *c) {
     w->ps_nfree++;
 }
 
-void sl_ps_free_all(sl_worker_t *w) {
+void sl_ps_free_all(sl_loop_t *w) {
     while (w->ps_free) {
         sl_ps_t *ps = w->ps_free;
         w->ps_free = ps->next_free;

@@ -52,7 +52,7 @@ static void reset_backend(sl_backend_t *b) {
     b->failures = 0;
 }
 
-sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user) {
+sl_route_t *sl_route_get(sl_loop_t *w, const char *db, const char *user) {
     bool automatic;
     const sl_db_cfg_t *dbc = sl_config_serving_db(w->cfg, db, &automatic);
     if (!dbc || dbc->nreplicas == 0) return NULL;
@@ -331,7 +331,7 @@ void sl_route_fence_mark(sl_route_t *r, sl_fence_t *f) {
 
 /* ---- reload and shutdown ---- */
 
-void sl_route_reconfigure_all(sl_worker_t *w) {
+void sl_route_reconfigure_all(sl_loop_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
@@ -389,7 +389,7 @@ static void route_close(sl_route_t *r) {
  * autodb_idle_timeout. Every client attached to a route holds its
  * database's pool (client.c refs c->pool before sl_router_attach), so then
  * no client holds the route either. */
-static bool db_unused(sl_worker_t *w, const char *db, int64_t now) {
+static bool db_unused(sl_loop_t *w, const char *db, int64_t now) {
     int64_t timeout = w->cfg->autodb_idle_timeout_ms;
     if (timeout <= 0) return false;
     sl_list_t *it, *tmp;
@@ -402,7 +402,7 @@ static bool db_unused(sl_worker_t *w, const char *db, int64_t now) {
     return true;
 }
 
-bool sl_route_release_idle(sl_worker_t *w, const char *db, int64_t now) {
+bool sl_route_release_idle(sl_loop_t *w, const char *db, int64_t now) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->routes) {
         sl_route_t *r = sl_container_of(it, sl_route_t, node);
@@ -415,7 +415,7 @@ bool sl_route_release_idle(sl_worker_t *w, const char *db, int64_t now) {
     return true;
 }
 
-void sl_route_close_all(sl_worker_t *w) {
+void sl_route_close_all(sl_loop_t *w) {
     while (!sl_list_empty(&w->routes)) {
         route_close(sl_container_of(sl_list_first(&w->routes), sl_route_t, node));
     }

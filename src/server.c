@@ -348,7 +348,7 @@ static bool is_numeric_host(const char *h) {
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
-static sl_server_t *server_new(sl_worker_t *w, void *owner, const char *tag,
+static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag,
                                sl_server_done_cb done) {
     sl_server_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -378,7 +378,7 @@ static const char *kv_get(const char *const *keys, const char *const *vals, cons
     return NULL;
 }
 
-sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
+sl_server_t *sl_server_connect(sl_loop_t *w, void *owner, const char *const *keys,
                                const char *const *vals, const char *tag, sl_server_done_cb done) {
     sl_server_t *s = server_new(w, owner, tag, done);
     if (!s) return NULL;
@@ -542,7 +542,7 @@ static bool own_tls_answer(sl_server_t *s) {
     return own_begin_login(s);
 }
 
-sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
+sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const *keys,
                                    const char *const *vals, const char *tag,
                                    const sl_login_secret_t *secret, sl_server_done_cb done) {
     sl_server_t *s = server_new(w, owner, tag, done);

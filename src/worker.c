@@ -22,16 +22,16 @@ static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
     w->stopping = true;
     sl_listener_close_all(w);
-    while (!sl_list_empty(&w->clients)) {
-        sl_client_t *c = sl_container_of(sl_list_first(&w->clients), sl_client_t, node);
+    while (!sl_list_empty(&w->core.clients)) {
+        sl_client_t *c = sl_container_of(sl_list_first(&w->core.clients), sl_client_t, node);
         sl_client_fatal(c, "57P01", "sluice is shutting down");
     }
-    sl_route_close_all(w);
-    sl_pool_close_all(w);
+    sl_route_close_all(&w->core);
+    sl_pool_close_all(&w->core);
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
-    uv_close((uv_handle_t *)&w->kick_idle, NULL);
-    sl_deferq_close(&w->defer);
+    uv_close((uv_handle_t *)&w->core.kick_idle, NULL);
+    sl_deferq_close(&w->core.defer);
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
     uv_close((uv_handle_t *)&w->sig_hup, NULL);
@@ -43,7 +43,7 @@ static void worker_stop(sl_worker_t *w) {
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {
-    if (w->shutting_down && !w->stopping && w->nclients == 0) {
+    if (w->core.shutting_down && !w->stopping && w->core.nclients == 0) {
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
     }
@@ -51,7 +51,7 @@ void sl_worker_maybe_finish(sl_worker_t *w) {
 
 static void reload(sl_worker_t *w) {
     char err[512];
-    sl_config_t *cfg = sl_config_load(w->cfg->path, err, sizeof err);
+    sl_config_t *cfg = sl_config_load(w->core.cfg->path, err, sizeof err);
     if (!cfg) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         return;
@@ -63,14 +63,15 @@ static void reload(sl_worker_t *w) {
         return;
     }
     sl_hba_t *hba = NULL;
-    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
+    if (cfg->auth_type == SL_AUTH_HBA &&
+        !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_userlist_free(&users);
         sl_config_free(cfg);
         return;
     }
-    sl_hba_free(w->hba);
-    w->hba = hba;
+    sl_hba_free(w->core.hba);
+    w->core.hba = hba;
     /* A certificate or key that does not load keeps the running context. */
     char tls_err[512];
     SSL_CTX *tls = sl_tls_client_ctx(cfg, tls_err, sizeof tls_err);
@@ -78,11 +79,11 @@ static void reload(sl_worker_t *w) {
         sl_log_error(NULL, "reload: client TLS settings refused, the running ones stay: %s",
                      tls_err);
     } else {
-        SSL_CTX_free(w->client_tls); /* connections hold their own references */
-        w->client_tls = tls;
+        SSL_CTX_free(w->core.client_tls); /* connections hold their own references */
+        w->core.client_tls = tls;
     }
     /* Settings fixed at start-up keep their running values. */
-    sl_config_t *old = w->cfg;
+    sl_config_t *old = w->core.cfg;
     cfg->listen_port = old->listen_port;
     cfg->pkt_buf = old->pkt_buf;
     char *keep[] = {old->listen_addr, old->unix_socket_dir, old->pidfile};
@@ -96,19 +97,19 @@ static void reload(sl_worker_t *w) {
     }
     /* Logins in progress look their user up again in the new list. */
     sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->clients) {
+    sl_list_each(it, tmp, &w->core.clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        if (c->auth && c->user && sl_userlist_find(&w->users, c->user))
+        if (c->auth && c->user && sl_userlist_find(&w->core.users, c->user))
             c->auth->user = sl_userlist_find(&users, c->user);
     }
-    sl_userlist_free(&w->users);
-    w->users = users;
-    w->cfg = cfg;
+    sl_userlist_free(&w->core.users);
+    w->core.users = users;
+    w->core.cfg = cfg;
     sl_config_free(old);
-    sl_pool_reconfigure_all(w);
-    sl_route_reconfigure_all(w);
+    sl_pool_reconfigure_all(&w->core);
+    sl_route_reconfigure_all(&w->core);
     /* write_functions may have changed: the parser's answers are redone. */
-    memset(w->sql_cache, 0, sizeof *w->sql_cache);
+    memset(w->core.sql_cache, 0, sizeof *w->core.sql_cache);
     sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
     if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
     sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
@@ -120,85 +121,68 @@ static void signal_cb(uv_signal_t *h, int signum) {
         reload(w);
         return;
     }
-    if (signum == SIGINT || w->shutting_down) {
+    if (signum == SIGINT || w->core.shutting_down) {
         sl_log_info(NULL, "%s: fast shutdown", signum == SIGINT ? "SIGINT" : "second SIGTERM");
         worker_stop(w);
         return;
     }
     sl_log_info(NULL, "SIGTERM: graceful shutdown; no new clients, each closes after its "
                       "transaction");
-    w->shutting_down = true;
+    w->core.shutting_down = true;
     sl_listener_close_all(w);
     sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->clients) {
+    sl_list_each(it, tmp, &w->core.clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
         sl_client_shutdown(c);
     }
     sl_worker_maybe_finish(w);
 }
 
+/* The core calls this when its last client is gone during a shutdown. */
+static void drained_cb(sl_loop_t *l) {
+    sl_worker_maybe_finish(sl_container_of(l, sl_worker_t, core));
+}
+
 int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     memset(w, 0, sizeof *w);
-    w->cfg = cfg;
-    sl_list_init(&w->clients);
-    sl_list_init(&w->pools);
-    sl_list_init(&w->routes);
-    sl_list_init(&w->authq_cache);
-    sl_list_init(&w->authq_retired);
-    w->loop = malloc(sizeof *w->loop);
-    if (!w->loop || uv_loop_init(w->loop) != 0) {
-        snprintf(err, errlen, "cannot create event loop");
-        return SL_ENOMEM;
-    }
-    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->users, err, errlen) < 0)
+    if (sl_loop_init(&w->core, cfg, err, errlen) != SL_OK) return SL_ENOMEM;
+    w->core.on_drained = drained_cb;
+    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)
         return SL_ECONFIG;
     /* Signals first: once a listener exists, clients (and whoever sends
      * SIGTERM after seeing it accept) may act. */
     uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
     int nums[] = {SIGINT, SIGTERM, SIGHUP};
     for (int i = 0; i < 3; i++) {
-        uv_signal_init(w->loop, sigs[i]);
+        uv_signal_init(w->core.loop, sigs[i]);
         sigs[i]->data = w;
         uv_signal_start(sigs[i], signal_cb, nums[i]);
     }
-    if (cfg->auth_type == SL_AUTH_HBA && !(w->hba = sl_hba_load(cfg->auth_hba_file, err, errlen)))
+    if (cfg->auth_type == SL_AUTH_HBA &&
+        !(w->core.hba = sl_hba_load(cfg->auth_hba_file, err, errlen)))
         return SL_ECONFIG;
-    sl_bufpool_init(&w->bufs, (uint32_t)cfg->pkt_buf, 1024);
-    w->client_tls = sl_tls_client_ctx(cfg, err, errlen);
-    if (!w->client_tls && *err) return SL_ECONFIG;
-    if (RAND_bytes(w->mock_secret, sizeof w->mock_secret) != 1) {
+    w->core.client_tls = sl_tls_client_ctx(cfg, err, errlen);
+    if (!w->core.client_tls && *err) return SL_ECONFIG;
+    if (RAND_bytes(w->core.mock_secret, sizeof w->core.mock_secret) != 1) {
         snprintf(err, errlen, "no random bytes for authentication salts");
         return SL_ENOMEM;
     }
-    sl_client_kick_init(w);
-    sl_deferq_init(&w->defer, w->loop);
-    w->sql_cache = calloc(1, sizeof *w->sql_cache);
-    if (!w->sql_cache) {
-        snprintf(err, errlen, "out of memory");
-        return SL_ENOMEM;
-    }
+    sl_client_kick_init(&w->core);
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
     return SL_OK;
 }
 
 int sl_worker_run(sl_worker_t *w) {
-    uv_run(w->loop, UV_RUN_DEFAULT);
+    uv_run(w->core.loop, UV_RUN_DEFAULT);
     /* Close callbacks of the last handles run inside uv_run; drain them. */
-    uv_run(w->loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(w->loop);
+    uv_run(w->core.loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(w->core.loop);
     if (rc != 0) sl_log_warn(NULL, "event loop closed with handles open: %s", uv_strerror(rc));
-    free(w->loop);
-    w->loop = NULL;
-    sl_userlist_free(&w->users);
-    sl_bufpool_destroy(&w->bufs);
-    free(w->sql_cache);
-    sl_ps_free_all(w);
-    SSL_CTX_free(w->client_tls);
-    sl_hba_free(w->hba);
-    sl_authq_free(w);
-    sl_stmt_registry_free(&w->stmts);
-    sl_config_free(w->cfg);
-    w->cfg = NULL;
+    sl_ps_free_all(&w->core);
+    sl_authq_free(&w->core);
+    sl_loop_destroy(&w->core);
+    sl_config_free(w->core.cfg);
+    w->core.cfg = NULL;
     return w->exit_code;
 }

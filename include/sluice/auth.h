@@ -11,7 +11,7 @@
 #include "sluice/buf.h"
 #include "sluice/scram.h"
 #include "sluice/userlist.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 enum sl_auth_result { SL_AUTH_OK, SL_AUTH_CONTINUE, SL_AUTH_FAIL, SL_AUTH_BAD_MESSAGE };
 
@@ -26,7 +26,7 @@ typedef struct sl_auth {
 /* Starts authentication of user with method (enum sl_auth_type: trust, any,
  * plain, md5 or scram-sha-256); writes the first request into out. Returns
  * SL_AUTH_OK when no password is needed. */
-enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_worker_t *w, int method, const char *user,
+enum sl_auth_result sl_auth_begin(sl_auth_t *a, sl_loop_t *w, int method, const char *user,
                                   sl_user_secret_t *secret, sl_buf_t *out);
 /* Feeds the body of a PasswordMessage ('p'); writes the next request. */
 enum sl_auth_result sl_auth_step(sl_auth_t *a, const char *user, const uint8_t *body, size_t n,

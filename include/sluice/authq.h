@@ -8,7 +8,7 @@
 #include <stdbool.h>
 
 #include "sluice/userlist.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 struct sl_client;
 /* Called when a lookup ends: secret NULL when the user was not found or the
@@ -17,15 +17,15 @@ typedef void (*sl_authq_done_cb)(struct sl_client *c, sl_user_secret_t *secret, 
 
 /* The secret for user: auth_file first, then a cached auth_query answer
  * that is still fresh. NULL when neither has it. */
-sl_user_secret_t *sl_authq_find(sl_worker_t *w, const char *user);
+sl_user_secret_t *sl_authq_find(sl_loop_t *w, const char *user);
 /* Whether a user missing from auth_file is looked up for database db. */
-bool sl_authq_enabled(sl_worker_t *w, const char *db);
+bool sl_authq_enabled(sl_loop_t *w, const char *db);
 /* Starts a lookup for c; done() is called later (not if c closed before:
  * sl_authq_forget). Returns false if it could not start (done not called). */
 bool sl_authq_lookup(struct sl_client *c, const char *db, const char *user, sl_authq_done_cb done);
 /* c is closing: its lookup, if any, reports to nobody. */
 void sl_authq_forget(struct sl_client *c);
 /* Frees the cache (worker end). */
-void sl_authq_free(sl_worker_t *w);
+void sl_authq_free(sl_loop_t *w);
 
 #endif

@@ -6,9 +6,9 @@
 
 #include <stdint.h>
 
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 /* Returns 1 if a cancel was sent, 0 if the key matched nothing to cancel. */
-int sl_cancel_forward(sl_worker_t *w, uint32_t pid, uint32_t key, const char *peer);
+int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer);
 
 #endif

@@ -19,24 +19,15 @@
 #include "sluice/scram.h"
 #include "sluice/server.h"
 #include "sluice/stmt.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
-enum sl_client_state {
-    SL_CL_LOGIN,      /* reading the startup packet */
-    SL_CL_AUTH,       /* password exchange */
-    SL_CL_LOGIN_WAIT, /* authenticated, waiting for a first server: its pool has no
-                         cached parameters to answer the login with yet */
-    SL_CL_IDLE,       /* no server; nothing pending (transaction/statement mode) */
-    SL_CL_WAITING,    /* has a request, waiting for a server */
-    SL_CL_ACTIVE,     /* linked to a server */
-    SL_CL_CLOSING     /* handle closing; freed in its close callback */
-};
+/* enum sl_client_state is in loop.h: the loop keeps a list of clients per state. */
 
 extern const char *const sl_client_state_names[];
 
 typedef struct sl_client {
     sl_list_t node;        /* on the worker's clients list */
-    sl_worker_t *w;        /* borrowed */
+    sl_loop_t *w;        /* borrowed */
     uint32_t id;           /* C-<id>; also the BackendKeyData pid */
     uint32_t cancel_key;   /* random; with id, what a CancelRequest must match */
     char tag[160];         /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
@@ -118,7 +109,7 @@ static inline bool sl_client_has_request(const sl_client_t *c) {
     return sl_client_fwd_limit(c) > c->in.head;
 }
 
-void sl_client_accept(sl_worker_t *w, int fd, const char *peer);
+void sl_client_accept(sl_loop_t *w, int fd, const char *peer);
 /* The one exit: logs reason, releases or closes the server, frees later. */
 void sl_client_close(sl_client_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sends a FATAL ErrorResponse (best effort) then closes. */
@@ -145,7 +136,7 @@ ssize_t sl_client_read(sl_client_t *c, void *p, size_t n);
 ssize_t sl_client_send(sl_client_t *c, const void *p, size_t n);
 /* Runs what poll could not announce: decrypted TLS bytes on either side. */
 void sl_client_kick(sl_client_t *c);
-void sl_client_kick_init(sl_worker_t *w);
+void sl_client_kick_init(sl_loop_t *w);
 /* Called by the janitor. */
 void sl_client_tick(sl_client_t *c, int64_t now_ms);
 /* SIGTERM: close now if between transactions, else after the current one. */

@@ -13,7 +13,7 @@
 #include "sluice/list.h"
 #include "sluice/params.h"
 #include "sluice/server.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 /* How a waiter's error starts when the backend could not be logged in to
  * (as opposed to query_wait_timeout, a full pool). */
@@ -37,7 +37,7 @@ struct sl_waiter {
 
 typedef struct sl_pool {
     sl_list_t node;        /* on the worker's pools list */
-    sl_worker_t *w;        /* borrowed */
+    sl_loop_t *w;        /* borrowed */
     char *db_alias;        /* owned: the name clients connect to */
     char *user;            /* owned: the client user this pool serves */
     int backend;           /* 0: the database's primary entry; i: its replica i */
@@ -77,10 +77,10 @@ typedef struct sl_pool {
 
 /* Finds or creates the pool for a client of `dbname` as `user`. On failure
  * returns NULL with a message for the client in err. */
-sl_pool_t *sl_pool_get(sl_worker_t *w, const char *dbname, const char *user, char *err,
+sl_pool_t *sl_pool_get(sl_loop_t *w, const char *dbname, const char *user, char *err,
                        size_t errlen);
 /* The same for one backend of the database: 0 its primary, i its replica i. */
-sl_pool_t *sl_pool_get_at(sl_worker_t *w, const char *dbname, const char *user, int backend,
+sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, int backend,
                           char *err, size_t errlen);
 /* Opens a connection with the pool's settings that the pool does not keep:
  * owner and done() belong to the caller (health checks). */
@@ -96,13 +96,13 @@ void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt);
 void sl_pool_release(sl_server_t *s, bool clean);
 /* Health checks see backend `backend` of db answer again: its pools stop
  * refusing requests for server_login_retry. */
-void sl_pool_backend_up(sl_worker_t *w, const char *db, int backend);
+void sl_pool_backend_up(sl_loop_t *w, const char *db, int backend);
 /* Timeouts and upkeep; called by the janitor. */
 void sl_pool_tick(sl_pool_t *p, int64_t now_ms);
-void sl_pool_close_all(sl_worker_t *w);
+void sl_pool_close_all(sl_loop_t *w);
 /* After a reload: every pool takes its limits and connection settings from
  * the new config. */
-void sl_pool_reconfigure_all(sl_worker_t *w);
+void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
 
 #endif

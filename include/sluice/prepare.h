@@ -83,7 +83,7 @@ bool sl_ps_idle(const sl_client_t *c);
  * otherwise cost an allocation each). */
 void sl_ps_unlink(sl_client_t *c);
 /* Frees the worker's free list. */
-void sl_ps_free_all(sl_worker_t *w);
+void sl_ps_free_all(sl_loop_t *w);
 /* The client ran DISCARD ALL or DEALLOCATE ALL on s: the statements there,
  * and the client's own, are gone. */
 void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s);

@@ -14,7 +14,7 @@
 #include "sluice/config.h"
 #include "sluice/list.h"
 #include "sluice/server.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 #define SL_MAX_BACKENDS (1 + SL_MAX_REPLICAS)
 
@@ -51,7 +51,7 @@ typedef struct sl_backend {
 
 struct sl_route {
     sl_list_t node;          /* on the worker's routes */
-    sl_worker_t *w;          /* borrowed */
+    sl_loop_t *w;          /* borrowed */
     char *db;                /* owned: the database alias */
     char *check_user;        /* owned: whose connection settings the checks use */
     char tag[160];           /* "route db=app" */
@@ -83,12 +83,12 @@ typedef struct sl_fence {
  * when it has none. A name without its own entry takes the '*' entry's
  * replicas, routing and load_balance. user's connection settings are used
  * for the checks. */
-sl_route_t *sl_route_get(sl_worker_t *w, const char *db, const char *user);
+sl_route_t *sl_route_get(sl_loop_t *w, const char *db, const char *user);
 /* For pool.c, before it frees a '*' pool of db: false while a route of db
  * still runs (its health checks borrow the pools of db). A '*' route whose
  * database no client has used for autodb_idle_timeout is closed here, so
  * arbitrary names cannot make routes and their checks pile up. */
-bool sl_route_release_idle(sl_worker_t *w, const char *db, int64_t now);
+bool sl_route_release_idle(sl_loop_t *w, const char *db, int64_t now);
 /* Backend for a transaction: a write goes to the writer, a read to a
  * standby that is up, not lagging and past the fence (the writer when none
  * is). exclude: a backend to avoid (-1: none). -1 if nothing can serve. */
@@ -103,7 +103,7 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
                       uint64_t rtt_us);
 void sl_route_check_failed(sl_route_t *r, int i, const char *err);
 /* Reload: backends follow the new replica list. Shutdown: close all. */
-void sl_route_reconfigure_all(sl_worker_t *w);
-void sl_route_close_all(sl_worker_t *w);
+void sl_route_reconfigure_all(sl_loop_t *w);
+void sl_route_close_all(sl_loop_t *w);
 
 #endif

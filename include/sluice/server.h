@@ -19,7 +19,7 @@
 #include "sluice/params.h"
 #include "sluice/proto.h"
 #include "sluice/stmt.h"
-#include "sluice/worker.h"
+#include "sluice/loop.h"
 
 enum sl_server_state {
     SL_SV_RESOLVING,  /* uv_getaddrinfo in flight */
@@ -38,7 +38,7 @@ typedef void (*sl_server_io_cb)(sl_server_t *s, int status, int events);
 
 struct sl_server {
     sl_list_t node;         /* on one of its pool's lists */
-    sl_worker_t *w;         /* borrowed */
+    sl_loop_t *w;         /* borrowed */
     void *owner;            /* borrowed: the pool */
     void *link;             /* borrowed: the linked client, or NULL */
     uint32_t id;            /* S-<id> in logs */
@@ -94,13 +94,13 @@ struct sl_server {
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
  * borrowed for the duration of the call). done() reports the outcome. */
-sl_server_t *sl_server_connect(sl_worker_t *w, void *owner, const char *const *keys,
+sl_server_t *sl_server_connect(sl_loop_t *w, void *owner, const char *const *keys,
                                const char *const *vals, const char *tag, sl_server_done_cb done);
 /* Like sl_server_connect, but logs in with sluice's own md5/SCRAM exchange
  * using secret (keys, an md5 hash, or a password whose SCRAM keys are
  * derived once per salt): TCP or Unix socket, TLS as the sslmode,
  * sslrootcert, sslcert, sslkey and ssl_*_protocol_version keys say. */
-sl_server_t *sl_server_connect_own(sl_worker_t *w, void *owner, const char *const *keys,
+sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const *keys,
                                    const char *const *vals, const char *tag,
                                    const sl_login_secret_t *secret, sl_server_done_cb done);
 /* Runs sql (simple protocol) and swallows its results; done() when

@@ -1,6 +1,6 @@
 /* client: a failed allocation during login ends the login with FATAL 53200
  * out of memory, not a crash or a misleading error. A client is accepted on
- * one end of a socketpair by a hand-built worker; strdup is wrapped (the
+ * one end of a socketpair by a hand-built loop context; strdup is wrapped (the
  * test links with --wrap=strdup) to fail for one chosen string. */
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +23,7 @@ char *__wrap_strdup(const char *s) {
     return __real_strdup(s);
 }
 
-static sl_worker_t w;
+static sl_loop_t w;
 
 static size_t put_param(uint8_t *p, const char *name, const char *value) {
     size_t n = strlen(name) + 1, v = strlen(value) + 1;
@@ -65,19 +65,9 @@ static const char *login(const char *user, const char *options) {
 
 int main(void) {
     char err[512];
-    w.cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err, sizeof err);
-    if (!w.cfg) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    w.loop = malloc(sizeof *w.loop);
-    uv_loop_init(w.loop);
-    sl_list_init(&w.clients);
-    sl_list_init(&w.pools);
-    sl_list_init(&w.routes);
-    sl_list_init(&w.authq_cache);
-    sl_list_init(&w.authq_retired);
-    sl_bufpool_init(&w.bufs, 8192, 16);
+    sl_config_t *cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err,
+                                             sizeof err);
+    ASSERT_EQ(sl_loop_init(&w, cfg, err, sizeof err), SL_OK);
     sl_client_kick_init(&w);
     sl_log_set_level(SL_LOG_ERROR);
 
@@ -88,10 +78,10 @@ int main(void) {
     ASSERT_EQ(w.nclients, 0);
 
     uv_close((uv_handle_t *)&w.kick_idle, NULL);
+    sl_deferq_close(&w.defer);
     uv_run(w.loop, UV_RUN_NOWAIT);
     uv_loop_close(w.loop);
-    free(w.loop);
-    sl_bufpool_destroy(&w.bufs);
-    sl_config_free(w.cfg);
+    sl_loop_destroy(&w);
+    sl_config_free(cfg);
     return check_done("test_client_oom");
 }

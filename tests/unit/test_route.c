@@ -11,7 +11,7 @@
 #include "sluice/route.h"
 #include "unit/check.h"
 
-static sl_worker_t w;
+static sl_loop_t w;
 
 static sl_route_t *make_route(int w1, int w2) {
     sl_route_t *r = calloc(1, sizeof *r);

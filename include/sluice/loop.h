@@ -1,0 +1,90 @@
+/* The low loop context: what the connection core (clients, servers, pools,
+ * routes, auth) needs from the event loop it runs on, and nothing of how the
+ * loop is set up or run (listeners, janitor, signals live in the worker,
+ * which embeds this). Core modules include this header, never worker.h, so
+ * that dependencies point down: worker -> core -> loop. All runtime state
+ * hangs off it, never off globals, so that more loops are an addition. */
+#ifndef SLUICE_LOOP_H
+#define SLUICE_LOOP_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/defer.h"
+#include "sluice/hba.h"
+#include "sluice/list.h"
+#include "sluice/sql.h"
+#include "sluice/stats.h"
+#include "sluice/stmt.h"
+#include "sluice/userlist.h"
+
+/* Client states (see client.h), here because the loop keeps one list of
+ * clients per state: a client's state and the list it is on change together
+ * in sl_client_set_state. */
+enum sl_client_state {
+    SL_CL_LOGIN,      /* reading the startup packet */
+    SL_CL_AUTH,       /* password exchange */
+    SL_CL_LOGIN_WAIT, /* authenticated, waiting for a first server: its pool has no
+                         cached parameters to answer the login with yet */
+    SL_CL_IDLE,       /* no server; nothing pending (transaction/statement mode) */
+    SL_CL_WAITING,    /* has a request, waiting for a server */
+    SL_CL_ACTIVE,     /* linked to a server */
+    SL_CL_CLOSING,    /* handle closing; freed in its close callback */
+    SL_CL_NSTATES
+};
+
+typedef struct sl_loop {
+    uv_loop_t *loop;         /* owned */
+    sl_config_t *cfg;        /* owned */
+    sl_userlist_t users;     /* owned: the auth_file */
+    sl_hba_t *hba;           /* owned: the auth_hba_file, for auth_type = hba */
+    sl_list_t authq_cache;   /* auth_query answers (authq.c) */
+    sl_list_t authq_retired; /* replaced answers, kept while logins may use them */
+    sl_bufpool_t bufs;       /* pkt_buf-sized blocks for active connections */
+    sl_list_t clients;       /* every sl_client_t not closing, by its node: walks that may
+                                change clients' states (janitor, shutdown) go over this */
+    sl_list_t clients_in[SL_CL_NSTATES]; /* sl_client_t by state, by its state_node:
+                                            where a client is says what it is doing */
+    int nclients_in[SL_CL_NSTATES];      /* clients on each of those lists */
+    sl_list_t servers_closing;           /* sl_server_t whose handles are closing: off their pool's
+                                            lists, since the pool may be freed before they are */
+    int nservers_closing;                /* on servers_closing */
+    sl_list_t pools;                     /* every sl_pool_t */
+    sl_list_t routes;                    /* sl_route_t of databases with replicas (route.c) */
+    int nclients;                        /* on clients */
+    uint32_t next_client_id;             /* ids for tags and BackendKeyData */
+    uint32_t next_server_id;
+    sl_deferq_t defer;         /* consequences of closes and releases, run later */
+    sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
+    sl_stmt_registry_t stmts;  /* named prepared statements of every client */
+    struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
+    int ps_nfree;
+    SSL_CTX *client_tls;     /* owned reference; NULL when client TLS is off */
+    uint8_t mock_secret[32]; /* random at start: salts of users that do not exist */
+    sl_list_t kicks;         /* clients with TLS bytes poll cannot see (client.c) */
+    uv_idle_t kick_idle;     /* runs them before the loop blocks again */
+    sl_stats_t stats;        /* counters since start */
+    bool shutting_down;      /* SIGTERM: no new clients, close each after its transaction */
+    /* Called when the last client is freed while shutting_down: whoever runs
+     * the loop stops it then (the core cannot call up into the worker). */
+    void (*on_drained)(struct sl_loop *l);
+} sl_loop_t;
+
+/* Milliseconds on the loop's clock. */
+static inline int64_t sl_now_ms(const sl_loop_t *l) {
+    return (int64_t)uv_now(l->loop);
+}
+
+/* Zeroes l, takes cfg, creates the uv loop, the deferred queue, the buffer
+ * free list and the parser cache, and makes every list empty. Returns SL_OK
+ * or SL_ENOMEM with why in err. */
+int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen);
+/* Frees what sl_loop_init made once the uv loop has no handles left (the
+ * config stays the caller's to free). */
+void sl_loop_destroy(sl_loop_t *l);
+
+#endif

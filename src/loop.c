@@ -1,0 +1,56 @@
+/* The loop context's life: what every loop needs before its first client
+ * and what is left to free after its last handle closed. */
+#include "sluice/loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/err.h"
+
+/* Blocks kept for reuse in the buffer free list: enough for a burst of
+ * clients becoming active at once without a malloc each. */
+#define SL_LOOP_BUFS_KEPT 1024
+
+int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
+    memset(l, 0, sizeof *l);
+    l->cfg = cfg;
+    sl_list_init(&l->clients);
+    for (int i = 0; i < SL_CL_NSTATES; i++)
+        sl_list_init(&l->clients_in[i]);
+    sl_list_init(&l->servers_closing);
+    sl_list_init(&l->pools);
+    sl_list_init(&l->routes);
+    sl_list_init(&l->authq_cache);
+    sl_list_init(&l->authq_retired);
+    sl_list_init(&l->kicks);
+    l->loop = malloc(sizeof *l->loop);
+    if (!l->loop || uv_loop_init(l->loop) != 0) {
+        free(l->loop);
+        l->loop = NULL;
+        snprintf(err, errlen, "cannot create event loop: out of memory");
+        return SL_ENOMEM;
+    }
+    sl_deferq_init(&l->defer, l->loop);
+    sl_bufpool_init(&l->bufs, (uint32_t)cfg->pkt_buf, SL_LOOP_BUFS_KEPT);
+    l->sql_cache = calloc(1, sizeof *l->sql_cache);
+    if (!l->sql_cache) {
+        snprintf(err, errlen, "out of memory for the query parser cache");
+        return SL_ENOMEM;
+    }
+    return SL_OK;
+}
+
+void sl_loop_destroy(sl_loop_t *l) {
+    if (l->loop) free(l->loop);
+    l->loop = NULL;
+    sl_userlist_free(&l->users);
+    sl_bufpool_destroy(&l->bufs);
+    free(l->sql_cache);
+    l->sql_cache = NULL;
+    SSL_CTX_free(l->client_tls);
+    l->client_tls = NULL;
+    sl_hba_free(l->hba);
+    l->hba = NULL;
+    sl_stmt_registry_free(&l->stmts);
+}
