@@ -12,8 +12,6 @@
 #include "sluice/route.h"
 #include "sluice/tls.h"
 
-enum { LIST_NONE, LIST_IDLE, LIST_USED, LIST_CONNECTING };
-
 static void pool_dispatch(sl_pool_t *p);
 
 /* What a pool does next (hand servers to waiters, open one, fail its
@@ -28,30 +26,25 @@ static void pool_wake(sl_pool_t *p) {
     sl_defer(&p->w->defer, &p->wake);
 }
 
-static void list_put(sl_pool_t *p, sl_server_t *s, int which) {
-    switch (s->owner_list) {
-    case LIST_IDLE: p->n_idle--; break;
-    case LIST_USED: p->n_used--; break;
-    case LIST_CONNECTING: p->n_connecting--; break;
-    }
-    sl_list_unlink(&s->node);
-    s->owner_list = which;
-    switch (which) {
-    case LIST_IDLE:
-        /* Most recently used first: keeps a warm core and lets the rest idle out. */
-        sl_list_push_front(&p->idle, &s->node);
-        p->n_idle++;
-        break;
-    case LIST_USED: sl_list_push_back(&p->used, &s->node), p->n_used++; break;
-    case LIST_CONNECTING: sl_list_push_back(&p->connecting, &s->node), p->n_connecting++; break;
-    }
+/* Servers handed out: linked to a client, or running sluice's own query
+ * (a reset, a check, a client's parameters) before or after. */
+static int n_used(const sl_pool_t *p) {
+    return p->servers.n[SL_SV_ACTIVE] + p->servers.n[SL_SV_QUERY];
 }
 
-int sl_pool_total(const sl_pool_t *p) { return p->n_idle + p->n_used + p->n_connecting; }
+/* Servers logging in. */
+static int n_connecting(const sl_pool_t *p) {
+    return p->servers.n[SL_SV_RESOLVING] + p->servers.n[SL_SV_CONNECTING];
+}
 
-static void server_closing(sl_server_t *s) {
-    sl_pool_t *p = s->owner;
-    list_put(p, s, LIST_NONE);
+int sl_pool_total(const sl_pool_t *p) {
+    return p->servers.n[SL_SV_IDLE] + n_used(p) + n_connecting(p);
+}
+
+/* Closes every server of p in state st. */
+static void close_in(sl_pool_t *p, enum sl_server_state st, const char *why) {
+    while (!sl_list_empty(&p->servers.in[st]))
+        sl_server_close(sl_container_of(sl_list_first(&p->servers.in[st]), sl_server_t, node), why);
 }
 
 /* Takes the oldest waiter off the queue. */
@@ -181,7 +174,6 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
                 break;
     sl_log_debug(s->tag, "backend connection ready");
     s->fresh = true;
-    list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
     pool_wake(p);
 }
@@ -219,11 +211,11 @@ static bool evict_idle_sibling(sl_pool_t *p) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &p->w->pools) {
         sl_pool_t *q = sl_container_of(it, sl_pool_t, node);
-        if (q == p || q->n_idle == 0) continue;
+        if (q == p || q->servers.n[SL_SV_IDLE] == 0) continue;
         bool shares = (p->max_db && strcmp(q->db_alias, p->db_alias) == 0) ||
                       (p->max_user && strcmp(q->user, p->user) == 0);
         if (!shares) continue;
-        sl_server_t *s = sl_container_of(q->idle.prev, sl_server_t, node);
+        sl_server_t *s = sl_container_of(q->servers.in[SL_SV_IDLE].prev, sl_server_t, node);
         sl_server_close(s, "making room for another pool under max_db/max_user_connections");
         return true;
     }
@@ -239,7 +231,7 @@ static bool evict_idle_sibling(sl_pool_t *p) {
 static bool login_allowed(sl_pool_t *p, int64_t now) {
     if (!p->login_fail_ms) return true;
     if (p->fail_permanent) return now - p->login_fail_ms >= p->w->cfg->server_login_retry_ms;
-    if (p->n_connecting > 0) return false;
+    if (n_connecting(p) > 0) return false;
     int64_t at = p->login_fail_ms + p->retry_delay_ms;
     if (now >= at) return true;
     arm_retry(p, at - now);
@@ -344,8 +336,7 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
 static void open_server(sl_pool_t *p) {
     sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys);
     if (!s) return;
-    s->on_close = server_closing;
-    if (s->state != SL_SV_CLOSING) list_put(p, s, LIST_CONNECTING);
+    sl_server_adopt(s, &p->servers);
 }
 
 static void check_done(sl_server_t *s, const char *err, const char *code) {
@@ -356,7 +347,6 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
         sl_server_close(s, "server_check_query failed");
     } else {
         s->fresh = true;
-        list_put(p, s, LIST_IDLE);
         sl_server_set_state(s, SL_SV_IDLE);
         s->idle_since_ms = sl_now_ms(p->w);
     }
@@ -370,16 +360,15 @@ static void pool_dispatch(sl_pool_t *p) {
         /* With no working server to wait for, waiting would only hang; a
          * transient failure is ridden out up to the waiters' patience. */
         bool ride = !p->fail_permanent && !p->fast_fail;
-        if (p->n_idle + p->n_used == 0)
+        if (p->servers.n[SL_SV_IDLE] + n_used(p) == 0)
             fail_waiters_login(p, ride ? login_patience_ms(p->w->cfg) : 0, now);
     }
     while (p->n_waiting > 0) {
-        sl_list_t *first = sl_list_first(&p->idle);
+        sl_list_t *first = sl_list_first(&p->servers.in[SL_SV_IDLE]);
         if (first) {
             sl_server_t *s = sl_container_of(first, sl_server_t, node);
             int64_t delay = p->w->cfg->server_check_delay_ms;
             if (!s->fresh && now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
-                list_put(p, s, LIST_USED);
                 p->n_checking++;
                 if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0) {
                     p->n_checking--;
@@ -388,19 +377,22 @@ static void pool_dispatch(sl_pool_t *p) {
                 continue;
             }
             sl_waiter_t *wt = pop_waiter(p);
-            list_put(p, s, LIST_USED);
-            /* The poll keeps watching: the waiter moves the server to QUERY
-             * or ACTIVE before returning, and stopping and restarting it
-             * would cost two epoll_ctl calls per transaction. */
+            /* Handed out: ACTIVE at once, so that it is never on the idle
+             * list while a client holds it. The poll keeps watching: the
+             * waiter links it (or runs a SET first, QUERY) before
+             * returning, and stopping and restarting the poll would cost
+             * two epoll_ctl calls per transaction. */
+            sl_server_set_state(s, SL_SV_ACTIVE);
             wt->cb(wt, s, NULL, NULL);
             continue;
         }
         /* Servers connecting or being checked will serve the first waiters. */
-        if (p->n_connecting + p->n_checking >= p->n_waiting) break;
+        if (n_connecting(p) + p->n_checking >= p->n_waiting) break;
         if (!login_allowed(p, now)) {
             /* Waiters with no working server to wait for are told a
              * permanent failure at once. */
-            if (p->fail_permanent && p->n_idle + p->n_used == 0) fail_waiters_login(p, 0, now);
+            if (p->fail_permanent && p->servers.n[SL_SV_IDLE] + n_used(p) == 0)
+                fail_waiters_login(p, 0, now);
             break;
         }
         if (!can_open(p, now) && !(evict_idle_sibling(p) && can_open(p, now))) break;
@@ -435,7 +427,6 @@ static void reset_done(sl_server_t *s, const char *err, const char *code) {
     s->reset_needed = false;
     sl_params_clear(&s->applied);
     s->params_fp = 0;
-    list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
     pool_wake(p);
 }
@@ -447,12 +438,12 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     s->link = NULL;
     s->io = NULL;
     int64_t now = sl_now_ms(w);
-    const char *why = !clean                 ? "released dirty (transaction or message unfinished)"
-                      : s->close_needed      ? "close requested"
-                      : w->cfg->server_lifetime_ms > 0 &&
-                              now - s->connect_ms >= w->cfg->server_lifetime_ms
-                          ? "server_lifetime reached"
-                          : NULL;
+    const char *why =
+        !clean            ? "released dirty (transaction or message unfinished)"
+        : s->close_needed ? "close requested"
+        : w->cfg->server_lifetime_ms > 0 && now - s->connect_ms >= w->cfg->server_lifetime_ms
+            ? "server_lifetime reached"
+            : NULL;
     if (why) {
         sl_server_close(s, why);
         pool_wake(p);
@@ -470,13 +461,13 @@ void sl_pool_release(sl_server_t *s, bool clean) {
         if (sl_server_query(s, reset, reset_done) < 0) sl_server_close(s, "out of memory");
         return;
     }
-    list_put(p, s, LIST_IDLE);
     sl_server_set_state(s, SL_SV_IDLE);
     pool_wake(p);
 }
 
 static void free_kv(char **keys, char **vals) {
-    for (int i = 0; keys && keys[i]; i++) free(keys[i]), free(vals[i]);
+    for (int i = 0; keys && keys[i]; i++)
+        free(keys[i]), free(vals[i]);
     free(keys), free(vals);
 }
 
@@ -493,7 +484,9 @@ static void pool_free(sl_pool_t *p) {
     free(p);
 }
 
-static int pick(int own, int user, int global) { return own >= 0 ? own : user >= 0 ? user : global; }
+static int pick(int own, int user, int global) {
+    return own >= 0 ? own : user >= 0 ? user : global;
+}
 
 static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
     int i = 0;
@@ -583,14 +576,14 @@ static int configure(sl_pool_t *p) {
     if (p->keys) {
         sl_log_info(p->tag, "connection settings changed: replacing its servers");
         /* Resolving servers borrow the old arrays: close them before freeing. */
-        while (!sl_list_empty(&p->connecting))
-            sl_server_close(sl_container_of(sl_list_first(&p->connecting), sl_server_t, node),
-                            "connection settings changed");
-        while (!sl_list_empty(&p->idle))
-            sl_server_close(sl_container_of(sl_list_first(&p->idle), sl_server_t, node),
-                            "connection settings changed");
+        close_in(p, SL_SV_RESOLVING, "connection settings changed");
+        close_in(p, SL_SV_CONNECTING, "connection settings changed");
+        close_in(p, SL_SV_IDLE, "connection settings changed");
         sl_list_t *it, *tmp;
-        sl_list_each(it, tmp, &p->used) sl_container_of(it, sl_server_t, node)->close_needed = true;
+        sl_list_each(it, tmp, &p->servers.in[SL_SV_ACTIVE]) sl_container_of(it, sl_server_t, node)
+            ->close_needed = true;
+        sl_list_each(it, tmp, &p->servers.in[SL_SV_QUERY]) sl_container_of(it, sl_server_t, node)
+            ->close_needed = true;
         free_kv(p->keys, p->vals);
         sl_params_clear(&p->defaults);
         /* The password may have changed: derive again. */
@@ -616,8 +609,7 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 &&
-            strcmp(p->user, user) == 0)
+        if (p->backend == backend && strcmp(p->db_alias, dbname) == 0 && strcmp(p->user, user) == 0)
             return p;
     }
     sl_pool_t *p = calloc(1, sizeof *p);
@@ -625,7 +617,7 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
         p->w = w;
         p->db_alias = strdup(dbname);
         p->user = strdup(user);
-        sl_list_init(&p->idle), sl_list_init(&p->used), sl_list_init(&p->connecting);
+        sl_server_lists_init(&p->servers);
         sl_list_init(&p->waiting);
         sl_defer_init(&p->wake, wake_cb);
         p->backend = backend;
@@ -646,7 +638,9 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
     return p;
 }
 
-void sl_pool_ref(sl_pool_t *p) { p->n_clients++; }
+void sl_pool_ref(sl_pool_t *p) {
+    p->n_clients++;
+}
 
 void sl_pool_unref(sl_pool_t *p) {
     if (--p->n_clients == 0) p->unused_since_ms = sl_now_ms(p->w);
@@ -678,13 +672,11 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     const sl_config_t *cfg = p->w->cfg;
     /* A pool made for a database name through '*' goes away when unused,
      * so arbitrary names cannot make pools pile up. */
-    if (p->automatic && p->n_clients == 0 && p->n_waiting == 0 && p->n_used == 0 &&
-        p->n_connecting == 0 && cfg->autodb_idle_timeout_ms > 0 &&
+    if (p->automatic && p->n_clients == 0 && p->n_waiting == 0 && n_used(p) == 0 &&
+        n_connecting(p) == 0 && cfg->autodb_idle_timeout_ms > 0 &&
         now - p->unused_since_ms >= cfg->autodb_idle_timeout_ms &&
         sl_route_release_idle(p->w, p->db_alias, now)) {
-        while (!sl_list_empty(&p->idle))
-            sl_server_close(sl_container_of(sl_list_first(&p->idle), sl_server_t, node),
-                            "autodb_idle_timeout reached");
+        close_in(p, SL_SV_IDLE, "autodb_idle_timeout reached");
         sl_log_info(p->tag, "pool removed after autodb_idle_timeout");
         sl_list_unlink(&p->node);
         pool_free(p);
@@ -692,7 +684,7 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     }
     /* Idle servers past their idle timeout or lifetime. */
     sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &p->idle) {
+    sl_list_each(it, tmp, &p->servers.in[SL_SV_IDLE]) {
         sl_server_t *s = sl_container_of(it, sl_server_t, node);
         if (cfg->server_lifetime_ms > 0 && now - s->connect_ms >= cfg->server_lifetime_ms)
             sl_server_close(s, "server_lifetime reached");
@@ -707,7 +699,7 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
         sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
         if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
         pop_waiter(p);
-        if (p->login_fail_ms && p->n_idle + p->n_used == 0) {
+        if (p->login_fail_ms && p->servers.n[SL_SV_IDLE] + n_used(p) == 0) {
             /* Waiting for a backend that does not take logins yet. */
             char msg[600];
             snprintf(msg, sizeof msg,
@@ -732,12 +724,8 @@ void sl_pool_close_all(sl_loop_t *w) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        sl_list_t *lists[] = {&p->idle, &p->used, &p->connecting};
-        for (int i = 0; i < 3; i++)
-            while (!sl_list_empty(lists[i])) {
-                sl_server_t *s = sl_container_of(sl_list_first(lists[i]), sl_server_t, node);
-                sl_server_close(s, "shutting down");
-            }
+        for (int st = 0; st < SL_SV_CLOSING; st++)
+            close_in(p, (enum sl_server_state)st, "shutting down");
         sl_list_unlink(&p->node);
         pool_free(p);
     }

@@ -5,31 +5,42 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sluice/log.h"
 #include "sluice/tls.h"
 
 /* Parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT). */
-static const char *const reported_names[] = {
-    "application_name", "client_encoding",      "DateStyle",  "default_transaction_read_only",
-    "in_hot_standby",   "integer_datetimes",    "IntervalStyle", "is_superuser",
-    "server_encoding",  "server_version",       "session_authorization",
-    "standard_conforming_strings", "TimeZone",  NULL};
+static const char *const reported_names[] = {"application_name",
+                                             "client_encoding",
+                                             "DateStyle",
+                                             "default_transaction_read_only",
+                                             "in_hot_standby",
+                                             "integer_datetimes",
+                                             "IntervalStyle",
+                                             "is_superuser",
+                                             "server_encoding",
+                                             "server_version",
+                                             "session_authorization",
+                                             "standard_conforming_strings",
+                                             "TimeZone",
+                                             NULL};
 
 static void server_poll_cb(uv_poll_t *h, int status, int events);
+static void sv_unlist(sl_server_t *s);
 
 static void maybe_free(sl_server_t *s) {
     if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
-    if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
+    sv_unlist(s);
+    if (s->conn) PQfinish(s->conn);       /* sends Terminate, closes the socket */
     if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
     if (s->own_socket && s->fd >= 0) {
         (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
@@ -86,8 +97,81 @@ void sl_server_watch(sl_server_t *s, int events) {
     s->poll_events = events;
 }
 
-void sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
+const char *const sl_server_state_names[] = {"resolving", "connecting", "query",
+                                             "idle",      "active",     "closing"};
+
+#define TO(st) (1u << (st))
+/* Which states each state may move to. A connection only ever goes forward
+ * through its login (an own login resolves again for its next address),
+ * then between idle, active and sluice's own queries, and from anywhere but
+ * CLOSING to CLOSING, once. Staying in a state is allowed (a retry of the
+ * next address, a second query) except in CLOSING. */
+static const unsigned sv_next[SL_SV_NSTATES] = {
+    [SL_SV_RESOLVING] = TO(SL_SV_CONNECTING) | TO(SL_SV_CLOSING),
+    [SL_SV_CONNECTING] = TO(SL_SV_RESOLVING) | TO(SL_SV_CONNECTING) | TO(SL_SV_QUERY) |
+                         TO(SL_SV_IDLE) | TO(SL_SV_CLOSING),
+    [SL_SV_QUERY] = TO(SL_SV_QUERY) | TO(SL_SV_IDLE) | TO(SL_SV_ACTIVE) | TO(SL_SV_CLOSING),
+    [SL_SV_IDLE] = TO(SL_SV_IDLE) | TO(SL_SV_QUERY) | TO(SL_SV_ACTIVE) | TO(SL_SV_CLOSING),
+    [SL_SV_ACTIVE] = TO(SL_SV_ACTIVE) | TO(SL_SV_QUERY) | TO(SL_SV_IDLE) | TO(SL_SV_CLOSING),
+    [SL_SV_CLOSING] = 0,
+};
+#undef TO
+
+void sl_server_lists_init(sl_server_lists_t *l) {
+    for (int i = 0; i < SL_SV_NSTATES; i++) {
+        sl_list_init(&l->in[i]);
+        l->n[i] = 0;
+    }
+}
+
+/* Takes the server off whatever list it is on, keeping the counts. */
+static void sv_unlist(sl_server_t *s) {
+    if (sl_list_empty(&s->node)) return; /* on no list (no home yet) */
+    if (s->state == SL_SV_CLOSING)
+        s->w->nservers_closing--;
+    else if (s->home)
+        s->home->n[s->state]--;
+    sl_list_unlink(&s->node);
+}
+
+/* Puts the server on the list of its current state. */
+static void sv_list(sl_server_t *s) {
+    if (s->state == SL_SV_CLOSING) {
+        sl_list_push_back(&s->w->servers_closing, &s->node);
+        s->w->nservers_closing++;
+        return;
+    }
+    if (!s->home) return;
+    /* Idle ones most recently used first: keeps a warm core and lets the
+     * rest idle out from the tail. */
+    if (s->state == SL_SV_IDLE)
+        sl_list_push_front(&s->home->in[s->state], &s->node);
+    else
+        sl_list_push_back(&s->home->in[s->state], &s->node);
+    s->home->n[s->state]++;
+}
+
+void sl_server_adopt(sl_server_t *s, sl_server_lists_t *home) {
+    if (s->state == SL_SV_CLOSING) return; /* failed at once: the loop's now */
+    sv_unlist(s);
+    s->home = home;
+    sv_list(s);
+}
+
+bool sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
+    if ((unsigned)st >= SL_SV_NSTATES || !(sv_next[s->state] & (1u << st))) {
+        sl_log_error(s->tag,
+                     "internal error: refused server state change %s -> %s; the connection "
+                     "stays %s (please report this with the log lines before it)",
+                     sl_server_state_names[s->state],
+                     (unsigned)st < SL_SV_NSTATES ? sl_server_state_names[st] : "?",
+                     sl_server_state_names[s->state]);
+        return false;
+    }
+    sv_unlist(s);
     s->state = st;
+    if (st == SL_SV_CLOSING) s->home = NULL; /* the pool may go before the handles do */
+    sv_list(s);
     if (st == SL_SV_IDLE) {
         s->idle_since_ms = sl_now_ms(s->w);
         s->link = NULL;
@@ -95,6 +179,7 @@ void sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
         /* Watch for the backend going away while it sits in the pool. */
         sl_server_watch(s, UV_READABLE);
     }
+    return true;
 }
 
 /* Reports the outcome to the owner. transient: a failure a retry may cure
@@ -120,11 +205,10 @@ static bool transient_code(const char *code) {
                     !strcmp(code, "53300"));
 }
 
-
 static void timeout_cb(uv_timer_t *t) {
     sl_server_t *s = t->data;
-    const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
-                                               : "server_connect_timeout reached";
+    const char *what =
+        s->state == SL_SV_QUERY ? "internal query timed out" : "server_connect_timeout reached";
     sl_server_watch(s, 0);
     finish_as(s, what, "08006", s->state != SL_SV_QUERY);
 }
@@ -253,7 +337,7 @@ static void start_libpq(sl_server_t *s, const char *const *keys, const char *con
     /* Only so that a failed login carries its SQLSTATE (57P03 is retried,
      * 28P01 is not): see libpq_failure. */
     PQsetErrorVerbosity(s->conn, PQERRORS_VERBOSE);
-    s->state = SL_SV_CONNECTING;
+    sl_server_set_state(s, SL_SV_CONNECTING);
     connect_step(s, PGRES_POLLING_WRITING);
 }
 
@@ -348,8 +432,7 @@ static bool is_numeric_host(const char *h) {
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
-static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag,
-                               sl_server_done_cb done) {
+static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag, sl_server_done_cb done) {
     sl_server_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     sl_list_init(&s->node);
@@ -359,7 +442,7 @@ static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag,
     s->id = ++w->next_server_id;
     s->fd = -1;
     s->done = done;
-    s->state = SL_SV_RESOLVING;
+    s->state = SL_SV_RESOLVING; /* the first state: on no list until a pool adopts it */
     s->connect_ms = sl_now_ms(w);
     s->scan.coll = s->coll;
     s->scan.coll_cap = sizeof s->coll;
@@ -470,7 +553,8 @@ static bool own_start_tls(sl_server_t *s) {
     if (ctx && t->max_version) SSL_CTX_set_max_proto_version(ctx, t->max_version);
     if (ctx && t->mode >= SL_TLS_VERIFY_CA) {
         if (!*t->rootcert || SSL_CTX_load_verify_locations(ctx, t->rootcert, NULL) != 1)
-            snprintf(err, sizeof err, "sslmode=%s needs a root certificate that loads "
+            snprintf(err, sizeof err,
+                     "sslmode=%s needs a root certificate that loads "
                      "(server_tls_ca_file / sslrootcert \"%.200s\")",
                      sl_tls_mode_names[t->mode], t->rootcert);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -516,7 +600,8 @@ static bool own_handshake(sl_server_t *s) {
     char msg[320], why[200];
     long v = SSL_get_verify_result(s->own_ssl);
     if (v != X509_V_OK)
-        snprintf(why, sizeof why, "certificate verify failed: %s", X509_verify_cert_error_string(v));
+        snprintf(why, sizeof why, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
     else
         ERR_error_string_n(ERR_get_error(), why, sizeof why);
     snprintf(msg, sizeof msg, "TLS with the backend failed: %s", why);
@@ -554,9 +639,9 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
     snprintf(s->host, sizeof s->host, "%s", host);
     s->login = calloc(1, sizeof *s->login);
     uint8_t pkt[512];
-    int n = s->login ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt,
-                                      sizeof pkt)
-                     : SL_ENOMEM;
+    int n = s->login
+                ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt, sizeof pkt)
+                : SL_ENOMEM;
     if (n < 0 || !(s->own_startup = malloc((size_t)n)) ||
         !(s->own_tls = calloc(1, sizeof *s->own_tls))) {
         finish(s, "out of memory", "53200");
@@ -565,7 +650,7 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
     memcpy(s->own_startup, pkt, (size_t)n);
     s->own_startup_len = (uint32_t)n;
     own_tls_settings(s, keys, vals, host);
-    s->state = SL_SV_CONNECTING;
+    sl_server_set_state(s, SL_SV_CONNECTING);
     if (host[0] == '/') {
         struct sockaddr_un *un = (struct sockaddr_un *)&s->addrs[0];
         un->sun_family = AF_UNIX;
@@ -577,7 +662,7 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
     resolve_ctx_t *ctx = resolve_ctx_new(s, NULL, NULL, host);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     if (ctx) {
-        s->state = SL_SV_RESOLVING;
+        sl_server_set_state(s, SL_SV_RESOLVING);
         if (uv_getaddrinfo(w->loop, &ctx->req, resolved_cb, host, port, &hints) == 0) {
             s->resolve = &ctx->req;
             s->open_handles++;
@@ -614,7 +699,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
     own_drop_socket(s);
     while (s->addr_next < s->naddrs) {
         struct sockaddr *sa = (struct sockaddr *)&s->addrs[s->addr_next++];
-        socklen_t len = sa->sa_family == AF_UNIX  ? sizeof(struct sockaddr_un)
+        socklen_t len = sa->sa_family == AF_UNIX   ? sizeof(struct sockaddr_un)
                         : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                    : sizeof(struct sockaddr_in6);
         int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -638,7 +723,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
         free(s->qout);
         s->qout = NULL;
         s->qout_len = s->qout_off = 0;
-        s->state = SL_SV_CONNECTING;
+        sl_server_set_state(s, SL_SV_CONNECTING);
         /* The scanner starts afresh for this socket's login. */
         s->scan = (sl_scan_t){.coll = s->coll, .coll_cap = sizeof s->coll};
         sl_server_watch(s, UV_WRITABLE);
@@ -796,7 +881,7 @@ int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) {
     free(s->row);
     s->row = NULL;
     s->row_len = 0;
-    s->state = SL_SV_QUERY;
+    sl_server_set_state(s, SL_SV_QUERY);
     if (s->w->cfg->server_connect_timeout_ms > 0)
         uv_timer_start(&s->timer, timeout_cb, (uint64_t)s->w->cfg->server_connect_timeout_ms, 0);
     query_flush(s);
@@ -833,8 +918,7 @@ static bool read_own(sl_server_t *s) {
                 sl_server_close(s, "backend sent a malformed message");
                 return false;
             }
-            if (ev == SL_SCAN_START)
-                s->scan.collect = strchr("ESZD", s->scan.type) != NULL;
+            if (ev == SL_SCAN_START) s->scan.collect = strchr("ESZD", s->scan.type) != NULL;
             if (ev != SL_SCAN_END || !s->scan.collect) continue;
             uint8_t t = s->scan.type;
             if (t == 'D' && !s->row && sl_scan_complete(&s->scan)) {
@@ -909,6 +993,7 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
         return;
     case SL_SV_RESOLVING:
     case SL_SV_CLOSING:
+    case SL_SV_NSTATES:
         return;
     }
 }
@@ -916,10 +1001,8 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
 void sl_server_close(sl_server_t *s, const char *reason) {
     if (s->state == SL_SV_CLOSING) return;
     sl_log_debug(s->tag, "closing server connection: %s", reason);
-    enum sl_server_state was = s->state;
-    s->state = SL_SV_CLOSING;
+    sl_server_set_state(s, SL_SV_CLOSING);
     if (s->on_close) s->on_close(s);
-    (void)was;
     s->done = NULL;
     s->io = NULL;
     if (s->poll) {

@@ -11,9 +11,9 @@
 
 #include "sluice/defer.h"
 #include "sluice/list.h"
+#include "sluice/loop.h"
 #include "sluice/params.h"
 #include "sluice/server.h"
-#include "sluice/loop.h"
 
 /* How a waiter's error starts when the backend could not be logged in to
  * (as opposed to query_wait_timeout, a full pool). */
@@ -29,31 +29,31 @@ typedef struct sl_waiter sl_waiter_t;
 typedef void (*sl_waiter_cb)(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);
 
 struct sl_waiter {
-    sl_list_t node;    /* on the pool's waiting list while queued */
-    sl_waiter_cb cb;   /* called once per request */
-    int64_t since_ms;  /* when the request was queued */
+    sl_list_t node;   /* on the pool's waiting list while queued */
+    sl_waiter_cb cb;  /* called once per request */
+    int64_t since_ms; /* when the request was queued */
     bool queued;
 };
 
 typedef struct sl_pool {
-    sl_list_t node;        /* on the worker's pools list */
-    sl_loop_t *w;        /* borrowed */
-    char *db_alias;        /* owned: the name clients connect to */
-    char *user;            /* owned: the client user this pool serves */
-    int backend;           /* 0: the database's primary entry; i: its replica i */
-    char tag[160];         /* "db=app user=bob" */
-    char **keys, **vals;   /* owned, NULL-terminated libpq parameters */
-    int mode;              /* enum sl_pool_mode */
+    sl_list_t node;                   /* on the worker's pools list */
+    sl_loop_t *w;                     /* borrowed */
+    char *db_alias;                   /* owned: the name clients connect to */
+    char *user;                       /* owned: the client user this pool serves */
+    int backend;                      /* 0: the database's primary entry; i: its replica i */
+    char tag[160];                    /* "db=app user=bob" */
+    char **keys, **vals;              /* owned, NULL-terminated libpq parameters */
+    int mode;                         /* enum sl_pool_mode */
     int size, min_size, reserve_size; /* servers */
-    int max_db, max_user;  /* 0: no cap */
-    sl_list_t idle, used, connecting; /* servers by state */
-    int n_idle, n_used, n_connecting;
-    int n_checking;        /* of n_used: running server_check_query, soon free */
-    sl_list_t waiting;     /* sl_waiter_t, oldest first */
+    int max_db, max_user;             /* 0: no cap */
+    sl_server_lists_t servers;        /* its servers not closing, one list per state (server.c
+                                         moves them); idle ones most recently used first */
+    int n_checking;    /* of servers in QUERY: running server_check_query, soon free */
+    sl_list_t waiting; /* sl_waiter_t, oldest first */
     int n_waiting;
-    sl_params_t defaults;  /* reported parameters of a fresh backend */
-    bool automatic;        /* made from the '*' entry: freed when unused */
-    int n_clients;         /* clients holding a pointer to it */
+    sl_params_t defaults;    /* reported parameters of a fresh backend */
+    bool automatic;          /* made from the '*' entry: freed when unused */
+    int n_clients;           /* clients holding a pointer to it */
     int64_t unused_since_ms; /* when n_clients last dropped to 0 */
     int64_t login_fail_ms;   /* end of the last failed backend login, 0 if none since the last
                                 success (or since health checks saw the backend answer) */
@@ -84,8 +84,7 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
                           char *err, size_t errlen);
 /* Opens a connection with the pool's settings that the pool does not keep:
  * owner and done() belong to the caller (health checks). */
-sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
-                                sl_server_done_cb done);
+sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag, sl_server_done_cb done);
 /* A client takes or drops its reference (pools are freed only unreferenced). */
 void sl_pool_ref(sl_pool_t *p);
 void sl_pool_unref(sl_pool_t *p);
@@ -104,5 +103,9 @@ void sl_pool_close_all(sl_loop_t *w);
  * the new config. */
 void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
+/* Servers of the pool in state st (a walk over p->servers.in[st] lists them). */
+static inline int sl_pool_count(const sl_pool_t *p, enum sl_server_state st) {
+    return p->servers.n[st];
+}
 
 #endif

@@ -27,8 +27,22 @@ enum sl_server_state {
     SL_SV_QUERY,      /* running an internal query (SET, reset, check) */
     SL_SV_IDLE,       /* ready, in its pool's idle list */
     SL_SV_ACTIVE,     /* linked to a client; the relay drives the socket */
-    SL_SV_CLOSING     /* handles closing; freed in the last close callback */
+    SL_SV_CLOSING,    /* handles closing; freed in the last close callback */
+    SL_SV_NSTATES
 };
+
+extern const char *const sl_server_state_names[];
+
+/* An owner's servers by state (a pool's): sl_server_set_state moves a server
+ * between these lists as its state changes, so "which servers are idle" is
+ * a list and SHOW SERVERS a walk. CLOSING servers leave them for the loop's
+ * servers_closing: the owner may be freed before their handles close. */
+typedef struct sl_server_lists {
+    sl_list_t in[SL_SV_NSTATES]; /* sl_server_t by node; in[SL_SV_CLOSING] stays empty */
+    int n[SL_SV_NSTATES];        /* servers on each list */
+} sl_server_lists_t;
+
+struct sl_client;
 
 typedef struct sl_server sl_server_t;
 /* Connect or internal query finished: err NULL on success. */
@@ -37,10 +51,13 @@ typedef void (*sl_server_done_cb)(sl_server_t *s, const char *err, const char *s
 typedef void (*sl_server_io_cb)(sl_server_t *s, int status, int events);
 
 struct sl_server {
-    sl_list_t node;         /* on one of its pool's lists */
-    sl_loop_t *w;         /* borrowed */
-    void *owner;            /* borrowed: the pool */
-    void *link;             /* borrowed: the linked client, or NULL */
+    sl_list_t node;         /* on its home list for its state, or the loop's servers_closing */
+    sl_loop_t *w;           /* borrowed */
+    void *owner;            /* borrowed: the done() callbacks' context (a pool, a health
+                               check's backend, an auth_query job: not one type) */
+    sl_server_lists_t *home; /* borrowed: its owner's lists by state (a pool's), or NULL
+                                (probes, auth_query): then on no list until closing */
+    struct sl_client *link; /* borrowed: the linked client, or NULL */
     uint32_t id;            /* S-<id> in logs */
     char tag[192];          /* "S-3 db=app user=bob backend=127.0.0.1:5432" */
     enum sl_server_state state;
@@ -89,7 +106,6 @@ struct sl_server {
     char error[256];        /* first error of an internal query */
     char error_code[6];     /* its SQLSTATE */
     char host[400];         /* backend address(es), for logs */
-    int owner_list;         /* which of its owner's lists it is on; owner-private */
 };
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
@@ -106,7 +122,14 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
 /* Runs sql (simple protocol) and swallows its results; done() when
  * ReadyForQuery arrives, with the first error if any. */
 int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) SL_MUST_USE;
-void sl_server_set_state(sl_server_t *s, enum sl_server_state st);
+/* Changes the state and moves the server to the matching list together.
+ * An illegal transition (see the table in server.c) is refused: logged as
+ * an error with both state names, and nothing moves; returns false then. */
+bool sl_server_set_state(sl_server_t *s, enum sl_server_state st);
+/* Puts a server on home's list for its state (a pool takes a server it just
+ * opened): from then on sl_server_set_state keeps it on the right one. */
+void sl_server_adopt(sl_server_t *s, sl_server_lists_t *home);
+void sl_server_lists_init(sl_server_lists_t *l);
 /* Sets which events to watch while ACTIVE. */
 void sl_server_watch(sl_server_t *s, int events);
 /* Starts closing; the struct is freed once its handles are closed. */
