@@ -20,7 +20,7 @@
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
-const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
+const char *const sl_client_state_names[] = {"login",   "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
 
 static void client_poll_cb(uv_poll_t *h, int status, int events);
@@ -40,12 +40,51 @@ static void buffers_maybe_give(sl_client_t *c) {
     sl_buf_give(&c->w->bufs, &c->out);
 }
 
-void sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
+#define TO(st) (1u << (st))
+/* Which states each state may move to: login forward only (a login ends
+ * IDLE when its pool's cached parameters answer it, LOGIN_WAIT when a first
+ * server must), then between idle, waiting and active (a read moved to
+ * another backend waits again), and from anywhere to CLOSING once. An idle
+ * client asks for a server before it gets one. Staying in a state is
+ * allowed except in CLOSING. */
+static const unsigned cl_next[SL_CL_NSTATES] = {
+    [SL_CL_LOGIN] = TO(SL_CL_LOGIN) | TO(SL_CL_AUTH) | TO(SL_CL_LOGIN_WAIT) | TO(SL_CL_IDLE) |
+                    TO(SL_CL_CLOSING),
+    [SL_CL_AUTH] = TO(SL_CL_AUTH) | TO(SL_CL_LOGIN_WAIT) | TO(SL_CL_IDLE) | TO(SL_CL_CLOSING),
+    [SL_CL_LOGIN_WAIT] =
+        TO(SL_CL_LOGIN_WAIT) | TO(SL_CL_IDLE) | TO(SL_CL_ACTIVE) | TO(SL_CL_CLOSING),
+    [SL_CL_IDLE] = TO(SL_CL_IDLE) | TO(SL_CL_WAITING) | TO(SL_CL_CLOSING),
+    [SL_CL_WAITING] = TO(SL_CL_WAITING) | TO(SL_CL_IDLE) | TO(SL_CL_ACTIVE) | TO(SL_CL_CLOSING),
+    [SL_CL_ACTIVE] = TO(SL_CL_ACTIVE) | TO(SL_CL_IDLE) | TO(SL_CL_WAITING) | TO(SL_CL_CLOSING),
+    [SL_CL_CLOSING] = 0,
+};
+#undef TO
+
+/* Puts a new client on the loop's list for its first state. */
+static void client_list(sl_client_t *c, enum sl_client_state st) {
     c->state = st;
+    sl_list_push_back(&c->w->clients_in[st], &c->state_node);
+    c->w->nclients_in[st]++;
+}
+
+bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
+    if ((unsigned)st >= SL_CL_NSTATES || !(cl_next[c->state] & (1u << st))) {
+        sl_log_error(c->tag,
+                     "internal error: refused client state change %s -> %s; the connection "
+                     "stays %s (please report this with the log lines before it)",
+                     sl_client_state_names[c->state],
+                     (unsigned)st < SL_CL_NSTATES ? sl_client_state_names[st] : "?",
+                     sl_client_state_names[c->state]);
+        return false;
+    }
+    sl_list_unlink(&c->state_node);
+    c->w->nclients_in[c->state]--;
+    client_list(c, st);
     if (st == SL_CL_IDLE) {
         c->last_io_ms = sl_now_ms(c->w);
         buffers_maybe_give(c);
     }
+    return true;
 }
 
 ssize_t sl_client_read(sl_client_t *c, void *p, size_t n) {
@@ -138,12 +177,15 @@ void sl_client_update_poll(sl_client_t *c) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
-    case SL_CL_IDLE: ev = UV_READABLE; break;
+    case SL_CL_IDLE:
+        ev = UV_READABLE;
+        break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
         if (!c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap) ev = UV_READABLE;
         break;
-    default: break;
+    default:
+        break;
     }
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
@@ -193,6 +235,8 @@ bool sl_client_flush(sl_client_t *c) {
 static void client_closed_cb(uv_handle_t *h) {
     sl_client_t *c = h->data;
     sl_loop_t *w = c->w;
+    sl_list_unlink(&c->state_node);
+    w->nclients_in[c->state]--;
     if (c->ssl) {
         SSL_shutdown(c->ssl); /* close_notify, best effort */
         SSL_free(c->ssl);
@@ -229,7 +273,7 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     sl_router_detach(c);
     if (c->pool) sl_pool_unref(c->pool);
     c->pool = NULL;
-    c->state = SL_CL_CLOSING;
+    sl_client_set_state(c, SL_CL_CLOSING);
     sl_list_unlink(&c->node);
     if (c->kicked) sl_list_unlink(&c->kick_node);
     c->kicked = false;
@@ -254,8 +298,8 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     va_end(ap);
     /* An error can only follow whole messages: if a server's message is cut
      * off in the buffer, the client just sees the connection close. */
-    bool boundary = !c->server || c->server->state != SL_SV_ACTIVE ||
-                    sl_scan_at_boundary(&c->server->scan);
+    bool boundary =
+        !c->server || c->server->state != SL_SV_ACTIVE || sl_scan_at_boundary(&c->server->scan);
     if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         /* Best effort, never blocking: the socket buffer almost always has room. */
@@ -294,7 +338,7 @@ void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_list_init(&c->kick_node);
     c->scan = (sl_scan_t){0};
     c->connect_ms = c->last_io_ms = sl_now_ms(w);
-    c->state = SL_CL_LOGIN;
+    client_list(c, SL_CL_LOGIN);
     sl_list_push_back(&w->clients, &c->node);
     w->nclients++;
     if (w->nclients > w->cfg->max_client_conn)
@@ -370,18 +414,19 @@ static int auth_method(sl_client_t *c) {
     if (method == SL_AUTH_HBA) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        bool local = strcmp(c->peer, "unix") == 0 ||
-                     getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
+        bool local =
+            strcmp(c->peer, "unix") == 0 || getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
         int line;
         enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
                                             c->ssl != NULL, c->dbname, c->user, &line);
-        static const int map[] = {[SL_HBA_REJECT] = -1,        [SL_HBA_TRUST] = SL_AUTH_TRUST,
+        static const int map[] = {[SL_HBA_REJECT] = -1,         [SL_HBA_TRUST] = SL_AUTH_TRUST,
                                   [SL_HBA_MD5] = SL_AUTH_MD5,   [SL_HBA_SCRAM] = SL_AUTH_SCRAM,
                                   [SL_HBA_CERT] = SL_AUTH_CERT, [SL_HBA_PASSWORD] = SL_AUTH_PLAIN};
         method = map[m];
         if (method < 0) {
-            sl_client_fatal(c, "28000", "connection refused by auth_hba_file (%s) for user \"%s\", "
-                                        "database \"%s\", %s%s",
+            sl_client_fatal(c, "28000",
+                            "connection refused by auth_hba_file (%s) for user \"%s\", "
+                            "database \"%s\", %s%s",
                             line ? "a reject line" : "no line matches", c->user, c->dbname,
                             c->ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
             return -1;
@@ -392,8 +437,9 @@ static int auth_method(sl_client_t *c) {
         char cn[256];
         if (!c->ssl || !sl_tls_peer_cn(c->ssl, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
             sl_client_fatal(c, "28000", "certificate authentication failed for user \"%s\": %s",
-                            c->user, !c->ssl ? "the connection does not use TLS"
-                                             : "no client certificate with that common name");
+                            c->user,
+                            !c->ssl ? "the connection does not use TLS"
+                                    : "no client certificate with that common name");
             return -1;
         }
         method = SL_AUTH_TRUST; /* the handshake verified the certificate */
@@ -407,9 +453,11 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     /* Unix-socket clients are local: TLS is not offered there. */
-    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl && strcmp(c->peer, "unix") != 0) {
-        sl_client_fatal(c, "28000", "TLS required: client_tls_sslmode = %s; connect with "
-                                    "sslmode=require or stronger",
+    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl &&
+        strcmp(c->peer, "unix") != 0) {
+        sl_client_fatal(c, "28000",
+                        "TLS required: client_tls_sslmode = %s; connect with "
+                        "sslmode=require or stronger",
                         sl_tls_mode_names[c->w->cfg->client_tls_sslmode]);
         return;
     }
@@ -419,8 +467,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     const char *repl = sl_startup_get(su, "replication");
-    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 &&
-        strcmp(repl, "off") != 0) {
+    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0) {
         sl_client_fatal(c, "08P01", "replication connections are not supported by sluice");
         return;
     }
@@ -457,8 +504,9 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
                 if (add_param(c, kv[j].name, kv[j].value) < 0) k = -1;
             free(copy);
             if (k < 0) {
-                sl_client_fatal(c, "08P01", "invalid \"options\" startup parameter: expected "
-                                            "-c name=value or --name=value items");
+                sl_client_fatal(c, "08P01",
+                                "invalid \"options\" startup parameter: expected "
+                                "-c name=value or --name=value items");
                 return;
             }
             continue;
@@ -550,7 +598,8 @@ static bool login_step(sl_client_t *c) {
         sl_startup_t su;
         ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
         switch (r) {
-        case SL_ENEEDMORE: return false;
+        case SL_ENEEDMORE:
+            return false;
         case SL_EBADLEN:
             sl_client_fatal(c, "08P01", "invalid length of startup packet");
             return false;
@@ -559,13 +608,13 @@ static bool login_step(sl_client_t *c) {
                             SL_STARTUP_MAX_BYTES);
             return false;
         case SL_EVERSION:
-            sl_client_fatal(c, "0A000",
-                            "unsupported frontend protocol %u.%u: sluice supports 3.0",
+            sl_client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: sluice supports 3.0",
                             su.version >> 16, su.version & 0xffff);
             return false;
         case SL_EPROTO:
-            sl_client_fatal(c, "08P01", "invalid startup packet layout: expected name/value "
-                                        "pairs ending in a NUL byte");
+            sl_client_fatal(c, "08P01",
+                            "invalid startup packet layout: expected name/value "
+                            "pairs ending in a NUL byte");
             return false;
         }
         if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->ssl) {
@@ -614,8 +663,11 @@ static bool login_step(sl_client_t *c) {
     enum sl_auth_result r = sl_auth_step(c->auth, c->user, c->login_buf + 5, len - 4, &c->out);
     login_consume(c, len + 1);
     switch (r) {
-    case SL_AUTH_OK: auth_ok(c); return false;
-    case SL_AUTH_CONTINUE: return sl_client_flush(c) && c->login_len > 0;
+    case SL_AUTH_OK:
+        auth_ok(c);
+        return false;
+    case SL_AUTH_CONTINUE:
+        return sl_client_flush(c) && c->login_len > 0;
     case SL_AUTH_FAIL:
         sl_client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
         return false;
@@ -642,8 +694,9 @@ static void on_login_readable(sl_client_t *c) {
             sl_client_close(c, "connection closed before a startup packet");
             return;
         }
-        sl_client_close(c, n == 0 ? "client closed the connection during login"
-                                  : "read error during login: %s", strerror((int)-n));
+        sl_client_close(
+            c, n == 0 ? "client closed the connection during login" : "read error during login: %s",
+            strerror((int)-n));
         return;
     }
     c->login_len += (uint32_t)n;
@@ -710,8 +763,7 @@ static void on_readable(sl_client_t *c) {
     if (c->tx_kept) sl_router_forget_replay(c);
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
-    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c))
-        return;
+    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c)) return;
     /* sluice may have answered the client itself (a refused statement, a
      * statement prepared without a server). */
     if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
@@ -753,18 +805,24 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
     if (!readable) return;
     switch (c->state) {
     case SL_CL_LOGIN:
-    case SL_CL_AUTH: on_login_readable(c); break;
+    case SL_CL_AUTH:
+        on_login_readable(c);
+        break;
     case SL_CL_IDLE:
     case SL_CL_WAITING:
-    case SL_CL_ACTIVE: on_readable(c); break;
-    default: break;
+    case SL_CL_ACTIVE:
+        on_readable(c);
+        break;
+    default:
+        break;
     }
 }
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
-    for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
+    for (; c->pending > 0 && rc == SL_OK; c->pending--)
+        rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
         sl_client_fatal(c, code, "%s", msg ? msg : "request aborted");
         return false;
@@ -833,22 +891,24 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
         } else if (tx != 'I') {
             if (cfg->idle_transaction_timeout_ms > 0 &&
                 now - c->last_io_ms >= cfg->idle_transaction_timeout_ms)
-                sl_client_fatal(c, "25P03", "idle_transaction_timeout: transaction left idle "
-                                            "too long; it was rolled back");
+                sl_client_fatal(c, "25P03",
+                                "idle_transaction_timeout: transaction left idle "
+                                "too long; it was rolled back");
         } else if (cfg->client_idle_timeout_ms > 0 &&
                    now - c->last_io_ms >= cfg->client_idle_timeout_ms) {
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         }
         return;
     }
-    default: return;
+    default:
+        return;
     }
 }
 
 void sl_client_shutdown(sl_client_t *c) {
-    bool between = c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH ||
-                   c->state == SL_CL_IDLE || c->state == SL_CL_LOGIN_WAIT ||
-                   (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
-                    c->server->tx_status == 'I');
+    bool between =
+        c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH || c->state == SL_CL_IDLE ||
+        c->state == SL_CL_LOGIN_WAIT ||
+        (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server && c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
 }

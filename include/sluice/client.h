@@ -26,7 +26,8 @@
 extern const char *const sl_client_state_names[];
 
 typedef struct sl_client {
-    sl_list_t node;        /* on the worker's clients list */
+    sl_list_t node;        /* on the loop's clients list until it starts closing */
+    sl_list_t state_node;  /* on the loop's clients_in[state]: moved by sl_client_set_state */
     sl_loop_t *w;        /* borrowed */
     uint32_t id;           /* C-<id>; also the BackendKeyData pid */
     uint32_t cancel_key;   /* random; with id, what a CancelRequest must match */
@@ -115,7 +116,11 @@ void sl_client_close(sl_client_t *c, const char *fmt, ...) __attribute__((format
 /* Sends a FATAL ErrorResponse (best effort) then closes. */
 void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void sl_client_set_state(sl_client_t *c, enum sl_client_state st);
+/* Changes the state and moves the client to the loop's list for it. An
+ * illegal transition (see the table in client.c) is refused: logged as an
+ * error with both state names, and nothing moves; returns false then. A
+ * WAITING client is also on its pool's FIFO queue, through its waiter. */
+bool sl_client_set_state(sl_client_t *c, enum sl_client_state st);
 /* Recomputes which events the client's poll watches. */
 void sl_client_update_poll(sl_client_t *c);
 /* Writes queued output; returns false if the client was closed. */
