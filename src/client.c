@@ -20,7 +20,7 @@
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
-const char *const sl_client_state_names[] = {"login",   "auth",   "login_wait", "idle",
+const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
 
 static void client_poll_cb(uv_poll_t *h, int status, int events);
@@ -177,15 +177,12 @@ void sl_client_update_poll(sl_client_t *c) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
-    case SL_CL_IDLE:
-        ev = UV_READABLE;
-        break;
+    case SL_CL_IDLE: ev = UV_READABLE; break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
         if (!c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap) ev = UV_READABLE;
         break;
-    default:
-        break;
+    default: break;
     }
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
@@ -298,8 +295,8 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     va_end(ap);
     /* An error can only follow whole messages: if a server's message is cut
      * off in the buffer, the client just sees the connection close. */
-    bool boundary =
-        !c->server || c->server->state != SL_SV_ACTIVE || sl_scan_at_boundary(&c->server->scan);
+    bool boundary = !c->server || c->server->state != SL_SV_ACTIVE ||
+                    sl_scan_at_boundary(&c->server->scan);
     if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         /* Best effort, never blocking: the socket buffer almost always has room. */
@@ -414,19 +411,18 @@ static int auth_method(sl_client_t *c) {
     if (method == SL_AUTH_HBA) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        bool local =
-            strcmp(c->peer, "unix") == 0 || getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
+        bool local = strcmp(c->peer, "unix") == 0 ||
+                     getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
         int line;
         enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
                                             c->ssl != NULL, c->dbname, c->user, &line);
-        static const int map[] = {[SL_HBA_REJECT] = -1,         [SL_HBA_TRUST] = SL_AUTH_TRUST,
+        static const int map[] = {[SL_HBA_REJECT] = -1,        [SL_HBA_TRUST] = SL_AUTH_TRUST,
                                   [SL_HBA_MD5] = SL_AUTH_MD5,   [SL_HBA_SCRAM] = SL_AUTH_SCRAM,
                                   [SL_HBA_CERT] = SL_AUTH_CERT, [SL_HBA_PASSWORD] = SL_AUTH_PLAIN};
         method = map[m];
         if (method < 0) {
-            sl_client_fatal(c, "28000",
-                            "connection refused by auth_hba_file (%s) for user \"%s\", "
-                            "database \"%s\", %s%s",
+            sl_client_fatal(c, "28000", "connection refused by auth_hba_file (%s) for user \"%s\", "
+                                        "database \"%s\", %s%s",
                             line ? "a reject line" : "no line matches", c->user, c->dbname,
                             c->ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
             return -1;
@@ -437,9 +433,8 @@ static int auth_method(sl_client_t *c) {
         char cn[256];
         if (!c->ssl || !sl_tls_peer_cn(c->ssl, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
             sl_client_fatal(c, "28000", "certificate authentication failed for user \"%s\": %s",
-                            c->user,
-                            !c->ssl ? "the connection does not use TLS"
-                                    : "no client certificate with that common name");
+                            c->user, !c->ssl ? "the connection does not use TLS"
+                                             : "no client certificate with that common name");
             return -1;
         }
         method = SL_AUTH_TRUST; /* the handshake verified the certificate */
@@ -453,11 +448,9 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     /* Unix-socket clients are local: TLS is not offered there. */
-    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl &&
-        strcmp(c->peer, "unix") != 0) {
-        sl_client_fatal(c, "28000",
-                        "TLS required: client_tls_sslmode = %s; connect with "
-                        "sslmode=require or stronger",
+    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl && strcmp(c->peer, "unix") != 0) {
+        sl_client_fatal(c, "28000", "TLS required: client_tls_sslmode = %s; connect with "
+                                    "sslmode=require or stronger",
                         sl_tls_mode_names[c->w->cfg->client_tls_sslmode]);
         return;
     }
@@ -467,7 +460,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     const char *repl = sl_startup_get(su, "replication");
-    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0) {
+    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 &&
+        strcmp(repl, "off") != 0) {
         sl_client_fatal(c, "08P01", "replication connections are not supported by sluice");
         return;
     }
@@ -504,9 +498,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
                 if (add_param(c, kv[j].name, kv[j].value) < 0) k = -1;
             free(copy);
             if (k < 0) {
-                sl_client_fatal(c, "08P01",
-                                "invalid \"options\" startup parameter: expected "
-                                "-c name=value or --name=value items");
+                sl_client_fatal(c, "08P01", "invalid \"options\" startup parameter: expected "
+                                            "-c name=value or --name=value items");
                 return;
             }
             continue;
@@ -598,8 +591,7 @@ static bool login_step(sl_client_t *c) {
         sl_startup_t su;
         ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
         switch (r) {
-        case SL_ENEEDMORE:
-            return false;
+        case SL_ENEEDMORE: return false;
         case SL_EBADLEN:
             sl_client_fatal(c, "08P01", "invalid length of startup packet");
             return false;
@@ -608,13 +600,13 @@ static bool login_step(sl_client_t *c) {
                             SL_STARTUP_MAX_BYTES);
             return false;
         case SL_EVERSION:
-            sl_client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: sluice supports 3.0",
+            sl_client_fatal(c, "0A000",
+                            "unsupported frontend protocol %u.%u: sluice supports 3.0",
                             su.version >> 16, su.version & 0xffff);
             return false;
         case SL_EPROTO:
-            sl_client_fatal(c, "08P01",
-                            "invalid startup packet layout: expected name/value "
-                            "pairs ending in a NUL byte");
+            sl_client_fatal(c, "08P01", "invalid startup packet layout: expected name/value "
+                                        "pairs ending in a NUL byte");
             return false;
         }
         if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->ssl) {
@@ -663,11 +655,8 @@ static bool login_step(sl_client_t *c) {
     enum sl_auth_result r = sl_auth_step(c->auth, c->user, c->login_buf + 5, len - 4, &c->out);
     login_consume(c, len + 1);
     switch (r) {
-    case SL_AUTH_OK:
-        auth_ok(c);
-        return false;
-    case SL_AUTH_CONTINUE:
-        return sl_client_flush(c) && c->login_len > 0;
+    case SL_AUTH_OK: auth_ok(c); return false;
+    case SL_AUTH_CONTINUE: return sl_client_flush(c) && c->login_len > 0;
     case SL_AUTH_FAIL:
         sl_client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
         return false;
@@ -694,9 +683,8 @@ static void on_login_readable(sl_client_t *c) {
             sl_client_close(c, "connection closed before a startup packet");
             return;
         }
-        sl_client_close(
-            c, n == 0 ? "client closed the connection during login" : "read error during login: %s",
-            strerror((int)-n));
+        sl_client_close(c, n == 0 ? "client closed the connection during login"
+                                  : "read error during login: %s", strerror((int)-n));
         return;
     }
     c->login_len += (uint32_t)n;
@@ -763,7 +751,8 @@ static void on_readable(sl_client_t *c) {
     if (c->tx_kept) sl_router_forget_replay(c);
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
-    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c)) return;
+    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c))
+        return;
     /* sluice may have answered the client itself (a refused statement, a
      * statement prepared without a server). */
     if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
@@ -805,24 +794,18 @@ static void client_poll_cb(uv_poll_t *h, int status, int events) {
     if (!readable) return;
     switch (c->state) {
     case SL_CL_LOGIN:
-    case SL_CL_AUTH:
-        on_login_readable(c);
-        break;
+    case SL_CL_AUTH: on_login_readable(c); break;
     case SL_CL_IDLE:
     case SL_CL_WAITING:
-    case SL_CL_ACTIVE:
-        on_readable(c);
-        break;
-    default:
-        break;
+    case SL_CL_ACTIVE: on_readable(c); break;
+    default: break;
     }
 }
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
-    for (; c->pending > 0 && rc == SL_OK; c->pending--)
-        rc = sl_proto_put_ready(&c->out, 'I');
+    for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
         sl_client_fatal(c, code, "%s", msg ? msg : "request aborted");
         return false;
@@ -891,24 +874,22 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
         } else if (tx != 'I') {
             if (cfg->idle_transaction_timeout_ms > 0 &&
                 now - c->last_io_ms >= cfg->idle_transaction_timeout_ms)
-                sl_client_fatal(c, "25P03",
-                                "idle_transaction_timeout: transaction left idle "
-                                "too long; it was rolled back");
+                sl_client_fatal(c, "25P03", "idle_transaction_timeout: transaction left idle "
+                                            "too long; it was rolled back");
         } else if (cfg->client_idle_timeout_ms > 0 &&
                    now - c->last_io_ms >= cfg->client_idle_timeout_ms) {
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         }
         return;
     }
-    default:
-        return;
+    default: return;
     }
 }
 
 void sl_client_shutdown(sl_client_t *c) {
-    bool between =
-        c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH || c->state == SL_CL_IDLE ||
-        c->state == SL_CL_LOGIN_WAIT ||
-        (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server && c->server->tx_status == 'I');
+    bool between = c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH ||
+                   c->state == SL_CL_IDLE || c->state == SL_CL_LOGIN_WAIT ||
+                   (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
+                    c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
 }

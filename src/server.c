@@ -5,34 +5,25 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "sluice/log.h"
 #include "sluice/tls.h"
 
 /* Parameters PostgreSQL 15 reports with ParameterStatus (GUC_REPORT). */
-static const char *const reported_names[] = {"application_name",
-                                             "client_encoding",
-                                             "DateStyle",
-                                             "default_transaction_read_only",
-                                             "in_hot_standby",
-                                             "integer_datetimes",
-                                             "IntervalStyle",
-                                             "is_superuser",
-                                             "server_encoding",
-                                             "server_version",
-                                             "session_authorization",
-                                             "standard_conforming_strings",
-                                             "TimeZone",
-                                             NULL};
+static const char *const reported_names[] = {
+    "application_name", "client_encoding",      "DateStyle",  "default_transaction_read_only",
+    "in_hot_standby",   "integer_datetimes",    "IntervalStyle", "is_superuser",
+    "server_encoding",  "server_version",       "session_authorization",
+    "standard_conforming_strings", "TimeZone",  NULL};
 
 static void server_poll_cb(uv_poll_t *h, int status, int events);
 static void sv_unlist(sl_server_t *s);
@@ -40,7 +31,7 @@ static void sv_unlist(sl_server_t *s);
 static void maybe_free(sl_server_t *s) {
     if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
     sv_unlist(s);
-    if (s->conn) PQfinish(s->conn);       /* sends Terminate, closes the socket */
+    if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
     if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
     if (s->own_socket && s->fd >= 0) {
         (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
@@ -205,10 +196,11 @@ static bool transient_code(const char *code) {
                     !strcmp(code, "53300"));
 }
 
+
 static void timeout_cb(uv_timer_t *t) {
     sl_server_t *s = t->data;
-    const char *what =
-        s->state == SL_SV_QUERY ? "internal query timed out" : "server_connect_timeout reached";
+    const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
+                                               : "server_connect_timeout reached";
     sl_server_watch(s, 0);
     finish_as(s, what, "08006", s->state != SL_SV_QUERY);
 }
@@ -553,8 +545,7 @@ static bool own_start_tls(sl_server_t *s) {
     if (ctx && t->max_version) SSL_CTX_set_max_proto_version(ctx, t->max_version);
     if (ctx && t->mode >= SL_TLS_VERIFY_CA) {
         if (!*t->rootcert || SSL_CTX_load_verify_locations(ctx, t->rootcert, NULL) != 1)
-            snprintf(err, sizeof err,
-                     "sslmode=%s needs a root certificate that loads "
+            snprintf(err, sizeof err, "sslmode=%s needs a root certificate that loads "
                      "(server_tls_ca_file / sslrootcert \"%.200s\")",
                      sl_tls_mode_names[t->mode], t->rootcert);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -600,8 +591,7 @@ static bool own_handshake(sl_server_t *s) {
     char msg[320], why[200];
     long v = SSL_get_verify_result(s->own_ssl);
     if (v != X509_V_OK)
-        snprintf(why, sizeof why, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
+        snprintf(why, sizeof why, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     else
         ERR_error_string_n(ERR_get_error(), why, sizeof why);
     snprintf(msg, sizeof msg, "TLS with the backend failed: %s", why);
@@ -639,9 +629,9 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
     snprintf(s->host, sizeof s->host, "%s", host);
     s->login = calloc(1, sizeof *s->login);
     uint8_t pkt[512];
-    int n = s->login
-                ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt, sizeof pkt)
-                : SL_ENOMEM;
+    int n = s->login ? sl_login_start(s->login, user ? user : "", db ? db : "", secret, pkt,
+                                      sizeof pkt)
+                     : SL_ENOMEM;
     if (n < 0 || !(s->own_startup = malloc((size_t)n)) ||
         !(s->own_tls = calloc(1, sizeof *s->own_tls))) {
         finish(s, "out of memory", "53200");
@@ -699,7 +689,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
     own_drop_socket(s);
     while (s->addr_next < s->naddrs) {
         struct sockaddr *sa = (struct sockaddr *)&s->addrs[s->addr_next++];
-        socklen_t len = sa->sa_family == AF_UNIX   ? sizeof(struct sockaddr_un)
+        socklen_t len = sa->sa_family == AF_UNIX  ? sizeof(struct sockaddr_un)
                         : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                    : sizeof(struct sockaddr_in6);
         int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -918,7 +908,8 @@ static bool read_own(sl_server_t *s) {
                 sl_server_close(s, "backend sent a malformed message");
                 return false;
             }
-            if (ev == SL_SCAN_START) s->scan.collect = strchr("ESZD", s->scan.type) != NULL;
+            if (ev == SL_SCAN_START)
+                s->scan.collect = strchr("ESZD", s->scan.type) != NULL;
             if (ev != SL_SCAN_END || !s->scan.collect) continue;
             uint8_t t = s->scan.type;
             if (t == 'D' && !s->row && sl_scan_complete(&s->scan)) {
