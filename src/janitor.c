@@ -3,18 +3,49 @@
  * O(connections) and cheap at this rate. */
 #include "sluice/janitor.h"
 
+#include <string.h>
+
 #include "sluice/client.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
+
+static int walk_len(const sl_list_t *l) {
+    int n = 0;
+    for (const sl_list_t *it = l->next; it != l; it = it->next)
+        n++;
+    return n;
+}
+
+/* Clients and servers by state, counted by walking the lists they sit on
+ * (state is location): what SHOW CLIENTS / SHOW SERVERS will walk too. */
+static void append_states(const sl_loop_t *l, char *buf, size_t cap) {
+    size_t n = strlen(buf);
+    n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "; clients by state:");
+    for (int st = 0; st < SL_CL_NSTATES && n < cap; st++)
+        n += (size_t)snprintf(buf + n, cap - n, " cl_%s=%d", sl_client_state_names[st],
+                              walk_len(&l->clients_in[st]));
+    int sv[SL_SV_NSTATES] = {0};
+    const sl_list_t *it;
+    for (it = l->pools.next; it != &l->pools; it = it->next) {
+        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        for (int st = 0; st < SL_SV_CLOSING; st++)
+            sv[st] += walk_len(&p->servers.in[st]);
+    }
+    sv[SL_SV_CLOSING] = walk_len(&l->servers_closing);
+    if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "; pool servers by state:");
+    for (int st = 0; st < SL_SV_NSTATES && n < cap; st++)
+        n += (size_t)snprintf(buf + n, cap - n, " sv_%s=%d", sl_server_state_names[st], sv[st]);
+}
 
 /* The stats line, every stats_period. */
 static void stats_tick(sl_worker_t *w, int64_t now) {
     int64_t period = w->core.cfg->stats_period_ms;
     if (period <= 0 || now - w->stats_ms < period) return;
     if (w->core.cfg->log_stats) {
-        char line[1024];
+        char line[1536];
         sl_stats_format(&w->core.stats, &w->stats_prev, (double)(now - w->stats_ms) / 1000.0, line,
                         sizeof line);
+        append_states(&w->core, line, sizeof line);
         sl_log_info(NULL, "%s", line);
     }
     w->stats_prev = w->core.stats;
