@@ -16,7 +16,7 @@ typedef struct entry {
     int64_t fetched_ms;
 } entry_t;
 
-typedef struct job {
+typedef struct sl_authq_job {
     sl_client_t *client; /* borrowed; NULL once it left */
     sl_authq_done_cb done;
     char user[64];
@@ -162,7 +162,7 @@ bool sl_authq_lookup(sl_client_t *c, const char *db, const char *user, sl_authq_
 }
 
 void sl_authq_forget(sl_client_t *c) {
-    if (c->authq) ((job_t *)c->authq)->client = NULL;
+    if (c->authq) c->authq->client = NULL;
     c->authq = NULL;
 }
 

@@ -89,7 +89,7 @@ typedef struct sl_client {
     const char *reject;    /* refuse after the startup packet with this 53300 message */
     sl_auth_t *auth;       /* owned during authentication */
     int auth_method;       /* enum sl_auth_type, kept while auth_query runs */
-    void *authq;           /* its auth_query lookup in flight (authq.c), or NULL */
+    struct sl_authq_job *authq; /* its auth_query lookup in flight (authq.c), or NULL */
     /* times, on the loop clock (ms) */
     int64_t connect_ms;    /* accepted */
     int64_t query_ms;      /* the oldest request still unanswered was sent */
