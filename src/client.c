@@ -60,7 +60,8 @@ static const unsigned cl_next[SL_CL_NSTATES] = {
 };
 #undef TO
 
-/* Puts a new client on the loop's list for its first state. */
+/* Sets the state and puts the client on the loop's list for it: a new
+ * client, or one its setter just took off its old list. */
 static void client_list(sl_client_t *c, enum sl_client_state st) {
     c->state = st;
     sl_list_push_back(&c->w->clients_in[st], &c->state_node);
