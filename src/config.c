@@ -117,6 +117,7 @@ static const opt_t opts[] = {
     O_ENUM("server_tls_sslmode", server_tls_sslmode, "prefer", sl_tls_mode_names),
     O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
     O_MS("stats_period", stats_period_ms, "60", 86400),
+    O_STR("stateless_functions", stateless_functions, ""),
     O_STR("stats_users", stats_users, ""),
     O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
     O_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle"),
@@ -531,7 +532,38 @@ static sl_config_t *config_new(void) {
     return cfg;
 }
 
+/* A comma list of function names, each [schema.]name with an optional
+ * trailing * (see sl_strlist_has); NULL if valid, else the bad entry's
+ * first character. */
+static const char *bad_function_entry(const char *list) {
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (!*p) break;
+        const char *start = p;
+        int parts = 0;
+        for (;;) {
+            if (!isalpha((unsigned char)*p) && *p != '_') return start;
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == '$') p++;
+            parts++;
+            if (*p != '.' || parts == 2) break;
+            p++;
+        }
+        if (*p == '*') p++;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p && *p != ',') return start;
+    }
+    return NULL;
+}
+
 static int validate(sl_config_t *cfg, char *err, size_t errlen) {
+    const char *bad = bad_function_entry(cfg->stateless_functions);
+    if (bad) {
+        snprintf(err, errlen, "%s: stateless_functions: invalid entry near '%.30s' (expected a "
+                              "comma list of function names, name or schema.name, an optional * "
+                              "at the end)", cfg->path, bad);
+        return SL_ECONFIG;
+    }
     if (cfg->auth_type == SL_AUTH_HBA && !*cfg->auth_hba_file) {
         snprintf(err, errlen, "%s: auth_type hba needs auth_hba_file", cfg->path);
         return SL_ECONFIG;

@@ -206,7 +206,8 @@ void sl_relay_unlink(sl_client_t *c) {
     /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
      * HOLD cursors: another client must never see them. */
     if (c->pins || c->state_made) s->reset_needed = true;
-    c->state_made = false;
+    if (c->state_kept) s->close_needed = true;
+    c->state_made = c->state_kept = false;
     /* A server in the middle of sluice's own query finishes it first; its
      * completion sees no client and gives it back. */
     if (s->state == SL_SV_QUERY) {
@@ -358,7 +359,8 @@ static void refusal_text(sl_client_t *c, uint32_t creates, char *msg, size_t cap
 
 void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap) {
     sl_sql_info_t info;
-    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions, &info);
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
     uint32_t creates = 0;
     for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
         creates |= info.state & pin_kinds[i].creates;
@@ -411,7 +413,8 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         return true;
     }
     sl_sql_info_t info;
-    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions, &info);
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
     if (info.state & SL_STATE_DISCARD_ALL) {
         c->reset_seen = true;
         c->pins = 0;
@@ -432,8 +435,10 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (info.state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
         if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
     }
-    /* State made inside a DO block or a procedure is not in the text. */
-    if (info.state & SL_STATE_OPAQUE) c->state_made = true;
+    /* State made inside a DO block, a procedure or a function that is not
+     * a built-in is not in the text; a reset does not undo setseed(). */
+    if (info.state & (SL_STATE_OPAQUE | SL_STATE_UNRESETTABLE)) c->state_made = true;
+    if (info.state & SL_STATE_UNRESETTABLE) c->state_kept = true;
     int mode = c->w->cfg->pin_session_state;
     if (!creates) return true;
     if (mode == SL_PIN_ERROR) {

@@ -127,7 +127,8 @@ static int classify_pending(sl_client_t *c, uint32_t from) {
         if (unknown) write = true;
         if (sql) {
             sl_sql_info_t info;
-            sl_sql_classify(c->w->sql_cache, sql, cfg->write_functions, &info);
+            sl_sql_classify(c->w->sql_cache, sql, cfg->write_functions, cfg->stateless_functions,
+                            &info);
             any = true;
             if (hint == SL_HINT_NONE) hint = info.hint;
             if (!info.read_only || (info.begin && !info.begin_read_only)) write = true;

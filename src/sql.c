@@ -59,11 +59,43 @@ static const char *skip_space(const char *p, enum sl_sql_hint *hint) {
 
 typedef struct scan_facts {
     bool paren, word_for, word_into, multi, complex, extra_words;
+    bool unknown_call; /* a '(' after a name that may call a function with state */
 } scan_facts_t;
+
+static bool call_harmless(const char *w, size_t n);
+
+/* What the tokens before a '(' say about it: a call of the function they
+ * name, or a keyword's parenthesis, or the column list of INSERT INTO t. */
+typedef struct call_scan {
+    const char *name; /* the name just before, NULL after any other token */
+    size_t len;
+    bool quoted;    /* a "quoted" identifier */
+    bool qualified; /* a '.' came before it */
+    bool target;    /* it names the table after INTO */
+    bool dot, into; /* the last token was '.', the word INTO */
+} call_scan_t;
+
+static void call_name(call_scan_t *k, const char *w, size_t n, bool quoted) {
+    k->target = k->into || (k->dot && k->target);
+    k->qualified = k->dot;
+    k->name = w, k->len = n, k->quoted = quoted;
+    k->dot = false;
+    k->into = !quoted && n == 4 && !strncasecmp(w, "into", 4);
+}
+
+/* Any token but a name or a dot; c is its first character. */
+static void call_other(call_scan_t *k, char c, scan_facts_t *f) {
+    if (c == '(' && k->name && !k->target &&
+        (k->quoted || k->qualified || !call_harmless(k->name, k->len)))
+        f->unknown_call = true;
+    bool keep_target = c == '.' && k->target;
+    *k = (call_scan_t){.dot = c == '.', .target = keep_target};
+}
 
 /* Scans the text after the first keyword, outside quotes and comments. */
 static void scan_rest(const char *p, scan_facts_t *f) {
     bool after_semicolon = false;
+    call_scan_t k = {0};
     while (*p) {
         const char *q = skip_comment(p, NULL);
         if (!q) {
@@ -89,6 +121,7 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             continue;
         }
         if (c == '\'' || c == '"') {
+            const char *open = p;
             /* E'..' and U&'..' escapes need the real lexer. */
             if (c == '\'' && p[-1] && (p[-1] == 'E' || p[-1] == 'e' || p[-1] == '&')) {
                 f->complex = true;
@@ -114,6 +147,10 @@ static void scan_rest(const char *p, scan_facts_t *f) {
                 }
                 p++;
             }
+            if (c == '"')
+                call_name(&k, open, (size_t)(p - open), true);
+            else
+                call_other(&k, c, f);
             continue;
         }
         if (c == '$') {
@@ -123,6 +160,7 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             }
             p++;
             while (isdigit((unsigned char)*p)) p++;
+            call_other(&k, c, f);
             continue;
         }
         if (c == '(') f->paren = true;
@@ -133,8 +171,10 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             f->extra_words = true;
             if (n == 3 && !strncasecmp(w, "for", 3)) f->word_for = true;
             if (n == 4 && !strncasecmp(w, "into", 4)) f->word_into = true;
+            call_name(&k, w, n, false);
             continue;
         }
+        call_other(&k, c, f);
         p++;
     }
 }
@@ -156,7 +196,7 @@ bool sl_sql_fast(const char *sql, sl_sql_info_t *out) {
     if (n == 0 || is_word_char(p[n])) return false;
     scan_facts_t f = {0};
     scan_rest(p + n, &f);
-    if (f.complex || f.multi) return false;
+    if (f.complex || f.multi || f.unknown_call) return false;
     static const char *const writes[] = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE",
                                          "ALTER", "GRANT", "REVOKE", "VACUUM", "REINDEX",
                                          "CLUSTER", "COMMENT", "REFRESH", NULL};
@@ -191,43 +231,251 @@ typedef struct span {
 
 static bool has(span_t s, const char *needle) { return memmem(s.p, s.n, needle, strlen(needle)); }
 
+/* ---- JSON of the parse tree ---- */
+
+/* The position after the JSON string whose opening quote is at p, or NULL. */
+static const char *json_string_end(const char *p, const char *end) {
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* The position after the JSON value that starts at p, or NULL. */
+static const char *json_skip(const char *p, const char *end) {
+    if (p >= end) return NULL;
+    if (*p == '"') return json_string_end(p, end);
+    if (*p != '{' && *p != '[') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']') p++;
+        return p;
+    }
+    int depth = 0;
+    while (p < end) {
+        if (*p == '"') {
+            p = json_string_end(p, end);
+            if (!p) return NULL;
+            continue;
+        }
+        if (*p == '{' || *p == '[') depth++;
+        if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
+        p++;
+    }
+    return NULL;
+}
+
+static bool starts(const char *p, const char *end, const char *prefix) {
+    size_t n = strlen(prefix);
+    return (size_t)(end - p) >= n && !memcmp(p, prefix, n);
+}
+
+/* Copies the JSON string at p (its opening quote) to out. False when it
+ * holds an escape (no built-in name does) or does not fit. */
+static bool json_copy(const char *p, const char *end, char *out, size_t cap) {
+    const char *z = p < end && *p == '"' ? json_string_end(p, end) : NULL;
+    if (!z) return false;
+    size_t n = (size_t)(z - p - 2);
+    if (n >= cap || memchr(p + 1, '\\', n)) return false;
+    memcpy(out, p + 1, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* ---- function calls ---- */
+
+/* One FuncCall node: its name and its argument list. */
+typedef struct call {
+    char schema[64];         /* "" when the name is not qualified */
+    char name[64];           /* "" when sluice cannot read it (escapes, too long) */
+    const char *args[4];     /* the first arguments' JSON (pointers into the tree) */
+    const char *args_end[4]; /* ... and where each ends */
+    int nargs;               /* how many arguments (may exceed 4) */
+} call_t;
+
+/* Reads the call whose funcname array starts at p ('['); returns the
+ * position after the node's args, or NULL when the JSON is not as expected. */
+static const char *read_call(const char *p, const char *end, call_t *k) {
+    memset(k, 0, sizeof *k);
+    char part[3][64];
+    int parts = 0;
+    bool readable = true;
+    for (p++; p < end && *p != ']';) {
+        static const char str[] = "{\"String\":{\"sval\":";
+        if (!starts(p, end, str)) return NULL;
+        if (parts == 3 || !json_copy(p + sizeof str - 1, end, part[parts], sizeof part[0]))
+            readable = false;
+        else
+            parts++;
+        if (!(p = json_skip(p, end))) return NULL;
+        if (p < end && *p == ',') p++;
+    }
+    if (p >= end) return NULL;
+    p++; /* ']' */
+    if (readable && parts == 1) snprintf(k->name, sizeof k->name, "%s", part[0]);
+    if (readable && parts == 2) {
+        snprintf(k->schema, sizeof k->schema, "%s", part[0]);
+        snprintf(k->name, sizeof k->name, "%s", part[1]);
+    }
+    static const char args[] = ",\"args\":[";
+    if (!starts(p, end, args)) return p;
+    for (p += sizeof args - 1; p < end && *p != ']'; k->nargs++) {
+        const char *e = json_skip(p, end);
+        if (!e) return NULL;
+        if (k->nargs < 4) k->args[k->nargs] = p, k->args_end[k->nargs] = e;
+        p = e < end && *e == ',' ? e + 1 : e;
+    }
+    return p;
+}
+
+/* The string of a string constant argument, or false. */
+static bool const_string(const char *a, const char *end, char *out, size_t cap) {
+    static const char key[] = "{\"A_Const\":{\"sval\":{\"sval\":";
+    return starts(a, end, key) && json_copy(a + sizeof key - 1, end, out, cap);
+}
+
+/* The value of a boolean constant argument (true, false, 'on', 'off'...),
+ * or -1 when it is anything else: an expression, a parameter, a cast. */
+static int const_bool(const char *a, const char *end) {
+    if (starts(a, end, "{\"A_Const\":{\"boolval\":{}")) return 0;
+    if (starts(a, end, "{\"A_Const\":{\"boolval\":{\"boolval\":true}")) return 1;
+    char v[8];
+    if (!const_string(a, end, v, sizeof v)) return -1;
+    static const char *const yes[] = {"t", "true", "on", "yes", "y", "1", NULL};
+    static const char *const no[] = {"f", "false", "off", "no", "n", "0", NULL};
+    return word_in(v, yes) ? 1 : word_in(v, no) ? 0 : -1;
+}
+
+/* Adds name to the session-level settings the statement changes. */
+static void list_setting(sl_sql_info_t *out, const char *name, size_t len) {
+    size_t used = strlen(out->set_names);
+    if (used + len + 2 > sizeof out->set_names) {
+        out->reset_all = true; /* too many to list: capture everything */
+        return;
+    }
+    snprintf(out->set_names + used, sizeof out->set_names - used, "%s%.*s", used ? "," : "",
+             (int)len, name);
+}
+
+/* set_config(name, value, is_local) with a constant name and flag is a SET
+ * (false: session-level, read back and carried) or a SET LOCAL (true: gone
+ * with the transaction). Anything computed is only known when it runs:
+ * false when it is opaque. */
+static bool note_set_config(const call_t *k, const char *end, sl_sql_info_t *out) {
+    char name[64];
+    if (k->nargs != 3 || !const_string(k->args[0], end, name, sizeof name) || !name[0])
+        return false;
+    int local = const_bool(k->args[2], end);
+    if (local < 0) return false;
+    if (local) return true;
+    for (char *c = name; *c; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') return false;
+        *c = (char)tolower((unsigned char)*c); /* setting names ignore case */
+    }
+    list_setting(out, name, strlen(name));
+    return true;
+}
+
+/* Built-ins that change session state a reset (DISCARD ALL) leaves alone. */
+static const char *const unresettable[] = {
+    "pg_backup_start", "pg_create_logical_replication_slot", "pg_create_physical_replication_slot",
+    "pg_replication_origin_session_setup", "setseed", NULL};
+
+static bool is_advisory_lock(const char *name) {
+    return !strncmp(name, "pg_advisory_lock", 16) || !strncmp(name, "pg_try_advisory_lock", 20);
+}
+
+bool sl_sql_builtin(const char *name) {
+    size_t lo = 0, hi = sl_sql_builtin_count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int cmp = strcmp(name, sl_sql_builtin_names[mid]);
+        if (cmp == 0) return true;
+        if (cmp < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return false;
+}
+
+/* Keywords a '(' may follow without calling a function. */
+static const char *const paren_keywords[] = {
+    "all", "and", "any", "array", "as", "between", "by", "cast", "coalesce", "conflict",
+    "distinct", "do", "else", "except", "exists", "extract", "filter", "from", "greatest", "group",
+    "having", "ilike", "in", "intersect", "is", "join", "lateral", "least", "like", "limit", "not",
+    "nullif", "offset", "on", "or", "over", "overlay", "position", "returning", "row", "select",
+    "set", "similar", "some", "substring", "then", "trim", "union", "using", "values", "when",
+    "where", "with", NULL};
+
+/* For the fast path: a '(' after the unqualified word w opens a keyword's
+ * parenthesis or calls a built-in that makes no session state. Anything
+ * else goes to the parser. */
+static bool call_harmless(const char *w, size_t n) {
+    char name[64];
+    if (n >= sizeof name) return false;
+    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)w[i]);
+    name[n] = '\0';
+    if (word_in(name, paren_keywords)) return true;
+    return sl_sql_builtin(name) && strcmp(name, "set_config") && !is_advisory_lock(name) &&
+           strcmp(name, "pg_advisory_unlock_all") && !word_in(name, unresettable);
+}
+
+/* Whether the operator listed the function in stateless_functions: an
+ * entry without a dot names it in any schema, "schema.name" only there. */
+static bool trusted(const char *stateless, const call_t *k) {
+    if (!stateless || !*stateless || !k->name[0]) return false;
+    if (sl_strlist_has(stateless, k->name)) return true;
+    if (!k->schema[0]) return false;
+    char full[130];
+    snprintf(full, sizeof full, "%s.%s", k->schema, k->name);
+    return sl_strlist_has(stateless, full);
+}
+
 typedef struct fn_facts {
     bool writes, advisory_lock, advisory_unlock_all;
+    bool opaque;       /* a call whose session state sluice cannot see */
+    bool unresettable; /* a call whose session state DISCARD ALL leaves */
 } fn_facts_t;
 
-/* Looks at every function call in the span: its last name part decides. */
-static fn_facts_t functions(span_t s, const char *write_functions) {
+static void one_call(const call_t *k, const char *end, const char *wf, const char *sf,
+                     fn_facts_t *f, sl_sql_info_t *out) {
+    if (k->name[0] && sl_strlist_has(wf, k->name)) f->writes = true;
+    bool builtin = (!k->schema[0] || !strcmp(k->schema, "pg_catalog")) && k->name[0] &&
+                   sl_sql_builtin(k->name);
+    if (!builtin) {
+        if (!trusted(sf, k)) f->opaque = true;
+        return;
+    }
+    if (is_advisory_lock(k->name)) f->advisory_lock = true;
+    if (!strcmp(k->name, "pg_advisory_unlock_all")) f->advisory_unlock_all = true;
+    if (!strcmp(k->name, "set_config") && !note_set_config(k, end, out)) f->opaque = true;
+    if (word_in(k->name, unresettable)) f->unresettable = true;
+}
+
+/* Looks at every function call in the span, at any depth. A call sluice
+ * cannot read is opaque. */
+static fn_facts_t functions(span_t s, const char *wf, const char *sf, sl_sql_info_t *out) {
     fn_facts_t f = {0};
-    static const char key[] = "\"FuncCall\":{\"funcname\":[";
+    static const char key[] = "\"FuncCall\":{\"funcname\":";
     const char *p = s.p, *end = s.p + s.n;
     while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
         p += sizeof key - 1;
-        const char *close = memchr(p, ']', (size_t)(end - p));
-        if (!close) break;
-        char name[128] = "";
-        const char *q = p;
-        while ((q = memmem(q, (size_t)(close - q), "\"sval\":\"", 8))) {
-            q += 8;
-            const char *z = memchr(q, '"', (size_t)(close - q));
-            if (!z) break;
-            snprintf(name, sizeof name, "%.*s", (int)(z - q), q);
-            q = z;
+        call_t k;
+        const char *next = read_call(p, end, &k);
+        if (!next) {
+            f.opaque = true;
+            break;
         }
-        if (sl_strlist_has(write_functions, name)) f.writes = true;
-        if (!strncasecmp(name, "pg_advisory_lock", 16) ||
-            !strncasecmp(name, "pg_try_advisory_lock", 20))
-            f.advisory_lock = true;
-        if (!strcasecmp(name, "pg_advisory_unlock_all")) f.advisory_unlock_all = true;
-        p = close;
+        one_call(&k, end, wf, sf, &f, out);
+        /* Nested calls are inside the args: go on from the name. */
     }
     return f;
 }
 
-static bool writes_data(span_t s, const char *write_functions, uint32_t *state) {
-    fn_facts_t f = functions(s, write_functions);
-    if (f.advisory_lock) *state |= SL_STATE_ADVISORY_LOCK;
-    if (f.advisory_unlock_all) *state |= SL_STATE_ADVISORY_UNLOCK_ALL;
-    return f.writes || has(s, "\"lockingClause\":") || has(s, "\"intoClause\":") ||
+static bool writes_data(span_t s, const fn_facts_t *f) {
+    return f->writes || has(s, "\"lockingClause\":") || has(s, "\"intoClause\":") ||
            has(s, "\"InsertStmt\":{") || has(s, "\"UpdateStmt\":{") ||
            has(s, "\"DeleteStmt\":{") || has(s, "\"MergeStmt\":{");
 }
@@ -250,28 +498,43 @@ static void note_set(span_t s, sl_sql_info_t *out) {
     if (!z) return;
     int len = (int)(z - n);
     if ((len == 11 && !strncmp(n, "TRANSACTION", 11)) || memchr(n, ' ', (size_t)len)) return;
-    size_t used = strlen(out->set_names);
-    if (used + (size_t)len + 2 > sizeof out->set_names) {
-        out->reset_all = true; /* too many to list: capture everything */
-        return;
+    list_setting(out, n, (size_t)len);
+}
+
+/* SET SESSION CHARACTERISTICS AS TRANSACTION ... sets the defaults of
+ * later transactions: the settings behind each mode it names. */
+static void note_characteristics(span_t s, sl_sql_info_t *out) {
+    static const char *const modes[] = {"isolation", "read_only", "deferrable", NULL};
+    for (int i = 0; modes[i]; i++) {
+        char key[64], name[64];
+        snprintf(key, sizeof key, "\"defname\":\"transaction_%s\"", modes[i]);
+        if (!has(s, key)) continue;
+        int n = snprintf(name, sizeof name, "default_transaction_%s", modes[i]);
+        list_setting(out, name, (size_t)n);
     }
-    snprintf(out->set_names + used, sizeof out->set_names - used, "%s%.*s", used ? "," : "", len,
-             n);
 }
 
 static const char read_only_on[] =
     "\"defname\":\"transaction_read_only\",\"arg\":{\"A_Const\":{\"ival\":{\"ival\":1}";
 
 /* Classifies one top-level statement (its node name and JSON span). */
-static void one_statement(const char *node, span_t s, const char *wf, sl_sql_info_t *out) {
+static void one_statement(const char *node, span_t s, const char *wf, const char *sf,
+                          sl_sql_info_t *out) {
     bool read = false;
     uint32_t st = 0;
+    /* Calls anywhere in the statement, also where they may not run (a
+     * DEFAULT, a view): when in doubt, reset. */
+    fn_facts_t fn = functions(s, wf, sf, out);
+    if (fn.advisory_lock) st |= SL_STATE_ADVISORY_LOCK;
+    if (fn.advisory_unlock_all) st |= SL_STATE_ADVISORY_UNLOCK_ALL;
+    if (fn.opaque) st |= SL_STATE_OPAQUE;
+    if (fn.unresettable) st |= SL_STATE_UNRESETTABLE;
     if (!strcmp(node, "SelectStmt") || !strcmp(node, "VariableShowStmt")) {
-        read = !writes_data(s, wf, &st);
+        read = !writes_data(s, &fn);
     } else if (!strcmp(node, "ExplainStmt")) {
-        read = !has(s, "\"defname\":\"analyze\"") || !writes_data(s, wf, &st);
+        read = !has(s, "\"defname\":\"analyze\"") || !writes_data(s, &fn);
     } else if (!strcmp(node, "CopyStmt")) {
-        read = !has(s, "\"is_from\":true") && !writes_data(s, wf, &st);
+        read = !has(s, "\"is_from\":true") && !writes_data(s, &fn);
     } else if (!strcmp(node, "TransactionStmt")) {
         read = true;
         if (has(s, "\"kind\":\"TRANS_STMT_BEGIN\"") || has(s, "\"kind\":\"TRANS_STMT_START\"")) {
@@ -281,7 +544,10 @@ static void one_statement(const char *node, span_t s, const char *wf, sl_sql_inf
     } else if (!strcmp(node, "VariableSetStmt")) {
         read = true;
         if (has(s, "\"name\":\"TRANSACTION\"") && has(s, read_only_on)) out->begin_read_only = true;
-        note_set(s, out);
+        if (has(s, "\"name\":\"SESSION CHARACTERISTICS\""))
+            note_characteristics(s, out);
+        else
+            note_set(s, out);
     } else if (!strcmp(node, "ListenStmt")) {
         st |= SL_STATE_LISTEN;
     } else if (!strcmp(node, "UnlistenStmt")) {
@@ -296,7 +562,7 @@ static void one_statement(const char *node, span_t s, const char *wf, sl_sql_inf
     } else if (!strcmp(node, "DeclareCursorStmt")) {
         const char *o = memmem(s.p, s.n, "\"options\":", 10);
         if (o && (atoi(o + 10) & 0x20)) st |= SL_STATE_HOLD_CURSOR; /* CURSOR_OPT_HOLD */
-        read = !writes_data(s, wf, &st);
+        read = !writes_data(s, &fn);
     } else if (!strcmp(node, "ClosePortalStmt")) {
         read = true;
         if (!has(s, "\"portalname\"")) st |= SL_STATE_CLOSE_ALL;
@@ -309,7 +575,8 @@ static void one_statement(const char *node, span_t s, const char *wf, sl_sql_inf
     out->state |= st;
 }
 
-void sl_sql_parse(const char *sql, const char *write_functions, sl_sql_info_t *out) {
+void sl_sql_parse(const char *sql, const char *write_functions, const char *stateless_functions,
+                  sl_sql_info_t *out) {
     memset(out, 0, sizeof *out);
     out->parsed = true;
     (void)skip_space(sql, &out->hint);
@@ -331,7 +598,7 @@ void sl_sql_parse(const char *sql, const char *write_functions, sl_sql_info_t *o
         char node[64];
         snprintf(node, sizeof node, "%.*s", (int)(q - name), name);
         span_t s = {name, (size_t)((next ? next : end) - name)};
-        one_statement(node, s, write_functions, out);
+        one_statement(node, s, write_functions, stateless_functions, out);
         p = next;
     }
     pg_query_free_parse_result(r);
@@ -348,7 +615,7 @@ static uint64_t text_hash(const char *s, uint32_t *len) {
 }
 
 void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
-                     sl_sql_info_t *out) {
+                     const char *stateless_functions, sl_sql_info_t *out) {
     if (sl_sql_fast(sql, out)) return;
     uint32_t len;
     uint64_t h = text_hash(sql, &len);
@@ -359,7 +626,7 @@ void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_f
         return;
     }
     cache->misses++;
-    sl_sql_parse(sql, write_functions, out);
+    sl_sql_parse(sql, write_functions, stateless_functions, out);
     cache->slot[i].hash = h;
     cache->slot[i].len = len;
     cache->slot[i].info = *out;

@@ -108,7 +108,8 @@ static void reload(sl_worker_t *w) {
     sl_config_free(old);
     sl_pool_reconfigure_all(&w->core);
     sl_route_reconfigure_all(&w->core);
-    /* write_functions may have changed: the parser's answers are redone. */
+    /* write_functions or stateless_functions may have changed: the
+     * parser's answers are redone. */
     memset(w->core.sql_cache, 0, sizeof *w->core.sql_cache);
     sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
     if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);

@@ -78,6 +78,7 @@ typedef struct sl_client {
     uint32_t hold_start;   /* offset in `in` of the held Query */
     uint32_t pins;         /* SL_STATE_* session state tying it to its server */
     bool state_made;       /* created session state on its server since linking */
+    bool state_kept;       /* ... and some a reset leaves (setseed()): close that server */
     sl_params_t dirty;     /* names the client SET or RESET since its server last settled */
     bool capture_all;      /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;    /* leading entries of `dirty` being read back now */

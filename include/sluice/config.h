@@ -118,6 +118,9 @@ typedef struct sl_config {
     int health_check_failures;    /* failed checks in a row that eject a backend */
     bool read_your_writes;
     char *write_functions;        /* calls that make a SELECT a write */
+    /* functions (not built-ins) trusted to leave no session state: a call
+     * to any other marks its server for a reset; comma list, * suffix */
+    char *stateless_functions;
     /* logging and process */
     char *logfile, *pidfile;
     int verbose;

@@ -26,9 +26,15 @@ enum {
     SL_STATE_ADVISORY_LOCK = 1 << 7,
     SL_STATE_ADVISORY_UNLOCK_ALL = 1 << 8,
     SL_STATE_DISCARD_ALL = 1 << 9,
-    /* Runs code whose session state sluice cannot see (DO, CALL): its
-     * server is reset when the client leaves it; no pin. */
+    /* Runs code whose session state sluice cannot see (DO, CALL, a call to
+     * a function that is not a PostgreSQL built-in, set_config() with a
+     * name or flag only known when it runs): its server is reset when the
+     * client leaves it; no pin. */
     SL_STATE_OPAQUE = 1 << 10,
+    /* Changes session state that a reset (DISCARD ALL) leaves in place:
+     * setseed(), a replication origin session, a replication slot, a base
+     * backup. Its server is closed when the client leaves it. */
+    SL_STATE_UNRESETTABLE = 1 << 11,
 };
 
 typedef struct sl_sql_info {
@@ -51,8 +57,19 @@ typedef struct sl_sql_info {
 
 /* Answers from the first keyword when that is enough; false otherwise. */
 bool sl_sql_fast(const char *sql, sl_sql_info_t *out);
-/* Answers with the PostgreSQL grammar. write_functions: comma list. */
-void sl_sql_parse(const char *sql, const char *write_functions, sl_sql_info_t *out);
+/* Answers with the PostgreSQL grammar. write_functions: comma list.
+ * stateless_functions: comma list (a trailing * matches any suffix) of
+ * functions that are not built-ins but that the operator trusts to leave no
+ * session state; a call to any other non-built-in is SL_STATE_OPAQUE. */
+void sl_sql_parse(const char *sql, const char *write_functions, const char *stateless_functions,
+                  sl_sql_info_t *out);
+
+/* PostgreSQL's built-in function names (pg_catalog, made by initdb), sorted
+ * by strcmp(); generated into sql_builtins.c by tests/gen_builtins.sh. */
+extern const char *const sl_sql_builtin_names[];
+extern const size_t sl_sql_builtin_count;
+/* Whether name (as the parser folded it) is one of them. */
+bool sl_sql_builtin(const char *name);
 
 /* A direct-mapped cache of parser answers keyed by a hash of the text. */
 #define SL_SQL_CACHE_SLOTS 1024
@@ -67,6 +84,6 @@ typedef struct sl_sql_cache {
 
 /* Fast path, then cache, then parser (whose answer is cached). */
 void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
-                     sl_sql_info_t *out);
+                     const char *stateless_functions, sl_sql_info_t *out);
 
 #endif

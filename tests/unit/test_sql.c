@@ -2,6 +2,7 @@
  * fast path answers, it must agree with the parser; hints, transaction
  * openers, session state, and the cache. */
 #include <stdio.h>
+#include <string.h>
 
 #include "sluice/sql.h"
 #include "unit/check.h"
@@ -250,7 +251,7 @@ static void corpus_agrees(void) {
         for (size_t i = 0; i < sizeof corpus / sizeof *corpus; i++) {
             snprintf(buf, sizeof buf, "%s%s%s", wraps[w][0], corpus[i].sql, wraps[w][1]);
             sl_sql_info_t pa, fa;
-            sl_sql_parse(buf, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &pa);
+            sl_sql_parse(buf, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &pa);
             total++;
             if (pa.invalid) {
                 fprintf(stderr, "parser rejected: %s\n", buf);
@@ -267,7 +268,8 @@ static void corpus_agrees(void) {
                 check_count++;
                 if (fa.read_only != pa.read_only || fa.begin != pa.begin ||
                     fa.begin_read_only != pa.begin_read_only || fa.state != pa.state ||
-                    fa.hint != pa.hint) {
+                    fa.hint != pa.hint || fa.reset_all != pa.reset_all ||
+                    strcmp(fa.set_names, pa.set_names) != 0) {
                     fprintf(stderr, "fast path disagrees with the parser on: %s\n", buf);
                     check_failures++;
                 }
@@ -281,18 +283,18 @@ static void corpus_agrees(void) {
 
 static void details(void) {
     sl_sql_info_t i;
-    sl_sql_parse("BEGIN READ ONLY", SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+    sl_sql_parse("BEGIN READ ONLY", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(i.begin && i.begin_read_only);
-    sl_sql_parse("BEGIN READ WRITE", SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+    sl_sql_parse("BEGIN READ WRITE", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(i.begin && !i.begin_read_only);
-    sl_sql_parse("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", "", &i);
+    sl_sql_parse("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", "", "", &i);
     ASSERT_TRUE(i.begin && i.begin_read_only);
-    sl_sql_parse("SET TRANSACTION READ ONLY", "", &i);
+    sl_sql_parse("SET TRANSACTION READ ONLY", "", "", &i);
     ASSERT_TRUE(!i.begin && i.begin_read_only);
     ASSERT_TRUE(sl_sql_fast("BEGIN", &i) && i.begin && !i.begin_read_only);
     ASSERT_TRUE(!sl_sql_fast("BEGIN READ ONLY", &i));
 
-    sl_sql_parse("/* sluice:primary */ SELECT 1", "", &i);
+    sl_sql_parse("/* sluice:primary */ SELECT 1", "", "", &i);
     ASSERT_EQ(i.hint, SL_HINT_PRIMARY);
     ASSERT_TRUE(sl_sql_fast("/* sluice:replica */ SELECT * FROM t", &i));
     ASSERT_EQ(i.hint, SL_HINT_REPLICA);
@@ -329,30 +331,156 @@ static void details(void) {
         {"LISTEN a; CREATE TEMP TABLE b (x int)", SL_STATE_LISTEN | SL_STATE_TEMP_OBJECT},
     };
     for (size_t k = 0; k < sizeof st / sizeof *st; k++) {
-        sl_sql_parse(st[k].sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+        sl_sql_parse(st[k].sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
         if (i.state != st[k].state) fprintf(stderr, "state of: %s\n", st[k].sql);
         ASSERT_EQ(i.state, st[k].state);
     }
     /* Configurable write functions. */
-    sl_sql_parse("SELECT my_func()", "my_*", &i);
+    sl_sql_parse("SELECT my_func()", "my_*", "", &i);
     ASSERT_TRUE(!i.read_only);
-    sl_sql_parse("SELECT my_func()", "nextval", &i);
+    sl_sql_parse("SELECT my_func()", "nextval", "", &i);
     ASSERT_TRUE(i.read_only);
     /* Invalid SQL is never sent to a replica. */
-    sl_sql_parse("SELEC 1", "", &i);
+    sl_sql_parse("SELEC 1", "", "", &i);
     ASSERT_TRUE(i.invalid && !i.read_only);
+}
+
+/* Code sluice cannot see into, and set_config(): each statement with the
+ * session state and settings the parser must find, and whether the fast
+ * path may answer it (it must then agree). */
+static void opaque_calls(void) {
+    struct {
+        const char *sql;
+        uint32_t state;
+        const char *set_names;
+    } oc[] = {
+        /* set_config with a constant name and flag is a SET or a SET LOCAL */
+        {"SELECT set_config('search_path', 'x', false)", 0, "search_path"},
+        {"SELECT pg_catalog.set_config('Search_Path', 'x', 'off')", 0, "search_path"},
+        {"SELECT set_config('myapp.user_id', '42', false)", 0, "myapp.user_id"},
+        {"SELECT set_config('work_mem', '8MB', true)", 0, ""},
+        {"SELECT set_config('work_mem', '8MB', 'on')", 0, ""},
+        {"SELECT 1 FROM t WHERE a = (SELECT set_config('a.b', 'x', false)) AND b = "
+         "lower(set_config('c.d', 'y', false))",
+         0, "a.b,c.d"},
+        {"UPDATE t SET a = set_config('statement_timeout', '5s', false)", 0, "statement_timeout"},
+        {"WITH x AS (SELECT set_config('a.b', $1, false)) SELECT * FROM x", 0, "a.b"},
+        /* ... anything only known when it runs is opaque */
+        {"SELECT set_config(name, 'x', false) FROM t", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config('work_mem', '8MB', $1)", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config($1, $2, false)", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config('work_mem', '8MB', 1 = 0)", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config('a b', 'x', false)", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config('work_mem', '8MB')", SL_STATE_OPAQUE, ""},
+        {"SELECT set_config(setting_name => 'a.b', new_value => 'x', is_local => false)",
+         SL_STATE_OPAQUE, ""},
+        {"SELECT set_config('work_mem', '8MB', false::bool)", SL_STATE_OPAQUE, ""},
+        /* SET SESSION CHARACTERISTICS sets the transaction defaults */
+        {"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", 0,
+         "default_transaction_read_only"},
+        {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE, "
+         "DEFERRABLE",
+         0,
+         "default_transaction_isolation,default_transaction_read_only,"
+         "default_transaction_deferrable"},
+        {"SET TRANSACTION READ ONLY", 0, ""},
+        /* functions that are not built-ins */
+        {"SELECT my_func()", SL_STATE_OPAQUE, ""},
+        {"SELECT * FROM my_srf(1)", SL_STATE_OPAQUE, ""},
+        {"SELECT public.lower('x')", SL_STATE_OPAQUE, ""},
+        {"SELECT \"Lower\"('x')", SL_STATE_OPAQUE, ""},
+        {"SELECT a.b.c(1)", SL_STATE_OPAQUE, ""},
+        {"INSERT INTO t VALUES (my_func())", SL_STATE_OPAQUE, ""},
+        {"INSERT INTO t (a) VALUES (1), (audit.log_it())", SL_STATE_OPAQUE, ""},
+        {"UPDATE t SET a = app_next(a) WHERE id = 1", SL_STATE_OPAQUE, ""},
+        {"DELETE FROM t WHERE id IN (SELECT f(1))", SL_STATE_OPAQUE, ""},
+        {"INSERT INTO t SELECT \"f\"(1)", SL_STATE_OPAQUE, ""},
+        {"SELECT count(*) FILTER (WHERE my_pred(x)) FROM t", SL_STATE_OPAQUE, ""},
+        {"SELECT lower(upper(my_func('a')))", SL_STATE_OPAQUE, ""},
+        /* built-ins, also the ones spelled as syntax */
+        {"SELECT lower('X'), pg_catalog.upper('x'), now(), count(*) FROM t", 0, ""},
+        {"SELECT extract(year FROM now()), substring('abc' FROM 2), trim(both 'x' FROM 'y'), "
+         "position('a' IN 'b'), overlay('abc' PLACING 'x' FROM 2)",
+         0, ""},
+        {"SELECT now() AT TIME ZONE 'utc', 'a' SIMILAR TO 'b', 'a' LIKE 'b' ESCAPE 'c', "
+         "(1, 2) OVERLAPS (3, 4), COLLATION FOR ('a'), 'a' IS NORMALIZED",
+         0, ""},
+        {"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, "
+         "CURRENT_TIMESTAMP)",
+         0, ""},
+        {"INSERT INTO s.t (a, b) VALUES (lower('x'), '1'::numeric(10, 2))", 0, ""},
+        {"UPDATE t SET (a, b) = (1, 2) WHERE id IN (1, 2) AND c = ANY (ARRAY[1])", 0, ""},
+        {"INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = coalesce(excluded.b, 0)", 0,
+         ""},
+        /* state a reset leaves: the server is closed */
+        {"SELECT setseed(0.5)", SL_STATE_UNRESETTABLE, ""},
+        {"SELECT pg_create_physical_replication_slot('s', true, true)", SL_STATE_UNRESETTABLE, ""},
+        /* advisory locks wherever they are called */
+        {"INSERT INTO t SELECT pg_advisory_lock(1)", SL_STATE_ADVISORY_LOCK, ""},
+        {"UPDATE t SET a = pg_try_advisory_lock(2)", SL_STATE_ADVISORY_LOCK, ""},
+        {"DELETE FROM t WHERE pg_advisory_unlock_all() IS NULL", SL_STATE_ADVISORY_UNLOCK_ALL, ""},
+    };
+    for (size_t k = 0; k < sizeof oc / sizeof *oc; k++) {
+        sl_sql_info_t pa, fa;
+        sl_sql_parse(oc[k].sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &pa);
+        if (pa.invalid || pa.state != oc[k].state || strcmp(pa.set_names, oc[k].set_names))
+            fprintf(stderr, "%s: state %u, set_names \"%s\"%s\n", oc[k].sql, pa.state, pa.set_names,
+                    pa.invalid ? " (rejected)" : "");
+        ASSERT_TRUE(!pa.invalid);
+        ASSERT_EQ(pa.state, oc[k].state);
+        ASSERT_STREQ(pa.set_names, oc[k].set_names);
+        ASSERT_TRUE(!pa.reset_all);
+        if (sl_sql_fast(oc[k].sql, &fa)) {
+            if (fa.state != pa.state || strcmp(fa.set_names, pa.set_names))
+                fprintf(stderr, "fast path disagrees on: %s\n", oc[k].sql);
+            ASSERT_EQ(fa.state, pa.state);
+            ASSERT_STREQ(fa.set_names, pa.set_names);
+        }
+    }
+    /* The fast path still answers the common writes with built-ins. */
+    sl_sql_info_t i;
+    ASSERT_TRUE(sl_sql_fast("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES "
+                            "(1, 2, 3, 4, CURRENT_TIMESTAMP)",
+                            &i));
+    ASSERT_TRUE(sl_sql_fast("UPDATE t SET a = lower(b) WHERE id = 1", &i));
+    ASSERT_TRUE(!sl_sql_fast("UPDATE t SET a = f(b) WHERE id = 1", &i));
+
+    /* stateless_functions: names in any schema, schema.name, * suffix. */
+    const char *trust = "app_*, audit.log_it, f";
+    struct {
+        const char *sql;
+        bool opaque;
+    } tr[] = {
+        {"SELECT app_next(1)", false},    {"SELECT app.app_next(1)", false},
+        {"SELECT audit.log_it()", false}, {"SELECT log_it()", true},
+        {"SELECT other.log_it()", true},  {"SELECT f(1), g(2)", true},
+        {"SELECT public.f(1)", false},    {"SELECT set_config(n, 'x', false) FROM t", true},
+    };
+    for (size_t k = 0; k < sizeof tr / sizeof *tr; k++) {
+        sl_sql_parse(tr[k].sql, "", trust, &i);
+        if (!!(i.state & SL_STATE_OPAQUE) != tr[k].opaque)
+            fprintf(stderr, "stateless_functions = %s: %s\n", trust, tr[k].sql);
+        ASSERT_EQ(!!(i.state & SL_STATE_OPAQUE), tr[k].opaque);
+    }
+
+    /* The list is sorted for bsearch and holds what it must. */
+    for (size_t k = 1; k < sl_sql_builtin_count; k++)
+        ASSERT_TRUE(strcmp(sl_sql_builtin_names[k - 1], sl_sql_builtin_names[k]) < 0);
+    ASSERT_TRUE(sl_sql_builtin("set_config") && sl_sql_builtin("abs") &&
+                sl_sql_builtin("xpath_exists") && sl_sql_builtin("RI_FKey_check_ins"));
+    ASSERT_TRUE(!sl_sql_builtin("my_func") && !sl_sql_builtin("") && !sl_sql_builtin("LOWER"));
 }
 
 static void cache(void) {
     static sl_sql_cache_t c;
     sl_sql_info_t i;
-    sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+    sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(!i.read_only && i.parsed);
     ASSERT_EQ(c.misses, 1);
-    sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+    sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(!i.read_only);
     ASSERT_EQ(c.hits, 1);
-    sl_sql_classify(&c, "SELECT 1", SL_SQL_DEFAULT_WRITE_FUNCTIONS, &i);
+    sl_sql_classify(&c, "SELECT 1", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(i.read_only && !i.parsed); /* fast path, no cache use */
     ASSERT_EQ(c.hits + c.misses, 2);
 }
@@ -360,6 +488,7 @@ static void cache(void) {
 int main(void) {
     corpus_agrees();
     details();
+    opaque_calls();
     cache();
     return check_done("test_sql");
 }
