@@ -533,8 +533,8 @@ static sl_config_t *config_new(void) {
 }
 
 /* A comma list of function names, each [schema.]name with an optional
- * trailing * (see sl_strlist_has); NULL if valid, else the bad entry's
- * first character. */
+ * trailing * (see sl_strlist_has; "schema.*" too); NULL if valid, else the
+ * bad entry's first character. */
 static const char *bad_function_entry(const char *list) {
     const char *p = list;
     while (*p) {
@@ -548,6 +548,7 @@ static const char *bad_function_entry(const char *list) {
             parts++;
             if (*p != '.' || parts == 2) break;
             p++;
+            if (*p == '*') break; /* schema.*: every function in that schema */
         }
         if (*p == '*') p++;
         while (*p == ' ' || *p == '\t') p++;

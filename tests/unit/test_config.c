@@ -30,6 +30,7 @@ static void test_defaults(void) {
     ASSERT_EQ(c->max_rewrite_size, 1048576);
     ASSERT_EQ(c->max_client_prepared_statements, 10000);
     ASSERT_EQ(c->max_client_prepared_bytes, 67108864);
+    ASSERT_STREQ(c->stateless_functions, "");
     sl_config_free(c);
 }
 
@@ -130,6 +131,20 @@ static void test_errors(void) {
     expect_error("[sluice]\nmax_rewrite_size = 100\n", "t.ini:2: max_rewrite_size: invalid value");
     expect_error("[sluice]\nmax_client_prepared_statements = 0\n",
                  "t.ini:2: max_client_prepared_statements: invalid value");
+    /* stateless_functions: [schema.]name with an optional * at the end. */
+    expect_error("[sluice]\nauth_type = trust\nstateless_functions = f(), g\n",
+                 "t.ini: stateless_functions: invalid entry near 'f(), g'");
+    expect_error("[sluice]\nauth_type = trust\nstateless_functions = a.b.c\n",
+                 "stateless_functions: invalid entry near 'a.b.c'");
+    expect_error("[sluice]\nauth_type = trust\nstateless_functions = app_*x\n",
+                 "stateless_functions: invalid entry near 'app_*x'");
+    char ok_err[512] = "";
+    sl_config_t *ok = load("[sluice]\nauth_type = trust\nstateless_functions = app_*, "
+                           "audit.log_it, st_*,\tpostgis.*\n",
+                           ok_err);
+    ASSERT_TRUE(ok != NULL);
+    if (ok) ASSERT_STREQ(ok->stateless_functions, "app_*, audit.log_it, st_*,\tpostgis.*");
+    sl_config_free(ok);
     char err[512];
     ASSERT_TRUE(sl_config_load("/nonexistent/sluice.ini", err, sizeof err) == NULL);
     ASSERT_TRUE(strstr(err, "/nonexistent/sluice.ini: cannot open") != NULL);
