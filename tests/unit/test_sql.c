@@ -446,7 +446,7 @@ static void opaque_calls(void) {
     ASSERT_TRUE(!sl_sql_fast("UPDATE t SET a = f(b) WHERE id = 1", &i));
 
     /* stateless_functions: names in any schema, schema.name, * suffix. */
-    const char *trust = "app_*, audit.log_it, f";
+    const char *trust = "app_*, audit.log_it, f, ext.*";
     struct {
         const char *sql;
         bool opaque;
@@ -455,6 +455,7 @@ static void opaque_calls(void) {
         {"SELECT audit.log_it()", false}, {"SELECT log_it()", true},
         {"SELECT other.log_it()", true},  {"SELECT f(1), g(2)", true},
         {"SELECT public.f(1)", false},    {"SELECT set_config(n, 'x', false) FROM t", true},
+        {"SELECT ext.st_x(1)", false},    {"SELECT st_x(1)", true},
     };
     for (size_t k = 0; k < sizeof tr / sizeof *tr; k++) {
         sl_sql_parse(tr[k].sql, "", trust, &i);
