@@ -52,6 +52,8 @@ static const char look_sql[] =
     "SELECT concat_ws('|', current_setting('search_path'), "
     "coalesce(current_setting('myapp.secret', true), ''), "
     "current_setting('default_transaction_read_only'), "
+    "current_setting('default_transaction_isolation'), "
+    "current_setting('default_transaction_deferrable'), "
     "(SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()), "
     "(SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE 'sluice_%'), "
     "(SELECT count(*) FROM pg_listening_channels()), "
@@ -168,8 +170,15 @@ static void *leaker(void *arg) {
                 atomic_fetch_add(&carried_wrong, 1);
             break;
         case K_CHARACTERISTICS:
-            if (!run(c, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", id)) break;
-            if (strcmp(it_value(c, "SHOW default_transaction_read_only"), "on"))
+            if (!run(c,
+                     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, "
+                     "READ ONLY, DEFERRABLE",
+                     id))
+                break;
+            if (strcmp(it_value(c, "SELECT concat_ws(',', current_setting('transaction_read_only'), "
+                                   "current_setting('transaction_isolation'), "
+                                   "current_setting('transaction_deferrable'))"),
+                       "on,serializable,on"))
                 atomic_fetch_add(&carried_wrong, 1);
             break;
         case K_SET_CONFIG_EXPR:
