@@ -391,12 +391,82 @@ static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t 
     return true;
 }
 
-/* Looks at a complete held Query in `in` [start, end). Returns false if the
- * client was closed; *removed tells whether the message left the buffer. */
+/* Notes what a statement does to its client's session: settings to read
+ * back, state that needs a reset or a closed server. Returns the pin kinds
+ * (pin_kinds) it creates. */
+static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
+    if (info->state & SL_STATE_DISCARD_ALL) {
+        c->reset_seen = true;
+        c->pins = 0;
+    }
+    if (info->state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
+    /* Settings changed in SQL are read back from the server once the
+     * transaction is over (committed or not), then carried to the next. */
+    if (info->reset_all) c->capture_all = true;
+    for (const char *p = info->set_names, *e; *p; p = *e ? e + 1 : e) {
+        e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(e - p), p);
+        (void)sl_params_set(&c->dirty, name, "");
+    }
+    uint32_t creates = 0;
+    for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++) {
+        if (info->state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
+        if (info->state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
+    }
+    /* State made inside a DO block, a procedure or a function that is not
+     * a built-in is not in the text; a reset does not undo setseed(). */
+    if (info->state & (SL_STATE_OPAQUE | SL_STATE_UNRESETTABLE)) c->state_made = true;
+    if (info->state & SL_STATE_UNRESETTABLE) c->state_kept = true;
+    return creates;
+}
+
+/* Ties c to its server for the state in creates (pin_session_state = on)
+ * or not (off); either way that server is reset when c leaves it. */
+static void pin(sl_client_t *c, uint32_t creates) {
+    c->state_made = true;
+    if (c->w->cfg->pin_session_state == SL_PIN_OFF) return;
+    char what[128];
+    if ((c->pins | creates) != c->pins) {
+        for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
+            if (creates & pin_kinds[i].creates & ~c->pins) c->w->stats.pins[i]++;
+        sl_log_debug(c->tag, "pinned to its server by %s", pin_names(creates, what, sizeof what));
+    }
+    c->pins |= creates;
+}
+
+/* A Bind runs a named statement again, perhaps in a later transaction and
+ * on another server than its Parse: what the statement does to the session
+ * (a function that is not a built-in, set_config(), an advisory lock) is
+ * noted again. body, n: the Bind's bytes from its portal name, all or the
+ * first ones. False when the statement name is not among them. */
+static bool analyse_bind(sl_client_t *c, const char *body, size_t n) {
+    const char *z = memchr(body, '\0', n);
+    if (!z || !memchr(z + 1, '\0', n - (size_t)(z + 1 - body))) return false;
+    /* The unnamed statement's Parse came in this same transaction. */
+    sl_stmt_t *st = z[1] ? sl_stmt_names_get(&c->stmt_names, z + 1) : NULL;
+    if (!st) return true;
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, (const char *)st->body, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
+    uint32_t creates = note_state(c, &info);
+    /* Under pin_session_state = error such a statement's Parse was refused. */
+    if (creates) pin(c, creates);
+    return true;
+}
+
+/* Looks at a complete held Query, Parse or Bind in `in` [start, end).
+ * Returns false if the client was closed; *removed tells whether the
+ * message left the buffer. */
 static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *removed) {
     *removed = false;
     const char *body = (const char *)c->in.data + start + 5;
     size_t n = end - start - 5;
+    if (c->in.data[start] == 'B') {
+        (void)analyse_bind(c, body, n); /* a malformed one: the server refuses it */
+        return true;
+    }
     const char *sql = body;
     bool parse = c->in.data[start] == 'P';
     if (parse) {
@@ -420,30 +490,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     sl_sql_info_t info;
     sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
                     c->w->cfg->stateless_functions, &info);
-    if (info.state & SL_STATE_DISCARD_ALL) {
-        c->reset_seen = true;
-        c->pins = 0;
-    }
-    if (info.state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
-    /* Settings changed in SQL are read back from the server once the
-     * transaction is over (committed or not), then carried to the next. */
-    if (info.reset_all) c->capture_all = true;
-    for (char *p = info.set_names, *e; *p; p = *e ? e + 1 : e) {
-        e = strchr(p, ',');
-        if (!e) e = p + strlen(p);
-        char name[64];
-        snprintf(name, sizeof name, "%.*s", (int)(e - p), p);
-        (void)sl_params_set(&c->dirty, name, "");
-    }
-    uint32_t creates = 0;
-    for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++) {
-        if (info.state & pin_kinds[i].cleared_by) c->pins &= ~pin_kinds[i].creates;
-        if (info.state & pin_kinds[i].creates) creates |= pin_kinds[i].creates;
-    }
-    /* State made inside a DO block, a procedure or a function that is not
-     * a built-in is not in the text; a reset does not undo setseed(). */
-    if (info.state & (SL_STATE_OPAQUE | SL_STATE_UNRESETTABLE)) c->state_made = true;
-    if (info.state & SL_STATE_UNRESETTABLE) c->state_kept = true;
+    uint32_t creates = note_state(c, &info);
     int mode = c->w->cfg->pin_session_state;
     if (!creates) return true;
     if (mode == SL_PIN_ERROR) {
@@ -464,15 +511,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     }
     /* Pinned or not, the server must not carry this state to the next
      * client: it is reset when this client leaves it. */
-    c->state_made = true;
-    if (mode == SL_PIN_OFF) return true;
-    char what[128];
-    if ((c->pins | creates) != c->pins) {
-        for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
-            if (creates & pin_kinds[i].creates & ~c->pins) c->w->stats.pins[i]++;
-        sl_log_debug(c->tag, "pinned to its server by %s", pin_names(creates, what, sizeof what));
-    }
-    c->pins |= creates;
+    pin(c, creates);
     return true;
 }
 
@@ -587,6 +626,16 @@ bool sl_relay_scan_client(sl_client_t *c) {
             c->hold_start = off - 5;
         } else if ((t == 'Q' || t == 'P') && analyse) {
             mark_unvetted(c);
+        } else if (t == 'B' && analyse && sl_ps_wanted(c)) {
+            /* So is a Bind of a named statement (tracked ones only: others
+             * stay on the server that parsed them). A longer one is looked
+             * at from the bytes in now. */
+            if (c->scan.len + 1 <= c->in.cap) {
+                c->holding = true;
+                c->hold_start = off - 5;
+            } else if (!analyse_bind(c, (const char *)c->in.data + off, c->in.tail - off)) {
+                mark_unvetted(c);
+            }
         }
     }
     note_partial(c, began);

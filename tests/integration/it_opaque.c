@@ -1,8 +1,9 @@
 /* Session state sluice cannot read in a statement's text never reaches the
  * next client of a server: set_config() with computed arguments, functions
  * that are not built-ins (which may call set_config() or create temp
- * tables), setseed(), and statements too long to analyse (SET, PREPARE,
- * LISTEN, advisory locks, WITH HOLD cursors beyond pkt_buf). What sluice can
+ * tables), also in a named statement run again in later transactions,
+ * setseed(), and statements too long to analyse (SET, PREPARE, LISTEN,
+ * advisory locks, WITH HOLD cursors beyond pkt_buf). What sluice can
  * read is carried instead: set_config() with constant arguments and SET
  * SESSION CHARACTERISTICS stay with the client that ran them, on whichever
  * server its next transaction gets, and with no other client. */
@@ -102,18 +103,19 @@ static void *looker(void *arg) {
 }
 
 enum kind {
-    K_SET_CONFIG,       /* carried */
-    K_CHARACTERISTICS,  /* carried */
-    K_SET_CONFIG_EXPR,  /* opaque */
-    K_FUNCTION_SET,     /* opaque */
-    K_FUNCTION_TEMP,    /* opaque */
-    K_SETSEED,          /* the server is closed */
-    K_LONG,             /* unvetted */
+    K_SET_CONFIG,        /* carried */
+    K_CHARACTERISTICS,   /* carried */
+    K_SET_CONFIG_EXPR,   /* opaque */
+    K_FUNCTION_SET,      /* opaque */
+    K_FUNCTION_TEMP,     /* opaque */
+    K_SETSEED,           /* the server is closed */
+    K_LONG,              /* unvetted */
+    K_PREPARED_FUNCTION, /* opaque at each Bind, not only at its Parse */
+    K_PREPARED_SET,      /* carried at each Bind */
     K_KINDS
 };
 
-/* Runs sql, a statement of kind k, as its own transaction; false (and a
- * message) if it failed. */
+/* Runs sql as its own transaction; false (and a message) if it failed. */
 static bool run(PGconn *c, const char *sql, int id) {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
@@ -144,11 +146,33 @@ static char *long_statement(int id, int round) {
     return sql;
 }
 
+/* A named statement parsed in one transaction and run in later ones, each
+ * perhaps on another server than its Parse. */
+static void prepared(PGconn *c, int id, bool set) {
+    const char *sql = set ? "SELECT pg_catalog.set_config('myapp.secret', $1, false)"
+                          : "SELECT opq_set($1)";
+    PGresult *r = PQprepare(c, "opq_stmt", sql, 1, NULL);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    for (int i = 0; ok && i < 2; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "prep_%d_%d", id, i);
+        const char *vals[] = {v};
+        r = PQexecPrepared(c, "opq_stmt", 1, vals, NULL, NULL, 0);
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (ok && set && strcmp(it_value(c, "SELECT current_setting('myapp.secret')"), v))
+            atomic_fetch_add(&carried_wrong, 1);
+    }
+    if (!ok && atomic_fetch_add(&leaker_errors, 1) < 5)
+        fprintf(stderr, "client %d: prepared %s: %s", id, sql, PQerrorMessage(c));
+}
+
 /* Makes state of one kind per connection, checks that it still has what
  * sluice carries in its next transaction, and leaves without cleaning up. */
 static void *leaker(void *arg) {
     int id = (int)(intptr_t)arg;
-    for (int round = 0; round < 14; round++) {
+    for (int round = 0; round < 18; round++) {
         PGconn *c = it_connect_db(&shared, "sl_scram", "sluice_test", NULL);
         if (PQstatus(c) != CONNECTION_OK) {
             atomic_fetch_add(&leaker_errors, 1);
@@ -202,6 +226,10 @@ static void *leaker(void *arg) {
             free(big);
             break;
         }
+        case K_PREPARED_FUNCTION:
+        case K_PREPARED_SET:
+            prepared(c, id, k == K_PREPARED_SET);
+            break;
         case K_KINDS:
             break;
         }
@@ -235,7 +263,7 @@ static void one_server_many_clients(void) {
     usleep(300000);
     atomic_store(&stop_looking, true);
     for (int i = 0; i < 4; i++) pthread_join(lk[i], NULL);
-    printf("140 clients left state of 7 kinds on one server: %d of %d looks saw some, %d writes "
+    printf("180 clients left state of 9 kinds on one server: %d of %d looks saw some, %d writes "
            "failed, %d carried settings missing, %d errors\n",
            atomic_load(&leaks), atomic_load(&looks), atomic_load(&writes_failed),
            atomic_load(&carried_wrong), atomic_load(&leaker_errors));
