@@ -19,12 +19,14 @@
  * sluice follows so that the next server gets the same value. Each client
  * has its login value of them (see fill_defaults), so a server another
  * client changed gets it back: PostgreSQL 14+ reports
- * default_transaction_read_only (SET SESSION CHARACTERISTICS), and a
+ * default_transaction_read_only (SET SESSION CHARACTERISTICS) and
+ * session_authorization (SET SESSION AUTHORIZATION, superusers only), and a
  * reported setting is not among those RESET for the next client. */
 static const char *const client_settable[] = {"application_name", "client_encoding", "DateStyle",
                                               "IntervalStyle", "TimeZone",
                                               "standard_conforming_strings",
-                                              "default_transaction_read_only", NULL};
+                                              "default_transaction_read_only",
+                                              "session_authorization", NULL};
 
 static void server_io_cb(sl_server_t *s, int status, int events);
 static bool is_settable(const char *name);

@@ -330,12 +330,33 @@ static void carried_to_another_server(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* A superuser pool: SET SESSION AUTHORIZATION stays with the client that
+ * ran it and never reaches the next client of its server. */
+static void session_authorization(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    for (int round = 0; round < 3; round++) {
+        PGconn *a = it_connect_db(&s, "postgres", "sluice_test", NULL);
+        IT_ASSERT(PQstatus(a) == CONNECTION_OK, "postgres through sluice: %s", PQerrorMessage(a));
+        it_exec(a, "SET SESSION AUTHORIZATION sl_scram");
+        IT_ASSERT(!strcmp(it_value(a, "SELECT session_user"), "sl_scram"), "a keeps its identity");
+        PQfinish(a);
+        PGconn *b = it_connect_db(&s, "postgres", "sluice_test", NULL);
+        const char *who = it_value(b, "SELECT session_user || ',' || current_user");
+        IT_ASSERT(!strcmp(who, "postgres,postgres"), "the next client runs as %s", who);
+        PQfinish(b);
+    }
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_opaque");
     it_on_fail(drop_objects);
     setup_objects();
     one_server_many_clients();
     carried_to_another_server();
+    session_authorization();
     drop_objects();
     return it_done();
 }
