@@ -446,7 +446,7 @@ static void pin(sl_client_t *c, uint32_t creates) {
 static bool analyse_bind(sl_client_t *c, const char *body, size_t n) {
     const char *z = memchr(body, '\0', n);
     if (!z || !memchr(z + 1, '\0', n - (size_t)(z + 1 - body))) return false;
-    /* The unnamed statement's Parse came in this same transaction. */
+    /* The unnamed statement is not tracked: its Parse was looked at. */
     sl_stmt_t *st = z[1] ? sl_stmt_names_get(&c->stmt_names, z + 1) : NULL;
     if (!st) return true;
     sl_sql_info_t info;

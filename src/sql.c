@@ -439,6 +439,9 @@ typedef struct fn_facts {
     bool unresettable; /* a call whose session state DISCARD ALL leaves */
 } fn_facts_t;
 
+/* What one call does: a write (write_functions), session state sluice
+ * tracks (advisory locks, set_config with constants), or state it cannot
+ * see (a function that is neither a built-in nor in stateless_functions). */
 static void one_call(const call_t *k, const char *end, const char *wf, const char *sf,
                      fn_facts_t *f, sl_sql_info_t *out) {
     if (k->name[0] && sl_strlist_has(wf, k->name)) f->writes = true;
@@ -463,13 +466,13 @@ static fn_facts_t functions(span_t s, const char *wf, const char *sf, sl_sql_inf
     while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
         p += sizeof key - 1;
         call_t k;
-        const char *next = read_call(p, end, &k);
-        if (!next) {
+        if (!read_call(p, end, &k)) { /* not the JSON sluice knows: assume the worst */
             f.opaque = true;
             break;
         }
         one_call(&k, end, wf, sf, &f, out);
-        /* Nested calls are inside the args: go on from the name. */
+        /* Calls nested in the arguments come next: the search goes on from
+         * this call's name, not from its end. */
     }
     return f;
 }
