@@ -188,6 +188,12 @@ static bool exec_named(th_t *t, const char *name, bool with_param) {
 static bool check(th_t *t) {
     PGresult *r = run(t, t->check_sql, PGRES_TUPLES_OK);
     if (!r) return false;
+    if (PQntuples(r) != 1 || PQnfields(r) != 11) {
+        report(&n_observed, t, "the check query got %d rows of %d columns", PQntuples(r),
+               PQnfields(r));
+        PQclear(r);
+        return false;
+    }
     const model_t *m = &t->m;
     char start_app[32];
     snprintf(start_app, sizeof start_app, "start_%d", t->id);
