@@ -841,9 +841,7 @@ static bool awaits_whole(const sl_ps_t *ps) {
 }
 
 /* Fields a person reads: message, detail, hint, context. */
-static bool readable_field(uint8_t f) {
-    return f == 'M' || f == 'D' || f == 'H' || f == 'W';
-}
+static bool readable_field(uint8_t f) { return f == 'M' || f == 'D' || f == 'H' || f == 'W'; }
 
 /* Appends n bytes to dst at *o; counts them only when dst is NULL. */
 static void emit(uint8_t *dst, uint32_t *o, const void *p, size_t n) {
