@@ -81,12 +81,14 @@ bool sl_ps_link(sl_client_t *c, sl_server_t *s) {
     return true;
 }
 
+static bool awaits_whole(const sl_ps_t *ps);
+
 bool sl_ps_can_pump(const sl_client_t *c) {
     const sl_ps_t *ps = c->ps;
     if (!ps || !c->server || c->out.cap - sl_buf_len(&c->out) < 6) return false;
     uint32_t have = sl_buf_len(&ps->sin);
     if (ps->s_mid) return have > 0; /* answers wait for the message's end */
-    return have >= 5 || sl_expect_answer_due(&ps->replies);
+    return (have >= 5 && !awaits_whole(ps)) || sl_expect_answer_due(&ps->replies);
 }
 
 bool sl_ps_idle(const sl_client_t *c) {
@@ -95,12 +97,21 @@ bool sl_ps_idle(const sl_client_t *c) {
                    ps->remain == 0 && sl_buf_len(&ps->sin) == 0 && !ps->s_mid);
 }
 
-/* An entry's data: a statement reference, or a refusal's message. */
+/* Whether an entry's data is a client's name entry: a Bind or Describe of
+ * a statement the client named (see walk_named_use). */
+static bool holds_name(const sl_ex_t *e) {
+    return e->how == SL_EX_RELAY && (e->kind == SL_EX_BIND || e->kind == SL_EX_DESC_STMT);
+}
+
+/* An entry's data: a statement reference, a client's name entry, or a
+ * refusal's message. */
 static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     (void)how;
     sl_client_t *c = ctx;
     if (e->how == SL_EX_REFUSE)
         free(e->data);
+    else if (e->data && holds_name(e))
+        sl_stmt_name_unref(&c->w->stmts, e->data);
     else if (e->data)
         sl_stmt_unref(&c->w->stmts, e->data);
 }
@@ -150,8 +161,8 @@ void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s) {
 static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     sl_client_t *c = ctx;
     sl_server_t *s = c->server;
-    if (e->how == SL_EX_REFUSE) {
-        free(e->data);
+    if (e->how == SL_EX_REFUSE || holds_name(e)) {
+        unref_cb(ctx, e, how);
         return;
     }
     sl_stmt_t *st = e->data;
@@ -249,16 +260,19 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
 }
 
 /* Bind, Describe: `prefix` bytes of the message before the statement name,
- * then the name; the rest of the message follows unchanged. */
+ * then the name; the rest of the message follows unchanged. The entry owed
+ * holds the client's name entry: an error about the statement then names
+ * it as the client did (see rename_reply). */
 static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_t have,
                            uint32_t total, uint32_t prefix, enum sl_ex_kind kind) {
     sl_ps_t *ps = c->ps;
     const char *cname = (const char *)m + prefix;
     uint32_t cname_len = (uint32_t)strlen(cname);
-    sl_stmt_t *st = *cname ? sl_stmt_names_get(&c->stmt_names, cname) : NULL;
+    sl_stmt_name_t *ne = *cname ? sl_stmt_names_entry(&c->stmt_names, cname) : NULL;
     /* Unnamed, or a name the client never prepared: unchanged (PostgreSQL
      * then reports the missing statement in the client's own words). */
-    if (!st) return bytes_put(&ps->stage, m, have) ? owe(c, kind, SL_EX_RELAY, NULL) : oom(c);
+    if (!ne) return bytes_put(&ps->stage, m, have) ? owe(c, kind, SL_EX_RELAY, NULL) : oom(c);
+    sl_stmt_t *st = sl_stmt_name_target(ne);
     if (!sl_stmt_cache_use(&s->stmts, st) && !inject_parse(c, s, st, SL_EX_SWALLOW)) return false;
     if (kind == SL_EX_BIND) sl_stmt_cache_bound(&s->stmts, st, prefix > 6);
     char name[32];
@@ -269,7 +283,9 @@ static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uin
     if (!bytes_put(&ps->stage, hdr, 5) || !bytes_put(&ps->stage, m + 5, prefix - 5) ||
         !bytes_put(&ps->stage, name, n) || !bytes_put(&ps->stage, m + after, have - after))
         return oom(c);
-    return owe(c, kind, SL_EX_RELAY, NULL);
+    if (sl_expect_push(&ps->replies, kind, SL_EX_RELAY, ne) < 0) return oom(c);
+    sl_stmt_name_ref(ne);
+    return true;
 }
 
 /* Close: a portal, or the unnamed statement, passes; a named statement is
@@ -798,6 +814,114 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
 
 /* ---- server -> client ---- */
 
+/* Errors about a statement sluice renamed: PostgreSQL words some with the
+ * statement's name (a Bind with the wrong number of parameters, a
+ * statement the server no longer has), which is sluice's ("sluice_17")
+ * on the server. Such an ErrorResponse or NoticeResponse reaches the
+ * client with the name the client used instead, as PostgreSQL would have
+ * worded it direct. */
+
+/* The client's name entry a reply of type t starting now is about: an
+ * ErrorResponse or NoticeResponse while the first reply owed is a Bind's
+ * or Describe's of a statement the client named; else NULL. */
+static const sl_stmt_name_t *reply_subject(const sl_ps_t *ps, uint8_t t) {
+    if (t != 'E' && t != 'N') return NULL;
+    const sl_ex_t *e = sl_expect_head(&ps->replies);
+    return e && holds_name(e) ? e->data : NULL;
+}
+
+/* Whether the reply at the head of the pump's input is held until it is
+ * whole (see rename_reply): the pump then waits for the server. */
+static bool awaits_whole(const sl_ps_t *ps) {
+    const sl_buf_t *in = &ps->sin;
+    if (sl_buf_len(in) < 5) return false;
+    const uint8_t *p = sl_buf_rptr(in);
+    uint32_t total = sl_be32(p + 1) + 1;
+    return reply_subject(ps, p[0]) && total <= in->cap && sl_buf_len(in) < total;
+}
+
+/* Fields a person reads: message, detail, hint, context. */
+static bool readable_field(uint8_t f) { return f == 'M' || f == 'D' || f == 'H' || f == 'W'; }
+
+/* Appends n bytes to dst at *o; counts them only when dst is NULL. */
+static void emit(uint8_t *dst, uint32_t *o, const void *p, size_t n) {
+    if (dst) memcpy(dst + *o, p, n);
+    *o += (uint32_t)n;
+}
+
+/* The fields of an ErrorResponse or NoticeResponse body (n bytes) with each
+ * `from` in a readable field replaced by the client's name in double
+ * quotes (PostgreSQL quotes statement names so, without escaping): written
+ * to dst, or only measured when dst is NULL. Returns the bytes. A body
+ * without its terminators is copied as it is from there on. */
+static uint32_t rename_fields(const uint8_t *body, uint32_t n, const char *from, const char *cname,
+                              uint8_t *dst) {
+    size_t flen = strlen(from), clen = strlen(cname);
+    uint32_t i = 0, o = 0;
+    while (i < n && body[i]) {
+        const uint8_t *v = body + i + 1;
+        const uint8_t *z = i + 1 < n ? memchr(v, '\0', n - i - 1) : NULL;
+        if (!z) break;
+        emit(dst, &o, body + i, 1);
+        for (const uint8_t *q = v; q < z;) {
+            const uint8_t *hit =
+                readable_field(body[i]) ? memmem(q, (size_t)(z - q), from, flen) : NULL;
+            size_t plain = hit ? (size_t)(hit - q) : (size_t)(z - q);
+            emit(dst, &o, q, plain);
+            q += plain;
+            if (!hit) break;
+            emit(dst, &o, "\"", 1);
+            emit(dst, &o, cname, clen);
+            emit(dst, &o, "\"", 1);
+            q += flen;
+        }
+        emit(dst, &o, "", 1);
+        i = (uint32_t)(z - body) + 1;
+    }
+    emit(dst, &o, body + i, n - i);
+    return o;
+}
+
+enum rename { R_PASS, R_WAIT, R_DONE, R_CLOSED };
+
+/* The ErrorResponse or NoticeResponse at the head of the pump's input,
+ * about the statement the client named ne: held until whole, then written
+ * to c->out with the client's name for the statement in place of
+ * sluice's. R_PASS: it streams through unchanged (it does not name the
+ * statement, or it is longer than a buffer holds); R_WAIT: more bytes from
+ * the server, or room in c->out, are needed first. */
+static enum rename rename_reply(sl_client_t *c, sl_server_t *s, const sl_stmt_name_t *ne) {
+    sl_ps_t *ps = c->ps;
+    sl_buf_t *in = &ps->sin;
+    const uint8_t *p = sl_buf_rptr(in);
+    uint32_t total = sl_be32(p + 1) + 1;
+    if (total > in->cap) return R_PASS;
+    if (sl_buf_len(in) < total) {
+        if (sl_buf_space(in) < total - sl_buf_len(in)) sl_buf_compact(in);
+        return R_WAIT;
+    }
+    char from[40] = "\"";
+    int k = sl_stmt_name(sl_stmt_name_target(ne), from + 1, sizeof from - 2);
+    memcpy(from + 1 + k, "\"", 2);
+    const uint8_t *body = p + 5;
+    if (!memmem(body, total - 5, from, (size_t)k + 2)) return R_PASS;
+    const char *cname = sl_stmt_name_client(ne);
+    uint32_t len = 5 + rename_fields(body, total - 5, from, cname, NULL);
+    if (len > c->out.cap) return R_PASS;
+    if (sl_buf_space(&c->out) < len) sl_buf_compact(&c->out);
+    if (sl_buf_space(&c->out) < len) return R_WAIT; /* the client reads first */
+    uint8_t *dst = sl_buf_wptr(&c->out);
+    dst[0] = p[0];
+    sl_put_be32(dst + 1, len - 1);
+    (void)rename_fields(body, total - 5, from, cname, dst + 5);
+    c->out.tail += len;
+    uint8_t type = p[0];
+    sl_buf_consume(in, total);
+    /* Only now: ending the Bind's entry may free ne. */
+    (void)sl_expect_reply(&ps->replies, type, end_cb, c);
+    return sl_relay_scan_server(c, s, dst, len) ? R_DONE : R_CLOSED;
+}
+
 bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
     sl_ps_t *ps = c->ps;
     sl_buf_t *in = &ps->sin;
@@ -813,6 +937,11 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
                 sl_client_fatal(c, "08P01", "server sent a malformed message");
                 return false;
             }
+            const sl_stmt_name_t *ne = reply_subject(ps, p[0]);
+            enum rename r = ne ? rename_reply(c, s, ne) : R_PASS;
+            if (r == R_CLOSED) return false;
+            if (r == R_WAIT) break;
+            if (r == R_DONE) continue;
             if (!sl_expect_reply(&ps->replies, p[0], end_cb, c) && len == 4) {
                 sl_buf_consume(in, 5); /* the reply to sluice's own Parse or Close */
                 continue;

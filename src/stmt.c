@@ -58,11 +58,12 @@ void sl_stmt_registry_free(sl_stmt_registry_t *r) {
 
 /* ---- names ---- */
 
-typedef struct sl_stmt_name {
-    sl_hnode_t node;
-    sl_stmt_t *st; /* a reference */
-    char name[];
-} sl_stmt_name_t;
+struct sl_stmt_name {
+    sl_hnode_t node; /* in the client's map until closed or rebound */
+    sl_stmt_t *st;   /* a reference; fixed once a reply in flight holds the entry */
+    uint32_t refs;   /* the map's, until closed or rebound, and replies in flight */
+    char name[];     /* as the client spelled it */
+};
 
 static sl_stmt_name_t *name_find(const sl_stmt_names_t *n, const char *name) {
     for (sl_hnode_t *x = sl_hmap_find(&n->map, sl_hash_bytes(name, strlen(name))); x;
@@ -77,6 +78,22 @@ sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name) {
     sl_stmt_name_t *e = name_find(n, name);
     return e ? e->st : NULL;
 }
+
+sl_stmt_name_t *sl_stmt_names_entry(const sl_stmt_names_t *n, const char *name) {
+    return name_find(n, name);
+}
+
+void sl_stmt_name_ref(sl_stmt_name_t *e) { e->refs++; }
+
+void sl_stmt_name_unref(sl_stmt_registry_t *r, sl_stmt_name_t *e) {
+    if (--e->refs > 0) return;
+    sl_stmt_unref(r, e->st);
+    free(e);
+}
+
+const char *sl_stmt_name_client(const sl_stmt_name_t *e) { return e->name; }
+
+sl_stmt_t *sl_stmt_name_target(const sl_stmt_name_t *e) { return e->st; }
 
 uint32_t sl_stmt_names_count(const sl_stmt_names_t *n) {
     return n->map.count;
@@ -97,10 +114,18 @@ bool sl_stmt_names_fit(const sl_stmt_names_t *n, const char *name, uint32_t len,
     return true;
 }
 
+/* Takes e out of the client's map; it lives on while replies in flight
+ * hold it. */
+static void name_drop(sl_stmt_names_t *n, sl_stmt_registry_t *r, sl_stmt_name_t *e) {
+    n->bytes -= e->st->len;
+    sl_hmap_remove(&n->map, &e->node);
+    sl_stmt_name_unref(r, e);
+}
+
 int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name,
                       sl_stmt_t *st) {
     sl_stmt_name_t *e = name_find(n, name);
-    if (e) {
+    if (e && e->refs == 1) { /* no reply in flight names it: rebind in place */
         n->bytes += (uint64_t)st->len - e->st->len;
         sl_stmt_ref(st);
         sl_stmt_unref(r, e->st);
@@ -108,25 +133,21 @@ int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *nam
         return SL_OK;
     }
     size_t len = strlen(name);
-    e = malloc(sizeof *e + len + 1);
-    if (!e) return SL_ENOMEM;
-    e->node.hash = sl_hash_bytes(name, len);
-    memcpy(e->name, name, len + 1);
-    e->st = st;
-    if (sl_hmap_add(&n->map, &e->node) < 0) {
-        free(e);
+    sl_stmt_name_t *ne = malloc(sizeof *ne + len + 1);
+    if (!ne) return SL_ENOMEM;
+    ne->node.hash = sl_hash_bytes(name, len);
+    memcpy(ne->name, name, len + 1);
+    ne->st = st;
+    ne->refs = 1;
+    if (sl_hmap_add(&n->map, &ne->node) < 0) {
+        free(ne);
         return SL_ENOMEM;
     }
     sl_stmt_ref(st);
     n->bytes += st->len;
+    /* A reply still owed for the old binding keeps the old entry. */
+    if (e) name_drop(n, r, e);
     return SL_OK;
-}
-
-static void name_drop(sl_stmt_names_t *n, sl_stmt_registry_t *r, sl_stmt_name_t *e) {
-    n->bytes -= e->st->len;
-    sl_hmap_remove(&n->map, &e->node);
-    sl_stmt_unref(r, e->st);
-    free(e);
 }
 
 bool sl_stmt_names_remove(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *name) {

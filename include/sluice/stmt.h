@@ -47,8 +47,22 @@ typedef struct sl_stmt_names {
     uint64_t bytes; /* body bytes of the statements named, summed per name */
 } sl_stmt_names_t;
 
+/* A client's name for a statement: counted, so that a Bind or Describe in
+ * flight keeps the name it used (for an error about it) even when the
+ * client closes or rebinds the name before the server replies. */
+typedef struct sl_stmt_name sl_stmt_name_t;
+
 /* The statement a client named so, or NULL. */
 sl_stmt_t *sl_stmt_names_get(const sl_stmt_names_t *n, const char *name);
+/* The client's entry for name, or NULL; borrowed (sl_stmt_name_ref to keep
+ * it). */
+sl_stmt_name_t *sl_stmt_names_entry(const sl_stmt_names_t *n, const char *name);
+void sl_stmt_name_ref(sl_stmt_name_t *e);
+void sl_stmt_name_unref(sl_stmt_registry_t *r, sl_stmt_name_t *e);
+/* The name as the client spelled it, and the statement it was bound to
+ * (an entry never changes once a reply in flight holds it). */
+const char *sl_stmt_name_client(const sl_stmt_name_t *e);
+sl_stmt_t *sl_stmt_name_target(const sl_stmt_name_t *e);
 /* How many names a client holds. */
 uint32_t sl_stmt_names_count(const sl_stmt_names_t *n);
 /* Whether binding name to a body of len bytes keeps the client within

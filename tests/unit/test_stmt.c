@@ -81,6 +81,28 @@ int main(void) {
     ASSERT_EQ(names.bytes, 0u);
     ASSERT_EQ(sl_stmt_names_count(&names), 0u);
 
+    /* A name a reply in flight holds: closing or rebinding it leaves the
+     * held entry as the Bind saw it (an error about it names it so). */
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "held", a), SL_OK);
+    sl_stmt_name_t *held = sl_stmt_names_entry(&names, "held");
+    ASSERT_TRUE(held != NULL && sl_stmt_names_entry(&names, "other") == NULL);
+    sl_stmt_name_ref(held);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "held", t), SL_OK);
+    ASSERT_TRUE(sl_stmt_names_get(&names, "held") == t && sl_stmt_name_target(held) == a);
+    ASSERT_STREQ(sl_stmt_name_client(held), "held");
+    ASSERT_EQ(names.bytes, (uint64_t)t->len);
+    ASSERT_TRUE(sl_stmt_names_remove(&names, &r, "held"));
+    ASSERT_EQ(sl_stmt_names_count(&names), 0u);
+    ASSERT_EQ(a->refs, 2u); /* ours and the held entry's */
+    sl_stmt_name_unref(&r, held);
+    ASSERT_EQ(a->refs, 1u);
+    /* Not held: a rebinding keeps the entry. */
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "kept", a), SL_OK);
+    sl_stmt_name_t *kept = sl_stmt_names_entry(&names, "kept");
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, "kept", t), SL_OK);
+    ASSERT_TRUE(sl_stmt_names_entry(&names, "kept") == kept && sl_stmt_name_target(kept) == t);
+    sl_stmt_names_clear(&names, &r);
+
     /* A server's cache: LRU order, max 3. */
     sl_stmt_cache_t c;
     sl_stmt_cache_init(&c);

@@ -1,0 +1,219 @@
+/* Errors about a named prepared statement name the client's statement. In
+ * transaction pooling sluice prepares statements on its servers under its
+ * own names (sluice_<n>); the errors the server words with that name
+ * (a Bind with the wrong number of parameters, a statement the server lost)
+ * must reach the client as PostgreSQL would have worded them direct. Each
+ * sequence runs twice, direct and through sluice, and every reply (state,
+ * SQLSTATE, message, detail, hint, context) must be the same. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct trace {
+    char text[8192]; /* one line per reply */
+    size_t len;
+} trace_t;
+
+static void add(trace_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(trace_t *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->text + t->len, sizeof t->text - t->len, fmt, ap);
+    va_end(ap);
+    IT_ASSERT(n >= 0 && (size_t)n < sizeof t->text - t->len, "trace buffer too small");
+    t->len += (size_t)n;
+}
+
+static const char *field(const PGresult *r, int code) {
+    const char *v = PQresultErrorField(r, code);
+    return v ? v : "";
+}
+
+/* Records a result: its status, and for an error every field a client
+ * shows; then frees it. */
+static void note(trace_t *t, const char *step, PGresult *r) {
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)
+        add(t, "%s: %s %s: %s | detail: %s | hint: %s | context: %s\n", step,
+            field(r, PG_DIAG_SEVERITY_NONLOCALIZED), field(r, PG_DIAG_SQLSTATE),
+            field(r, PG_DIAG_MESSAGE_PRIMARY), field(r, PG_DIAG_MESSAGE_DETAIL),
+            field(r, PG_DIAG_MESSAGE_HINT), field(r, PG_DIAG_CONTEXT));
+    else
+        add(t, "%s: %s %s\n", step, PQresStatus(st),
+            st == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+}
+
+static void exec_note(trace_t *t, PGconn *c, const char *sql) {
+    note(t, sql, PQexec(c, sql));
+}
+
+/* An odd name, quoted as PostgreSQL quotes it (not at all). */
+#define ODD "Odd \"name\" s1"
+
+/* Bind with too few and too many parameters, alone and in a transaction. */
+static void bind_count(PGconn *c, trace_t *t) {
+    note(t, "prepare", PQprepare(c, ODD, "SELECT $1::int AS v", 1, NULL));
+    const char *two[2] = {"7", "8"};
+    note(t, "no parameter", PQexecPrepared(c, ODD, 0, NULL, NULL, NULL, 0));
+    note(t, "two parameters", PQexecPrepared(c, ODD, 2, two, NULL, NULL, 0));
+    note(t, "one parameter", PQexecPrepared(c, ODD, 1, two, NULL, NULL, 0));
+    exec_note(t, c, "BEGIN");
+    note(t, "in a transaction, no parameter", PQexecPrepared(c, ODD, 0, NULL, NULL, NULL, 0));
+    note(t, "then one", PQexecPrepared(c, ODD, 1, two, NULL, NULL, 0));
+    exec_note(t, c, "ROLLBACK");
+    note(t, "after the rollback", PQexecPrepared(c, ODD, 1, two, NULL, NULL, 0));
+}
+
+/* The same, pipelined: Parse, a Bind that fails, a Describe and a Bind
+ * skipped after it, one Sync. */
+static void bind_count_pipelined(PGconn *c, trace_t *t) {
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline mode");
+    const char *one[1] = {"5"};
+    IT_ASSERT(PQsendPrepare(c, "p1", "SELECT $1::int AS v", 1, NULL) == 1, "send");
+    IT_ASSERT(PQsendQueryPrepared(c, "p1", 0, NULL, NULL, NULL, 0) == 1, "send");
+    IT_ASSERT(PQsendDescribePrepared(c, "p1") == 1, "send");
+    IT_ASSERT(PQsendQueryPrepared(c, "p1", 1, one, NULL, NULL, 0) == 1, "send");
+    IT_ASSERT(PQpipelineSync(c) == 1, "sync");
+    IT_ASSERT(PQsendQueryPrepared(c, "p1", 1, one, NULL, NULL, 0) == 1, "send");
+    IT_ASSERT(PQpipelineSync(c) == 1, "sync");
+    /* Every result and every end of one, up to the second Sync's. */
+    for (int i = 0, syncs = 0; syncs < 2; i++) {
+        IT_ASSERT(i < 30, "pipeline results do not end");
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            add(t, "end\n");
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) syncs++;
+        note(t, "pipeline", r);
+    }
+    IT_ASSERT(PQexitPipelineMode(c) == 1, "exit pipeline mode: %s", PQerrorMessage(c));
+}
+
+/* A statement the server lost (DEALLOCATE ALL inside a DO block, which
+ * sluice cannot see) within one transaction: Describe, then Bind. */
+static void lost_statement(PGconn *c, trace_t *t) {
+    const char *one[1] = {"3"};
+    note(t, "prepare", PQprepare(c, "s2", "SELECT $1::int * 2 AS v", 1, NULL));
+    for (int v = 0; v < 2; v++) {
+        exec_note(t, c, "BEGIN");
+        note(t, "execute", PQexecPrepared(c, "s2", 1, one, NULL, NULL, 0));
+        exec_note(t, c, "DO $$BEGIN EXECUTE 'DEALLOCATE ALL'; END$$");
+        if (v == 0)
+            note(t, "describe", PQdescribePrepared(c, "s2"));
+        else
+            note(t, "execute again", PQexecPrepared(c, "s2", 1, one, NULL, NULL, 0));
+        exec_note(t, c, "ROLLBACK");
+        if (v == 0)
+            note(t, "prepare again", PQprepare(c, "s2", "SELECT $1::int * 2 AS v", 1, NULL));
+    }
+}
+
+/* A statement whose plan can no longer run: the table changed under it. */
+static void plan_changed(PGconn *c, trace_t *t) {
+    note(t, "prepare", PQprepare(c, "s3", "SELECT * FROM stn_t", 0, NULL));
+    note(t, "execute", PQexecPrepared(c, "s3", 0, NULL, NULL, NULL, 0));
+    exec_note(t, c, "ALTER TABLE stn_t ADD COLUMN b int");
+    note(t, "execute after ALTER", PQexecPrepared(c, "s3", 0, NULL, NULL, NULL, 0));
+    note(t, "describe after ALTER", PQdescribePrepared(c, "s3"));
+}
+
+/* A name the client never prepared, and one it closed. */
+static void unknown_names(PGconn *c, trace_t *t) {
+    note(t, "describe", PQdescribePrepared(c, "never"));
+    note(t, "execute", PQexecPrepared(c, "never", 0, NULL, NULL, NULL, 0));
+    note(t, "prepare", PQprepare(c, "s4", "SELECT 4", 0, NULL));
+    exec_note(t, c, "DEALLOCATE s4");
+    note(t, "execute closed", PQexecPrepared(c, "s4", 0, NULL, NULL, NULL, 0));
+}
+
+typedef struct sequence {
+    const char *name;
+    void (*run)(PGconn *c, trace_t *t);
+} sequence_t;
+
+static const sequence_t sequences[] = {
+    {"Bind with the wrong number of parameters", bind_count},
+    {"the same, pipelined", bind_count_pipelined},
+    {"a statement the server lost", lost_statement},
+    {"a plan that can no longer run", plan_changed},
+    {"names the client never prepared or closed", unknown_names},
+};
+
+/* Raw protocol, everything in one write: a Bind that fails, then a Close
+ * of its statement before the server has answered the Bind (sluice answers
+ * the Close itself at once). The error still names the client's statement.
+ * Returns the replies and the error message, as one line. */
+static void closed_in_flight(const it_sluice_t *to, const char *user, char *out, size_t cap) {
+    int fd = it_raw_login(to, user, "sluice_test");
+    it_wire_t w = {.n = 0};
+    char err[256] = "";
+    it_wire_parse(&w, "s5", "SELECT $1::int AS v");
+    it_wire_sync(&w);
+    const char *first = it_wire_exchange(fd, &w, 5, NULL, 0);
+    snprintf(out, cap, "%s", first);
+    it_wire_bind_exec(&w, "s5");
+    it_wire_sync(&w);
+    it_wire_close(&w, "s5");
+    it_wire_sync(&w);
+    size_t n = strlen(out);
+    snprintf(out + n, cap - n, " %s", it_wire_exchange(fd, &w, 5, err, sizeof err));
+    n = strlen(out);
+    snprintf(out + n, cap - n, " %s: %s", it_wire_exchange(fd, &w, 5, NULL, 0), err);
+    close(fd);
+}
+
+static void fresh_table(PGconn *d) {
+    it_exec(d, "SET client_min_messages = warning; DROP TABLE IF EXISTS stn_t; "
+               "CREATE TABLE stn_t (a int)");
+}
+
+int main(void) {
+    it_init("it_stmtnames");
+    it_sluice_t s;
+    /* One server: a statement is prepared once there, as it is direct. */
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    PGconn *d = it_direct();
+    int differ = 0;
+    for (size_t i = 0; i < sizeof sequences / sizeof *sequences; i++) {
+        trace_t direct = {.len = 0}, pooled = {.len = 0};
+        fresh_table(d);
+        PGconn *c = it_direct();
+        sequences[i].run(c, &direct);
+        PQfinish(c);
+        fresh_table(d);
+        c = it_connect_db(&s, "postgres", "sluice_test", NULL);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+        sequences[i].run(c, &pooled);
+        PQfinish(c);
+        printf("---- %s ----\n%s", sequences[i].name, pooled.text);
+        if (strcmp(direct.text, pooled.text) != 0) {
+            differ++;
+            fprintf(stderr, "%s: replies through sluice differ from direct.\ndirect:\n%s\n",
+                    sequences[i].name, direct.text);
+        }
+    }
+    /* The direct server takes postgres over TCP without a password. */
+    it_sluice_t direct = {.port = it_cl.primary};
+    char want[512], got[512];
+    closed_in_flight(&direct, "postgres", want, sizeof want);
+    closed_in_flight(&s, "postgres", got, sizeof got);
+    printf("---- a statement closed while its Bind's error is on the way ----\n%s\n", got);
+    if (strcmp(want, got) != 0) {
+        differ++;
+        fprintf(stderr, "closed in flight: through sluice %s, direct %s\n", got, want);
+    }
+    IT_ASSERT(differ == 0, "%d of %zu sequences differ", differ,
+              sizeof sequences / sizeof *sequences + 1);
+    it_exec(d, "DROP TABLE stn_t");
+    PQfinish(d);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+    return it_done();
+}
