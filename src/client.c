@@ -23,7 +23,7 @@
 const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
 
-static void client_poll_cb(uv_poll_t *h, int status, int events);
+static void client_event_cb(sl_conn_t *cn, int status, int events);
 
 static bool buffers_take(sl_client_t *c) {
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
@@ -88,130 +88,36 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
     return true;
 }
 
-ssize_t sl_client_read(sl_client_t *c, void *p, size_t n) {
-    if (c->ssl) {
-        int want;
-        ssize_t r = sl_tls_read(c->ssl, p, n, &want);
-        c->tls_read_wants_write = r == -EAGAIN && want == SL_TLS_WANT_WRITE;
-        return r;
-    }
-    ssize_t r = read(c->fd, p, n);
-    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    return r;
-}
-
-ssize_t sl_client_send(sl_client_t *c, const void *p, size_t n) {
-    if (c->ssl) {
-        int want;
-        ssize_t r = sl_tls_write(c->ssl, p, n, &want);
-        c->tls_write_wants_read = r == -EAGAIN && want == SL_TLS_WANT_READ;
-        return r;
-    }
-    ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
-    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    return r;
-}
-
-static void kick_idle_cb(uv_idle_t *h);
-
-/* Decrypted bytes inside TLS (the client's, or the linked server's through
- * libpq) raise no poll event: such a client is run from an idle handle. */
-static void maybe_kick(sl_client_t *c, int ev) {
-    bool need = (ev & UV_READABLE) && c->ssl && !c->tls_accepting && SSL_pending(c->ssl) > 0;
-    sl_server_t *s = c->server;
-    if (!need && s && s->state == SL_SV_ACTIVE && sl_server_pending(s) > 0) {
-        const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
-        need = to->data && to->cap - sl_buf_len(to) > 0;
-    }
-    if (!need || c->kicked) return;
-    c->kicked = true;
-    sl_list_push_back(&c->w->kicks, &c->kick_node);
-    if (!uv_is_active((uv_handle_t *)&c->w->kick_idle))
-        uv_idle_start(&c->w->kick_idle, kick_idle_cb);
-}
-
-static void on_readable(sl_client_t *c);
-static void on_login_readable(sl_client_t *c);
-
-void sl_client_kick(sl_client_t *c) {
-    if (c->state == SL_CL_CLOSING) return;
-    if (c->ssl && SSL_pending(c->ssl) > 0) {
-        if (c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH)
-            on_login_readable(c);
-        else if (c->state == SL_CL_IDLE || c->state == SL_CL_WAITING || c->state == SL_CL_ACTIVE)
-            on_readable(c);
-    }
-    if (c->state != SL_CL_CLOSING && c->server && c->server->state == SL_SV_ACTIVE &&
-        sl_server_pending(c->server) > 0)
-        sl_relay_server_readable(c);
-    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
-}
-
-static void kick_idle_cb(uv_idle_t *h) {
-    sl_loop_t *w = h->data;
-    /* Take the list as it is now: running a client may put it back. */
-    sl_list_t batch;
-    sl_list_init(&batch);
-    while (!sl_list_empty(&w->kicks)) {
-        sl_list_t *n = sl_list_first(&w->kicks);
-        sl_list_unlink(n);
-        sl_list_push_back(&batch, n);
-    }
-    while (!sl_list_empty(&batch)) {
-        sl_client_t *c = sl_container_of(sl_list_first(&batch), sl_client_t, kick_node);
-        sl_list_unlink(&c->kick_node);
-        c->kicked = false;
-        sl_client_kick(c);
-    }
-    if (sl_list_empty(&w->kicks)) uv_idle_stop(h);
-}
-
-void sl_client_kick_init(sl_loop_t *w) {
-    sl_list_init(&w->kicks);
-    uv_idle_init(w->loop, &w->kick_idle);
-    w->kick_idle.data = w;
-}
-
+/* What the client's socket waits for, from its state and buffers; while
+ * linked, the same for its server's socket, which the relay drives. */
 void sl_client_update_poll(sl_client_t *c) {
     if (c->state == SL_CL_CLOSING) return;
-    int ev = 0;
+    bool rd = false;
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
-    case SL_CL_IDLE: ev = UV_READABLE; break;
+    case SL_CL_IDLE: rd = true; break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
-        if (!c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap) ev = UV_READABLE;
+        rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
         break;
     default: break;
     }
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
-    if ((c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c)) ev |= UV_WRITABLE;
-    if (c->tls_read_wants_write) ev |= UV_WRITABLE;
-    if (c->tls_write_wants_read && (ev & UV_WRITABLE)) ev |= UV_READABLE;
-    if (ev != c->poll_events) {
-        if (ev)
-            uv_poll_start(&c->poll, ev, client_poll_cb);
-        else
-            uv_poll_stop(&c->poll);
-        c->poll_events = ev;
-    }
+    bool wr = (c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c);
+    sl_conn_update(&c->sock, rd, wr);
     sl_server_t *s = c->server;
     if (s && s->state == SL_SV_ACTIVE) {
-        int sev = 0;
         /* With statement tracking, server bytes first land in the pump's buffer. */
         const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
-        if (to->cap - sl_buf_len(to) > 0) sev |= UV_READABLE;
-        if (c->c2s_blocked) sev |= UV_WRITABLE;
-        sl_server_watch(s, sev);
+        sl_conn_update(&s->sock, to->data && to->cap - sl_buf_len(to) > 0, c->c2s_blocked);
     }
-    maybe_kick(c, ev);
 }
 
 bool sl_client_flush(sl_client_t *c) {
     while (c->out.data && sl_buf_len(&c->out) > 0) {
-        ssize_t n = sl_client_send(c, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
+        ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
         if (n == -EAGAIN) break;
         if (n <= 0) {
             sl_client_close(c, "write to client failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
@@ -230,16 +136,17 @@ bool sl_client_flush(sl_client_t *c) {
     return true;
 }
 
-static void client_closed_cb(uv_handle_t *h) {
-    sl_client_t *c = h->data;
+/* The poll handle is closed: nothing can reach the client any more. */
+static void client_closed_cb(sl_conn_t *cn) {
+    sl_client_t *c = cn->data;
     sl_loop_t *w = c->w;
     sl_list_unlink(&c->state_node);
     w->nclients_in[c->state]--;
-    if (c->ssl) {
-        SSL_shutdown(c->ssl); /* close_notify, best effort */
-        SSL_free(c->ssl);
+    if (c->sock.ssl) {
+        SSL_shutdown(c->sock.ssl); /* close_notify, best effort */
+        SSL_free(c->sock.ssl);
     }
-    close(c->fd);
+    close(c->sock.fd);
     sl_buf_give(&w->bufs, &c->in);
     sl_buf_give(&w->bufs, &c->out);
     if (c->auth) {
@@ -273,11 +180,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     c->pool = NULL;
     sl_client_set_state(c, SL_CL_CLOSING);
     sl_list_unlink(&c->node);
-    if (c->kicked) sl_list_unlink(&c->kick_node);
-    c->kicked = false;
     c->w->nclients--;
-    uv_poll_stop(&c->poll);
-    uv_close((uv_handle_t *)&c->poll, client_closed_cb);
+    sl_conn_detach(&c->sock); /* client_closed_cb frees it */
 }
 
 void sl_client_close(sl_client_t *c, const char *fmt, ...) {
@@ -302,7 +206,7 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         /* Best effort, never blocking: the socket buffer almost always has room. */
         while (sl_buf_len(&c->out) > 0) {
-            ssize_t n = sl_client_send(c, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
+            ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
             if (n <= 0) break;
             sl_buf_consume(&c->out, (uint32_t)n);
         }
@@ -317,15 +221,14 @@ static void set_tag(sl_client_t *c) {
 
 void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
-    if (!c || uv_poll_init(w->loop, &c->poll, fd) != 0) {
+    if (c) sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
+    if (!c || sl_conn_attach(&c->sock, fd) != SL_OK) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
         free(c);
         close(fd);
         return;
     }
-    c->poll.data = c;
     c->w = w;
-    c->fd = fd;
     c->id = ++w->next_client_id;
     c->tx_backend = -1;
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
@@ -333,7 +236,6 @@ void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     set_tag(c);
     sl_list_init(&c->waiter.node);
-    sl_list_init(&c->kick_node);
     c->scan = (sl_scan_t){0};
     c->connect_ms = c->last_io_ms = sl_now_ms(w);
     client_list(c, SL_CL_LOGIN);
@@ -413,10 +315,10 @@ static int auth_method(sl_client_t *c) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         bool local = strcmp(c->peer, "unix") == 0 ||
-                     getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0;
+                     getpeername(c->sock.fd, (struct sockaddr *)&ss, &sl) != 0;
         int line;
         enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
-                                            c->ssl != NULL, c->dbname, c->user, &line);
+                                            c->sock.ssl != NULL, c->dbname, c->user, &line);
         static const int map[] = {[SL_HBA_REJECT] = -1,        [SL_HBA_TRUST] = SL_AUTH_TRUST,
                                   [SL_HBA_MD5] = SL_AUTH_MD5,   [SL_HBA_SCRAM] = SL_AUTH_SCRAM,
                                   [SL_HBA_CERT] = SL_AUTH_CERT, [SL_HBA_PASSWORD] = SL_AUTH_PLAIN};
@@ -425,17 +327,18 @@ static int auth_method(sl_client_t *c) {
             sl_client_fatal(c, "28000", "connection refused by auth_hba_file (%s) for user \"%s\", "
                                         "database \"%s\", %s%s",
                             line ? "a reject line" : "no line matches", c->user, c->dbname,
-                            c->ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
+                            c->sock.ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
             return -1;
         }
         sl_log_debug(c->tag, "auth_hba_file line %d: %s", line, sl_hba_method_names[m]);
     }
     if (method == SL_AUTH_CERT) {
         char cn[256];
-        if (!c->ssl || !sl_tls_peer_cn(c->ssl, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
+        if (!c->sock.ssl || !sl_tls_peer_cn(c->sock.ssl, cn, sizeof cn) ||
+            strcmp(cn, c->user) != 0) {
             sl_client_fatal(c, "28000", "certificate authentication failed for user \"%s\": %s",
-                            c->user, !c->ssl ? "the connection does not use TLS"
-                                             : "no client certificate with that common name");
+                            c->user, !c->sock.ssl ? "the connection does not use TLS"
+                                                  : "no client certificate with that common name");
             return -1;
         }
         method = SL_AUTH_TRUST; /* the handshake verified the certificate */
@@ -449,7 +352,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     /* Unix-socket clients are local: TLS is not offered there. */
-    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->ssl && strcmp(c->peer, "unix") != 0) {
+    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->sock.ssl &&
+        strcmp(c->peer, "unix") != 0) {
         sl_client_fatal(c, "28000", "TLS required: client_tls_sslmode = %s; connect with "
                                     "sslmode=require or stronger",
                         sl_tls_mode_names[c->w->cfg->client_tls_sslmode]);
@@ -550,16 +454,16 @@ static bool start_tls(sl_client_t *c) {
         sl_client_fatal(c, "08P01", "received unencrypted data after the SSL request");
         return false;
     }
-    if (send(c->fd, "S", 1, MSG_NOSIGNAL) != 1) {
+    if (send(c->sock.fd, "S", 1, MSG_NOSIGNAL) != 1) {
         sl_client_close(c, "cannot answer the SSL request: %s", strerror(errno));
         return false;
     }
-    c->ssl = SSL_new(c->w->client_tls);
-    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+    c->sock.ssl = SSL_new(c->w->client_tls);
+    if (!c->sock.ssl || SSL_set_fd(c->sock.ssl, c->sock.fd) != 1) {
         sl_client_close(c, "out of memory for TLS");
         return false;
     }
-    SSL_set_accept_state(c->ssl);
+    SSL_set_accept_state(c->sock.ssl);
     c->tls_accepting = true;
     return tls_step(c);
 }
@@ -568,20 +472,20 @@ static bool start_tls(sl_client_t *c) {
 static bool tls_step(sl_client_t *c) {
     int want;
     char err[320];
-    int rc = sl_tls_accept(c->ssl, &want, err, sizeof err);
+    int rc = sl_tls_accept(c->sock.ssl, &want, err, sizeof err);
     if (rc < 0) {
         /* Nothing can be said to the client in plain text any more. */
         sl_client_close(c, "%s", err);
         return false;
     }
-    c->tls_read_wants_write = rc == 0 && want == SL_TLS_WANT_WRITE;
+    sl_conn_tls_wait(&c->sock, rc == 0 ? want : SL_TLS_WANT_NONE);
     if (rc == 0) {
         sl_client_update_poll(c);
         return false;
     }
     c->tls_accepting = false;
-    sl_log_debug(c->tag, "TLS handshake done: %s, %s", SSL_get_version(c->ssl),
-                 SSL_get_cipher_name(c->ssl));
+    sl_log_debug(c->tag, "TLS handshake done: %s, %s", SSL_get_version(c->sock.ssl),
+                 SSL_get_cipher_name(c->sock.ssl));
     sl_client_update_poll(c);
     return true;
 }
@@ -610,7 +514,7 @@ static bool login_step(sl_client_t *c) {
                                         "pairs ending in a NUL byte");
             return false;
         }
-        if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->ssl) {
+        if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->sock.ssl) {
             /* PostgreSQL takes a second encryption request, once the
              * connection is encrypted, as a protocol violation. */
             sl_client_fatal(c, "08P01",
@@ -620,7 +524,7 @@ static bool login_step(sl_client_t *c) {
                             su.kind == SL_SU_SSL ? "SSLRequest" : "GSSENCRequest");
             return false;
         }
-        if (su.kind == SL_SU_SSL && c->w->client_tls && !c->ssl) {
+        if (su.kind == SL_SU_SSL && c->w->client_tls && !c->sock.ssl) {
             login_consume(c, (uint32_t)r);
             return start_tls(c);
         }
@@ -671,7 +575,8 @@ static bool login_step(sl_client_t *c) {
 static void on_login_readable(sl_client_t *c) {
     if (!c->out.data && !buffers_take(c)) return;
     if (c->tls_accepting && !tls_step(c)) return;
-    ssize_t n = sl_client_read(c, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
+    ssize_t n =
+        sl_conn_read(&c->sock, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
         return;
@@ -737,7 +642,7 @@ static void on_readable(sl_client_t *c) {
     uint32_t from = c->in.tail;
     /* Whole messages so far, and no extended-protocol batch left open. */
     bool boundary = sl_scan_at_boundary(&c->scan) && !c->ext_open && !c->holding;
-    ssize_t n = sl_client_read(c, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+    ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
         return;
@@ -776,17 +681,13 @@ static void on_readable(sl_client_t *c) {
     if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
 }
 
-static void client_poll_cb(uv_poll_t *h, int status, int events) {
-    sl_client_t *c = h->data;
+static void client_event_cb(sl_conn_t *cn, int status, int events) {
+    sl_client_t *c = cn->data;
     if (status < 0) {
-        sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->fd)));
+        sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->sock.fd)));
         return;
     }
-    /* TLS may need the other direction: a read that waits for
-     * writability, a write that waits for readability. */
     bool readable = events & UV_READABLE, writable = events & UV_WRITABLE;
-    if (c->tls_read_wants_write && writable) readable = true;
-    if (c->tls_write_wants_read && readable) writable = true;
     if (writable) {
         if (!sl_client_flush(c)) return;
         if (c->ps && c->state == SL_CL_ACTIVE) sl_relay_resume(c);

@@ -23,7 +23,7 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     sl_list_init(&l->routes);
     sl_list_init(&l->authq_cache);
     sl_list_init(&l->authq_retired);
-    sl_list_init(&l->kicks);
+    sl_list_init(&l->kicks.conns);
     l->loop = malloc(sizeof *l->loop);
     if (!l->loop || uv_loop_init(l->loop) != 0) {
         free(l->loop);

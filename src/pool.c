@@ -456,7 +456,6 @@ void sl_pool_release(sl_server_t *s, bool clean) {
                             ? w->cfg->server_reset_query
                             : "";
     if (*reset) {
-        sl_server_watch(s, 0);
         sl_stmt_cache_clear(&s->stmts, &w->stmts); /* DISCARD ALL drops them */
         if (sl_server_query(s, reset, reset_done) < 0) sl_server_close(s, "out of memory");
         return;

@@ -582,8 +582,8 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
     for (;;) {
         while (ps->stage.off < ps->stage.len) {
-            ssize_t n = sl_server_write(s, ps->stage.p + ps->stage.off,
-                                        ps->stage.len - ps->stage.off);
+            ssize_t n =
+                sl_conn_write(&s->sock, ps->stage.p + ps->stage.off, ps->stage.len - ps->stage.off);
             if (n == -EAGAIN) {
                 c->c2s_blocked = true;
                 return true;

@@ -653,7 +653,7 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
     uint32_t limit = sl_client_fwd_limit(c);
     uint32_t fwd = limit - c->in.head;
     while (fwd > 0) {
-        ssize_t n = sl_server_write(s, sl_buf_rptr(&c->in), fwd);
+        ssize_t n = sl_conn_write(&s->sock, sl_buf_rptr(&c->in), fwd);
         if (n == -EAGAIN) {
             c->c2s_blocked = true;
             return true;
@@ -901,7 +901,7 @@ static void read_server_ps(sl_client_t *c, sl_server_t *s) {
         uint32_t space = sl_buf_space(in);
         ssize_t n = 0;
         if (space > 0) {
-            n = sl_server_read(s, sl_buf_wptr(in), space);
+            n = sl_conn_read(&s->sock, sl_buf_wptr(in), space);
             if (n == -EAGAIN) {
                 n = 0;
             } else if (n <= 0) {
@@ -915,7 +915,7 @@ static void read_server_ps(sl_client_t *c, sl_server_t *s) {
         maybe_release(c);
         if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
         if (s->state != SL_SV_ACTIVE || c->server != s) return;
-        if ((uint32_t)n < space && sl_server_pending(s) == 0) return;
+        if ((uint32_t)n < space && sl_conn_pending(&s->sock) == 0) return;
     }
 }
 
@@ -938,7 +938,7 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
         uint32_t space = sl_buf_space(&c->out);
         if (space == 0) return;
-        ssize_t n = sl_server_read(s, sl_buf_wptr(&c->out), space);
+        ssize_t n = sl_conn_read(&s->sock, sl_buf_wptr(&c->out), space);
         if (n == -EAGAIN) return;
         if (n <= 0) {
             sl_relay_server_lost(c, n == 0 ? "backend closed the connection" : "read error");
@@ -950,12 +950,8 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         maybe_release(c);
         if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
         if (s->state != SL_SV_ACTIVE) return; /* released, or reading settings back */
-        if ((uint32_t)n < space && sl_server_pending(s) == 0) return;
+        if ((uint32_t)n < space && sl_conn_pending(&s->sock) == 0) return;
     }
-}
-
-void sl_relay_server_readable(sl_client_t *c) {
-    if (c->server && c->server->state == SL_SV_ACTIVE) read_server(c, c->server);
 }
 
 static void server_io_cb(sl_server_t *s, int status, int events) {

@@ -5,14 +5,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sluice/log.h"
@@ -25,17 +25,18 @@ static const char *const reported_names[] = {
     "server_encoding",  "server_version",       "session_authorization",
     "standard_conforming_strings", "TimeZone",  NULL};
 
-static void server_poll_cb(uv_poll_t *h, int status, int events);
+static void server_event_cb(sl_conn_t *cn, int status, int events);
+static void server_update_poll(sl_server_t *s);
 static void sv_unlist(sl_server_t *s);
 
 static void maybe_free(sl_server_t *s) {
-    if (s->state != SL_SV_CLOSING || s->open_handles > 0) return;
+    if (s->state != SL_SV_CLOSING || s->open_handles > 0 || s->sock.handles > 0) return;
     sv_unlist(s);
     if (s->conn) PQfinish(s->conn); /* sends Terminate, closes the socket */
     if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
-    if (s->own_socket && s->fd >= 0) {
-        (void)send(s->fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
-        close(s->fd);
+    if (s->own_socket && s->sock.fd >= 0) {
+        (void)send(s->sock.fd, "X\0\0\0\4", 5, MSG_NOSIGNAL); /* Terminate, best effort */
+        close(s->sock.fd);
     }
     if (s->login) OPENSSL_cleanse(s->login, sizeof *s->login); /* keys, password */
     free(s->login);
@@ -51,42 +52,46 @@ static void maybe_free(sl_server_t *s) {
 
 static void handle_closed_cb(uv_handle_t *h) {
     sl_server_t *s = h->data;
-    if ((void *)h != (void *)&s->timer) free(h);
     s->open_handles--;
     maybe_free(s);
 }
 
-/* Makes s->poll watch fd, replacing the handle if libpq moved to another
- * socket: libuv tracks fds by number, so the old handle must go first. */
-static int ensure_poll(sl_server_t *s, int fd) {
-    if (s->poll && s->fd == fd) return SL_OK;
-    if (s->poll) {
-        uv_poll_stop(s->poll);
-        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
-        s->poll = NULL;
-    }
-    uv_poll_t *p = malloc(sizeof *p);
-    if (!p) return SL_ENOMEM;
-    if (uv_poll_init(s->w->loop, p, fd) != 0) {
-        free(p);
-        return SL_EIO;
-    }
-    p->data = s;
-    s->open_handles++;
-    s->poll = p;
-    s->fd = fd;
-    s->poll_events = 0;
-    return SL_OK;
+static void sock_closed_cb(sl_conn_t *cn) {
+    maybe_free(cn->data);
 }
 
-void sl_server_watch(sl_server_t *s, int events) {
-    if (!s->poll || events == s->poll_events) return;
-    if (events)
-        uv_poll_start(s->poll, events, server_poll_cb);
-    else
-        uv_poll_stop(s->poll);
-    s->poll_events = events;
+/* What the backend socket waits for in the server's own states. While
+ * ACTIVE, the linked client's relay says it (sl_client_update_poll). */
+static void server_update_poll(sl_server_t *s) {
+    bool rd = false, wr = false;
+    switch (s->state) {
+    case SL_SV_CONNECTING:
+        if (!s->login) {
+            rd = s->pq_wants == PGRES_POLLING_READING;
+            wr = s->pq_wants == PGRES_POLLING_WRITING;
+        } else if (!s->own_up) {
+            wr = true; /* the TCP connect completes */
+        } else {
+            rd = true; /* a TLS handshake step waits as a read (sl_conn_tls_wait) */
+            wr = s->qout != NULL;
+        }
+        break;
+    case SL_SV_QUERY:
+        rd = true;
+        wr = s->qout != NULL;
+        break;
+    case SL_SV_IDLE: rd = true; break; /* the backend going away while pooled */
+    case SL_SV_ACTIVE: return;
+    case SL_SV_RESOLVING:
+    case SL_SV_CLOSING:
+    case SL_SV_NSTATES: break;
+    }
+    sl_conn_update(&s->sock, rd, wr);
 }
+
+/* An operation ended (login, query, timeout): nothing to wait for until the
+ * owner starts the next one. */
+static void server_wait_none(sl_server_t *s) { sl_conn_update(&s->sock, false, false); }
 
 const char *const sl_server_state_names[] = {"resolving", "connecting", "query",
                                              "idle",      "active",     "closing"};
@@ -167,8 +172,7 @@ bool sl_server_set_state(sl_server_t *s, enum sl_server_state st) {
         s->idle_since_ms = sl_now_ms(s->w);
         s->link = NULL;
         s->io = NULL;
-        /* Watch for the backend going away while it sits in the pool. */
-        sl_server_watch(s, UV_READABLE);
+        server_update_poll(s);
     }
     return true;
 }
@@ -201,7 +205,7 @@ static void timeout_cb(uv_timer_t *t) {
     sl_server_t *s = t->data;
     const char *what = s->state == SL_SV_QUERY ? "internal query timed out"
                                                : "server_connect_timeout reached";
-    sl_server_watch(s, 0);
+    server_wait_none(s);
     finish_as(s, what, "08006", s->state != SL_SV_QUERY);
 }
 
@@ -284,24 +288,26 @@ static void libpq_failed(sl_server_t *s) {
 static void connect_step(sl_server_t *s, PostgresPollingStatusType st) {
     if (st == PGRES_POLLING_OK) {
         /* Looked up once: the relay reads and writes through it. */
-        s->ssl = PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
+        s->sock.ssl = PQsslInUse(s->conn) ? (SSL *)PQsslStruct(s->conn, "OpenSSL") : NULL;
         fill_reported(s);
         s->tx_status = 'I';
         sl_log_debug(s->tag, "backend login ok pid=%d", PQbackendPID(s->conn));
-        sl_server_watch(s, 0);
+        server_wait_none(s);
         finish(s, NULL, NULL);
         return;
     }
     if (st == PGRES_POLLING_FAILED) {
-        sl_server_watch(s, 0);
+        server_wait_none(s);
         libpq_failed(s);
         return;
     }
-    if (ensure_poll(s, PQsocket(s->conn)) < 0) {
+    /* libpq may have moved to another socket (the next address). */
+    if (sl_conn_attach(&s->sock, PQsocket(s->conn)) < 0) {
         finish(s, "cannot watch backend socket", "08006");
         return;
     }
-    sl_server_watch(s, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+    s->pq_wants = st;
+    server_update_poll(s);
 }
 
 static void own_connect_next(sl_server_t *s, int failed);
@@ -432,7 +438,7 @@ static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag, sl_se
     s->w = w;
     s->owner = owner;
     s->id = ++w->next_server_id;
-    s->fd = -1;
+    sl_conn_init(&s->sock, w->loop, &w->kicks, server_event_cb, sock_closed_cb, s);
     s->done = done;
     s->state = SL_SV_RESOLVING; /* the first state: on no list until a pool adopts it */
     s->connect_ms = sl_now_ms(w);
@@ -556,11 +562,11 @@ static bool own_start_tls(sl_server_t *s) {
         snprintf(err, sizeof err, "the client certificate or key for the backend does not load");
     if (ctx && !*err) {
         s->own_ssl = SSL_new(ctx);
-        if (!s->own_ssl || SSL_set_fd(s->own_ssl, s->fd) != 1) {
+        if (!s->own_ssl || SSL_set_fd(s->own_ssl, s->sock.fd) != 1) {
             snprintf(err, sizeof err, "out of memory for TLS");
         } else {
             SSL_set_connect_state(s->own_ssl);
-            s->ssl = s->own_ssl;
+            s->sock.ssl = s->own_ssl;
             bool named = t->host[0] != '/' && !is_numeric_host(t->host);
             if (named) SSL_set_tlsext_host_name(s->own_ssl, t->host);
             if (t->mode == SL_TLS_VERIFY_FULL) SSL_set1_host(s->own_ssl, t->host);
@@ -580,12 +586,14 @@ static bool own_handshake(sl_server_t *s) {
     ERR_clear_error();
     int rc = SSL_do_handshake(s->own_ssl);
     if (rc == 1) {
+        sl_conn_tls_wait(&s->sock, SL_TLS_WANT_NONE); /* no step waits for writability now */
         sl_log_debug(s->tag, "backend TLS: %s", SSL_get_version(s->own_ssl));
         return own_begin_login(s);
     }
     int e = SSL_get_error(s->own_ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        sl_server_watch(s, e == SSL_ERROR_WANT_READ ? UV_READABLE : UV_WRITABLE);
+        sl_conn_tls_wait(&s->sock, e == SSL_ERROR_WANT_READ ? SL_TLS_WANT_READ : SL_TLS_WANT_WRITE);
+        server_update_poll(s);
         return false;
     }
     char msg[320], why[200];
@@ -603,7 +611,7 @@ static bool own_handshake(sl_server_t *s) {
 /* The one-byte answer to the SSLRequest; false when finished or waiting. */
 static bool own_tls_answer(sl_server_t *s) {
     char c;
-    ssize_t n = recv(s->fd, &c, 1, 0);
+    ssize_t n = recv(s->sock.fd, &c, 1, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
     if (n != 1 || (c != 'S' && c != 'N')) {
         finish(s, "backend answered the SSL request with something else", "08P01");
@@ -669,14 +677,10 @@ sl_server_t *sl_server_connect_own(sl_loop_t *w, void *owner, const char *const 
 static void own_drop_socket(sl_server_t *s) {
     if (s->own_ssl) SSL_free(s->own_ssl); /* before its socket closes */
     s->own_ssl = NULL;
-    s->ssl = NULL;
-    if (s->poll) {
-        uv_poll_stop(s->poll);
-        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
-        s->poll = NULL;
-    }
-    if (s->own_socket && s->fd >= 0) close(s->fd);
-    s->fd = -1;
+    s->sock.ssl = NULL;
+    sl_conn_detach(&s->sock);
+    if (s->own_socket && s->sock.fd >= 0) close(s->sock.fd);
+    s->sock.fd = -1;
     s->own_socket = false;
 }
 
@@ -702,7 +706,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
             close(fd);
             continue;
         }
-        if (ensure_poll(s, fd) < 0) {
+        if (sl_conn_attach(&s->sock, fd) < 0) {
             close(fd);
             last = ENOMEM;
             continue;
@@ -716,7 +720,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
         sl_server_set_state(s, SL_SV_CONNECTING);
         /* The scanner starts afresh for this socket's login. */
         s->scan = (sl_scan_t){.coll = s->coll, .coll_cap = sizeof s->coll};
-        sl_server_watch(s, UV_WRITABLE);
+        server_update_poll(s);
         return;
     }
     char msg[320];
@@ -733,7 +737,7 @@ static void own_connect_next(sl_server_t *s, int failed) {
 static bool own_read(sl_server_t *s) {
     uint8_t buf[2048], reply[600];
     for (;;) {
-        ssize_t n = sl_server_read(s, buf, sizeof buf);
+        ssize_t n = sl_conn_read(&s->sock, buf, sizeof buf);
         if (n == -EAGAIN) return true;
         if (n <= 0) {
             /* Reset or closed mid-login (a backend restarting): retryable. */
@@ -768,7 +772,7 @@ static bool own_read(sl_server_t *s) {
                 s->be_key = s->login->backend_key;
                 s->tx_status = 'I';
                 sl_log_debug(s->tag, "backend login ok pid=%u (sluice's own exchange)", s->be_pid);
-                sl_server_watch(s, 0);
+                server_wait_none(s);
                 finish(s, NULL, NULL);
                 return false;
             }
@@ -789,7 +793,7 @@ static void own_login_step(sl_server_t *s, int status, int events) {
         /* A refused connect, or a reset in the middle of the login: the
          * connect failed after all. libuv stopped the handle; the next
          * address (if any) gets a new one. */
-        int err = sl_socket_errno(s->fd);
+        int err = sl_socket_errno(s->sock.fd);
         sl_log_debug(s->tag, "backend address failed %s: %s",
                      s->own_up ? "during login" : "to connect", strerror(err));
         own_connect_next(s, err);
@@ -798,7 +802,7 @@ static void own_login_step(sl_server_t *s, int status, int events) {
     if (!s->own_up) {
         int err = 0;
         socklen_t el = sizeof err;
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+        if (getsockopt(s->sock.fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
             sl_log_debug(s->tag, "connect to a backend address failed: %s", strerror(err));
             own_connect_next(s, err ? err : errno);
             return;
@@ -832,14 +836,14 @@ static void own_login_step(sl_server_t *s, int status, int events) {
         }
     }
     if (s->own_phase == OWN_LOGIN && (events & UV_READABLE) && !own_read(s)) return;
-    sl_server_watch(s, UV_READABLE | (s->qout ? UV_WRITABLE : 0));
+    server_update_poll(s);
 }
 
 /* ---- internal queries ---- */
 
 static void query_flush(sl_server_t *s) {
     while (s->qout_off < s->qout_len) {
-        ssize_t n = sl_server_write(s, s->qout + s->qout_off, s->qout_len - s->qout_off);
+        ssize_t n = sl_conn_write(&s->sock, s->qout + s->qout_off, s->qout_len - s->qout_off);
         if (n == -EAGAIN) return;
         if (n <= 0) {
             bool login = s->state == SL_SV_CONNECTING;
@@ -857,6 +861,8 @@ static void query_flush(sl_server_t *s) {
 }
 
 int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) {
+    /* What the socket waited for before (a relay's wants) is over. */
+    server_wait_none(s);
     size_t len = strlen(sql) + 1;
     free(s->qout);
     s->qout = malloc(len + 5);
@@ -875,8 +881,7 @@ int sl_server_query(sl_server_t *s, const char *sql, sl_server_done_cb done) {
     if (s->w->cfg->server_connect_timeout_ms > 0)
         uv_timer_start(&s->timer, timeout_cb, (uint64_t)s->w->cfg->server_connect_timeout_ms, 0);
     query_flush(s);
-    if (s->state == SL_SV_QUERY && s->done)
-        sl_server_watch(s, UV_READABLE | (s->qout ? UV_WRITABLE : 0));
+    if (s->state == SL_SV_QUERY && s->done) server_update_poll(s);
     return SL_OK;
 }
 
@@ -891,7 +896,7 @@ void sl_server_note_param(sl_server_t *s, const uint8_t *body, uint32_t n) {
 static bool read_own(sl_server_t *s) {
     uint8_t buf[4096];
     for (;;) {
-        ssize_t n = sl_server_read(s, buf, sizeof buf);
+        ssize_t n = sl_conn_read(&s->sock, buf, sizeof buf);
         if (n == -EAGAIN) return true;
         if (n <= 0) {
             if (s->state == SL_SV_QUERY)
@@ -932,21 +937,18 @@ static bool read_own(sl_server_t *s) {
             } else if (t == 'Z' && s->scan.coll_len == 1) {
                 s->tx_status = (char)s->coll[0];
                 if (s->state == SL_SV_QUERY) {
-                    sl_server_watch(s, 0);
+                    server_wait_none(s);
                     finish(s, s->error[0] ? s->error : NULL, s->error_code);
                     return false;
                 }
             }
         }
-        if (n < (ssize_t)sizeof buf && sl_server_pending(s) == 0) return true;
+        if (n < (ssize_t)sizeof buf && sl_conn_pending(&s->sock) == 0) return true;
     }
 }
 
-static void server_poll_cb(uv_poll_t *h, int status, int events) {
-    sl_server_t *s = h->data;
-    /* On an error libuv has stopped the handle: what it watches must be
-     * set again, not trusted from the cache. */
-    if (status < 0) s->poll_events = 0;
+static void server_event_cb(sl_conn_t *cn, int status, int events) {
+    sl_server_t *s = cn->data;
     switch (s->state) {
     case SL_SV_CONNECTING:
         if (s->login) {
@@ -957,24 +959,24 @@ static void server_poll_cb(uv_poll_t *h, int status, int events) {
          * libpq reads the socket error itself and moves on to the next
          * address, so it decides. */
         (void)status;
-        sl_server_watch(s, 0);
+        server_wait_none(s); /* stopped before libpq may close or switch its socket */
         connect_step(s, PQconnectPoll(s->conn));
         return;
     case SL_SV_QUERY:
         if (status < 0) {
-            finish(s, strerror(sl_socket_errno(s->fd)), "08006");
+            finish(s, strerror(sl_socket_errno(s->sock.fd)), "08006");
             return;
         }
         if (events & UV_WRITABLE) {
             query_flush(s);
             if (s->state != SL_SV_QUERY || !s->done) return;
-            if (!s->qout) sl_server_watch(s, UV_READABLE);
+            server_update_poll(s);
         }
         if (events & UV_READABLE) read_own(s);
         return;
     case SL_SV_IDLE:
         if (status < 0) {
-            sl_server_close(s, strerror(sl_socket_errno(s->fd)));
+            sl_server_close(s, strerror(sl_socket_errno(s->sock.fd)));
             return;
         }
         read_own(s);
@@ -996,53 +998,8 @@ void sl_server_close(sl_server_t *s, const char *reason) {
     if (s->on_close) s->on_close(s);
     s->done = NULL;
     s->io = NULL;
-    if (s->poll) {
-        uv_poll_stop(s->poll);
-        uv_close((uv_handle_t *)s->poll, handle_closed_cb);
-        s->poll = NULL;
-    }
+    sl_conn_detach(&s->sock);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
     if (s->resolve) uv_cancel((uv_req_t *)s->resolve);
-}
-
-/* ---- raw I/O ---- */
-
-ssize_t sl_server_read(sl_server_t *s, void *p, size_t n) {
-    SSL *ssl = s->ssl;
-    if (ssl) {
-        int r = SSL_read(ssl, p, (int)n);
-        if (r > 0) return r;
-        int e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -EAGAIN;
-        return e == SSL_ERROR_ZERO_RETURN ? 0 : -EIO;
-    }
-    for (;;) {
-        ssize_t r = read(s->fd, p, n);
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
-}
-
-ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n) {
-    SSL *ssl = s->ssl;
-    if (ssl) {
-        int r = SSL_write(ssl, p, (int)n);
-        if (r > 0) return r;
-        int e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -EAGAIN;
-        return -EIO;
-    }
-    for (;;) {
-        ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
-}
-
-int sl_server_pending(sl_server_t *s) {
-    SSL *ssl = s->ssl;
-    return ssl ? SSL_pending(ssl) : 0;
 }

@@ -30,7 +30,7 @@ static void worker_stop(sl_worker_t *w) {
     sl_pool_close_all(&w->core);
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
-    uv_close((uv_handle_t *)&w->core.kick_idle, NULL);
+    sl_conn_kicks_close(&w->core.kicks);
     sl_deferq_close(&w->core.defer);
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
@@ -168,7 +168,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "no random bytes for authentication salts");
         return SL_ENOMEM;
     }
-    sl_client_kick_init(&w->core);
+    sl_conn_kicks_init(&w->core.kicks, w->core.loop);
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
     return SL_OK;

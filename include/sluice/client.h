@@ -4,13 +4,13 @@
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 
-#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "sluice/auth.h"
 #include "sluice/buf.h"
+#include "sluice/conn.h"
 #include "sluice/list.h"
 #include "sluice/params.h"
 #include "sluice/pool.h"
@@ -34,15 +34,10 @@ typedef struct sl_client {
     char tag[160];         /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
     char peer[56];         /* address:port or "unix" */
     enum sl_client_state state;
-    int fd;                /* owned */
-    SSL *ssl;              /* owned once the client asked for TLS; all its I/O goes through it */
+    sl_conn_t sock;        /* its socket; sock.fd and sock.ssl (set once the client asked
+                              for TLS) are owned, freed once the poll handle closed, whose
+                              close callback frees the client */
     bool tls_accepting;    /* TLS handshake in progress */
-    bool tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
-    bool tls_write_wants_read; /* the last TLS write waits for it to be readable */
-    bool kicked;           /* on the worker's kick list */
-    sl_list_t kick_node;   /* decrypted bytes wait inside TLS: poll cannot see them */
-    uv_poll_t poll;        /* its close callback frees the client */
-    int poll_events;
     char *user, *dbname;   /* owned; set after the startup packet */
     sl_pool_t *pool;       /* borrowed; set after authentication */
     sl_server_t *server;   /* borrowed while linked */
@@ -136,13 +131,6 @@ void sl_client_request_server(sl_client_t *c);
 /* A cancel for a client still waiting for a server: its queued request is
  * dropped and answered with 57014, as PostgreSQL would answer a cancel. */
 void sl_client_cancel_wait(sl_client_t *c);
-/* Reads or writes on the client's socket, through TLS when it has it: bytes
- * moved, 0 at EOF (reads), -EAGAIN, or another negative errno. */
-ssize_t sl_client_read(sl_client_t *c, void *p, size_t n);
-ssize_t sl_client_send(sl_client_t *c, const void *p, size_t n);
-/* Runs what poll could not announce: decrypted TLS bytes on either side. */
-void sl_client_kick(sl_client_t *c);
-void sl_client_kick_init(sl_loop_t *w);
 /* Called by the janitor. */
 void sl_client_tick(sl_client_t *c, int64_t now_ms);
 /* SIGTERM: close now if between transactions, else after the current one. */

@@ -14,6 +14,7 @@
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
+#include "sluice/conn.h"
 #include "sluice/defer.h"
 #include "sluice/hba.h"
 #include "sluice/list.h"
@@ -65,8 +66,7 @@ typedef struct sl_loop {
     int ps_nfree;
     SSL_CTX *client_tls;     /* owned reference; NULL when client TLS is off */
     uint8_t mock_secret[32]; /* random at start: salts of users that do not exist */
-    sl_list_t kicks;         /* clients with TLS bytes poll cannot see (client.c) */
-    uv_idle_t kick_idle;     /* runs them before the loop blocks again */
+    sl_conn_kicks_t kicks;   /* sockets with TLS bytes poll cannot see (conn.c) */
     sl_stats_t stats;        /* counters since start */
     bool shutting_down;      /* SIGTERM: no new clients, close each after its transaction */
     /* Called when the last client is freed while shutting_down: whoever runs

@@ -26,8 +26,6 @@ bool sl_relay_flush_c2s(sl_client_t *c);
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n);
 /* The refusal text for a statement pin_session_state = error refuses. */
 void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap);
-/* Reads what the linked server has (TLS bytes poll could not announce). */
-void sl_relay_server_readable(sl_client_t *c);
 /* After client bytes went to the server (or sluice answered a request
  * itself): gives the server back if nothing is owed and the transaction is
  * over (a lone Flush owes nothing), and closes a client that sent Terminate

@@ -2,8 +2,9 @@
  * uv_poll, then used as a raw socket. Owns the PGconn, its poll handle and the
  * framing state of the bytes coming from the backend. It runs sluice's own
  * short queries (parameter SETs, reset, check) itself; while a client is
- * linked the relay drives its socket through the io callback. It knows
- * nothing of clients or pools: it reports to its owner through callbacks. */
+ * linked the relay drives its socket (sock, see conn.h) through the io
+ * callback and says what it waits for. It knows nothing of clients or
+ * pools: it reports to its owner through callbacks. */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
 
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "sluice/conn.h"
 #include "sluice/list.h"
 #include "sluice/login.h"
 #include "sluice/params.h"
@@ -68,19 +70,18 @@ struct sl_server {
     bool fail_transient;    /* the failure done() reports may pass with a retry (refused,
                                reset, 57P03 starting up or shutting down): set before done() */
     int own_phase;          /* own login: SSLRequest sent, TLS handshake, or login */
-    SSL *own_ssl;           /* own login over TLS: owned */
-    SSL *ssl;               /* borrowed: the TLS the relay reads and writes through
-                               (libpq's or own_ssl), NULL in plain text; set at login */
+    SSL *own_ssl;           /* own login over TLS: owned; sock.ssl once the handshake starts */
     struct sl_own_tls *own_tls; /* own login: owned copy of the libpq TLS settings */
     uint8_t *own_startup;   /* own login: the StartupMessage, sent once TLS is settled */
     uint32_t own_startup_len;
     struct sockaddr_storage addrs[4]; /* own login: addresses to try, then the one used */
     int naddrs, addr_next;
     uint32_t be_pid, be_key; /* own login: BackendKeyData, for cancels */
-    int fd;                 /* PQsocket() being polled, -1 before */
-    uv_poll_t *poll;        /* owned; replaced if libpq switches sockets */
-    int poll_events;        /* what poll watches now */
-    int open_handles;       /* handles whose close callback is pending */
+    sl_conn_t sock;         /* its socket: PQsocket() (libpq's, which may switch sockets while
+                               connecting) or sluice's own (own_socket); sock.ssl, set at login,
+                               is libpq's TLS or own_ssl, NULL in plain text */
+    PostgresPollingStatusType pq_wants; /* libpq connect: what the last PQconnectPoll waits for */
+    int open_handles;       /* timer and resolve request whose close callback is pending */
     uv_getaddrinfo_t *resolve; /* owned while resolving */
     sl_params_t reported;   /* ParameterStatus values the backend reported */
     sl_params_t applied;    /* non-reported parameters sluice SET on it */
@@ -130,17 +131,9 @@ bool sl_server_set_state(sl_server_t *s, enum sl_server_state st);
  * opened): from then on sl_server_set_state keeps it on the right one. */
 void sl_server_adopt(sl_server_t *s, sl_server_lists_t *home);
 void sl_server_lists_init(sl_server_lists_t *l);
-/* Sets which events to watch while ACTIVE. */
-void sl_server_watch(sl_server_t *s, int events);
 /* Starts closing; the struct is freed once its handles are closed. */
 void sl_server_close(sl_server_t *s, const char *reason);
 /* Records a ParameterStatus the backend sent (during relay or a query). */
 void sl_server_note_param(sl_server_t *s, const uint8_t *body, uint32_t n);
-/* Raw socket I/O that works with or without backend TLS. Return bytes, 0 for
- * EOF, -EAGAIN or another negative errno. */
-ssize_t sl_server_read(sl_server_t *s, void *p, size_t n);
-ssize_t sl_server_write(sl_server_t *s, const void *p, size_t n);
-/* Decrypted bytes already inside the TLS layer, invisible to poll. */
-int sl_server_pending(sl_server_t *s);
 
 #endif

@@ -68,7 +68,7 @@ int main(void) {
     sl_config_t *cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err,
                                              sizeof err);
     ASSERT_EQ(sl_loop_init(&w, cfg, err, sizeof err), SL_OK);
-    sl_client_kick_init(&w);
+    sl_conn_kicks_init(&w.kicks, w.loop);
     sl_log_set_level(SL_LOG_ERROR);
 
     fail_for = "oom_user"; /* the user name's copy */
@@ -77,7 +77,7 @@ int main(void) {
     ASSERT_STREQ(login("someone", "-c oom=1"), "53200");
     ASSERT_EQ(w.nclients, 0);
 
-    uv_close((uv_handle_t *)&w.kick_idle, NULL);
+    sl_conn_kicks_close(&w.kicks);
     sl_deferq_close(&w.defer);
     uv_run(w.loop, UV_RUN_NOWAIT);
     uv_loop_close(w.loop);

@@ -36,7 +36,7 @@ static sl_server_t *fake_server(sl_pool_t *p, int id) {
     sl_list_init(&s->node);
     s->w = &w;
     s->owner = p;
-    s->fd = -1;
+    s->sock.fd = -1;
     s->state = SL_SV_RESOLVING;
     snprintf(s->tag, sizeof s->tag, "S-%d unit", id);
     sl_server_adopt(s, &p->servers);
@@ -176,14 +176,14 @@ int main(void) {
     ASSERT_TRUE(cfg != NULL);
     if (!cfg) return check_done("test_state");
     ASSERT_EQ(sl_loop_init(&w, cfg, err, sizeof err), SL_OK);
-    sl_client_kick_init(&w);
+    sl_conn_kicks_init(&w.kicks, w.loop);
     /* The refusals below print their error lines: that is what an operator sees. */
     sl_log_set_level(SL_LOG_ERROR);
 
     test_servers();
     test_clients();
 
-    uv_close((uv_handle_t *)&w.kick_idle, NULL);
+    sl_conn_kicks_close(&w.kicks);
     sl_deferq_close(&w.defer);
     run_loop();
     uv_loop_close(w.loop);
