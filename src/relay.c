@@ -958,7 +958,9 @@ static void server_io_cb(sl_server_t *s, int status, int events) {
     sl_client_t *c = s->link;
     if (!c) return;
     if (status < 0) {
-        sl_relay_server_lost(c, uv_strerror(status));
+        /* libuv reports any POLLERR as EBADF: the socket's own error says
+         * what happened (a reset), as for clients. */
+        sl_relay_server_lost(c, strerror(sl_socket_errno(s->sock.fd)));
         return;
     }
     if ((events & UV_WRITABLE) && !sl_relay_flush_c2s(c)) return;
