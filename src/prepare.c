@@ -26,7 +26,8 @@ static bool bytes_put(sl_bytes_t *b, const void *p, uint32_t n) {
     if (n == 0) return true;
     if (b->len + n > b->cap) {
         uint32_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
+        while (cap < b->len + n)
+            cap *= 2;
         uint8_t *g = realloc(b->p, cap);
         if (!g) return false;
         b->p = g, b->cap = cap;
@@ -103,11 +104,54 @@ static bool holds_name(const sl_ex_t *e) {
     return e->how == SL_EX_RELAY && (e->kind == SL_EX_BIND || e->kind == SL_EX_DESC_STMT);
 }
 
+/* A client's name as it was before a request in flight bound or closed
+ * it: put back when the request fails or is skipped after an error, as
+ * PostgreSQL never ran it. */
+typedef struct name_undo {
+    sl_stmt_t *prev; /* the statement it named (a reference), or NULL: unbound */
+    char name[];     /* as the client spelled it */
+} name_undo_t;
+
+/* Records name's binding now, before a change; NULL when out of memory. */
+static name_undo_t *name_undo_new(sl_client_t *c, const char *name) {
+    size_t len = strlen(name);
+    name_undo_t *u = malloc(sizeof *u + len + 1);
+    if (!u) return NULL;
+    memcpy(u->name, name, len + 1);
+    u->prev = sl_stmt_names_get(&c->stmt_names, name);
+    if (u->prev) sl_stmt_ref(u->prev);
+    return u;
+}
+
+static void name_undo_free(sl_client_t *c, name_undo_t *u) {
+    if (u->prev) sl_stmt_unref(&c->w->stmts, u->prev);
+    free(u);
+}
+
+/* The request that changed the name ended: it stays changed if the request
+ * ran, else it goes back. Entries an error ends come last first, so a name
+ * changed twice returns to its first binding. */
+static void name_undo_end(sl_client_t *c, name_undo_t *u, enum sl_ex_outcome how) {
+    if (how != SL_EX_DONE) {
+        sl_stmt_names_t *n = &c->stmt_names;
+        if (!u->prev) {
+            (void)sl_stmt_names_remove(n, &c->w->stmts, u->name);
+        } else if (sl_stmt_names_set(n, &c->w->stmts, u->name, u->prev) < 0) {
+            /* Forgotten instead: the client's next use of the name gets
+             * PostgreSQL's "does not exist", never another statement. */
+            (void)sl_stmt_names_remove(n, &c->w->stmts, u->name);
+            sl_log_warn(c->tag, "out of memory restoring a prepared statement name skipped "
+                                "after an error: it is forgotten");
+        }
+    }
+    name_undo_free(c, u);
+}
+
 /* An entry's data: a statement reference, a client's name entry, or a
- * refusal's message. */
+ * refusal's message; and its undo record. */
 static void unref_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
-    (void)how;
     sl_client_t *c = ctx;
+    if (e->undo) name_undo_end(c, e->undo, how);
     if (e->how == SL_EX_REFUSE)
         free(e->data);
     else if (e->data && holds_name(e))
@@ -137,7 +181,7 @@ void sl_ps_unlink(sl_client_t *c) {
     }
     ps->stage.len = ps->stage.off = ps->msg.len = 0;
     ps->msg_need = ps->msg_max = ps->remain = ps->s_remain = 0;
-    ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = false;
+    ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = ps->held = false;
     ps->next_free = w->ps_free;
     w->ps_free = ps;
     w->ps_nfree++;
@@ -165,6 +209,7 @@ static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
         unref_cb(ctx, e, how);
         return;
     }
+    if (e->undo) name_undo_end(c, e->undo, how);
     sl_stmt_t *st = e->data;
     if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->pending > 0)
         c->pending--; /* skipped after an error: no ReadyForQuery will come for it */
@@ -212,6 +257,7 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
         sl_stmt_ref(v);
         sl_stmt_cache_remove(&s->stmts, &c->w->stmts, v);
         if (!owe(c, SL_EX_CLOSE, SL_EX_SWALLOW, v)) return false;
+        sl_expect_mark_change(&ps->replies, NULL); /* skipped: v is still there */
     }
     int n = sl_stmt_name(st, name, sizeof name);
     if (sl_stmt_cache_add(&s->stmts, st) < 0 ||
@@ -219,7 +265,9 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
         return oom(c);
     sl_stmt_ref(st);
     c->w->stats.server_parse_count++;
-    return owe(c, SL_EX_PARSE, how, st);
+    if (!owe(c, SL_EX_PARSE, how, st)) return false;
+    sl_expect_mark_change(&ps->replies, NULL); /* failed or skipped: st is not there */
+    return true;
 }
 
 static bool malformed(sl_client_t *c, const char *what) {
@@ -247,15 +295,21 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
     if (!names_fit(c, (const char *)body, (uint32_t)(end - rest), &which))
         return refuse_over_bound(c, (const char *)body, which);
     sl_stmt_t *st = sl_stmt_intern(&c->w->stmts, rest, (uint32_t)(end - rest));
-    if (!st) return oom(c);
+    name_undo_t *u = st ? name_undo_new(c, (const char *)body) : NULL;
     /* PostgreSQL refuses to redefine a name; sluice rebinds it. */
-    int rc = sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)body, st);
-    bool there = sl_stmt_cache_use(&s->stmts, st);
+    int rc =
+        u ? sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)body, st) : SL_ENOMEM;
+    bool there = rc == SL_OK && sl_stmt_cache_use(&s->stmts, st);
     if (there) c->w->stats.parse_answered++;
-    bool ok = rc < 0      ? oom(c)
-              : there     ? owe(c, SL_EX_PARSE, SL_EX_ANSWER, NULL) /* answered by sluice */
-                          : inject_parse(c, s, st, SL_EX_RELAY);
-    sl_stmt_unref(&c->w->stmts, st);
+    bool ok = rc < 0  ? oom(c)
+              : there ? owe(c, SL_EX_PARSE, SL_EX_ANSWER, NULL) /* answered by sluice */
+                      : inject_parse(c, s, st, SL_EX_RELAY);
+    /* The binding holds once the Parse is answered in its turn. */
+    if (ok)
+        sl_expect_mark_change(&ps->replies, u);
+    else if (u)
+        name_undo_free(c, u);
+    if (st) sl_stmt_unref(&c->w->stmts, st);
     return ok;
 }
 
@@ -288,14 +342,28 @@ static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uin
     return true;
 }
 
+/* A Close or DEALLOCATE of the client's statement `name`, answered by
+ * sluice in its turn (kind: the entry owed). The name is forgotten now, for
+ * the requests behind it, and back if an error skips the request. */
+static bool forget_name(sl_client_t *c, const char *name, enum sl_ex_kind kind) {
+    name_undo_t *u = NULL;
+    if (sl_stmt_names_get(&c->stmt_names, name)) {
+        if (!(u = name_undo_new(c, name))) return oom(c);
+        (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
+    }
+    if (!owe(c, kind, SL_EX_ANSWER, NULL)) {
+        if (u) name_undo_free(c, u);
+        return false;
+    }
+    if (u) sl_expect_mark_change(&c->ps->replies, u);
+    return true;
+}
+
 /* Close: a portal, or the unnamed statement, passes; a named statement is
  * forgotten for this client and answered by sluice, the server keeps it. */
 static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
     sl_ps_t *ps = c->ps;
-    if (m[5] == 'S' && m[6] != '\0') {
-        (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)m + 6);
-        return owe(c, SL_EX_CLOSE, SL_EX_ANSWER, NULL);
-    }
+    if (m[5] == 'S' && m[6] != '\0') return forget_name(c, (const char *)m + 6, SL_EX_CLOSE);
     return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_CLOSE, SL_EX_RELAY, NULL) : oom(c);
 }
 
@@ -356,13 +424,16 @@ static bool refuse_over_bound(sl_client_t *c, const char *name, const char *whic
 
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
     const char *p = sql;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (strncasecmp(p, "deallocate", 10) != 0 || !isspace((unsigned char)p[10])) return false;
     p += 10;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (strncasecmp(p, "prepare", 7) == 0 && isspace((unsigned char)p[7])) {
         p += 7;
-        while (isspace((unsigned char)*p)) p++;
+        while (isspace((unsigned char)*p))
+            p++;
     }
     size_t n = 0;
     if (*p == '"') {
@@ -379,27 +450,35 @@ bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
         }
     }
     buf[n] = '\0';
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     if (*p == ';') p++;
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+        p++;
     return n > 0 && *p == '\0' && strcmp(buf, "all") != 0;
 }
 
 /* SQL DEALLOCATE of a protocol-level statement: forgotten for this client
- * and answered by sluice (CommandComplete, ReadyForQuery) in its place. */
-static bool walk_deallocate(sl_client_t *c, const uint8_t *m) {
+ * and answered by sluice (CommandComplete, ReadyForQuery) in its place.
+ * The analysis marked it when the client named the statement; a Close or
+ * DEALLOCATE walked since may have closed it: then it goes to the server
+ * as the Query it is, for PostgreSQL's own error. */
+static bool walk_deallocate(sl_client_t *c, const uint8_t *m, uint32_t len) {
     char name[128];
-    if (sl_ps_deallocate_name((const char *)m + 5, name, sizeof name))
-        (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
-    return owe(c, SL_EX_QUERY, SL_EX_ANSWER, NULL);
+    if (sl_ps_deallocate_name((const char *)m + 5, name, sizeof name) &&
+        sl_stmt_names_get(&c->stmt_names, name))
+        return forget_name(c, name, SL_EX_QUERY);
+    uint8_t q = 'Q';
+    return bytes_put(&c->ps->stage, &q, 1) && bytes_put(&c->ps->stage, m + 1, len - 1)
+               ? owe(c, SL_EX_QUERY, SL_EX_RELAY, NULL)
+               : oom(c);
 }
 
 /* CommandComplete "DEALLOCATE" and ReadyForQuery with status, both or
  * neither (32 bytes hold them). */
 static bool put_deallocated(sl_client_t *c, char status) {
     if (sl_buf_space(&c->out) < 32) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < 32 ||
-        sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
+    if (sl_buf_space(&c->out) < 32 || sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
         sl_proto_put_ready(&c->out, status) < 0)
         return false;
     if (c->pending > 0) c->pending--;
@@ -471,8 +550,10 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     switch (m[0]) {
     case 'P':
         return have < need ? walk_parse_head(c, m, have) : walk_parse(c, s, m, have);
-    case SL_MSG_REFUSED: return walk_refused(c, m, have);
-    case SL_MSG_DEALLOCATE: return walk_deallocate(c, m);
+    case SL_MSG_REFUSED:
+        return walk_refused(c, m, have);
+    case SL_MSG_DEALLOCATE:
+        return walk_deallocate(c, m, have);
     case 'B': {
         uint32_t portal = (uint32_t)strlen((const char *)m + 5);
         return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
@@ -498,9 +579,34 @@ static bool too_long(sl_client_t *c, uint8_t t) {
     return false;
 }
 
+/* Whether the message at p (len bytes, avail of them in `in`) reads or
+ * changes the client's names or the server's statements: a named Parse,
+ * Bind, Describe or Close, a DEALLOCATE. True when the bytes that tell are
+ * not in yet. */
+static bool uses_names(const uint8_t *p, uint32_t len, uint32_t avail) {
+    uint32_t have = avail < len ? avail : len;
+    switch (p[0]) {
+    case SL_MSG_DEALLOCATE:
+        return true;
+    case 'P':
+        return have < 6 || p[5] != '\0';
+    case 'D':
+    case 'C':
+        return have < 7 || (p[5] == 'S' && p[6] != '\0');
+    case 'B': {
+        const uint8_t *z = memchr(p + 5, '\0', have - 5); /* the end of the portal's name */
+        return !z || z + 1 >= p + have || z[1] != '\0';
+    }
+    default:
+        return false;
+    }
+}
+
 /* Moves client bytes from `in` to the stage, message by message, recording
  * the replies each one is owed. Stops at a held Query, a partial header, a
- * full stage or too many replies owed. False if c was closed. */
+ * full stage, too many replies owed, or a message that uses names while a
+ * change of an earlier batch is unsettled (ps->held). False if c was
+ * closed. */
 static bool walk(sl_client_t *c, sl_server_t *s) {
     sl_ps_t *ps = c->ps;
     while (ps->stage.len < c->in.cap && ps->replies.n < MAX_OWED) {
@@ -536,6 +642,14 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
             continue;
         }
         ps->skip_to_sync = false;
+        /* A change of an earlier batch may yet be skipped by an error:
+         * walked now, this message would see names PostgreSQL may not
+         * have. It waits for the change to settle (see sl_ps_pump). */
+        if (sl_expect_change_unsettled(&ps->replies) && uses_names(p, len, avail)) {
+            ps->held = true;
+            return true;
+        }
+        ps->held = false;
         if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED ||
             t == SL_MSG_DEALLOCATE) {
             /* A Describe or Close is a type byte and a name. */
@@ -600,10 +714,12 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
         bytes_shrink(&ps->stage);
         if (!ps->assembling) bytes_shrink(&ps->msg);
         if (!walk(c, s)) return false;
-        if (ps->stage.len == 0) break;
+        if (ps->stage.len > 0) continue;
+        /* Answering may settle the change the walker waits for. */
+        answer_due(c);
+        if (!ps->held || sl_expect_change_unsettled(&ps->replies)) break;
     }
     c->c2s_blocked = false;
-    answer_due(c);
     /* A request sluice answered alone may have ended the transaction. */
     return sl_relay_settle(c);
 }
@@ -799,9 +915,13 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);
         } else if (t == SL_MSG_DEALLOCATE) {
             char name[128];
+            /* Closed since the analysis marked it: PostgreSQL's error, from
+             * a server (see walk_deallocate). */
+            if (!sl_ps_deallocate_name((const char *)p + 5, name, sizeof name) ||
+                !sl_stmt_names_get(&c->stmt_names, name))
+                return true;
             if (!put_deallocated(c, 'I')) return true;
-            if (sl_ps_deallocate_name((const char *)p + 5, name, sizeof name))
-                (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
+            (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
         } else if (t == 'S') {
             if (sl_proto_put_ready(&c->out, 'I') < 0) return true;
             if (c->pending > 0) c->pending--;
@@ -841,7 +961,9 @@ static bool awaits_whole(const sl_ps_t *ps) {
 }
 
 /* Fields a person reads: message, detail, hint, context. */
-static bool readable_field(uint8_t f) { return f == 'M' || f == 'D' || f == 'H' || f == 'W'; }
+static bool readable_field(uint8_t f) {
+    return f == 'M' || f == 'D' || f == 'H' || f == 'W';
+}
 
 /* Appends n bytes to dst at *o; counts them only when dst is NULL. */
 static void emit(uint8_t *dst, uint32_t *o, const void *p, size_t n) {
@@ -928,8 +1050,7 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
     while (c->server == s) {
         if (!ps->s_mid) {
             answer_due(c);
-            if (sl_expect_answer_due(&ps->replies))
-                break; /* no room in out for them yet */
+            if (sl_expect_answer_due(&ps->replies)) break; /* no room in out for them yet */
             if (sl_buf_len(in) < 5) break;
             const uint8_t *p = sl_buf_rptr(in);
             uint32_t len = sl_be32(p + 1);
@@ -963,5 +1084,8 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
         if (!sl_relay_scan_server(c, s, dst, n)) return false;
     }
     if (sl_buf_space(in) == 0) sl_buf_compact(in);
+    /* The replies that came may have settled what the walker waits for. */
+    if (c->ps == ps && c->server == s && ps->held && !sl_expect_change_unsettled(&ps->replies))
+        return sl_ps_flush_c2s(c);
     return true;
 }

@@ -2,7 +2,14 @@
  * sluice sent it (or answered itself), so that sluice can drop the replies
  * to messages it added (a Parse it injected, a Close that evicts) and put
  * its own replies (ParseComplete, CloseComplete) in the right place, also
- * when a pipeline is cut short by an error. Pure: no I/O. */
+ * when a pipeline is cut short by an error.
+ *
+ * A request may change state when sluice sends it (a client's name bound or
+ * closed, a statement prepared on or evicted from the server), before the
+ * server says whether it ran: such an entry is marked a change. After an
+ * error PostgreSQL skips every request up to the next Sync, so the changes
+ * of the failed and skipped entries end last first, for the caller to undo
+ * them back to the state before the first. Pure: no I/O. */
 #ifndef SLUICE_EXPECT_H
 #define SLUICE_EXPECT_H
 
@@ -35,20 +42,33 @@ enum sl_ex_outcome { SL_EX_DONE, SL_EX_FAILED, SL_EX_SKIPPED };
 typedef struct sl_ex {
     uint8_t kind, how;
     bool described; /* SL_EX_DESC_STMT: its 't' came */
+    bool change;    /* sending it changed state an error must undo */
     void *data;     /* the caller's, handed back when the entry ends */
+    void *undo;     /* the caller's record of the change, or NULL; handed back likewise */
 } sl_ex_t;
 
 typedef struct sl_expect {
-    sl_ex_t *v;       /* owned ring */
-    uint32_t cap;     /* a power of two, or 0 */
-    uint32_t head, n; /* first entry and count */
+    sl_ex_t *v;            /* owned ring */
+    uint32_t cap;          /* a power of two, or 0 */
+    uint32_t head, n;      /* first entry and count */
+    uint32_t changes;      /* entries marked a change, owed */
+    uint32_t changes_open; /* of those, the ones pushed after the last Sync */
 } sl_expect_t;
 
-/* Told of every entry that ends, in order. */
+/* Told of every entry that ends: in order, except that the entries an
+ * error ends (the failed one and those skipped after it) end last first. */
 typedef void (*sl_ex_end_cb)(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how);
 
-int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, void *data)
-    SL_MUST_USE;
+int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how,
+                   void *data) SL_MUST_USE;
+/* Marks the entry pushed last as a change (with the caller's undo record,
+ * which may be NULL). */
+void sl_expect_mark_change(sl_expect_t *q, void *undo);
+/* Whether a change pushed before the last Sync is still owed: an error may
+ * yet skip it, so a request after that Sync must not rely on it. Changes
+ * pushed since the last Sync need no such care: an error before them skips
+ * the requests that follow them too. */
+bool sl_expect_change_unsettled(const sl_expect_t *q);
 /* A message of type t starts arriving from the server. Ends the entries it
  * completes and returns false when the message answers one of sluice's own
  * requests and must not reach the client. */
@@ -59,7 +79,8 @@ const sl_ex_t *sl_expect_head(const sl_expect_t *q);
  * SL_EX_REFUSE), else NULL. sl_expect_answered() ends it once answered. */
 const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q);
 void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
-/* Ends every entry as skipped (the server is gone); the ring stays for reuse. */
+/* Ends every entry as skipped, last first (the server is gone); the ring
+ * stays for reuse. */
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
 void sl_expect_free(sl_expect_t *q);
 

@@ -76,7 +76,7 @@ int main(void) {
     push(&q, SL_EX_DESC_STMT, SL_EX_RELAY);
     push(&q, SL_EX_SYNC, SL_EX_RELAY);
     ASSERT_STREQ(run(&q, "EZtTZ", &l), "EZtTZ");
-    ASSERT_STREQ(l.ended, "fsssddd");
+    ASSERT_STREQ(l.ended, "sssfddd"); /* an error's entries end last first */
 
     /* A refused Parse is answered with sluice's error in its place; an
      * earlier server error skips it like the rest. */
@@ -106,7 +106,7 @@ int main(void) {
     push(&q, SL_EX_QUERY, SL_EX_RELAY);
     push(&q, SL_EX_SYNC, SL_EX_RELAY);
     ASSERT_STREQ(run(&q, "EZ", &l), "EZ");
-    ASSERT_STREQ(l.ended, "fsd");
+    ASSERT_STREQ(l.ended, "sfd");
 
     /* Describe of a statement ends at its row description or NoData, after
      * the parameter description; an eviction's CloseComplete is dropped. */
@@ -120,10 +120,43 @@ int main(void) {
     ASSERT_STREQ(run(&q, "3tnTDsDCZ", &l), "tnTDsDCZ");
     ASSERT_EQ(q.n, 0u);
 
-    /* More entries than the first ring holds; clear ends them all. */
-    for (int i = 0; i < 100; i++) push(&q, SL_EX_BIND, SL_EX_RELAY);
+    /* Changes: one pushed before a Sync stays unsettled until it ends;
+     * changes since the last Sync do not count. An error ends them last
+     * first, with their undo records. */
     l.n = 0;
-    for (int i = 0; i < 40; i++) ASSERT_TRUE(sl_expect_reply(&q, '2', end_cb, &l));
+    push(&q, SL_EX_BIND, SL_EX_RELAY);
+    push(&q, SL_EX_CLOSE, SL_EX_ANSWER);
+    sl_expect_mark_change(&q, &l);
+    ASSERT_TRUE(!sl_expect_change_unsettled(&q));
+    push(&q, SL_EX_PARSE, SL_EX_RELAY);
+    sl_expect_mark_change(&q, NULL);
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_TRUE(sl_expect_change_unsettled(&q));
+    push(&q, SL_EX_PARSE, SL_EX_ANSWER);
+    sl_expect_mark_change(&q, NULL);
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_EQ(q.changes, 3u);
+    ASSERT_STREQ(run(&q, "E", &l), "E");
+    ASSERT_STREQ(l.ended, "ssf");
+    ASSERT_EQ(q.changes, 1u);
+    ASSERT_TRUE(sl_expect_change_unsettled(&q)); /* the second batch's, before its Sync */
+    ASSERT_STREQ(run(&q, "Z", &l), "Z1");
+    ASSERT_EQ(q.changes, 0u);
+    ASSERT_TRUE(!sl_expect_change_unsettled(&q));
+    push(&q, SL_EX_CLOSE, SL_EX_ANSWER); /* the open batch's own change counts not */
+    sl_expect_mark_change(&q, NULL);
+    ASSERT_TRUE(!sl_expect_change_unsettled(&q));
+    ASSERT_STREQ(run(&q, "Z", &l), "Z3");
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_STREQ(run(&q, "Z", &l), "Z");
+    ASSERT_EQ(q.n, 0u);
+
+    /* More entries than the first ring holds; clear ends them all. */
+    for (int i = 0; i < 100; i++)
+        push(&q, SL_EX_BIND, SL_EX_RELAY);
+    l.n = 0;
+    for (int i = 0; i < 40; i++)
+        ASSERT_TRUE(sl_expect_reply(&q, '2', end_cb, &l));
     ASSERT_EQ(q.n, 60u);
     sl_expect_clear(&q, end_cb, &l);
     ASSERT_EQ(q.n, 0u);
