@@ -3,17 +3,14 @@
 
 #include <stdlib.h>
 
-static sl_ex_t *at(const sl_expect_t *q, uint32_t i) {
-    return &q->v[(q->head + i) & (q->cap - 1)];
-}
+static sl_ex_t *at(const sl_expect_t *q, uint32_t i) { return &q->v[(q->head + i) & (q->cap - 1)]; }
 
 int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, void *data) {
     if (q->n == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 16;
         sl_ex_t *v = malloc(cap * sizeof *v);
         if (!v) return SL_ENOMEM;
-        for (uint32_t i = 0; i < q->n; i++)
-            v[i] = *at(q, i);
+        for (uint32_t i = 0; i < q->n; i++) v[i] = *at(q, i);
         free(q->v);
         q->v = v, q->cap = cap, q->head = 0;
     }
@@ -29,16 +26,13 @@ void sl_expect_mark_change(sl_expect_t *q, void *undo) {
     e->undo = undo;
 }
 
-bool sl_expect_change_unsettled(const sl_expect_t *q) {
-    return q->changes > q->changes_open;
-}
+bool sl_expect_change_unsettled(const sl_expect_t *q) { return q->changes > q->changes_open; }
 
 /* Takes the first k entries off the ring (they stay readable in its slots
  * until the next push) and counts their changes as settled. Entries end
  * from the front, so the last batch's changes are the last to go. */
 static void take(sl_expect_t *q, uint32_t k) {
-    for (uint32_t i = 0; i < k; i++)
-        q->changes -= at(q, i)->change;
+    for (uint32_t i = 0; i < k; i++) q->changes -= at(q, i)->change;
     if (q->changes_open > q->changes) q->changes_open = q->changes;
     q->head = (q->head + k) & (q->cap - 1);
     q->n -= k;
@@ -69,21 +63,15 @@ static bool ends_at_ready(const sl_ex_t *e) {
 /* Does message type t complete entry e? */
 static bool completes(sl_ex_t *e, uint8_t t) {
     switch (e->kind) {
-    case SL_EX_PARSE:
-        return t == '1';
-    case SL_EX_BIND:
-        return t == '2';
+    case SL_EX_PARSE: return t == '1';
+    case SL_EX_BIND: return t == '2';
     case SL_EX_DESC_STMT:
         if (t == 't') e->described = true;
         return e->described && (t == 'T' || t == 'n');
-    case SL_EX_DESC_PORTAL:
-        return t == 'T' || t == 'n';
-    case SL_EX_EXECUTE:
-        return t == 'C' || t == 'I' || t == 's';
-    case SL_EX_CLOSE:
-        return t == '3';
-    default:
-        return t == 'Z';
+    case SL_EX_DESC_PORTAL: return t == 'T' || t == 'n';
+    case SL_EX_EXECUTE: return t == 'C' || t == 'I' || t == 's';
+    case SL_EX_CLOSE: return t == '3';
+    default: return t == 'Z';
     }
 }
 
@@ -99,8 +87,7 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
          * error itself goes to the client, also when it answers a Parse
          * sluice injected: it is then the error of the client's Bind. */
         uint32_t k = 1;
-        while (k < q->n && at(q, k)->kind != SL_EX_SYNC)
-            k++;
+        while (k < q->n && at(q, k)->kind != SL_EX_SYNC) k++;
         end_backwards(q, k, SL_EX_FAILED, cb, ctx);
         return true;
     }
@@ -110,9 +97,7 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
     return relay;
 }
 
-const sl_ex_t *sl_expect_head(const sl_expect_t *q) {
-    return q->n ? at(q, 0) : NULL;
-}
+const sl_ex_t *sl_expect_head(const sl_expect_t *q) { return q->n ? at(q, 0) : NULL; }
 
 const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
     if (q->n == 0) return NULL;
@@ -120,9 +105,7 @@ const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
     return e->how == SL_EX_ANSWER || e->how == SL_EX_REFUSE ? e : NULL;
 }
 
-void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
-    pop(q, SL_EX_DONE, cb, ctx);
-}
+void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) { pop(q, SL_EX_DONE, cb, ctx); }
 
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
     if (q->n > 0) end_backwards(q, q->n, SL_EX_SKIPPED, cb, ctx);

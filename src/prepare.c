@@ -26,8 +26,7 @@ static bool bytes_put(sl_bytes_t *b, const void *p, uint32_t n) {
     if (n == 0) return true;
     if (b->len + n > b->cap) {
         uint32_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
+        while (cap < b->len + n) cap *= 2;
         uint8_t *g = realloc(b->p, cap);
         if (!g) return false;
         b->p = g, b->cap = cap;
@@ -424,16 +423,13 @@ static bool refuse_over_bound(sl_client_t *c, const char *name, const char *whic
 
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
     const char *p = sql;
-    while (isspace((unsigned char)*p))
-        p++;
+    while (isspace((unsigned char)*p)) p++;
     if (strncasecmp(p, "deallocate", 10) != 0 || !isspace((unsigned char)p[10])) return false;
     p += 10;
-    while (isspace((unsigned char)*p))
-        p++;
+    while (isspace((unsigned char)*p)) p++;
     if (strncasecmp(p, "prepare", 7) == 0 && isspace((unsigned char)p[7])) {
         p += 7;
-        while (isspace((unsigned char)*p))
-            p++;
+        while (isspace((unsigned char)*p)) p++;
     }
     size_t n = 0;
     if (*p == '"') {
@@ -450,11 +446,9 @@ bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
         }
     }
     buf[n] = '\0';
-    while (isspace((unsigned char)*p))
-        p++;
+    while (isspace((unsigned char)*p)) p++;
     if (*p == ';') p++;
-    while (isspace((unsigned char)*p))
-        p++;
+    while (isspace((unsigned char)*p)) p++;
     return n > 0 && *p == '\0' && strcmp(buf, "all") != 0;
 }
 
@@ -478,7 +472,8 @@ static bool walk_deallocate(sl_client_t *c, const uint8_t *m, uint32_t len) {
  * neither (32 bytes hold them). */
 static bool put_deallocated(sl_client_t *c, char status) {
     if (sl_buf_space(&c->out) < 32) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < 32 || sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
+    if (sl_buf_space(&c->out) < 32 ||
+        sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
         sl_proto_put_ready(&c->out, status) < 0)
         return false;
     if (c->pending > 0) c->pending--;
@@ -550,10 +545,8 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     switch (m[0]) {
     case 'P':
         return have < need ? walk_parse_head(c, m, have) : walk_parse(c, s, m, have);
-    case SL_MSG_REFUSED:
-        return walk_refused(c, m, have);
-    case SL_MSG_DEALLOCATE:
-        return walk_deallocate(c, m, have);
+    case SL_MSG_REFUSED: return walk_refused(c, m, have);
+    case SL_MSG_DEALLOCATE: return walk_deallocate(c, m, have);
     case 'B': {
         uint32_t portal = (uint32_t)strlen((const char *)m + 5);
         return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
@@ -586,19 +579,15 @@ static bool too_long(sl_client_t *c, uint8_t t) {
 static bool uses_names(const uint8_t *p, uint32_t len, uint32_t avail) {
     uint32_t have = avail < len ? avail : len;
     switch (p[0]) {
-    case SL_MSG_DEALLOCATE:
-        return true;
-    case 'P':
-        return have < 6 || p[5] != '\0';
+    case SL_MSG_DEALLOCATE: return true;
+    case 'P': return have < 6 || p[5] != '\0';
     case 'D':
-    case 'C':
-        return have < 7 || (p[5] == 'S' && p[6] != '\0');
+    case 'C': return have < 7 || (p[5] == 'S' && p[6] != '\0');
     case 'B': {
         const uint8_t *z = memchr(p + 5, '\0', have - 5); /* the end of the portal's name */
         return !z || z + 1 >= p + have || z[1] != '\0';
     }
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -961,9 +950,7 @@ static bool awaits_whole(const sl_ps_t *ps) {
 }
 
 /* Fields a person reads: message, detail, hint, context. */
-static bool readable_field(uint8_t f) {
-    return f == 'M' || f == 'D' || f == 'H' || f == 'W';
-}
+static bool readable_field(uint8_t f) { return f == 'M' || f == 'D' || f == 'H' || f == 'W'; }
 
 /* Appends n bytes to dst at *o; counts them only when dst is NULL. */
 static void emit(uint8_t *dst, uint32_t *o, const void *p, size_t n) {
@@ -1050,7 +1037,8 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
     while (c->server == s) {
         if (!ps->s_mid) {
             answer_due(c);
-            if (sl_expect_answer_due(&ps->replies)) break; /* no room in out for them yet */
+            if (sl_expect_answer_due(&ps->replies))
+                break; /* no room in out for them yet */
             if (sl_buf_len(in) < 5) break;
             const uint8_t *p = sl_buf_rptr(in);
             uint32_t len = sl_be32(p + 1);

@@ -59,8 +59,8 @@ typedef struct sl_expect {
  * error ends (the failed one and those skipped after it) end last first. */
 typedef void (*sl_ex_end_cb)(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how);
 
-int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how,
-                   void *data) SL_MUST_USE;
+int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, void *data)
+    SL_MUST_USE;
 /* Marks the entry pushed last as a change (with the caller's undo record,
  * which may be NULL). */
 void sl_expect_mark_change(sl_expect_t *q, void *undo);

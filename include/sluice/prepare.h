@@ -26,28 +26,28 @@
 #include "sluice/expect.h"
 
 typedef struct sl_bytes {
-    uint8_t *p;             /* owned */
+    uint8_t *p;            /* owned */
     uint32_t len, off, cap; /* bytes held, bytes already used, allocated */
 } sl_bytes_t;
 
 /* The in-flight state of a linked client in this mode. */
 typedef struct sl_ps {
-    sl_expect_t replies;     /* what the server owes, in order */
-    sl_bytes_t stage;        /* bytes for the server, walked and rewritten; freed when
-                                drained above 64 kB */
-    sl_bytes_t msg;          /* a Parse/Bind/Describe/Close being assembled (at most
-                                max_rewrite_size bytes of it); freed likewise */
-    uint32_t msg_need;       /* bytes of the message (a Bind: its whole length) */
-    uint32_t msg_max;        /* bytes of it held at most: the rest streams or is dropped */
-    uint32_t remain;         /* bytes of the current client message still to walk */
-    sl_buf_t sin;            /* server bytes not yet relayed (a pool buffer) */
-    uint32_t s_remain;       /* bytes of the current server message still to relay */
-    bool assembling;         /* msg holds the start of a message */
-    bool s_mid;              /* inside a server message (answers must wait) */
-    bool skip_to_sync;       /* a Parse was refused: drop messages up to the Sync */
-    bool discard;            /* the message being walked is dropped */
-    bool held;               /* the walker waits: a change of an earlier batch may yet be
-                                skipped (see sl_expect_change_unsettled) */
+    sl_expect_t replies; /* what the server owes, in order */
+    sl_bytes_t stage;    /* bytes for the server, walked and rewritten; freed when
+                            drained above 64 kB */
+    sl_bytes_t msg;      /* a Parse/Bind/Describe/Close being assembled (at most
+                            max_rewrite_size bytes of it); freed likewise */
+    uint32_t msg_need;   /* bytes of the message (a Bind: its whole length) */
+    uint32_t msg_max;    /* bytes of it held at most: the rest streams or is dropped */
+    uint32_t remain;     /* bytes of the current client message still to walk */
+    sl_buf_t sin;        /* server bytes not yet relayed (a pool buffer) */
+    uint32_t s_remain;   /* bytes of the current server message still to relay */
+    bool assembling;     /* msg holds the start of a message */
+    bool s_mid;          /* inside a server message (answers must wait) */
+    bool skip_to_sync;   /* a Parse was refused: drop messages up to the Sync */
+    bool discard;        /* the message being walked is dropped */
+    bool held;           /* the walker waits: a change of an earlier batch may yet be
+                            skipped (see sl_expect_change_unsettled) */
     struct sl_ps *next_free; /* on the worker's free list */
 } sl_ps_t;
 

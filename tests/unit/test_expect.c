@@ -152,11 +152,9 @@ int main(void) {
     ASSERT_EQ(q.n, 0u);
 
     /* More entries than the first ring holds; clear ends them all. */
-    for (int i = 0; i < 100; i++)
-        push(&q, SL_EX_BIND, SL_EX_RELAY);
+    for (int i = 0; i < 100; i++) push(&q, SL_EX_BIND, SL_EX_RELAY);
     l.n = 0;
-    for (int i = 0; i < 40; i++)
-        ASSERT_TRUE(sl_expect_reply(&q, '2', end_cb, &l));
+    for (int i = 0; i < 40; i++) ASSERT_TRUE(sl_expect_reply(&q, '2', end_cb, &l));
     ASSERT_EQ(q.n, 60u);
     sl_expect_clear(&q, end_cb, &l);
     ASSERT_EQ(q.n, 0u);
