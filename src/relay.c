@@ -483,10 +483,12 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         sl_client_fatal(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
+    /* Whether the client names that statement is known only when the
+     * messages before it are walked (a Parse pipelined ahead of it): the
+     * walker answers it, or sends it on as the Query it is. */
     char dname[128];
-    if (!parse && sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname) &&
-        sl_stmt_names_get(&c->stmt_names, dname)) {
-        c->in.data[start] = SL_MSG_DEALLOCATE; /* answered by sluice, see prepare.c */
+    if (!parse && sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname)) {
+        c->in.data[start] = SL_MSG_DEALLOCATE; /* see prepare.c */
         return true;
     }
     sl_sql_info_t info;

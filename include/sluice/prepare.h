@@ -55,9 +55,11 @@ typedef struct sl_ps {
  * pin_session_state = error, for the walker to answer (no client sends it:
  * a message of type 0 is refused as PostgreSQL refuses it). */
 #define SL_MSG_REFUSED 0
-/* The type byte of a Query that is SQL DEALLOCATE of one of the client's
- * protocol-level statements: sluice answers it (the server knows the
- * statement under another name). Type 1 is no frontend message either. */
+/* The type byte of a Query that is SQL DEALLOCATE of one name: sluice
+ * answers it when the name is one of the client's protocol-level
+ * statements once the messages before it are walked (the server knows the
+ * statement under another name), else it goes on as the Query it is. Type
+ * 1 is no frontend message either. */
 #define SL_MSG_DEALLOCATE 1
 
 /* The statement name of a Query that is exactly `DEALLOCATE [PREPARE] name`

@@ -169,6 +169,121 @@ static void closed_in_flight(const it_sluice_t *to, const char *user, char *out,
     close(fd);
 }
 
+/* ---- Named statements changed in a stretch PostgreSQL skips ----
+ *
+ * After an ErrorResponse in the extended protocol PostgreSQL skips every
+ * message up to the next Sync: a Close, a Parse or a DEALLOCATE there
+ * changes nothing. Raw batches, each ending in a Sync, run direct and
+ * through sluice; the replies (types, and the last value or error message
+ * of each batch) must be the same. */
+
+/* What makes the server skip the rest of a batch. */
+enum fault { F_BIND, F_EXECUTE, F_PARSE };
+static const char *const fault_names[] = {"a Bind of an unknown statement",
+                                          "an Execute that fails", "a Parse with a syntax error"};
+
+static void add_fault(it_wire_t *w, enum fault f) {
+    if (f == F_BIND) it_wire_bind_exec(w, "nope");
+    if (f == F_EXECUTE) {
+        it_wire_parse(w, "", "SELECT 1/0");
+        it_wire_bind_exec(w, "");
+    }
+    if (f == F_PARSE) it_wire_parse(w, "bad", "SELEC 1");
+}
+
+/* The batches of a run: s6 and s9 prepared, then one batch with the fault
+ * before (skipped) or after (done) a Close of s6, Parses of new names s7
+ * and s8 (s8 with s6's text, which the server may have already), a
+ * DEALLOCATE of s9 and a re-Parse of s9 with other text; then each name
+ * used. Each batch is added to w; zs[i] is the ReadyForQuery count it
+ * gets. Returns the number of batches. */
+static int skip_batches(it_wire_t *w, int *zs, enum fault f, bool skipped, int i) {
+    switch (i) {
+    case 0:
+        it_wire_parse(w, "s6", "SELECT 6");
+        it_wire_parse(w, "s9", "SELECT 9");
+        break;
+    case 1:
+        if (skipped) add_fault(w, f);
+        it_wire_close(w, "s6");
+        it_wire_parse(w, "s7", "SELECT 7");
+        it_wire_parse(w, "s8", "SELECT 6");
+        it_wire_query(w, "DEALLOCATE s9");
+        it_wire_parse(w, "s9", "SELECT 99");
+        if (!skipped) add_fault(w, f);
+        break;
+    default: {
+        static const char *const use[] = {"s6", "s7", "s8", "s9", "bad"};
+        it_wire_bind_exec(w, use[i - 2]);
+        break;
+    }
+    }
+    it_wire_sync(w);
+    /* A DEALLOCATE that runs has a ReadyForQuery of its own. */
+    *zs = i == 1 && !skipped ? 2 : 1;
+    return 7;
+}
+
+/* Runs the batches on a raw connection to `to`: each written and answered
+ * in turn, or all written at once (pipelined). The replies, batch by batch. */
+static void run_skip(const it_sluice_t *to, enum fault f, bool skipped, bool pipelined, char *out,
+                     size_t cap) {
+    int fd = it_raw_login(to, "postgres", "sluice_test");
+    it_wire_t w = {.n = 0};
+    int zs[8], n = skip_batches(&w, &zs[0], f, skipped, 0);
+    w.n = 0;
+    size_t o = 0;
+    out[0] = '\0';
+    if (pipelined)
+        for (int i = 0; i < n; i++) skip_batches(&w, &zs[i], f, skipped, i);
+    for (int i = 0; i < n; i++) {
+        if (!pipelined) skip_batches(&w, &zs[i], f, skipped, i);
+        for (int z = 0; z < zs[i]; z++) {
+            char value[256] = "";
+            const char *types = it_wire_exchange(fd, &w, 10, value, sizeof value);
+            int k = snprintf(out + o, cap - o, "%s%s%s%s", o ? " " : "", types, *value ? ":" : "",
+                             value);
+            IT_ASSERT(k >= 0 && (size_t)k < cap - o, "reply trace too long");
+            o += (size_t)k;
+        }
+    }
+    close(fd);
+}
+
+/* Every fault, skipped and done, batch by batch and pipelined, direct and
+ * through `s` (warm: the server has the statements from the runs before)
+ * and through a sluice of its own (cold: no server, no statement known).
+ * Returns how many runs differ. */
+static int skip_runs(const it_sluice_t *s) {
+    it_sluice_t direct = {.port = it_cl.primary};
+    int differ = 0;
+    for (int f = F_BIND; f <= F_PARSE; f++)
+        for (int v = 0; v < 4; v++) {
+            bool skipped = v < 2, pipelined = v % 2;
+            char want[1024], got[1024], cold[1024];
+            run_skip(&direct, f, skipped, pipelined, want, sizeof want);
+            run_skip(s, f, skipped, pipelined, got, sizeof got);
+            it_sluice_t fresh;
+            it_sluice_start(&fresh,
+                            "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                            NULL);
+            run_skip(&fresh, f, skipped, pipelined, cold, sizeof cold);
+            IT_ASSERT(it_sluice_stop(&fresh, SIGTERM) == 0, "exit");
+            printf("---- %s, %s, %s ----\n%s\n", fault_names[f],
+                   skipped ? "changes skipped" : "changes done",
+                   pipelined ? "pipelined" : "batch by batch", want);
+            if (strcmp(want, got) != 0) {
+                differ++;
+                fprintf(stderr, "warm pool: through sluice %s\n", got);
+            }
+            if (strcmp(want, cold) != 0) {
+                differ++;
+                fprintf(stderr, "cold pool: through sluice %s\n", cold);
+            }
+        }
+    return differ;
+}
+
 static void fresh_table(PGconn *d) {
     it_exec(d, "SET client_min_messages = warning; DROP TABLE IF EXISTS stn_t; "
                "CREATE TABLE stn_t (a int)");
@@ -210,8 +325,10 @@ int main(void) {
         differ++;
         fprintf(stderr, "closed in flight: through sluice %s, direct %s\n", got, want);
     }
+    int skips = skip_runs(&s);
     IT_ASSERT(differ == 0, "%d of %zu sequences differ", differ,
               sizeof sequences / sizeof *sequences + 1);
+    IT_ASSERT(skips == 0, "%d of 24 runs with changes in a skipped stretch differ", skips);
     it_exec(d, "DROP TABLE stn_t");
     PQfinish(d);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
