@@ -158,16 +158,18 @@ static void login_works(sl_pool_t *p) {
 
 static void connect_done(sl_server_t *s, const char *err, const char *code) {
     sl_pool_t *p = s->owner;
-    if (err) {
-        login_failed(p, s, err, code ? code : "08006");
-        return;
-    }
-    login_works(p);
+    /* Said whether or not this login then succeeds: the keys are cached
+     * either way (a restart may cut the login that derived them short). */
     if (s->login && s->login->derived_iterations)
         sl_log_info(p->tag,
                     "SCRAM keys derived from the configured password (PBKDF2, %d iterations, on "
                     "the event loop); later backend logins reuse them",
                     s->login->derived_iterations);
+    if (err) {
+        login_failed(p, s, err, code ? code : "08006");
+        return;
+    }
+    login_works(p);
     if (p->defaults.n == 0)
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
