@@ -74,10 +74,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # regress.so (the suite's C functions) and contrib/spi's autoinc.so and
-# refint.so (the triggers test) with PGXS; the server loads them from here.
+# refint.so (the triggers test, which expects refint's notices, as
+# contrib/spi's own build gives them) with PGXS; the server loads them from here.
 mkdir -p "$work/lib"
 cp "$rdir/regress.c" "$src/contrib/spi/autoinc.c" "$src/contrib/spi/refint.c" "$work/lib/"
-printf 'MODULES = regress autoinc refint\nPG_CONFIG = %s/pg_config\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' \
+printf 'MODULES = regress autoinc refint\nPG_CPPFLAGS = -DREFINT_VERBOSE\nPG_CONFIG = %s/pg_config\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' \
     "$PGBIN" >"$work/lib/Makefile"
 make -s -C "$work/lib" >"$work/lib/build.log" 2>&1 || { cat "$work/lib/build.log" >&2; exit 1; }
 # The suite reads its data files and writes results as the server's user.

@@ -290,6 +290,9 @@ static void fix_done(sl_server_t *s, const char *err, const char *code);
 /* The held ReadyForQuery goes to the client, after the ParameterStatus of
  * each reported parameter put back whose value the client has not seen. */
 static void fix_finish(sl_client_t *c, sl_server_t *s) {
+    /* The server has the client's parameters still only if it had them
+     * before (a DISCARD ALL, say, reset the others too). */
+    bool matched = s->params_fp && s->params_fp == c->params_fp;
     bool changed = false;
     for (int i = 0; i < s->reported.n; i++) {
         const sl_param_t *r = &s->reported.v[i];
@@ -305,7 +308,7 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
     }
     if (changed) {
         c->params_fp = sl_params_fingerprint(&c->params);
-        s->params_fp = c->params_fp;
+        if (matched) s->params_fp = c->params_fp;
     }
     char status = c->fix_status;
     bool fence = c->fence;
@@ -642,6 +645,7 @@ static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
     if (info->state & SL_STATE_DISCARD_ALL) {
         c->reset_seen = true;
         c->pins = 0;
+        c->capture_all = true; /* it reset what the client SET: read it all back */
     }
     if (info->state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
     /* Settings changed in SQL are read back from the server once the

@@ -93,8 +93,12 @@ static void reset_all(PGconn *c, const who_t *w) {
     expect_own(c, w, "RESET ALL");
     run(c, "SET datestyle = 'ISO, YMD'", "SET");
     run(c, "SET timezone = 'UTC'", "SET");
+    run(c, "SET work_mem = '7MB'", "SET");
     run(c, "DISCARD ALL", "DISCARD ALL");
     expect_own(c, w, "DISCARD ALL");
+    /* What it SET and did not give at login goes back to the server's. */
+    const char *wm = it_value(c, "SHOW work_mem");
+    IT_ASSERT(!strcmp(wm, "4MB"), "%s: work_mem %s after DISCARD ALL, want 4MB", w->name, wm);
     PGresult *r = PQexec(c, "SET datestyle = 'German'; RESET ALL; SET timezone = 'UTC'");
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "SET"),
               "RESET ALL; SET: %s", PQerrorMessage(c));
