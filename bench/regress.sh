@@ -149,21 +149,21 @@ echo "sluice: pg_regress through sluice (session pooling) on port $port"
 run_suite sluice 127.0.0.1 "$port"
 
 # ---- scores ----
-score() { # name
-    local log=$work/out-$1/pg_regress.log
-    local total failed
-    total=$(grep -cE '^(test |     |ok |not ok )?.*\.\.\. (ok|FAILED|failed \(ignored\))' "$log" || true)
-    failed=$(grep -E '\.\.\. FAILED' "$log" | sed -E 's/^(test | +)//; s/ +\.\.\. FAILED.*//' | sort | tr '\n' ' ')
-    local nfail
-    nfail=$(grep -cE '\.\.\. FAILED' "$log" || true)
-    printf '%-7s %3d of %3d tests pass; failing: %s\n' "$1" $((total - nfail)) "$total" "${failed:-none}"
+# pg_regress prints one line per test: "test NAME ... ok", "     NAME ... ok"
+# in a parallel group, "FAILED" or "failed (ignored)" in place of ok.
+results() { grep -E '\.\.\. (ok|FAILED|failed \(ignored\))' "$work/out-$1/pg_regress.log" || true; }
+failing() { results "$1" | { grep -E '\.\.\. FAILED' || true; } | sed -E 's/^(test | +)//; s/ +\.\.\. FAILED.*//' | sort; }
+score() {
+    local total nfail names
+    total=$(results "$1" | wc -l)
+    nfail=$(failing "$1" | grep -c . || true)
+    names=$(failing "$1" | tr '\n' ' ')
+    printf '%-7s %3d of %3d tests pass; failing: %s\n' "$1" $((total - nfail)) "$total" "${names:-none}"
 }
 echo
 score direct
 score sluice
-direct_fail=$(grep -E '\.\.\. FAILED' "$work/out-direct/pg_regress.log" | sed -E 's/^(test | +)//; s/ +\.\.\. FAILED.*//' | sort)
-sluice_fail=$(grep -E '\.\.\. FAILED' "$work/out-sluice/pg_regress.log" | sed -E 's/^(test | +)//; s/ +\.\.\. FAILED.*//' | sort)
-only=$(comm -13 <(echo "$direct_fail") <(echo "$sluice_fail") | tr '\n' ' ')
+only=$(comm -13 <(failing direct) <(failing sluice) | tr '\n' ' ')
 echo "failing only through sluice: ${only:-none}"
 if [ "${KEEP:-0}" = 1 ]; then
     echo "diffs: $work/out-sluice/regression.diffs (direct: $work/out-direct/regression.diffs)"
