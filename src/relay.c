@@ -206,10 +206,12 @@ void sl_relay_forget_fix(sl_client_t *c) {
 /* Whether a text can hold a RESET, SET ... TO DEFAULT or DISCARD ALL: only
  * those are parsed in session pooling, where nothing else is. */
 static bool may_reset(const char *sql) {
-    static const char *const words[] = {"reset", "default", "discard", NULL};
-    for (const char *p = sql; *p; p++)
-        for (int i = 0; words[i]; i++)
-            if (strncasecmp(p, words[i], strlen(words[i])) == 0) return true;
+    for (const char *p = sql; *p; p++) {
+        char l = (char)(*p | 0x20); /* ASCII lower case; the words start with r or d */
+        if ((l == 'r' && strncasecmp(p, "reset", 5) == 0) ||
+            (l == 'd' && (strncasecmp(p, "default", 7) == 0 || strncasecmp(p, "discard", 7) == 0)))
+            return true;
+    }
     return false;
 }
 
