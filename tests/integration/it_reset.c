@@ -31,7 +31,8 @@ static PGconn *connect_as(const who_t *w) {
         unsetenv("PGTZ");
         return c;
     }
-    return it_connect(&sl, "sl_scram", "options='-c DateStyle=SQL,\\\\ DMY -c TimeZone=Asia/Tokyo'");
+    return it_connect(&sl, "sl_scram",
+                      "options='-c DateStyle=SQL,\\\\ DMY -c TimeZone=Asia/Tokyo'");
 }
 
 /* Runs sql (one command) and checks its tag. */
