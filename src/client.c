@@ -640,7 +640,7 @@ static void on_readable(sl_client_t *c) {
         sl_buf_compact(&c->in);
         if (c->holding) c->hold_start -= shift;
         if (c->barrier) c->barrier_off -= shift;
-        if (c->fence) c->fence_off -= shift;
+        if (c->fix_fence) c->fix_fence_off -= shift;
     }
     if (sl_buf_space(&c->in) == 0) return;
     uint32_t from = c->in.tail;

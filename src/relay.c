@@ -198,7 +198,7 @@ static bool in_list(const char *const *list, const char *name) {
 
 void sl_relay_forget_fix(sl_client_t *c) {
     c->fix = FIX_NONE;
-    c->fix_all = c->fix_failed = c->fix_cut = c->fence = false;
+    c->fix_all = c->fix_failed = c->fix_cut = c->fix_fence = false;
     c->fix_after = 0;
     sl_params_clear(&c->fix_names);
 }
@@ -263,23 +263,23 @@ static void request_end(sl_client_t *c, uint8_t t) {
  * order, for RESETs of their own (the first that has some gets a fence
  * after it), and may go to the server. */
 static void lift_fence(sl_client_t *c) {
-    if (!c->fence) return;
-    uint32_t off = c->fence_off;
-    c->fence = false;
+    if (!c->fix_fence) return;
+    uint32_t off = c->fix_fence_off;
+    c->fix_fence = false;
     c->fix_after = 0;
     while (c->in.tail - off >= 5) {
         const uint8_t *m = c->in.data + off;
         uint64_t len = (uint64_t)sl_be32(m + 1) + 1;
         bool whole = len <= c->in.tail - off;
         bool request = m[0] == 'Q' || m[0] == 'S' || m[0] == 'F' || m[0] == SL_MSG_DEALLOCATE;
-        if (c->fence) {
+        if (c->fix_fence) {
             if (request) c->fix_after++; /* counted in pending when its header came */
         } else if (whole) {
             message_resets(c, m, (uint32_t)len);
             request_end(c, m[0] == SL_MSG_DEALLOCATE ? 'Q' : m[0]);
             if (c->fix == FIX_SENT && len < c->in.tail - off) {
-                c->fence = true;
-                c->fence_off = off + (uint32_t)len;
+                c->fix_fence = true;
+                c->fix_fence_off = off + (uint32_t)len;
             }
         }
         if (!whole) break; /* the scan looks at it when it is whole */
@@ -313,9 +313,9 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
         if (matched) s->params_fp = c->params_fp;
     }
     char status = c->fix_status;
-    bool fence = c->fence;
+    bool fence = c->fix_fence;
     sl_relay_forget_fix(c);
-    c->fence = fence; /* for lift_fence, below */
+    c->fix_fence = fence; /* for lift_fence, below */
     if (sl_proto_put_ready(&c->out, status) < 0) {
         sl_client_fatal(c, "53200", "no room in pkt_buf for a ReadyForQuery");
         return;
@@ -840,7 +840,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
                 continue;
             }
             /* Behind the fence, it is looked at when the fence lifts. */
-            if (!c->fence || c->hold_start < c->fence_off)
+            if (!c->fix_fence || c->hold_start < c->fix_fence_off)
                 message_resets(c, c->in.data + c->hold_start, off - c->hold_start);
             request_end(c, c->scan.type);
             continue;
@@ -849,9 +849,9 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (ev != SL_SCAN_START) continue;
         uint8_t t = c->scan.type;
         /* A RESET's values are not back yet: nothing from here on may run. */
-        if (c->fix >= FIX_SENT && !c->fence) {
-            c->fence = true;
-            c->fence_off = off - 5;
+        if (c->fix >= FIX_SENT && !c->fix_fence) {
+            c->fix_fence = true;
+            c->fix_fence_off = off - 5;
         }
         if (!length_ok(c)) return false;
         if (!frontend_type_ok(t)) {
@@ -875,7 +875,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
-            if (c->fence) c->fix_after++;
+            if (c->fix_fence) c->fix_after++;
         }
         if (t == 'S')
             c->ext_open = false;

@@ -89,8 +89,8 @@ typedef struct sl_client {
     sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
                               while the SETs run, name -> the value being applied */
     int fix_after;         /* requests behind the fence, counted in `pending` */
-    bool fence;            /* bytes of `in` from fence_off on wait for the fix-up */
-    uint32_t fence_off;
+    bool fix_fence;        /* bytes of `in` from fix_fence_off on wait for the fix-up */
+    uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
     struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.h */
     bool stmts_dropped;    /* it ran DISCARD ALL or DEALLOCATE ALL */
@@ -112,7 +112,7 @@ typedef struct sl_client {
  * barrier. */
 static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
     uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
-    if (c->fence && c->fence_off < limit) limit = c->fence_off;
+    if (c->fix_fence && c->fix_fence_off < limit) limit = c->fix_fence_off;
     return c->barrier && c->barrier_off < limit ? c->barrier_off : limit;
 }
 
