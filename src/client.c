@@ -155,6 +155,8 @@ static void client_closed_cb(sl_conn_t *cn) {
     }
     free(c->login_buf);
     sl_params_clear(&c->params);
+    sl_params_clear(&c->startup);
+    sl_params_clear(&c->fix_names);
     sl_params_clear(&c->dirty);
     sl_ps_unlink(c);
     sl_stmt_names_clear(&c->stmt_names, &w->stmts);
@@ -294,7 +296,8 @@ static void auth_ok(sl_client_t *c) {
 
 static int add_param(sl_client_t *c, const char *name, const char *value) {
     if (sl_strlist_has(c->w->cfg->ignore_startup_parameters, name)) return SL_OK;
-    return sl_params_set(&c->params, name, value);
+    int rc = sl_params_set(&c->params, name, value);
+    return rc == SL_OK ? sl_params_set(&c->startup, name, value) : rc;
 }
 
 static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret);
@@ -637,6 +640,7 @@ static void on_readable(sl_client_t *c) {
         sl_buf_compact(&c->in);
         if (c->holding) c->hold_start -= shift;
         if (c->barrier) c->barrier_off -= shift;
+        if (c->fix_fence) c->fix_fence_off -= shift;
     }
     if (sl_buf_space(&c->in) == 0) return;
     uint32_t from = c->in.tail;
@@ -690,7 +694,7 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
     bool readable = events & UV_READABLE, writable = events & UV_WRITABLE;
     if (writable) {
         if (!sl_client_flush(c)) return;
-        if (c->ps && c->state == SL_CL_ACTIVE) sl_relay_resume(c);
+        if (c->state == SL_CL_ACTIVE) sl_relay_resume(c);
         if (c->state == SL_CL_CLOSING) return;
     }
     if (!readable) return;
@@ -718,6 +722,7 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     c->holding = false;
     c->barrier = false;
     c->ext_open = false;
+    sl_relay_forget_fix(c);
     sl_params_clear(&c->dirty);
     sl_client_set_state(c, SL_CL_IDLE);
     return sl_client_flush(c);

@@ -158,6 +158,252 @@ static void fill_defaults(sl_client_t *c, const sl_pool_t *p) {
     }
 }
 
+/* ---- RESET fix-up ----
+ * RESET x, RESET ALL, SET x TO DEFAULT and DISCARD ALL put a setting back to
+ * the value its backend had at login. A pooled backend logged in with
+ * sluice's parameters, not the client's, so a client would land on the
+ * pool's DateStyle or TimeZone instead of the ones it connected with. After
+ * a request that resets any of the client's startup parameters, sluice holds
+ * that request's ReadyForQuery, runs set_config() with the client's startup
+ * values on the same server (inside the client's transaction if one is
+ * open, so that a ROLLBACK undoes both, as it would undo the RESET), relays
+ * the ParameterStatus the client has not seen, then the ReadyForQuery.
+ * Requests pipelined behind it wait behind a fence until then, so that none
+ * runs on the server's values. Replies keep PostgreSQL's tags and order;
+ * only a reported parameter's ParameterStatus may come twice (the server's
+ * login value, then the client's). */
+enum fix_state {
+    FIX_NONE,
+    FIX_OPEN,    /* a request resets settings; its end (Query, Sync) is not framed yet */
+    FIX_SENT,    /* its ReadyForQuery is awaited */
+    FIX_DUE,     /* that ReadyForQuery came and is held */
+    FIX_RUNNING, /* sluice's set_config() runs on the server */
+};
+
+/* Parameters RESET ALL leaves alone (GUC_NO_RESET_ALL in PostgreSQL 15). */
+static const char *const no_reset_all[] = {"role",
+                                           "session_authorization",
+                                           "transaction_isolation",
+                                           "transaction_read_only",
+                                           "transaction_deferrable",
+                                           "seed",
+                                           "is_superuser",
+                                           NULL};
+
+static bool in_list(const char *const *list, const char *name) {
+    for (int i = 0; list[i]; i++)
+        if (strcasecmp(list[i], name) == 0) return true;
+    return false;
+}
+
+void sl_relay_forget_fix(sl_client_t *c) {
+    c->fix = FIX_NONE;
+    c->fix_all = c->fix_failed = c->fix_cut = c->fix_fence = false;
+    c->fix_after = 0;
+    sl_params_clear(&c->fix_names);
+}
+
+/* Whether a text can hold a RESET, SET ... TO DEFAULT or DISCARD ALL: only
+ * those are parsed in session pooling, where nothing else is. */
+static bool may_reset(const char *sql) {
+    for (const char *p = sql; *p; p++) {
+        char l = (char)(*p | 0x20); /* ASCII lower case; the words start with r or d */
+        if ((l == 'r' && strncasecmp(p, "reset", 5) == 0) ||
+            (l == 'd' && (strncasecmp(p, "default", 7) == 0 || strncasecmp(p, "discard", 7) == 0)))
+            return true;
+    }
+    return false;
+}
+
+/* Merges what a statement text resets into the request's fix-up. */
+static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
+    if (info->resets_overflow)
+        sl_log_debug(c->tag, "too many settings changed in one query to follow them all");
+    bool any = info->resets_all;
+    if (info->resets_all) {
+        c->fix_all = true;
+        sl_params_clear(&c->fix_names);
+    }
+    for (const char *p = info->resets, *e; *p; p = *e ? e + 1 : e) {
+        e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(e - p - 1), p + 1);
+        (void)sl_params_set(&c->fix_names, name, *p == '-' ? "-" : "+");
+        if (*p == '-') any = true;
+    }
+    if (any && c->fix == FIX_NONE) c->fix = FIX_OPEN;
+}
+
+/* Looks for RESETs in a whole Query, or Parse of the unnamed statement (it
+ * runs in the same request; a named one runs at some later Bind, where
+ * sluice no longer has its text). m: the message, len bytes. */
+static void message_resets(sl_client_t *c, const uint8_t *m, uint32_t len) {
+    if (!c->startup.n || (m[0] != 'Q' && m[0] != 'P') || len < 6) return;
+    const char *body = (const char *)m + 5;
+    size_t n = len - 5;
+    if (m[0] == 'P') {
+        if (body[0] != '\0') return;
+        body++, n--;
+    }
+    if (!memchr(body, '\0', n) || !may_reset(body)) return;
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, body, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
+    note_resets(c, &info);
+}
+
+/* A message of type t was framed whole: a Query, Sync or FunctionCall ends
+ * the request, whose ReadyForQuery the fix-up then waits for. */
+static void request_end(sl_client_t *c, uint8_t t) {
+    if (c->fix == FIX_OPEN && (t == 'Q' || t == 'S' || t == 'F')) c->fix = FIX_SENT;
+}
+
+/* After a fix-up: the requests held behind the fence are looked at now, in
+ * order, for RESETs of their own (the first that has some gets a fence
+ * after it), and may go to the server. */
+static void lift_fence(sl_client_t *c) {
+    if (!c->fix_fence) return;
+    uint32_t off = c->fix_fence_off;
+    c->fix_fence = false;
+    c->fix_after = 0;
+    while (c->in.tail - off >= 5) {
+        const uint8_t *m = c->in.data + off;
+        uint64_t len = (uint64_t)sl_be32(m + 1) + 1;
+        bool whole = len <= c->in.tail - off;
+        bool request = m[0] == 'Q' || m[0] == 'S' || m[0] == 'F' || m[0] == SL_MSG_DEALLOCATE;
+        if (c->fix_fence) {
+            if (request) c->fix_after++; /* counted in pending when its header came */
+        } else if (whole) {
+            message_resets(c, m, (uint32_t)len);
+            request_end(c, m[0] == SL_MSG_DEALLOCATE ? 'Q' : m[0]);
+            if (c->fix == FIX_SENT && len < c->in.tail - off) {
+                c->fix_fence = true;
+                c->fix_fence_off = off + (uint32_t)len;
+            }
+        }
+        if (!whole) break; /* the scan looks at it when it is whole */
+        off += (uint32_t)len;
+    }
+}
+
+static void fix_done(sl_server_t *s, const char *err, const char *code);
+
+/* The held ReadyForQuery goes to the client, after the ParameterStatus of
+ * each reported parameter put back whose value the client has not seen. */
+static void fix_finish(sl_client_t *c, sl_server_t *s) {
+    /* The server has the client's parameters still only if it had them
+     * before (a DISCARD ALL, say, reset the others too). */
+    bool matched = s->params_fp && s->params_fp == c->params_fp;
+    bool changed = false;
+    for (int i = 0; i < s->reported.n; i++) {
+        const sl_param_t *r = &s->reported.v[i];
+        if (!sl_params_get(&c->fix_names, r->name)) continue;
+        const char *seen = sl_params_get(&c->params, r->name);
+        if (seen && strcmp(seen, r->value) == 0) continue;
+        if (sl_proto_put_param_status(&c->out, r->name, r->value) < 0) {
+            sl_log_warn(c->tag, "no room to report %s to the client", r->name);
+            continue;
+        }
+        (void)sl_params_set(&c->params, r->name, r->value);
+        changed = true;
+    }
+    if (changed) {
+        c->params_fp = sl_params_fingerprint(&c->params);
+        if (matched) s->params_fp = c->params_fp;
+    }
+    char status = c->fix_status;
+    bool fence = c->fix_fence;
+    sl_relay_forget_fix(c);
+    c->fix_fence = fence; /* for lift_fence, below */
+    if (sl_proto_put_ready(&c->out, status) < 0) {
+        sl_client_fatal(c, "53200", "no room in pkt_buf for a ReadyForQuery");
+        return;
+    }
+    lift_fence(c);
+}
+
+/* The request's ReadyForQuery is held: SETs the client's startup values
+ * back on the server where the request reset them. True when that is over
+ * at once (nothing to put back: the ReadyForQuery is in c->out), false when
+ * sluice's query runs, or the fix-up waits for the server's bytes to be
+ * relayed or for the client to read (sl_relay_resume). */
+static bool fix_start(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    /* sluice's query takes over the socket: only between messages, with
+     * nothing of the server's left to relay. */
+    if (!s || s->state != SL_SV_ACTIVE || !sl_scan_at_boundary(&s->scan) ||
+        (c->ps && (sl_buf_len(&c->ps->sin) > 0 || c->ps->s_mid)))
+        return false;
+    /* Nothing to put back when the request failed: its transaction (and
+     * the RESET with it) rolls back. */
+    bool run = !c->fix_failed && c->fix_status != 'E';
+    sl_params_t todo = {0};
+    size_t need = 6;
+    for (int i = 0; run && i < c->startup.n; i++) {
+        const sl_param_t *p = &c->startup.v[i];
+        const char *mark = sl_params_get(&c->fix_names, p->name);
+        if (mark ? *mark != '-' : !c->fix_all || in_list(no_reset_all, p->name)) continue;
+        if (sl_params_set(&todo, p->name, p->value) < 0) run = false;
+        need += strlen(p->name) + strlen(p->value) + 64;
+    }
+    if (!run) sl_params_clear(&todo);
+    /* Room for the ParameterStatus and ReadyForQuery: else wait for the
+     * client to read what it has (an empty buffer always takes them). */
+    if (sl_buf_len(&c->out) > 0 && sl_buf_len(&c->out) + need > c->out.cap) {
+        sl_params_clear(&todo);
+        return false;
+    }
+    sl_params_clear(&c->fix_names);
+    c->fix_names = todo;
+    sbuf_t b = {0};
+    bool ok = true;
+    for (int i = 0; i < todo.n && ok; i++)
+        ok = sbuf_add(&b, i ? ", " : "SELECT ") && sbuf_add(&b, "pg_catalog.set_config(") &&
+             sbuf_add_quoted(&b, todo.v[i].name, false) && sbuf_add(&b, ", ") &&
+             sbuf_add_quoted(&b, todo.v[i].value, false) && sbuf_add(&b, ", false)");
+    if (todo.n && ok) {
+        sl_log_debug(c->tag, "putting %d startup parameter(s) back after RESET on %s", todo.n,
+                     s->tag);
+        if (sl_server_query(s, b.p, fix_done) == SL_OK) {
+            c->fix = FIX_RUNNING;
+            free(b.p);
+            return false;
+        }
+    }
+    if (todo.n)
+        sl_log_warn(c->tag, "out of memory: RESET stays on the server's login values on %s",
+                    s->tag);
+    free(b.p);
+    fix_finish(c, s);
+    return c->state != SL_CL_CLOSING;
+}
+
+static void fix_done(sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = s->link;
+    if (!c) {
+        sl_pool_release(s, !err && s->tx_status == 'I');
+        return;
+    }
+    sl_server_set_state(s, SL_SV_ACTIVE);
+    s->io = server_io_cb;
+    if (err && code && strncmp(code, "08", 2) == 0) {
+        sl_relay_server_lost(c, err);
+        return;
+    }
+    if (err)
+        sl_log_warn(c->tag,
+                    "putting the client's startup values back after RESET failed (SQLSTATE %s): "
+                    "%s; its settings stay on the server's login values",
+                    code && *code ? code : "XX000", err);
+    fix_finish(c, s);
+    if (c->state == SL_CL_CLOSING) return;
+    /* The requests behind the fence go now; the release (transaction
+     * pooling) comes with them, in sl_relay_settle. */
+    if (c->server == s && !sl_relay_flush_c2s(c)) return;
+    if (c->state != SL_CL_CLOSING) sl_client_flush(c);
+}
+
 /* ---- link / unlink ---- */
 
 void sl_relay_link(sl_client_t *c, sl_server_t *s) {
@@ -210,6 +456,7 @@ void sl_relay_unlink(sl_client_t *c) {
     c->server = NULL;
     s->link = NULL;
     c->c2s_blocked = false;
+    sl_relay_forget_fix(c);
     /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
      * HOLD cursors: another client must never see them. */
     if (c->pins || c->state_made) s->reset_needed = true;
@@ -400,6 +647,7 @@ static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
     if (info->state & SL_STATE_DISCARD_ALL) {
         c->reset_seen = true;
         c->pins = 0;
+        c->capture_all = true; /* it reset what the client SET: read it all back */
     }
     if (info->state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
     /* Settings changed in SQL are read back from the server once the
@@ -568,8 +816,11 @@ bool sl_relay_scan_client(sl_client_t *c) {
     bool began = sl_scan_at_boundary(&c->scan); /* a message starts in these bytes */
     uint32_t off = c->in.tail - c->scan_new;
     c->scan_new = 0;
-    /* Session state matters only when servers are shared. */
+    /* Session state matters only when servers are shared; RESETs matter in
+     * every mode (see the fix-up), so a Query or Parse is held whole in
+     * session pooling too. */
     bool analyse = c->pool && c->pool->mode != SL_POOL_SESSION;
+    bool hold = c->pool != NULL;
     /* An empty body ends without another byte: report that END too. */
     while (off < c->in.tail || (c->scan.in_body && c->scan.remain == 0)) {
         enum sl_scan_ev ev;
@@ -582,13 +833,26 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (ev == SL_SCAN_END) began = true;
         if (ev == SL_SCAN_END && c->holding) {
             c->holding = false;
-            bool removed;
-            if (!analyse_query(c, c->hold_start, off, &removed)) return false;
-            if (removed) off = c->hold_start;
+            bool removed = false;
+            if (analyse && !analyse_query(c, c->hold_start, off, &removed)) return false;
+            if (removed) {
+                off = c->hold_start;
+                continue;
+            }
+            /* Behind the fence, it is looked at when the fence lifts. */
+            if (!c->fix_fence || c->hold_start < c->fix_fence_off)
+                message_resets(c, c->in.data + c->hold_start, off - c->hold_start);
+            request_end(c, c->scan.type);
             continue;
         }
+        if (ev == SL_SCAN_END) request_end(c, c->scan.type);
         if (ev != SL_SCAN_START) continue;
         uint8_t t = c->scan.type;
+        /* A RESET's values are not back yet: nothing from here on may run. */
+        if (c->fix >= FIX_SENT && !c->fix_fence) {
+            c->fix_fence = true;
+            c->fix_fence_off = off - 5;
+        }
         if (!length_ok(c)) return false;
         if (!frontend_type_ok(t)) {
             /* Refused here, before a byte of it reaches a shared server:
@@ -611,6 +875,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
             if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
+            if (c->fix_fence) c->fix_after++;
         }
         if (t == 'S')
             c->ext_open = false;
@@ -625,7 +890,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         /* A Query or Parse that fits the buffer is held until complete and
          * analysed; a longer one streams through unexamined. */
-        if ((t == 'Q' || t == 'P') && analyse && c->scan.len + 1 <= c->in.cap) {
+        if ((t == 'Q' || t == 'P') && hold && c->scan.len + 1 <= c->in.cap) {
             c->holding = true;
             c->hold_start = off - 5;
         } else if ((t == 'Q' || t == 'P') && analyse) {
@@ -682,9 +947,19 @@ static bool is_settable(const char *name) {
 
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
     size_t off = 0;
+    /* The bytes are the tail of c->out. The ReadyForQuery a fix-up holds
+     * is cut out of them (the bytes after it move down over it). */
+    uint8_t *keep = c->out.data + (p - c->out.data);
     while (off < n) {
+        if (sl_scan_at_boundary(&s->scan))
+            c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
         enum sl_scan_ev ev;
-        off += sl_scan_feed(&s->scan, p + off, n - off, &ev);
+        size_t used = sl_scan_feed(&s->scan, p + off, n - off, &ev);
+        if (!c->fix_cut) {
+            if (keep != p + off) memmove(keep, p + off, used);
+            keep += used;
+        }
+        off += used;
         if (ev == SL_SCAN_ERROR) {
             sl_client_fatal(c, "08P01", "server sent a malformed message");
             return false;
@@ -713,6 +988,12 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
                 if (c->ps) sl_ps_statements_dropped(c, s);
                 c->stmts_dropped = false;
             }
+            if (c->fix_cut) { /* the end of a request that reset settings: held */
+                c->fix_cut = false;
+                c->fix = FIX_DUE;
+                c->fix_status = s->tx_status;
+                c->fix_failed = c->server_error;
+            }
             if (c->reset_seen && c->pending == 0) {
                 /* DISCARD ALL reverted what sluice had SET on this server. */
                 sl_params_clear(&s->applied);
@@ -734,6 +1015,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             }
         }
     }
+    c->out.tail -= (uint32_t)(p + n - keep);
     return true;
 }
 
@@ -810,6 +1092,13 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
 /* After a ReadyForQuery: give the server back when the transaction is over. */
 static void maybe_release(sl_client_t *c) {
     sl_server_t *s = c->server;
+    if (c->fix == FIX_DUE) {
+        /* The rest (a release, in transaction pooling) comes through the
+         * settle at the end of the forwarding of what the fence held. */
+        if (fix_start(c)) sl_relay_flush_c2s(c);
+        return;
+    }
+    if (c->fix == FIX_RUNNING) return;
     if (!s || c->pending > sl_router_held_pending(c)) return;
     if (c->barrier && (s->tx_status != 'I' || c->pins || c->pool->mode == SL_POOL_SESSION)) {
         /* The transaction goes on (or the client is tied to this server):
@@ -870,6 +1159,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;
     bool mid_message = s && !sl_scan_at_boundary(&s->scan);
     sl_log_warn(c->tag, "server connection lost: %s", why);
+    sl_relay_forget_fix(c);
     sl_ps_unlink(c);
     if (s) {
         c->server = NULL;
@@ -923,7 +1213,14 @@ static void read_server_ps(sl_client_t *c, sl_server_t *s) {
 
 void sl_relay_resume(sl_client_t *c) {
     sl_server_t *s = c->server;
-    if (!c->ps || !s || s->state != SL_SV_ACTIVE) return;
+    if (!s || s->state != SL_SV_ACTIVE) return;
+    if (!c->ps) {
+        /* A fix-up that waited for room in c->out. */
+        if (c->fix != FIX_DUE) return;
+        maybe_release(c);
+        if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+        return;
+    }
     if (!sl_ps_pump(c, s)) return;
     maybe_release(c);
     if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;

@@ -358,6 +358,8 @@ static void list_setting(sl_sql_info_t *out, const char *name, size_t len) {
              (int)len, name);
 }
 
+static void note_reset(sl_sql_info_t *out, const char *name, int len, bool reset);
+
 /* set_config(name, value, is_local) with a constant name and flag is a SET
  * (false: session-level, read back and carried) or a SET LOCAL (true: gone
  * with the transaction). Anything computed is only known when it runs:
@@ -374,6 +376,7 @@ static bool note_set_config(const call_t *k, const char *end, sl_sql_info_t *out
         *c = (char)tolower((unsigned char)*c); /* setting names ignore case */
     }
     list_setting(out, name, strlen(name));
+    note_reset(out, name, (int)strlen(name), false);
     return true;
 }
 
@@ -483,12 +486,38 @@ static bool writes_data(span_t s, const fn_facts_t *f) {
            has(s, "\"DeleteStmt\":{") || has(s, "\"MergeStmt\":{");
 }
 
+/* Records, for name, whether its last change in the text puts it back to
+ * its reset value ('-') or sets a value that a RESET ALL before it does not
+ * touch ('+'). */
+static void note_reset(sl_sql_info_t *out, const char *name, int len, bool reset) {
+    char kept[sizeof out->resets] = "";
+    size_t used = 0;
+    for (char *p = out->resets, *e; *p; p = *e ? e + 1 : e) {
+        e = strchr(p, ',');
+        if (!e) e = p + strlen(p);
+        if ((int)(e - p) - 1 == len && !strncasecmp(p + 1, name, (size_t)len)) continue;
+        used += (size_t)snprintf(kept + used, sizeof kept - used, "%s%.*s", used ? "," : "",
+                                 (int)(e - p), p);
+    }
+    if (reset || out->resets_all) {
+        if (used + (size_t)len + 3 > sizeof kept) {
+            out->resets_overflow = true;
+            return;
+        }
+        snprintf(kept + used, sizeof kept - used, "%s%c%.*s", used ? "," : "", reset ? '-' : '+',
+                 len, name);
+    }
+    memcpy(out->resets, kept, sizeof kept);
+}
+
 /* Records the target of a session-level SET or RESET (SET LOCAL and SET
  * TRANSACTION end with the transaction and need no tracking). */
 static void note_set(span_t s, sl_sql_info_t *out) {
     if (has(s, "\"is_local\":true")) return;
     if (has(s, "\"kind\":\"VAR_RESET_ALL\"")) {
         out->reset_all = true;
+        out->resets_all = true;
+        out->resets[0] = '\0';
         return;
     }
     if (!has(s, "\"kind\":\"VAR_SET_VALUE\"") && !has(s, "\"kind\":\"VAR_SET_DEFAULT\"") &&
@@ -501,6 +530,8 @@ static void note_set(span_t s, sl_sql_info_t *out) {
     if (!z) return;
     int len = (int)(z - n);
     if ((len == 11 && !strncmp(n, "TRANSACTION", 11)) || memchr(n, ' ', (size_t)len)) return;
+    note_reset(out, n, len,
+               has(s, "\"kind\":\"VAR_RESET\"") || has(s, "\"kind\":\"VAR_SET_DEFAULT\""));
     list_setting(out, n, (size_t)len);
 }
 
@@ -572,7 +603,11 @@ static void one_statement(const char *node, span_t s, const char *wf, const char
     } else if (!strcmp(node, "DoStmt") || !strcmp(node, "CallStmt")) {
         st |= SL_STATE_OPAQUE; /* and a write: read stays false */
     } else if (!strcmp(node, "DiscardStmt")) {
-        if (has(s, "\"target\":\"DISCARD_ALL\"")) st |= SL_STATE_DISCARD_ALL;
+        if (has(s, "\"target\":\"DISCARD_ALL\"")) {
+            st |= SL_STATE_DISCARD_ALL;
+            out->resets_all = true; /* DISCARD ALL runs RESET ALL */
+            out->resets[0] = '\0';
+        }
     }
     if (!read) out->read_only = false;
     out->state |= st;

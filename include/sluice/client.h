@@ -54,6 +54,8 @@ typedef struct sl_client {
     bool barrier;          /* bytes from barrier_off on wait for the next transaction: */
     uint32_t barrier_off;  /* ... a write sent while a replica serves a read */
     sl_params_t params;    /* session parameters the client asked for */
+    sl_params_t startup;   /* the ones it gave at login, as given: where RESET, RESET ALL
+                              and DISCARD ALL put them back (see relay.c, "fix-up") */
     uint64_t params_fp;    /* their fingerprint; 0: to recompute */
     sl_buf_t in;           /* client -> server bytes; held while active */
     sl_buf_t out;          /* server/sluice -> client bytes; held while active */
@@ -77,6 +79,18 @@ typedef struct sl_client {
     sl_params_t dirty;     /* names the client SET or RESET since its server last settled */
     bool capture_all;      /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;    /* leading entries of `dirty` being read back now */
+    /* RESET fix-up (relay.c): a request that RESETs startup parameters has its
+     * ReadyForQuery held until sluice SETs the client's values back. */
+    uint8_t fix;           /* enum fix_state in relay.c */
+    bool fix_all;          /* the request ran RESET ALL or DISCARD ALL */
+    bool fix_failed;       /* an ErrorResponse came before its ReadyForQuery */
+    bool fix_cut;          /* the server message being relayed is that ReadyForQuery */
+    char fix_status;       /* its transaction status */
+    sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
+                              while the SETs run, name -> the value being applied */
+    int fix_after;         /* requests behind the fence, counted in `pending` */
+    bool fix_fence;        /* bytes of `in` from fix_fence_off on wait for the fix-up */
+    uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
     struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.h */
     bool stmts_dropped;    /* it ran DISCARD ALL or DEALLOCATE ALL */
@@ -94,9 +108,11 @@ typedef struct sl_client {
 } sl_client_t;
 
 /* Where forwarding client bytes to the server stops: before a held Query
- * or Parse, a partial header, or the routing barrier. */
+ * or Parse, a partial header, the RESET fix-up's fence, or the routing
+ * barrier. */
 static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
     uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
+    if (c->fix_fence && c->fix_fence_off < limit) limit = c->fix_fence_off;
     return c->barrier && c->barrier_off < limit ? c->barrier_off : limit;
 }
 

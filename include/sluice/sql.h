@@ -47,6 +47,14 @@ typedef struct sl_sql_info {
     uint32_t state;       /* SL_STATE_* */
     bool reset_all;       /* RESET ALL (or more SETs than set_names holds) */
     char set_names[120];  /* session-level SET/RESET targets, comma-separated */
+    /* What RESET lands on is the server's login value, which for a pooled
+     * server is sluice's, not the client's: sluice puts back the client's
+     * own startup values afterwards, and needs the order of the text for it. */
+    bool resets_all;      /* RESET ALL or DISCARD ALL (session level) */
+    bool resets_overflow; /* more changes than `resets` holds */
+    char resets[120];     /* each name's last session-level change, after the last
+                             RESET ALL/DISCARD ALL: "-name" a RESET (or SET ... TO
+                             DEFAULT), "+name" a value set after RESET ALL; commas */
 } sl_sql_info_t;
 
 /* Functions whose call makes a SELECT a write, unless configured otherwise.

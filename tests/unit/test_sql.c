@@ -472,6 +472,43 @@ static void opaque_calls(void) {
     ASSERT_TRUE(!sl_sql_builtin("my_func") && !sl_sql_builtin("") && !sl_sql_builtin("LOWER"));
 }
 
+/* What RESET puts back, in the order of the text: each name's last change
+ * after the last RESET ALL / DISCARD ALL. */
+static void resets(void) {
+    struct {
+        const char *sql;
+        bool all;
+        const char *resets;
+    } r[] = {
+        {"RESET datestyle", false, "-datestyle"},
+        {"SET datestyle TO DEFAULT", false, "-datestyle"},
+        {"SET datestyle = DEFAULT", false, "-datestyle"},
+        {"SET SESSION TimeZone TO DEFAULT", false, "-timezone"},
+        {"RESET TIME ZONE", false, "-timezone"},
+        {"SET LOCAL datestyle TO DEFAULT", false, ""},
+        {"SET datestyle = 'ISO'", false, ""},
+        {"RESET datestyle; SET datestyle = 'ISO'", false, ""},
+        {"SET datestyle = 'ISO'; RESET datestyle", false, "-datestyle"},
+        {"RESET ALL", true, ""},
+        {"DISCARD ALL", true, ""},
+        {"SET timezone = 'UTC'; RESET ALL", true, ""},
+        {"RESET ALL; SET timezone = 'UTC'", true, "+timezone"},
+        {"DISCARD ALL; SET timezone = 'UTC'; RESET datestyle", true, "+timezone,-datestyle"},
+        {"RESET ALL; SET timezone = 'UTC'; RESET timezone", true, "-timezone"},
+        {"RESET ALL; SELECT pg_catalog.set_config('timezone', 'UTC', false)", true, "+timezone"},
+        {"SELECT 1", false, ""},
+    };
+    for (size_t k = 0; k < sizeof r / sizeof *r; k++) {
+        sl_sql_info_t i;
+        sl_sql_parse(r[k].sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
+        if (i.resets_all != r[k].all || strcmp(i.resets, r[k].resets) != 0)
+            fprintf(stderr, "resets of: %s: all=%d \"%s\"\n", r[k].sql, i.resets_all, i.resets);
+        ASSERT_TRUE(i.resets_all == r[k].all);
+        ASSERT_TRUE(strcmp(i.resets, r[k].resets) == 0);
+        ASSERT_TRUE(!i.resets_overflow);
+    }
+}
+
 static void cache(void) {
     static sl_sql_cache_t c;
     sl_sql_info_t i;
@@ -490,6 +527,7 @@ int main(void) {
     corpus_agrees();
     details();
     opaque_calls();
+    resets();
     cache();
     return check_done("test_sql");
 }
