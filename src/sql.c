@@ -14,7 +14,12 @@
 
 /* ---- lexical helpers ---- */
 
-static bool is_word_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '$'; }
+/* As PostgreSQL's lexer: any byte of a multibyte character (>= 0x80) may
+ * be part of an identifier, so `café(1)` is one name, not `caf` and `é`. */
+static bool is_ident_start(char c) {
+    return isalpha((unsigned char)c) || c == '_' || (unsigned char)c >= 0x80;
+}
+static bool is_word_char(char c) { return is_ident_start(c) || isdigit((unsigned char)c) || c == '$'; }
 
 /* Reads a routing hint from the text of a comment. */
 static void note_hint(const char *body, size_t n, enum sl_sql_hint *hint) {
@@ -164,7 +169,7 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             continue;
         }
         if (c == '(') f->paren = true;
-        if (isalpha((unsigned char)c) || c == '_') {
+        if (is_ident_start(c)) {
             const char *w = p;
             while (is_word_char(*p)) p++;
             size_t n = (size_t)(p - w);
@@ -380,10 +385,12 @@ static bool note_set_config(const call_t *k, const char *end, sl_sql_info_t *out
     return true;
 }
 
-/* Built-ins that change session state a reset (DISCARD ALL) leaves alone. */
+/* Functions that change session state a reset (DISCARD ALL) leaves alone:
+ * built-ins, and dblink's named connections (still open, logged in as
+ * whoever opened them, after DISCARD ALL). */
 static const char *const unresettable[] = {
-    "pg_backup_start", "pg_create_logical_replication_slot", "pg_create_physical_replication_slot",
-    "pg_replication_origin_session_setup", "setseed", NULL};
+    "dblink_connect", "dblink_connect_u", "pg_backup_start", "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot", "pg_replication_origin_session_setup", "setseed", NULL};
 
 static bool is_advisory_lock(const char *name) {
     return !strncmp(name, "pg_advisory_lock", 16) || !strncmp(name, "pg_try_advisory_lock", 20);
@@ -403,14 +410,17 @@ bool sl_sql_builtin(const char *name) {
     return false;
 }
 
-/* Keywords a '(' may follow without calling a function. */
+/* Keywords a '(' may follow without calling a function: only reserved and
+ * column-name keywords, which PostgreSQL never takes as a function's name.
+ * Unreserved ones (BY, SET, FILTER, OVER, CONFLICT) and type/function-name
+ * ones (LIKE, ILIKE, SIMILAR, IS, JOIN) may name a user's function, so a
+ * '(' after them goes to the parser. */
 static const char *const paren_keywords[] = {
-    "all", "and", "any", "array", "as", "between", "by", "cast", "coalesce", "conflict",
-    "distinct", "do", "else", "except", "exists", "extract", "filter", "from", "greatest", "group",
-    "having", "ilike", "in", "intersect", "is", "join", "lateral", "least", "like", "limit", "not",
-    "nullif", "offset", "on", "or", "over", "overlay", "position", "returning", "row", "select",
-    "set", "similar", "some", "substring", "then", "trim", "union", "using", "values", "when",
-    "where", "with", NULL};
+    "all", "and", "any", "array", "as", "between", "cast", "coalesce", "distinct", "do",
+    "else", "except", "exists", "extract", "from", "greatest", "group", "having", "in",
+    "intersect", "lateral", "least", "limit", "not", "nullif", "offset", "on", "or", "overlay",
+    "position", "returning", "row", "select", "some", "substring", "then", "trim", "union",
+    "using", "values", "when", "where", "with", NULL};
 
 /* For the fast path: a '(' after the unqualified word w opens a keyword's
  * parenthesis or calls a built-in that makes no session state. Anything
@@ -448,6 +458,7 @@ typedef struct fn_facts {
 static void one_call(const call_t *k, const char *end, const char *wf, const char *sf,
                      fn_facts_t *f, sl_sql_info_t *out) {
     if (k->name[0] && sl_strlist_has(wf, k->name)) f->writes = true;
+    if (word_in(k->name, unresettable)) f->unresettable = true; /* whatever its schema */
     bool builtin = (!k->schema[0] || !strcmp(k->schema, "pg_catalog")) && k->name[0] &&
                    sl_sql_builtin(k->name);
     if (!builtin) {
@@ -457,7 +468,6 @@ static void one_call(const call_t *k, const char *end, const char *wf, const cha
     if (is_advisory_lock(k->name)) f->advisory_lock = true;
     if (!strcmp(k->name, "pg_advisory_unlock_all")) f->advisory_unlock_all = true;
     if (!strcmp(k->name, "set_config") && !note_set_config(k, end, out)) f->opaque = true;
-    if (word_in(k->name, unresettable)) f->unresettable = true;
 }
 
 /* Looks at every function call in the span, at any depth. A call sluice

@@ -397,6 +397,19 @@ static void opaque_calls(void) {
         {"INSERT INTO t SELECT \"f\"(1)", SL_STATE_OPAQUE, ""},
         {"SELECT count(*) FILTER (WHERE my_pred(x)) FROM t", SL_STATE_OPAQUE, ""},
         {"SELECT lower(upper(my_func('a')))", SL_STATE_OPAQUE, ""},
+        /* non-ASCII names are one identifier, as PostgreSQL's lexer reads them */
+        {"UPDATE t SET x = caf\xc3\xa9('v')", SL_STATE_OPAQUE, ""},
+        {"INSERT INTO t VALUES (\xe9\x96\xa2\xe6\x95\xb0('a'))", SL_STATE_OPAQUE, ""},
+        {"UPDATE t SET x = \xc3\xa9" "abs(1)", SL_STATE_OPAQUE, ""},
+        /* keywords that may also name a user's function */
+        {"UPDATE t SET x = filter(1)", SL_STATE_OPAQUE, ""},
+        {"UPDATE t SET x = over(1)", SL_STATE_OPAQUE, ""},
+        {"INSERT INTO t VALUES (conflict(1))", SL_STATE_OPAQUE, ""},
+        {"UPDATE t SET x = by(1)", SL_STATE_OPAQUE, ""},
+        /* dblink's named connections outlive DISCARD ALL: the server is closed */
+        {"SELECT dblink_connect('c', 'dbname=x')", SL_STATE_OPAQUE | SL_STATE_UNRESETTABLE, ""},
+        {"SELECT public.dblink_connect_u('c', 'dbname=x')",
+         SL_STATE_OPAQUE | SL_STATE_UNRESETTABLE, ""},
         /* built-ins, also the ones spelled as syntax */
         {"SELECT lower('X'), pg_catalog.upper('x'), now(), count(*) FROM t", 0, ""},
         {"SELECT extract(year FROM now()), substring('abc' FROM 2), trim(both 'x' FROM 'y'), "
