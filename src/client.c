@@ -710,6 +710,7 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
+    sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
@@ -722,7 +723,6 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     c->holding = false;
     c->barrier = false;
     c->ext_open = false;
-    sl_relay_forget_fix(c);
     sl_params_clear(&c->dirty);
     sl_client_set_state(c, SL_CL_IDLE);
     return sl_client_flush(c);

@@ -197,6 +197,9 @@ static bool in_list(const char *const *list, const char *name) {
 }
 
 void sl_relay_forget_fix(sl_client_t *c) {
+    /* A held ReadyForQuery is owed again: whoever answers the client's
+     * requests instead (an abort, a lost server) must send it. */
+    if (c->fix == FIX_DUE || c->fix == FIX_RUNNING) c->pending++;
     c->fix = FIX_NONE;
     c->fix_all = c->fix_failed = c->fix_cut = c->fix_fence = false;
     c->fix_after = 0;
@@ -314,6 +317,7 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
     }
     char status = c->fix_status;
     bool fence = c->fix_fence;
+    c->fix = FIX_NONE; /* its ReadyForQuery goes now */
     sl_relay_forget_fix(c);
     c->fix_fence = fence; /* for lift_fence, below */
     if (sl_proto_put_ready(&c->out, status) < 0) {
@@ -391,11 +395,24 @@ static void fix_done(sl_server_t *s, const char *err, const char *code) {
         sl_relay_server_lost(c, err);
         return;
     }
-    if (err)
+    if (err) {
         sl_log_warn(c->tag,
                     "putting the client's startup values back after RESET failed (SQLSTATE %s): "
                     "%s; its settings stay on the server's login values",
                     code && *code ? code : "XX000", err);
+        /* Inside the client's transaction the failure aborted it: the
+         * client must hear why, and the status it really has. */
+        if (s->tx_status == 'E') {
+            char msg[400];
+            snprintf(msg, sizeof msg,
+                     "could not put the connection's startup setting back after RESET: %s", err);
+            if (sl_proto_put_error(&c->out, "ERROR", code && *code ? code : "XX000", msg) < 0) {
+                sl_client_fatal(c, "53200", "no room in pkt_buf for an ErrorResponse");
+                return;
+            }
+            c->fix_status = 'E';
+        }
+    }
     fix_finish(c, s);
     if (c->state == SL_CL_CLOSING) return;
     /* The requests behind the fence go now; the release (transaction

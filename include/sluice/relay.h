@@ -37,7 +37,8 @@ void sl_relay_resume(sl_client_t *c);
  * it carry on with a fresh server. */
 void sl_relay_server_lost(sl_client_t *c, const char *why);
 /* Drops a RESET fix-up in flight (see relay.c): its request was answered
- * otherwise, or the client's input was dropped. */
+ * otherwise, or the client's input was dropped. A ReadyForQuery it held
+ * is counted in c->pending again, for whoever answers instead. */
 void sl_relay_forget_fix(sl_client_t *c);
 /* Unlinks the server on client exit: back to the pool if clean, else closed. */
 void sl_relay_unlink(sl_client_t *c);

@@ -199,8 +199,47 @@ static void shared_pool(const char *mode) {
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
 }
 
+/* sluice's own set_config after a RESET fails inside the client's
+ * transaction (its startup value names a text search configuration dropped
+ * meanwhile): the transaction is aborted, and the client must be told so,
+ * not shown 'T' until its COMMIT silently rolls back. */
+static void failed_fixup(void) {
+    it_sluice_start(&sl, "pool_mode = session\ndefault_pool_size = 1\n", NULL);
+    /* The one server logs in with the pool's values, not this client's. */
+    PGconn *first = it_connect(&sl, "sl_scram", NULL);
+    IT_ASSERT(!strcmp(it_value(first, "SELECT 'first'"), "first"), "first client");
+    PQfinish(first);
+    PGconn *d = it_direct();
+    it_exec(d, "DROP TEXT SEARCH CONFIGURATION IF EXISTS public.sl_reset_ts");
+    it_exec(d, "CREATE TEXT SEARCH CONFIGURATION public.sl_reset_ts (COPY = english)");
+    PGconn *c =
+        it_connect(&sl, "sl_scram", "options='-c default_text_search_config=public.sl_reset_ts'");
+    IT_ASSERT(!strcmp(it_value(c, "SHOW default_text_search_config"), "public.sl_reset_ts"),
+              "startup value applied");
+    /* Dropped before the transaction starts, so that its catalog lookups
+     * see the drop. */
+    it_exec(d, "DROP TEXT SEARCH CONFIGURATION public.sl_reset_ts");
+    run(c, "BEGIN", "BEGIN");
+    PGresult *r = PQexec(c, "RESET default_text_search_config");
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    printf("failed fix-up: RESET gave %s, transaction status %d (%s)\n",
+           PQresStatus(PQresultStatus(r)), (int)ts, PQerrorMessage(c));
+    IT_ASSERT(ts == PQTRANS_INERROR, "the client sees its transaction aborted (status %d)",
+              (int)ts);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "and an error saying why");
+    PQclear(r);
+    r = PQexec(c, "ROLLBACK");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "rollback: %s", PQerrorMessage(c));
+    PQclear(r);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 'usable'"), "usable"), "usable after");
+    PQfinish(c);
+    PQfinish(d);
+    IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_reset");
+    failed_fixup();
     shared_pool("session");
     shared_pool("transaction");
     shared_pool("statement");
