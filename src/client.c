@@ -223,9 +223,15 @@ static void set_tag(sl_client_t *c) {
 
 void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
-    if (c) sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
-    if (!c || sl_conn_attach(&c->sock, fd) != SL_OK) {
+    if (!c) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
+        close(fd);
+        return;
+    }
+    sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
+    if (sl_conn_attach(&c->sock, fd) != SL_OK) {
+        sl_log_error(NULL, "cannot accept client from %s: the event loop refused to watch its "
+                           "socket", peer);
         free(c);
         close(fd);
         return;

@@ -15,7 +15,7 @@
 static void pool_dispatch(sl_pool_t *p);
 
 /* What a pool does next (hand servers to waiters, open one, fail its
- * waiters) runs from the worker's deferred queue, never on the stack of
+ * waiters) runs from the loop's deferred queue, never on the stack of
  * the release, close or login that made it necessary: those come from
  * other clients' and servers' code, often inside a list walk. */
 static void wake_cb(sl_defer_t *d) {

@@ -221,7 +221,8 @@ static bool may_reset(const char *sql) {
 /* Merges what a statement text resets into the request's fix-up. */
 static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
     if (info->resets_overflow)
-        sl_log_debug(c->tag, "too many settings changed in one query to follow them all");
+        sl_log_warn(c->tag, "more settings RESET in one query than sluice follows: some may "
+                            "stay on the server's login values instead of the client's");
     bool any = info->resets_all;
     if (info->resets_all) {
         c->fix_all = true;

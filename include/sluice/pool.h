@@ -36,7 +36,7 @@ struct sl_waiter {
 };
 
 typedef struct sl_pool {
-    sl_list_t node;                   /* on the worker's pools list */
+    sl_list_t node;                   /* on the loop's pools list */
     sl_loop_t *w;                     /* borrowed */
     char *db_alias;                   /* owned: the name clients connect to */
     char *user;                       /* owned: the client user this pool serves */

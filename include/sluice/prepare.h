@@ -48,7 +48,7 @@ typedef struct sl_ps {
     bool discard;        /* the message being walked is dropped */
     bool held;           /* the walker waits: a change of an earlier batch may yet be
                             skipped (see sl_expect_change_unsettled) */
-    struct sl_ps *next_free; /* on the worker's free list */
+    struct sl_ps *next_free; /* on the loop's free list */
 } sl_ps_t;
 
 /* The type byte the analysis gives a Parse refused under
@@ -94,7 +94,7 @@ bool sl_ps_idle(const sl_client_t *c);
  * state goes to a small per-worker free list (one per transaction would
  * otherwise cost an allocation each). */
 void sl_ps_unlink(sl_client_t *c);
-/* Frees the worker's free list. */
+/* Frees the loop's free list. */
 void sl_ps_free_all(sl_loop_t *w);
 /* The client ran DISCARD ALL or DEALLOCATE ALL on s: the statements there,
  * and the client's own, are gone. */

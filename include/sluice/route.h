@@ -50,7 +50,7 @@ typedef struct sl_backend {
 } sl_backend_t;
 
 struct sl_route {
-    sl_list_t node;          /* on the worker's routes */
+    sl_list_t node;          /* on the loop's routes */
     sl_loop_t *w;          /* borrowed */
     char *db;                /* owned: the database alias */
     char *check_user;        /* owned: whose connection settings the checks use */
