@@ -21,38 +21,9 @@ ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
 
-dir=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-chmod 755 "$dir"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 0.5
-    "$top/tests/fixture/cluster.sh" stop "$dir/pg" || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+. "$top/bench/lib.sh"
+bench_cluster sluice-bench 1
 
-# CLUSTER_TLS=1: a throwaway CA and certificates for the client-TLS rows.
-CLUSTER_TLS=1 "$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
-. "$dir/pg/cluster.env"
-PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram sluice_test \
-    >/dev/null 2>&1
-
-free_port() {
-    local p=$((20000 + RANDOM % 30000))
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-    echo "$p"
-}
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
-
-printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 # The same settings for both proxies; only the section name and port differ.
 write_ini() { # file section port logfile tls-key [more databases]
     cat >"$1" <<INI
@@ -107,7 +78,6 @@ PGB_PID=$(cat "$dir/pgbouncer.pid")
 pids+=("$PGB_PID")
 
 tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 results=()
 run() { # name port pid mode[+tls] [database]

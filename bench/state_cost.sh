@@ -20,37 +20,9 @@ rounds=${4:-2}
 mode=${5:-simple}
 clients=16
 
-dir=$(mktemp -d /tmp/sluice-statecost.XXXXXX)
-chmod 755 "$dir"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 0.5
-    "$top/tests/fixture/cluster.sh" stop "$dir/pg" || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+. "$top/bench/lib.sh"
+bench_cluster sluice-statecost
 
-"$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
-. "$dir/pg/cluster.env"
-PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram sluice_test \
-    >/dev/null 2>&1
-
-free_port() {
-    local p=$((20000 + RANDOM % 30000))
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-    echo "$p"
-}
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
-
-printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 start_sluice() { # name binary -> sets PORT_<name>, PID_<name>
     local port
     port=$(free_port)
@@ -79,7 +51,6 @@ start_sluice before "$before_bin"
 start_sluice after "$after_bin"
 
 tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 declare -A ticks txs tps_sum
 run() { # name workload(select|tpcb)

@@ -1,0 +1,43 @@
+# Shared by the bench scripts (sourced, not run): a temp dir with a throwaway
+# PostgreSQL cluster initialised for pgbench, stopped with every process the
+# script started when it exits; free ports; CPU ticks of a process.
+#
+#   bench_cluster PREFIX [TLS]   sets dir, pids (append proxy pids to it) and
+#                                the cluster.env variables (PRIMARY_PORT, ...)
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 0.5
+    "$top/tests/fixture/cluster.sh" stop "$dir/pg" || true
+    rm -rf "$dir"
+}
+
+bench_cluster() {
+    dir=$(mktemp -d "/tmp/$1.XXXXXX")
+    chmod 755 "$dir"
+    pids=()
+    trap bench_cleanup EXIT INT TERM
+    # CLUSTER_TLS=1: a throwaway CA and certificates for the client-TLS rows.
+    CLUSTER_TLS=${2:-0} "$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
+    . "$dir/pg/cluster.env"
+    PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram \
+        sluice_test >/dev/null 2>&1
+    printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
+}
+
+free_port() {
+    local p=$((20000 + RANDOM % 30000))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    echo "$p"
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
