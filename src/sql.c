@@ -300,8 +300,11 @@ typedef struct call {
 } call_t;
 
 /* Reads the call whose funcname array starts at p ('['); returns the
- * position after the node's args, or NULL when the JSON is not as expected. */
-static const char *read_call(const char *p, const char *end, call_t *k) {
+ * position after its name, or NULL when the JSON is not as expected. With
+ * with_args, also reads the argument list (walking every argument costs the
+ * size of the call's subtree, so only set_config's are read, a bounded
+ * number of times per statement: see functions()). */
+static const char *read_call(const char *p, const char *end, call_t *k, bool with_args) {
     memset(k, 0, sizeof *k);
     char part[3][64];
     int parts = 0;
@@ -324,7 +327,7 @@ static const char *read_call(const char *p, const char *end, call_t *k) {
         snprintf(k->name, sizeof k->name, "%s", part[1]);
     }
     static const char args[] = ",\"args\":[";
-    if (!starts(p, end, args)) return p;
+    if (!with_args || !starts(p, end, args)) return p;
     for (p += sizeof args - 1; p < end && *p != ']'; k->nargs++) {
         const char *e = json_skip(p, end);
         if (!e) return NULL;
@@ -476,16 +479,28 @@ static fn_facts_t functions(span_t s, const char *wf, const char *sf, sl_sql_inf
     fn_facts_t f = {0};
     static const char key[] = "\"FuncCall\":{\"funcname\":";
     const char *p = s.p, *end = s.p + s.n;
+    int arg_reads = 0; /* set_config calls whose arguments were read */
     while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
         p += sizeof key - 1;
         call_t k;
-        if (!read_call(p, end, &k)) { /* not the JSON sluice knows: assume the worst */
+        const char *after = read_call(p, end, &k, false);
+        if (after && !strcmp(k.name, "set_config")) {
+            /* Reading arguments walks the whole subtree: at most 8 times a
+             * statement, so that nesting cannot make the scan quadratic. */
+            if (++arg_reads > 8) {
+                f.opaque = true;
+                break;
+            }
+            if (!read_call(p, end, &k, true)) after = NULL;
+        }
+        if (!after) { /* not the JSON sluice knows: assume the worst */
             f.opaque = true;
             break;
         }
         one_call(&k, end, wf, sf, &f, out);
         /* Calls nested in the arguments come next: the search goes on from
          * this call's name, not from its end. */
+        p = after;
     }
     return f;
 }
