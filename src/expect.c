@@ -15,7 +15,10 @@ int sl_expect_push(sl_expect_t *q, enum sl_ex_kind kind, enum sl_ex_how how, voi
         q->v = v, q->cap = cap, q->head = 0;
     }
     *at(q, q->n++) = (sl_ex_t){.kind = (uint8_t)kind, .how = (uint8_t)how, .data = data};
-    if (kind == SL_EX_SYNC) q->changes_open = 0; /* what came before is a batch of its own */
+    if (kind == SL_EX_SYNC) { /* what came before is a batch of its own */
+        q->changes_open = 0;
+        q->skipping = false;
+    }
     return SL_OK;
 }
 
@@ -27,6 +30,14 @@ void sl_expect_mark_change(sl_expect_t *q, void *undo) {
 }
 
 bool sl_expect_change_unsettled(const sl_expect_t *q) { return q->changes > q->changes_open; }
+
+bool sl_expect_skipping(const sl_expect_t *q) { return q->skipping; }
+
+void sl_expect_mark_barrier(sl_expect_t *q) {
+    sl_expect_mark_change(q, NULL);
+    at(q, q->n - 1)->barrier = true;
+    q->changes_open = 0; /* so that it, and what came before it, are unsettled */
+}
 
 /* Takes the first k entries off the ring (they stay readable in its slots
  * until the next push) and counts their changes as settled. Entries end
@@ -88,6 +99,7 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
          * sluice injected: it is then the error of the client's Bind. */
         uint32_t k = 1;
         while (k < q->n && at(q, k)->kind != SL_EX_SYNC) k++;
+        if (k == q->n) q->skipping = true; /* its Sync is not sent yet */
         end_backwards(q, k, SL_EX_FAILED, cb, ctx);
         return true;
     }
@@ -110,6 +122,7 @@ void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) { pop(q, SL_
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {
     if (q->n > 0) end_backwards(q, q->n, SL_EX_SKIPPED, cb, ctx);
     q->head = 0;
+    q->skipping = false;
 }
 
 void sl_expect_free(sl_expect_t *q) {

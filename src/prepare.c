@@ -15,6 +15,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/relay.h"
+#include "sluice/sql.h"
 #include "sluice/stmt.h"
 
 /* Replies owed at most before the walker waits for some to arrive. */
@@ -181,6 +182,7 @@ void sl_ps_unlink(sl_client_t *c) {
     ps->stage.len = ps->stage.off = ps->msg.len = 0;
     ps->msg_need = ps->msg_max = ps->remain = ps->s_remain = 0;
     ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = ps->held = false;
+    ps->unnamed_drops = ps->portal_drops = false;
     ps->next_free = w->ps_free;
     w->ps_free = ps;
     w->ps_nfree++;
@@ -195,7 +197,41 @@ void sl_ps_free_all(sl_loop_t *w) {
     w->ps_nfree = 0;
 }
 
-void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s) {
+/* ---- DEALLOCATE ALL, DISCARD ALL ----
+ *
+ * The analysis (relay.c) flags the client when a message it reads may run
+ * one (c->drop_ahead); until the walker has walked every message analysed,
+ * it looks at the text of each Query, unnamed Parse and Bind it walks. A
+ * Query that runs one, and the Execute of a portal bound to a statement
+ * that does, go to the server as barriers (see expect.h); the pump reads
+ * their CommandCompletes. */
+
+/* Whether sql runs DEALLOCATE ALL or DISCARD ALL (among its statements). */
+static bool text_drops(sl_client_t *c, const char *sql) {
+    const sl_config_t *cfg = c->w->cfg;
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, sql, cfg->write_functions, cfg->stateless_functions, &info);
+    return (info.state & (SL_STATE_DEALLOCATE_ALL | SL_STATE_DISCARD_ALL)) != 0;
+}
+
+/* A Bind of portal to a statement that drops, or not: only the last portal
+ * bound to one is tracked (two such portals open at once is not worth the
+ * memory; an untracked one still drops when its CommandComplete comes, but
+ * names used behind it in the same pipeline are not held for it). */
+static void note_portal(sl_ps_t *ps, const char *portal, bool drops) {
+    size_t n = strlen(portal);
+    if (drops && n < sizeof ps->drop_portal) {
+        memcpy(ps->drop_portal, portal, n + 1);
+        ps->portal_drops = true;
+    } else if (ps->portal_drops && strcmp(portal, ps->drop_portal) == 0) {
+        ps->portal_drops = false; /* rebound to another statement */
+    }
+}
+
+/* The server ran DEALLOCATE ALL or DISCARD ALL for c: every statement
+ * prepared on s, sluice's own included, is gone, and so are the client's
+ * names. */
+static void drop_statements(sl_client_t *c, sl_server_t *s) {
     sl_stmt_cache_clear(&s->stmts, &c->w->stmts);
     sl_stmt_names_clear(&c->stmt_names, &c->w->stmts);
 }
@@ -285,11 +321,13 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
     const uint8_t *body = m + 5, *end = m + len;
     const uint8_t *z = memchr(body, '\0', (size_t)(end - body));
     if (!z) return malformed(c, "Parse");
+    const uint8_t *rest = z + 1;
     if (z == body) { /* the unnamed statement passes through */
         c->w->stats.server_parse_count++;
+        ps->unnamed_drops = c->drop_ahead && memchr(rest, '\0', (size_t)(end - rest)) &&
+                            text_drops(c, (const char *)rest);
         return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
     }
-    const uint8_t *rest = z + 1;
     const char *which;
     if (!names_fit(c, (const char *)body, (uint32_t)(end - rest), &which))
         return refuse_over_bound(c, (const char *)body, which);
@@ -322,6 +360,12 @@ static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uin
     const char *cname = (const char *)m + prefix;
     uint32_t cname_len = (uint32_t)strlen(cname);
     sl_stmt_name_t *ne = *cname ? sl_stmt_names_entry(&c->stmt_names, cname) : NULL;
+    if (kind == SL_EX_BIND) {
+        bool drops = !*cname ? ps->unnamed_drops
+                             : ne && c->drop_ahead &&
+                                   text_drops(c, (const char *)sl_stmt_name_target(ne)->body);
+        note_portal(ps, (const char *)m + 5, drops);
+    }
     /* Unnamed, or a name the client never prepared: unchanged (PostgreSQL
      * then reports the missing statement in the client's own words). */
     if (!ne) return bytes_put(&ps->stage, m, have) ? owe(c, kind, SL_EX_RELAY, NULL) : oom(c);
@@ -524,6 +568,7 @@ static bool walk_parse_head(sl_client_t *c, const uint8_t *m, uint32_t have) {
     sl_ps_t *ps = c->ps;
     if (m[5] == '\0') {
         c->w->stats.server_parse_count++;
+        ps->unnamed_drops = false; /* too long to be looked at */
         return bytes_put(&ps->stage, m, have) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
     }
     ps->discard = true;
@@ -591,6 +636,53 @@ static bool uses_names(const uint8_t *p, uint32_t len, uint32_t avail) {
     }
 }
 
+/* An error came while a message was being assembled, before the Sync of
+ * its batch: PostgreSQL would skip it, so it is dropped, its rest too. */
+static void skip_assembled(sl_client_t *c) {
+    sl_ps_t *ps = c->ps;
+    /* A Query: no ReadyForQuery will come for it. */
+    if (ps->msg.p[0] == SL_MSG_DEALLOCATE && c->pending > 0) c->pending--;
+    ps->assembling = false;
+    ps->remain = ps->msg_need - ps->msg.len;
+    ps->msg.len = 0;
+    ps->discard = true;
+}
+
+/* How walk_barrier() went. */
+enum barrier { B_NO, B_SENT, B_WAIT, B_CLOSED };
+
+/* A Query or Execute at p (len bytes, avail of them in `in`) that runs
+ * DEALLOCATE ALL or DISCARD ALL: sent whole as a barrier (B_SENT), so that
+ * the messages behind it that use names wait for its reply. An Execute
+ * gets a Flush behind it: the server would hold its CommandComplete until
+ * the Sync, which may be behind a message that waits. B_NO: another
+ * message, for the caller to walk; B_WAIT: the rest of an Execute that may
+ * be one is needed first. */
+static enum barrier walk_barrier(sl_client_t *c, const uint8_t *p, uint32_t len, uint32_t avail) {
+    sl_ps_t *ps = c->ps;
+    uint8_t t = p[0];
+    bool drops;
+    if (t == 'Q') {
+        drops = c->drop_ahead && avail >= len && p[len - 1] == '\0' &&
+                text_drops(c, (const char *)p + 5);
+    } else {
+        /* Portal name, then the row count: a longer one is not the portal. */
+        if (!ps->portal_drops || len > 5 + sizeof ps->drop_portal + 4) return B_NO;
+        if (avail < len) return B_WAIT;
+        drops = memchr(p + 5, '\0', len - 5) && strcmp((const char *)p + 5, ps->drop_portal) == 0;
+    }
+    if (!drops) return B_NO;
+    if (!bytes_put(&ps->stage, p, len) ||
+        (t == 'E' && !put_msg(&ps->stage, 'H', NULL, 0, NULL, 0, NULL, 0))) {
+        oom(c);
+        return B_CLOSED;
+    }
+    sl_buf_consume(&c->in, len);
+    if (!owe(c, t == 'Q' ? SL_EX_QUERY : SL_EX_EXECUTE, SL_EX_RELAY, NULL)) return B_CLOSED;
+    sl_expect_mark_barrier(&ps->replies);
+    return B_SENT;
+}
+
 /* Moves client bytes from `in` to the stage, message by message, recording
  * the replies each one is owed. Stops at a held Query, a partial header, a
  * full stage, too many replies owed, or a message that uses names while a
@@ -617,16 +709,27 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
             if (k == UINT32_MAX) return malformed(c, "Bind");
             if (k == 0 && ps->msg.len == ps->msg_max) return too_long(c, ps->msg.p[0]);
             if (k == 0) continue;
+            if (sl_expect_skipping(&ps->replies)) {
+                skip_assembled(c);
+                continue;
+            }
             /* Bytes beyond the rewritten part go through unchanged. */
             if (!walk_assembled(c, s)) return false;
             continue;
         }
-        if (avail < 5) return true;
+        if (avail < 5) {
+            /* Every message analysed is walked (none lies behind the
+             * routing barrier): the next to drop statements flags anew. */
+            if (!c->barrier) c->drop_ahead = false;
+            return true;
+        }
         uint8_t t = p[0];
         uint32_t len = sl_be32(p + 1) + 1;
-        ps->discard = ps->skip_to_sync && t != 'S';
-        if (ps->discard) { /* after a refusal, up to the Sync */
-            if ((t == 'Q' || t == 'F') && c->pending > 0) c->pending--;
+        /* After a refusal, or an error the server sent before this batch's
+         * Sync was walked: dropped up to the Sync, as PostgreSQL skips it. */
+        ps->discard = (ps->skip_to_sync || sl_expect_skipping(&ps->replies)) && t != 'S';
+        if (ps->discard) {
+            if ((t == 'Q' || t == 'F' || t == SL_MSG_DEALLOCATE) && c->pending > 0) c->pending--;
             ps->remain = len;
             continue;
         }
@@ -650,6 +753,10 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
             ps->msg.len = 0;
             continue;
         }
+        enum barrier b = t == 'Q' || t == 'E' ? walk_barrier(c, p, len, avail) : B_NO;
+        if (b == B_CLOSED) return false;
+        if (b == B_WAIT) return true;
+        if (b == B_SENT) continue;
         enum sl_ex_kind kind = t == 'E' ? SL_EX_EXECUTE : t == 'S' ? SL_EX_SYNC : SL_EX_QUERY;
         if ((t == 'E' || t == 'S' || t == 'Q' || t == 'F') && !owe(c, kind, SL_EX_RELAY, NULL))
             return false;
@@ -939,14 +1046,43 @@ static const sl_stmt_name_t *reply_subject(const sl_ps_t *ps, uint8_t t) {
     return e && holds_name(e) ? e->data : NULL;
 }
 
+/* Whether a reply of type t starting now is a CommandComplete of a
+ * barrier (see walk_barrier): its tag tells whether the statements were
+ * dropped. */
+static bool drop_reply(const sl_ps_t *ps, uint8_t t) {
+    const sl_ex_t *e = sl_expect_head(&ps->replies);
+    return t == 'C' && e && e->barrier;
+}
+
 /* Whether the reply at the head of the pump's input is held until it is
- * whole (see rename_reply): the pump then waits for the server. */
+ * whole (see rename_reply, read_drop): the pump then waits for the server. */
 static bool awaits_whole(const sl_ps_t *ps) {
     const sl_buf_t *in = &ps->sin;
     if (sl_buf_len(in) < 5) return false;
     const uint8_t *p = sl_buf_rptr(in);
     uint32_t total = sl_be32(p + 1) + 1;
-    return reply_subject(ps, p[0]) && total <= in->cap && sl_buf_len(in) < total;
+    return (reply_subject(ps, p[0]) || drop_reply(ps, p[0])) && total <= in->cap &&
+           sl_buf_len(in) < total;
+}
+
+/* The CommandComplete of a barrier at the head of the pump's input: once
+ * whole, the statements are forgotten if its tag says they were dropped
+ * (a statement of the Query that failed before, or in an aborted
+ * transaction, has no CommandComplete). False: more bytes are needed. */
+static bool read_drop(sl_client_t *c, sl_server_t *s) {
+    sl_buf_t *in = &c->ps->sin;
+    const uint8_t *p = sl_buf_rptr(in);
+    uint32_t total = sl_be32(p + 1) + 1;
+    if (total > in->cap) return true; /* no tag is that long */
+    if (sl_buf_len(in) < total) {
+        if (sl_buf_space(in) < total - sl_buf_len(in)) sl_buf_compact(in);
+        return false;
+    }
+    static const char *const tags[] = {"DEALLOCATE ALL", "DISCARD ALL"};
+    for (size_t i = 0; i < sizeof tags / sizeof *tags; i++)
+        if (total - 5 == strlen(tags[i]) + 1 && memcmp(p + 5, tags[i], total - 5) == 0)
+            drop_statements(c, s);
+    return true;
 }
 
 /* Fields a person reads: message, detail, hint, context. */
@@ -1046,6 +1182,7 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
                 sl_client_fatal(c, "08P01", "server sent a malformed message");
                 return false;
             }
+            if (drop_reply(ps, p[0]) && !read_drop(c, s)) break;
             const sl_stmt_name_t *ne = reply_subject(ps, p[0]);
             enum rename r = ne ? rename_reply(c, s, ne) : R_PASS;
             if (r == R_CLOSED) return false;

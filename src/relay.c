@@ -667,7 +667,9 @@ static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
         c->pins = 0;
         c->capture_all = true; /* it reset what the client SET: read it all back */
     }
-    if (info->state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->stmts_dropped = true;
+    /* Whether it drops the prepared statements is known when it runs: the
+     * walker sees to it (see prepare.c). */
+    if (info->state & (SL_STATE_DISCARD_ALL | SL_STATE_DEALLOCATE_ALL)) c->drop_ahead = true;
     /* Settings changed in SQL are read back from the server once the
      * transaction is over (committed or not), then carried to the next. */
     if (info->reset_all) c->capture_all = true;
@@ -1002,10 +1004,6 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
             if (s->tx_status == 'I') c->w->stats.xact_count++;
             if (c->pending > 0) c->pending--;
-            if (c->stmts_dropped && c->pending == 0) {
-                if (c->ps) sl_ps_statements_dropped(c, s);
-                c->stmts_dropped = false;
-            }
             if (c->fix_cut) { /* the end of a request that reset settings: held */
                 c->fix_cut = false;
                 c->fix = FIX_DUE;

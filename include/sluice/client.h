@@ -93,7 +93,8 @@ typedef struct sl_client {
     uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
     struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.h */
-    bool stmts_dropped;    /* it ran DISCARD ALL or DEALLOCATE ALL */
+    bool drop_ahead;       /* a message analysed and not yet walked may run DISCARD ALL or
+                              DEALLOCATE ALL: the walker looks (see prepare.c) */
     bool s2c_blocked;      /* server -> client write hit EAGAIN */
     bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */

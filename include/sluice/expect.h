@@ -9,7 +9,10 @@
  * server says whether it ran: such an entry is marked a change. After an
  * error PostgreSQL skips every request up to the next Sync, so the changes
  * of the failed and skipped entries end last first, for the caller to undo
- * them back to the state before the first. Pure: no I/O. */
+ * them back to the state before the first. A request whose change only its
+ * reply tells (DEALLOCATE ALL, which may run or fail) is a barrier: every
+ * change before it, and it, count as unsettled until it ends. Pure: no
+ * I/O. */
 #ifndef SLUICE_EXPECT_H
 #define SLUICE_EXPECT_H
 
@@ -43,6 +46,7 @@ typedef struct sl_ex {
     uint8_t kind, how;
     bool described; /* SL_EX_DESC_STMT: its 't' came */
     bool change;    /* sending it changed state an error must undo */
+    bool barrier;   /* its change is known from its reply only (sl_expect_mark_barrier) */
     void *data;     /* the caller's, handed back when the entry ends */
     void *undo;     /* the caller's record of the change, or NULL; handed back likewise */
 } sl_ex_t;
@@ -53,6 +57,8 @@ typedef struct sl_expect {
     uint32_t head, n;      /* first entry and count */
     uint32_t changes;      /* entries marked a change, owed */
     uint32_t changes_open; /* of those, the ones pushed after the last Sync */
+    bool skipping;         /* an error ended every entry since the last Sync: the
+                              server skips what it gets up to the next one */
 } sl_expect_t;
 
 /* Told of every entry that ends: in order, except that the entries an
@@ -69,6 +75,15 @@ void sl_expect_mark_change(sl_expect_t *q, void *undo);
  * pushed since the last Sync need no such care: an error before them skips
  * the requests that follow them too. */
 bool sl_expect_change_unsettled(const sl_expect_t *q);
+/* Marks the entry pushed last as a barrier: a change the caller makes, or
+ * not, when the request's reply says whether it ran (it may fail without
+ * the requests after it being skipped, so they must not rely on the state
+ * before it). Until it ends, sl_expect_change_unsettled() is true. */
+void sl_expect_mark_barrier(sl_expect_t *q);
+/* Whether the server skips what it gets now up to the next Sync: an error
+ * came before the Sync of its batch was pushed (the walker held it, or the
+ * client sent a Flush). The caller drops what it would send up to it. */
+bool sl_expect_skipping(const sl_expect_t *q);
 /* A message of type t starts arriving from the server. Ends the entries it
  * completes and returns false when the message answers one of sluice's own
  * requests and must not reach the client. */

@@ -14,6 +14,15 @@
  * then its change is undone (in reverse order, see expect.h). A batch after
  * a Sync is not walked past a named statement while a change of an earlier
  * batch is unsettled: it must see the names as PostgreSQL will have them.
+ *
+ * DEALLOCATE ALL and DISCARD ALL (alone, in a Query of several statements,
+ * or executed as a prepared statement) drop every statement of the
+ * session, but only if they run: an error before them skips them, they
+ * fail in an aborted transaction, and once run a rollback does not bring
+ * the statements back. The walker sends such a request as a barrier (see
+ * expect.h): a message behind it that uses names waits, and the pump
+ * forgets the client's names and the server's statements when the
+ * server's CommandComplete says the drop ran.
  * Sits with relay: it works on a linked client and server. */
 #ifndef SLUICE_PREPARE_H
 #define SLUICE_PREPARE_H
@@ -48,6 +57,10 @@ typedef struct sl_ps {
     bool discard;        /* the message being walked is dropped */
     bool held;           /* the walker waits: a change of an earlier batch may yet be
                             skipped (see sl_expect_change_unsettled) */
+    bool unnamed_drops;  /* the unnamed statement runs DEALLOCATE ALL or DISCARD ALL */
+    bool portal_drops;   /* the portal drop_portal does: its Execute is a barrier */
+    char drop_portal[64]; /* that portal's name ("": the unnamed one); a longer name
+                             is not tracked */
     struct sl_ps *next_free; /* on the loop's free list */
 } sl_ps_t;
 
@@ -96,8 +109,5 @@ bool sl_ps_idle(const sl_client_t *c);
 void sl_ps_unlink(sl_client_t *c);
 /* Frees the loop's free list. */
 void sl_ps_free_all(sl_loop_t *w);
-/* The client ran DISCARD ALL or DEALLOCATE ALL on s: the statements there,
- * and the client's own, are gone. */
-void sl_ps_statements_dropped(sl_client_t *c, sl_server_t *s);
 
 #endif

@@ -206,7 +206,8 @@ typedef struct skip_run {
  * DEALLOCATE of s9 and a re-Parse of s9 with other text (or a Close and
  * a re-Parse); then each name used. Batch i is added to w; *zs is the
  * ReadyForQuery count it gets. Returns the number of batches. */
-static int skip_batches(it_wire_t *w, int *zs, const skip_run_t *r, int i) {
+static int skip_batches(it_wire_t *w, int *zs, const void *run, int i) {
+    const skip_run_t *r = run;
     switch (i) {
     case 0:
         it_wire_parse(w, "s6", "SELECT 6");
@@ -236,19 +237,25 @@ static int skip_batches(it_wire_t *w, int *zs, const skip_run_t *r, int i) {
     return 7;
 }
 
+/* Adds batch i of a run to w and sets *zs to the ReadyForQuery count it
+ * gets; returns the number of batches. */
+typedef int (*batches_fn)(it_wire_t *w, int *zs, const void *run, int i);
+
 /* Runs the batches on a raw connection to `to`: each written and answered
  * in turn, or all written at once (pipelined). The replies, batch by batch. */
-static void run_skip(const it_sluice_t *to, const skip_run_t *r, char *out, size_t cap) {
+static void run_batches(const it_sluice_t *to, batches_fn add, const void *run, bool pipelined,
+                        char *out, size_t cap) {
     int fd = it_raw_login(to, "postgres", "sluice_test");
     it_wire_t w = {.n = 0};
-    int zs[8], n = skip_batches(&w, &zs[0], r, 0);
+    int zs[8], n = add(&w, &zs[0], run, 0);
+    IT_ASSERT(n <= 8, "too many batches");
     w.n = 0;
     size_t o = 0;
     out[0] = '\0';
-    if (r->pipelined)
-        for (int i = 0; i < n; i++) skip_batches(&w, &zs[i], r, i);
+    if (pipelined)
+        for (int i = 0; i < n; i++) add(&w, &zs[i], run, i);
     for (int i = 0; i < n; i++) {
-        if (!r->pipelined) skip_batches(&w, &zs[i], r, i);
+        if (!pipelined) add(&w, &zs[i], run, i);
         for (int z = 0; z < zs[i]; z++) {
             char value[256] = "";
             const char *types = it_wire_exchange(fd, &w, 10, value, sizeof value);
@@ -259,6 +266,10 @@ static void run_skip(const it_sluice_t *to, const skip_run_t *r, char *out, size
         }
     }
     close(fd);
+}
+
+static void run_skip(const it_sluice_t *to, const skip_run_t *r, char *out, size_t cap) {
+    run_batches(to, skip_batches, r, r->pipelined, out, cap);
 }
 
 /* Every fault, skipped and done, with and without the DEALLOCATE, batch
@@ -297,6 +308,134 @@ static int skip_runs(const it_sluice_t *s, int *runs) {
             if (strcmp(want, cold) != 0) {
                 differ++;
                 fprintf(stderr, "cold pool: through sluice %s\n", cold);
+            }
+            *runs += 2;
+        }
+    return differ;
+}
+
+/* ---- DEALLOCATE ALL and DISCARD ALL ----
+ *
+ * Either drops every prepared statement of the session when it runs, and
+ * only then: skipped after an error, or failing (in an aborted
+ * transaction; DISCARD ALL in a transaction block or after another
+ * statement of the same Query), it drops nothing; once it ran, a rollback
+ * does not bring the statements back. Each form runs after s6 is
+ * prepared, with a Parse of s7 right behind it in the same batch, alone
+ * or after a fault that makes PostgreSQL skip the batch; then s6 and s7
+ * are used. */
+
+/* Bind of statement stmt to portal, no parameters, and Execute of it. */
+static void bind_exec_portal(it_wire_t *w, const char *portal, const char *stmt) {
+    char b[256];
+    int n = snprintf(b, sizeof b, "%s", portal) + 1;
+    n += snprintf(b + n, sizeof b - (size_t)n - 6, "%s", stmt) + 1;
+    memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+    it_wire_msg(w, 'B', b, n + 6);
+    n = snprintf(b, sizeof b, "%s", portal) + 1;
+    memset(b + n, 0, 4); /* every row */
+    it_wire_msg(w, 'E', b, n + 4);
+}
+
+typedef struct drop_form {
+    const char *name;
+    const char *queries[3]; /* Queries in turn, or NULL */
+    const char *stmt;       /* else: Parse of this name with DEALLOCATE ALL ... */
+    const char *portal;     /* ... bound to this portal and executed */
+} drop_form_t;
+
+static const drop_form_t drop_forms[] = {
+    {"DEALLOCATE ALL", {"DEALLOCATE ALL"}, NULL, NULL},
+    {"DEALLOCATE PREPARE ALL", {"deallocate prepare all;"}, NULL, NULL},
+    {"DISCARD ALL", {"DISCARD ALL"}, NULL, NULL},
+    {"DEALLOCATE ALL in a Query of two statements", {"SELECT 1; DEALLOCATE ALL"}, NULL, NULL},
+    {"DISCARD ALL after another statement of its Query (refused)",
+     {"SELECT 1; DISCARD ALL"},
+     NULL,
+     NULL},
+    {"DEALLOCATE ALL as the unnamed statement", {NULL}, "", ""},
+    {"DEALLOCATE ALL as a named statement, named portal", {NULL}, "dall", "dp"},
+    {"DEALLOCATE ALL in a transaction that fails later",
+     {"BEGIN; DEALLOCATE ALL; SELECT 1/0", "ROLLBACK"},
+     NULL,
+     NULL},
+    {"DEALLOCATE ALL in an aborted transaction (refused)",
+     {"BEGIN; SELECT 1/0", "DEALLOCATE ALL", "ROLLBACK"},
+     NULL,
+     NULL},
+    {"DISCARD ALL in a transaction block (refused)",
+     {"BEGIN", "DISCARD ALL", "ROLLBACK"},
+     NULL,
+     NULL},
+};
+
+typedef struct drop_run {
+    const drop_form_t *form;
+    bool skipped;   /* a Bind of an unknown statement comes first in the batch */
+    bool pipelined; /* every batch written at once, else each answered in turn */
+} drop_run_t;
+
+static int drop_batches(it_wire_t *w, int *zs, const void *run, int i) {
+    const drop_run_t *r = run;
+    const drop_form_t *f = r->form;
+    int queries = 0;
+    switch (i) {
+    case 0:
+        it_wire_parse(w, "s6", "SELECT 6");
+        break;
+    case 1:
+        if (r->skipped) it_wire_bind_exec(w, "nope");
+        for (; queries < 3 && f->queries[queries]; queries++)
+            it_wire_query(w, f->queries[queries]);
+        if (f->stmt) {
+            it_wire_parse(w, f->stmt, "DEALLOCATE ALL");
+            bind_exec_portal(w, f->portal, f->stmt);
+        }
+        it_wire_parse(w, "s7", "SELECT 7"); /* pipelined right behind it */
+        break;
+    case 2:
+        it_wire_bind_exec(w, "s6");
+        break;
+    default:
+        it_wire_bind_exec(w, "s7");
+        break;
+    }
+    it_wire_sync(w);
+    /* Queries PostgreSQL does not skip have a ReadyForQuery each. */
+    *zs = 1 + (r->skipped ? 0 : queries);
+    return 4;
+}
+
+/* Every form, skipped and not, batch by batch and pipelined: direct,
+ * through `s` (warm) and through a sluice of its own (cold). Returns how
+ * many runs differ; *runs: how many ran. */
+static int drop_runs(const it_sluice_t *s, int *runs) {
+    it_sluice_t direct = {.port = it_cl.primary};
+    int differ = 0;
+    *runs = 0;
+    for (size_t f = 0; f < sizeof drop_forms / sizeof *drop_forms; f++)
+        for (int v = 0; v < 4; v++) {
+            drop_run_t r = {.form = &drop_forms[f], .skipped = v < 2, .pipelined = v % 2};
+            char want[1024], got[1024], cold[1024];
+            run_batches(&direct, drop_batches, &r, r.pipelined, want, sizeof want);
+            run_batches(s, drop_batches, &r, r.pipelined, got, sizeof got);
+            it_sluice_t fresh;
+            it_sluice_start(&fresh,
+                            "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                            NULL);
+            run_batches(&fresh, drop_batches, &r, r.pipelined, cold, sizeof cold);
+            IT_ASSERT(it_sluice_stop(&fresh, SIGTERM) == 0, "exit");
+            printf("---- %s, %s, %s ----\n%s\n", r.form->name,
+                   r.skipped ? "skipped after an error" : "not skipped",
+                   r.pipelined ? "pipelined" : "batch by batch", want);
+            fflush(stdout);
+            if (strcmp(want, got) != 0) {
+                differ++;
+                fprintf(stderr, "%s: warm pool: through sluice %s\n", r.form->name, got);
+            }
+            if (strcmp(want, cold) != 0) {
+                differ++;
+                fprintf(stderr, "%s: cold pool: through sluice %s\n", r.form->name, cold);
             }
             *runs += 2;
         }
@@ -345,9 +484,12 @@ int main(void) {
         fprintf(stderr, "closed in flight: through sluice %s, direct %s\n", got, want);
     }
     int runs, skips = skip_runs(&s, &runs);
+    int drop_count, drops = drop_runs(&s, &drop_count);
     IT_ASSERT(differ == 0, "%d of %zu sequences differ", differ,
               sizeof sequences / sizeof *sequences + 1);
     IT_ASSERT(skips == 0, "%d of %d runs with changes in a skipped stretch differ", skips, runs);
+    IT_ASSERT(drops == 0, "%d of %d runs with DEALLOCATE ALL or DISCARD ALL differ", drops,
+              drop_count);
     it_exec(d, "DROP TABLE stn_t");
     PQfinish(d);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");

@@ -151,6 +151,30 @@ int main(void) {
     ASSERT_STREQ(run(&q, "Z", &l), "Z");
     ASSERT_EQ(q.n, 0u);
 
+    /* A barrier (a DEALLOCATE ALL that may run or fail): it, and the open
+     * batch's changes before it, are unsettled until it ends. An error
+     * before the batch's Sync is pushed leaves the server skipping up to
+     * it. */
+    l.n = 0;
+    push(&q, SL_EX_CLOSE, SL_EX_ANSWER);
+    sl_expect_mark_change(&q, NULL);
+    push(&q, SL_EX_QUERY, SL_EX_RELAY);
+    sl_expect_mark_barrier(&q);
+    ASSERT_TRUE(sl_expect_change_unsettled(&q));
+    ASSERT_STREQ(run(&q, "CZ", &l), "3CZ");
+    ASSERT_TRUE(!sl_expect_change_unsettled(&q));
+    push(&q, SL_EX_BIND, SL_EX_RELAY);
+    push(&q, SL_EX_EXECUTE, SL_EX_RELAY);
+    sl_expect_mark_barrier(&q);
+    ASSERT_TRUE(!sl_expect_skipping(&q));
+    ASSERT_STREQ(run(&q, "E", &l), "E");
+    ASSERT_TRUE(sl_expect_skipping(&q) && !sl_expect_change_unsettled(&q));
+    push(&q, SL_EX_SYNC, SL_EX_RELAY);
+    ASSERT_TRUE(!sl_expect_skipping(&q));
+    ASSERT_STREQ(run(&q, "Z", &l), "Z");
+    ASSERT_STREQ(l.ended, "ddsfd");
+    ASSERT_EQ(q.n, 0u);
+
     /* More entries than the first ring holds; clear ends them all. */
     for (int i = 0; i < 100; i++) push(&q, SL_EX_BIND, SL_EX_RELAY);
     l.n = 0;
