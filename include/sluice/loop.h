@@ -23,7 +23,7 @@
 #include "sluice/stmt.h"
 #include "sluice/userlist.h"
 
-/* Client states (see client.h), here because the loop keeps one list of
+/* Client states (see src/session/session.h), here because the loop keeps one list of
  * clients per state: a client's state and the list it is on change together
  * in sl_client_set_state. */
 enum sl_client_state {

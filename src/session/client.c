@@ -1,7 +1,7 @@
 /* Client connections: accept, startup packet, authentication, the idle and
  * waiting states of transaction pooling, timeouts and the single close path.
  * Relaying bytes while linked to a server lives in relay.c. */
-#include "sluice/client.h"
+#include "session.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
@@ -12,11 +12,7 @@
 #include <unistd.h>
 
 #include "sluice/authq.h"
-#include "sluice/cancel.h"
 #include "sluice/log.h"
-#include "sluice/prepare.h"
-#include "sluice/relay.h"
-#include "sluice/router.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
@@ -175,7 +171,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     else if (c->w->cfg->log_disconnections)
         sl_log_info(c->tag, "closing: %s", reason);
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
-    sl_authq_forget(c);
+    sl_authq_forget(c->authq);
+    c->authq = NULL;
     if (c->server) sl_relay_unlink(c);
     sl_router_detach(c);
     if (c->pool) sl_pool_unref(c->pool);
@@ -221,7 +218,7 @@ static void set_tag(sl_client_t *c) {
              c->dbname ? c->dbname : "?", c->user ? c->user : "?", c->peer);
 }
 
-void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
+void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
     if (!c) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
@@ -310,7 +307,9 @@ static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret);
 
 /* auth_query answered (secret NULL: no such user, or the lookup failed,
  * which then fails like a wrong password). */
-static void authq_done(sl_client_t *c, sl_user_secret_t *secret, const char *err) {
+static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
+    sl_client_t *c = arg;
+    c->authq = NULL; /* authq frees the job once this returns */
     if (c->state == SL_CL_CLOSING) return;
     if (err) sl_log_warn(c->tag, "%s", err);
     begin_auth(c, c->auth_method, secret);
@@ -436,7 +435,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
          * authq_done. */
         c->auth_method = method;
-        if (sl_authq_lookup(c, c->dbname, c->user, authq_done)) return;
+        c->authq = sl_authq_lookup(c->w, c->tag, c->dbname, c->user, authq_done, c);
+        if (c->authq) return;
     }
     begin_auth(c, method, sl_authq_find(c->w, c->user));
 }
@@ -805,4 +805,43 @@ void sl_client_shutdown(sl_client_t *c) {
                    (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
                     c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
+}
+
+/* ---- the module's entry points for the floors above (session.h) ---- */
+
+void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        sl_client_tick(c, now_ms);
+    }
+}
+
+void sl_session_shutdown_all(sl_loop_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        sl_client_shutdown(c);
+    }
+}
+
+void sl_session_close_all(sl_loop_t *w, const char *code, const char *msg) {
+    /* Each close takes the client off w->clients. */
+    while (!sl_list_empty(&w->clients)) {
+        sl_client_t *c = sl_container_of(sl_list_first(&w->clients), sl_client_t, node);
+        sl_client_fatal(c, code, "%s", msg);
+    }
+}
+
+void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        if (c->auth && c->user && sl_userlist_find(&w->users, c->user))
+            c->auth->user = sl_userlist_find(fresh, c->user);
+    }
+}
+
+void sl_session_free(sl_loop_t *w) {
+    sl_ps_free_all(w);
 }

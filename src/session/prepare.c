@@ -1,7 +1,7 @@
 /* Named prepared statements through transaction pooling: the walker that
  * rewrites client messages and the pump that fixes up the server's replies.
- * See prepare.h for the model. */
-#include "sluice/prepare.h"
+ * See session.h (prepare.c part) for the model. */
+#include "session.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,7 +14,6 @@
 
 #include "sluice/log.h"
 #include "sluice/pool.h"
-#include "sluice/relay.h"
 #include "sluice/sql.h"
 #include "sluice/stmt.h"
 

@@ -2,7 +2,7 @@
  * client's two buffers; sluice frames every message to know where
  * transactions end but only reads the few it must (ReadyForQuery,
  * ParameterStatus, the fact of an ErrorResponse). */
-#include "sluice/relay.h"
+#include "session.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 #include <strings.h>
 
 #include "sluice/log.h"
-#include "sluice/prepare.h"
-#include "sluice/router.h"
 #include "sluice/strlist.h"
 
 /* Parameters a client can change with SET and expects to keep; when it does,

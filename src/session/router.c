@@ -1,11 +1,10 @@
-/* Read/write splitting for one client (see router.h). */
-#include "sluice/router.h"
+/* Read/write splitting for one client (see session.h, router.c part). */
+#include "session.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "sluice/log.h"
-#include "sluice/prepare.h"
 #include "sluice/sql.h"
 
 /* What a client of a database with replicas carries besides its route,

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "sluice/client.h"
+#include "session/session.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
@@ -128,7 +128,7 @@ static void run_loop(void) {
 static void test_clients(void) {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    sl_client_accept(&w, sv[0], "unit");
+    sl_session_accept(&w, sv[0], "unit");
     sl_client_t *c = only_client_in(SL_CL_LOGIN);
     ASSERT_TRUE(c != NULL);
     if (!c) return;
