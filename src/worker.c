@@ -135,6 +135,8 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     memset(w, 0, sizeof *w);
     if (sl_loop_init(&w->core, cfg, err, errlen) != SL_OK) return SL_ENOMEM;
     w->core.on_drained = drained_cb;
+    w->core.find_secret = sl_authq_find;
+    w->core.release_db = sl_route_release_idle;
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)
         return SL_ECONFIG;
     /* Signals first: once a listener exists, clients (and whoever sends
