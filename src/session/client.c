@@ -112,6 +112,7 @@ void sl_client_update_poll(sl_client_t *c) {
 }
 
 bool sl_client_flush(sl_client_t *c) {
+    if (sl_client_done(c)) return false;
     while (c->out.data && sl_buf_len(&c->out) > 0) {
         ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
         if (n == -EAGAIN) break;
@@ -150,6 +151,7 @@ static void client_closed_cb(sl_conn_t *cn) {
         free(c->auth);
     }
     free(c->login_buf);
+    free(c->fail_msg);
     sl_params_clear(&c->params);
     sl_params_clear(&c->startup);
     sl_params_clear(&c->fix_names);
@@ -211,6 +213,29 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
         }
     }
     sl_client_close(c, "%s (sqlstate %s)", msg, code);
+}
+
+bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...) {
+    if (sl_client_done(c)) return false;
+    snprintf(c->fail_code, sizeof c->fail_code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&c->fail_msg, fmt, ap) < 0) c->fail_msg = NULL;
+    va_end(ap);
+    return false;
+}
+
+bool sl_session_settle(sl_client_t *c) {
+    if (c->state == SL_CL_CLOSING) return true;
+    if (!c->fail_code[0]) return false;
+    char code[sizeof c->fail_code];
+    memcpy(code, c->fail_code, sizeof code);
+    char *msg = c->fail_msg;
+    c->fail_msg = NULL;
+    c->fail_code[0] = 0; /* sl_client_fatal's flush must run */
+    sl_client_fatal(c, code, "%s", msg ? msg : "out of memory");
+    free(msg);
+    return true;
 }
 
 static void set_tag(sl_client_t *c) {
@@ -313,6 +338,7 @@ static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
     if (c->state == SL_CL_CLOSING) return;
     if (err) sl_log_warn(c->tag, "%s", err);
     begin_auth(c, c->auth_method, secret);
+    sl_session_settle(c);
 }
 
 /* The method for this client: auth_type, or its auth_hba_file line; a
@@ -611,8 +637,7 @@ static void on_login_readable(sl_client_t *c) {
 
 /* ---- waiting for and holding a server ---- */
 
-static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
-    sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+static void waiter_wake(sl_client_t *c, sl_server_t *s, const char *err, const char *code) {
     if (err && sl_router_retry(c, err)) return;
     if (err && c->route && c->state == SL_CL_WAITING && sl_scan_at_boundary(&c->scan)) {
         /* With replicas, the primary may be back or replaced soon: the
@@ -625,6 +650,13 @@ static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const ch
         return;
     }
     sl_relay_link(c, s);
+}
+
+/* The pool gave the waiting client a server, or an error. */
+static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+    waiter_wake(c, s, err, code);
+    sl_session_settle(c);
 }
 
 void sl_client_request_server(sl_client_t *c) {
@@ -688,11 +720,10 @@ static void on_readable(sl_client_t *c) {
     /* A replica serving a read must not get a write sent meanwhile. */
     if (c->state == SL_CL_ACTIVE && c->route && boundary) sl_router_guard(c, from);
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
-    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+    if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
-static void client_event_cb(sl_conn_t *cn, int status, int events) {
-    sl_client_t *c = cn->data;
+static void client_event(sl_client_t *c, int status, int events) {
     if (status < 0) {
         sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->sock.fd)));
         return;
@@ -701,7 +732,7 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
     if (writable) {
         if (!sl_client_flush(c)) return;
         if (c->state == SL_CL_ACTIVE) sl_relay_resume(c);
-        if (c->state == SL_CL_CLOSING) return;
+        if (sl_client_done(c)) return;
     }
     if (!readable) return;
     switch (c->state) {
@@ -714,15 +745,19 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
     }
 }
 
+/* The client's socket (or its TLS layer) is ready, or failed. */
+static void client_event_cb(sl_conn_t *cn, int status, int events) {
+    sl_client_t *c = cn->data;
+    client_event(c, status, events);
+    sl_session_settle(c);
+}
+
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
     sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
-    if (rc != SL_OK) {
-        sl_client_fatal(c, code, "%s", msg ? msg : "request aborted");
-        return false;
-    }
+    if (rc != SL_OK) return sl_session_fail(c, code, "%s", msg ? msg : "request aborted");
     c->server_error = false;
     c->in.head = c->in.tail = 0;
     c->scan_new = 0;
@@ -741,6 +776,8 @@ void sl_client_cancel_wait(sl_client_t *c) {
     sl_client_abort_requests(c, "57014",
                              "canceling statement due to user request (it was waiting for a "
                              "server connection)");
+    /* An entry point for c: the cancel came on another connection. */
+    sl_session_settle(c);
 }
 
 /* ---- timeouts and shutdown ---- */
@@ -814,6 +851,7 @@ void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
         sl_client_tick(c, now_ms);
+        sl_session_settle(c);
     }
 }
 

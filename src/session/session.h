@@ -113,7 +113,17 @@ typedef struct sl_client {
     int64_t query_ms;   /* the oldest request still unanswered was sent */
     int64_t last_io_ms; /* last request sent or last ReadyForQuery relayed */
     int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
+    /* A failure recorded by a helper (sl_session_fail), for the entry point
+     * that called it to turn into the FATAL reply and the close. */
+    char fail_code[6]; /* its SQLSTATE; "": none */
+    char *fail_msg;    /* owned: its message; NULL if it could not be kept */
 } sl_client_t;
+
+/* True once c is closing, or a helper recorded a failure that the entry
+ * point will end it with: nothing more is done for c then. */
+static inline bool sl_client_done(const sl_client_t *c) {
+    return c->state == SL_CL_CLOSING || c->fail_code[0] != 0;
+}
 
 /* Where forwarding client bytes to the server stops: before a held Query
  * or Parse, a partial header, the RESET fix-up's fence, or the routing
@@ -132,7 +142,19 @@ static inline bool sl_client_has_request(const sl_client_t *c) {
 
 /* The one exit: logs reason, releases or closes the server, frees later. */
 void sl_client_close(sl_client_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Sends a FATAL ErrorResponse (best effort) then closes. */
+/* Records that c failed with SQLSTATE code and a message for the client:
+ * the helpers below the entry points (relay, prepare, router) never close
+ * a client themselves, they record this and return their status. The
+ * first failure wins. Returns false, so that a helper can return it. */
+bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Called by every entry point (a poll or server event, a pool or auth_query
+ * callback, the janitor's tick, a cancel) once its work for c is over: a
+ * recorded failure becomes the FATAL reply and the close. True when c is
+ * closing (the memory stays valid until its handle's close callback). */
+bool sl_session_settle(sl_client_t *c);
+/* Sends a FATAL ErrorResponse (best effort) then closes. For entry points
+ * (client.c); helpers use sl_session_fail. */
 void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Changes the state and moves the client to the loop's list for it. An
@@ -142,11 +164,13 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...)
 bool sl_client_set_state(sl_client_t *c, enum sl_client_state st);
 /* Recomputes which events the client's poll watches. */
 void sl_client_update_poll(sl_client_t *c);
-/* Writes queued output; returns false if the client was closed. */
+/* Writes queued output; returns false if the client was closed or has a
+ * recorded failure (then sl_session_settle writes it all). */
 bool sl_client_flush(sl_client_t *c);
 /* Answers every request the client is waiting on with one ErrorResponse
  * (none if msg is NULL: one was already relayed) and a ReadyForQuery each,
- * drops its unsent input and makes it idle. False if the client was closed. */
+ * drops its unsent input and makes it idle. False if that did not fit: the
+ * failure is recorded (sl_session_fail), or the client was closed. */
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg);
 /* Queues an idle client that has requests for a server (routing them when
  * its database has replicas). */
