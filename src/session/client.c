@@ -116,18 +116,15 @@ bool sl_client_flush(sl_client_t *c) {
     while (c->out.data && sl_buf_len(&c->out) > 0) {
         ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
         if (n == -EAGAIN) break;
-        if (n <= 0) {
-            sl_client_close(c, "write to client failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
-            return false;
-        }
+        if (n <= 0)
+            return sl_session_drop(c, "write to client failed: %s",
+                                   strerror(n < 0 ? (int)-n : EPIPE));
         sl_buf_consume(&c->out, (uint32_t)n);
     }
     /* A client that sent Terminate goes once everything owed to it is out. */
     if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->in) == 0 &&
-        (!c->out.data || sl_buf_len(&c->out) == 0)) {
-        sl_client_close(c, "client disconnected");
-        return false;
-    }
+        (!c->out.data || sl_buf_len(&c->out) == 0))
+        return sl_session_drop(c, "client disconnected");
     buffers_maybe_give(c);
     sl_client_update_poll(c);
     return true;
@@ -215,12 +212,26 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     sl_client_close(c, "%s (sqlstate %s)", msg, code);
 }
 
-bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...) {
-    if (sl_client_done(c)) return false;
+static void record_failure(sl_client_t *c, const char *code, bool silent, const char *fmt,
+                           va_list ap) {
+    if (sl_client_done(c)) return; /* the first failure wins */
     snprintf(c->fail_code, sizeof c->fail_code, "%s", code);
+    c->fail_silent = silent;
+    if (vasprintf(&c->fail_msg, fmt, ap) < 0) c->fail_msg = NULL;
+}
+
+bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&c->fail_msg, fmt, ap) < 0) c->fail_msg = NULL;
+    record_failure(c, code, false, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool sl_session_drop(sl_client_t *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    record_failure(c, "08006", true, fmt, ap);
     va_end(ap);
     return false;
 }
@@ -232,8 +243,11 @@ bool sl_session_settle(sl_client_t *c) {
     memcpy(code, c->fail_code, sizeof code);
     char *msg = c->fail_msg;
     c->fail_msg = NULL;
-    c->fail_code[0] = 0; /* sl_client_fatal's flush must run */
-    sl_client_fatal(c, code, "%s", msg ? msg : "out of memory");
+    c->fail_code[0] = 0; /* no longer done: the close must run */
+    if (c->fail_silent)
+        sl_client_close(c, "%s", msg ? msg : "connection dropped");
+    else
+        sl_client_fatal(c, code, "%s", msg ? msg : "out of memory");
     free(msg);
     return true;
 }
@@ -527,6 +541,7 @@ static bool tls_step(sl_client_t *c) {
 
 /* Returns false when nothing more can be parsed now. */
 static bool login_step(sl_client_t *c) {
+    if (sl_client_done(c)) return false; /* a recorded failure ends the login */
     if (c->state == SL_CL_LOGIN) {
         sl_startup_t su;
         ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
@@ -850,6 +865,17 @@ void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        /* Every entry point settles what it recorded: one left for the
+         * janitor is a bug, yet the client still gets its reply. */
+        if (c->fail_code[0] && c->state != SL_CL_CLOSING) {
+            sl_log_error(c->tag,
+                         "internal error: a failure (sqlstate %s) was left for the janitor by "
+                         "an entry point that does not settle it (please report this with the "
+                         "log lines before it)",
+                         c->fail_code);
+            sl_session_settle(c);
+            continue;
+        }
         sl_client_tick(c, now_ms);
         sl_session_settle(c);
     }

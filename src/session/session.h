@@ -117,6 +117,7 @@ typedef struct sl_client {
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
     char *fail_msg;    /* owned: its message; NULL if it could not be kept */
+    bool fail_silent;  /* close without the FATAL (sl_session_drop) */
 } sl_client_t;
 
 /* True once c is closing, or a helper recorded a failure that the entry
@@ -148,6 +149,10 @@ void sl_client_close(sl_client_t *c, const char *fmt, ...) __attribute__((format
  * first failure wins. Returns false, so that a helper can return it. */
 bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a client that is to be closed with no reply: its socket
+ * failed, or it sent Terminate and has all its replies. The message is the
+ * reason logged. Returns false. */
+bool sl_session_drop(sl_client_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Called by every entry point (a poll or server event, a pool or auth_query
  * callback, the janitor's tick, a cancel) once its work for c is over: a
  * recorded failure becomes the FATAL reply and the close. True when c is
