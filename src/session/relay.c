@@ -406,7 +406,7 @@ static void fix_finish_query(sl_server_t *s, const char *err, const char *code) 
             snprintf(msg, sizeof msg,
                      "could not put the connection's startup setting back after RESET: %s", err);
             if (sl_proto_put_error(&c->out, "ERROR", code && *code ? code : "XX000", msg) < 0) {
-                sl_client_fatal(c, "53200", "no room in pkt_buf for an ErrorResponse");
+                sl_session_fail(c, "53200", "no room in pkt_buf for an ErrorResponse");
                 return;
             }
             c->fix_status = 'E';
