@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/client.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
 
@@ -17,7 +16,7 @@ typedef struct entry {
 } entry_t;
 
 typedef struct sl_authq_job {
-    sl_client_t *client; /* borrowed; NULL once it left */
+    void *arg; /* the asker's, for done; NULL once it left */
     sl_authq_done_cb done;
     char user[64];
 } job_t;
@@ -79,10 +78,7 @@ static sl_user_secret_t *remember(sl_loop_t *w, const char *user, const char *se
 }
 
 static void finish(job_t *j, sl_user_secret_t *sec, const char *err) {
-    if (j->client) {
-        j->client->authq = NULL;
-        j->done(j->client, sec, err);
-    }
+    if (j->arg) j->done(j->arg, sec, err);
     free(j);
 }
 
@@ -133,20 +129,20 @@ static void connected(sl_server_t *s, const char *err, const char *code) {
     }
 }
 
-bool sl_authq_lookup(sl_client_t *c, const char *db, const char *user, sl_authq_done_cb done) {
-    sl_loop_t *w = c->w;
+sl_authq_job_t *sl_authq_lookup(sl_loop_t *w, const char *asker, const char *db, const char *user,
+                                sl_authq_done_cb done, void *arg) {
     const char *au = auth_user_for(w, db);
-    if (!au || strlen(user) >= sizeof ((job_t *)0)->user) return false;
+    if (!au || strlen(user) >= sizeof((job_t *)0)->user) return NULL;
     char err[256];
     const char *qdb = *w->cfg->auth_dbname ? w->cfg->auth_dbname : db;
     sl_pool_t *p = sl_pool_get(w, qdb, au, err, sizeof err);
     if (!p) {
-        sl_log_warn(c->tag, "auth_query: %s", err);
-        return false;
+        sl_log_warn(asker, "auth_query: %s", err);
+        return NULL;
     }
     job_t *j = calloc(1, sizeof *j);
-    if (!j) return false;
-    j->client = c;
+    if (!j) return NULL;
+    j->arg = arg;
     j->done = done;
     snprintf(j->user, sizeof j->user, "%s", user);
     char tag[160];
@@ -155,15 +151,13 @@ bool sl_authq_lookup(sl_client_t *c, const char *db, const char *user, sl_authq_
                                        (const char *const *)p->vals, tag, connected);
     if (!s) {
         free(j);
-        return false;
+        return NULL;
     }
-    c->authq = j;
-    return true;
+    return j;
 }
 
-void sl_authq_forget(sl_client_t *c) {
-    if (c->authq) c->authq->client = NULL;
-    c->authq = NULL;
+void sl_authq_forget(sl_authq_job_t *j) {
+    if (j) j->arg = NULL;
 }
 
 void sl_authq_free(sl_loop_t *w) {

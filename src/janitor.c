@@ -5,9 +5,9 @@
 
 #include <string.h>
 
-#include "sluice/client.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
+#include "sluice/session.h"
 
 static int walk_len(const sl_list_t *l) {
     int n = 0;
@@ -55,11 +55,8 @@ static void stats_tick(sl_worker_t *w, int64_t now) {
 static void janitor_cb(uv_timer_t *t) {
     sl_worker_t *w = t->data;
     int64_t now = sl_now_ms(&w->core);
+    sl_session_tick_all(&w->core, now);
     sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->core.clients) {
-        sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        sl_client_tick(c, now);
-    }
     sl_list_each(it, tmp, &w->core.pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         sl_pool_tick(p, now);

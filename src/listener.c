@@ -15,9 +15,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "sluice/client.h"
 #include "sluice/log.h"
 #include "sluice/proto.h"
+#include "sluice/session.h"
 
 static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap) {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -187,7 +187,7 @@ static bool accept_batch(sl_listener_t *l, bool waited) {
         }
         char peer[64];
         format_peer(&ss, peer, sizeof peer);
-        sl_client_accept(&l->w->core, fd, peer);
+        sl_session_accept(&l->w->core, fd, peer);
     }
     return true;
 }

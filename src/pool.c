@@ -7,9 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/authq.h"
 #include "sluice/log.h"
-#include "sluice/route.h"
 #include "sluice/tls.h"
 
 static void pool_dispatch(sl_pool_t *p);
@@ -295,7 +293,10 @@ static bool own_secret(sl_pool_t *p, sl_login_secret_t *out, sl_login_keys_t *ca
         out->cache = cache;
         return true;
     }
-    sl_user_secret_t *sec = user ? sl_authq_find(p->w, user) : NULL;
+    sl_loop_t *w = p->w;
+    sl_user_secret_t *sec = !user            ? NULL
+                            : w->find_secret ? w->find_secret(w, user)
+                                             : sl_userlist_find(&w->users, user);
     if (!sec) return false;
     if (sec->kind == SL_SECRET_MD5) {
         snprintf(out->md5, sizeof out->md5, "%s", sec->secret);
@@ -676,7 +677,7 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     if (p->automatic && p->n_clients == 0 && p->n_waiting == 0 && n_used(p) == 0 &&
         n_connecting(p) == 0 && cfg->autodb_idle_timeout_ms > 0 &&
         now - p->unused_since_ms >= cfg->autodb_idle_timeout_ms &&
-        sl_route_release_idle(p->w, p->db_alias, now)) {
+        (!p->w->release_db || p->w->release_db(p->w, p->db_alias, now))) {
         close_in(p, SL_SV_IDLE, "autodb_idle_timeout reached");
         sl_log_info(p->tag, "pool removed after autodb_idle_timeout");
         sl_list_unlink(&p->node);

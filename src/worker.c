@@ -9,23 +9,19 @@
 #include <string.h>
 
 #include "sluice/authq.h"
-#include "sluice/client.h"
 #include "sluice/janitor.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
-#include "sluice/prepare.h"
 #include "sluice/route.h"
+#include "sluice/session.h"
 #include "sluice/tls.h"
 
 static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
     w->stopping = true;
     sl_listener_close_all(w);
-    while (!sl_list_empty(&w->core.clients)) {
-        sl_client_t *c = sl_container_of(sl_list_first(&w->core.clients), sl_client_t, node);
-        sl_client_fatal(c, "57P01", "sluice is shutting down");
-    }
+    sl_session_close_all(&w->core, "57P01", "sluice is shutting down");
     sl_route_close_all(&w->core);
     sl_pool_close_all(&w->core);
     uv_timer_stop(&w->janitor);
@@ -96,12 +92,7 @@ static void reload(sl_worker_t *w) {
         if (i == 2) old->pidfile = t;
     }
     /* Logins in progress look their user up again in the new list. */
-    sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->core.clients) {
-        sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        if (c->auth && c->user && sl_userlist_find(&w->core.users, c->user))
-            c->auth->user = sl_userlist_find(&users, c->user);
-    }
+    sl_session_users_reloaded(&w->core, &users);
     sl_userlist_free(&w->core.users);
     w->core.users = users;
     w->core.cfg = cfg;
@@ -131,11 +122,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
                       "transaction");
     w->core.shutting_down = true;
     sl_listener_close_all(w);
-    sl_list_t *it, *tmp;
-    sl_list_each(it, tmp, &w->core.clients) {
-        sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        sl_client_shutdown(c);
-    }
+    sl_session_shutdown_all(&w->core);
     sl_worker_maybe_finish(w);
 }
 
@@ -148,6 +135,8 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     memset(w, 0, sizeof *w);
     if (sl_loop_init(&w->core, cfg, err, errlen) != SL_OK) return SL_ENOMEM;
     w->core.on_drained = drained_cb;
+    w->core.find_secret = sl_authq_find;
+    w->core.release_db = sl_route_release_idle;
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)
         return SL_ECONFIG;
     /* Signals first: once a listener exists, clients (and whoever sends
@@ -180,7 +169,7 @@ int sl_worker_run(sl_worker_t *w) {
     uv_run(w->core.loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(w->core.loop);
     if (rc != 0) sl_log_warn(NULL, "event loop closed with handles open: %s", uv_strerror(rc));
-    sl_ps_free_all(&w->core);
+    sl_session_free(&w->core);
     sl_authq_free(&w->core);
     sl_loop_destroy(&w->core);
     sl_config_free(w->core.cfg);

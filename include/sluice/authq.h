@@ -7,24 +7,29 @@
 
 #include <stdbool.h>
 
-#include "sluice/userlist.h"
 #include "sluice/loop.h"
+#include "sluice/userlist.h"
 
-struct sl_client;
-/* Called when a lookup ends: secret NULL when the user was not found or the
- * lookup failed (err says why, for the log). */
-typedef void (*sl_authq_done_cb)(struct sl_client *c, sl_user_secret_t *secret, const char *err);
+/* A lookup in flight; freed by authq once it reported (or was forgotten). */
+typedef struct sl_authq_job sl_authq_job_t;
+/* Called when a lookup ends, with the arg given to sl_authq_lookup: secret
+ * NULL when the user was not found or the lookup failed (err says why, for
+ * the log). The job is freed when it returns: the caller drops its handle.
+ * A callback, so that authq (floor 3) never calls up into the session. */
+typedef void (*sl_authq_done_cb)(void *arg, sl_user_secret_t *secret, const char *err);
 
 /* The secret for user: auth_file first, then a cached auth_query answer
  * that is still fresh. NULL when neither has it. */
 sl_user_secret_t *sl_authq_find(sl_loop_t *w, const char *user);
 /* Whether a user missing from auth_file is looked up for database db. */
 bool sl_authq_enabled(sl_loop_t *w, const char *db);
-/* Starts a lookup for c; done() is called later (not if c closed before:
- * sl_authq_forget). Returns false if it could not start (done not called). */
-bool sl_authq_lookup(struct sl_client *c, const char *db, const char *user, sl_authq_done_cb done);
-/* c is closing: its lookup, if any, reports to nobody. */
-void sl_authq_forget(struct sl_client *c);
+/* Starts a lookup of user for database db (asker: its log tag);
+ * done(arg, ...) is called later (not after sl_authq_forget). NULL if it
+ * could not start (done not called). */
+sl_authq_job_t *sl_authq_lookup(sl_loop_t *w, const char *asker, const char *db, const char *user,
+                                sl_authq_done_cb done, void *arg);
+/* The asker is going away: job (NULL: none) reports to nobody. */
+void sl_authq_forget(sl_authq_job_t *j);
 /* Frees the cache (worker end). */
 void sl_authq_free(sl_loop_t *w);
 

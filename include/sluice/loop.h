@@ -23,7 +23,7 @@
 #include "sluice/stmt.h"
 #include "sluice/userlist.h"
 
-/* Client states (see client.h), here because the loop keeps one list of
+/* Client states (see src/session/session.h), here because the loop keeps one list of
  * clients per state: a client's state and the list it is on change together
  * in sl_client_set_state. */
 enum sl_client_state {
@@ -72,6 +72,16 @@ typedef struct sl_loop {
     /* Called when the last client is freed while shutting_down: whoever runs
      * the loop stops it then (the core cannot call up into the worker). */
     void (*on_drained)(struct sl_loop *l);
+    /* What pool (floor 3) asks of route and authq, which sit above it (they
+     * open their servers through pools): set by whoever wires the floors
+     * together (the worker), so that pool never calls up into them. */
+    /* The secret of user as a login finds it (auth_file, then a fresh
+     * auth_query answer); NULL: none. Unset: the auth_file alone. */
+    sl_user_secret_t *(*find_secret)(struct sl_loop *l, const char *user);
+    /* The automatic pool of database db is about to be freed, unused since
+     * before now_ms - autodb_idle_timeout: lets go of db's routing, if any;
+     * false when it is still in use (the pool then stays). Unset: true. */
+    bool (*release_db)(struct sl_loop *l, const char *db, int64_t now_ms);
 } sl_loop_t;
 
 /* Milliseconds on the loop's clock. */

@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "sluice/client.h"
+#include "session/session.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/proto.h"
@@ -38,7 +38,7 @@ static const char *login(const char *user, const char *options) {
     static char code[6];
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    sl_client_accept(&w, sv[0], "unit");
+    sl_session_accept(&w, sv[0], "unit");
     uint8_t pkt[512];
     size_t n = 8;
     n += put_param(pkt + n, "user", user);

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "sluice/client.h"
+#include "session/session.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
@@ -128,7 +128,7 @@ static void run_loop(void) {
 static void test_clients(void) {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    sl_client_accept(&w, sv[0], "unit");
+    sl_session_accept(&w, sv[0], "unit");
     sl_client_t *c = only_client_in(SL_CL_LOGIN);
     ASSERT_TRUE(c != NULL);
     if (!c) return;
@@ -169,6 +169,51 @@ static void test_clients(void) {
     close(sv[1]);
 }
 
+/* A helper records a failure (status, not close): the client stays as it
+ * is until its entry point, here the poll callback for a byte it sent,
+ * turns it into the FATAL reply and the close. The first failure wins. */
+static void test_failure_status(void) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    sl_session_accept(&w, sv[0], "unit");
+    sl_client_t *c = only_client_in(SL_CL_LOGIN);
+    ASSERT_TRUE(c != NULL);
+    if (!c) return;
+    ASSERT_TRUE(!sl_session_fail(c, "08P01", "bad message %d", 1));
+    ASSERT_TRUE(!sl_session_fail(c, "53200", "a later failure"));
+    ASSERT_EQ(c->state, SL_CL_LOGIN); /* not closed from below */
+    ASSERT_TRUE(sl_client_done(c));
+    ASSERT_TRUE(!sl_client_flush(c));
+    ASSERT_EQ(write(sv[1], "x", 1), 1);
+    run_loop();
+    ASSERT_EQ(w.nclients, 0);
+    char reply[512];
+    ssize_t n = recv(sv[1], reply, sizeof reply, MSG_DONTWAIT);
+    ASSERT_TRUE(n > 5 && reply[0] == 'E');
+    if (n > 5) {
+        ASSERT_TRUE(memmem(reply, (size_t)n, "FATAL", 5) != NULL);
+        ASSERT_TRUE(memmem(reply, (size_t)n, "08P01", 5) != NULL);
+        ASSERT_TRUE(memmem(reply, (size_t)n, "bad message 1", 13) != NULL);
+        ASSERT_TRUE(memmem(reply, (size_t)n, "53200", 5) == NULL);
+    }
+    close(sv[1]);
+
+    /* A dropped client (its socket failed, or it said goodbye) is closed
+     * by its entry point too, with no reply. */
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    sl_session_accept(&w, sv[0], "unit");
+    c = only_client_in(SL_CL_LOGIN);
+    ASSERT_TRUE(c != NULL);
+    if (!c) return;
+    ASSERT_TRUE(!sl_session_drop(c, "client disconnected"));
+    ASSERT_EQ(c->state, SL_CL_LOGIN);
+    ASSERT_EQ(write(sv[1], "x", 1), 1);
+    run_loop();
+    ASSERT_EQ(w.nclients, 0);
+    ASSERT_EQ(recv(sv[1], reply, sizeof reply, MSG_DONTWAIT), 0);
+    close(sv[1]);
+}
+
 int main(void) {
     char err[512];
     sl_config_t *cfg =
@@ -182,6 +227,7 @@ int main(void) {
 
     test_servers();
     test_clients();
+    test_failure_status();
 
     sl_conn_kicks_close(&w.kicks);
     sl_deferq_close(&w.defer);

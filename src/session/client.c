@@ -1,7 +1,7 @@
 /* Client connections: accept, startup packet, authentication, the idle and
  * waiting states of transaction pooling, timeouts and the single close path.
  * Relaying bytes while linked to a server lives in relay.c. */
-#include "sluice/client.h"
+#include "session.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
@@ -12,11 +12,7 @@
 #include <unistd.h>
 
 #include "sluice/authq.h"
-#include "sluice/cancel.h"
 #include "sluice/log.h"
-#include "sluice/prepare.h"
-#include "sluice/relay.h"
-#include "sluice/router.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
@@ -116,21 +112,19 @@ void sl_client_update_poll(sl_client_t *c) {
 }
 
 bool sl_client_flush(sl_client_t *c) {
+    if (sl_client_done(c)) return false;
     while (c->out.data && sl_buf_len(&c->out) > 0) {
         ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
         if (n == -EAGAIN) break;
-        if (n <= 0) {
-            sl_client_close(c, "write to client failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
-            return false;
-        }
+        if (n <= 0)
+            return sl_session_drop(c, "write to client failed: %s",
+                                   strerror(n < 0 ? (int)-n : EPIPE));
         sl_buf_consume(&c->out, (uint32_t)n);
     }
     /* A client that sent Terminate goes once everything owed to it is out. */
     if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->in) == 0 &&
-        (!c->out.data || sl_buf_len(&c->out) == 0)) {
-        sl_client_close(c, "client disconnected");
-        return false;
-    }
+        (!c->out.data || sl_buf_len(&c->out) == 0))
+        return sl_session_drop(c, "client disconnected");
     buffers_maybe_give(c);
     sl_client_update_poll(c);
     return true;
@@ -154,6 +148,7 @@ static void client_closed_cb(sl_conn_t *cn) {
         free(c->auth);
     }
     free(c->login_buf);
+    free(c->fail_msg);
     sl_params_clear(&c->params);
     sl_params_clear(&c->startup);
     sl_params_clear(&c->fix_names);
@@ -175,7 +170,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     else if (c->w->cfg->log_disconnections)
         sl_log_info(c->tag, "closing: %s", reason);
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
-    sl_authq_forget(c);
+    sl_authq_forget(c->authq);
+    c->authq = NULL;
     if (c->server) sl_relay_unlink(c);
     sl_router_detach(c);
     if (c->pool) sl_pool_unref(c->pool);
@@ -216,12 +212,52 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     sl_client_close(c, "%s (sqlstate %s)", msg, code);
 }
 
+static void record_failure(sl_client_t *c, const char *code, bool silent, const char *fmt,
+                           va_list ap) {
+    if (sl_client_done(c)) return; /* the first failure wins */
+    snprintf(c->fail_code, sizeof c->fail_code, "%s", code);
+    c->fail_silent = silent;
+    if (vasprintf(&c->fail_msg, fmt, ap) < 0) c->fail_msg = NULL;
+}
+
+bool sl_session_fail(sl_client_t *c, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    record_failure(c, code, false, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool sl_session_drop(sl_client_t *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    record_failure(c, "08006", true, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool sl_session_settle(sl_client_t *c) {
+    if (c->state == SL_CL_CLOSING) return true;
+    if (!c->fail_code[0]) return false;
+    char code[sizeof c->fail_code];
+    memcpy(code, c->fail_code, sizeof code);
+    char *msg = c->fail_msg;
+    c->fail_msg = NULL;
+    c->fail_code[0] = 0; /* no longer done: the close must run */
+    if (c->fail_silent)
+        sl_client_close(c, "%s", msg ? msg : "connection dropped");
+    else
+        sl_client_fatal(c, code, "%s", msg ? msg : "out of memory");
+    free(msg);
+    return true;
+}
+
 static void set_tag(sl_client_t *c) {
     snprintf(c->tag, sizeof c->tag, "C-%u db=%s user=%s peer=%s", c->id,
              c->dbname ? c->dbname : "?", c->user ? c->user : "?", c->peer);
 }
 
-void sl_client_accept(sl_loop_t *w, int fd, const char *peer) {
+void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
     if (!c) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
@@ -310,10 +346,13 @@ static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret);
 
 /* auth_query answered (secret NULL: no such user, or the lookup failed,
  * which then fails like a wrong password). */
-static void authq_done(sl_client_t *c, sl_user_secret_t *secret, const char *err) {
+static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
+    sl_client_t *c = arg;
+    c->authq = NULL; /* authq frees the job once this returns */
     if (c->state == SL_CL_CLOSING) return;
     if (err) sl_log_warn(c->tag, "%s", err);
     begin_auth(c, c->auth_method, secret);
+    sl_session_settle(c);
 }
 
 /* The method for this client: auth_type, or its auth_hba_file line; a
@@ -436,7 +475,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
          * authq_done. */
         c->auth_method = method;
-        if (sl_authq_lookup(c, c->dbname, c->user, authq_done)) return;
+        c->authq = sl_authq_lookup(c->w, c->tag, c->dbname, c->user, authq_done, c);
+        if (c->authq) return;
     }
     begin_auth(c, method, sl_authq_find(c->w, c->user));
 }
@@ -501,6 +541,7 @@ static bool tls_step(sl_client_t *c) {
 
 /* Returns false when nothing more can be parsed now. */
 static bool login_step(sl_client_t *c) {
+    if (sl_client_done(c)) return false; /* a recorded failure ends the login */
     if (c->state == SL_CL_LOGIN) {
         sl_startup_t su;
         ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
@@ -611,8 +652,7 @@ static void on_login_readable(sl_client_t *c) {
 
 /* ---- waiting for and holding a server ---- */
 
-static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
-    sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+static void waiter_wake(sl_client_t *c, sl_server_t *s, const char *err, const char *code) {
     if (err && sl_router_retry(c, err)) return;
     if (err && c->route && c->state == SL_CL_WAITING && sl_scan_at_boundary(&c->scan)) {
         /* With replicas, the primary may be back or replaced soon: the
@@ -625,6 +665,13 @@ static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const ch
         return;
     }
     sl_relay_link(c, s);
+}
+
+/* The pool gave the waiting client a server, or an error. */
+static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = sl_container_of(wt, sl_client_t, waiter);
+    waiter_wake(c, s, err, code);
+    sl_session_settle(c);
 }
 
 void sl_client_request_server(sl_client_t *c) {
@@ -688,11 +735,10 @@ static void on_readable(sl_client_t *c) {
     /* A replica serving a read must not get a write sent meanwhile. */
     if (c->state == SL_CL_ACTIVE && c->route && boundary) sl_router_guard(c, from);
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
-    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+    if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
-static void client_event_cb(sl_conn_t *cn, int status, int events) {
-    sl_client_t *c = cn->data;
+static void client_event(sl_client_t *c, int status, int events) {
     if (status < 0) {
         sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->sock.fd)));
         return;
@@ -701,7 +747,7 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
     if (writable) {
         if (!sl_client_flush(c)) return;
         if (c->state == SL_CL_ACTIVE) sl_relay_resume(c);
-        if (c->state == SL_CL_CLOSING) return;
+        if (sl_client_done(c)) return;
     }
     if (!readable) return;
     switch (c->state) {
@@ -714,15 +760,19 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
     }
 }
 
+/* The client's socket (or its TLS layer) is ready, or failed. */
+static void client_event_cb(sl_conn_t *cn, int status, int events) {
+    sl_client_t *c = cn->data;
+    client_event(c, status, events);
+    sl_session_settle(c);
+}
+
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
     sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
-    if (rc != SL_OK) {
-        sl_client_fatal(c, code, "%s", msg ? msg : "request aborted");
-        return false;
-    }
+    if (rc != SL_OK) return sl_session_fail(c, code, "%s", msg ? msg : "request aborted");
     c->server_error = false;
     c->in.head = c->in.tail = 0;
     c->scan_new = 0;
@@ -741,6 +791,8 @@ void sl_client_cancel_wait(sl_client_t *c) {
     sl_client_abort_requests(c, "57014",
                              "canceling statement due to user request (it was waiting for a "
                              "server connection)");
+    /* An entry point for c: the cancel came on another connection. */
+    sl_session_settle(c);
 }
 
 /* ---- timeouts and shutdown ---- */
@@ -805,4 +857,55 @@ void sl_client_shutdown(sl_client_t *c) {
                    (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
                     c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
+}
+
+/* ---- the module's entry points for the floors above (session.h) ---- */
+
+void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        /* Every entry point settles what it recorded: one left for the
+         * janitor is a bug, yet the client still gets its reply. */
+        if (c->fail_code[0] && c->state != SL_CL_CLOSING) {
+            sl_log_error(c->tag,
+                         "internal error: a failure (sqlstate %s) was left for the janitor by "
+                         "an entry point that does not settle it (please report this with the "
+                         "log lines before it)",
+                         c->fail_code);
+            sl_session_settle(c);
+            continue;
+        }
+        sl_client_tick(c, now_ms);
+        sl_session_settle(c);
+    }
+}
+
+void sl_session_shutdown_all(sl_loop_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        sl_client_shutdown(c);
+    }
+}
+
+void sl_session_close_all(sl_loop_t *w, const char *code, const char *msg) {
+    /* Each close takes the client off w->clients. */
+    while (!sl_list_empty(&w->clients)) {
+        sl_client_t *c = sl_container_of(sl_list_first(&w->clients), sl_client_t, node);
+        sl_client_fatal(c, code, "%s", msg);
+    }
+}
+
+void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        if (c->auth && c->user && sl_userlist_find(&w->users, c->user))
+            c->auth->user = sl_userlist_find(fresh, c->user);
+    }
+}
+
+void sl_session_free(sl_loop_t *w) {
+    sl_ps_free_all(w);
 }

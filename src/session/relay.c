@@ -2,7 +2,7 @@
  * client's two buffers; sluice frames every message to know where
  * transactions end but only reads the few it must (ReadyForQuery,
  * ParameterStatus, the fact of an ErrorResponse). */
-#include "sluice/relay.h"
+#include "session.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 #include <strings.h>
 
 #include "sluice/log.h"
-#include "sluice/prepare.h"
-#include "sluice/router.h"
 #include "sluice/strlist.h"
 
 /* Parameters a client can change with SET and expects to keep; when it does,
@@ -322,7 +320,7 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
     sl_relay_forget_fix(c);
     c->fix_fence = fence; /* for lift_fence, below */
     if (sl_proto_put_ready(&c->out, status) < 0) {
-        sl_client_fatal(c, "53200", "no room in pkt_buf for a ReadyForQuery");
+        sl_session_fail(c, "53200", "no room in pkt_buf for a ReadyForQuery");
         return;
     }
     lift_fence(c);
@@ -381,10 +379,10 @@ static bool fix_start(sl_client_t *c) {
                     s->tag);
     free(b.p);
     fix_finish(c, s);
-    return c->state != SL_CL_CLOSING;
+    return !sl_client_done(c);
 }
 
-static void fix_done(sl_server_t *s, const char *err, const char *code) {
+static void fix_finish_query(sl_server_t *s, const char *err, const char *code) {
     sl_client_t *c = s->link;
     if (!c) {
         sl_pool_release(s, !err && s->tx_status == 'I');
@@ -408,18 +406,25 @@ static void fix_done(sl_server_t *s, const char *err, const char *code) {
             snprintf(msg, sizeof msg,
                      "could not put the connection's startup setting back after RESET: %s", err);
             if (sl_proto_put_error(&c->out, "ERROR", code && *code ? code : "XX000", msg) < 0) {
-                sl_client_fatal(c, "53200", "no room in pkt_buf for an ErrorResponse");
+                sl_session_fail(c, "53200", "no room in pkt_buf for an ErrorResponse");
                 return;
             }
             c->fix_status = 'E';
         }
     }
     fix_finish(c, s);
-    if (c->state == SL_CL_CLOSING) return;
+    if (sl_client_done(c)) return;
     /* The requests behind the fence go now; the release (transaction
      * pooling) comes with them, in sl_relay_settle. */
     if (c->server == s && !sl_relay_flush_c2s(c)) return;
-    if (c->state != SL_CL_CLOSING) sl_client_flush(c);
+    if (!sl_client_done(c)) sl_client_flush(c);
+}
+
+/* The server ran the SETs that put startup values back (an entry point). */
+static void fix_done(sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = s->link;
+    fix_finish_query(s, err, code);
+    if (c) sl_session_settle(c);
 }
 
 /* ---- link / unlink ---- */
@@ -429,7 +434,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     s->link = c;
     if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s->owner);
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
-        sl_client_fatal(c, "53200", "out of memory");
+        sl_session_fail(c, "53200", "out of memory");
         return;
     }
     /* Fast path: the server already has exactly this client's settings
@@ -441,7 +446,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     bool oom;
     char *sql = build_set(c, s, &oom);
     if (oom) {
-        sl_client_fatal(c, "53200", "out of memory");
+        sl_session_fail(c, "53200", "out of memory");
         return;
     }
     if (!sql) {
@@ -451,7 +456,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     sl_log_debug(c->tag, "applying client parameters on %s", s->tag);
     int rc = sl_server_query(s, sql, setup_done);
     free(sql);
-    if (rc < 0) sl_client_fatal(c, "53200", "out of memory");
+    if (rc < 0) sl_session_fail(c, "53200", "out of memory");
 }
 
 static bool server_clean(sl_client_t *c, sl_server_t *s) {
@@ -494,7 +499,7 @@ void sl_relay_unlink(sl_client_t *c) {
 
 static bool activate(sl_client_t *c, sl_server_t *s) {
     if (sl_ps_wanted(c) && !sl_ps_link(c, s)) {
-        sl_client_fatal(c, "53200", "out of memory");
+        sl_session_fail(c, "53200", "out of memory");
         return false;
     }
     sl_server_set_state(s, SL_SV_ACTIVE);
@@ -520,13 +525,13 @@ static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
     if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
     if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
-        sl_client_fatal(c, "53200", "startup parameters do not fit in pkt_buf");
+        sl_session_fail(c, "53200", "startup parameters do not fit in pkt_buf");
         return false;
     }
     /* Anything the client sent after authenticating becomes its first request. */
     if (c->login_len) {
         if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
-            sl_client_fatal(c, "08P01", "too much data sent before login completed");
+            sl_session_fail(c, "08P01", "too much data sent before login completed");
             return false;
         }
         c->scan_new += c->login_len;
@@ -549,10 +554,10 @@ static void welcomed(sl_client_t *c) {
         }
         if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
     }
-    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+    if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
-static void setup_done(sl_server_t *s, const char *err, const char *code) {
+static void setup_finish(sl_server_t *s, const char *err, const char *code) {
     sl_client_t *c = s->link;
     if (!c) {
         /* The client left while its parameters were being applied. */
@@ -563,7 +568,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
         c->server = NULL;
         s->link = NULL;
         sl_pool_release(s, s->tx_status == 'I' && s->state != SL_SV_CLOSING);
-        sl_client_fatal(c, code && *code ? code : "08006", "%s", err);
+        sl_session_fail(c, code && *code ? code : "08006", "%s", err);
         return;
     }
     if (!c->params_fp || c->params_fp != s->params_fp) params_settled(c, s);
@@ -583,9 +588,17 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
     if (activate(c, s) && sl_relay_flush_c2s(c)) sl_client_update_poll(c);
 }
 
+/* The server ran the SET for the client's parameters (an entry point: the
+ * server calls it; sl_relay_link too, when there is nothing to set). */
+static void setup_done(sl_server_t *s, const char *err, const char *code) {
+    sl_client_t *c = s->link;
+    setup_finish(s, err, code);
+    if (c) sl_session_settle(c);
+}
+
 bool sl_relay_welcome(sl_client_t *c, const sl_pool_t *p) {
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
-        sl_client_fatal(c, "53200", "out of memory");
+        sl_session_fail(c, "53200", "out of memory");
         return false;
     }
     fill_defaults(c, p);
@@ -644,7 +657,7 @@ static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t 
     refusal_text(c, creates, msg, sizeof msg);
     /* Only safe with nothing else in flight: replies must stay in order. */
     if (c->pending > 1 || (c->server && c->server->tx_status != 'I')) {
-        sl_client_fatal(c, "0A000", "%s", msg);
+        sl_session_fail(c, "0A000", "%s", msg);
         return false;
     }
     memmove(c->in.data + start, c->in.data + end, c->in.tail - end);
@@ -652,7 +665,7 @@ static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t 
     c->pending--;
     if (sl_proto_put_error(&c->out, "ERROR", "0A000", msg) < 0 ||
         sl_proto_put_ready(&c->out, 'I') < 0) {
-        sl_client_fatal(c, "0A000", "%s", msg);
+        sl_session_fail(c, "0A000", "%s", msg);
         return false;
     }
     return true;
@@ -744,11 +757,11 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         const char *z = memchr(body, '\0', n);
         sql = z ? z + 1 : NULL;
         if (!sql || !memchr(sql, '\0', n - (size_t)(sql - body))) {
-            sl_client_fatal(c, "08P01", "malformed Parse message");
+            sl_session_fail(c, "08P01", "malformed Parse message");
             return false;
         }
     } else if (n == 0 || body[n - 1] != '\0' || memchr(body, '\0', n) != body + n - 1) {
-        sl_client_fatal(c, "08P01", "Query message is not one NUL-terminated string");
+        sl_session_fail(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
     /* Whether the client names that statement is known only when the
@@ -775,7 +788,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (parse) { /* without the walker, the replies could not stay in order */
             char msg[384];
             refusal_text(c, creates, msg, sizeof msg);
-            sl_client_fatal(c, "0A000", "%s", msg);
+            sl_session_fail(c, "0A000", "%s", msg);
             return false;
         }
         *removed = true;
@@ -795,12 +808,12 @@ static bool length_ok(sl_client_t *c) {
     uint64_t len = c->scan.len; /* the length field: body and its 4 bytes */
     uint64_t max = (uint64_t)c->w->cfg->max_packet_size;
     if (len - 4 > max) {
-        sl_client_fatal(c, "08P01", "message of %llu bytes exceeds max_packet_size (%llu bytes)",
+        sl_session_fail(c, "08P01", "message of %llu bytes exceeds max_packet_size (%llu bytes)",
                         (unsigned long long)(len + 1), (unsigned long long)max);
         return false;
     }
     if (len > INT32_MAX) {
-        sl_client_fatal(c, "08P01",
+        sl_session_fail(c, "08P01",
                         "message of %llu bytes exceeds the protocol's limit of %d bytes",
                         (unsigned long long)(len + 1), INT32_MAX);
         return false;
@@ -846,7 +859,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
         enum sl_scan_ev ev;
         off += (uint32_t)sl_scan_feed(&c->scan, c->in.data + off, c->in.tail - off, &ev);
         if (ev == SL_SCAN_ERROR) {
-            sl_client_fatal(c, "08P01", "invalid message length %u from client (under 4)",
+            sl_session_fail(c, "08P01", "invalid message length %u from client (under 4)",
                             c->scan.len);
             return false;
         }
@@ -878,7 +891,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
             /* Refused here, before a byte of it reaches a shared server:
              * PostgreSQL would answer FATAL and close, taking with it the
              * server other clients are about to get. */
-            sl_client_fatal(c, "08P01",
+            sl_session_fail(c, "08P01",
                             "invalid frontend message type %u ('%c') after login: expected "
                             "Query, Parse, Bind, Describe, Execute, Close, Flush, Sync, "
                             "FunctionCall, CopyData/Done/Fail or Terminate",
@@ -948,7 +961,7 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
         if (n <= 0) {
             sl_log_warn(c->tag, "write to server failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
             sl_relay_server_lost(c, "write to server failed");
-            return c->state != SL_CL_CLOSING;
+            return !sl_client_done(c);
         }
         sl_buf_consume(&c->in, (uint32_t)n);
         fwd -= (uint32_t)n;
@@ -981,7 +994,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
         }
         off += used;
         if (ev == SL_SCAN_ERROR) {
-            sl_client_fatal(c, "08P01", "server sent a malformed message");
+            sl_session_fail(c, "08P01", "server sent a malformed message");
             return false;
         }
         if (ev == SL_SCAN_START) {
@@ -1063,8 +1076,7 @@ static void start_capture(sl_client_t *c, sl_server_t *s) {
     free(b.p);
 }
 
-static void capture_done(sl_server_t *s, const char *err, const char *code) {
-    (void)code;
+static void capture_finish(sl_server_t *s, const char *err) {
     sl_client_t *c = s->link;
     if (!c) {
         sl_pool_release(s, !err && s->tx_status == 'I');
@@ -1099,10 +1111,18 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
     maybe_release(c);
-    if (c->state != SL_CL_CLOSING && c->server == s && sl_relay_flush_c2s(c))
+    if (!sl_client_done(c) && c->server == s && sl_relay_flush_c2s(c))
         sl_client_update_poll(c);
-    else if (c->state != SL_CL_CLOSING)
+    else if (!sl_client_done(c))
         sl_client_update_poll(c);
+}
+
+/* The server answered the read-back of changed settings (an entry point). */
+static void capture_done(sl_server_t *s, const char *err, const char *code) {
+    (void)code;
+    sl_client_t *c = s->link;
+    capture_finish(s, err);
+    if (c) sl_session_settle(c);
 }
 
 /* After a ReadyForQuery: give the server back when the transaction is over. */
@@ -1125,10 +1145,11 @@ static void maybe_release(sl_client_t *c) {
     }
     int mode = c->pool->mode;
     if (mode == SL_POOL_STATEMENT && s->tx_status != 'I') {
-        sl_client_fatal(c, "25001",
+        sl_session_fail(c, "25001",
                         "transaction blocks are not allowed in statement pooling mode: send "
                         "statements without BEGIN, or set pool_mode = transaction for "
-                        "database \"%s\"", c->dbname);
+                        "database \"%s\"",
+                        c->dbname);
         return;
     }
     if (!server_clean(c, s)) return;
@@ -1137,7 +1158,7 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (c->w->shutting_down) {
-        sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
+        sl_session_fail(c, "57P01", "sluice is shutting down; reconnect later");
         return;
     }
     if (mode == SL_POOL_SESSION) return;
@@ -1165,10 +1186,10 @@ static bool end_terminated(sl_client_t *c) {
 }
 
 bool sl_relay_settle(sl_client_t *c) {
-    if (c->state != SL_CL_ACTIVE) return c->state != SL_CL_CLOSING;
+    if (c->state != SL_CL_ACTIVE) return !sl_client_done(c);
     if (c->terminated && c->pending == 0 && sl_buf_len(&c->in) == 0) return end_terminated(c);
     maybe_release(c);
-    return c->state != SL_CL_CLOSING;
+    return !sl_client_done(c);
 }
 
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
@@ -1189,7 +1210,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     /* A pinned client lost session state it relied on: it must know. */
     if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {
-        sl_client_fatal(c, "08006", "server connection lost (%s); reconnect and retry", why);
+        sl_session_fail(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;
     }
     /* Transaction pooling: answer what the client is waiting for with an
@@ -1221,7 +1242,7 @@ static void read_server_ps(sl_client_t *c, sl_server_t *s) {
         }
         if (!sl_ps_pump(c, s)) return;
         maybe_release(c);
-        if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+        if (sl_client_done(c) || !sl_client_flush(c)) return;
         if (s->state != SL_SV_ACTIVE || c->server != s) return;
         if ((uint32_t)n < space && sl_conn_pending(&s->sock) == 0) return;
     }
@@ -1234,12 +1255,12 @@ void sl_relay_resume(sl_client_t *c) {
         /* A fix-up that waited for room in c->out. */
         if (c->fix != FIX_DUE) return;
         maybe_release(c);
-        if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+        if (!sl_client_done(c)) sl_client_update_poll(c);
         return;
     }
     if (!sl_ps_pump(c, s)) return;
     maybe_release(c);
-    if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+    if (sl_client_done(c) || !sl_client_flush(c)) return;
     if (c->server == s && !sl_relay_flush_c2s(c)) return;
     sl_client_update_poll(c);
 }
@@ -1263,15 +1284,13 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         c->out.tail += (uint32_t)n;
         if (!sl_relay_scan_server(c, s, p, (size_t)n)) return;
         maybe_release(c);
-        if (c->state == SL_CL_CLOSING || !sl_client_flush(c)) return;
+        if (sl_client_done(c) || !sl_client_flush(c)) return;
         if (s->state != SL_SV_ACTIVE) return; /* released, or reading settings back */
         if ((uint32_t)n < space && sl_conn_pending(&s->sock) == 0) return;
     }
 }
 
-static void server_io_cb(sl_server_t *s, int status, int events) {
-    sl_client_t *c = s->link;
-    if (!c) return;
+static void server_io(sl_client_t *c, sl_server_t *s, int status, int events) {
     if (status < 0) {
         /* libuv reports any POLLERR as EBADF: the socket's own error says
          * what happened (a reset), as for clients. */
@@ -1280,5 +1299,13 @@ static void server_io_cb(sl_server_t *s, int status, int events) {
     }
     if ((events & UV_WRITABLE) && !sl_relay_flush_c2s(c)) return;
     if (c->server == s && (events & UV_READABLE)) read_server(c, s);
-    if (c->state != SL_CL_CLOSING) sl_client_update_poll(c);
+    if (!sl_client_done(c)) sl_client_update_poll(c);
+}
+
+/* The linked server's socket is ready, or failed (an entry point). */
+static void server_io_cb(sl_server_t *s, int status, int events) {
+    sl_client_t *c = s->link;
+    if (!c) return;
+    server_io(c, s, status, events);
+    sl_session_settle(c);
 }

@@ -1,11 +1,10 @@
-/* Read/write splitting for one client (see router.h). */
-#include "sluice/router.h"
+/* Read/write splitting for one client (see session.h, router.c part). */
+#include "session.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "sluice/log.h"
-#include "sluice/prepare.h"
 #include "sluice/sql.h"
 
 /* What a client of a database with replicas carries besides its route,
@@ -201,7 +200,7 @@ int sl_router_request(sl_client_t *c) {
                      "to run this; it is not sent to the primary",
                      c->dbname);
             if (!sl_scan_at_boundary(&c->scan))
-                sl_client_fatal(c, "25006", "%s", msg);
+                sl_session_fail(c, "25006", "%s", msg);
             else
                 sl_client_abort_requests(c, "25006", msg);
             return -1;
@@ -220,7 +219,7 @@ int sl_router_request(sl_client_t *c) {
                          c->dbname);
             /* An error can only answer whole requests. */
             if (login || !sl_scan_at_boundary(&c->scan)) {
-                sl_client_fatal(c, "57P03", "%s", msg);
+                sl_session_fail(c, "57P03", "%s", msg);
             } else {
                 sl_log_warn(c->tag, "%s refused: no backend can take it", write ? "write" : "read");
                 sl_client_abort_requests(c, "57P03", msg);
@@ -229,7 +228,7 @@ int sl_router_request(sl_client_t *c) {
         }
         p = backend_pool(c, b);
         if (!p) {
-            sl_client_fatal(c, "53200", "out of memory");
+            sl_session_fail(c, "53200", "out of memory");
             return -1;
         }
         if (!login || session) queue_on(c, b, write, false);

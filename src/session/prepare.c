@@ -1,7 +1,7 @@
 /* Named prepared statements through transaction pooling: the walker that
  * rewrites client messages and the pump that fixes up the server's replies.
- * See prepare.h for the model. */
-#include "sluice/prepare.h"
+ * See session.h (prepare.c part) for the model. */
+#include "session.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,7 +14,6 @@
 
 #include "sluice/log.h"
 #include "sluice/pool.h"
-#include "sluice/relay.h"
 #include "sluice/sql.h"
 #include "sluice/stmt.h"
 
@@ -267,14 +266,14 @@ static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
 static bool owe(sl_client_t *c, enum sl_ex_kind kind, enum sl_ex_how how, sl_stmt_t *st) {
     if (sl_expect_push(&c->ps->replies, kind, how, st) < 0) {
         if (st) sl_stmt_unref(&c->w->stmts, st);
-        sl_client_fatal(c, "53200", "out of memory");
+        sl_session_fail(c, "53200", "out of memory");
         return false;
     }
     return true;
 }
 
 static bool oom(sl_client_t *c) {
-    sl_client_fatal(c, "53200", "out of memory");
+    sl_session_fail(c, "53200", "out of memory");
     return false;
 }
 
@@ -306,7 +305,7 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
 }
 
 static bool malformed(sl_client_t *c, const char *what) {
-    sl_client_fatal(c, "08P01", "malformed %s message", what);
+    sl_session_fail(c, "08P01", "malformed %s message", what);
     return false;
 }
 
@@ -610,7 +609,7 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
 /* A name that does not end within max_rewrite_size bytes: no name sluice
  * knows is that long (each came in a Parse it held whole). */
 static bool too_long(sl_client_t *c, uint8_t t) {
-    sl_client_fatal(c, "08P01",
+    sl_session_fail(c, "08P01",
                     "%c message with a statement or portal name of more than max_rewrite_size "
                     "(%d bytes)",
                     t, c->w->cfg->max_rewrite_size);
@@ -802,7 +801,7 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
                 sl_log_warn(c->tag, "write to server failed: %s",
                             strerror(n < 0 ? (int)-n : EPIPE));
                 sl_relay_server_lost(c, "write to server failed");
-                return c->state != SL_CL_CLOSING;
+                return !sl_client_done(c);
             }
             ps->stage.off += (uint32_t)n;
         }
@@ -1179,7 +1178,7 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
             const uint8_t *p = sl_buf_rptr(in);
             uint32_t len = sl_be32(p + 1);
             if (len < 4) {
-                sl_client_fatal(c, "08P01", "server sent a malformed message");
+                sl_session_fail(c, "08P01", "server sent a malformed message");
                 return false;
             }
             if (drop_reply(ps, p[0]) && !read_drop(c, s)) break;

@@ -1,7 +1,7 @@
 /* CancelRequest: sluice issued the key, so it finds the client and cancels
  * whatever that client's server runs right now. PQcancel blocks, so it runs
  * on the libuv thread pool with a PGcancel copied on the loop thread. */
-#include "sluice/cancel.h"
+#include "session.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -12,7 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "sluice/client.h"
 #include "sluice/log.h"
 #include "sluice/proto.h"
 
