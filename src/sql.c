@@ -576,6 +576,22 @@ static void note_characteristics(span_t s, sl_sql_info_t *out) {
 static const char read_only_on[] =
     "\"defname\":\"transaction_read_only\",\"arg\":{\"A_Const\":{\"ival\":{\"ival\":1}";
 
+/* Whether the statement names a prepared statement in sluice's namespace.
+ * The parse tree gives each name once folded and unquoted, as the server
+ * will read it; a string constant cannot fake the key (its quotes are
+ * escaped in the JSON). */
+static bool names_pooler(span_t s) {
+    /* No opening quote: the span of a top-level statement starts after it. */
+    static const char *const nodes[] = {"PrepareStmt\"", "ExecuteStmt\"", "DeallocateStmt\"",
+                                        NULL};
+    for (int i = 0; nodes[i]; i++) {
+        char key[96];
+        snprintf(key, sizeof key, "%s:{\"name\":\"" SL_SQL_POOLER_PREFIX, nodes[i]);
+        if (has(s, key)) return true;
+    }
+    return false;
+}
+
 /* Classifies one top-level statement (its node name and JSON span). */
 static void one_statement(const char *node, span_t s, const char *wf, const char *sf,
                           sl_sql_info_t *out) {
@@ -584,6 +600,7 @@ static void one_statement(const char *node, span_t s, const char *wf, const char
     /* Calls anywhere in the statement, also where they may not run (a
      * DEFAULT, a view): when in doubt, reset. */
     fn_facts_t fn = functions(s, wf, sf, out);
+    if (names_pooler(s)) out->names_pooler_statement = true;
     if (fn.advisory_lock) st |= SL_STATE_ADVISORY_LOCK;
     if (fn.advisory_unlock_all) st |= SL_STATE_ADVISORY_UNLOCK_ALL;
     if (fn.opaque) st |= SL_STATE_OPAQUE;

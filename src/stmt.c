@@ -62,14 +62,25 @@ struct sl_stmt_name {
     sl_hnode_t node; /* in the client's map until closed or rebound */
     sl_stmt_t *st;   /* a reference; fixed once a reply in flight holds the entry */
     uint32_t refs;   /* the map's, until closed or rebound, and replies in flight */
-    char name[];     /* as the client spelled it */
+    char name[];     /* as the client spelled it first (only the first
+                        SL_STMT_NAME_MAX bytes tell names apart) */
 };
 
+/* The bytes of a name PostgreSQL tells statements apart by: it keys them
+ * by their first SL_STMT_NAME_MAX bytes, so two names that agree there are
+ * one statement. */
+static size_t key_len(const char *name) {
+    return strnlen(name, SL_STMT_NAME_MAX);
+}
+
+static uint64_t key_hash(const char *name) {
+    return sl_hash_bytes(name, key_len(name));
+}
+
 static sl_stmt_name_t *name_find(const sl_stmt_names_t *n, const char *name) {
-    for (sl_hnode_t *x = sl_hmap_find(&n->map, sl_hash_bytes(name, strlen(name))); x;
-         x = sl_hmap_next(x)) {
+    for (sl_hnode_t *x = sl_hmap_find(&n->map, key_hash(name)); x; x = sl_hmap_next(x)) {
         sl_stmt_name_t *e = sl_container_of(x, sl_stmt_name_t, node);
-        if (strcmp(e->name, name) == 0) return e;
+        if (strncmp(e->name, name, SL_STMT_NAME_MAX) == 0) return e;
     }
     return NULL;
 }
@@ -135,7 +146,7 @@ int sl_stmt_names_set(sl_stmt_names_t *n, sl_stmt_registry_t *r, const char *nam
     size_t len = strlen(name);
     sl_stmt_name_t *ne = malloc(sizeof *ne + len + 1);
     if (!ne) return SL_ENOMEM;
-    ne->node.hash = sl_hash_bytes(name, len);
+    ne->node.hash = key_hash(name);
     memcpy(ne->name, name, len + 1);
     ne->st = st;
     ne->refs = 1;

@@ -13,6 +13,10 @@
 
 enum sl_sql_hint { SL_HINT_NONE, SL_HINT_PRIMARY, SL_HINT_REPLICA };
 
+/* The prefix of the server-side names of statements sluice prepares (kept
+ * equal to SL_STMT_PREFIX in stmt.h; sql is below stmt). */
+#define SL_SQL_POOLER_PREFIX "sluice_"
+
 /* Session state a statement creates (pins a client to its server in
  * transaction pooling) or clears. */
 enum {
@@ -43,6 +47,11 @@ typedef struct sl_sql_info {
     bool begin_read_only; /* ... declared READ ONLY (or SET TRANSACTION READ ONLY) */
     bool parsed;          /* answered by the parser, not the fast path */
     bool invalid;         /* the parser rejected it (the server will too) */
+    /* PREPARE, EXECUTE (also under EXPLAIN or CREATE TABLE AS) or
+     * DEALLOCATE of a name starting with SL_SQL_POOLER_PREFIX: in
+     * transaction pooling those are the names sluice prepares shared
+     * statements under on its servers (stmt.h), never the client's. */
+    bool names_pooler_statement;
     enum sl_sql_hint hint;
     uint32_t state;       /* SL_STATE_* */
     bool reset_all;       /* RESET ALL (or more SETs than set_names holds) */

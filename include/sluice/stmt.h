@@ -14,6 +14,10 @@
 #include "sluice/list.h"
 
 #define SL_STMT_PREFIX "sluice_"
+/* PostgreSQL's NAMEDATALEN - 1: it keys prepared statements by their first
+ * 63 bytes (protocol-level names are cut at that byte; SQL identifiers
+ * were cut at a character boundary within it by the lexer). */
+#define SL_STMT_NAME_MAX 63
 
 typedef struct sl_stmt {
     sl_hnode_t node; /* in the registry, by hash of body */
@@ -83,6 +87,11 @@ typedef struct sl_stmt_cache {
     sl_list_t lru;  /* least recently used first */
     uint64_t epoch; /* bumped when a transaction ends (named portals close) */
     const sl_stmt_t *unnamed; /* bound to the unnamed portal last; compared only */
+    /* The client whose Parse of the unnamed statement completed there
+     * last, by its id and its loop (compared only), or 0: only that client
+     * may use the unnamed statement in a later transaction (prepare.c). */
+    uint32_t unnamed_owner;
+    const void *unnamed_loop;
 } sl_stmt_cache_t;
 
 void sl_stmt_cache_init(sl_stmt_cache_t *c);

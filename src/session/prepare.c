@@ -182,6 +182,9 @@ void sl_ps_unlink(sl_client_t *c) {
     ps->msg_need = ps->msg_max = ps->remain = ps->s_remain = 0;
     ps->assembling = ps->s_mid = ps->skip_to_sync = ps->discard = ps->held = false;
     ps->unnamed_drops = ps->portal_drops = false;
+    ps->unnamed_batch = ps->dealloc_portal = false;
+    ps->unnamed_owed = 0;
+    ps->dealloc_name[0] = '\0';
     ps->next_free = w->ps_free;
     w->ps_free = ps;
     w->ps_nfree++;
@@ -235,10 +238,13 @@ static void drop_statements(sl_client_t *c, sl_server_t *s) {
     sl_stmt_names_clear(&c->stmt_names, &c->w->stmts);
 }
 
+static void unnamed_ended(sl_client_t *c, const sl_ex_t *e, enum sl_ex_outcome how);
+
 /* A reply entry ended: keep the server's cache true to what it holds. */
 static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     sl_client_t *c = ctx;
     sl_server_t *s = c->server;
+    unnamed_ended(c, e, how);
     if (e->how == SL_EX_REFUSE || holds_name(e)) {
         unref_cb(ctx, e, how);
         return;
@@ -277,6 +283,71 @@ static bool oom(sl_client_t *c) {
     return false;
 }
 
+/* ---- the unnamed statement ----
+ *
+ * A server keeps its unnamed statement until the next Parse of it (or a
+ * Query), also across transactions and DISCARD ALL: the client that gets
+ * the server next must not Bind or Describe what the last one parsed. So
+ * a client may use the unnamed statement only when it parsed it itself:
+ * in the same batch (if that Parse fails or is skipped, so is the use: no
+ * wait), or earlier, when its Parse was the last to complete on this
+ * server (a driver that parses in one transaction and binds in the next
+ * gets its statement when it gets the same server). Otherwise sluice
+ * answers as PostgreSQL does when there is none. Its unnamed portal needs no such
+ * care: portals end with the transaction, and a server changes hands only
+ * between transactions. */
+
+/* A client's Parse of the unnamed statement, sent: the server's will be
+ * the client's if it completes. An entry (PARSE, RELAY) without data is
+ * one (see unnamed_ended). */
+static bool owe_unnamed_parse(sl_client_t *c) {
+    if (!owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL)) return false;
+    c->ps->unnamed_batch = true;
+    c->ps->unnamed_owed++;
+    c->ps->dealloc_name[0] = '\0'; /* it replaces a DEALLOCATE sluice held */
+    return true;
+}
+
+/* The reply to such a Parse came (or will not): parsed, the unnamed
+ * statement is the client's; failed, the server dropped the one it had
+ * (PostgreSQL drops it before parsing); skipped, it holds what it held. */
+static void unnamed_ended(sl_client_t *c, const sl_ex_t *e, enum sl_ex_outcome how) {
+    sl_ps_t *ps = c->ps;
+    sl_stmt_cache_t *sc = c->server ? &c->server->stmts : NULL;
+    if (!ps || e->kind != SL_EX_PARSE || e->how != SL_EX_RELAY || e->data) return;
+    if (ps->unnamed_owed > 0) ps->unnamed_owed--;
+    if (!sc || how == SL_EX_SKIPPED) return;
+    sc->unnamed_owner = how == SL_EX_DONE ? c->id : 0;
+    sc->unnamed_loop = c->w;
+}
+
+/* Whether the unnamed statement on s is the one c parsed last. */
+static bool unnamed_mine(const sl_client_t *c, const sl_server_t *s) {
+    return s->stmts.unnamed_owner == c->id && s->stmts.unnamed_loop == c->w;
+}
+
+/* Whether the message at p (len bytes, avail of them in `in`) is a Bind or
+ * Describe of the unnamed statement. True when the bytes that tell are not
+ * in yet. */
+static bool unnamed_use(const uint8_t *p, uint32_t len, uint32_t avail) {
+    uint32_t have = avail < len ? avail : len;
+    if (p[0] == 'D') return have < 7 || (p[5] == 'S' && p[6] == '\0');
+    if (p[0] != 'B') return false;
+    const uint8_t *z = memchr(p + 5, '\0', have - 5); /* the end of the portal's name */
+    return !z || z + 1 >= p + have || z[1] == '\0';
+}
+
+/* Whether the walker must wait before such a use: the client's Parse of
+ * it came in an earlier batch and its reply is still owed. */
+static bool unnamed_unsettled(const sl_ps_t *ps) {
+    return !ps->unnamed_batch && ps->unnamed_owed > 0;
+}
+
+/* Whether a walker that waits may go on (see walk). */
+static bool hold_over(const sl_ps_t *ps) {
+    return !sl_expect_change_unsettled(&ps->replies) && !unnamed_unsettled(ps);
+}
+
 /* Prepares st on s under sluice's name: first closes least recently used
  * statements to stay within max_prepared_statements, then sends the Parse.
  * `how` says whose reply the ParseComplete is. */
@@ -309,10 +380,14 @@ static bool malformed(sl_client_t *c, const char *what) {
     return false;
 }
 
-static bool refuse_parse(sl_client_t *c, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static bool refuse_msg(sl_client_t *c, enum sl_ex_kind kind, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define refuse_parse(c, ...) refuse_msg(c, SL_EX_PARSE, __VA_ARGS__)
 static bool names_fit(const sl_client_t *c, const char *name, uint32_t len, const char **which);
 static bool refuse_over_bound(sl_client_t *c, const char *name, const char *which);
+
+static bool use_deallocate(sl_client_t *c, const uint8_t *m, enum sl_ex_kind kind,
+                           bool unnamed_portal);
 
 /* Parse: body = name, query, parameter types. */
 static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_t len) {
@@ -325,7 +400,7 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
         c->w->stats.server_parse_count++;
         ps->unnamed_drops = c->drop_ahead && memchr(rest, '\0', (size_t)(end - rest)) &&
                             text_drops(c, (const char *)rest);
-        return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
+        return bytes_put(&ps->stage, m, len) ? owe_unnamed_parse(c) : oom(c);
     }
     const char *which;
     if (!names_fit(c, (const char *)body, (uint32_t)(end - rest), &which))
@@ -359,6 +434,20 @@ static bool walk_named_use(sl_client_t *c, sl_server_t *s, const uint8_t *m, uin
     const char *cname = (const char *)m + prefix;
     uint32_t cname_len = (uint32_t)strlen(cname);
     sl_stmt_name_t *ne = *cname ? sl_stmt_names_entry(&c->stmt_names, cname) : NULL;
+    bool unnamed_portal = kind == SL_EX_BIND && m[5] == '\0';
+    if (unnamed_portal) ps->dealloc_portal = false; /* rebound */
+    if (!*cname && ps->dealloc_name[0]) return use_deallocate(c, m, kind, unnamed_portal);
+    if (!*cname && !ps->unnamed_batch && !unnamed_mine(c, s)) {
+        ps->discard = true; /* a Bind's parameters still to come */
+        return refuse_msg(c, kind, "26000", "unnamed prepared statement does not exist");
+    }
+    /* A name in sluice's namespace the client never prepared would reach
+     * the statement sluice prepared under it for every client. */
+    if (!ne && !strncmp(cname, SL_STMT_PREFIX, strlen(SL_STMT_PREFIX))) {
+        ps->discard = true;
+        return refuse_msg(c, kind, "26000", "prepared statement \"%.*s\" does not exist",
+                          (int)cname_len, cname);
+    }
     if (kind == SL_EX_BIND) {
         bool drops = !*cname ? ps->unnamed_drops
                              : ne && c->drop_ahead &&
@@ -401,6 +490,71 @@ static bool forget_name(sl_client_t *c, const char *name, enum sl_ex_kind kind) 
     return true;
 }
 
+/* ---- DEALLOCATE sent as an unnamed statement ----
+ *
+ * Parse("", "DEALLOCATE b"), Bind, Execute (what a driver sends for a
+ * statement with parameters, or any statement in the extended protocol)
+ * of a statement the client prepared at protocol level: the server knows
+ * b under sluice's name, so sluice plays the statement itself: it answers
+ * the Parse, a Bind of it to the unnamed portal, a Describe of either,
+ * and at each Execute of that portal forgets b, as PostgreSQL drops it
+ * then (and says b does not exist when it is gone). */
+
+/* A Parse the analysis marked (DEALLOCATE of one name): played by sluice
+ * when the statement is unnamed and the name is one of the client's; a
+ * named statement of it is refused (its Execute could come in any later
+ * transaction); anything else goes to the server as the Parse it is. */
+static bool walk_deallocate_parse(sl_client_t *c, sl_server_t *s, uint8_t *m, uint32_t len) {
+    sl_ps_t *ps = c->ps;
+    m[0] = 'P';
+    const uint8_t *z = memchr(m + 5, '\0', len - 5);
+    char name[SL_STMT_NAME_MAX + 2];
+    if (!z || !sl_ps_deallocate_name((const char *)z + 1, name, sizeof name) ||
+        !sl_stmt_names_get(&c->stmt_names, name))
+        return walk_parse(c, s, m, len);
+    if (m[5] != '\0')
+        return refuse_parse(c, "0A000",
+                            "a DEALLOCATE of protocol-level prepared statement \"%s\" cannot be "
+                            "prepared under a name through sluice: send it as a simple query or "
+                            "as the unnamed statement, or close the statement (Close message)",
+                            name);
+    if (!owe(c, SL_EX_PARSE, SL_EX_ANSWER, NULL)) return false;
+    memcpy(ps->dealloc_name, name, sizeof name);
+    ps->dealloc_portal = false;
+    return true;
+}
+
+/* A Bind or Describe of the unnamed statement while it is a DEALLOCATE
+ * sluice plays. A named portal for it is refused (see above). */
+static bool use_deallocate(sl_client_t *c, const uint8_t *m, enum sl_ex_kind kind,
+                           bool unnamed_portal) {
+    sl_ps_t *ps = c->ps;
+    if (kind == SL_EX_BIND && !unnamed_portal) {
+        ps->discard = true;
+        return refuse_msg(c, kind, "0A000",
+                          "a DEALLOCATE of protocol-level prepared statement \"%s\" cannot be "
+                          "bound to named portal \"%.64s\" through sluice: bind it to the "
+                          "unnamed portal",
+                          ps->dealloc_name, (const char *)m + 5);
+    }
+    if (kind == SL_EX_BIND) {
+        ps->discard = true; /* its parameter formats and values go nowhere */
+        ps->dealloc_portal = true;
+    }
+    return owe(c, kind, SL_EX_ANSWER, NULL);
+}
+
+/* An Execute of the unnamed portal while it is such a DEALLOCATE: the
+ * client's name is forgotten now (back if an error skips the Execute), or
+ * PostgreSQL's error when it is gone already. */
+static bool execute_deallocate(sl_client_t *c) {
+    sl_ps_t *ps = c->ps;
+    if (!sl_stmt_names_get(&c->stmt_names, ps->dealloc_name))
+        return refuse_msg(c, SL_EX_EXECUTE, "26000", "prepared statement \"%s\" does not exist",
+                          ps->dealloc_name);
+    return forget_name(c, ps->dealloc_name, SL_EX_EXECUTE);
+}
+
 /* Close: a portal, or the unnamed statement, passes; a named statement is
  * forgotten for this client and answered by sluice, the server keeps it. */
 static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
@@ -409,11 +563,13 @@ static bool walk_close(sl_client_t *c, const uint8_t *m, uint32_t len) {
     return bytes_put(&ps->stage, m, len) ? owe(c, SL_EX_CLOSE, SL_EX_RELAY, NULL) : oom(c);
 }
 
-/* A Parse sluice refuses: answered with an ErrorResponse of SQLSTATE code
- * in its place among the replies, and the rest of the pipeline is skipped
- * up to its Sync, as PostgreSQL does after an error. The entry's data is
- * the code (5 characters) followed by the message. */
-static bool refuse_parse(sl_client_t *c, const char *code, const char *fmt, ...) {
+/* A Parse (Bind, Describe: kind) sluice refuses: answered with an
+ * ErrorResponse of SQLSTATE code in its place among the replies, and the
+ * rest of the pipeline is skipped up to its Sync, as PostgreSQL does after
+ * an error. The entry's data is the code (5 characters) followed by the
+ * message. */
+static bool refuse_msg(sl_client_t *c, enum sl_ex_kind kind, const char *code, const char *fmt,
+                       ...) {
     char text[640];
     memcpy(text, code, 5);
     va_list ap;
@@ -423,19 +579,24 @@ static bool refuse_parse(sl_client_t *c, const char *code, const char *fmt, ...)
     char *data = strdup(text);
     if (!data) return oom(c);
     c->ps->skip_to_sync = true;
-    if (sl_expect_push(&c->ps->replies, SL_EX_PARSE, SL_EX_REFUSE, data) < 0) {
+    if (sl_expect_push(&c->ps->replies, kind, SL_EX_REFUSE, data) < 0) {
         free(data);
         return oom(c);
     }
     return true;
 }
 
-/* A Parse refused under pin_session_state = error (marked so by the
- * analysis). */
+/* A Parse refused under pin_session_state = error, or for naming one of
+ * sluice's own statements in SQL (marked so by the analysis). */
 static bool walk_refused(sl_client_t *c, const uint8_t *m, uint32_t len) {
     const uint8_t *z = memchr(m + 5, '\0', len - 5);
+    const char *sql = z ? (const char *)z + 1 : "";
+    sl_sql_info_t info; /* the analysis' answer, from the cache */
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
+    if (info.names_pooler_statement) return refuse_parse(c, "42501", "%s", SL_PS_POOLER_NAMES);
     char msg[512];
-    sl_relay_pin_refusal(c, z ? (const char *)z + 1 : "", msg, sizeof msg);
+    sl_relay_pin_refusal(c, sql, msg, sizeof msg);
     return refuse_parse(c, "0A000", "%s", msg);
 }
 
@@ -475,18 +636,27 @@ bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
         while (isspace((unsigned char)*p)) p++;
     }
     size_t n = 0;
+    /* PostgreSQL's lexer cuts an identifier to 63 bytes at a character
+     * boundary (UTF-8 assumed); the rest is read and dropped. */
+    if (cap < 2) return false;
+    size_t keep = cap - 2 < SL_STMT_NAME_MAX ? cap - 2 : SL_STMT_NAME_MAX; /* +1: the first cut */
     if (*p == '"') {
         for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
             if (*p == '"') p++; /* "" is one quote */
-            if (n + 1 >= cap) return false;
-            buf[n++] = *p;
+            if (n <= keep) buf[n] = *p;
+            n++;
         }
         if (*p++ != '"') return false;
     } else {
         for (; isalnum((unsigned char)*p) || *p == '_' || *p == '$'; p++) {
-            if (n + 1 >= cap) return false;
-            buf[n++] = (char)tolower((unsigned char)*p);
+            if (n <= keep) buf[n] = (char)tolower((unsigned char)*p);
+            n++;
         }
+    }
+    if (n > keep) {
+        n = keep;
+        while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
+            n--; /* buf[n]: the first cut */
     }
     buf[n] = '\0';
     while (isspace((unsigned char)*p)) p++;
@@ -528,7 +698,7 @@ static bool put_deallocated(sl_client_t *c, char status) {
  * analysis' own types come from a Query held whole in the client's buffer. */
 static uint32_t hold_max(const sl_client_t *c, uint8_t t, uint32_t len) {
     uint32_t cap = (uint32_t)c->w->cfg->max_rewrite_size;
-    if (t == SL_MSG_REFUSED || t == SL_MSG_DEALLOCATE) return len;
+    if (t == SL_MSG_REFUSED || t == SL_MSG_DEALLOCATE || t == SL_MSG_DEALLOCATE_PARSE) return len;
     return len < cap ? len : cap;
 }
 
@@ -568,7 +738,7 @@ static bool walk_parse_head(sl_client_t *c, const uint8_t *m, uint32_t have) {
     if (m[5] == '\0') {
         c->w->stats.server_parse_count++;
         ps->unnamed_drops = false; /* too long to be looked at */
-        return bytes_put(&ps->stage, m, have) ? owe(c, SL_EX_PARSE, SL_EX_RELAY, NULL) : oom(c);
+        return bytes_put(&ps->stage, m, have) ? owe_unnamed_parse(c) : oom(c);
     }
     ps->discard = true;
     return refuse_parse(
@@ -591,6 +761,7 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
         return have < need ? walk_parse_head(c, m, have) : walk_parse(c, s, m, have);
     case SL_MSG_REFUSED: return walk_refused(c, m, have);
     case SL_MSG_DEALLOCATE: return walk_deallocate(c, m, have);
+    case SL_MSG_DEALLOCATE_PARSE: return walk_deallocate_parse(c, s, ps->msg.p, have);
     case 'B': {
         uint32_t portal = (uint32_t)strlen((const char *)m + 5);
         return walk_named_use(c, s, m, have, need, 5 + portal + 1, SL_EX_BIND);
@@ -598,6 +769,8 @@ static bool walk_assembled(sl_client_t *c, sl_server_t *s) {
     case 'D':
         if (need < 7 || m[need - 1] != '\0') return malformed(c, "Describe");
         if (m[5] == 'S') return walk_named_use(c, s, m, have, need, 6, SL_EX_DESC_STMT);
+        if (m[6] == '\0' && ps->dealloc_portal)
+            return owe(c, SL_EX_DESC_PORTAL, SL_EX_ANSWER, NULL);
         return bytes_put(&ps->stage, m, have) ? owe(c, SL_EX_DESC_PORTAL, SL_EX_RELAY, NULL)
                                               : oom(c);
     default:
@@ -623,7 +796,8 @@ static bool too_long(sl_client_t *c, uint8_t t) {
 static bool uses_names(const uint8_t *p, uint32_t len, uint32_t avail) {
     uint32_t have = avail < len ? avail : len;
     switch (p[0]) {
-    case SL_MSG_DEALLOCATE: return true;
+    case SL_MSG_DEALLOCATE:
+    case SL_MSG_DEALLOCATE_PARSE: return true;
     case 'P': return have < 6 || p[5] != '\0';
     case 'D':
     case 'C': return have < 7 || (p[5] == 'S' && p[6] != '\0');
@@ -736,13 +910,25 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
         /* A change of an earlier batch may yet be skipped by an error:
          * walked now, this message would see names PostgreSQL may not
          * have. It waits for the change to settle (see sl_ps_pump). */
-        if (sl_expect_change_unsettled(&ps->replies) && uses_names(p, len, avail)) {
+        if ((sl_expect_change_unsettled(&ps->replies) &&
+             (uses_names(p, len, avail) || (t == 'E' && ps->dealloc_portal))) ||
+            (unnamed_unsettled(ps) && unnamed_use(p, len, avail))) {
             ps->held = true;
             return true;
         }
         ps->held = false;
+        if (t == 'E' && ps->dealloc_portal) {
+            if (avail < 6) return true;
+            if (p[5] == '\0') { /* the unnamed portal */
+                ps->discard = true;
+                ps->remain = len;
+                if (!execute_deallocate(c)) return false;
+                continue;
+            }
+        }
+        if (t == 'Q') ps->dealloc_name[0] = '\0', ps->dealloc_portal = false;
         if (t == 'P' || t == 'B' || t == 'D' || t == 'C' || t == SL_MSG_REFUSED ||
-            t == SL_MSG_DEALLOCATE) {
+            t == SL_MSG_DEALLOCATE || t == SL_MSG_DEALLOCATE_PARSE) {
             /* A Describe or Close is a type byte and a name. */
             if ((t == 'D' || t == 'C') && len > (uint32_t)c->w->cfg->max_rewrite_size)
                 return too_long(c, t);
@@ -757,11 +943,29 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
         if (b == B_WAIT) return true;
         if (b == B_SENT) continue;
         enum sl_ex_kind kind = t == 'E' ? SL_EX_EXECUTE : t == 'S' ? SL_EX_SYNC : SL_EX_QUERY;
+        if (t == 'S') ps->unnamed_batch = false; /* a later batch relies on the reply */
         if ((t == 'E' || t == 'S' || t == 'Q' || t == 'F') && !owe(c, kind, SL_EX_RELAY, NULL))
             return false;
         ps->remain = len;
     }
     return true;
+}
+
+/* The reply PostgreSQL gives a request of this kind that succeeds, for one
+ * sluice answers itself: a Parse or Close of a named statement, or the
+ * Bind, Describe and Execute of a DEALLOCATE sent as an unnamed statement
+ * (it has no parameters and no result columns). All or nothing of it;
+ * false when c->out has no room. */
+static bool put_answer(sl_client_t *c, uint8_t kind) {
+    static const uint8_t describe[] = {'t', 0, 0, 0, 6, 0, 0, 'n', 0, 0, 0, 4};
+    switch (kind) {
+    case SL_EX_PARSE: return sl_proto_put_empty(&c->out, '1') == SL_OK;
+    case SL_EX_BIND: return sl_proto_put_empty(&c->out, '2') == SL_OK;
+    case SL_EX_DESC_PORTAL: return sl_proto_put_empty(&c->out, 'n') == SL_OK;
+    case SL_EX_DESC_STMT: return sl_buf_append(&c->out, describe, sizeof describe) == SL_OK;
+    case SL_EX_EXECUTE: return sl_proto_put_command_complete(&c->out, "DEALLOCATE") == SL_OK;
+    default: return sl_proto_put_empty(&c->out, '3') == SL_OK;
+    }
 }
 
 /* Writes sluice's own answers that are due, where the reply stream is
@@ -777,7 +981,7 @@ static void answer_due(sl_client_t *c) {
             if (sl_proto_put_error(&c->out, "ERROR", code, text + 5) < 0) return;
         } else if (e->kind == SL_EX_QUERY) {
             if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
-        } else if (sl_proto_put_empty(&c->out, e->kind == SL_EX_PARSE ? '1' : '3') < 0) {
+        } else if (!put_answer(c, e->kind)) {
             return;
         }
         c->tx_replied = true;
@@ -812,7 +1016,7 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
         if (ps->stage.len > 0) continue;
         /* Answering may settle the change the walker waits for. */
         answer_due(c);
-        if (!ps->held || sl_expect_change_unsettled(&ps->replies)) break;
+        if (!ps->held || !hold_over(ps)) break;
     }
     c->c2s_blocked = false;
     /* A request sluice answered alone may have ended the transaction. */
@@ -1126,6 +1330,34 @@ static uint32_t rename_fields(const uint8_t *body, uint32_t n, const char *from,
     return o;
 }
 
+/* Whether the fields of an ErrorResponse (body, n bytes) have SQLSTATE
+ * code. */
+static bool error_code_is(const uint8_t *body, uint32_t n, const char *code) {
+    for (uint32_t i = 0; i < n && body[i];) {
+        const uint8_t *z = memchr(body + i + 1, '\0', n - i - 1);
+        if (!z) return false;
+        if (body[i] == 'C') return strcmp((const char *)body + i + 1, code) == 0;
+        i = (uint32_t)(z - body) + 1;
+    }
+    return false;
+}
+
+/* A server answered a Bind or Describe of st, which sluice believed
+ * prepared there, that it has no such statement (26000): someone dropped it
+ * behind sluice's back (SQL in a DO block, a function). It is forgotten on
+ * that server, so that its next use prepares it again: the client sees the
+ * error once, not until the server is reset. */
+static void heal(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, const uint8_t *body, uint32_t n) {
+    if (!error_code_is(body, n, "26000") || !sl_stmt_cache_use(&s->stmts, st)) return;
+    char name[32];
+    sl_stmt_name(st, name, sizeof name);
+    sl_log_warn(s->tag,
+                "server lost prepared statement %s (dropped by SQL sluice could not see, such as "
+                "a DO block or a function): it is prepared again at its next use",
+                name);
+    sl_stmt_cache_remove(&s->stmts, &c->w->stmts, st);
+}
+
 enum rename { R_PASS, R_WAIT, R_DONE, R_CLOSED };
 
 /* The ErrorResponse or NoticeResponse at the head of the pump's input,
@@ -1149,6 +1381,7 @@ static enum rename rename_reply(sl_client_t *c, sl_server_t *s, const sl_stmt_na
     memcpy(from + 1 + k, "\"", 2);
     const uint8_t *body = p + 5;
     if (!memmem(body, total - 5, from, (size_t)k + 2)) return R_PASS;
+    if (p[0] == 'E') heal(c, s, sl_stmt_name_target(ne), body, total - 5);
     const char *cname = sl_stmt_name_client(ne);
     uint32_t len = 5 + rename_fields(body, total - 5, from, cname, NULL);
     if (len > c->out.cap) return R_PASS;
@@ -1209,7 +1442,6 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
     }
     if (sl_buf_space(in) == 0) sl_buf_compact(in);
     /* The replies that came may have settled what the walker waits for. */
-    if (c->ps == ps && c->server == s && ps->held && !sl_expect_change_unsettled(&ps->replies))
-        return sl_ps_flush_c2s(c);
+    if (c->ps == ps && c->server == s && ps->held && hold_over(ps)) return sl_ps_flush_c2s(c);
     return true;
 }

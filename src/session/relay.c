@@ -652,23 +652,33 @@ void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap
     refusal_text(c, creates, msg, cap);
 }
 
-static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
-    char msg[384];
-    refusal_text(c, creates, msg, sizeof msg);
-    /* Only safe with nothing else in flight: replies must stay in order. */
-    if (c->pending > 1 || (c->server && c->server->tx_status != 'I')) {
-        sl_session_fail(c, "0A000", "%s", msg);
+/* Refuses a held Query with an error of SQLSTATE code: the message is
+ * dropped and the client gets the error and ReadyForQuery. With other
+ * requests in flight (an extended-protocol message not yet synced too) or
+ * a transaction open, its replies could not stay in order (or the
+ * transaction would go on as if nothing failed): the error is FATAL then.
+ * Returns false if the client was closed. */
+static bool refuse_held(sl_client_t *c, uint32_t start, uint32_t end, const char *code,
+                        const char *msg) {
+    if (c->pending > 1 || c->ext_open || (c->server && c->server->tx_status != 'I')) {
+        sl_session_fail(c, code, "%s", msg);
         return false;
     }
     memmove(c->in.data + start, c->in.data + end, c->in.tail - end);
     c->in.tail -= end - start;
     c->pending--;
-    if (sl_proto_put_error(&c->out, "ERROR", "0A000", msg) < 0 ||
+    if (sl_proto_put_error(&c->out, "ERROR", code, msg) < 0 ||
         sl_proto_put_ready(&c->out, 'I') < 0) {
-        sl_session_fail(c, "0A000", "%s", msg);
+        sl_session_fail(c, code, "%s", msg);
         return false;
     }
     return true;
+}
+
+static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t creates) {
+    char msg[384];
+    refusal_text(c, creates, msg, sizeof msg);
+    return refuse_held(c, start, end, "0A000", msg);
 }
 
 /* Notes what a statement does to its client's session: settings to read
@@ -764,17 +774,32 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         sl_session_fail(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
+    sl_sql_info_t info;
+    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
+                    c->w->cfg->stateless_functions, &info);
+    /* sluice's own statements on a shared server are no client's to run,
+     * replace or drop (another client's next Bind would fail, or run
+     * someone else's text). */
+    if (info.names_pooler_statement) {
+        if (parse && sl_ps_wanted(c)) {
+            c->in.data[start] = SL_MSG_REFUSED; /* the walker answers it in order */
+            return true;
+        }
+        if (parse) {
+            sl_client_fatal(c, "42501", "%s", SL_PS_POOLER_NAMES);
+            return false;
+        }
+        *removed = true;
+        return refuse_held(c, start, end, "42501", SL_PS_POOLER_NAMES);
+    }
     /* Whether the client names that statement is known only when the
      * messages before it are walked (a Parse pipelined ahead of it): the
      * walker answers it, or sends it on as the Query it is. */
     char dname[128];
-    if (!parse && sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname)) {
-        c->in.data[start] = SL_MSG_DEALLOCATE; /* see prepare.c */
+    if (sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname)) {
+        c->in.data[start] = parse ? SL_MSG_DEALLOCATE_PARSE : SL_MSG_DEALLOCATE; /* prepare.c */
         return true;
     }
-    sl_sql_info_t info;
-    sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
-                    c->w->cfg->stateless_functions, &info);
     uint32_t creates = note_state(c, &info);
     int mode = c->w->cfg->pin_session_state;
     if (!creates) return true;

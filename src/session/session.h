@@ -285,6 +285,12 @@ typedef struct sl_ps {
     bool portal_drops;   /* the portal drop_portal does: its Execute is a barrier */
     char drop_portal[64]; /* that portal's name ("": the unnamed one); a longer name
                              is not tracked */
+    bool unnamed_batch;  /* a Parse of the unnamed statement was walked since the
+                            last Sync */
+    uint32_t unnamed_owed;                   /* such Parses whose reply is still owed */
+    char dealloc_name[SL_STMT_NAME_MAX + 2]; /* the unnamed statement is a DEALLOCATE of
+                                                this client name that sluice plays, or "" */
+    bool dealloc_portal;                     /* the unnamed portal is bound to it */
     struct sl_ps *next_free; /* on the loop's free list */
 } sl_ps_t;
 
@@ -298,6 +304,18 @@ typedef struct sl_ps {
  * statement under another name), else it goes on as the Query it is. Type
  * 1 is no frontend message either. */
 #define SL_MSG_DEALLOCATE 1
+/* The type byte of a Parse whose text is `DEALLOCATE [PREPARE] name`: the
+ * walker plays it when the name is one of the client's protocol-level
+ * statements (see prepare.c), else it goes on as the Parse it is. Type 2
+ * is no frontend message either. */
+#define SL_MSG_DEALLOCATE_PARSE 2
+
+/* The error (SQLSTATE 42501) for SQL that names a prepared statement in
+ * sluice's namespace (PREPARE, EXECUTE, DEALLOCATE of sluice_...). */
+#define SL_PS_POOLER_NAMES                                                                         \
+    "prepared statement names starting with \"sluice_\" belong to the connection pooler, which "   \
+    "prepares statements shared by its clients under them: name your prepared statements "         \
+    "otherwise"
 
 /* The statement name of a Query that is exactly `DEALLOCATE [PREPARE] name`
  * (one statement; an unquoted name folded to lower case) into buf. */

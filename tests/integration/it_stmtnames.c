@@ -133,6 +133,65 @@ static void unknown_names(PGconn *c, trace_t *t) {
     note(t, "execute closed", PQexecPrepared(c, "s4", 0, NULL, NULL, NULL, 0));
 }
 
+/* DEALLOCATE sent over the extended protocol (what PQexecParams sends: an
+ * unnamed Parse, Bind, Describe, Execute) drops the statement, as in SQL. */
+static void dealloc_extended(PGconn *c, trace_t *t) {
+    note(t, "prepare", PQprepare(c, "b", "SELECT 'b'::text", 0, NULL));
+    note(t, "execute", PQexecPrepared(c, "b", 0, NULL, NULL, NULL, 0));
+    note(t, "DEALLOCATE b", PQexecParams(c, "DEALLOCATE b", 0, NULL, NULL, NULL, NULL, 0));
+    note(t, "execute dropped", PQexecPrepared(c, "b", 0, NULL, NULL, NULL, 0));
+    note(t, "DEALLOCATE b again", PQexecParams(c, "DEALLOCATE b", 0, NULL, NULL, NULL, NULL, 0));
+    note(t, "prepare again", PQprepare(c, "b", "SELECT 'b2'::text", 0, NULL));
+    note(t, "execute", PQexecPrepared(c, "b", 0, NULL, NULL, NULL, 0));
+    /* Prepared as the unnamed statement, described, then run, in one
+     * transaction (through sluice a client's unnamed statement lasts as
+     * long as its link to a server). */
+    exec_note(t, c, "BEGIN");
+    note(t, "prepare unnamed", PQprepare(c, "", "DEALLOCATE PREPARE b", 0, NULL));
+    note(t, "describe unnamed", PQdescribePrepared(c, ""));
+    note(t, "execute unnamed", PQexecPrepared(c, "", 0, NULL, NULL, NULL, 0));
+    note(t, "execute dropped", PQexecPrepared(c, "b", 0, NULL, NULL, NULL, 0));
+    exec_note(t, c, "ROLLBACK");
+    exec_note(t, c, "BEGIN");
+    note(t, "prepare unnamed", PQprepare(c, "", "DEALLOCATE PREPARE b", 0, NULL));
+    note(t, "execute unnamed again", PQexecPrepared(c, "", 0, NULL, NULL, NULL, 0));
+    exec_note(t, c, "ROLLBACK");
+    note(t, "prepare", PQprepare(c, "b", "SELECT 'b3'::text", 0, NULL));
+    /* In a transaction that fails after it: the statement stays dropped
+     * (DEALLOCATE is not transactional). */
+    exec_note(t, c, "BEGIN");
+    note(t, "DEALLOCATE b", PQexecParams(c, "DEALLOCATE b", 0, NULL, NULL, NULL, NULL, 0));
+    exec_note(t, c, "SELECT 1/0");
+    exec_note(t, c, "ROLLBACK");
+    note(t, "execute dropped", PQexecPrepared(c, "b", 0, NULL, NULL, NULL, 0));
+}
+
+/* Names longer than 63 bytes: PostgreSQL keys statements by their first
+ * 63 bytes, so names that agree there are one statement. */
+#define LONG63 "long_name_012345678901234567890123456789012345678901234567890123"
+static void long_names(PGconn *c, trace_t *t) {
+    note(t, "prepare", PQprepare(c, LONG63 "_first", "SELECT 'long'::text", 0, NULL));
+    note(t, "execute other tail", PQexecPrepared(c, LONG63 "_second", 0, NULL, NULL, NULL, 0));
+    note(t, "describe other tail", PQdescribePrepared(c, LONG63 "_third"));
+    exec_note(t, c, "DEALLOCATE " LONG63 "_sql");
+    note(t, "execute dropped", PQexecPrepared(c, LONG63 "_first", 0, NULL, NULL, NULL, 0));
+    note(t, "prepare", PQprepare(c, LONG63 "_x", "SELECT 'long2'::text", 0, NULL));
+    exec_note(t, c, "DEALLOCATE \"" LONG63 "_y\"");
+    note(t, "execute closed", PQexecPrepared(c, LONG63 "_x", 0, NULL, NULL, NULL, 0));
+}
+
+/* A client's own protocol-level names may look like sluice's: they are
+ * the client's, mapped as any other. */
+static void pooler_like_names(PGconn *c, trace_t *t) {
+    note(t, "prepare sluice_1", PQprepare(c, "sluice_1", "SELECT 'mine 1'::text", 0, NULL));
+    note(t, "prepare sluice_2", PQprepare(c, "sluice_2", "SELECT 'mine 2'::text", 0, NULL));
+    note(t, "execute sluice_1", PQexecPrepared(c, "sluice_1", 0, NULL, NULL, NULL, 0));
+    note(t, "describe sluice_2", PQdescribePrepared(c, "sluice_2"));
+    note(t, "execute sluice_2", PQexecPrepared(c, "sluice_2", 0, NULL, NULL, NULL, 0));
+    note(t, "execute never sluice_3", PQexecPrepared(c, "sluice_3", 0, NULL, NULL, NULL, 0));
+    note(t, "describe never sluice_4", PQdescribePrepared(c, "sluice_4"));
+}
+
 typedef struct sequence {
     const char *name;
     void (*run)(PGconn *c, trace_t *t);
@@ -144,6 +203,9 @@ static const sequence_t sequences[] = {
     {"a statement the server lost", lost_statement},
     {"a plan that can no longer run", plan_changed},
     {"names the client never prepared or closed", unknown_names},
+    {"DEALLOCATE over the extended protocol", dealloc_extended},
+    {"names longer than 63 bytes", long_names},
+    {"a client's own names that look like sluice's", pooler_like_names},
 };
 
 /* Raw protocol, everything in one write: a Bind that fails, then a Close
@@ -475,6 +537,181 @@ static void error_before_sync(const it_sluice_t *to, char *out, size_t cap) {
     close(fd);
 }
 
+/* ---- sluice's own statement names ----
+ *
+ * A fresh sluice with one server: the first statement a client prepares
+ * is sluice_1 there. Another client's SQL must not reach it (DEALLOCATE
+ * would break the first client's statement, EXECUTE run it, PREPARE
+ * replace it), whatever the spelling; neither may its Bind or Describe of
+ * a name it never prepared. */
+static void pooler_namespace(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    PGconn *a = it_connect_db(&s, "postgres", "sluice_test", NULL);
+    PGresult *r = PQprepare(a, "victim", "SELECT 'victim'::text", 0, NULL);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare: %s", PQerrorMessage(a));
+    PQclear(r);
+    PQclear(PQexecPrepared(a, "victim", 0, NULL, NULL, NULL, 0)); /* now on the server */
+    PGconn *b = it_connect_db(&s, "postgres", "sluice_test", NULL);
+    const char *name = it_value(b, "SELECT name FROM pg_prepared_statements "
+                                   "WHERE statement = 'SELECT ''victim''::text'");
+    IT_ASSERT(!strcmp(name, "sluice_1"), "sluice's name for the statement: %s", name);
+    static const char *const attacks[] = {
+        "DEALLOCATE sluice_1",
+        "/* a comment */ deallocate PREPARE \"sluice_1\"",
+        "DEALLOCATE SLUICE_1;",
+        "EXECUTE sluice_1",
+        "EXPLAIN EXECUTE sluice_1",
+        "CREATE TEMP TABLE stolen AS EXECUTE sluice_1",
+        "PREPARE sluice_1 AS SELECT 'evil'::text",
+        "SELECT 1; DEALLOCATE sluice_1",
+    };
+    for (size_t i = 0; i < sizeof attacks / sizeof *attacks; i++) {
+        const char *code = it_fails(b, attacks[i]);
+        IT_ASSERT(!strcmp(code, "42501"), "%s: SQLSTATE %s, want 42501", attacks[i], code);
+        r = PQexecParams(b, attacks[i], 0, NULL, NULL, NULL, NULL, 0);
+        const char *x = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && x && !strcmp(x, "42501") &&
+                      strstr(PQresultErrorMessage(r), "belong to the connection pooler"),
+                  "extended %s: %s %s", attacks[i], PQresStatus(PQresultStatus(r)),
+                  PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    it_fails_with(b, "DEALLOCATE sluice_1", "names starting with \"sluice_\"");
+    /* Protocol level: a name B never prepared, in sluice's namespace. */
+    int fd = it_raw_login(&s, "postgres", "sluice_test");
+    it_wire_t w = {.n = 0};
+    char msg[256] = "";
+    it_wire_bind_exec(&w, "sluice_1");
+    it_wire_sync(&w);
+    const char *got = it_wire_exchange(fd, &w, 5, msg, sizeof msg);
+    IT_ASSERT(!strcmp(got, "EZ") && !strcmp(msg, "prepared statement \"sluice_1\" does not exist"),
+              "Bind of sluice_1 never prepared: %s %s", got, msg);
+    it_wire_describe(&w, "sluice_1");
+    it_wire_sync(&w);
+    got = it_wire_exchange(fd, &w, 5, msg, sizeof msg);
+    IT_ASSERT(!strcmp(got, "EZ") && strstr(msg, "\"sluice_1\" does not exist"),
+              "Describe of sluice_1 never prepared: %s %s", got, msg);
+    close(fd);
+    /* The statement is sluice's still, and A's. */
+    IT_ASSERT(!strcmp(it_value(b, "SELECT count(*) FROM pg_prepared_statements WHERE name = "
+                                  "'sluice_1' AND statement = 'SELECT ''victim''::text'"),
+                      "1"),
+              "sluice_1 is still the victim's text");
+    r = PQexecPrepared(a, "victim", 0, NULL, NULL, NULL, 0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "victim"),
+              "the victim's statement runs: %s", PQerrorMessage(a));
+    PQclear(r);
+    printf("---- sluice's names: %zu SQL spellings refused (simple and extended), Bind and "
+           "Describe answered as PostgreSQL does ----\n",
+           sizeof attacks / sizeof *attacks);
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* A statement dropped behind sluice's back (by SQL in a DO block, which
+ * sluice cannot read) is prepared again at its next use: the client sees
+ * "does not exist" once, not until the server is reset. */
+static void self_heal(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    PGconn *c = it_connect_db(&s, "postgres", "sluice_test", NULL);
+    PGresult *r = PQprepare(c, "h", "SELECT 'healed'::text", 0, NULL);
+    PQclear(r);
+    it_exec(c, "BEGIN");
+    it_exec(c, "SAVEPOINT sp");
+    PQclear(PQexecPrepared(c, "h", 0, NULL, NULL, NULL, 0)); /* now on the server */
+    it_exec(c, "DO $$BEGIN EXECUTE 'DEALLOCATE ' || (SELECT name FROM pg_prepared_statements "
+               "WHERE statement = 'SELECT ''healed''::text'); END$$");
+    int errors = 0;
+    const char *last = "";
+    for (int i = 0; i < 3; i++) {
+        r = PQexecPrepared(c, "h", 0, NULL, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            errors++;
+            const char *x = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            IT_ASSERT(x && !strcmp(x, "26000") &&
+                          strstr(PQresultErrorMessage(r), "prepared statement \"h\""),
+                      "the error names the client's statement: %s", PQresultErrorMessage(r));
+            PQclear(r);
+            it_exec(c, "ROLLBACK TO SAVEPOINT sp");
+            continue;
+        }
+        last = PQgetvalue(r, 0, 0);
+        IT_ASSERT(!strcmp(last, "healed"), "runs its text: %s", last);
+        PQclear(r);
+    }
+    it_exec(c, "COMMIT");
+    printf("---- a statement the server lost: %d error(s) in 3 uses ----\n", errors);
+    IT_ASSERT(errors <= 1, "the client saw 'does not exist' %d times", errors);
+    IT_ASSERT(it_log_count(&s, "server lost prepared statement") >= 1, "logged");
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
+/* A's unnamed statement stays on the server after A's transaction: B, on
+ * the same single server, must not run it (nor Describe it) without
+ * parsing its own. B's own unnamed statement works as direct: in one batch,
+ * in a batch after, pipelined, in its next transaction (the same server
+ * comes back), and not after a Parse an error skipped. */
+static void unnamed_leak(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 1\n",
+                    NULL);
+    it_sluice_t direct = {.port = it_cl.primary};
+    int a = it_raw_login(&s, "postgres", "sluice_test");
+    it_wire_t w = {.n = 0};
+    char v[256] = "";
+    it_wire_parse(&w, "", "SELECT 'A secret'::text");
+    it_wire_sync(&w);
+    IT_ASSERT(!strcmp(it_wire_exchange(a, &w, 5, NULL, 0), "1Z"), "A parses");
+    static const char *const cases[] = {"Bind alone", "Describe alone", "Parse then Bind",
+                                        "Parse, Sync, Bind", "Parse skipped, Sync, Bind",
+                                        "Execute of the unnamed portal",
+                                        "Parse, Sync; Bind in the next transaction"};
+    for (int k = 0; k < 7; k++) {
+        char want[512], got[512];
+        for (int via = 0; via < 2; via++) {
+            int fd = it_raw_login(via ? &s : &direct, "postgres", "sluice_test");
+            char *out = via ? got : want;
+            if (k == 2 || k == 3 || k == 6) it_wire_parse(&w, "", "SELECT 'B own'::text");
+            if (k == 4) {
+                it_wire_bind_exec(&w, "nope"); /* fails: the Parse after it is skipped */
+                it_wire_parse(&w, "", "SELECT 'B skipped'::text");
+            }
+            if (k == 3 || k == 4) it_wire_sync(&w);
+            out[0] = '\0';
+            if (k == 6) { /* answered first: the server goes back to the pool */
+                it_wire_sync(&w);
+                snprintf(out, 512, "%s:", it_wire_exchange(fd, &w, 5, NULL, 0));
+            }
+            if (k == 1)
+                it_wire_describe(&w, "");
+            else if (k == 5)
+                it_wire_msg(&w, 'E', "\0\0\0\0", 5);
+            else
+                it_wire_bind_exec(&w, "");
+            it_wire_sync(&w);
+            /* Everything in one write: the last batch's replies are read. */
+            int batches = k == 3 || k == 4 ? 2 : 1;
+            for (int i = 0; i < batches; i++) {
+                const char *types = it_wire_exchange(fd, &w, 5, v, sizeof v);
+                size_t n = strlen(out);
+                snprintf(out + n, 512 - n, "%s%s:%s", n ? " " : "", types, v);
+                v[0] = '\0';
+            }
+            close(fd);
+        }
+        printf("---- unnamed, %s: %s ----\n", cases[k], got);
+        IT_ASSERT(!strstr(got, "A secret"), "%s: B sees A's unnamed statement: %s", cases[k], got);
+        IT_ASSERT(!strcmp(want, got), "%s: through sluice %s, direct %s", cases[k], got, want);
+    }
+    close(a);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 static void fresh_table(PGconn *d) {
     it_exec(d, "SET client_min_messages = warning; DROP TABLE IF EXISTS stn_t; "
                "CREATE TABLE stn_t (a int)");
@@ -530,6 +767,9 @@ int main(void) {
         fprintf(stderr, "error before the Sync: through sluice %s (warm), %s (cold)\n", got,
                 cold);
     }
+    pooler_namespace();
+    self_heal();
+    unnamed_leak();
     int runs, skips = skip_runs(&s, &runs);
     int drop_count, drops = drop_runs(&s, &drop_count);
     IT_ASSERT(differ == 0, "%d of %zu sequences differ", differ,

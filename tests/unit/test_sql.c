@@ -569,7 +569,38 @@ static void deep_nesting(void) {
     free(q);
 }
 
+/* SQL that names a prepared statement in sluice's namespace, however it
+ * is spelled; a name that only looks so in a string, a quoted name in
+ * other case, or another statement kind is not. */
+static void pooler_names(void) {
+    static const struct {
+        const char *sql;
+        bool names;
+    } pn[] = {
+        {"DEALLOCATE sluice_1", true},
+        {"deallocate prepare \"sluice_17\"", true},
+        {"/* x */ DEALLOCATE SLUICE_2;", true},
+        {"EXECUTE sluice_3(1, 2)", true},
+        {"EXPLAIN ANALYZE EXECUTE sluice_4", true},
+        {"CREATE TABLE t AS EXECUTE sluice_5", true},
+        {"PREPARE sluice_6 AS SELECT 1", true},
+        {"SELECT 1; DEALLOCATE sluice_7", true},
+        {"DEALLOCATE \"SLUICE_8\"", false},
+        {"DEALLOCATE mine", false},
+        {"DEALLOCATE ALL", false},
+        {"SELECT 'DeallocateStmt\":{\"name\":\"sluice_9'", false},
+        {"SELECT sluice_10 FROM t", false},
+    };
+    for (size_t k = 0; k < sizeof pn / sizeof *pn; k++) {
+        sl_sql_info_t i;
+        sl_sql_parse(pn[k].sql, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
+        if (i.names_pooler_statement != pn[k].names) fprintf(stderr, "%s\n", pn[k].sql);
+        ASSERT_EQ(i.names_pooler_statement, pn[k].names);
+    }
+}
+
 int main(void) {
+    pooler_names();
     corpus_agrees();
     deep_nesting();
     details();

@@ -103,6 +103,23 @@ int main(void) {
     ASSERT_TRUE(sl_stmt_names_entry(&names, "kept") == kept && sl_stmt_name_target(kept) == t);
     sl_stmt_names_clear(&names, &r);
 
+    /* PostgreSQL keys names by their first 63 bytes: names that agree
+     * there are one; a shorter name is another. */
+    char n63[64], n70[80], other[80];
+    memset(n63, 'n', 63);
+    n63[63] = '\0';
+    snprintf(n70, sizeof n70, "%s_first", n63);
+    snprintf(other, sizeof other, "%s_second", n63);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, n70, a), SL_OK);
+    ASSERT_TRUE(sl_stmt_names_get(&names, other) == a && sl_stmt_names_get(&names, n63) == a);
+    n63[62] = '\0';
+    ASSERT_TRUE(sl_stmt_names_get(&names, n63) == NULL);
+    ASSERT_STREQ(sl_stmt_name_client(sl_stmt_names_entry(&names, other)), n70);
+    ASSERT_EQ(sl_stmt_names_set(&names, &r, other, t), SL_OK); /* the same name: rebound */
+    ASSERT_EQ(sl_stmt_names_count(&names), 1u);
+    ASSERT_TRUE(sl_stmt_names_remove(&names, &r, n70) && sl_stmt_names_count(&names) == 0);
+    sl_stmt_names_clear(&names, &r);
+
     /* A server's cache: LRU order, max 3. */
     sl_stmt_cache_t c;
     sl_stmt_cache_init(&c);
