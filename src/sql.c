@@ -582,8 +582,7 @@ static const char read_only_on[] =
  * escaped in the JSON). */
 static bool names_pooler(span_t s) {
     /* No opening quote: the span of a top-level statement starts after it. */
-    static const char *const nodes[] = {"PrepareStmt\"", "ExecuteStmt\"", "DeallocateStmt\"",
-                                        NULL};
+    static const char *const nodes[] = {"PrepareStmt\"", "ExecuteStmt\"", "DeallocateStmt\"", NULL};
     for (int i = 0; nodes[i]; i++) {
         char key[96];
         snprintf(key, sizeof key, "%s:{\"name\":\"" SL_SQL_POOLER_PREFIX, nodes[i]);

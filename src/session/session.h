@@ -285,8 +285,8 @@ typedef struct sl_ps {
     bool portal_drops;   /* the portal drop_portal does: its Execute is a barrier */
     char drop_portal[64]; /* that portal's name ("": the unnamed one); a longer name
                              is not tracked */
-    bool unnamed_batch;  /* a Parse of the unnamed statement was walked since the
-                            last Sync */
+    bool unnamed_batch;   /* a Parse of the unnamed statement was walked since the
+                             last Sync */
     uint32_t unnamed_owed;                   /* such Parses whose reply is still owed */
     char dealloc_name[SL_STMT_NAME_MAX + 2]; /* the unnamed statement is a DEALLOCATE of
                                                 this client name that sluice plays, or "" */
