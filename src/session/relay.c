@@ -208,9 +208,12 @@ void sl_relay_forget_fix(sl_client_t *c) {
  * those are parsed in session pooling, where nothing else is. */
 static bool may_reset(const char *sql) {
     for (const char *p = sql; *p; p++) {
-        char l = (char)(*p | 0x20); /* ASCII lower case; the words start with r or d */
-        if ((l == 'r' && strncasecmp(p, "reset", 5) == 0) ||
-            (l == 'd' && (strncasecmp(p, "default", 7) == 0 || strncasecmp(p, "discard", 7) == 0)))
+        /* ASCII lower case of two letters first: this runs on every Query
+         * and Parse, and most 'r's and 'd's start no such word. */
+        char l = (char)(*p | 0x20), m = (char)(p[1] | 0x20);
+        if (l == 'r' && m == 'e' && strncasecmp(p, "reset", 5) == 0) return true;
+        if (l == 'd' && ((m == 'e' && strncasecmp(p, "default", 7) == 0) ||
+                         (m == 'i' && strncasecmp(p, "discard", 7) == 0)))
             return true;
     }
     return false;
