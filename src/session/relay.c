@@ -242,14 +242,22 @@ static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
 
 /* Looks for RESETs in a whole Query, or Parse of the unnamed statement (it
  * runs in the same request; a named one runs at some later Bind, where
- * sluice no longer has its text). m: the message, len bytes. */
-static void message_resets(sl_client_t *c, const uint8_t *m, uint32_t len) {
+ * sluice no longer has its text). m: the message, len bytes. known: its
+ * text's classification when analyse_query already made it (transaction
+ * and statement pooling), so that the text is not scanned twice; NULL in
+ * session pooling and behind the fence. */
+static void message_resets(sl_client_t *c, const uint8_t *m, uint32_t len,
+                           const sl_sql_info_t *known) {
     if (!c->startup.n || (m[0] != 'Q' && m[0] != 'P') || len < 6) return;
     const char *body = (const char *)m + 5;
     size_t n = len - 5;
     if (m[0] == 'P') {
         if (body[0] != '\0') return;
         body++, n--;
+    }
+    if (known) {
+        note_resets(c, known);
+        return;
     }
     if (!memchr(body, '\0', n) || !may_reset(body)) return;
     sl_sql_info_t info;
@@ -280,7 +288,7 @@ static void lift_fence(sl_client_t *c) {
         if (c->fix_fence) {
             if (request) c->fix_after++; /* counted in pending when its header came */
         } else if (whole) {
-            message_resets(c, m, (uint32_t)len);
+            message_resets(c, m, (uint32_t)len, NULL);
             request_end(c, m[0] == SL_MSG_DEALLOCATE ? 'Q' : m[0]);
             if (c->fix == FIX_SENT && len < c->in.tail - off) {
                 c->fix_fence = true;
@@ -754,9 +762,12 @@ static bool analyse_bind(sl_client_t *c, const char *body, size_t n) {
 
 /* Looks at a complete held Query, Parse or Bind in `in` [start, end).
  * Returns false if the client was closed; *removed tells whether the
- * message left the buffer. */
-static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *removed) {
+ * message left the buffer. A Query's or Parse's classification is left in
+ * *info_out (*classified), for the RESET check to reuse. */
+static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *removed,
+                          sl_sql_info_t *info_out, bool *classified) {
     *removed = false;
+    *classified = false;
     const char *body = (const char *)c->in.data + start + 5;
     size_t n = end - start - 5;
     if (c->in.data[start] == 'B') {
@@ -780,6 +791,8 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
     sl_sql_info_t info;
     sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
                     c->w->cfg->stateless_functions, &info);
+    *info_out = info;
+    *classified = true;
     /* sluice's own statements on a shared server are no client's to run,
      * replace or drop (another client's next Bind would fail, or run
      * someone else's text). */
@@ -894,15 +907,19 @@ bool sl_relay_scan_client(sl_client_t *c) {
         if (ev == SL_SCAN_END) began = true;
         if (ev == SL_SCAN_END && c->holding) {
             c->holding = false;
-            bool removed = false;
-            if (analyse && !analyse_query(c, c->hold_start, off, &removed)) return false;
+            bool removed = false, classified = false;
+            sl_sql_info_t info;
+            if (analyse &&
+                !analyse_query(c, c->hold_start, off, &removed, &info, &classified))
+                return false;
             if (removed) {
                 off = c->hold_start;
                 continue;
             }
             /* Behind the fence, it is looked at when the fence lifts. */
             if (!c->fix_fence || c->hold_start < c->fix_fence_off)
-                message_resets(c, c->in.data + c->hold_start, off - c->hold_start);
+                message_resets(c, c->in.data + c->hold_start, off - c->hold_start,
+                               classified ? &info : NULL);
             request_end(c, c->scan.type);
             continue;
         }
