@@ -24,8 +24,16 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     sl_list_init(&l->authq_cache);
     sl_list_init(&l->authq_retired);
     sl_list_init(&l->kicks.conns);
+    /* Before the loop: a failure here then leaves nothing to close. */
+    l->sql_cache = calloc(1, sizeof *l->sql_cache);
+    if (!l->sql_cache) {
+        snprintf(err, errlen, "out of memory for the query parser cache");
+        return SL_ENOMEM;
+    }
     l->loop = malloc(sizeof *l->loop);
     if (!l->loop || uv_loop_init(l->loop) != 0) {
+        free(l->sql_cache);
+        l->sql_cache = NULL;
         free(l->loop);
         l->loop = NULL;
         snprintf(err, errlen, "cannot create event loop: out of memory");
@@ -33,11 +41,6 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     }
     sl_deferq_init(&l->defer, l->loop);
     sl_bufpool_init(&l->bufs, (uint32_t)cfg->pkt_buf, SL_LOOP_BUFS_KEPT);
-    l->sql_cache = calloc(1, sizeof *l->sql_cache);
-    if (!l->sql_cache) {
-        snprintf(err, errlen, "out of memory for the query parser cache");
-        return SL_ENOMEM;
-    }
     return SL_OK;
 }
 
