@@ -14,17 +14,35 @@
 
 /* ---- lexical helpers ---- */
 
-/* As PostgreSQL's lexer: any byte of a multibyte character (>= 0x80) may
- * be part of an identifier, so `café(1)` is one name, not `caf` and `é`. */
-static bool is_ident_start(char c) {
-    return isalpha((unsigned char)c) || c == '_' || (unsigned char)c >= 0x80;
-}
-static bool is_word_char(char c) { return is_ident_start(c) || isdigit((unsigned char)c) || c == '$'; }
+/* Byte classes of the lexer, as a table built at compile time: the fast
+ * path looks at every byte of most queries, and ctype calls per byte were
+ * a good part of its cost. Space is the C locale's isspace. As PostgreSQL's
+ * lexer, any byte of a multibyte character (>= 0x80) may be part of an
+ * identifier, so `café(1)` is one name, not `caf` and `é`. */
+enum { CH_SPACE = 1, CH_IDENT_START = 2, CH_WORD = 4, CH_DIGIT = 8 };
+#define CHAR_CLASS(c)                                                                              \
+    (((c) == ' ' || ((c) >= '\t' && (c) <= '\r') ? CH_SPACE : 0) |                                 \
+     (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || (c) == '_' || (c) >= 0x80        \
+          ? CH_IDENT_START | CH_WORD                                                               \
+          : 0) |                                                                                   \
+     ((c) >= '0' && (c) <= '9' ? CH_DIGIT | CH_WORD : 0) | ((c) == '$' ? CH_WORD : 0))
+#define CLASS_8(i)                                                                                 \
+    CHAR_CLASS(i), CHAR_CLASS(i + 1), CHAR_CLASS(i + 2), CHAR_CLASS(i + 3), CHAR_CLASS(i + 4),     \
+        CHAR_CLASS(i + 5), CHAR_CLASS(i + 6), CHAR_CLASS(i + 7)
+#define CLASS_64(i)                                                                                \
+    CLASS_8(i), CLASS_8(i + 8), CLASS_8(i + 16), CLASS_8(i + 24), CLASS_8(i + 32),                 \
+        CLASS_8(i + 40), CLASS_8(i + 48), CLASS_8(i + 56)
+static const uint8_t chars[256] = {CLASS_64(0), CLASS_64(64), CLASS_64(128), CLASS_64(192)};
+
+static inline bool is_ident_start(char c) { return chars[(unsigned char)c] & CH_IDENT_START; }
+static inline bool is_word_char(char c) { return chars[(unsigned char)c] & CH_WORD; }
+static inline bool is_space(char c) { return chars[(unsigned char)c] & CH_SPACE; }
+static inline bool is_digit(char c) { return chars[(unsigned char)c] & CH_DIGIT; }
 
 /* Reads a routing hint from the text of a comment. */
 static void note_hint(const char *body, size_t n, enum sl_sql_hint *hint) {
-    while (n && isspace((unsigned char)*body)) body++, n--;
-    while (n && isspace((unsigned char)body[n - 1])) n--;
+    while (n && is_space(*body)) body++, n--;
+    while (n && is_space(body[n - 1])) n--;
     if (n == 14 && !strncasecmp(body, "sluice:primary", 14)) *hint = SL_HINT_PRIMARY;
     if (n == 14 && !strncasecmp(body, "sluice:replica", 14)) *hint = SL_HINT_REPLICA;
 }
@@ -52,7 +70,7 @@ static const char *skip_comment(const char *p, enum sl_sql_hint *hint) {
 
 static const char *skip_space(const char *p, enum sl_sql_hint *hint) {
     for (;;) {
-        while (isspace((unsigned char)*p)) p++;
+        while (is_space(*p)) p++;
         const char *q = skip_comment(p, hint);
         if (!q) return NULL;
         if (q == p) return p;
@@ -102,19 +120,21 @@ static void scan_rest(const char *p, scan_facts_t *f) {
     bool after_semicolon = false;
     call_scan_t k = {0};
     while (*p) {
-        const char *q = skip_comment(p, NULL);
-        if (!q) {
-            f->complex = true;
-            return;
-        }
-        if (q != p) {
-            p = q;
-            continue;
-        }
         char c = *p;
-        if (isspace((unsigned char)c)) {
+        if (is_space(c)) {
             p++;
             continue;
+        }
+        if (c == '-' || c == '/') {
+            const char *q = skip_comment(p, NULL);
+            if (!q) {
+                f->complex = true;
+                return;
+            }
+            if (q != p) {
+                p = q;
+                continue;
+            }
         }
         if (after_semicolon) {
             f->multi = true;
@@ -159,12 +179,22 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             continue;
         }
         if (c == '$') {
-            if (!isdigit((unsigned char)p[1])) { /* dollar quoting */
+            if (!is_digit(p[1])) { /* dollar quoting */
                 f->complex = true;
                 return;
             }
             p++;
-            while (isdigit((unsigned char)*p)) p++;
+            while (is_digit(*p)) p++;
+            call_other(&k, c, f);
+            continue;
+        }
+        if (is_digit(c)) { /* a number is one token: 1, 1.5, 1e-3 (letters after it are not) */
+            while (is_digit(*p) || *p == '.') p++;
+            if ((*p == 'e' || *p == 'E') &&
+                (is_digit(p[1]) || ((p[1] == '+' || p[1] == '-') && is_digit(p[2])))) {
+                p += 2;
+                while (is_digit(*p)) p++;
+            }
             call_other(&k, c, f);
             continue;
         }
@@ -190,41 +220,79 @@ static bool word_in(const char *w, const char *const *list) {
     return false;
 }
 
+static int cmp_word(const void *key, const void *elem) {
+    return strcmp(key, *(const char *const *)elem);
+}
+
+/* Whether the sorted list of n lower-case words holds w (lower case). */
+static bool sorted_has(const char *w, const char *const *list, size_t n) {
+    return bsearch(w, list, n, sizeof *list, cmp_word) != NULL;
+}
+
+/* What the first keyword of a statement says, for the fast path. */
+enum first_kind { FK_OTHER, FK_WRITE, FK_READ, FK_READ_ONLY, FK_BEGIN };
+
+static enum first_kind first_kind(const char *upper) {
+    /* sorted by strcmp: bsearched */
+    static const struct {
+        const char *word;
+        enum first_kind kind;
+    } words[] = {
+        {"ABORT", FK_READ_ONLY}, {"ALTER", FK_WRITE},    {"BEGIN", FK_BEGIN},
+        {"CLUSTER", FK_WRITE},   {"COMMENT", FK_WRITE},  {"COMMIT", FK_READ_ONLY},
+        {"DELETE", FK_WRITE},    {"END", FK_READ_ONLY},  {"GRANT", FK_WRITE},
+        {"INSERT", FK_WRITE},    {"MERGE", FK_WRITE},    {"REFRESH", FK_WRITE},
+        {"REINDEX", FK_WRITE},   {"REVOKE", FK_WRITE},   {"ROLLBACK", FK_READ_ONLY},
+        {"SELECT", FK_READ},     {"SHOW", FK_READ_ONLY}, {"TABLE", FK_READ},
+        {"TRUNCATE", FK_WRITE},  {"UPDATE", FK_WRITE},   {"VACUUM", FK_WRITE},
+    };
+    size_t lo = 0, hi = sizeof words / sizeof *words;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int cmp = strcmp(upper, words[mid].word);
+        if (cmp == 0) return words[mid].kind;
+        if (cmp < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return FK_OTHER;
+}
+
 bool sl_sql_fast(const char *sql, sl_sql_info_t *out) {
     memset(out, 0, sizeof *out);
     const char *p = skip_space(sql, &out->hint);
     if (!p) return false;
     char word[16];
     size_t n = 0;
-    while (isalpha((unsigned char)p[n]) && n < sizeof word - 1) word[n] = p[n], n++;
+    while (n < sizeof word - 1 && ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z')))
+        word[n] = (char)(p[n] & ~0x20), n++; /* upper case */
     word[n] = '\0';
     if (n == 0 || is_word_char(p[n])) return false;
+    enum first_kind kind = first_kind(word);
+    if (kind == FK_OTHER) return false;
     scan_facts_t f = {0};
     scan_rest(p + n, &f);
     if (f.complex || f.multi || f.unknown_call) return false;
-    static const char *const writes[] = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE",
-                                         "ALTER", "GRANT", "REVOKE", "VACUUM", "REINDEX",
-                                         "CLUSTER", "COMMENT", "REFRESH", NULL};
-    static const char *const reads[] = {"SELECT", "TABLE", NULL};
-    static const char *const tx_end[] = {"COMMIT", "END", "ROLLBACK", "ABORT", NULL};
-    if (word_in(word, writes)) {
+    switch (kind) {
+    case FK_WRITE:
         out->read_only = false;
         return true;
-    }
-    if (word_in(word, reads) && !f.paren && !f.word_for && !f.word_into) {
+    case FK_READ:
+        if (f.paren || f.word_for || f.word_into) return false;
         out->read_only = true;
         return true;
-    }
-    if (!strcasecmp(word, "SHOW") || word_in(word, tx_end)) {
+    case FK_READ_ONLY:
         out->read_only = true;
         return true;
-    }
-    if (!strcasecmp(word, "BEGIN") && !f.extra_words && !f.paren) {
+    case FK_BEGIN:
+        if (f.extra_words || f.paren) return false;
         out->read_only = true;
         out->begin = true;
         return true;
+    default:
+        return false;
     }
-    return false;
 }
 
 /* ---- parser ---- */
@@ -413,8 +481,9 @@ bool sl_sql_builtin(const char *name) {
     return false;
 }
 
-/* Keywords a '(' may follow without calling a function: only reserved and
- * column-name keywords, which PostgreSQL never takes as a function's name.
+/* Keywords a '(' may follow without calling a function (sorted: looked up
+ * by bsearch): only reserved and column-name keywords, which PostgreSQL
+ * never takes as a function's name.
  * Unreserved ones (BY, SET, FILTER, OVER, CONFLICT) and type/function-name
  * ones (LIKE, ILIKE, SIMILAR, IS, JOIN) may name a user's function, so a
  * '(' after them goes to the parser. */
@@ -431,9 +500,11 @@ static const char *const paren_keywords[] = {
 static bool call_harmless(const char *w, size_t n) {
     char name[64];
     if (n >= sizeof name) return false;
-    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)w[i]);
+    for (size_t i = 0; i < n; i++)
+        name[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] + 32 : w[i]);
     name[n] = '\0';
-    if (word_in(name, paren_keywords)) return true;
+    if (sorted_has(name, paren_keywords, sizeof paren_keywords / sizeof *paren_keywords - 1))
+        return true;
     return sl_sql_builtin(name) && strcmp(name, "set_config") && !is_advisory_lock(name) &&
            strcmp(name, "pg_advisory_unlock_all") && !word_in(name, unresettable);
 }
