@@ -106,8 +106,9 @@ static void call_name(call_scan_t *k, const char *w, size_t n, bool quoted) {
     k->into = !quoted && n == 4 && !strncasecmp(w, "into", 4);
 }
 
-/* Any token but a name or a dot; c is its first character. */
-static void call_other(call_scan_t *k, char c, scan_facts_t *f) {
+/* Any token but a name or a dot; c is its first character. Inline: it
+ * runs for every operator, number and literal. */
+static inline void call_other(call_scan_t *k, char c, scan_facts_t *f) {
     if (c == '(' && k->name && !k->target &&
         (k->quoted || k->qualified || !call_harmless(k->name, k->len)))
         f->unknown_call = true;
@@ -232,31 +233,30 @@ static bool sorted_has(const char *w, const char *const *list, size_t n) {
 /* What the first keyword of a statement says, for the fast path. */
 enum first_kind { FK_OTHER, FK_WRITE, FK_READ, FK_READ_ONLY, FK_BEGIN };
 
-static enum first_kind first_kind(const char *upper) {
-    /* sorted by strcmp: bsearched */
-    static const struct {
-        const char *word;
-        enum first_kind kind;
-    } words[] = {
-        {"ABORT", FK_READ_ONLY}, {"ALTER", FK_WRITE},    {"BEGIN", FK_BEGIN},
-        {"CLUSTER", FK_WRITE},   {"COMMENT", FK_WRITE},  {"COMMIT", FK_READ_ONLY},
-        {"DELETE", FK_WRITE},    {"END", FK_READ_ONLY},  {"GRANT", FK_WRITE},
-        {"INSERT", FK_WRITE},    {"MERGE", FK_WRITE},    {"REFRESH", FK_WRITE},
-        {"REINDEX", FK_WRITE},   {"REVOKE", FK_WRITE},   {"ROLLBACK", FK_READ_ONLY},
-        {"SELECT", FK_READ},     {"SHOW", FK_READ_ONLY}, {"TABLE", FK_READ},
-        {"TRUNCATE", FK_WRITE},  {"UPDATE", FK_WRITE},   {"VACUUM", FK_WRITE},
-    };
-    size_t lo = 0, hi = sizeof words / sizeof *words;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int cmp = strcmp(upper, words[mid].word);
-        if (cmp == 0) return words[mid].kind;
-        if (cmp < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
+/* w: the upper-cased first word, n its length. A switch on the first
+ * letter, then one comparison of equal lengths: this runs for every query. */
+static enum first_kind first_kind(const char *w, size_t n) {
+#define IS(word) (n == sizeof word - 1 && !memcmp(w, word, sizeof word - 1))
+    switch (w[0]) {
+    case 'A': return IS("ABORT") ? FK_READ_ONLY : IS("ALTER") ? FK_WRITE : FK_OTHER;
+    case 'B': return IS("BEGIN") ? FK_BEGIN : FK_OTHER;
+    case 'C':
+        return IS("COMMIT") ? FK_READ_ONLY : IS("CLUSTER") || IS("COMMENT") ? FK_WRITE : FK_OTHER;
+    case 'D': return IS("DELETE") ? FK_WRITE : FK_OTHER;
+    case 'E': return IS("END") ? FK_READ_ONLY : FK_OTHER;
+    case 'G': return IS("GRANT") ? FK_WRITE : FK_OTHER;
+    case 'I': return IS("INSERT") ? FK_WRITE : FK_OTHER;
+    case 'M': return IS("MERGE") ? FK_WRITE : FK_OTHER;
+    case 'R':
+        if (IS("ROLLBACK")) return FK_READ_ONLY;
+        return IS("REFRESH") || IS("REINDEX") || IS("REVOKE") ? FK_WRITE : FK_OTHER;
+    case 'S': return IS("SELECT") ? FK_READ : IS("SHOW") ? FK_READ_ONLY : FK_OTHER;
+    case 'T': return IS("TABLE") ? FK_READ : IS("TRUNCATE") ? FK_WRITE : FK_OTHER;
+    case 'U': return IS("UPDATE") ? FK_WRITE : FK_OTHER;
+    case 'V': return IS("VACUUM") ? FK_WRITE : FK_OTHER;
+    default: return FK_OTHER;
     }
-    return FK_OTHER;
+#undef IS
 }
 
 bool sl_sql_fast(const char *sql, sl_sql_info_t *out) {
@@ -269,7 +269,7 @@ bool sl_sql_fast(const char *sql, sl_sql_info_t *out) {
         word[n] = (char)(p[n] & ~0x20), n++; /* upper case */
     word[n] = '\0';
     if (n == 0 || is_word_char(p[n])) return false;
-    enum first_kind kind = first_kind(word);
+    enum first_kind kind = first_kind(word, n);
     if (kind == FK_OTHER) return false;
     scan_facts_t f = {0};
     scan_rest(p + n, &f);
