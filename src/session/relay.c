@@ -208,12 +208,15 @@ void sl_relay_forget_fix(sl_client_t *c) {
  * those are parsed in session pooling, where nothing else is. */
 static bool may_reset(const char *sql) {
     for (const char *p = sql; *p; p++) {
-        /* ASCII lower case of two letters first: this runs on every Query
-         * and Parse, and most 'r's and 'd's start no such word. */
-        char l = (char)(*p | 0x20), m = (char)(p[1] | 0x20);
-        if (l == 'r' && m == 'e' && strncasecmp(p, "reset", 5) == 0) return true;
-        if (l == 'd' && ((m == 'e' && strncasecmp(p, "default", 7) == 0) ||
-                         (m == 'i' && strncasecmp(p, "discard", 7) == 0)))
+        /* ASCII lower case of three letters first: this runs on every
+         * Query and Parse, and most 'r's and 'd's start no such word
+         * (WHERE has "re", ADDRESS "res"). */
+        char l = (char)(*p | 0x20);
+        if (l != 'r' && l != 'd') continue;
+        char m = (char)(p[1] | 0x20), k = m ? (char)(p[2] | 0x20) : 0;
+        if (l == 'r' && m == 'e' && k == 's' && strncasecmp(p, "reset", 5) == 0) return true;
+        if (l == 'd' && ((m == 'e' && k == 'f' && strncasecmp(p, "default", 7) == 0) ||
+                         (m == 'i' && k == 's' && strncasecmp(p, "discard", 7) == 0)))
             return true;
     }
     return false;
@@ -696,6 +699,7 @@ static bool refuse_query(sl_client_t *c, uint32_t start, uint32_t end, uint32_t 
  * back, state that needs a reset or a closed server. Returns the pin kinds
  * (pin_kinds) it creates. */
 static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
+    if (!info->state && !info->reset_all && !info->set_names[0]) return 0; /* most statements */
     if (info->state & SL_STATE_DISCARD_ALL) {
         c->reset_seen = true;
         c->pins = 0;
