@@ -14,6 +14,7 @@
 #include "sluice/loop.h"
 #include "sluice/params.h"
 #include "sluice/server.h"
+#include "sluice/stats.h"
 
 /* How a waiter's error starts when the backend could not be logged in to
  * (as opposed to query_wait_timeout, a full pool). */
@@ -71,6 +72,9 @@ typedef struct sl_pool {
     sl_defer_t wake;         /* queued when the pool has work to do (see pool.c) */
     char last_error[480];    /* the last failure's message (for waiters it fails) */
     char last_code[6];
+    sl_pool_stats_t stats;      /* counters since the pool was made (SHOW STATS, /metrics) */
+    sl_pool_stats_t stats_prev; /* as of the last stats_period tick */
+    sl_pool_avg_t stats_avg;    /* averages over the last complete stats_period */
     sl_login_keys_t scram_keys; /* derived from the configured password for the backend's salt
                                    by the first own login (empty until then) */
 } sl_pool_t;

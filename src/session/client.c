@@ -74,6 +74,7 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
                      sl_client_state_names[c->state]);
         return false;
     }
+    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_start_us = sl_session_now_us();
     sl_list_unlink(&c->state_node);
     c->w->nclients_in[c->state]--;
     client_list(c, st);
@@ -120,6 +121,8 @@ bool sl_client_flush(sl_client_t *c) {
             return sl_session_drop(c, "write to client failed: %s",
                                    strerror(n < 0 ? (int)-n : EPIPE));
         sl_buf_consume(&c->out, (uint32_t)n);
+        sl_pool_stats_t *ps = sl_client_stats(c);
+        if (ps) ps->bytes_sent += (uint64_t)n;
     }
     /* A client that sent Terminate goes once everything owed to it is out. */
     if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->in) == 0 &&
@@ -202,6 +205,7 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
                     sl_scan_at_boundary(&c->server->scan);
     if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
+        sl_session_count_error(c, code);
         /* Best effort, never blocking: the socket buffer almost always has room. */
         while (sl_buf_len(&c->out) > 0) {
             ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
@@ -210,6 +214,13 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
         }
     }
     sl_client_close(c, "%s (sqlstate %s)", msg, code);
+}
+
+void sl_session_count_error(sl_client_t *c, const char *code) {
+    int i = sl_err_class_index(code);
+    c->w->stats.errors[i]++;
+    sl_pool_stats_t *ps = sl_client_stats(c);
+    if (ps) ps->errors[i]++;
 }
 
 static void record_failure(sl_client_t *c, const char *code, bool silent, const char *fmt,
@@ -711,6 +722,8 @@ static void on_readable(sl_client_t *c) {
     }
     c->in.tail += (uint32_t)n;
     c->scan_new += (uint32_t)n;
+    sl_pool_stats_t *ps = sl_client_stats(c);
+    if (ps) ps->bytes_received += (uint64_t)n;
     if (c->tx_kept) sl_router_forget_replay(c);
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
@@ -771,6 +784,7 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     sl_router_done(c);
     sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
+    if (msg && rc == SL_OK) sl_session_count_error(c, code);
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) return sl_session_fail(c, code, "%s", msg ? msg : "request aborted");
     c->server_error = false;

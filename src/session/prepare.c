@@ -53,6 +53,13 @@ static bool put_msg(sl_bytes_t *b, uint8_t t, const void *p1, uint32_t n1, const
 
 /* ---- state ---- */
 
+/* A Parse goes to the server: counted for the loop and the client's pool. */
+static void count_server_parse(sl_client_t *c) {
+    c->w->stats.server_parse_count++;
+    sl_pool_stats_t *ps = sl_client_stats(c);
+    if (ps) ps->server_parse_count++;
+}
+
 bool sl_ps_wanted(const sl_client_t *c) {
     return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
 }
@@ -369,7 +376,7 @@ static bool inject_parse(sl_client_t *c, sl_server_t *s, sl_stmt_t *st, enum sl_
         !put_msg(&ps->stage, 'P', name, (uint32_t)n + 1, st->body, st->len, NULL, 0))
         return oom(c);
     sl_stmt_ref(st);
-    c->w->stats.server_parse_count++;
+    count_server_parse(c);
     if (!owe(c, SL_EX_PARSE, how, st)) return false;
     sl_expect_mark_change(&ps->replies, NULL); /* failed or skipped: st is not there */
     return true;
@@ -397,7 +404,7 @@ static bool walk_parse(sl_client_t *c, sl_server_t *s, const uint8_t *m, uint32_
     if (!z) return malformed(c, "Parse");
     const uint8_t *rest = z + 1;
     if (z == body) { /* the unnamed statement passes through */
-        c->w->stats.server_parse_count++;
+        count_server_parse(c);
         ps->unnamed_drops = c->drop_ahead && memchr(rest, '\0', (size_t)(end - rest)) &&
                             text_drops(c, (const char *)rest);
         return bytes_put(&ps->stage, m, len) ? owe_unnamed_parse(c) : oom(c);
@@ -736,7 +743,7 @@ static uint32_t enough(const sl_client_t *c) {
 static bool walk_parse_head(sl_client_t *c, const uint8_t *m, uint32_t have) {
     sl_ps_t *ps = c->ps;
     if (m[5] == '\0') {
-        c->w->stats.server_parse_count++;
+        count_server_parse(c);
         ps->unnamed_drops = false; /* too long to be looked at */
         return bytes_put(&ps->stage, m, have) ? owe_unnamed_parse(c) : oom(c);
     }
@@ -979,6 +986,7 @@ static void answer_due(sl_client_t *c) {
             memcpy(code, text, 5);
             code[5] = '\0';
             if (sl_proto_put_error(&c->out, "ERROR", code, text + 5) < 0) return;
+            sl_session_count_error(c, code);
         } else if (e->kind == SL_EX_QUERY) {
             if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
         } else if (!put_answer(c, e->kind)) {

@@ -423,6 +423,7 @@ static void fix_finish_query(sl_server_t *s, const char *err, const char *code) 
                 sl_session_fail(c, "53200", "no room in pkt_buf for an ErrorResponse");
                 return;
             }
+            sl_session_count_error(c, code && *code ? code : "XX000");
             c->fix_status = 'E';
         }
     }
@@ -511,6 +512,46 @@ void sl_relay_unlink(sl_client_t *c) {
     sl_router_done(c);
 }
 
+/* Stats of a server assignment (PgBouncer's meanings): the wait that
+ * ended, and the request that starts on the server now. */
+static void count_assignment(sl_client_t *c, sl_server_t *s) {
+    if (!s->home) return;
+    sl_pool_stats_t *ps = &sl_container_of(s->home, sl_pool_t, servers)->stats;
+    ps->server_assignment_count++;
+    uint64_t now = sl_session_now_us();
+    if (c->state == SL_CL_WAITING) {
+        uint64_t waited = now > c->wait_start_us ? now - c->wait_start_us : 0;
+        ps->wait_time_us += waited;
+        sl_hist_observe(&ps->wait_hist, waited);
+    }
+    if (c->pending > 0) {
+        c->query_start_us = now;
+        if (!c->xact_start_us) c->xact_start_us = now;
+    }
+}
+
+/* A ReadyForQuery for c: the query (and, at status I, the transaction)
+ * that ran on its server is over. */
+static void count_ready(sl_client_t *c, char status) {
+    sl_pool_stats_t *ps = sl_client_stats(c);
+    if (!ps) return;
+    uint64_t now = sl_session_now_us();
+    if (c->query_start_us) {
+        uint64_t took = now > c->query_start_us ? now - c->query_start_us : 0;
+        ps->query_time_us += took;
+        sl_hist_observe(&ps->query_hist, took);
+        /* A pipelined request behind it starts now. */
+        c->query_start_us = c->pending > 0 ? now : 0;
+    }
+    if (status == 'I') {
+        ps->xact_count++;
+        if (c->xact_start_us && now > c->xact_start_us) ps->xact_time_us += now - c->xact_start_us;
+        c->xact_start_us = 0;
+    } else if (!c->xact_start_us) {
+        c->xact_start_us = now;
+    }
+}
+
 static bool activate(sl_client_t *c, sl_server_t *s) {
     if (sl_ps_wanted(c) && !sl_ps_link(c, s)) {
         sl_session_fail(c, "53200", "out of memory");
@@ -522,6 +563,7 @@ static bool activate(sl_client_t *c, sl_server_t *s) {
     c->unvetted = false;
     sl_router_linked(c);
     c->w->stats.server_assignment_count++;
+    count_assignment(c, s);
     c->server_error = false;
     sl_client_set_state(c, SL_CL_ACTIVE);
     return true;
@@ -542,6 +584,7 @@ static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
         sl_session_fail(c, "53200", "startup parameters do not fit in pkt_buf");
         return false;
     }
+    if (c->pool) c->pool->stats.client_login_count++;
     /* Anything the client sent after authenticating becomes its first request. */
     if (c->login_len) {
         if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
@@ -686,6 +729,7 @@ static bool refuse_held(sl_client_t *c, uint32_t start, uint32_t end, const char
         sl_session_fail(c, code, "%s", msg);
         return false;
     }
+    sl_session_count_error(c, code);
     return true;
 }
 
@@ -956,7 +1000,15 @@ bool sl_relay_scan_client(sl_client_t *c) {
             return true;
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
-            if (c->pending++ == 0) c->query_ms = sl_now_ms(c->w);
+            if (c->pending++ == 0) {
+                c->query_ms = sl_now_ms(c->w);
+                /* Linked already (session pooling, or more in one
+                 * transaction): the request starts on the server now. */
+                if (c->state == SL_CL_ACTIVE) {
+                    c->query_start_us = sl_session_now_us();
+                    if (!c->xact_start_us) c->xact_start_us = c->query_start_us;
+                }
+            }
             if (c->fix_fence) c->fix_after++;
         }
         if (t == 'S')
@@ -964,11 +1016,20 @@ bool sl_relay_scan_client(sl_client_t *c) {
         else if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C')
             c->ext_open = true; /* a Flush alone opens nothing: it owes no reply */
         sl_stats_t *st = &c->w->stats;
+        sl_pool_stats_t *ps = sl_client_stats(c);
         if (t == 'Q' || t == 'E') st->query_count++;
         if (t == 'B') st->bind_count++;
         if (t == 'P') {
             st->client_parse_count++;
             if (!sl_ps_wanted(c)) st->server_parse_count++; /* passes through as it is */
+        }
+        if (ps) {
+            if (t == 'Q' || t == 'E') ps->query_count++;
+            if (t == 'B') ps->bind_count++;
+            if (t == 'P') {
+                ps->client_parse_count++;
+                if (!sl_ps_wanted(c)) ps->server_parse_count++;
+            }
         }
         /* A Query or Parse that fits the buffer is held until complete and
          * analysed; a longer one streams through unexamined. */
@@ -1056,6 +1117,11 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
         }
         if (ev != SL_SCAN_END || !s->scan.collect) continue;
         if (s->scan.type == 'E') {
+            /* A body cut at the collect cap still has its code: it comes
+             * early, and the fields before the cut are filled in. */
+            sl_error_fields_t ef;
+            bool whole = sl_proto_parse_error(s->coll, s->scan.coll_len, &ef) == SL_OK;
+            sl_session_count_error(c, whole || ef.code ? ef.code : NULL);
             if (error_is_fatal(s->coll, s->scan.coll_len) && !s->close_needed) {
                 s->close_needed = true;
                 sl_log_info(s->tag, "server sent FATAL: it will not be reused");
@@ -1066,6 +1132,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
             if (s->tx_status == 'I') c->w->stats.xact_count++;
             if (c->pending > 0) c->pending--;
+            count_ready(c, s->tx_status);
             if (c->fix_cut) { /* the end of a request that reset settings: held */
                 c->fix_cut = false;
                 c->fix = FIX_DUE;

@@ -113,6 +113,10 @@ typedef struct sl_client {
     int64_t query_ms;   /* the oldest request still unanswered was sent */
     int64_t last_io_ms; /* last request sent or last ReadyForQuery relayed */
     int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
+    /* per-pool stats (SHOW STATS): monotonic microseconds (uv_hrtime) */
+    uint64_t wait_start_us;  /* it last became WAITING */
+    uint64_t xact_start_us;  /* its transaction began on a server; 0: none running */
+    uint64_t query_start_us; /* its oldest unanswered request began on a server; 0: none */
     /* A failure recorded by a helper (sl_session_fail), for the entry point
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
@@ -124,6 +128,20 @@ typedef struct sl_client {
  * point will end it with: nothing more is done for c then. */
 static inline bool sl_client_done(const sl_client_t *c) {
     return c->state == SL_CL_CLOSING || c->fail_code[0] != 0;
+}
+
+/* The counters a client's traffic goes to: its server's pool while linked
+ * (with replicas, the backend serving it), else the pool it logged in to;
+ * NULL before login. */
+static inline sl_pool_stats_t *sl_client_stats(const sl_client_t *c) {
+    if (c->server && c->server->home)
+        return &sl_container_of(c->server->home, sl_pool_t, servers)->stats;
+    return c->pool ? &c->pool->stats : NULL;
+}
+
+/* Microseconds on the monotonic clock, for the stats' times. */
+static inline uint64_t sl_session_now_us(void) {
+    return uv_hrtime() / 1000;
 }
 
 /* Where forwarding client bytes to the server stops: before a held Query
@@ -158,6 +176,9 @@ bool sl_session_drop(sl_client_t *c, const char *fmt, ...) __attribute__((format
  * recorded failure becomes the FATAL reply and the close. True when c is
  * closing (the memory stays valid until its handle's close callback). */
 bool sl_session_settle(sl_client_t *c);
+/* Counts an ErrorResponse with SQLSTATE code sent to c (sluice's own or
+ * relayed from its server), by class, for the loop and c's pool. */
+void sl_session_count_error(sl_client_t *c, const char *code);
 /* Sends a FATAL ErrorResponse (best effort) then closes. For entry points
  * (client.c); helpers use sl_session_fail. */
 void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...)
