@@ -12,6 +12,15 @@
  * clients becoming active at once without a malloc each. */
 #define SL_LOOP_BUFS_KEPT 1024
 
+/* Before the poll (its callbacks come later) and after it (the timers of
+ * the next round come later): the next sl_now_us reads the clock again. */
+static void clock_stale(uv_prepare_t *h) {
+    ((sl_loop_t *)h->data)->now_us = 0;
+}
+static void clock_stale_check(uv_check_t *h) {
+    ((sl_loop_t *)h->data)->now_us = 0;
+}
+
 int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     memset(l, 0, sizeof *l);
     l->cfg = cfg;
@@ -40,8 +49,22 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
         return SL_ENOMEM;
     }
     sl_deferq_init(&l->defer, l->loop);
+    uv_prepare_init(l->loop, &l->clock_prepare);
+    uv_check_init(l->loop, &l->clock_check);
+    l->clock_prepare.data = l->clock_check.data = l;
+    uv_prepare_start(&l->clock_prepare, clock_stale);
+    uv_check_start(&l->clock_check, clock_stale_check);
+    /* they alone must not keep the loop alive */
+    uv_unref((uv_handle_t *)&l->clock_prepare);
+    uv_unref((uv_handle_t *)&l->clock_check);
     sl_bufpool_init(&l->bufs, (uint32_t)cfg->pkt_buf, SL_LOOP_BUFS_KEPT);
     return SL_OK;
+}
+
+void sl_loop_close(sl_loop_t *l) {
+    sl_deferq_close(&l->defer);
+    uv_close((uv_handle_t *)&l->clock_prepare, NULL);
+    uv_close((uv_handle_t *)&l->clock_check, NULL);
 }
 
 void sl_loop_destroy(sl_loop_t *l) {

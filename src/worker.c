@@ -27,7 +27,7 @@ static void worker_stop(sl_worker_t *w) {
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
     sl_conn_kicks_close(&w->core.kicks);
-    sl_deferq_close(&w->core.defer);
+    sl_loop_close(&w->core);
     uv_close((uv_handle_t *)&w->sig_int, NULL);
     uv_close((uv_handle_t *)&w->sig_term, NULL);
     uv_close((uv_handle_t *)&w->sig_hup, NULL);

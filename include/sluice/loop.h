@@ -59,7 +59,13 @@ typedef struct sl_loop {
     int nclients;                        /* on clients */
     uint32_t next_client_id;             /* ids for tags and BackendKeyData */
     uint32_t next_server_id;
-    sl_deferq_t defer;         /* consequences of closes and releases, run later */
+    sl_deferq_t defer; /* consequences of closes and releases, run later */
+    /* A microsecond clock read at most once per phase of a loop round (the
+     * stats time every query, as PgBouncer's cached time does): now_us is
+     * 0 until read, and set back to 0 before and after each poll. */
+    uv_prepare_t clock_prepare;
+    uv_check_t clock_check;
+    uint64_t now_us;
     sl_sql_cache_t *sql_cache; /* owned: parser answers by query text */
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
@@ -89,10 +95,19 @@ static inline int64_t sl_now_ms(const sl_loop_t *l) {
     return (int64_t)uv_now(l->loop);
 }
 
+/* Microseconds on the monotonic clock, as of this phase of the loop round. */
+static inline uint64_t sl_now_us(sl_loop_t *l) {
+    if (!l->now_us) l->now_us = uv_hrtime() / 1000;
+    return l->now_us;
+}
+
 /* Zeroes l, takes cfg, creates the uv loop, the deferred queue, the buffer
  * free list and the parser cache, and makes every list empty. Returns SL_OK
  * or SL_ENOMEM with why in err. */
 int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen);
+/* Closes the handles sl_loop_init started (the deferred queue's and the
+ * clock's): the loop can end once its users closed theirs. */
+void sl_loop_close(sl_loop_t *l);
 /* Frees what sl_loop_init made once the uv loop has no handles left (the
  * config stays the caller's to free). */
 void sl_loop_destroy(sl_loop_t *l);

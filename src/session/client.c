@@ -74,7 +74,7 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
                      sl_client_state_names[c->state]);
         return false;
     }
-    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_start_us = sl_session_now_us();
+    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_start_us = sl_now_us(c->w);
     sl_list_unlink(&c->state_node);
     c->w->nclients_in[c->state]--;
     client_list(c, st);

@@ -518,7 +518,7 @@ static void count_assignment(sl_client_t *c, sl_server_t *s) {
     if (!s->home) return;
     sl_pool_stats_t *ps = &sl_container_of(s->home, sl_pool_t, servers)->stats;
     ps->server_assignment_count++;
-    uint64_t now = sl_session_now_us();
+    uint64_t now = sl_now_us(c->w);
     if (c->state == SL_CL_WAITING) {
         uint64_t waited = now > c->wait_start_us ? now - c->wait_start_us : 0;
         ps->wait_time_us += waited;
@@ -535,7 +535,7 @@ static void count_assignment(sl_client_t *c, sl_server_t *s) {
 static void count_ready(sl_client_t *c, char status) {
     sl_pool_stats_t *ps = sl_client_stats(c);
     if (!ps) return;
-    uint64_t now = sl_session_now_us();
+    uint64_t now = sl_now_us(c->w);
     if (c->query_start_us) {
         uint64_t took = now > c->query_start_us ? now - c->query_start_us : 0;
         ps->query_time_us += took;
@@ -1005,7 +1005,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
                 /* Linked already (session pooling, or more in one
                  * transaction): the request starts on the server now. */
                 if (c->state == SL_CL_ACTIVE) {
-                    c->query_start_us = sl_session_now_us();
+                    c->query_start_us = sl_now_us(c->w);
                     if (!c->xact_start_us) c->xact_start_us = c->query_start_us;
                 }
             }

@@ -139,11 +139,6 @@ static inline sl_pool_stats_t *sl_client_stats(const sl_client_t *c) {
     return c->pool ? &c->pool->stats : NULL;
 }
 
-/* Microseconds on the monotonic clock, for the stats' times. */
-static inline uint64_t sl_session_now_us(void) {
-    return uv_hrtime() / 1000;
-}
-
 /* Where forwarding client bytes to the server stops: before a held Query
  * or Parse, a partial header, the RESET fix-up's fence, or the routing
  * barrier. */

@@ -78,7 +78,7 @@ int main(void) {
     ASSERT_EQ(w.nclients, 0);
 
     sl_conn_kicks_close(&w.kicks);
-    sl_deferq_close(&w.defer);
+    sl_loop_close(&w);
     uv_run(w.loop, UV_RUN_NOWAIT);
     uv_loop_close(w.loop);
     sl_loop_destroy(&w);

@@ -230,7 +230,7 @@ int main(void) {
     test_failure_status();
 
     sl_conn_kicks_close(&w.kicks);
-    sl_deferq_close(&w.defer);
+    sl_loop_close(&w);
     run_loop();
     uv_loop_close(w.loop);
     sl_loop_destroy(&w);
