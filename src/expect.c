@@ -109,8 +109,6 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
     return relay;
 }
 
-const sl_ex_t *sl_expect_head(const sl_expect_t *q) { return q->n ? at(q, 0) : NULL; }
-
 const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
     if (q->n == 0) return NULL;
     const sl_ex_t *e = at(q, 0);

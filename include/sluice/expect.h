@@ -17,6 +17,7 @@
 #define SLUICE_EXPECT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sluice/err.h"
@@ -88,8 +89,11 @@ bool sl_expect_skipping(const sl_expect_t *q);
  * completes and returns false when the message answers one of sluice's own
  * requests and must not reach the client. */
 bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx);
-/* The first entry (the request the server's next reply is about), or NULL. */
-const sl_ex_t *sl_expect_head(const sl_expect_t *q);
+/* The first entry (the request the server's next reply is about), or NULL.
+ * Inline: asked for every reply. */
+static inline const sl_ex_t *sl_expect_head(const sl_expect_t *q) {
+    return q->n ? &q->v[q->head & (q->cap - 1)] : NULL;
+}
 /* The first entry when sluice answers it itself (SL_EX_ANSWER or
  * SL_EX_REFUSE), else NULL. sl_expect_answered() ends it once answered. */
 const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q);

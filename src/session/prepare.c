@@ -60,10 +60,6 @@ static void count_server_parse(sl_client_t *c) {
     if (ps) ps->server_parse_count++;
 }
 
-bool sl_ps_wanted(const sl_client_t *c) {
-    return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
-}
-
 /* States kept for reuse, and the largest stage buffer kept with one. */
 #define PS_FREE_MAX 64
 #define STAGE_KEEP (64u * 1024)
@@ -635,7 +631,10 @@ static bool refuse_over_bound(sl_client_t *c, const char *name, const char *whic
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap) {
     const char *p = sql;
     while (isspace((unsigned char)*p)) p++;
-    if (strncasecmp(p, "deallocate", 10) != 0 || !isspace((unsigned char)p[10])) return false;
+    /* one letter first: this looks at every Query and Parse */
+    if ((*p | 0x20) != 'd' || strncasecmp(p, "deallocate", 10) != 0 ||
+        !isspace((unsigned char)p[10]))
+        return false;
     p += 10;
     while (isspace((unsigned char)*p)) p++;
     if (strncasecmp(p, "prepare", 7) == 0 && isspace((unsigned char)p[7])) {

@@ -224,6 +224,7 @@ static bool may_reset(const char *sql) {
 
 /* Merges what a statement text resets into the request's fix-up. */
 static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
+    if (!info->resets_all && !info->resets[0] && !info->resets_overflow) return; /* most */
     if (info->resets_overflow)
         sl_log_warn(c->tag, "more settings RESET in one query than sluice follows: some may "
                             "stay on the server's login values instead of the client's");
@@ -836,15 +837,14 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         sl_session_fail(c, "08P01", "Query message is not one NUL-terminated string");
         return false;
     }
-    sl_sql_info_t info;
+    sl_sql_info_t *info = info_out;
     sl_sql_classify(c->w->sql_cache, sql, c->w->cfg->write_functions,
-                    c->w->cfg->stateless_functions, &info);
-    *info_out = info;
+                    c->w->cfg->stateless_functions, info);
     *classified = true;
     /* sluice's own statements on a shared server are no client's to run,
      * replace or drop (another client's next Bind would fail, or run
      * someone else's text). */
-    if (info.names_pooler_statement) {
+    if (info->names_pooler_statement) {
         if (parse && sl_ps_wanted(c)) {
             c->in.data[start] = SL_MSG_REFUSED; /* the walker answers it in order */
             return true;
@@ -864,7 +864,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         c->in.data[start] = parse ? SL_MSG_DEALLOCATE_PARSE : SL_MSG_DEALLOCATE; /* prepare.c */
         return true;
     }
-    uint32_t creates = note_state(c, &info);
+    uint32_t creates = note_state(c, info);
     int mode = c->w->cfg->pin_session_state;
     if (!creates) return true;
     if (mode == SL_PIN_ERROR) {

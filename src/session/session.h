@@ -338,8 +338,11 @@ typedef struct sl_ps {
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap);
 
 /* Whether c's link to a server goes through this mode: transaction or
- * statement pooling with max_prepared_statements above 0. */
-bool sl_ps_wanted(const sl_client_t *c);
+ * statement pooling with max_prepared_statements above 0. Inline: asked
+ * several times per message. */
+static inline bool sl_ps_wanted(const sl_client_t *c) {
+    return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
+}
 /* Sets up the in-flight state for a new link; false when out of memory. */
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
 /* Forwards walked client bytes; false if c was closed. */
