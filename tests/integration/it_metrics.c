@@ -202,7 +202,8 @@ static void health_dead_primary(void) {
     PQfinish(c);
     IT_ASSERT(http("GET /health HTTP/1.1\r\n\r\n", resp, sizeof resp) == 503, "health: %.300s",
               resp);
-    const char *b = body_of(resp);
+    char b[512];
+    snprintf(b, sizeof b, "%s", body_of(resp));
     IT_ASSERT(strstr(b, "database dead: primary 127.0.0.1:") &&
                   strchr(b, '\n') == b + strlen(b) - 1,
               "health reason is not one line naming the database: %s", b);
