@@ -40,8 +40,9 @@ typedef struct pool_snap {
     int servers[SL_SV_NSTATES]; /* by state; CLOSING stays 0 (those left the pool) */
     int size, min_size, reserve_size;
     int n_waiting, n_clients;
-    double maxwait_s;   /* age of the oldest waiter, 0 without */
-    bool login_failing; /* the last backend login failed and none worked since */
+    double maxwait_s;      /* age of the oldest waiter, 0 without */
+    bool login_failing;    /* the last backend login failed and none worked since */
+    sl_pool_stats_t stats; /* its counters and histograms */
 } pool_snap_t;
 
 typedef struct backend_snap {
@@ -60,6 +61,7 @@ typedef struct backend_snap {
 typedef struct db_snap {
     size_t first, n;
     bool primary_up;
+    sl_pool_stats_t stats; /* summed over its pools (for the histograms) */
 } db_snap_t;
 
 struct sl_expose {
@@ -206,6 +208,66 @@ POOL_INT(n_waiting)
 POOL_INT(n_clients)
 POOL_INT(login_failing)
 
+/* Counters of a pool, by offset into sl_pool_stats_t; times in
+ * microseconds are written as seconds. */
+#define POOL_COUNTER(fname, field)                                                                 \
+    static void emit_##fname(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {        \
+        char l[LABELS_CAP];                                                                        \
+        pool_labels(&e->pools[i], l, sizeof l);                                                    \
+        put(o, "%s{%s} %llu\n", f->name, l, (unsigned long long)e->pools[i].stats.field);          \
+    }
+#define POOL_SECONDS(fname, field)                                                                 \
+    static void emit_##fname(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {        \
+        char l[LABELS_CAP];                                                                        \
+        pool_labels(&e->pools[i], l, sizeof l);                                                    \
+        put(o, "%s{%s} %.6f\n", f->name, l, (double)e->pools[i].stats.field / 1e6);                \
+    }
+POOL_COUNTER(assignments, server_assignment_count)
+POOL_COUNTER(xacts, xact_count)
+POOL_COUNTER(queries, query_count)
+POOL_COUNTER(bytes_received, bytes_received)
+POOL_COUNTER(bytes_sent, bytes_sent)
+POOL_SECONDS(xact_time, xact_time_us)
+POOL_SECONDS(query_time, query_time_us)
+POOL_SECONDS(wait_time, wait_time_us)
+POOL_COUNTER(client_parses, client_parse_count)
+POOL_COUNTER(server_parses, server_parse_count)
+POOL_COUNTER(binds, bind_count)
+POOL_COUNTER(logins, client_login_count)
+
+/* A database's histogram: the buckets sluice keeps are per range, the
+ * format's are cumulative (le: at most that many seconds). */
+static void emit_hist(const family_t *f, const char *db, const sl_hist_t *h, out_t *o) {
+    char d[ESC_CAP];
+    esc(db, d, sizeof d);
+    uint64_t cum = 0;
+    for (int b = 0; b < SL_HIST_NBUCKETS; b++) {
+        cum += h->bucket[b];
+        put(o, "%s_bucket{database=\"%s\",le=\"%.9g\"} %llu\n", f->name, d,
+            (double)sl_hist_bounds_us[b] / 1e6, (unsigned long long)cum);
+    }
+    put(o, "%s_bucket{database=\"%s\",le=\"+Inf\"} %llu\n", f->name, d,
+        (unsigned long long)h->count);
+    put(o, "%s_sum{database=\"%s\"} %.6f\n", f->name, d, (double)h->sum_us / 1e6);
+    put(o, "%s_count{database=\"%s\"} %llu\n", f->name, d, (unsigned long long)h->count);
+}
+
+static void emit_query_hist(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
+    emit_hist(f, e->pools[e->dbs[i].first].db, &e->dbs[i].stats.query_hist, o);
+}
+
+static void emit_wait_hist(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
+    emit_hist(f, e->pools[e->dbs[i].first].db, &e->dbs[i].stats.wait_hist, o);
+}
+
+/* ErrorResponses sent to clients by SQLSTATE class, logins included. */
+static void emit_errors(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
+    (void)i;
+    for (int k = 0; k < SL_ERR_NCLASSES; k++)
+        put(o, "%s{class=\"%s\"} %llu\n", f->name, sl_err_class_names[k],
+            (unsigned long long)e->stats.errors[k]);
+}
+
 static void emit_maxwait(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
     char l[LABELS_CAP];
     pool_labels(&e->pools[i], l, sizeof l);
@@ -295,6 +357,35 @@ static const family_t families[] = {
     {"sluice_pool_login_failing", "gauge",
      "1 when the pool's last backend login failed and none has worked since.", npools,
      emit_login_failing},
+    {"sluice_server_assignments_total", "counter",
+     "Times a client was given a backend connection of the pool.", npools, emit_assignments},
+    {"sluice_transactions_total", "counter", "Transactions ended through the pool.", npools,
+     emit_xacts},
+    {"sluice_queries_total", "counter", "Query and Execute messages of the pool's clients.", npools,
+     emit_queries},
+    {"sluice_received_bytes_total", "counter", "Bytes read from the pool's clients.", npools,
+     emit_bytes_received},
+    {"sluice_sent_bytes_total", "counter", "Bytes written to the pool's clients.", npools,
+     emit_bytes_sent},
+    {"sluice_transaction_time_seconds_total", "counter",
+     "Time from the first request of each transaction to its end.", npools, emit_xact_time},
+    {"sluice_query_time_seconds_total", "counter",
+     "Time from each request on a server to its ReadyForQuery.", npools, emit_query_time},
+    {"sluice_wait_time_seconds_total", "counter", "Time clients waited for a backend connection.",
+     npools, emit_wait_time},
+    {"sluice_client_parses_total", "counter", "Parse messages from the pool's clients.", npools,
+     emit_client_parses},
+    {"sluice_server_parses_total", "counter", "Parse messages sent to the pool's servers.", npools,
+     emit_server_parses},
+    {"sluice_binds_total", "counter", "Bind messages from the pool's clients.", npools, emit_binds},
+    {"sluice_client_logins_total", "counter", "Client logins completed.", npools, emit_logins},
+    {"sluice_query_duration_seconds", "histogram",
+     "Time from a request on a server to its ReadyForQuery, per database.", ndbs, emit_query_hist},
+    {"sluice_wait_duration_seconds", "histogram",
+     "Time a client waited for a backend connection, per wait that got one, per database.", ndbs,
+     emit_wait_hist},
+    {"sluice_errors_total", "counter", "ErrorResponses sent to clients, by SQLSTATE class.", one,
+     emit_errors},
     {"sluice_database_primary_up", "gauge",
      "1 when the database's primary answers (health checks, or its last login worked).", ndbs,
      emit_primary_up},
@@ -414,6 +505,7 @@ static int copy_pool(pool_snap_t *s, const sl_pool_t *p, const sl_loop_t *l, int
         s->maxwait_s = now_ms > since ? (double)(now_ms - since) / 1000.0 : 0;
     }
     s->login_failing = p->login_fail_ms != 0;
+    s->stats = p->stats;
     return SL_OK;
 }
 
@@ -446,7 +538,9 @@ static int copy_pools(sl_expose_t *e, const sl_loop_t *l) {
             const sl_route_t *r = find_route(l, e->pools[i].db);
             e->dbs[e->ndbs++] = (db_snap_t){.first = i, .primary_up = !r || r->writer >= 0};
         }
-        e->dbs[e->ndbs - 1].n++;
+        db_snap_t *d = &e->dbs[e->ndbs - 1];
+        d->n++;
+        sl_pool_stats_add(&d->stats, &e->pools[i].stats);
     }
     for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
         const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
