@@ -33,16 +33,24 @@
 #define SL_METRICS_LINGER_MS 1000
 #define SL_METRICS_LINGER_BYTES 65536
 #define SL_METRICS_ACCEPT_BATCH 32
+/* accept4 failing for want of descriptors or memory leaves the socket
+ * readable: the listener stops watching it this long instead of spinning,
+ * and says so at most once per SL_METRICS_REPORT_MS. */
+#define SL_METRICS_PAUSE_MS 1000
+#define SL_METRICS_REPORT_MS 10000
 
 typedef struct sl_metrics {
-    sl_worker_t *w;  /* borrowed */
-    uv_poll_t poll;  /* on fd; its close callback drops a reference */
-    int fd;          /* owned: the listening socket, -1 once closed */
-    char desc[300];  /* "127.0.0.1:9127", for logs */
-    int64_t start_s; /* process start, Unix time (sluice_start_time_seconds) */
-    sl_list_t conns; /* http_conn_t by node */
-    int nconns;      /* on conns */
-    int refs;        /* the poll handle and each connection not yet freed */
+    sl_worker_t *w;    /* borrowed */
+    uv_poll_t poll;    /* on fd; its close callback drops a reference */
+    uv_timer_t pause;  /* restarts the poll after an accept4 shortage; its close callback
+                          drops a reference */
+    int64_t report_ms; /* loop clock of the last shortage report, 0: none */
+    int fd;            /* owned: the listening socket, -1 once closed */
+    char desc[300];    /* "127.0.0.1:9127", for logs */
+    int64_t start_s;   /* process start, Unix time (sluice_start_time_seconds) */
+    sl_list_t conns;   /* http_conn_t by node */
+    int nconns;        /* on conns */
+    int refs;          /* the two handles and each connection not yet freed */
 } sl_metrics_t;
 
 enum conn_state {
@@ -307,6 +315,26 @@ static void conn_start(sl_metrics_t *m, int fd, const struct sockaddr_storage *s
     conn_enter(c, HC_READING);
 }
 
+static void accept_cb(uv_poll_t *h, int status, int events);
+
+static void resume_cb(uv_timer_t *t) {
+    sl_metrics_t *m = t->data;
+    uv_poll_start(&m->poll, UV_READABLE, accept_cb);
+}
+
+static void pause_accepting(sl_metrics_t *m, int err) {
+    int64_t now = sl_now_ms(&m->w->core);
+    if (m->report_ms == 0 || now - m->report_ms >= SL_METRICS_REPORT_MS) {
+        sl_log_warn(NULL,
+                    "metrics listener %s: accept: %s; not accepting for %d ms (raise the "
+                    "open-files limit or lower max_client_conn)",
+                    m->desc, strerror(err), SL_METRICS_PAUSE_MS);
+        m->report_ms = now;
+    }
+    uv_poll_stop(&m->poll);
+    uv_timer_start(&m->pause, resume_cb, SL_METRICS_PAUSE_MS, 0);
+}
+
 static void accept_cb(uv_poll_t *h, int status, int events) {
     (void)events;
     sl_metrics_t *m = h->data;
@@ -320,8 +348,7 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
         int fd = accept4(m->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            /* EAGAIN: none left. Out of descriptors: the client listener
-             * reports that; here the next wakeup tries again. */
+            if (errno != EAGAIN && errno != EWOULDBLOCK) pause_accepting(m, errno);
             return;
         }
         if (m->nconns >= SL_METRICS_MAX_CONNS)
@@ -395,7 +422,9 @@ int sl_metrics_open(sl_worker_t *w, char *err, size_t errlen) {
         return SL_EIO;
     }
     m->w = w;
-    m->refs = 1;
+    m->refs = 2;
+    uv_timer_init(w->core.loop, &m->pause);
+    m->pause.data = m;
     m->start_s = (int64_t)time(NULL);
     m->poll.data = m;
     sl_list_init(&m->conns);
@@ -418,6 +447,7 @@ void sl_metrics_close(sl_worker_t *w) {
     close(m->fd);
     m->fd = -1;
     uv_close((uv_handle_t *)&m->poll, listener_closed_cb);
+    uv_close((uv_handle_t *)&m->pause, listener_closed_cb);
     while (!sl_list_empty(&m->conns))
         conn_close(sl_container_of(sl_list_first(&m->conns), http_conn_t, node));
 }
