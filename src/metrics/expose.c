@@ -491,7 +491,7 @@ static int copy_pool(pool_snap_t *s, const sl_pool_t *p, const sl_loop_t *l, int
     if (!s->db || !s->user) return SL_ENOMEM;
     const sl_route_t *r = find_route(l, p->db_alias);
     if (r && p->backend < r->n)
-        snprintf(s->backend, sizeof s->backend, "%s", r->b[p->backend].addr);
+        snprintf(s->backend, sizeof s->backend, "%.255s", r->b[p->backend].addr);
     else
         config_addr(l->cfg, p->db_alias, p->backend, s->backend, sizeof s->backend);
     s->role = backend_role(r, p->backend);
@@ -568,7 +568,7 @@ static int copy_backends(sl_expose_t *e, const sl_loop_t *l) {
             const sl_backend_t *b = &r->b[i];
             backend_snap_t *s = &e->backends[e->nbackends++];
             if (!(s->db = strdup(r->db))) return SL_ENOMEM;
-            snprintf(s->addr, sizeof s->addr, "%s", b->addr);
+            snprintf(s->addr, sizeof s->addr, "%.255s", b->addr);
             s->role = backend_role(r, i);
             s->up = b->up, s->lagging = b->lagging;
             /* As the route compares them: once both have answered a check. */

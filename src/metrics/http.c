@@ -294,15 +294,15 @@ static void conn_start(sl_metrics_t *m, int fd, const struct sockaddr_storage *s
     http_conn_t *c = calloc(1, sizeof *c);
     char *out = malloc(SL_EXPOSE_MIN_CHUNK);
     if (!c || !out || uv_poll_init(m->w->core.loop, &c->poll, fd) != 0) {
-        sl_log_warn(NULL, "metrics: out of memory for a connection: closed");
+        sl_log_warn(NULL, "metrics: no memory or poll handle for a connection: closed");
         free(c), free(out);
         close(fd);
         return;
     }
-    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+    char host[48] = "?", serv[8] = "?"; /* numeric: an IPv6 address fits */
     getnameinfo((const struct sockaddr *)ss, len, host, sizeof host, serv, sizeof serv,
                 NI_NUMERICHOST | NI_NUMERICSERV);
-    snprintf(c->tag, sizeof c->tag, "metrics peer=%s:%s", host, serv);
+    snprintf(c->tag, sizeof c->tag, "metrics peer=%.47s:%.7s", host, serv);
     c->m = m;
     c->fd = fd;
     c->out = out;
