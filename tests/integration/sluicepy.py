@@ -122,7 +122,14 @@ class Sluice:
                 self.proc.wait()
 
     def cleanup(self):
+        """Stops sluice; a non-zero exit (a sanitizer's report, a crash)
+        fails the test."""
         self.stop()
+        rc = self.proc.returncode
+        if rc != 0:
+            self.dump_log()
+            print(f"FAIL: sluice exited with status {rc} after SIGINT", file=sys.stderr)
+            sys.exit(1)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
