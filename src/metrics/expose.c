@@ -42,6 +42,8 @@ typedef struct pool_snap {
     int n_waiting, n_clients;
     double maxwait_s;      /* age of the oldest waiter, 0 without */
     bool login_failing;    /* the last backend login failed and none worked since */
+    bool unreachable;      /* a primary pool of a database without replicas whose last login
+                              failed for want of an answer (primary_unreachable) */
     sl_pool_stats_t stats; /* its counters and histograms */
 } pool_snap_t;
 
@@ -436,7 +438,11 @@ size_t sl_expose_next(sl_expose_t *e, char *buf, size_t cap) {
             continue;
         }
         f->emit(e, f, e->item, &o);
-        if (o.full) {
+        if (o.full && mark == 0) {
+            /* Larger than a whole piece: cannot happen with LABEL_MAX and
+             * the families above; skipped rather than ending the text. */
+            o.full = false, o.len = 0;
+        } else if (o.full) {
             o.len = mark; /* redone whole in the next piece */
             break;
         }
@@ -505,6 +511,7 @@ static int copy_pool(pool_snap_t *s, const sl_pool_t *p, const sl_loop_t *l, int
         s->maxwait_s = now_ms > since ? (double)(now_ms - since) / 1000.0 : 0;
     }
     s->login_failing = p->login_fail_ms != 0;
+    s->unreachable = !r && primary_unreachable(p);
     s->stats = p->stats;
     return SL_OK;
 }
@@ -540,14 +547,8 @@ static int copy_pools(sl_expose_t *e, const sl_loop_t *l) {
         }
         db_snap_t *d = &e->dbs[e->ndbs - 1];
         d->n++;
+        if (e->pools[i].unreachable) d->primary_up = false;
         sl_pool_stats_add(&d->stats, &e->pools[i].stats);
-    }
-    for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (!primary_unreachable(p) || find_route(l, p->db_alias)) continue;
-        for (size_t d = 0; d < e->ndbs; d++)
-            if (strcmp(e->pools[e->dbs[d].first].db, p->db_alias) == 0)
-                e->dbs[d].primary_up = false;
     }
     return SL_OK;
 }

@@ -7,7 +7,7 @@
  * answered 503 and closed at once), a request head of at most
  * SL_HTTP_MAX_HEAD bytes (431), SL_METRICS_HEAD_TIMEOUT_MS for the whole
  * head however slowly it trickles in, SL_METRICS_WRITE_TIMEOUT_MS for a
- * client to take the answer, and one answer per connection
+ * client to take each piece of the answer, one answer per connection
  * (Connection: close). /metrics is written from a copy in pieces of one
  * buffer as the socket drains (expose.c), never built whole. */
 #include <errno.h>
@@ -33,6 +33,9 @@
 #define SL_METRICS_LINGER_MS 1000
 #define SL_METRICS_LINGER_BYTES 65536
 #define SL_METRICS_ACCEPT_BATCH 32
+/* Pieces of /metrics written per writable event: a fast reader of a large
+ * text lets the loop's other connections have their turn in between. */
+#define SL_METRICS_PIECES_PER_TURN 8
 /* accept4 failing for want of descriptors or memory leaves the socket
  * readable: the listener stops watching it this long instead of spinning,
  * and says so at most once per SL_METRICS_REPORT_MS. */
@@ -234,8 +237,14 @@ static bool conn_refill(http_conn_t *c) {
 }
 
 static void conn_on_write(http_conn_t *c) {
-    for (;;) {
-        if (c->out_off == c->out_len && !conn_refill(c)) break;
+    for (int pieces = 0;;) {
+        if (c->out_off == c->out_len) {
+            if (pieces == SL_METRICS_PIECES_PER_TURN) return; /* the poll calls again */
+            if (!conn_refill(c)) break;
+            pieces++;
+            /* The client takes the answer: its deadline is per piece. */
+            uv_timer_start(&c->timer, timeout_cb, SL_METRICS_WRITE_TIMEOUT_MS, 0);
+        }
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n < 0 && errno == EINTR) continue;

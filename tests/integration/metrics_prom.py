@@ -5,6 +5,7 @@ logins the test made; client, server and waiting gauges equal the states
 it put them in; histograms are cumulative and agree with their counters;
 and, when the admin console answers, the counters equal SHOW STATS_TOTALS."""
 import os
+import socket
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ import psycopg2
 
 sys.stdout.reconfigure(line_buffering=True)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sluicepy import Sluice, fail, total, value  # noqa: E402
+from sluicepy import Sluice, cluster, fail, total, value  # noqa: E402
 
 N = 25     # good single-statement transactions
 ERRS = 3   # failing ones (division by zero, class 22)
@@ -152,6 +153,61 @@ def against_console(sl):
     print("ok: counters equal SHOW STATS_TOTALS")
 
 
+def slow_read(sl, path):
+    """GET path through a small receive buffer, read slowly: sluice's
+    socket fills and it has to resume its pieces many times."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", sl.mport))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    chunks = []
+    while True:
+        b = s.recv(1024)
+        if not b:
+            break
+        chunks.append(b)
+        if len(chunks) % 64 == 0:
+            time.sleep(0.01)
+    s.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return head.decode(), body.decode()
+
+
+def many_pools():
+    """/metrics of 60 pools is several pieces of sluice's 32 KiB buffer:
+    read fast and read through a small window, it parses whole, with every
+    pool once and the same series both ways."""
+    from prometheus_client.parser import text_string_to_metric_families
+    cl = cluster()
+    ndb = 60
+    dbs = "".join(f"db_with_a_long_name_to_fill_lines_{i:03d} = host=127.0.0.1 "
+                  f"port={cl['PRIMARY_PORT']} dbname=sluice_test\n" for i in range(ndb))
+    sl = Sluice(opts="pool_mode = transaction\n", dbs=dbs)
+    try:
+        for i in range(ndb):
+            c = psycopg2.connect(sl.dsn(db=f"db_with_a_long_name_to_fill_lines_{i:03d}"))
+            c.autocommit = True
+            c.cursor().execute("SELECT 1")
+            c.close()
+        s, _ = sl.scrape()
+        got = {dict(l)["database"] for (n, l) in s if n == "sluice_pool_size"}
+        check(len(got) == ndb, f"{len(got)} pools of {ndb}", sl)
+        head, body = slow_read(sl, "/metrics")
+        check(head.startswith("HTTP/1.1 200") and len(body) > 4 * 32768,
+              f"slow read: {head[:40]!r}, {len(body)} bytes", sl)
+        slow = set()
+        for fam in text_string_to_metric_families(body):
+            for smp in fam.samples:
+                key = (smp.name, frozenset(smp.labels.items()))
+                check(key not in slow, f"{key} twice in the slow read", sl)
+                slow.add(key)
+        check(slow == set(s), f"series differ: {len(slow)} vs {len(s)}", sl)
+    finally:
+        sl.cleanup()
+    print(f"ok: {ndb} pools, {len(body)} bytes of /metrics in pieces, read fast and slowly, "
+          f"{len(slow)} series each once")
+
+
 def main():
     sl = Sluice(opts="pool_mode = transaction\ndefault_pool_size = 2\nadmin_users = postgres\n"
                      "query_wait_timeout = 30\n")
@@ -161,6 +217,7 @@ def main():
         against_console(sl)
     finally:
         sl.cleanup()
+    many_pools()
 
 
 if __name__ == "__main__":
