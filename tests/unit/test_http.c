@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "metrics/expose.h"
+#include "sluice/config.h"
 #include "sluice/err.h"
 #include "unit/check.h"
 
@@ -91,8 +92,34 @@ static void test_invalid(void) {
     INVALID("GET /metrics HTTP/1.1\r\nX: \x7f");
 }
 
+/* metrics_listen's addr:port, as the config check and the endpoint read it. */
+static void test_listen_value(void) {
+    char host[64];
+    int port = 0;
+    ASSERT_EQ(sl_config_parse_hostport("127.0.0.1:9127", host, sizeof host, &port), SL_OK);
+    ASSERT_STREQ(host, "127.0.0.1");
+    ASSERT_EQ(port, 9127);
+    ASSERT_EQ(sl_config_parse_hostport("[::1]:1", host, sizeof host, &port), SL_OK);
+    ASSERT_STREQ(host, "::1");
+    ASSERT_EQ(port, 1);
+    ASSERT_EQ(sl_config_parse_hostport("*:65535", host, sizeof host, &port), SL_OK);
+    ASSERT_STREQ(host, "*");
+    const char *bad[] = {":9127", "127.0.0.1", "::1:9127", "h:0", "h:65536", "h:12x",
+                         "h:",    "[::1]9127", "[]:1",     "",    "[::1:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ASSERT_EQ(sl_config_parse_hostport(bad[i], host, sizeof host, &port), SL_ECONFIG);
+    char err[512] = "";
+    sl_config_t *cfg = sl_config_load_string(
+        "t.ini", "[sluice]\nauth_type = trust\nmetrics_listen = 9127\n", err, sizeof err);
+    ASSERT_TRUE(cfg == NULL && strstr(err, "metrics_listen: invalid value \"9127\""));
+    cfg = sl_config_load_string("t.ini", "[sluice]\nauth_type = trust\n", err, sizeof err);
+    ASSERT_TRUE(cfg && !strcmp(cfg->metrics_listen, "")); /* off by default */
+    sl_config_free(cfg);
+}
+
 int main(void) {
     test_valid();
     test_invalid();
+    test_listen_value();
     return check_done("test_http");
 }
