@@ -96,6 +96,7 @@ static const opt_t opts[] = {
     O_MS("max_replica_lag_time", max_replica_lag_time_ms, "0", 86400),
     O_INT("max_rewrite_size", max_rewrite_size, "1048576", 1024, 1 << 30),
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
+    O_STR("metrics_listen", metrics_listen, ""),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
     O_STR("pidfile", pidfile, ""),
     O_ENUM("pin_session_state", pin_session_state, "on", sl_pin_mode_names),
@@ -557,6 +558,28 @@ static const char *bad_function_entry(const char *list) {
     return NULL;
 }
 
+int sl_config_parse_hostport(const char *v, char *host, size_t cap, int *port) {
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v) return SL_ECONFIG;
+    const char *h = v, *hend = colon;
+    if (*v == '[') { /* [v6]:port */
+        if (colon[-1] != ']') return SL_ECONFIG;
+        h = v + 1, hend = colon - 1;
+    } else if (memchr(v, ':', (size_t)(colon - v))) {
+        return SL_ECONFIG; /* a bare IPv6 address: its port would be ambiguous */
+    }
+    size_t hlen = (size_t)(hend - h);
+    if (hlen == 0 || hlen >= cap) return SL_ECONFIG;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 1 || p > 65535) return SL_ECONFIG;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)p;
+    return SL_OK;
+}
+
 static int validate(sl_config_t *cfg, char *err, size_t errlen) {
     const char *bad = bad_function_entry(cfg->stateless_functions);
     if (bad) {
@@ -578,6 +601,15 @@ static int validate(sl_config_t *cfg, char *err, size_t errlen) {
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir) {
         snprintf(err, errlen, "%s: nothing to listen on: set listen_addr or unix_socket_dir",
                  cfg->path);
+        return SL_ECONFIG;
+    }
+    char mhost[256];
+    int mport;
+    if (*cfg->metrics_listen &&
+        sl_config_parse_hostport(cfg->metrics_listen, mhost, sizeof mhost, &mport) < 0) {
+        snprintf(err, errlen, "%s: metrics_listen: invalid value \"%s\" (expected addr:port, "
+                              "e.g. 127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
+                 cfg->path, cfg->metrics_listen);
         return SL_ECONFIG;
     }
     const char *protos[][2] = {{"client_tls_protocols", cfg->client_tls_protocols},

@@ -12,6 +12,7 @@
 #include "sluice/janitor.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
@@ -21,6 +22,7 @@ static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
     w->stopping = true;
     sl_listener_close_all(w);
+    sl_metrics_close(w);
     sl_session_close_all(&w->core, "57P01", "sluice is shutting down");
     sl_route_close_all(&w->core);
     sl_pool_close_all(&w->core);
@@ -91,6 +93,10 @@ static void reload(sl_worker_t *w) {
         if (i == 1) old->unix_socket_dir = t;
         if (i == 2) old->pidfile = t;
     }
+    /* The metrics endpoint keeps its socket too (metrics_listen). */
+    char *m = cfg->metrics_listen;
+    cfg->metrics_listen = old->metrics_listen;
+    old->metrics_listen = m;
     /* Logins in progress look their user up again in the new list. */
     sl_session_users_reloaded(&w->core, &users);
     sl_userlist_free(&w->core.users);
@@ -159,6 +165,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     }
     sl_conn_kicks_init(&w->core.kicks, w->core.loop);
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
+    if (sl_metrics_open(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
     return SL_OK;
 }

@@ -27,14 +27,22 @@ floor = {m: f for f, ms in FLOORS.items() for m in ms.split()}
 ALIAS = {"health": "route", "sql_builtins": "sql"}  # one module, several files
 SESSION = {"client", "relay", "prepare", "router", "cancel", "session"}
 
+# A module directory under src/ (src/session/, src/metrics/) is one module,
+# whatever its files are called.
+MODULE_DIRS = sorted(d for d in os.listdir(os.path.join(root, "src"))
+                     if os.path.isdir(os.path.join(root, "src", d)))
+
 def module(path):
     base = os.path.splitext(os.path.basename(path))[0]
     if "/session/" in path or base in SESSION:
         return "session"
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == "src" and parts[1] in MODULE_DIRS:
+        return parts[1]
     return ALIAS.get(base, base)
 
 files = []
-for d in ("src", "src/session", "include/sluice"):
+for d in ["src", "include/sluice"] + ["src/" + m for m in MODULE_DIRS]:
     for f in sorted(os.listdir(os.path.join(root, d))):
         if f.endswith((".c", ".h")):
             files.append(os.path.join(d, f))
@@ -58,7 +66,11 @@ for f in files:
         sys.exit(1)
     raw = open(os.path.join(root, f)).read()
     for inc in re.findall(r'#include\s+"(?:sluice/)?(\w+)\.h"', raw):
-        t = module("src/session/x" if inc == "session" and f.startswith("src/session") else inc)
+        here = os.path.dirname(f)
+        if here.startswith("src/") and os.path.exists(os.path.join(root, here, inc + ".h")):
+            t = m  # the module's own internal header
+        else:
+            t = module("src/session/x" if inc == "session" and f.startswith("src/session") else inc)
         if t == m:
             continue
         graph.setdefault(m, set()).add(t)

@@ -121,6 +121,9 @@ typedef struct sl_config {
     /* functions (not built-ins) trusted to leave no session state: a call
      * to any other marks its server for a reset; comma list, * suffix */
     char *stateless_functions;
+    /* addr:port of the HTTP endpoint for /metrics, /health and /ready; empty: off.
+     * Read at start-up only (a reload keeps the running value). */
+    char *metrics_listen;
     /* logging and process */
     char *logfile, *pidfile;
     int verbose;
@@ -140,6 +143,10 @@ sl_config_t *sl_config_load(const char *path, char *err, size_t errlen);
 /* Same from a string (tests); name is used in error messages. */
 sl_config_t *sl_config_load_string(const char *name, const char *text, char *err, size_t errlen);
 void sl_config_free(sl_config_t *cfg);
+
+/* Splits "host:port", "[v6addr]:port" or "*:port" into host (cap bytes,
+ * without the brackets) and port (1..65535). SL_OK or SL_ECONFIG. */
+int sl_config_parse_hostport(const char *v, char *host, size_t cap, int *port) SL_MUST_USE;
 
 const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
 /* The entry clients of database `name` are served by: its own, else the '*'

@@ -13,12 +13,14 @@
 #include "sluice/stats.h"
 
 struct sl_listener;
+struct sl_metrics;
 
 typedef struct sl_worker {
     sl_loop_t core;                /* what clients, servers and pools run on */
     struct sl_listener *listeners; /* owned list */
     uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
     uv_signal_t sig_int, sig_term, sig_hup;
+    struct sl_metrics *metrics;    /* owned: the metrics_listen endpoint, NULL when off */
     sl_stats_t stats_prev; /* as of the last stats line */
     int64_t stats_ms;      /* when the last stats line was due */
     bool stopping;         /* handles are being closed */
