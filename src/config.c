@@ -749,3 +749,96 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
         if (strcmp(db->keys[i], key) == 0) return db->vals[i];
     return NULL;
 }
+
+/* ---- the option table as the admin console shows and changes it ---- */
+
+/* Keys a running sluice keeps from start-up (see worker.c's reload), and
+ * keys whose change needs files read again (auth_file, hba, TLS): SET
+ * refuses those; RELOAD applies the second kind. */
+static const char *const fixed_keys[] = {
+    "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf", NULL};
+static const char *const file_keys[] = {"auth_file",
+                                        "auth_hba_file",
+                                        "auth_type",
+                                        "client_tls_sslmode",
+                                        "client_tls_key_file",
+                                        "client_tls_cert_file",
+                                        "client_tls_ca_file",
+                                        "client_tls_protocols",
+                                        "client_tls_ciphers",
+                                        "client_tls13_ciphers",
+                                        "client_tls_dheparams",
+                                        "client_tls_ecdhcurve",
+                                        "logfile",
+                                        NULL};
+
+static bool listed(const char *const *list, const char *name) {
+    for (int i = 0; list[i]; i++)
+        if (strcmp(list[i], name) == 0) return true;
+    return false;
+}
+
+int sl_config_nkeys(void) {
+    return (int)(sizeof opts / sizeof *opts);
+}
+
+const char *sl_config_key(int i) {
+    return opts[i].name;
+}
+
+const char *sl_config_key_default(int i) {
+    return opts[i].def;
+}
+
+int sl_config_key_index(const char *key) {
+    for (int i = 0; i < sl_config_nkeys(); i++)
+        if (strcasecmp(opts[i].name, key) == 0) return i;
+    return -1;
+}
+
+enum sl_key_change sl_config_key_change(int i) {
+    if (listed(fixed_keys, opts[i].name)) return SL_KEY_RESTART;
+    if (listed(file_keys, opts[i].name)) return SL_KEY_RELOAD;
+    return SL_KEY_SET;
+}
+
+void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap) {
+    const opt_t *o = &opts[i];
+    const char *field = (const char *)cfg + o->off;
+    switch (o->type) {
+    case OPT_INT:
+        snprintf(buf, cap, "%d", *(const int *)field);
+        return;
+    case OPT_MS: {
+        /* Seconds, as the file has them; fractions only where there are. */
+        int64_t ms = *(const int64_t *)field;
+        if (ms % 1000 == 0)
+            snprintf(buf, cap, "%lld", (long long)(ms / 1000));
+        else
+            snprintf(buf, cap, "%g", (double)ms / 1000.0);
+        return;
+    }
+    case OPT_STR:
+        snprintf(buf, cap, "%s", *(char *const *)field ? *(char *const *)field : "");
+        return;
+    case OPT_BOOL:
+        snprintf(buf, cap, "%d", *(const bool *)field ? 1 : 0);
+        return;
+    case OPT_ENUM:
+        snprintf(buf, cap, "%s", o->names[*(const int *)field]);
+        return;
+    case OPT_BYTES:
+        snprintf(buf, cap, "%lld", (long long)*(const int64_t *)field);
+        return;
+    }
+    snprintf(buf, cap, "?");
+}
+
+int sl_config_set_key(sl_config_t *cfg, int i, const char *value, char *err, size_t errlen) {
+    parse_ctx_t ctx = {.cfg = cfg};
+    if (!set_opt(&ctx, &opts[i], value)) {
+        snprintf(err, errlen, "%s", ctx.err);
+        return SL_ECONFIG;
+    }
+    return SL_OK;
+}

@@ -55,6 +55,9 @@ static void stats_tick(sl_worker_t *w, int64_t now) {
     for (it = w->core.pools.next; it != &w->core.pools; it = it->next) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         sl_pool_stats_average(&p->stats, &p->stats_prev, secs, &p->stats_avg);
+        p->stats_delta = p->stats;
+        sl_pool_stats_sub(&p->stats_delta, &p->stats_prev);
+        p->stats_delta_ms = now - w->stats_ms;
         p->stats_prev = p->stats;
     }
     w->stats_prev = w->core.stats;
@@ -71,6 +74,8 @@ static void janitor_cb(uv_timer_t *t) {
         sl_pool_tick(p, now);
     }
     stats_tick(w, now);
+    /* SHUTDOWN WAIT_FOR_CLIENTS: clients leave on their own. */
+    if (w->wait_for_clients) sl_worker_maybe_finish(w);
 }
 
 void sl_janitor_start(sl_worker_t *w) {

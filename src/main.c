@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/hba.h"
@@ -17,7 +18,9 @@
 #include "sluice/userlist.h"
 #include "sluice/worker.h"
 
+#ifndef SLUICE_VERSION /* set by CMake from the project's version */
 #define SLUICE_VERSION "0.1.0"
+#endif
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -147,6 +150,7 @@ int main(int argc, char **argv) {
         if (!daemon) fprintf(stderr, "sluice: cannot start: %s (%s)\n", err, sl_strerror(rc));
         return 1;
     }
+    sl_admin_attach(&w);
     sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d", (int)getpid());
     rc = sl_worker_run(&w);
     if (pidfile) unlink(pidfile);

@@ -100,6 +100,15 @@ void sl_pool_stats_add(sl_pool_stats_t *a, const sl_pool_stats_t *b) {
     hist_add(&a->wait_hist, &b->wait_hist);
 }
 
+void sl_pool_stats_sub(sl_pool_stats_t *a, const sl_pool_stats_t *b) {
+    /* Counters only grow: a - b >= 0 field by field. Done as whole
+     * arrays of uint64_t, which the struct is. */
+    uint64_t *pa = (uint64_t *)a;
+    const uint64_t *pb = (const uint64_t *)b;
+    for (size_t i = 0; i < sizeof *a / sizeof(uint64_t); i++)
+        pa[i] = pa[i] >= pb[i] ? pa[i] - pb[i] : 0;
+}
+
 void sl_pool_stats_average(const sl_pool_stats_t *now, const sl_pool_stats_t *prev, double secs,
                            sl_pool_avg_t *out) {
     *out = (sl_pool_avg_t){0};

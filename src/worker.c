@@ -41,32 +41,31 @@ static void worker_stop(sl_worker_t *w) {
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {
-    if (w->core.shutting_down && !w->stopping && w->core.nclients == 0) {
+    if ((w->core.shutting_down || w->wait_for_clients) && !w->stopping && w->core.nclients == 0) {
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
     }
 }
 
-static void reload(sl_worker_t *w) {
-    char err[512];
-    sl_config_t *cfg = sl_config_load(w->core.cfg->path, err, sizeof err);
+int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen) {
+    if (warnlen) *warn = '\0';
+    sl_config_t *cfg = sl_config_load(w->core.cfg->path, err, errlen);
     if (!cfg) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
-        return;
+        return SL_ECONFIG;
     }
     sl_userlist_t users = {0};
-    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &users, err, sizeof err) < 0) {
+    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &users, err, errlen) < 0) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_config_free(cfg);
-        return;
+        return SL_ECONFIG;
     }
     sl_hba_t *hba = NULL;
-    if (cfg->auth_type == SL_AUTH_HBA &&
-        !(hba = sl_hba_load(cfg->auth_hba_file, err, sizeof err))) {
+    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, errlen))) {
         sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
         sl_userlist_free(&users);
         sl_config_free(cfg);
-        return;
+        return SL_ECONFIG;
     }
     sl_hba_free(w->core.hba);
     w->core.hba = hba;
@@ -76,6 +75,7 @@ static void reload(sl_worker_t *w) {
     if (!tls && *tls_err) {
         sl_log_error(NULL, "reload: client TLS settings refused, the running ones stay: %s",
                      tls_err);
+        snprintf(warn, warnlen, "client TLS settings refused, the running ones stay: %s", tls_err);
     } else {
         SSL_CTX_free(w->core.client_tls); /* connections hold their own references */
         w->core.client_tls = tls;
@@ -103,20 +103,60 @@ static void reload(sl_worker_t *w) {
     w->core.users = users;
     w->core.cfg = cfg;
     sl_config_free(old);
+    sl_worker_settings_changed(w);
+    if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
+    sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
+    return SL_OK;
+}
+
+void sl_worker_settings_changed(sl_worker_t *w) {
     sl_pool_reconfigure_all(&w->core);
     sl_route_reconfigure_all(&w->core);
     /* write_functions or stateless_functions may have changed: the
      * parser's answers are redone. */
     memset(w->core.sql_cache, 0, sizeof *w->core.sql_cache);
-    sl_log_set_level(cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
-    if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
-    sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
+    sl_log_set_level(w->core.cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
+}
+
+/* SIGTERM and SHUTDOWN WAIT_FOR_SERVERS: no new clients, each closes after
+ * its transaction. */
+static void graceful(sl_worker_t *w) {
+    w->core.shutting_down = true;
+    sl_listener_close_all(w);
+    sl_session_shutdown_all(&w->core);
+    sl_worker_maybe_finish(w);
+}
+
+/* The console's SHUTDOWN, run after the callbacks of the round it came in
+ * (it closes clients, the console's own among them). */
+static void shutdown_cb(sl_defer_t *d) {
+    sl_worker_t *w = sl_container_of(d, sl_worker_t, shutdown_job);
+    switch (w->shutdown_mode) {
+    case SL_SHUTDOWN_FAST:
+        worker_stop(w);
+        break;
+    case SL_SHUTDOWN_WAIT_FOR_SERVERS:
+        graceful(w);
+        break;
+    case SL_SHUTDOWN_WAIT_FOR_CLIENTS:
+        w->wait_for_clients = true;
+        sl_listener_close_all(w);
+        sl_worker_maybe_finish(w);
+        break;
+    }
+}
+
+void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
+    if (w->stopping) return;
+    w->shutdown_mode = mode;
+    sl_defer(&w->core.defer, &w->shutdown_job);
 }
 
 static void signal_cb(uv_signal_t *h, int signum) {
     sl_worker_t *w = h->data;
     if (signum == SIGHUP) {
-        reload(w);
+        char err[512], warn[512];
+        (void)sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
         return;
     }
     if (signum == SIGINT || w->core.shutting_down) {
@@ -126,10 +166,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
     }
     sl_log_info(NULL, "SIGTERM: graceful shutdown; no new clients, each closes after its "
                       "transaction");
-    w->core.shutting_down = true;
-    sl_listener_close_all(w);
-    sl_session_shutdown_all(&w->core);
-    sl_worker_maybe_finish(w);
+    graceful(w);
 }
 
 /* The core calls this when its last client is gone during a shutdown. */
@@ -141,6 +178,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     memset(w, 0, sizeof *w);
     if (sl_loop_init(&w->core, cfg, err, errlen) != SL_OK) return SL_ENOMEM;
     w->core.on_drained = drained_cb;
+    sl_defer_init(&w->shutdown_job, shutdown_cb);
     w->core.find_secret = sl_authq_find;
     w->core.release_db = sl_route_release_idle;
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)

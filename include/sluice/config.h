@@ -157,4 +157,24 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
 /* The routing a database ends up with (its own, or auto with replicas). */
 int sl_db_cfg_routing(const sl_db_cfg_t *db);
 
+/* The [sluice] keys, for the admin console's SHOW CONFIG and SET, by index
+ * from 0 to sl_config_nkeys() - 1 (the option table's order). */
+int sl_config_nkeys(void);
+const char *sl_config_key(int i);
+const char *sl_config_key_default(int i);
+/* Index of key (case-insensitive), -1 when there is no such key. */
+int sl_config_key_index(const char *key);
+/* How a key changes on a running sluice. */
+enum sl_key_change {
+    SL_KEY_SET,    /* SET, RELOAD and SIGHUP apply it */
+    SL_KEY_RELOAD, /* files are read for it: RELOAD and SIGHUP apply it, SET does not */
+    SL_KEY_RESTART /* kept from start-up: only a restart applies it */
+};
+enum sl_key_change sl_config_key_change(int i);
+/* The value of key i in cfg as the file would give it (times in seconds). */
+void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap);
+/* Parses value for key i into cfg, as a line of the file would; SL_OK, or
+ * SL_ECONFIG with the reason in err (cfg unchanged then). */
+int sl_config_set_key(sl_config_t *cfg, int i, const char *value, char *err, size_t errlen);
+
 #endif

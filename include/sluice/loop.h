@@ -38,6 +38,14 @@ enum sl_client_state {
     SL_CL_NSTATES
 };
 
+/* Who sent a Query to the admin console (see console_query below). */
+typedef struct sl_console_who {
+    uint32_t client_id; /* C-<id> of the console connection */
+    const char *user;   /* borrowed: the user it logged in as */
+    bool admin;         /* admin_users (or the Unix-socket peer running sluice); else
+                           stats_users: SHOW only */
+} sl_console_who_t;
+
 typedef struct sl_loop {
     uv_loop_t *loop;         /* owned */
     sl_config_t *cfg;        /* owned */
@@ -88,6 +96,14 @@ typedef struct sl_loop {
      * before now_ms - autodb_idle_timeout: lets go of db's routing, if any;
      * false when it is still in use (the pool then stays). Unset: true. */
     bool (*release_db)(struct sl_loop *l, const char *db, int64_t now_ms);
+    /* The admin console (floor 5) answers one Query of a client logged in
+     * to the virtual database pgbouncer or sluice: the whole reply
+     * (RowDescription, DataRows, CommandComplete, or an ErrorResponse, per
+     * statement) without the ReadyForQuery, in a malloc'ed block the
+     * session then owns (*len bytes; NULL: out of memory). Unset: there is
+     * no console, and those names are databases like any other. */
+    uint8_t *(*console_query)(struct sl_loop *l, const sl_console_who_t *who, const char *sql,
+                              size_t *len);
 } sl_loop_t;
 
 /* Milliseconds on the loop's clock. */

@@ -75,6 +75,9 @@ typedef struct sl_pool {
     sl_pool_stats_t stats;      /* counters since the pool was made (SHOW STATS, /metrics) */
     sl_pool_stats_t stats_prev; /* as of the last stats_period tick */
     sl_pool_avg_t stats_avg;    /* averages over the last complete stats_period */
+    sl_pool_stats_t stats_delta; /* what that period added (averages of several pools are
+                                    averages of their summed deltas) */
+    int64_t stats_delta_ms;      /* its length, ms; 0 before the first period ends */
     sl_login_keys_t scram_keys; /* derived from the configured password for the backend's salt
                                    by the first own login (empty until then) */
 } sl_pool_t;

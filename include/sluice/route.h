@@ -47,6 +47,8 @@ typedef struct sl_backend {
     int outstanding;       /* transactions in flight on it */
     double ewma_us;        /* latency of its transactions and checks, weighted */
     int swrr;              /* smooth weighted round robin state */
+    uint64_t routed_reads; /* read transactions routed to it (SHOW REPLICAS) */
+    uint64_t routed_writes; /* write transactions routed to it */
 } sl_backend_t;
 
 struct sl_route {
@@ -68,6 +70,11 @@ struct sl_route {
     bool checking;           /* health checks started and not stopped */
     bool retired;            /* its replicas left the config: reads go to the primary */
     bool automatic;          /* made from the '*' entry for this name: closed when unused */
+    /* where its transactions went, since the route was made (SHOW ROUTING) */
+    uint64_t routed_write;        /* writes and read-write transactions */
+    uint64_t routed_replica;      /* reads a replica served */
+    uint64_t routed_primary_read; /* reads the writer took (fence, lag, no replica) */
+    uint64_t read_retries;        /* reads moved to another backend after a failure */
 };
 
 /* What a client must see after its last write: fences are resolved by the

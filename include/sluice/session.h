@@ -6,6 +6,8 @@
 #ifndef SLUICE_SESSION_H
 #define SLUICE_SESSION_H
 
+#include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sluice/loop.h"
@@ -26,6 +28,42 @@ void sl_session_close_all(sl_loop_t *w, const char *code, const char *msg);
 /* SIGHUP read a new auth_file (fresh), not yet in w->users: logins in
  * progress look their user up again in it before the old one is freed. */
 void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh);
+struct sl_client;
+struct sl_server;
+struct sl_pool;
+
+/* What the admin console reads of one client (SHOW CLIENTS, SHOW POOLS):
+ * a snapshot whose pointers are valid only during the walk's callback. */
+typedef struct sl_client_info {
+    uint32_t id;                    /* C-<id>; also the BackendKeyData pid */
+    enum sl_client_state state;     /* the list it is on */
+    const char *user, *dbname;      /* borrowed; NULL before the startup packet */
+    const char *peer;               /* "address:port", or "unix" */
+    int fd;                         /* its socket, for the local address */
+    const SSL *ssl;                 /* its TLS, or NULL */
+    const char *application_name;   /* borrowed; NULL when it gave none */
+    int64_t connect_ms;             /* accepted, loop clock */
+    int64_t request_ms;             /* last request sent or reply relayed, loop clock */
+    int64_t wait_ms;                /* waiting for a server: since when (loop clock), else 0 */
+    const struct sl_server *server; /* linked server, or NULL */
+    const struct sl_pool *pool;     /* the pool it logged in to, or NULL (console, login) */
+    int prepared_statements;        /* protocol-level statements it has named */
+    bool console;                   /* an admin console connection */
+    bool close_needed;              /* it will be closed at its next transaction end */
+} sl_client_info_t;
+
+typedef void (*sl_client_visit_cb)(const sl_client_info_t *ci, void *arg);
+/* Calls visit for each client not closing, in state order (login, auth,
+ * login_wait, idle, waiting, active): a walk over the loop's lists. The
+ * callback must not close or change clients. */
+void sl_session_walk(sl_loop_t *w, sl_client_visit_cb visit, void *arg);
+/* The id of a server's linked client (SHOW SERVERS' link column); 0: none. */
+uint32_t sl_session_client_id(const struct sl_client *c);
+/* KILL_CLIENT: client id gets a FATAL with code and msg and is closed.
+ * Returns 1 if it was found, 0 if no such client, -1 if it is `self` (a
+ * console cannot close its own connection from its own command). */
+int sl_session_kill(sl_loop_t *w, uint32_t id, uint32_t self, const char *code, const char *msg);
+
 /* Frees what the module keeps per loop (reusable relay states); once every
  * client is gone. */
 void sl_session_free(sl_loop_t *w);

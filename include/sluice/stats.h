@@ -76,6 +76,8 @@ typedef struct sl_pool_avg {
 
 /* Adds b's counters to a (SHOW STATS sums the pools of a database). */
 void sl_pool_stats_add(sl_pool_stats_t *a, const sl_pool_stats_t *b);
+/* Takes b's counters from a (a period's delta: a snapshot minus an older one). */
+void sl_pool_stats_sub(sl_pool_stats_t *a, const sl_pool_stats_t *b);
 /* The averages between snapshot prev and now, secs apart (<= 0: none). */
 void sl_pool_stats_average(const sl_pool_stats_t *now, const sl_pool_stats_t *prev, double secs,
                            sl_pool_avg_t *out);

@@ -24,11 +24,28 @@ typedef struct sl_worker {
     sl_stats_t stats_prev; /* as of the last stats line */
     int64_t stats_ms;      /* when the last stats line was due */
     bool stopping;         /* handles are being closed */
+    bool wait_for_clients; /* SHUTDOWN WAIT_FOR_CLIENTS: exit once the last client left */
+    sl_defer_t shutdown_job; /* the console's SHUTDOWN, run after the current callbacks */
+    int shutdown_mode;       /* its enum sl_shutdown_mode */
     int exit_code;
 } sl_worker_t;
 
 int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen);
 int sl_worker_run(sl_worker_t *w);
+/* Reads the configuration file again (SIGHUP, the console's RELOAD). On
+ * failure the running configuration stays and err says why (file:line);
+ * a warning (TLS files refused, the rest applied) goes to warn. */
+int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen);
+/* Settings in w->core.cfg changed in place (the console's SET): pools,
+ * routes and the parser's answers follow them. */
+void sl_worker_settings_changed(sl_worker_t *w);
+enum sl_shutdown_mode {
+    SL_SHUTDOWN_FAST,             /* every client closed now (SIGINT) */
+    SL_SHUTDOWN_WAIT_FOR_SERVERS, /* no new clients, each closed after its transaction (SIGTERM) */
+    SL_SHUTDOWN_WAIT_FOR_CLIENTS  /* no new clients; exit once the connected ones have left */
+};
+/* The console's SHUTDOWN: runs after the callbacks of the current round. */
+void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode);
 /* Checks whether a graceful shutdown has finished and stops the loop if so. */
 void sl_worker_maybe_finish(sl_worker_t *w);
 

@@ -31,7 +31,8 @@ static bool buffers_take(sl_client_t *c) {
 
 /* An idle client keeps no buffers: that is what makes idle clients cheap. */
 static void buffers_maybe_give(sl_client_t *c) {
-    if (c->state != SL_CL_IDLE || sl_buf_len(&c->in) || sl_buf_len(&c->out)) return;
+    if (c->state != SL_CL_IDLE || sl_buf_len(&c->in) || sl_buf_len(&c->out) || sl_console_busy(c))
+        return;
     sl_buf_give(&c->w->bufs, &c->in);
     sl_buf_give(&c->w->bufs, &c->out);
 }
@@ -93,7 +94,13 @@ void sl_client_update_poll(sl_client_t *c) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
-    case SL_CL_IDLE: rd = true; break;
+        rd = true;
+        break;
+    case SL_CL_IDLE:
+        /* A console client reads its next Query once the reply is out. */
+        rd = !c->console ||
+             (!sl_console_busy(c) && (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
+        break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
         rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
@@ -152,6 +159,7 @@ static void client_closed_cb(sl_conn_t *cn) {
     }
     free(c->login_buf);
     free(c->fail_msg);
+    free(c->console_out);
     sl_params_clear(&c->params);
     sl_params_clear(&c->startup);
     sl_params_clear(&c->fix_names);
@@ -316,6 +324,10 @@ static void login_consume(sl_client_t *c, uint32_t n) {
 static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);
 
 static void auth_ok(sl_client_t *c) {
+    if (c->console) {
+        sl_console_login(c, false);
+        return;
+    }
     sl_auth_clear(c->auth);
     free(c->auth);
     c->auth = NULL;
@@ -474,6 +486,13 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         }
     }
     login_consume(c, len);
+    if (sl_console_wanted(c)) {
+        c->console = SL_CONSOLE_ASKED;
+        if (sl_console_peer_ok(c)) {
+            sl_console_login(c, true);
+            return;
+        }
+    }
     c->auth = calloc(1, sizeof *c->auth);
     if (!c->auth) {
         sl_client_fatal(c, "53200", "out of memory");
@@ -482,7 +501,11 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     int method = auth_method(c);
     if (method < 0) return;
     bool needs_secret = method == SL_AUTH_PLAIN || method == SL_AUTH_MD5 || method == SL_AUTH_SCRAM;
-    if (needs_secret && !sl_authq_find(c->w, c->user) && sl_authq_enabled(c->w, c->dbname)) {
+    /* The console is no database to run auth_query in, unless auth_dbname
+     * names one. */
+    bool authq_ok = !c->console || *c->w->cfg->auth_dbname;
+    if (needs_secret && authq_ok && !sl_authq_find(c->w, c->user) &&
+        sl_authq_enabled(c->w, c->dbname)) {
         /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
          * authq_done. */
         c->auth_method = method;
@@ -757,7 +780,10 @@ static void client_event(sl_client_t *c, int status, int events) {
         return;
     }
     bool readable = events & UV_READABLE, writable = events & UV_WRITABLE;
-    if (writable) {
+    if (writable && c->console) {
+        sl_console_pump(c);
+        if (sl_client_done(c)) return;
+    } else if (writable) {
         if (!sl_client_flush(c)) return;
         if (c->state == SL_CL_ACTIVE) sl_relay_resume(c);
         if (sl_client_done(c)) return;
@@ -767,6 +793,12 @@ static void client_event(sl_client_t *c, int status, int events) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;
     case SL_CL_IDLE:
+        if (c->console) {
+            sl_console_readable(c);
+            break;
+        }
+        on_readable(c);
+        break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE: on_readable(c); break;
     default: break;

@@ -145,13 +145,17 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
     sl_route_t *r = c->route;
     sl_stats_t *st = &c->w->stats;
     if (retry)
-        st->read_retries++;
+        st->read_retries++, r->read_retries++;
     else if (write)
-        st->routed_write++;
+        st->routed_write++, r->routed_write++;
     else if (b == r->writer)
-        st->routed_primary_read++;
+        st->routed_primary_read++, r->routed_primary_read++;
     else
-        st->routed_replica++;
+        st->routed_replica++, r->routed_replica++;
+    if (write)
+        r->b[b].routed_writes++;
+    else
+        r->b[b].routed_reads++;
     c->tx_backend = b;
     c->tx_write = write && b == r->writer;
     c->rt->tx_start_ns = uv_hrtime();

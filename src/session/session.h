@@ -117,6 +117,12 @@ typedef struct sl_client {
     uint64_t wait_start_us;  /* it last became WAITING */
     uint64_t xact_start_us;  /* its transaction began on a server; 0: none running */
     uint64_t query_start_us; /* its oldest unanswered request began on a server; 0: none */
+    /* the admin console (console.c) */
+    uint8_t console;      /* enum sl_console_level: 0 for a client of a real database */
+    uint8_t *console_out; /* owned: the console reply going out, or NULL */
+    size_t console_len;   /* its bytes */
+    size_t console_off;   /* bytes of it copied to `out` so far */
+    bool console_ready;   /* its ReadyForQuery is still to be sent */
     /* A failure recorded by a helper (sl_session_fail), for the entry point
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
@@ -129,6 +135,9 @@ typedef struct sl_client {
 static inline bool sl_client_done(const sl_client_t *c) {
     return c->state == SL_CL_CLOSING || c->fail_code[0] != 0;
 }
+
+/* Console clients, by what they may do. */
+enum sl_console_level { SL_CONSOLE_NONE, SL_CONSOLE_ASKED, SL_CONSOLE_STATS, SL_CONSOLE_ADMIN };
 
 /* The counters a client's traffic goes to: its server's pool while linked
  * (with replicas, the backend serving it), else the pool it logged in to;
@@ -414,6 +423,25 @@ void sl_router_guard(sl_client_t *c, uint32_t from);
 int sl_router_held_pending(const sl_client_t *c);
 /* Drops the client's pool references (it is closing). */
 void sl_router_detach(sl_client_t *c);
+
+/* ---- console.c ---- */
+/* The admin console's connections: who may log in, message framing and
+ * the replies going out; the commands are the admin module's. */
+
+/* The startup database is pgbouncer or sluice, and a console is wired. */
+bool sl_console_wanted(const sl_client_t *c);
+/* The client is on the Unix socket as the OS user running sluice
+ * (SO_PEERCRED): it gets in with no password, as in PgBouncer. */
+bool sl_console_peer_ok(const sl_client_t *c);
+/* Authenticated (or peer): admin_users get everything, stats_users SHOW
+ * only, anyone else 28000; sends the login reply and makes c IDLE. */
+void sl_console_login(sl_client_t *c, bool peer);
+/* The socket is readable / writable: reads Queries, runs them one at a
+ * time, and sends each reply as the socket takes it. */
+void sl_console_readable(sl_client_t *c);
+void sl_console_pump(sl_client_t *c);
+/* A reply is still going out: c keeps its buffers and reads nothing more. */
+bool sl_console_busy(const sl_client_t *c);
 
 /* ---- cancel.c ---- */
 /* CancelRequest handling: a key issued by sluice is matched to its client and

@@ -1,0 +1,149 @@
+/* The console's dispatcher: splits a Query into statements, finds each
+ * one's command in the table below, checks who may run it, and runs it.
+ * Statements of one Query run in order, each with its own result (as
+ * PostgreSQL does for a multi-statement Query); the first that fails ends
+ * the Query, and the ones after it do not run. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "admin.h"
+#include "sluice/admin.h"
+#include "sluice/log.h"
+
+/* Alphabetical within each group; another file's commands are added with
+ * a line here (see admin.h). */
+const sl_admin_cmd_t sl_admin_cmds[] = {
+    {"SHOW", false, sl_admin_show,
+     "SHOW HELP|POOLS|STATS|CLIENTS|SERVERS|... (SHOW HELP lists them)"},
+    {"KILL_CLIENT", true, sl_admin_kill_client,
+     "KILL_CLIENT id: close one client (SHOW CLIENTS' id)"},
+    {"RELOAD", true, sl_admin_reload, "RELOAD: read the configuration file again (as SIGHUP)"},
+    {"SET", true, sl_admin_set,
+     "SET key = value: change a reloadable setting of the running sluice"},
+    {"SHUTDOWN", true, sl_admin_shutdown,
+     "SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]: stop sluice now, after each client's "
+     "transaction, or once every client has left"},
+    {NULL, false, NULL, NULL},
+};
+
+const char *sl_admin_word(const char *s, const char *word) {
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(word);
+    if (strncasecmp(s, word, n) != 0) return NULL;
+    char next = s[n];
+    if (next && !isspace((unsigned char)next) && next != ';') return NULL;
+    s += n;
+    while (isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+static const sl_admin_cmd_t *find_cmd(const char *verb, size_t n) {
+    for (const sl_admin_cmd_t *c = sl_admin_cmds; c->verb; c++)
+        if (strlen(c->verb) == n && strncasecmp(c->verb, verb, n) == 0) return c;
+    return NULL;
+}
+
+static void unknown(sl_admin_ctx_t *ctx, const char *verb, size_t n) {
+    char list[512] = "";
+    for (const sl_admin_cmd_t *c = sl_admin_cmds; c->verb; c++) {
+        if (c != sl_admin_cmds) strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, c->verb, sizeof list - strlen(list) - 1);
+    }
+    sl_res_error(ctx->res, "42601",
+                 "unknown admin console command \"%.*s\": valid commands are %s (SHOW HELP "
+                 "says more)",
+                 (int)(n > 64 ? 64 : n), verb, list);
+}
+
+/* Runs one statement (text, NUL-terminated, trimmed); -1 if it failed. */
+static int run_statement(sl_admin_ctx_t *ctx, char *text) {
+    size_t n = 0;
+    while (text[n] && (isalnum((unsigned char)text[n]) || text[n] == '_'))
+        n++;
+    const sl_admin_cmd_t *cmd = n ? find_cmd(text, n) : NULL;
+    if (!cmd) {
+        unknown(ctx, text, n ? n : strlen(text));
+        return -1;
+    }
+    /* The check comes before anything of the command runs (PgBouncer's
+     * CVE-2026-6667 was a command that ran for stats_users). */
+    if (cmd->admin_only && !ctx->who->admin) {
+        sl_res_error(ctx->res, "42501",
+                     "permission denied: %s is for admin_users; user \"%s\" is in stats_users, "
+                     "which may run SHOW only",
+                     cmd->verb, ctx->who->user);
+        sl_log_warn(NULL, "admin console: C-%u user=%s was refused %s (stats_users)",
+                    ctx->who->client_id, ctx->who->user, cmd->verb);
+        return -1;
+    }
+    char *args = text + n;
+    while (isspace((unsigned char)*args))
+        args++;
+    if (strcmp(cmd->verb, "SHOW") != 0)
+        sl_log_info(NULL, "admin console: C-%u user=%s runs %s", ctx->who->client_id,
+                    ctx->who->user, cmd->verb);
+    return cmd->run(ctx, args);
+}
+
+/* Cuts the next statement off *sp at a ';' outside quotes; NULL at the end. */
+static char *next_statement(char **sp) {
+    char *s = *sp;
+    if (!*s) return NULL;
+    char *p = s, quote = 0;
+    for (; *p; p++) {
+        if (quote) {
+            if (*p == quote) quote = 0;
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+        } else if (*p == ';') {
+            break;
+        }
+    }
+    if (*p) *p++ = '\0';
+    *sp = p;
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const char *sql,
+                              size_t *len) {
+    sl_res_t res = {0};
+    sl_admin_ctx_t ctx = {sl_container_of(l, sl_worker_t, core), who, &res};
+    char *copy = strdup(sql);
+    if (!copy) return NULL;
+    char *rest = copy, *stmt;
+    int ran = 0;
+    while ((stmt = next_statement(&rest))) {
+        if (!*stmt) continue;
+        ran++;
+        if (run_statement(&ctx, stmt) < 0) break;
+    }
+    free(copy);
+    if (ran == 0) { /* an empty query, as PostgreSQL answers it */
+        uint8_t empty[5] = {'I', 0, 0, 0, 4};
+        free(res.data);
+        uint8_t *p = malloc(sizeof empty);
+        if (p) memcpy(p, empty, sizeof empty);
+        *len = sizeof empty;
+        return p;
+    }
+    if (res.oom) {
+        free(res.data);
+        return NULL;
+    }
+    *len = res.len;
+    return res.data;
+}
+
+void sl_admin_attach(sl_worker_t *w) {
+    w->core.console_query = console_query;
+}

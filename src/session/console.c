@@ -1,0 +1,215 @@
+/* The session side of the admin console: a client whose startup database
+ * is pgbouncer or sluice logs in as usual (same listeners, TLS, auth_type,
+ * auth_file, auth_hba_file), or as the Unix-socket peer running sluice,
+ * then speaks the simple query protocol to sluice itself. This file owns
+ * who may enter, the framing of the console's messages and the sending of
+ * its replies; what a command does is the admin module's (src/admin/,
+ * above this floor), reached through the loop's console_query hook.
+ *
+ * A reply may be larger than a connection buffer (SHOW CLIENTS with many
+ * clients): the admin module builds it whole, as PgBouncer does, and it is
+ * copied into the client's output buffer as the socket takes it. No new
+ * Query is read while a reply is still going out. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "session.h"
+#include "sluice/log.h"
+#include "sluice/strlist.h"
+
+bool sl_console_wanted(const sl_client_t *c) {
+    return c->w->console_query && c->dbname &&
+           (strcmp(c->dbname, "pgbouncer") == 0 || strcmp(c->dbname, "sluice") == 0);
+}
+
+bool sl_console_peer_ok(const sl_client_t *c) {
+    if (strcmp(c->peer, "unix") != 0) return false;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(c->sock.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+    return cred.uid == geteuid();
+}
+
+/* The parameters a console client is told at login: enough for psql,
+ * psycopg2 and Go's lib/pq to carry on (they read encoding, DateStyle,
+ * integer_datetimes and standard_conforming_strings). */
+static const char *const console_params[][2] = {
+    {"server_version", "15.0 (sluice console)"},
+    {"server_encoding", "UTF8"},
+    {"client_encoding", "UTF8"},
+    {"DateStyle", "ISO, MDY"},
+    {"integer_datetimes", "on"},
+    {"standard_conforming_strings", "on"},
+    {"TimeZone", "UTC"},
+};
+
+void sl_console_login(sl_client_t *c, bool peer) {
+    const sl_config_t *cfg = c->w->cfg;
+    if (peer || sl_strlist_has(cfg->admin_users, c->user))
+        c->console = SL_CONSOLE_ADMIN;
+    else if (sl_strlist_has(cfg->stats_users, c->user))
+        c->console = SL_CONSOLE_STATS;
+    else {
+        sl_client_fatal(c, "28000",
+                        "user \"%s\" may not use the admin console: add it to admin_users "
+                        "(everything) or stats_users (SHOW only) and reload",
+                        c->user);
+        return;
+    }
+    if (c->auth) {
+        sl_auth_clear(c->auth);
+        free(c->auth);
+        c->auth = NULL;
+    }
+    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+        sl_client_fatal(c, "53200", "out of memory for connection buffers");
+        return;
+    }
+    int rc = SL_OK;
+    for (size_t i = 0; i < sizeof console_params / sizeof *console_params && rc == SL_OK; i++)
+        rc = sl_proto_put_param_status(&c->out, console_params[i][0], console_params[i][1]);
+    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
+    if (rc != SL_OK) {
+        sl_client_fatal(c, "53200", "the console's login reply does not fit in pkt_buf");
+        return;
+    }
+    if (c->w->cfg->log_connections)
+        sl_log_info(c->tag, "admin console login ok (%s%s)",
+                    c->console == SL_CONSOLE_ADMIN ? "admin" : "stats only",
+                    peer ? ", Unix-socket peer running sluice" : "");
+    /* Anything sent after the login is the first Query. */
+    if (c->login_len) {
+        if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
+            sl_client_fatal(c, "08P01", "too much data sent before login completed");
+            return;
+        }
+    }
+    free(c->login_buf);
+    c->login_buf = NULL;
+    c->login_len = 0;
+    sl_client_set_state(c, SL_CL_IDLE);
+    sl_console_pump(c);
+}
+
+/* Runs one Query through the admin module; its reply is queued. */
+static bool run_query(sl_client_t *c, const char *sql) {
+    sl_console_who_t who = {c->id, c->user, c->console == SL_CONSOLE_ADMIN};
+    size_t len = 0;
+    uint8_t *reply = c->w->console_query(c->w, &who, sql, &len);
+    if (!reply) return sl_session_fail(c, "53200", "out of memory for the console's reply");
+    c->console_out = reply;
+    c->console_len = len;
+    c->console_off = 0;
+    c->console_ready = true;
+    c->last_io_ms = sl_now_ms(c->w);
+    return true;
+}
+
+/* Takes the next whole message from c->in; false when there is none (or
+ * c failed). */
+static bool next_message(sl_client_t *c) {
+    uint32_t have = sl_buf_len(&c->in);
+    if (have < 5) return false;
+    const uint8_t *m = sl_buf_rptr(&c->in);
+    uint8_t type = m[0];
+    uint32_t len = sl_be32(m + 1);
+    if (len < 4 || len + 1 > c->in.cap)
+        return sl_session_fail(c, "08P01",
+                               "console message of %u bytes does not fit in pkt_buf (%u): "
+                               "send shorter commands",
+                               len, c->in.cap);
+    if (have < len + 1) return false;
+    switch (type) {
+    case 'Q': {
+        /* The text ends in a NUL inside the message, or it is malformed. */
+        if (len < 5 || m[len] != '\0')
+            return sl_session_fail(c, "08P01", "malformed Query message");
+        /* The reply owns nothing of c->in: the text is consumed after. */
+        bool ok = run_query(c, (const char *)m + 5);
+        sl_buf_consume(&c->in, len + 1);
+        return ok;
+    }
+    case 'X':
+        return sl_session_drop(c, "console client disconnected");
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+    case 'S':
+    case 'F':
+        return sl_session_fail(c, "0A000",
+                               "the admin console speaks the simple query protocol only: "
+                               "message type '%c' is not supported (with psycopg or JDBC, "
+                               "run SHOW commands as plain queries)",
+                               type);
+    default:
+        return sl_session_fail(c, "08P01", "invalid frontend message type %u to the admin console",
+                               type);
+    }
+}
+
+void sl_console_pump(sl_client_t *c) {
+    for (;;) {
+        if (sl_client_done(c)) return;
+        /* The reply in progress goes out first, as the socket takes it. */
+        while (c->console_out && c->console_off < c->console_len) {
+            if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
+            uint32_t room = sl_buf_space(&c->out);
+            if (room == 0) break;
+            size_t n = c->console_len - c->console_off;
+            if (n > room) n = room;
+            if (sl_buf_append(&c->out, c->console_out + c->console_off, (uint32_t)n) < 0) break;
+            c->console_off += n;
+            if (!sl_client_flush(c)) return;
+            if (sl_buf_len(&c->out) > 0) return; /* EAGAIN: the writable event resumes */
+        }
+        if (c->console_out && c->console_off >= c->console_len) {
+            free(c->console_out);
+            c->console_out = NULL;
+        }
+        if (c->console_ready) {
+            if (sl_proto_put_ready(&c->out, 'I') < 0) {
+                if (!sl_client_flush(c) || sl_buf_len(&c->out) > 0) return;
+                continue;
+            }
+            c->console_ready = false;
+        }
+        if (!sl_client_flush(c)) return;
+        if (sl_buf_len(&c->out) > 0) return;
+        if (!next_message(c)) break;
+    }
+    if (!sl_client_done(c)) sl_client_update_poll(c);
+}
+
+void sl_console_readable(sl_client_t *c) {
+    if ((!c->in.data || !c->out.data) &&
+        (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0)) {
+        sl_client_close(c, "out of memory for connection buffers");
+        return;
+    }
+    if (sl_buf_space(&c->in) == 0) sl_buf_compact(&c->in);
+    if (sl_buf_space(&c->in) > 0) {
+        ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+        if (n == -EAGAIN) {
+            sl_client_update_poll(c);
+            return;
+        }
+        if (n <= 0) {
+            sl_client_close(c, n == 0 ? "console client closed the connection" : "read error: %s",
+                            strerror((int)-n));
+            return;
+        }
+        c->in.tail += (uint32_t)n;
+    }
+    sl_console_pump(c);
+}
+
+bool sl_console_busy(const sl_client_t *c) {
+    return c->console_out != NULL || c->console_ready;
+}
