@@ -68,7 +68,9 @@ void sl_console_login(sl_client_t *c, bool peer) {
         sl_client_fatal(c, "53200", "out of memory for connection buffers");
         return;
     }
-    int rc = SL_OK;
+    /* A peer login skipped the password exchange, whose success message
+     * the auth module sends otherwise. */
+    int rc = peer ? sl_proto_put_auth(&c->out, 0, NULL, 0) : SL_OK;
     for (size_t i = 0; i < sizeof console_params / sizeof *console_params && rc == SL_OK; i++)
         rc = sl_proto_put_param_status(&c->out, console_params[i][0], console_params[i][1]);
     if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);

@@ -1,0 +1,421 @@
+/* The admin console through libpq: who may enter and run what (a
+ * stats_users member's RELOAD, SET and KILL_CLIENT refused with 42501 and
+ * without effect), SHOW POOLS, CLIENTS and SERVERS after known traffic on
+ * a pool of one server with clients waiting, typed columns, counters,
+ * RELOAD of a broken file, SET, KILL_CLIENT, the Unix-socket peer login,
+ * the extended protocol refused, and several statements in one Query. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define OPTS                                                                                       \
+    "pool_mode = transaction\ndefault_pool_size = 1\nadmin_users = sl_scram\n"                     \
+    "stats_users = sl_md5\nstats_period = 1\n"
+
+static PGconn *console(const it_sluice_t *s, const char *user) {
+    PGconn *c = it_connect_db(s, user, "pgbouncer", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "console login as %s: %s", user, PQerrorMessage(c));
+    return c;
+}
+
+static int col(const PGresult *r, const char *name) {
+    int i = PQfnumber(r, name);
+    IT_ASSERT(i >= 0, "column %s missing", name);
+    return i;
+}
+
+/* SHOW POOLS' row for sluice_test/sl_scram, as a result with one row. */
+static PGresult *show(PGconn *c, const char *what) {
+    PGresult *r = PQexec(c, what);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", what, PQresultErrorMessage(r));
+    return r;
+}
+
+static int find_row(const PGresult *r, const char *c1, const char *v1, const char *c2,
+                    const char *v2) {
+    for (int i = 0; i < PQntuples(r); i++)
+        if (!strcmp(PQgetvalue(r, i, col(r, c1)), v1) &&
+            (!c2 || !strcmp(PQgetvalue(r, i, col(r, c2)), v2)))
+            return i;
+    return -1;
+}
+
+static long num(const PGresult *r, int row, const char *name) {
+    return atol(PQgetvalue(r, row, col(r, name)));
+}
+
+static const char *config_value(PGconn *c, const char *key) {
+    static char v[256];
+    PGresult *r = show(c, "SHOW CONFIG");
+    int i = find_row(r, "key", key, NULL, NULL);
+    IT_ASSERT(i >= 0, "SHOW CONFIG has %s", key);
+    snprintf(v, sizeof v, "%s", PQgetvalue(r, i, 1));
+    PQclear(r);
+    return v;
+}
+
+/* A failing console command: its SQLSTATE. */
+static const char *fails(PGconn *c, const char *sql) {
+    static char code[8];
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "%s should fail", sql);
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(code, sizeof code, "%s", st ? st : "");
+    PQclear(r);
+    return code;
+}
+
+static void access_control(it_sluice_t *s) {
+    PGconn *app = it_connect(s, "sl_scram", NULL);
+    it_exec(app, "SELECT 1");
+    int app_id = PQbackendPID(app);
+    PGconn *st = console(s, "sl_md5");
+    PGresult *r = show(st, "SHOW POOLS");
+    PQclear(r);
+    char sql[64];
+    snprintf(sql, sizeof sql, "KILL_CLIENT %d", app_id);
+    IT_ASSERT(!strcmp(fails(st, sql), "42501"), "stats user's KILL_CLIENT refused");
+    IT_ASSERT(!strcmp(it_value(app, "SELECT 2"), "2"), "the client it named still works");
+    int reloads = it_log_count(s, "configuration reloaded");
+    IT_ASSERT(!strcmp(fails(st, "RELOAD"), "42501"), "stats user's RELOAD refused");
+    IT_ASSERT(it_log_count(s, "configuration reloaded") == reloads, "and nothing was reloaded");
+    IT_ASSERT(!strcmp(fails(st, "SET query_wait_timeout = 3"), "42501"),
+              "stats user's SET refused");
+    IT_ASSERT(!strcmp(config_value(st, "query_wait_timeout"), "120"), "and nothing was set");
+    IT_ASSERT(!strcmp(fails(st, "SHUTDOWN"), "42501"), "stats user's SHUTDOWN refused");
+    IT_ASSERT(!strcmp(fails(st, "SHOW FDS"), "42501"), "SHOW FDS is for admin_users");
+    IT_ASSERT(!strcmp(it_value(app, "SELECT 3"), "3"), "sluice still serves");
+    PQfinish(st);
+    /* A user in neither list: refused at login, after its password. */
+    PGconn *x = it_connect_db(s, "sl_tls", "pgbouncer", NULL);
+    IT_ASSERT(PQstatus(x) == CONNECTION_BAD && strstr(PQerrorMessage(x), "admin_users"),
+              "a user in neither list is refused: %s", PQerrorMessage(x));
+    PQfinish(x);
+    /* A wrong password is a wrong password, console or not. */
+    char ci[256];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=pgbouncer user=sl_scram password=no",
+             s->port);
+    x = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(x) == CONNECTION_BAD && strstr(PQerrorMessage(x), "password"),
+              "wrong password refused: %s", PQerrorMessage(x));
+    PQfinish(x);
+    PQfinish(app);
+}
+
+/* A pool of one server: A holds it in a transaction, three clients wait. */
+static void pools_clients_servers(it_sluice_t *s) {
+    PGconn *a = it_connect(s, "sl_scram", NULL);
+    it_exec(a, "BEGIN");
+    const char *be = it_value(a, "SELECT pg_backend_pid()");
+    char backend_pid[16];
+    snprintf(backend_pid, sizeof backend_pid, "%s", be);
+    PGconn *w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = it_connect(s, "sl_scram", NULL);
+        IT_ASSERT(PQsendQuery(w[i], "SELECT 42"), "send");
+    }
+    PGconn *adm = console(s, "sl_scram");
+    /* The three requests reach sluice soon; poll for them. */
+    PGresult *r = NULL;
+    int row = -1;
+    double deadline = it_now() + 10;
+    for (;;) {
+        r = show(adm, "SHOW POOLS");
+        row = find_row(r, "database", "sluice_test", "user", "sl_scram");
+        if (row >= 0 && num(r, row, "cl_waiting") == 3) break;
+        IT_ASSERT(it_now() < deadline, "three clients wait (cl_waiting=%ld)",
+                  row >= 0 ? num(r, row, "cl_waiting") : -1);
+        PQclear(r);
+        usleep(20000);
+    }
+    IT_ASSERT(num(r, row, "cl_active") == 1, "A is active (%ld)", num(r, row, "cl_active"));
+    IT_ASSERT(num(r, row, "sv_active") == 1, "its server is active");
+    IT_ASSERT(num(r, row, "sv_idle") == 0 && num(r, row, "sv_login") == 0, "no other server");
+    IT_ASSERT(num(r, row, "maxwait") * 1000000 + num(r, row, "maxwait_us") > 0,
+              "the oldest waiter has waited");
+    IT_ASSERT(!strcmp(PQgetvalue(r, row, col(r, "pool_mode")), "transaction"), "pool_mode");
+    IT_ASSERT(PQgetisnull(r, row, col(r, "load_balance_hosts")), "load_balance_hosts is NULL");
+    /* Typed columns: integers are int8, names text. */
+    IT_ASSERT(PQftype(r, col(r, "cl_waiting")) == 20, "cl_waiting is int8 (%u)",
+              PQftype(r, col(r, "cl_waiting")));
+    IT_ASSERT(PQftype(r, col(r, "maxwait_us")) == 20, "maxwait_us is int8");
+    IT_ASSERT(PQftype(r, col(r, "database")) == 25, "database is text");
+    static const char *const pool_cols[] = {"database",
+                                            "user",
+                                            "cl_active",
+                                            "cl_waiting",
+                                            "cl_active_cancel_req",
+                                            "cl_waiting_cancel_req",
+                                            "sv_active",
+                                            "sv_active_cancel",
+                                            "sv_being_canceled",
+                                            "sv_idle",
+                                            "sv_used",
+                                            "sv_tested",
+                                            "sv_login",
+                                            "maxwait",
+                                            "maxwait_us",
+                                            "pool_mode",
+                                            "load_balance_hosts"};
+    IT_ASSERT(PQnfields(r) == 17, "SHOW POOLS has PgBouncer's 17 columns (%d)", PQnfields(r));
+    for (int i = 0; i < 17; i++)
+        IT_ASSERT(!strcmp(PQfname(r, i), pool_cols[i]), "column %d is %s, not %s", i, pool_cols[i],
+                  PQfname(r, i));
+    PQclear(r);
+
+    r = show(adm, "SHOW CLIENTS");
+    IT_ASSERT(PQnfields(r) == 21 && !strcmp(PQfname(r, 20), "id"), "21 columns ending in id");
+    char id[16];
+    snprintf(id, sizeof id, "%d", PQbackendPID(a));
+    int ra = find_row(r, "id", id, NULL, NULL);
+    IT_ASSERT(ra >= 0, "A is listed under its BackendKeyData pid %s", id);
+    IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "state")), "active"), "A is active");
+    IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "type")), "C"), "type C");
+    char link[24];
+    snprintf(link, sizeof link, "%s", PQgetvalue(r, ra, col(r, "link")));
+    IT_ASSERT(!strncmp(link, "S-", 2), "A is linked to a server (%s)", link);
+    int waiting = 0, own = -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (!strcmp(PQgetvalue(r, i, col(r, "state")), "waiting")) {
+            waiting++;
+            IT_ASSERT(PQgetisnull(r, i, col(r, "link")), "a waiting client has no link");
+        }
+        if (!strcmp(PQgetvalue(r, i, col(r, "database")), "pgbouncer")) own = i;
+    }
+    IT_ASSERT(waiting == 3, "three waiting clients listed (%d)", waiting);
+    IT_ASSERT(own >= 0, "the console's own connection is listed");
+    IT_ASSERT(PQftype(r, col(r, "port")) == 20 && PQftype(r, col(r, "id")) == 20, "int8");
+    IT_ASSERT(PQftype(r, col(r, "connect_time")) == 1114, "connect_time is a timestamp");
+    PQclear(r);
+
+    r = show(adm, "SHOW SERVERS");
+    IT_ASSERT(PQntuples(r) == 1, "one server (%d)", PQntuples(r));
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "state")), "active"), "it is active");
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "ptr")), link), "it is A's link (%s vs %s)",
+              PQgetvalue(r, 0, col(r, "ptr")), link);
+    char clink[24];
+    snprintf(clink, sizeof clink, "C-%s", id);
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "link")), clink), "linked to A");
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "remote_pid")), backend_pid),
+              "remote_pid is the backend's pid (%s vs %s)", PQgetvalue(r, 0, col(r, "remote_pid")),
+              backend_pid);
+    PQclear(r);
+
+    it_exec(a, "COMMIT");
+    for (int i = 0; i < 3; i++) {
+        PGresult *q;
+        const char *v = NULL;
+        while ((q = PQgetResult(w[i]))) {
+            if (PQresultStatus(q) == PGRES_TUPLES_OK) v = PQgetvalue(q, 0, 0);
+            IT_ASSERT(v && !strcmp(v, "42"), "waiter %d got its answer", i);
+            PQclear(q);
+        }
+        PQfinish(w[i]);
+    }
+    r = show(adm, "SHOW POOLS");
+    row = find_row(r, "database", "sluice_test", "user", "sl_scram");
+    IT_ASSERT(num(r, row, "cl_waiting") == 0 && num(r, row, "sv_idle") == 1, "all served");
+    PQclear(r);
+    PQfinish(a);
+    PQfinish(adm);
+}
+
+/* Known traffic moves the counters by as much. */
+static void counters(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    PGresult *r = show(adm, "SHOW STATS_TOTALS");
+    int row = find_row(r, "database", "sluice_test", NULL, NULL);
+    IT_ASSERT(row >= 0, "sluice_test has stats");
+    long x0 = num(r, row, "xact_count"), q0 = num(r, row, "query_count");
+    long a0 = num(r, row, "server_assignment_count"), l0 = num(r, row, "client_login_count");
+    long recv0 = num(r, row, "bytes_received");
+    IT_ASSERT(PQftype(r, col(r, "xact_count")) == 1700, "STATS counters are numeric");
+    PQclear(r);
+    PGconn *c = it_connect(s, "sl_scram", NULL);
+    for (int i = 0; i < 50; i++)
+        it_exec(c, "SELECT 1");
+    it_exec(c, "BEGIN");
+    it_exec(c, "SELECT 1");
+    it_exec(c, "COMMIT");
+    PQfinish(c);
+    r = show(adm, "SHOW STATS_TOTALS");
+    row = find_row(r, "database", "sluice_test", NULL, NULL);
+    IT_ASSERT(num(r, row, "xact_count") - x0 == 51, "51 transactions (%ld)",
+              num(r, row, "xact_count") - x0);
+    IT_ASSERT(num(r, row, "query_count") - q0 == 53, "53 queries (%ld)",
+              num(r, row, "query_count") - q0);
+    IT_ASSERT(num(r, row, "server_assignment_count") - a0 == 51, "51 assignments (%ld)",
+              num(r, row, "server_assignment_count") - a0);
+    IT_ASSERT(num(r, row, "client_login_count") - l0 == 1, "one login");
+    /* 'Q', length, "SELECT 1\0": 14 bytes each, plus BEGIN/COMMIT and Terminate. */
+    IT_ASSERT(num(r, row, "bytes_received") - recv0 >= 50 * 14, "bytes received counted");
+    IT_ASSERT(num(r, row, "query_time") > 0 &&
+                  num(r, row, "xact_time") >= num(r, row, "query_time") / 2,
+              "times counted");
+    PQclear(r);
+    /* Averages: after the next stats_period the last period's rates show. */
+    double deadline = it_now() + 5;
+    long avg = 0;
+    while (it_now() < deadline && avg == 0) {
+        usleep(200000);
+        r = show(adm, "SHOW STATS");
+        row = find_row(r, "database", "sluice_test", NULL, NULL);
+        avg = num(r, row, "avg_xact_time");
+        PQclear(r);
+    }
+    IT_ASSERT(avg > 0, "avg_xact_time shows the period's average");
+    PQfinish(adm);
+}
+
+static void reload_and_set(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    /* SET: a reloadable key changes, others are refused clearly. */
+    PGresult *r = PQexec(adm, "SET query_wait_timeout = 7");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    IT_ASSERT(!strcmp(config_value(adm, "query_wait_timeout"), "7"), "SHOW CONFIG shows it");
+    IT_ASSERT(!strcmp(fails(adm, "SET listen_port = 1"), "55P02"), "listen_port needs a restart");
+    IT_ASSERT(!strcmp(fails(adm, "SET no_such_key = 1"), "42704"), "unknown key");
+    IT_ASSERT(!strcmp(fails(adm, "SET default_pool_size = lots"), "22023"), "bad value");
+    IT_ASSERT(!strcmp(config_value(adm, "default_pool_size"), "1"), "unchanged");
+
+    /* RELOAD of a broken file: the running configuration stays. */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cp %s %s.good && echo 'default_pool_size = lots' >> %s", s->ini,
+             s->ini, s->ini);
+    IT_ASSERT(system(cmd) == 0, "break the file");
+    r = PQexec(adm, "RELOAD");
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "RELOAD of a broken file fails");
+    const char *msg = PQresultErrorMessage(r);
+    IT_ASSERT(strstr(msg, "default_pool_size") && strstr(msg, "sluice.ini:"),
+              "the error names the key and file:line: %s", msg);
+    PQclear(r);
+    IT_ASSERT(!strcmp(config_value(adm, "default_pool_size"), "1"), "running config stays");
+    PGconn *c = it_connect(s, "sl_scram", NULL);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 5"), "5"), "and serves");
+    PQfinish(c);
+    /* A good file: RELOAD applies it (and the file's value replaces SET's). */
+    snprintf(cmd, sizeof cmd, "cp %s.good %s && echo 'default_pool_size = 2' >> %s", s->ini, s->ini,
+             s->ini);
+    IT_ASSERT(system(cmd) == 0, "fix the file");
+    r = PQexec(adm, "RELOAD");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "RELOAD: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    IT_ASSERT(!strcmp(config_value(adm, "default_pool_size"), "2"), "reloaded");
+    IT_ASSERT(!strcmp(config_value(adm, "query_wait_timeout"), "120"), "from the file");
+    PQfinish(adm);
+}
+
+static void kill_client(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    PGconn *c = it_connect(s, "sl_scram", NULL);
+    it_exec(c, "SELECT 1");
+    char sql[64];
+    snprintf(sql, sizeof sql, "KILL_CLIENT %d", PQbackendPID(c));
+    PGresult *r = PQexec(adm, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "KILL_CLIENT: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    r = PQexec(c, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "the killed client is gone");
+    PQclear(r);
+    r = show(adm, "SHOW CLIENTS");
+    char id[16];
+    snprintf(id, sizeof id, "%d", PQbackendPID(c));
+    IT_ASSERT(find_row(r, "id", id, NULL, NULL) < 0, "and no longer listed");
+    PQclear(r);
+    PQfinish(c);
+    IT_ASSERT(!strcmp(fails(adm, "KILL_CLIENT 999999"), "42704"), "no such client");
+    snprintf(sql, sizeof sql, "KILL_CLIENT %d", PQbackendPID(adm));
+    IT_ASSERT(!strcmp(fails(adm, sql), "42601"), "not itself");
+    IT_ASSERT(!strcmp(fails(adm, "KILL_CLIENT"), "42601"), "an id is needed");
+    PQfinish(adm);
+}
+
+static void peer_and_protocol(it_sluice_t *s) {
+    /* The Unix socket as the OS user running sluice: no password, admin. */
+    char ci[512];
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=anyone", s->dir, s->port);
+    PGconn *p = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(p) == CONNECTION_OK, "peer login: %s", PQerrorMessage(p));
+    PGresult *r = show(p, "SHOW FDS"); /* admin only: the peer is admin */
+    PQclear(r);
+    r = show(p, "SHOW CLIENTS");
+    char id[16];
+    snprintf(id, sizeof id, "%d", PQbackendPID(p));
+    int row = find_row(r, "id", id, NULL, NULL);
+    IT_ASSERT(row >= 0 && !strcmp(PQgetvalue(r, row, col(r, "addr")), "unix"),
+              "listed with addr unix");
+    PQclear(r);
+    /* Several statements in one Query: each runs, each has its result. */
+    IT_ASSERT(PQsendQuery(p, "SHOW VERSION; SHOW STATE;"), "send");
+    int results = 0;
+    while ((r = PQgetResult(p))) {
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "result %d", results);
+        if (results == 0) IT_ASSERT(!strncmp(PQgetvalue(r, 0, 0), "sluice ", 7), "version first");
+        results++;
+        PQclear(r);
+    }
+    IT_ASSERT(results == 2, "two results (%d)", results);
+    /* An unknown command lists the valid ones. */
+    r = PQexec(p, "FROB");
+    IT_ASSERT(strstr(PQresultErrorMessage(r), "KILL_CLIENT") &&
+                  strstr(PQresultErrorMessage(r), "RELOAD"),
+              "the error lists the commands: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    /* The extended protocol is refused and the connection closed. */
+    /* The first result is sluice's FATAL (PQprepare would keep only the
+     * last one, libpq's own "server closed the connection"). */
+    IT_ASSERT(PQsendPrepare(p, "", "SHOW POOLS", 0, NULL), "send Parse");
+    r = PQgetResult(p);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "Parse refused");
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(st && !strcmp(st, "0A000"), "with 0A000 (%s)", st ? st : "none");
+    PQclear(r);
+    while ((r = PQgetResult(p)))
+        PQclear(r);
+    r = PQexec(p, "SHOW VERSION");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "and the connection is closed");
+    PQclear(r);
+    PQfinish(p);
+    /* Over TCP the same user gets no such pass. */
+    PGconn *t = it_connect_db(s, "anyone", "pgbouncer", NULL);
+    IT_ASSERT(PQstatus(t) == CONNECTION_BAD, "no peer login over TCP");
+    PQfinish(t);
+}
+
+static void shutdown_cmd(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    PGresult *r = PQexec(adm, "SHUTDOWN");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SHUTDOWN: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    double deadline = it_now() + 10;
+    while (kill(s->pid, 0) == 0 && it_now() < deadline) {
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = 0;
+            break;
+        }
+        usleep(20000);
+    }
+    IT_ASSERT(s->pid == 0, "sluice exited after SHUTDOWN");
+    PQfinish(adm);
+}
+
+int main(void) {
+    it_init("it_console");
+    it_sluice_t s;
+    it_sluice_start(&s, OPTS, NULL);
+    access_control(&s);
+    pools_clients_servers(&s);
+    counters(&s);
+    reload_and_set(&s);
+    kill_client(&s);
+    peer_and_protocol(&s);
+    shutdown_cmd(&s);
+    return it_done();
+}
