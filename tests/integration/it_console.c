@@ -234,6 +234,8 @@ static void counters(it_sluice_t *s) {
     long x0 = num(r, row, "xact_count"), q0 = num(r, row, "query_count");
     long a0 = num(r, row, "server_assignment_count"), l0 = num(r, row, "client_login_count");
     long recv0 = num(r, row, "bytes_received");
+    long p0 = num(r, row, "client_parse_count"), sp0 = num(r, row, "server_parse_count");
+    long b0 = num(r, row, "bind_count");
     IT_ASSERT(PQftype(r, col(r, "xact_count")) == 1700, "STATS counters are numeric");
     PQclear(r);
     PGconn *c = it_connect(s, "sl_scram", NULL);
@@ -242,15 +244,32 @@ static void counters(it_sluice_t *s) {
     it_exec(c, "BEGIN");
     it_exec(c, "SELECT 1");
     it_exec(c, "COMMIT");
+    /* The extended protocol: one Parse, three Binds (and Executes). */
+    PGresult *p = PQprepare(c, "st", "SELECT $1::int", 0, NULL);
+    IT_ASSERT(PQresultStatus(p) == PGRES_COMMAND_OK, "prepare: %s", PQresultErrorMessage(p));
+    PQclear(p);
+    for (int i = 0; i < 3; i++) {
+        const char *v = "7";
+        p = PQexecPrepared(c, "st", 1, &v, NULL, NULL, 0);
+        IT_ASSERT(PQresultStatus(p) == PGRES_TUPLES_OK, "execute: %s", PQresultErrorMessage(p));
+        PQclear(p);
+    }
     PQfinish(c);
     r = show(adm, "SHOW STATS_TOTALS");
     row = find_row(r, "database", "sluice_test", NULL, NULL);
-    IT_ASSERT(num(r, row, "xact_count") - x0 == 51, "51 transactions (%ld)",
+    /* 50 + BEGIN..COMMIT + three executions (sluice answers the Parse
+     * itself, with no server: the statement goes to one at its first Bind) */
+    IT_ASSERT(num(r, row, "xact_count") - x0 == 54, "54 transactions (%ld)",
               num(r, row, "xact_count") - x0);
-    IT_ASSERT(num(r, row, "query_count") - q0 == 53, "53 queries (%ld)",
+    IT_ASSERT(num(r, row, "query_count") - q0 == 56, "56 queries (%ld)",
               num(r, row, "query_count") - q0);
-    IT_ASSERT(num(r, row, "server_assignment_count") - a0 == 51, "51 assignments (%ld)",
+    IT_ASSERT(num(r, row, "server_assignment_count") - a0 == 54, "54 assignments (%ld)",
               num(r, row, "server_assignment_count") - a0);
+    IT_ASSERT(num(r, row, "client_parse_count") - p0 == 1, "one Parse from the client (%ld)",
+              num(r, row, "client_parse_count") - p0);
+    IT_ASSERT(num(r, row, "server_parse_count") - sp0 >= 1, "at least one Parse to a server");
+    IT_ASSERT(num(r, row, "bind_count") - b0 == 3, "three Binds (%ld)",
+              num(r, row, "bind_count") - b0);
     IT_ASSERT(num(r, row, "client_login_count") - l0 == 1, "one login");
     /* 'Q', length, "SELECT 1\0": 14 bytes each, plus BEGIN/COMMIT and Terminate. */
     IT_ASSERT(num(r, row, "bytes_received") - recv0 >= 50 * 14, "bytes received counted");
