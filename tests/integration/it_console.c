@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -407,22 +406,60 @@ static void peer_and_protocol(it_sluice_t *s) {
     PQfinish(t);
 }
 
+/* Waits up to secs for sluice to exit on its own; its exit status, or -1
+ * if it still runs (it_sluice_stop reaps it and forgets it either way). */
+static int wait_exit(it_sluice_t *s, double secs) {
+    double deadline = it_now() + secs;
+    char path[64], stat[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    while (it_now() < deadline) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+        if (f) fclose(f);
+        stat[n] = '\0';
+        const char *close_paren = strrchr(stat, ')');
+        if (!close_paren || close_paren[2] == 'Z') return it_sluice_stop(s, 0);
+        usleep(20000);
+    }
+    it_sluice_stop(s, SIGKILL);
+    return -1;
+}
+
 static void shutdown_cmd(it_sluice_t *s) {
     PGconn *adm = console(s, "sl_scram");
     PGresult *r = PQexec(adm, "SHUTDOWN");
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SHUTDOWN: %s", PQresultErrorMessage(r));
     PQclear(r);
-    double deadline = it_now() + 10;
-    while (kill(s->pid, 0) == 0 && it_now() < deadline) {
-        int st;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            break;
-        }
-        usleep(20000);
-    }
-    IT_ASSERT(s->pid == 0, "sluice exited after SHUTDOWN");
+    IT_ASSERT(wait_exit(s, 10) == 0, "sluice exited after SHUTDOWN, with status 0");
     PQfinish(adm);
+}
+
+/* SHUTDOWN WAIT_FOR_CLIENTS: no new clients; the connected ones carry on
+ * (transactions included) until they leave, then sluice exits. */
+static void shutdown_wait_for_clients(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, OPTS, NULL);
+    PGconn *app = it_connect(&s, "sl_scram", NULL);
+    it_exec(app, "BEGIN");
+    PGconn *adm = console(&s, "sl_scram");
+    PGresult *r = PQexec(adm, "SHUTDOWN WAIT_FOR_CLIENTS");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SHUTDOWN WAIT_FOR_CLIENTS: %s",
+              PQresultErrorMessage(r));
+    PQclear(r);
+    r = show(adm, "SHOW STATE");
+    IT_ASSERT(find_row(r, "key", "active", "value", "no") >= 0, "SHOW STATE says not active");
+    PQclear(r);
+    usleep(100000); /* the listeners close after the command's round */
+    PGconn *late = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+    IT_ASSERT(PQstatus(late) == CONNECTION_BAD, "no new clients");
+    PQfinish(late);
+    IT_ASSERT(!strcmp(it_value(app, "SELECT 6"), "6"), "the connected client carries on");
+    it_exec(app, "COMMIT");
+    usleep(300000);
+    IT_ASSERT(kill(s.pid, 0) == 0, "sluice waits for its clients");
+    PQfinish(app);
+    PQfinish(adm);
+    IT_ASSERT(wait_exit(&s, 10) == 0, "sluice exits once its clients are gone, with status 0");
 }
 
 int main(void) {
@@ -436,5 +473,6 @@ int main(void) {
     kill_client(&s);
     peer_and_protocol(&s);
     shutdown_cmd(&s);
+    shutdown_wait_for_clients();
     return it_done();
 }
