@@ -462,6 +462,48 @@ static void shutdown_wait_for_clients(void) {
     IT_ASSERT(wait_exit(&s, 10) == 0, "sluice exits once its clients are gone, with status 0");
 }
 
+/* The console over TLS, as client_tls_sslmode requires for every
+ * database; pkt_buf at its least, so that SHOW CONFIG's reply is several
+ * buffers long and goes out in pieces as the socket takes them. */
+static void over_tls(void) {
+    char opts[2048], ca[400], extra[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", it_cl.tlsdir);
+    snprintf(opts, sizeof opts,
+             OPTS "pkt_buf = 2048\nclient_tls_sslmode = require\nclient_tls_cert_file = "
+                  "%s/server.crt\nclient_tls_key_file = %s/server.key\n",
+             it_cl.tlsdir, it_cl.tlsdir);
+    it_sluice_t s;
+    it_sluice_start(&s, opts, NULL);
+    snprintf(extra, sizeof extra,
+             "host=localhost hostaddr=127.0.0.1 sslmode=verify-full "
+             "sslrootcert=%s",
+             ca);
+    PGconn *adm = it_connect_db(&s, "sl_scram", "pgbouncer", extra);
+    IT_ASSERT(PQstatus(adm) == CONNECTION_OK && PQsslInUse(adm), "console over TLS: %s",
+              PQerrorMessage(adm));
+    PGresult *r = show(adm, "SHOW CONFIG");
+    size_t bytes = 0;
+    for (int i = 0; i < PQntuples(r); i++)
+        for (int j = 0; j < PQnfields(r); j++)
+            bytes += (size_t)PQgetlength(r, i, j);
+    IT_ASSERT(bytes > 2048, "SHOW CONFIG is longer than a buffer (%zu bytes)", bytes);
+    IT_ASSERT(!strcmp(config_value(adm, "pkt_buf"), "2048"), "SHOW CONFIG whole");
+    PQclear(r);
+    r = show(adm, "SHOW CLIENTS");
+    char id[16];
+    snprintf(id, sizeof id, "%d", PQbackendPID(adm));
+    int row = find_row(r, "id", id, NULL, NULL);
+    IT_ASSERT(row >= 0 && !strncmp(PQgetvalue(r, row, col(r, "tls")), "TLSv1.", 6),
+              "its tls column names the protocol");
+    PQclear(r);
+    PQfinish(adm);
+    PGconn *plain = it_connect_db(&s, "sl_scram", "pgbouncer", "sslmode=disable");
+    IT_ASSERT(PQstatus(plain) == CONNECTION_BAD && strstr(PQerrorMessage(plain), "TLS required"),
+              "plain text refused for the console too: %s", PQerrorMessage(plain));
+    PQfinish(plain);
+    it_sluice_stop(&s, SIGTERM);
+}
+
 int main(void) {
     it_init("it_console");
     it_sluice_t s;
@@ -474,5 +516,6 @@ int main(void) {
     peer_and_protocol(&s);
     shutdown_cmd(&s);
     shutdown_wait_for_clients();
+    if (it_cl.tlsdir[0]) over_tls();
     return it_done();
 }
