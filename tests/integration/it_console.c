@@ -504,6 +504,42 @@ static void over_tls(void) {
     it_sluice_stop(&s, SIGTERM);
 }
 
+/* Many Queries pipelined while the client reads nothing: the replies
+ * (about 10 MB) outgrow the socket buffers, so sluice must stop at
+ * EAGAIN, read no further Query meanwhile, and resume when the socket
+ * drains; every reply arrives whole and in order. */
+static void pipelined(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, OPTS "pkt_buf = 2048\nauth_type = trust\n", NULL);
+    int fd = it_raw_login(&s, "sl_scram", "pgbouncer");
+    enum { BATCH = 300, ROUNDS = 10, N = BATCH * ROUNDS };
+    static it_wire_t w;
+    w.n = 0;
+    for (int i = 0; i < BATCH; i++)
+        it_wire_msg(&w, 'Q', i % 2 ? "SHOW CONFIG" : "SHOW VERSION", i % 2 ? 12 : 13);
+    /* 54 kB of queries fit in the socket buffers; 10 MB of replies do not. */
+    for (int k = 0; k < ROUNDS; k++)
+        IT_ASSERT(write(fd, w.b, (size_t)w.n) == w.n, "send %d queries", BATCH);
+    usleep(300000); /* sluice fills the socket and waits */
+    int ready = 0, rowdesc = 0, complete = 0, errors = 0, t;
+    char body[256];
+    while (ready < N && (t = it_raw_read_msg(fd, body, sizeof body)) > 0) {
+        ready += t == 'Z';
+        rowdesc += t == 'T';
+        complete += t == 'C';
+        errors += t == 'E';
+        if (t == 'T')
+            IT_ASSERT(rowdesc % 2 ? !strcmp(body + 2, "version") : !strcmp(body + 2, "key"),
+                      "reply %d is its query's", rowdesc);
+    }
+    IT_ASSERT(ready == N && rowdesc == N && complete == N && errors == 0,
+              "%d replies whole (ReadyForQuery %d, RowDescription %d, CommandComplete %d, "
+              "errors %d)",
+              N, ready, rowdesc, complete, errors);
+    close(fd);
+    it_sluice_stop(&s, SIGTERM);
+}
+
 int main(void) {
     it_init("it_console");
     it_sluice_t s;
@@ -517,5 +553,6 @@ int main(void) {
     shutdown_cmd(&s);
     shutdown_wait_for_clients();
     if (it_cl.tlsdir[0]) over_tls();
+    pipelined();
     return it_done();
 }
