@@ -540,6 +540,77 @@ static void pipelined(void) {
     it_sluice_stop(&s, SIGTERM);
 }
 
+/* SHOW REPLICAS and SHOW ROUTING for a database with two replicas: each
+ * backend's role and health as its checks see them, and where reads and
+ * writes went. */
+static void replicas(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, OPTS "health_check_period = 0.1\n",
+                    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
+    PGconn *c = it_connect_db(&s, "sl_scram", "rw", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect rw: %s", PQerrorMessage(c));
+    PGconn *adm = console(&s, "sl_scram");
+    /* Wait for the checks to admit all three backends. */
+    PGresult *r = NULL;
+    double deadline = it_now() + 15;
+    for (;;) {
+        r = show(adm, "SHOW REPLICAS");
+        int up = 0;
+        for (int i = 0; i < PQntuples(r); i++)
+            up += !strcmp(PQgetvalue(r, i, col(r, "healthy")), "yes");
+        if (PQntuples(r) == 3 && up == 3) break;
+        IT_ASSERT(it_now() < deadline, "three healthy backends (%d rows, %d up)", PQntuples(r), up);
+        PQclear(r);
+        usleep(100000);
+    }
+    int primary = find_row(r, "role", "primary", NULL, NULL);
+    IT_ASSERT(primary >= 0 && num(r, primary, "backend") == 0, "backend 0 is the primary");
+    char port[16];
+    snprintf(port, sizeof port, "127.0.0.1:%d", it_cl.replica1);
+    int r1 = find_row(r, "address", port, NULL, NULL);
+    IT_ASSERT(r1 >= 0 && !strcmp(PQgetvalue(r, r1, col(r, "role")), "replica"),
+              "replica 1 listed as a replica");
+    PQclear(r);
+    for (int i = 0; i < 10; i++)
+        it_value(c, "SELECT 1");
+    it_exec(c, "CREATE TEMP TABLE IF NOT EXISTS t_console (x int)");
+    PQfinish(c);
+    r = show(adm, "SHOW ROUTING");
+    int row = find_row(r, "database", "rw", NULL, NULL);
+    IT_ASSERT(row >= 0, "SHOW ROUTING lists rw");
+    IT_ASSERT(!strcmp(PQgetvalue(r, row, col(r, "routing")), "auto"), "routing auto");
+    IT_ASSERT(num(r, row, "backends") == 3 && num(r, row, "healthy_backends") == 3, "3 backends");
+    IT_ASSERT(num(r, row, "replica_reads") + num(r, row, "primary_reads") == 10,
+              "ten reads routed (%ld + %ld)", num(r, row, "replica_reads"),
+              num(r, row, "primary_reads"));
+    IT_ASSERT(num(r, row, "replica_reads") >= 1, "replicas served reads");
+    IT_ASSERT(num(r, row, "writes") == 1, "one write (%ld)", num(r, row, "writes"));
+    PQclear(r);
+    r = show(adm, "SHOW REPLICAS");
+    long reads = 0;
+    for (int i = 0; i < PQntuples(r); i++)
+        reads += num(r, i, "reads_routed");
+    IT_ASSERT(reads == 10, "reads_routed sums to ten (%ld)", reads);
+    PQclear(r);
+    /* After a write, the replicas report the position they replayed (a
+     * fresh standby may report none before its first record). */
+    deadline = it_now() + 10;
+    for (;;) {
+        r = show(adm, "SHOW REPLICAS");
+        r1 = find_row(r, "address", port, NULL, NULL);
+        if (!PQgetisnull(r, r1, col(r, "replay_lsn")) && !PQgetisnull(r, r1, col(r, "lag_bytes")))
+            break;
+        IT_ASSERT(it_now() < deadline, "replica 1 reports its replay position and lag");
+        PQclear(r);
+        usleep(100000);
+    }
+    IT_ASSERT(num(r, r1, "lag_bytes") >= 0, "lag in bytes");
+    PQclear(r);
+    PQfinish(adm);
+    it_sluice_stop(&s, SIGTERM);
+}
+
 int main(void) {
     it_init("it_console");
     it_sluice_t s;
@@ -554,5 +625,6 @@ int main(void) {
     shutdown_wait_for_clients();
     if (it_cl.tlsdir[0]) over_tls();
     pipelined();
+    replicas();
     return it_done();
 }
