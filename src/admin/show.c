@@ -1016,6 +1016,38 @@ static int show_routing(sl_admin_ctx_t *ctx) {
     return 0;
 }
 
+/* ---- SHOW ERRORS (sluice's own) ---- */
+
+/* ErrorResponses sent to clients by SQLSTATE class: per database (its
+ * pools summed), and the row for database "*" with every error since
+ * start, logins that failed before they had a pool included. */
+static int show_errors(sl_admin_ctx_t *ctx) {
+    static const sl_res_col_t cols[] = {{"database", T}, {"class", T}, {"count", I}};
+    int n = 0;
+    sl_loop_t *l = core(ctx);
+    db_stats_t *v = collect_stats(l, &n);
+    if (!v) {
+        sl_res_error(ctx->res, "53200", "out of memory");
+        return -1;
+    }
+    sl_res_t *r = ctx->res;
+    sl_res_begin(r, cols, NCOLS(cols));
+    for (int i = 0; i <= n; i++) {
+        const uint64_t *errs = i < n ? v[i].total.errors : l->stats.errors;
+        for (int k = 0; k < SL_ERR_NCLASSES; k++) {
+            if (!errs[k]) continue;
+            sl_res_row(r);
+            sl_res_text(r, i < n ? v[i].db : "*");
+            sl_res_text(r, sl_err_class_names[k]);
+            sl_res_uint(r, errs[k]);
+            sl_res_row_end(r);
+        }
+    }
+    free(v);
+    sl_res_complete(r, "SHOW");
+    return 0;
+}
+
 /* ---- SHOW HELP and the topic table ---- */
 
 static int show_help(sl_admin_ctx_t *ctx);
@@ -1053,11 +1085,12 @@ static const struct {
     {"FDS", true, show_fds},
     {"REPLICAS", false, show_replicas},
     {"ROUTING", false, show_routing},
+    {"ERRORS", false, show_errors},
 };
 
 const char *const sl_admin_show_topics =
     "HELP, POOLS, STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS, CLIENTS, SERVERS, DATABASES, "
-    "USERS, CONFIG, LISTS, MEM, VERSION, STATE, FDS, REPLICAS, ROUTING";
+    "USERS, CONFIG, LISTS, MEM, VERSION, STATE, FDS, REPLICAS, ROUTING, ERRORS";
 
 static int show_help(sl_admin_ctx_t *ctx) {
     sl_res_notice(ctx->res, "Console usage");

@@ -290,6 +290,39 @@ static void counters(it_sluice_t *s) {
     PQfinish(adm);
 }
 
+/* The errors count of class cls for database db in SHOW ERRORS (0: none). */
+static long errors_of(PGconn *adm, const char *db, const char *cls) {
+    PGresult *r = show(adm, "SHOW ERRORS");
+    int row = find_row(r, "database", db, "class", cls);
+    long n = row >= 0 ? num(r, row, "count") : 0;
+    PQclear(r);
+    return n;
+}
+
+/* ErrorResponses sent to clients, by SQLSTATE class: the server's relayed
+ * (division by zero, 22012), sluice's own (a failed login, 28P01). */
+static void errors(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    long d0 = errors_of(adm, "sluice_test", "22"), a0 = errors_of(adm, "*", "28");
+    long t0 = errors_of(adm, "*", "22");
+    PGconn *c = it_connect(s, "sl_scram", NULL);
+    for (int i = 0; i < 3; i++)
+        IT_ASSERT(!strcmp(it_fails(c, "SELECT 1/0"), "22012"), "division by zero");
+    PQfinish(c);
+    char ci[256];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=sluice_test user=sl_scram password=no",
+             s->port);
+    PGconn *x = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(x) == CONNECTION_BAD, "wrong password refused");
+    PQfinish(x);
+    IT_ASSERT(errors_of(adm, "sluice_test", "22") - d0 == 3, "three class 22 errors for the db");
+    IT_ASSERT(errors_of(adm, "*", "22") - t0 == 3, "and in the total");
+    IT_ASSERT(it_log_wait(s, "password authentication failed", 1, 5) >= 1, "login failed");
+    IT_ASSERT(errors_of(adm, "*", "28") - a0 == 1, "one class 28 error (%ld)",
+              errors_of(adm, "*", "28") - a0);
+    PQfinish(adm);
+}
+
 static void reload_and_set(it_sluice_t *s) {
     PGconn *adm = console(s, "sl_scram");
     /* SET: a reloadable key changes, others are refused clearly. */
@@ -618,6 +651,7 @@ int main(void) {
     access_control(&s);
     pools_clients_servers(&s);
     counters(&s);
+    errors(&s);
     reload_and_set(&s);
     kill_client(&s);
     peer_and_protocol(&s);
