@@ -100,6 +100,12 @@ void sl_pool_stats_add(sl_pool_stats_t *a, const sl_pool_stats_t *b) {
     hist_add(&a->wait_hist, &b->wait_hist);
 }
 
+/* sl_pool_stats_sub walks the struct as an array of counters. */
+_Static_assert(sizeof(sl_pool_stats_t) % sizeof(uint64_t) == 0 &&
+                   sizeof(sl_pool_stats_t) ==
+                       (12 + SL_ERR_NCLASSES + 2 * (SL_HIST_NBUCKETS + 2)) * sizeof(uint64_t),
+               "sl_pool_stats_t holds uint64_t counters only");
+
 void sl_pool_stats_sub(sl_pool_stats_t *a, const sl_pool_stats_t *b) {
     /* Counters only grow: a - b >= 0 field by field. Done as whole
      * arrays of uint64_t, which the struct is. */

@@ -69,6 +69,18 @@ static void test_average(void) {
     sl_pool_stats_add(&sum, &now);
     sl_pool_stats_add(&sum, &now);
     ASSERT_EQ(sum.query_count, 800);
+    /* A period's delta: the newer snapshot minus the older, field by field. */
+    sl_pool_stats_t delta = now;
+    sl_pool_stats_sub(&delta, &prev);
+    ASSERT_EQ(delta.xact_count, 200);
+    ASSERT_EQ(delta.xact_time_us, 200 * 150);
+    ASSERT_EQ(delta.query_count, 400);
+    sl_hist_observe(&sum.wait_hist, 300);
+    sl_pool_stats_t d2 = sum;
+    sl_pool_stats_sub(&d2, &now);
+    ASSERT_EQ(d2.wait_hist.count, 1);
+    ASSERT_EQ(d2.wait_hist.bucket[2], 1);
+    ASSERT_EQ(d2.query_count, 400);
 }
 
 int main(void) {
