@@ -66,9 +66,14 @@ static void split_peer(const char *peer, int unix_port, char *addr, size_t cap, 
 static void local_addr(int fd, int unix_port, char *addr, size_t cap, int *port) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    snprintf(addr, cap, "unix");
-    *port = unix_port;
+    /* No socket yet (a server still resolving its host): nothing to show. */
+    snprintf(addr, cap, "%s", "");
+    *port = 0;
     if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return;
+    if (ss.ss_family == AF_UNIX) {
+        snprintf(addr, cap, "unix");
+        *port = unix_port;
+    }
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const void *)&ss;
         inet_ntop(AF_INET, &a->sin_addr, addr, (socklen_t)cap);
