@@ -4,10 +4,13 @@
  * a pool of one server with clients waiting, typed columns, counters,
  * RELOAD of a broken file, SET, KILL_CLIENT, the Unix-socket peer login,
  * the extended protocol refused, and several statements in one Query. */
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -433,6 +436,25 @@ static void peer_and_protocol(it_sluice_t *s) {
     IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "and the connection is closed");
     PQclear(r);
     PQfinish(p);
+    /* Another OS user on the Unix socket gets no such pass: the password
+     * exchange, which it cannot pass without one. */
+    if (getuid() == 0) {
+        struct passwd *pg = getpwnam("postgres");
+        IT_ASSERT(pg, "no postgres user");
+        IT_ASSERT(chmod(s->dir, 0755) == 0, "chmod");
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (setgid(pg->pw_gid) != 0 || setuid(pg->pw_uid) != 0) _exit(2);
+            PGconn *o = PQconnectdb(ci);
+            bool refused = PQstatus(o) == CONNECTION_BAD && strstr(PQerrorMessage(o), "password");
+            if (!refused) fprintf(stderr, "other uid: %s\n", PQerrorMessage(o));
+            _exit(refused ? 0 : 1);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        IT_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "another OS user on the Unix socket is asked for a password (status %d)", st);
+    }
     /* Over TCP the same user gets no such pass. */
     PGconn *t = it_connect_db(s, "anyone", "pgbouncer", NULL);
     IT_ASSERT(PQstatus(t) == CONNECTION_BAD, "no peer login over TCP");
