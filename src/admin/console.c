@@ -84,9 +84,11 @@ static int run_statement(sl_admin_ctx_t *ctx, char *text) {
     char *args = text + n;
     while (isspace((unsigned char)*args))
         args++;
+    /* Every command that changes something is on record, with its
+     * arguments (no [sluice] setting is a secret); SHOW is not. */
     if (strcmp(cmd->verb, "SHOW") != 0)
-        sl_log_info(NULL, "admin console: C-%u user=%s runs %s", ctx->who->client_id,
-                    ctx->who->user, cmd->verb);
+        sl_log_info(NULL, "admin console: C-%u user=%s runs: %.200s", ctx->who->client_id,
+                    ctx->who->user, text);
     return cmd->run(ctx, args);
 }
 

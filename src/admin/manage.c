@@ -111,8 +111,6 @@ int sl_admin_set(sl_admin_ctx_t *ctx, const char *args) {
         return -1;
     }
     sl_worker_settings_changed(ctx->w);
-    sl_log_info(NULL, "admin console: C-%u user=%s set %s", ctx->who->client_id, ctx->who->user,
-                sl_config_key(i));
     sl_res_complete(ctx->res, "SET");
     return 0;
 }
@@ -161,8 +159,6 @@ int sl_admin_shutdown(sl_admin_ctx_t *ctx, const char *args) {
                      "SHUTDOWN takes nothing, WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
         return -1;
     }
-    sl_log_info(NULL, "admin console: C-%u user=%s: SHUTDOWN%s%s", ctx->who->client_id,
-                ctx->who->user, *args ? " " : "", args);
     sl_worker_shutdown(ctx->w, mode);
     sl_res_complete(ctx->res, "SHUTDOWN");
     return 0;
