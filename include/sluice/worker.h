@@ -29,6 +29,12 @@ typedef struct sl_worker {
 
 int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen);
 int sl_worker_run(sl_worker_t *w);
+/* Reloads the config file (SIGHUP, the console's RELOAD). On success the
+ * new limits and timeouts apply at once, to waiting clients too. On
+ * failure the running config stays, every error is logged, and err holds
+ * them all, one "file:line: message" per line ('\n'-separated): what
+ * RELOAD answers. Returns SL_OK or SL_ECONFIG. */
+int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen) SL_MUST_USE;
 /* Checks whether a graceful shutdown has finished and stops the loop if so. */
 void sl_worker_maybe_finish(sl_worker_t *w);
 
