@@ -102,6 +102,7 @@ void sl_client_update_poll(sl_client_t *c) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
     case SL_CL_IDLE: rd = true; break;
+    case SL_CL_LOGIN_WAIT: rd = !c->early_bytes; break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
         rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
@@ -772,6 +773,24 @@ static void on_readable(sl_client_t *c) {
     if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
+/* A client waiting for its first server has nothing to send until its
+ * login is answered; its socket is watched only to see it leave, so that
+ * it stops holding its place under max_db_client_connections and
+ * max_user_client_connections then, not when the wait ends. Bytes sent
+ * early stay in the socket for later (and watching stops until then). */
+static void on_login_wait(sl_client_t *c) {
+    char b;
+    ssize_t n = recv(c->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        sl_client_close(c, "client closed the connection while waiting for its first server");
+        return;
+    }
+    if (n > 0) {
+        c->early_bytes = true;
+        sl_client_update_poll(c);
+    }
+}
+
 static void client_event(sl_client_t *c, int status, int events) {
     if (status < 0) {
         sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->sock.fd)));
@@ -787,6 +806,7 @@ static void client_event(sl_client_t *c, int status, int events) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;
+    case SL_CL_LOGIN_WAIT: on_login_wait(c); break;
     case SL_CL_IDLE:
     case SL_CL_WAITING:
     case SL_CL_ACTIVE: on_readable(c); break;
