@@ -650,9 +650,8 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
     return p;
 }
 
-/* Clients logged in to database db and/or as user (through their own
- * pools: a replica's pool is never a client's own). */
-static int count_logins(sl_loop_t *w, const char *db, const char *user) {
+/* Through their own pools: a replica's pool is never a client's own. */
+int sl_pool_count_logins(sl_loop_t *w, const char *db, const char *user) {
     int n = 0;
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
@@ -665,12 +664,14 @@ static int count_logins(sl_loop_t *w, const char *db, const char *user) {
 
 const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) {
     int n;
-    if (p->max_db_clients > 0 && (n = count_logins(p->w, p->db_alias, NULL)) >= p->max_db_clients) {
+    if (p->max_db_clients > 0 &&
+        (n = sl_pool_count_logins(p->w, p->db_alias, NULL)) >= p->max_db_clients) {
         snprintf(detail, cap, "database %s has %d clients, max_db_client_connections = %d",
                  p->db_alias, n, p->max_db_clients);
         return "client connections exceeded (max_db_client_connections)";
     }
-    if (p->max_user_clients > 0 && (n = count_logins(p->w, NULL, p->user)) >= p->max_user_clients) {
+    if (p->max_user_clients > 0 &&
+        (n = sl_pool_count_logins(p->w, NULL, p->user)) >= p->max_user_clients) {
         snprintf(detail, cap, "user %s has %d clients, max_user_client_connections = %d", p->user,
                  n, p->max_user_clients);
         return "client connections exceeded (max_user_client_connections)";

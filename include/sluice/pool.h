@@ -103,6 +103,9 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag, sl_s
 const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) SL_MUST_USE;
 /* The client admitted by sl_pool_admit left. */
 void sl_pool_leave(sl_pool_t *p);
+/* Clients logged in to database db (NULL: any) as user (NULL: any): what
+ * the caps count (SHOW DATABASES / SHOW USERS current_client_connections). */
+int sl_pool_count_logins(sl_loop_t *w, const char *db, const char *user);
 /* A client takes or drops its reference (pools are freed only unreferenced). */
 void sl_pool_ref(sl_pool_t *p);
 void sl_pool_unref(sl_pool_t *p);
