@@ -407,8 +407,10 @@ static void reload_applies(void) {
     it_exec(a, "COMMIT");
     /* A smaller pool: its surplus idle servers close at the reload, not
      * after server_idle_timeout. */
-    IT_ASSERT(backends_of("sl_md5") >= 6, "the larger pool opened servers (%d)",
-              backends_of("sl_md5"));
+    /* (Waiters served early free their server for others: fewer than 10 may
+     * have opened, but more than the one pool_size = 1 keeps.) */
+    int opened = backends_of("sl_md5");
+    IT_ASSERT(opened >= 2, "the larger pool opened servers (%d)", opened);
     append_ini(&s, "default_pool_size = 1\n");
     reload(&s, "configuration reloaded");
     double deadline = it_now() + 5;
