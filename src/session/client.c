@@ -69,7 +69,6 @@ static void client_list(sl_client_t *c, enum sl_client_state st) {
 }
 
 bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
-    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_notified = false;
     if ((unsigned)st >= SL_CL_NSTATES || !(cl_next[c->state] & (1u << st))) {
         sl_log_error(c->tag,
                      "internal error: refused client state change %s -> %s; the connection "
@@ -80,6 +79,8 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
         return false;
     }
     if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_start_us = sl_now_us(c->w);
+    /* query_wait_notify: one notice per wait. */
+    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_notified = false;
     sl_list_unlink(&c->state_node);
     c->w->nclients_in[c->state]--;
     client_list(c, st);
