@@ -98,13 +98,15 @@ static int wait_result(PGconn *c, double secs) {
     return -1;
 }
 
-/* Server connections sluice holds as user on the primary. */
+/* Idle server connections of user on the primary: those of an idle pool
+ * (a backend that an earlier part left running a sleep, its client gone,
+ * is not idle). */
 static int backends_of(const char *user) {
     PGconn *d = it_direct();
     char sql[256];
     snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND pid <> "
-             "pg_backend_pid()",
+             "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND state = 'idle' "
+             "AND pid <> pg_backend_pid()",
              user);
     int n = atoi(it_value(d, sql));
     PQfinish(d);
@@ -238,7 +240,7 @@ static void user_settings(void) {
     for (int i = 0; i < 3; i++)
         it_exec(x[i], "COMMIT");
     /* sl_md5's query_timeout; sl_scram runs as long as it likes. */
-    PGresult *r = PQexec(a, "SELECT pg_sleep(5)");
+    PGresult *r = PQexec(a, "SELECT pg_sleep(2)");
     IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "query_timeout"),
               "sl_md5's query_timeout: %s", PQerrorMessage(a));
     PQclear(r);
@@ -269,6 +271,20 @@ static void user_settings(void) {
     IT_ASSERT(!strcmp(it_value(b, "SELECT 4"), "4"), "a reserve server");
     IT_ASSERT(it_now() - t0 < 10, "served from the reserve (%.1f s)", it_now() - t0);
     it_exec(a, "COMMIT");
+    PQfinish(a), PQfinish(b);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+
+    /* A user's idle_transaction_timeout; sl_scram has none. */
+    it_sluice_start(&s, "pool_mode = transaction\n",
+                    "[users]\nsl_md5 = idle_transaction_timeout=0.5\n");
+    a = login_ok(&s, "sl_md5", "sluice_test");
+    b = login_ok(&s, "sl_scram", "sluice_test");
+    it_exec(a, "BEGIN");
+    it_exec(b, "BEGIN");
+    usleep(1500000);
+    it_fails_with(a, "SELECT 5", "idle_transaction_timeout");
+    IT_ASSERT(!strcmp(it_value(b, "SELECT 6"), "6"), "sl_scram's transaction stays open");
+    it_exec(b, "COMMIT");
     PQfinish(a), PQfinish(b);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
@@ -413,7 +429,8 @@ static void reload_applies(void) {
     IT_ASSERT(opened >= 2, "the larger pool opened servers (%d)", opened);
     append_ini(&s, "default_pool_size = 1\n");
     reload(&s, "configuration reloaded");
-    double deadline = it_now() + 5;
+    /* Closed at once; a loaded machine may take a while to end the backends. */
+    double deadline = it_now() + 10;
     while (backends_of("sl_md5") > 1 && it_now() < deadline)
         usleep(50000);
     IT_ASSERT(backends_of("sl_md5") <= 1, "surplus servers closed (%d left)",
