@@ -754,8 +754,9 @@ static void validate(parse_ctx_t *ctx) {
     if (*cfg->metrics_listen &&
         sl_config_parse_hostport(cfg->metrics_listen, mhost, sizeof mhost, &mport) < 0) {
         at_key(ctx, "metrics_listen");
-        fail(ctx, "metrics_listen: invalid value \"%s\" (expected addr:port, e.g. "
-                  "127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
+        fail(ctx,
+             "metrics_listen: invalid value \"%s\" (expected addr:port, e.g. "
+             "127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
              cfg->metrics_listen);
     }
     const char *protos[][2] = {{"client_tls_protocols", cfg->client_tls_protocols},

@@ -103,7 +103,9 @@ void sl_client_update_poll(sl_client_t *c) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH:
     case SL_CL_IDLE: rd = true; break;
-    case SL_CL_LOGIN_WAIT: rd = !c->early_bytes; break;
+    case SL_CL_LOGIN_WAIT:
+        rd = !c->early_bytes;
+        break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
         rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
@@ -807,7 +809,9 @@ static void client_event(sl_client_t *c, int status, int events) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;
-    case SL_CL_LOGIN_WAIT: on_login_wait(c); break;
+    case SL_CL_LOGIN_WAIT:
+        on_login_wait(c);
+        break;
     case SL_CL_IDLE:
     case SL_CL_WAITING:
     case SL_CL_ACTIVE: on_readable(c); break;
