@@ -39,12 +39,18 @@ typedef struct opt {
 } opt_t;
 
 #define F(field) offsetof(sl_config_t, field)
-#define O_INT(n, f, d, lo, hi) {n, OPT_INT, F(f), d, lo, hi, NULL}
-#define O_MS(n, f, d, hi) {n, OPT_MS, F(f), d, 0, hi, NULL}
-#define O_STR(n, f, d) {n, OPT_STR, F(f), d, 0, 0, NULL}
-#define O_BOOL(n, f, d) {n, OPT_BOOL, F(f), d, 0, 0, bool_names}
-#define O_ENUM(n, f, d, names) {n, OPT_ENUM, F(f), d, 0, 0, names}
-#define O_BYTES(n, f, d) {n, OPT_BYTES, F(f), d, 0, 0, NULL}
+#define O_INT(n, f, d, lo, hi)                                                                     \
+    { n, OPT_INT, F(f), d, lo, hi, NULL }
+#define O_MS(n, f, d, hi)                                                                          \
+    { n, OPT_MS, F(f), d, 0, hi, NULL }
+#define O_STR(n, f, d)                                                                             \
+    { n, OPT_STR, F(f), d, 0, 0, NULL }
+#define O_BOOL(n, f, d)                                                                            \
+    { n, OPT_BOOL, F(f), d, 0, 0, bool_names }
+#define O_ENUM(n, f, d, names)                                                                     \
+    { n, OPT_ENUM, F(f), d, 0, 0, names }
+#define O_BYTES(n, f, d)                                                                           \
+    { n, OPT_BYTES, F(f), d, 0, 0, NULL }
 
 /* Alphabetical. Times are seconds in the file (fractions allowed). */
 static const opt_t opts[] = {
@@ -87,6 +93,7 @@ static const opt_t opts[] = {
     O_INT("max_client_conn", max_client_conn, "100", 1, 1000000),
     O_INT("max_client_prepared_bytes", max_client_prepared_bytes, "67108864", 1024, 2147483647),
     O_INT("max_client_prepared_statements", max_client_prepared_statements, "10000", 1, 1000000),
+    O_INT("max_db_client_connections", max_db_client_connections, "0", 0, 1000000),
     O_INT("max_db_connections", max_db_connections, "0", 0, 100000),
     O_INT("max_prepared_statements", max_prepared_statements, "200", 0, 100000),
     /* PostgreSQL refuses a longer message ("invalid message length") and
@@ -95,6 +102,7 @@ static const opt_t opts[] = {
     O_BYTES("max_replica_lag", max_replica_lag, "16MB"),
     O_MS("max_replica_lag_time", max_replica_lag_time_ms, "0", 86400),
     O_INT("max_rewrite_size", max_rewrite_size, "1048576", 1024, 1 << 30),
+    O_INT("max_user_client_connections", max_user_client_connections, "0", 0, 1000000),
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_STR("metrics_listen", metrics_listen, ""),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
@@ -106,7 +114,7 @@ static const opt_t opts[] = {
     O_INT("reserve_pool_size", reserve_pool_size, "0", 0, 100000),
     O_MS("reserve_pool_timeout", reserve_pool_timeout_ms, "5", 86400),
     O_MS("server_check_delay", server_check_delay_ms, "30", 86400),
-    O_STR("server_check_query", server_check_query, ""),
+    O_STR("server_check_query", server_check_query, SL_CHECK_EMPTY_QUERY),
     O_MS("server_connect_timeout", server_connect_timeout_ms, "15", 86400),
     O_MS("server_idle_timeout", server_idle_timeout_ms, "600", 86400 * 365),
     O_MS("server_lifetime", server_lifetime_ms, "3600", 86400 * 365),
@@ -122,25 +130,79 @@ static const opt_t opts[] = {
     O_STR("stats_users", stats_users, ""),
     O_BOOL("server_reset_query_always", server_reset_query_always, "0"),
     O_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle"),
+    O_MS("transaction_timeout", transaction_timeout_ms, "0", 86400 * 365),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
     O_INT("verbose", verbose, "0", 0, 3),
     O_STR("write_functions", write_functions, SL_SQL_DEFAULT_WRITE_FUNCTIONS),
     O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),
+    O_MS("query_wait_notify", query_wait_notify_ms, "5", 86400),
     O_MS("query_wait_timeout", query_wait_timeout_ms, "120", 86400 * 365),
 };
+#define NOPTS (sizeof opts / sizeof opts[0])
 
+/* Errors kept with their text; more are only counted (a file of garbage
+ * must not make sluice hold a message per line). */
+#define MAX_ERRORS 100
+
+struct line_reader;
+
+/* Parsing goes on past an error, so that one run reports every error. */
 typedef struct parse_ctx {
     sl_config_t *cfg;
-    char err[512]; /* the message for the failing line, without file:line */
+    const char *name;       /* borrowed: the file, for messages */
+    struct line_reader *rd; /* borrowed: counts lines; NULL for defaults */
+    int line;               /* the line being parsed; 0: none (defaults, whole-file checks) */
+    char *errs;             /* owned: "name:line: message\n" per error kept */
+    size_t errs_len;        /* bytes in errs */
+    int nerrs;              /* errors found, kept or not */
+    int first_err_line;     /* the lowest line with an error; 0: none */
+    int opt_line[NOPTS];    /* where each [sluice] key was last set; 0: its default */
 } parse_ctx_t;
 
 static int fail(parse_ctx_t *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(parse_ctx_t *ctx, const char *fmt, ...) {
+    if (ctx->line > 0 && (ctx->first_err_line == 0 || ctx->line < ctx->first_err_line))
+        ctx->first_err_line = ctx->line;
+    if (++ctx->nerrs > MAX_ERRORS) return 0;
+    char msg[600], line[900];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return 0; /* inih: stop, report this line */
+    int n = ctx->line > 0 ? snprintf(line, sizeof line, "%s:%d: %s\n", ctx->name, ctx->line, msg)
+                          : snprintf(line, sizeof line, "%s: %s\n", ctx->name, msg);
+    size_t len = n < (int)sizeof line ? (size_t)n : sizeof line - 1;
+    line[len - 1] = '\n';
+    char *grown = realloc(ctx->errs, ctx->errs_len + len + 1);
+    if (!grown) return 0; /* counted, not kept */
+    memcpy(grown + ctx->errs_len, line, len + 1);
+    ctx->errs = grown;
+    ctx->errs_len += len;
+    return 0; /* inih: an error on this line (parsing goes on) */
+}
+
+/* Copies the errors kept into err: whole lines while they fit, then how
+ * many more there are. */
+static void errors_out(const parse_ctx_t *ctx, char *err, size_t errlen) {
+    if (errlen == 0) return;
+    err[0] = '\0';
+    size_t o = 0;
+    int shown = 0;
+    const char *p = ctx->errs ? ctx->errs : "";
+    for (const char *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+        size_t len = (size_t)(nl - p);
+        /* Room for this line, and for the count of the rest unless it is the last. */
+        bool last = shown + 1 == ctx->nerrs;
+        if (o + (o ? 1 : 0) + len + 1 + (last ? 0 : 64) > errlen) break;
+        if (o) err[o++] = '\n';
+        memcpy(err + o, p, len);
+        o += len;
+        err[o] = '\0';
+        shown++;
+    }
+    if (shown < ctx->nerrs)
+        snprintf(err + o, errlen - o, "%s%s: %d more error%s not shown", o ? "\n" : "", ctx->name,
+                 ctx->nerrs - shown, ctx->nerrs - shown == 1 ? "" : "s");
 }
 
 static int enum_index(const char *const *names, const char *v) {
@@ -305,6 +367,18 @@ static int parse_int_field(parse_ctx_t *ctx, const char *key, const char *v, int
     return 1;
 }
 
+/* Seconds (fractions allowed) into milliseconds, as the [sluice] keys. */
+static int parse_ms_field(parse_ctx_t *ctx, const char *key, const char *v, int64_t *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x) || x < 0 || x > 86400.0 * 365)
+        return fail(ctx, "%s: invalid value '%s' (expected seconds from 0 to %d)", key, v,
+                    86400 * 365);
+    *out = (int64_t)llround(x * 1000.0);
+    return 1;
+}
+
 static bool libpq_knows(const char *key) {
     PQconninfoOption *defs = PQconndefaults();
     bool found = false;
@@ -419,21 +493,28 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
                       .min_pool_size = -1,
                       .reserve_pool_size = -1,
                       .max_db_connections = -1,
+                      .max_db_client_connections = -1,
+                      .query_wait_timeout_ms = -1,
                       .pool_mode = -1,
                       .line = line};
     db.keys = calloc((size_t)kv.n + 1, sizeof(char *));
     db.vals = calloc((size_t)kv.n + 1, sizeof(char *));
     int ok = 1;
-    for (int i = 0; i < kv.n && ok; i++) {
+    /* Every key is looked at, so that each bad one is reported. */
+    for (int i = 0; i < kv.n; i++) {
         const char *k = kv.keys[i], *v = kv.vals[i];
         if (!strcmp(k, "pool_size"))
-            ok = parse_int_field(ctx, k, v, 1, 100000, &db.pool_size);
+            ok &= parse_int_field(ctx, k, v, 1, 100000, &db.pool_size);
         else if (!strcmp(k, "min_pool_size"))
-            ok = parse_int_field(ctx, k, v, 0, 100000, &db.min_pool_size);
+            ok &= parse_int_field(ctx, k, v, 0, 100000, &db.min_pool_size);
         else if (!strcmp(k, "reserve_pool_size") || !strcmp(k, "reserve_pool"))
-            ok = parse_int_field(ctx, k, v, 0, 100000, &db.reserve_pool_size);
+            ok &= parse_int_field(ctx, k, v, 0, 100000, &db.reserve_pool_size);
         else if (!strcmp(k, "max_db_connections"))
-            ok = parse_int_field(ctx, k, v, 0, 100000, &db.max_db_connections);
+            ok &= parse_int_field(ctx, k, v, 0, 100000, &db.max_db_connections);
+        else if (!strcmp(k, "max_db_client_connections"))
+            ok &= parse_int_field(ctx, k, v, 0, 1000000, &db.max_db_client_connections);
+        else if (!strcmp(k, "query_wait_timeout"))
+            ok &= parse_ms_field(ctx, k, v, &db.query_wait_timeout_ms);
         else if (!strcmp(k, "pool_mode")) {
             db.pool_mode = enum_index(sl_pool_mode_names, v);
             if (db.pool_mode < 0)
@@ -449,7 +530,7 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
                 ok = fail(ctx, "load_balance: invalid value '%s' (expected least_outstanding, "
                                "latency, round_robin or random)", v);
         } else if (!strcmp(k, "replicas")) {
-            ok = parse_replicas(ctx, v, &db);
+            ok &= parse_replicas(ctx, v, &db);
         } else if (!libpq_knows(k)) {
             ok = fail(ctx, "database '%s': unknown connection parameter '%s'", name, k);
         } else if (!check_libpq_value(ctx, name, k, v)) {
@@ -477,46 +558,101 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
     return 1;
 }
 
+/* The [users] keys that take a number (pool_mode is the other one):
+ * PgBouncer's per-user keys. Times are seconds, as in [sluice]. */
+#define U(f) offsetof(sl_user_cfg_t, f)
+static const struct {
+    const char *key;
+    bool ms;    /* seconds into an int64_t of ms; else an int */
+    size_t off; /* into sl_user_cfg_t */
+    int lo, hi; /* for an int */
+} user_keys[] = {
+    {"client_idle_timeout", true, U(client_idle_timeout_ms), 0, 0},
+    {"idle_transaction_timeout", true, U(idle_transaction_timeout_ms), 0, 0},
+    {"max_user_client_connections", false, U(max_user_client_connections), 0, 1000000},
+    {"max_user_connections", false, U(max_user_connections), 0, 100000},
+    {"pool_size", false, U(pool_size), 1, 100000},
+    {"query_timeout", true, U(query_timeout_ms), 0, 0},
+    {"query_wait_timeout", true, U(query_wait_timeout_ms), 0, 0},
+    {"reserve_pool_size", false, U(reserve_pool_size), 0, 100000},
+    {"transaction_timeout", true, U(transaction_timeout_ms), 0, 0},
+};
+#undef U
+
+static int set_user_key(parse_ctx_t *ctx, sl_user_cfg_t *u, const char *k, const char *v) {
+    if (!strcmp(k, "pool_mode")) {
+        u->pool_mode = enum_index(sl_pool_mode_names, v);
+        if (u->pool_mode < 0)
+            return fail(ctx,
+                        "pool_mode: invalid value '%s' (expected session, transaction or "
+                        "statement)",
+                        v);
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof user_keys / sizeof *user_keys; i++) {
+        if (strcmp(user_keys[i].key, k) != 0) continue;
+        char *field = (char *)u + user_keys[i].off;
+        return user_keys[i].ms
+                   ? parse_ms_field(ctx, k, v, (int64_t *)field)
+                   : parse_int_field(ctx, k, v, user_keys[i].lo, user_keys[i].hi, (int *)field);
+    }
+    char list[512] = "pool_mode";
+    for (size_t i = 0; i < sizeof user_keys / sizeof *user_keys; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), ", %s", user_keys[i].key);
+    return fail(ctx, "user '%s': unknown key '%s' (expected %s)", u->name, k, list);
+}
+
 static int add_user(parse_ctx_t *ctx, const char *name, const char *value) {
     sl_config_t *cfg = ctx->cfg;
     if (sl_config_find_user(cfg, name)) return fail(ctx, "user '%s' defined twice", name);
     kvlist_t kv;
     if (!split_kv(ctx, value, &kv)) return 0;
-    sl_user_cfg_t u = {.pool_mode = -1, .pool_size = -1, .max_user_connections = -1};
+    sl_user_cfg_t u = {.name = (char *)name, /* borrowed until kept below */
+                       .pool_mode = -1,
+                       .pool_size = -1,
+                       .reserve_pool_size = -1,
+                       .max_user_connections = -1,
+                       .max_user_client_connections = -1,
+                       .query_timeout_ms = -1,
+                       .query_wait_timeout_ms = -1,
+                       .idle_transaction_timeout_ms = -1,
+                       .transaction_timeout_ms = -1,
+                       .client_idle_timeout_ms = -1};
     int ok = 1;
-    for (int i = 0; i < kv.n && ok; i++) {
-        const char *k = kv.keys[i], *v = kv.vals[i];
-        if (!strcmp(k, "pool_mode")) {
-            u.pool_mode = enum_index(sl_pool_mode_names, v);
-            if (u.pool_mode < 0) ok = fail(ctx, "pool_mode: invalid value '%s'", v);
-        } else if (!strcmp(k, "pool_size"))
-            ok = parse_int_field(ctx, k, v, 1, 100000, &u.pool_size);
-        else if (!strcmp(k, "max_user_connections"))
-            ok = parse_int_field(ctx, k, v, 0, 100000, &u.max_user_connections);
-        else
-            ok = fail(ctx, "user '%s': unknown key '%s' (expected pool_mode, pool_size, "
-                           "max_user_connections)", name, k);
-    }
+    for (int i = 0; i < kv.n; i++)
+        ok &= set_user_key(ctx, &u, kv.keys[i], kv.vals[i]);
     kvlist_free(&kv);
     if (!ok) return 0;
     sl_user_cfg_t *grown = realloc(cfg->users, sizeof(sl_user_cfg_t) * (size_t)(cfg->nusers + 1));
     if (!grown) return fail(ctx, "out of memory");
     cfg->users = grown;
     u.name = strdup(name);
+    if (!u.name) return fail(ctx, "out of memory");
     cfg->users[cfg->nusers++] = u;
     return 1;
 }
 
-static int line_no; /* inih passes no line to handlers; counted per call below */
+/* inih reads line by line; the reader counts lines, for the messages. */
+typedef struct line_reader {
+    const char *text; /* string source, or NULL */
+    FILE *file;       /* file source, or NULL */
+    int line;         /* of the last read */
+    bool mid_line;    /* the last read ended inside a long line (inih reads on) */
+    parse_ctx_t *ctx; /* borrowed: where a syntax error inih does not report goes */
+} line_reader_t;
 
 static int on_ini_line(void *user, const char *section, const char *name, const char *value) {
     parse_ctx_t *ctx = user;
+    ctx->line = ctx->rd->line;
     if (!strcasecmp(section, "sluice") || !strcasecmp(section, "pgbouncer")) {
-        for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
-            if (!strcasecmp(opts[i].name, name)) return set_opt(ctx, &opts[i], value);
+        for (size_t i = 0; i < NOPTS; i++)
+            if (!strcasecmp(opts[i].name, name)) {
+                ctx->opt_line[i] = ctx->line;
+                return set_opt(ctx, &opts[i], value);
+            }
         return fail(ctx, "unknown key '%s' in [%s]", name, section);
     }
-    if (!strcasecmp(section, "databases")) return add_database(ctx, name, value, line_no);
+    if (!strcasecmp(section, "databases")) return add_database(ctx, name, value, ctx->line);
     if (!strcasecmp(section, "users")) return add_user(ctx, name, value);
     return fail(ctx, "unknown section [%s] (expected [sluice], [databases] or [users])", section);
 }
@@ -524,9 +660,10 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
 static sl_config_t *config_new(void) {
     sl_config_t *cfg = calloc(1, sizeof *cfg);
     if (!cfg) return NULL;
-    parse_ctx_t ctx = {.cfg = cfg};
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+    parse_ctx_t ctx = {.cfg = cfg, .name = "defaults"};
+    for (size_t i = 0; i < NOPTS; i++)
         if (!set_opt(&ctx, &opts[i], opts[i].def)) {
+            free(ctx.errs);
             sl_config_free(cfg);
             return NULL;
         }
@@ -580,49 +717,58 @@ int sl_config_parse_hostport(const char *v, char *host, size_t cap, int *port) {
     return SL_OK;
 }
 
-static int validate(sl_config_t *cfg, char *err, size_t errlen) {
+/* Points the next message at the line that set key (none: its default). */
+static void at_key(parse_ctx_t *ctx, const char *key) {
+    ctx->line = 0;
+    for (size_t i = 0; i < NOPTS; i++)
+        if (!strcmp(opts[i].name, key)) ctx->line = ctx->opt_line[i];
+}
+
+/* Checks of keys together; each failure is reported, at the line of the
+ * key it names. */
+static void validate(parse_ctx_t *ctx) {
+    const sl_config_t *cfg = ctx->cfg;
     const char *bad = bad_function_entry(cfg->stateless_functions);
     if (bad) {
-        snprintf(err, errlen, "%s: stateless_functions: invalid entry near '%.30s' (expected a "
-                              "comma list of function names, name or schema.name, an optional * "
-                              "at the end)", cfg->path, bad);
-        return SL_ECONFIG;
+        at_key(ctx, "stateless_functions");
+        fail(ctx,
+             "stateless_functions: invalid entry near '%.30s' (expected a comma list of "
+             "function names, name or schema.name, an optional * at the end)",
+             bad);
     }
     if (cfg->auth_type == SL_AUTH_HBA && !*cfg->auth_hba_file) {
-        snprintf(err, errlen, "%s: auth_type hba needs auth_hba_file", cfg->path);
-        return SL_ECONFIG;
+        at_key(ctx, "auth_type");
+        fail(ctx, "auth_type hba needs auth_hba_file");
     }
     if (cfg->auth_type != SL_AUTH_TRUST && cfg->auth_type != SL_AUTH_ANY &&
         cfg->auth_type != SL_AUTH_CERT && !*cfg->auth_file) {
-        snprintf(err, errlen, "%s: auth_type %s needs auth_file", cfg->path,
-                 sl_auth_type_names[cfg->auth_type]);
-        return SL_ECONFIG;
+        at_key(ctx, "auth_type");
+        fail(ctx, "auth_type %s needs auth_file", sl_auth_type_names[cfg->auth_type]);
     }
     if (!*cfg->listen_addr && !*cfg->unix_socket_dir) {
-        snprintf(err, errlen, "%s: nothing to listen on: set listen_addr or unix_socket_dir",
-                 cfg->path);
-        return SL_ECONFIG;
+        at_key(ctx, "listen_addr");
+        fail(ctx, "nothing to listen on: set listen_addr or unix_socket_dir");
     }
     char mhost[256];
     int mport;
     if (*cfg->metrics_listen &&
         sl_config_parse_hostport(cfg->metrics_listen, mhost, sizeof mhost, &mport) < 0) {
-        snprintf(err, errlen, "%s: metrics_listen: invalid value \"%s\" (expected addr:port, "
-                              "e.g. 127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
-                 cfg->path, cfg->metrics_listen);
-        return SL_ECONFIG;
+        at_key(ctx, "metrics_listen");
+        fail(ctx,
+             "metrics_listen: invalid value \"%s\" (expected addr:port, e.g. "
+             "127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
+             cfg->metrics_listen);
     }
     const char *protos[][2] = {{"client_tls_protocols", cfg->client_tls_protocols},
                                {"server_tls_protocols", cfg->server_tls_protocols}};
     for (int i = 0; i < 2; i++) {
         int lo, hi;
         if (sl_tls_parse_protocols(protos[i][1], &lo, &hi) < 0) {
-            snprintf(err, errlen, "%s: %s: unknown value \"%s\" (use tlsv1.2, tlsv1.3, secure, "
-                                  "all, legacy)", cfg->path, protos[i][0], protos[i][1]);
-            return SL_ECONFIG;
+            at_key(ctx, protos[i][0]);
+            fail(ctx, "%s: unknown value \"%s\" (use tlsv1.2, tlsv1.3, secure, all, legacy)",
+                 protos[i][0], protos[i][1]);
         }
     }
-    return SL_OK;
 }
 
 static void configure_inih(void) {
@@ -631,14 +777,26 @@ static void configure_inih(void) {
     ini_allow_realloc = true;
     ini_max_line = 1 << 20;
     ini_allow_multiline = false;
-    ini_stop_on_first_error = true;
+    /* Go on after an error: every error is reported with its line. */
+    ini_stop_on_first_error = false;
 }
 
-/* inih reads line by line; a reader wrapper counts lines for [databases]. */
-typedef struct line_reader {
-    const char *text; /* string source, or NULL */
-    FILE *file;       /* file source, or NULL */
-} line_reader_t;
+/* Lines inih cannot parse (a section header without its ']', a line with
+ * no '='), which it reports only as the first error's line number: said
+ * here, so that each is reported like the other errors. */
+static void check_syntax(line_reader_t *r, const char *str) {
+    while (*str == ' ' || *str == '\t')
+        str++;
+    size_t n = strcspn(str, "\r\n");
+    if (n == 0 || *str == ';' || *str == '#') return;
+    r->ctx->line = r->line;
+    if (*str == '[') {
+        if (!memchr(str, ']', n)) fail(r->ctx, "syntax error: section header without ']'");
+    } else if (!memchr(str, '=', n) && !memchr(str, ':', n)) {
+        fail(r->ctx, "syntax error: '%.*s' (expected [section] or key = value)",
+             n > 40 ? 40 : (int)n, str);
+    }
+}
 
 static char *read_line(char *str, int num, void *stream) {
     line_reader_t *r = stream;
@@ -655,36 +813,44 @@ static char *read_line(char *str, int num, void *stream) {
         r->text += len;
         res = str;
     }
-    if (res) line_no++;
+    if (!res) return NULL;
+    /* inih reads a long line in several calls: one line each. */
+    if (!r->mid_line) {
+        r->line++;
+        check_syntax(r, res);
+    }
+    size_t n = strlen(res);
+    r->mid_line = n > 0 && res[n - 1] != '\n';
     return res;
 }
 
 static sl_config_t *load(const char *name, line_reader_t *reader, char *err, size_t errlen) {
     configure_inih();
     sl_config_t *cfg = config_new();
-    if (!cfg) {
+    if (!cfg || !(cfg->path = strdup(name))) {
         snprintf(err, errlen, "%s: out of memory", name);
+        sl_config_free(cfg);
         return NULL;
     }
-    cfg->path = strdup(name);
-    parse_ctx_t ctx = {.cfg = cfg};
-    line_no = 0;
+    parse_ctx_t ctx = {.cfg = cfg, .name = name, .rd = reader};
+    reader->ctx = &ctx;
     int rc = ini_parse_stream(read_line, reader, on_ini_line, &ctx);
-    if (rc != 0) {
-        if (rc > 0 && ctx.err[0])
-            snprintf(err, errlen, "%s:%d: %s", name, rc, ctx.err);
-        else if (rc > 0)
-            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
-                     name, rc);
-        else
-            snprintf(err, errlen, "%s: cannot parse", name);
+    if (rc < 0) {
+        ctx.line = 0;
+        fail(&ctx, "cannot parse: out of memory");
+    } else if (rc > 0 && (ctx.first_err_line == 0 || rc < ctx.first_err_line)) {
+        /* Only inih saw it (a line too long for its buffer). */
+        ctx.line = rc;
+        fail(&ctx, "syntax error (expected [section] or key = value)");
+    }
+    validate(&ctx);
+    if (ctx.nerrs > 0) {
+        errors_out(&ctx, err, errlen);
+        free(ctx.errs);
         sl_config_free(cfg);
         return NULL;
     }
-    if (validate(cfg, err, errlen) < 0) {
-        sl_config_free(cfg);
-        return NULL;
-    }
+    free(ctx.errs);
     return cfg;
 }
 
@@ -756,7 +922,8 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
  * keys whose change needs files read again (auth_file, hba, TLS): SET
  * refuses those; RELOAD applies the second kind. */
 static const char *const fixed_keys[] = {
-    "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf", NULL};
+    "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
+    "metrics_listen", NULL};
 static const char *const file_keys[] = {"auth_file",
                                         "auth_hba_file",
                                         "auth_type",
@@ -835,10 +1002,63 @@ void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap) {
 }
 
 int sl_config_set_key(sl_config_t *cfg, int i, const char *value, char *err, size_t errlen) {
-    parse_ctx_t ctx = {.cfg = cfg};
-    if (!set_opt(&ctx, &opts[i], value)) {
-        snprintf(err, errlen, "%s", ctx.err);
-        return SL_ECONFIG;
-    }
-    return SL_OK;
+    parse_ctx_t ctx = {.cfg = cfg, .name = "SET"};
+    bool ok = set_opt(&ctx, &opts[i], value) && ctx.nerrs == 0;
+    if (!ok) errors_out(&ctx, err, errlen);
+    free(ctx.errs);
+    return ok ? SL_OK : SL_ECONFIG;
+}
+
+/* The first value that is set (not -1): a user's, a database's, the global. */
+static int first_set(int a, int b, int global) {
+    return a >= 0 ? a : b >= 0 ? b : global;
+}
+
+static int64_t first_set_ms(int64_t a, int64_t b, int64_t global) {
+    return a >= 0 ? a : b >= 0 ? b : global;
+}
+
+void sl_config_limits(const sl_config_t *cfg, const sl_db_cfg_t *db, const char *user,
+                      sl_limits_t *out) {
+    const sl_user_cfg_t *u = sl_config_find_user(cfg, user);
+    static const sl_user_cfg_t unset = {.pool_mode = -1,
+                                        .pool_size = -1,
+                                        .reserve_pool_size = -1,
+                                        .max_user_connections = -1,
+                                        .max_user_client_connections = -1,
+                                        .query_timeout_ms = -1,
+                                        .query_wait_timeout_ms = -1,
+                                        .idle_transaction_timeout_ms = -1,
+                                        .transaction_timeout_ms = -1,
+                                        .client_idle_timeout_ms = -1};
+    if (!u) u = &unset;
+    /* PgBouncer (pool_pool_size, pool_res_pool_size): the user's over the
+     * database's; sluice applies the same order to pool_mode and
+     * query_wait_timeout. */
+    out->pool_mode = first_set(u->pool_mode, db->pool_mode, cfg->pool_mode);
+    out->pool_size = first_set(u->pool_size, db->pool_size, cfg->default_pool_size);
+    out->reserve_pool_size =
+        first_set(u->reserve_pool_size, db->reserve_pool_size, cfg->reserve_pool_size);
+    out->query_wait_timeout_ms = first_set_ms(u->query_wait_timeout_ms, db->query_wait_timeout_ms,
+                                              cfg->query_wait_timeout_ms);
+    out->min_pool_size = first_set(db->min_pool_size, -1, cfg->min_pool_size);
+    out->max_db_connections = first_set(db->max_db_connections, -1, cfg->max_db_connections);
+    out->max_db_client_connections =
+        first_set(db->max_db_client_connections, -1, cfg->max_db_client_connections);
+    out->max_user_connections = first_set(u->max_user_connections, -1, cfg->max_user_connections);
+    out->max_user_client_connections =
+        first_set(u->max_user_client_connections, -1, cfg->max_user_client_connections);
+    out->query_timeout_ms = first_set_ms(u->query_timeout_ms, -1, cfg->query_timeout_ms);
+    out->idle_transaction_timeout_ms =
+        first_set_ms(u->idle_transaction_timeout_ms, -1, cfg->idle_transaction_timeout_ms);
+    out->transaction_timeout_ms =
+        first_set_ms(u->transaction_timeout_ms, -1, cfg->transaction_timeout_ms);
+    out->client_idle_timeout_ms =
+        first_set_ms(u->client_idle_timeout_ms, -1, cfg->client_idle_timeout_ms);
+}
+
+const char *sl_config_check_query(const sl_config_t *cfg) {
+    if (!*cfg->server_check_query) return NULL;
+    return strcmp(cfg->server_check_query, SL_CHECK_EMPTY_QUERY) == 0 ? ""
+                                                                      : cfg->server_check_query;
 }

@@ -84,10 +84,15 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
-    char err[1024];
+    char err[8192];
     sl_config_t *cfg = sl_config_load(path, err, sizeof err);
     if (!cfg) {
-        fprintf(stderr, "sluice: %s\n", err);
+        /* Every error, one per line. */
+        for (const char *p = err; *p;) {
+            size_t len = strcspn(p, "\n");
+            fprintf(stderr, "sluice: %.*s\n", (int)len, p);
+            p += len + (p[len] == '\n');
+        }
         return 1;
     }
     if (check) {

@@ -11,6 +11,8 @@
 #include "sluice/tls.h"
 
 static void pool_dispatch(sl_pool_t *p);
+static void expire_waiters(sl_pool_t *p, int64_t now);
+static void trim_idle(sl_pool_t *p);
 
 /* What a pool does next (hand servers to waiters, open one, fail its
  * waiters) runs from the loop's deferred queue, never on the stack of
@@ -57,8 +59,8 @@ static sl_waiter_t *pop_waiter(sl_pool_t *p) {
 /* How long a waiter rides out transient login failures before it gets the
  * latest one: server_connect_timeout (what a single attempt may take
  * anyway), or query_wait_timeout if shorter. 0: no bound. */
-static int64_t login_patience_ms(const sl_config_t *cfg) {
-    int64_t a = cfg->server_connect_timeout_ms, b = cfg->query_wait_timeout_ms;
+static int64_t login_patience_ms(const sl_pool_t *p) {
+    int64_t a = p->w->cfg->server_connect_timeout_ms, b = p->query_wait_timeout_ms;
     if (a <= 0) return b > 0 ? b : 0;
     return b > 0 && b < a ? b : a;
 }
@@ -364,16 +366,20 @@ static void pool_dispatch(sl_pool_t *p) {
          * transient failure is ridden out up to the waiters' patience. */
         bool ride = !p->fail_permanent && !p->fast_fail;
         if (p->servers.n[SL_SV_IDLE] + n_used(p) == 0)
-            fail_waiters_login(p, ride ? login_patience_ms(p->w->cfg) : 0, now);
+            fail_waiters_login(p, ride ? login_patience_ms(p) : 0, now);
     }
     while (p->n_waiting > 0) {
         sl_list_t *first = sl_list_first(&p->servers.in[SL_SV_IDLE]);
         if (first) {
             sl_server_t *s = sl_container_of(first, sl_server_t, node);
             int64_t delay = p->w->cfg->server_check_delay_ms;
-            if (!s->fresh && now - s->idle_since_ms >= delay && *p->w->cfg->server_check_query) {
+            const char *check = sl_config_check_query(p->w->cfg);
+            if (!s->fresh && now - s->idle_since_ms >= delay && check) {
                 p->n_checking++;
-                if (sl_server_query(s, p->w->cfg->server_check_query, check_done) < 0) {
+                sl_log_debug(s->tag, "server_check_query (%s) before reuse: idle %lld ms",
+                             *check ? "its query" : "an empty query",
+                             (long long)(now - s->idle_since_ms));
+                if (sl_server_query(s, check, check_done) < 0) {
                     p->n_checking--;
                     sl_server_close(s, "out of memory");
                 }
@@ -486,10 +492,6 @@ static void pool_free(sl_pool_t *p) {
     free(p);
 }
 
-static int pick(int own, int user, int global) {
-    return own >= 0 ? own : user >= 0 ? user : global;
-}
-
 static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
     int i = 0;
     for (; k1[i] && k2[i]; i++)
@@ -505,15 +507,23 @@ static int configure(sl_pool_t *p) {
     bool fallback;
     const sl_db_cfg_t *db = sl_config_serving_db(cfg, p->db_alias, &fallback);
     if (!db) return SL_ECONFIG;
-    const sl_user_cfg_t *ucfg = sl_config_find_user(cfg, p->user);
-    p->mode = pick(db->pool_mode, -1, cfg->pool_mode);
-    /* PgBouncer: a user's pool_mode wins over the database's. */
-    if (ucfg && ucfg->pool_mode >= 0) p->mode = ucfg->pool_mode;
-    p->size = pick(db->pool_size, ucfg ? ucfg->pool_size : -1, cfg->default_pool_size);
-    p->min_size = pick(db->min_pool_size, -1, cfg->min_pool_size);
-    p->reserve_size = pick(db->reserve_pool_size, -1, cfg->reserve_pool_size);
-    p->max_db = pick(db->max_db_connections, -1, cfg->max_db_connections);
-    p->max_user = pick(ucfg ? ucfg->max_user_connections : -1, -1, cfg->max_user_connections);
+    /* PgBouncer's precedence: a user's pool_mode, pool_size and
+     * reserve_pool_size win over the database's. */
+    sl_limits_t lim;
+    sl_config_limits(cfg, db, p->user, &lim);
+    p->mode = lim.pool_mode;
+    p->size = lim.pool_size;
+    p->min_size = lim.min_pool_size;
+    p->reserve_size = lim.reserve_pool_size;
+    p->max_db = lim.max_db_connections;
+    p->max_user = lim.max_user_connections;
+    p->max_db_clients = lim.max_db_client_connections;
+    p->max_user_clients = lim.max_user_client_connections;
+    p->query_wait_timeout_ms = lim.query_wait_timeout_ms;
+    p->query_timeout_ms = lim.query_timeout_ms;
+    p->idle_transaction_timeout_ms = lim.idle_transaction_timeout_ms;
+    p->transaction_timeout_ms = lim.transaction_timeout_ms;
+    p->client_idle_timeout_ms = lim.client_idle_timeout_ms;
     p->fast_fail = db->nreplicas > 0;
 
     char **keys = calloc((size_t)db->nkv + 10, sizeof(char *));
@@ -640,6 +650,40 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
     return p;
 }
 
+/* Through their own pools: a replica's pool is never a client's own. */
+int sl_pool_count_logins(sl_loop_t *w, const char *db, const char *user) {
+    int n = 0;
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->pools) {
+        sl_pool_t *q = sl_container_of(it, sl_pool_t, node);
+        if ((!db || strcmp(q->db_alias, db) == 0) && (!user || strcmp(q->user, user) == 0))
+            n += q->n_logins;
+    }
+    return n;
+}
+
+const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) {
+    int n;
+    if (p->max_db_clients > 0 &&
+        (n = sl_pool_count_logins(p->w, p->db_alias, NULL)) >= p->max_db_clients) {
+        snprintf(detail, cap, "database %s has %d clients, max_db_client_connections = %d",
+                 p->db_alias, n, p->max_db_clients);
+        return "client connections exceeded (max_db_client_connections)";
+    }
+    if (p->max_user_clients > 0 &&
+        (n = sl_pool_count_logins(p->w, NULL, p->user)) >= p->max_user_clients) {
+        snprintf(detail, cap, "user %s has %d clients, max_user_client_connections = %d", p->user,
+                 n, p->max_user_clients);
+        return "client connections exceeded (max_user_client_connections)";
+    }
+    p->n_logins++;
+    return NULL;
+}
+
+void sl_pool_leave(sl_pool_t *p) {
+    p->n_logins--;
+}
+
 void sl_pool_ref(sl_pool_t *p) {
     p->n_clients++;
 }
@@ -649,12 +693,19 @@ void sl_pool_unref(sl_pool_t *p) {
 }
 
 void sl_pool_reconfigure_all(sl_loop_t *w) {
+    int64_t now = sl_now_ms(w);
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->pools) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         /* A database removed from the config keeps serving its clients; new
          * logins to it are refused by sl_pool_get. */
-        if (configure(p) == SL_OK) pool_wake(p);
+        if (configure(p) != SL_OK) continue;
+        /* The new limits apply to the clients waiting now, not at their
+         * next turn: a shorter query_wait_timeout fails them at once, a
+         * larger pool opens servers for them (pool_dispatch). */
+        expire_waiters(p, now);
+        trim_idle(p);
+        pool_wake(p);
     }
 }
 
@@ -695,11 +746,21 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
                  sl_pool_total(p) > p->min_size)
             sl_server_close(s, "server_idle_timeout reached");
     }
-    /* Waiters past query_wait_timeout, oldest first, always from the head
-     * (see fail_waiters). */
-    while (cfg->query_wait_timeout_ms > 0 && p->n_waiting > 0) {
+    expire_waiters(p, now);
+    trim_idle(p);
+    /* min_pool_size: while backend logins fail, one attempt at a time
+     * after the backoff (transient) or none within server_login_retry. */
+    while (sl_pool_total(p) < p->min_size && can_open(p, now) && login_allowed(p, now))
+        open_server(p);
+    pool_wake(p);
+}
+
+/* Waiters past query_wait_timeout get the error, oldest first, always from
+ * the head (see fail_waiters_older). */
+static void expire_waiters(sl_pool_t *p, int64_t now) {
+    while (p->query_wait_timeout_ms > 0 && p->n_waiting > 0) {
         sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
-        if (now - wt->since_ms < cfg->query_wait_timeout_ms) break;
+        if (now - wt->since_ms < p->query_wait_timeout_ms) break;
         pop_waiter(p);
         if (p->login_fail_ms && p->servers.n[SL_SV_IDLE] + n_used(p) == 0) {
             /* Waiting for a backend that does not take logins yet. */
@@ -715,11 +776,17 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
                "pool_size or query_wait_timeout",
                "08P01");
     }
-    /* min_pool_size: while backend logins fail, one attempt at a time
-     * after the backoff (transient) or none within server_login_retry. */
-    while (sl_pool_total(p) < p->min_size && can_open(p, now) && login_allowed(p, now))
-        open_server(p);
-    pool_wake(p);
+}
+
+/* Idle servers beyond pool_size + reserve_pool_size (a reload made the pool
+ * smaller) are closed, as PgBouncer's check_pool_size does; busy ones
+ * stay until released. */
+static void trim_idle(sl_pool_t *p) {
+    while (sl_pool_total(p) > p->size + p->reserve_size && p->servers.n[SL_SV_IDLE] > 0) {
+        /* The least recently used first: idle servers are most recent first. */
+        sl_list_t *last = p->servers.in[SL_SV_IDLE].prev;
+        sl_server_close(sl_container_of(last, sl_server_t, node), "pool_size lowered");
+    }
 }
 
 void sl_pool_close_all(sl_loop_t *w) {

@@ -201,10 +201,12 @@ static uint8_t *put_begin(sl_buf_t *b, uint8_t type, size_t n) {
     return p + 5;
 }
 
-int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg) {
+/* ErrorResponse and NoticeResponse carry the same fields. */
+static int put_fields(sl_buf_t *b, uint8_t type, const char *severity, const char *code,
+                      const char *msg) {
     size_t ls = strlen(severity), lc = strlen(code), lm = strlen(msg);
     size_t n = (1 + ls + 1) * 2 + 1 + lc + 1 + 1 + lm + 1 + 1;
-    uint8_t *p = put_begin(b, 'E', n);
+    uint8_t *p = put_begin(b, type, n);
     if (!p) return SL_ENOSPACE;
     *p++ = 'S';
     memcpy(p, severity, ls + 1), p += ls + 1;
@@ -216,6 +218,14 @@ int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, cons
     memcpy(p, msg, lm + 1), p += lm + 1;
     *p = '\0';
     return SL_OK;
+}
+
+int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg) {
+    return put_fields(b, 'E', severity, code, msg);
+}
+
+int sl_proto_put_notice(sl_buf_t *b, const char *code, const char *msg) {
+    return put_fields(b, 'N', "NOTICE", code, msg);
 }
 
 int sl_proto_put_auth(sl_buf_t *b, uint32_t code, const void *data, size_t n) {

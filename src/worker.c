@@ -47,22 +47,45 @@ void sl_worker_maybe_finish(sl_worker_t *w) {
     }
 }
 
+/* Logs a failed reload: one line per error (err holds one per line). */
+static void log_reload_errors(const char *err) {
+    int n = 1;
+    for (const char *p = err; *p; p++)
+        n += *p == '\n';
+    sl_log_error(NULL, "reload failed, keeping the running configuration: %d error%s", n,
+                 n == 1 ? "" : "s");
+    for (const char *p = err; *p;) {
+        size_t len = strcspn(p, "\n");
+        sl_log_error(NULL, "reload: %.*s", (int)len, p);
+        p += len + (p[len] == '\n');
+    }
+}
+
+/* Appends "\n" and a file's error to the list in err. */
+static void add_error(char *err, size_t errlen, const char *more) {
+    size_t o = strlen(err);
+    if (o + 1 < errlen) snprintf(err + o, errlen - o, "%s%s", o ? "\n" : "", more);
+}
+
 int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen) {
+    char one[512];
+    err[0] = '\0';
     if (warnlen) *warn = '\0';
     sl_config_t *cfg = sl_config_load(w->core.cfg->path, err, errlen);
     if (!cfg) {
-        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
+        log_reload_errors(err);
         return SL_ECONFIG;
     }
+    /* The files the new config names: each one's error is reported. */
     sl_userlist_t users = {0};
-    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &users, err, errlen) < 0) {
-        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
-        sl_config_free(cfg);
-        return SL_ECONFIG;
-    }
+    if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &users, one, sizeof one) < 0)
+        add_error(err, errlen, one);
     sl_hba_t *hba = NULL;
-    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, err, errlen))) {
-        sl_log_error(NULL, "reload failed, keeping the running configuration: %s", err);
+    if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, one, sizeof one)))
+        add_error(err, errlen, one);
+    if (*err) {
+        log_reload_errors(err);
+        sl_hba_free(hba);
         sl_userlist_free(&users);
         sl_config_free(cfg);
         return SL_ECONFIG;
@@ -155,8 +178,11 @@ void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
 static void signal_cb(uv_signal_t *h, int signum) {
     sl_worker_t *w = h->data;
     if (signum == SIGHUP) {
-        char err[512], warn[512];
-        (void)sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
+        char err[8192];
+        /* Logged either way: a signal has no one to answer. */
+        char warn[512];
+        int rc = sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
+        (void)rc;
         return;
     }
     if (signum == SIGINT || w->core.shutting_down) {

@@ -30,6 +30,8 @@ extern const char *const sl_routing_names[];
 extern const char *const sl_balance_names[];
 
 #define SL_MAX_REPLICAS 15
+/* server_check_query's value for PgBouncer's empty-query check. */
+#define SL_CHECK_EMPTY_QUERY "<empty>"
 
 typedef struct sl_replica_cfg {
     char host[256];
@@ -38,27 +40,49 @@ typedef struct sl_replica_cfg {
 } sl_replica_cfg_t;
 
 typedef struct sl_db_cfg {
-    char *name;          /* owned; "*" is the fallback entry */
-    int nkv;             /* libpq connection parameters below */
-    char **keys, **vals; /* owned arrays of owned strings */
-    int pool_size;       /* -1: default_pool_size */
-    int min_pool_size;   /* -1: global */
-    int reserve_pool_size;  /* -1: global */
-    int max_db_connections; /* -1: global */
-    int pool_mode;          /* -1: global or user's */
-    int routing;            /* enum sl_routing; -1: auto with replicas, else primary */
-    int load_balance;       /* enum sl_balance; -1: global */
+    char *name;                    /* owned; "*" is the fallback entry */
+    int nkv;                       /* libpq connection parameters below */
+    char **keys, **vals;           /* owned arrays of owned strings */
+    int pool_size;                 /* -1: default_pool_size */
+    int min_pool_size;             /* -1: global */
+    int reserve_pool_size;         /* -1: global */
+    int max_db_connections;        /* -1: global */
+    int max_db_client_connections; /* clients logged in to it at once; -1: global, 0: no cap */
+    int64_t query_wait_timeout_ms; /* -1: global (a user's own value wins) */
+    int pool_mode;                 /* -1: global or user's */
+    int routing;                   /* enum sl_routing; -1: auto with replicas, else primary */
+    int load_balance;              /* enum sl_balance; -1: global */
     sl_replica_cfg_t *replicas; /* owned array, NULL without: replicas = host:port[:weight],... */
     int nreplicas;
     int line;               /* where it was defined */
 } sl_db_cfg_t;
 
+/* [users] keys. Each -1 when the line does not set it; an explicit 0
+ * turns a timeout or client cap off for that user. */
 typedef struct sl_user_cfg {
-    char *name;               /* owned */
-    int pool_mode;            /* -1: not set */
-    int pool_size;            /* -1: not set */
-    int max_user_connections; /* -1: global */
+    char *name;                      /* owned */
+    int pool_mode;                   /* wins over the database's */
+    int pool_size;                   /* servers per pool; wins over the database's (PgBouncer) */
+    int reserve_pool_size;           /* wins over the database's */
+    int max_user_connections;        /* servers of this user, all pools */
+    int max_user_client_connections; /* clients logged in as this user at once */
+    int64_t query_timeout_ms, query_wait_timeout_ms, idle_transaction_timeout_ms;
+    int64_t transaction_timeout_ms, client_idle_timeout_ms;
 } sl_user_cfg_t;
+
+/* What applies to clients of one database entry logged in as one user:
+ * PgBouncer's precedence, a user's value over the database's over the
+ * global one (pool_mode, pool_size, reserve_pool_size, query_wait_timeout);
+ * min_pool_size and max_db_* from the database, the rest from the user.
+ * Caps and timeouts: 0 is none. */
+typedef struct sl_limits {
+    int pool_mode;                                              /* enum sl_pool_mode */
+    int pool_size, min_pool_size, reserve_pool_size;            /* servers */
+    int max_db_connections, max_user_connections;               /* servers */
+    int max_db_client_connections, max_user_client_connections; /* logged-in clients */
+    int64_t query_wait_timeout_ms, query_timeout_ms, idle_transaction_timeout_ms;
+    int64_t transaction_timeout_ms, client_idle_timeout_ms;
+} sl_limits_t;
 
 typedef struct sl_config {
     char *path; /* owned; the file it came from */
@@ -81,14 +105,21 @@ typedef struct sl_config {
     int default_pool_size, min_pool_size, reserve_pool_size;
     int64_t reserve_pool_timeout_ms;
     int max_client_conn, max_db_connections, max_user_connections;
+    int max_db_client_connections, max_user_client_connections; /* logged-in clients; 0: no cap */
     char *server_reset_query;
     bool server_reset_query_always;
+    /* run on a server idle past server_check_delay before reuse: "" no
+     * check, "<empty>" (the default, as PgBouncer's) an empty query */
     char *server_check_query;
     int64_t server_check_delay_ms, server_idle_timeout_ms, server_lifetime_ms;
     int64_t server_connect_timeout_ms, server_login_retry_ms;
     /* clients */
     int64_t query_wait_timeout_ms, query_timeout_ms, client_idle_timeout_ms;
     int64_t client_login_timeout_ms, idle_transaction_timeout_ms;
+    /* close a client whose transaction stays open this long (0: never) */
+    int64_t transaction_timeout_ms;
+    /* one NOTICE to a client that has waited this long for a server (0: none) */
+    int64_t query_wait_notify_ms;
     /* close a client whose message stays incomplete this long (0: never) */
     int64_t client_partial_message_timeout_ms;
     int64_t autodb_idle_timeout_ms; /* free a '*' pool unused this long */
@@ -137,8 +168,10 @@ typedef struct sl_config {
     int nusers;
 } sl_config_t;
 
-/* Loads and validates path. On failure returns NULL and writes a one-line
- * "file:line: message" into err. */
+/* Loads and validates path. On failure returns NULL and writes every error
+ * into err, one "file:line: message" line each ("file: message" for what
+ * no single line caused), separated by '\n' with none at the end; what
+ * does not fit is counted on a last line. */
 sl_config_t *sl_config_load(const char *path, char *err, size_t errlen);
 /* Same from a string (tests); name is used in error messages. */
 sl_config_t *sl_config_load_string(const char *name, const char *text, char *err, size_t errlen);
@@ -154,6 +187,11 @@ const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
 const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name, bool *automatic);
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
+/* The limits of clients of db (an entry of cfg) logged in as user. */
+void sl_config_limits(const sl_config_t *cfg, const sl_db_cfg_t *db, const char *user,
+                      sl_limits_t *out);
+/* The text server_check_query sends, or NULL when checks are off. */
+const char *sl_config_check_query(const sl_config_t *cfg);
 /* The routing a database ends up with (its own, or auto with replicas). */
 int sl_db_cfg_routing(const sl_db_cfg_t *db);
 

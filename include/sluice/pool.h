@@ -47,6 +47,13 @@ typedef struct sl_pool {
     int mode;                         /* enum sl_pool_mode */
     int size, min_size, reserve_size; /* servers */
     int max_db, max_user;             /* 0: no cap */
+    /* From the config for this database and user (sl_config_limits), taken
+     * again at each reload; 0: none. */
+    int max_db_clients, max_user_clients; /* logged-in clients of its database / user */
+    int64_t query_wait_timeout_ms;        /* how long a waiter waits */
+    int64_t query_timeout_ms, idle_transaction_timeout_ms; /* for its clients */
+    int64_t transaction_timeout_ms, client_idle_timeout_ms;
+    int n_logins; /* clients logged in through it (their own pool, backend 0 only) */
     sl_server_lists_t servers;        /* its servers not closing, one list per state (server.c
                                          moves them); idle ones most recently used first */
     int n_checking;    /* of servers in QUERY: running server_check_query, soon free */
@@ -92,6 +99,16 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
 /* Opens a connection with the pool's settings that the pool does not keep:
  * owner and done() belong to the caller (health checks). */
 sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag, sl_server_done_cb done);
+/* A client that logged in to p's database as p's user is counted, unless
+ * that passes max_db_client_connections or max_user_client_connections:
+ * then nothing is counted and the refusal (PgBouncer's text) is returned,
+ * with the count that hit the cap in detail for the log. */
+const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) SL_MUST_USE;
+/* The client admitted by sl_pool_admit left. */
+void sl_pool_leave(sl_pool_t *p);
+/* Clients logged in to database db (NULL: any) as user (NULL: any): what
+ * the caps count (SHOW DATABASES / SHOW USERS current_client_connections). */
+int sl_pool_count_logins(sl_loop_t *w, const char *db, const char *user);
 /* A client takes or drops its reference (pools are freed only unreferenced). */
 void sl_pool_ref(sl_pool_t *p);
 void sl_pool_unref(sl_pool_t *p);
@@ -107,7 +124,9 @@ void sl_pool_backend_up(sl_loop_t *w, const char *db, int backend);
 void sl_pool_tick(sl_pool_t *p, int64_t now_ms);
 void sl_pool_close_all(sl_loop_t *w);
 /* After a reload: every pool takes its limits and connection settings from
- * the new config. */
+ * the new config, and applies them to its waiters at once (more servers
+ * for a larger pool, the error for those past a shorter
+ * query_wait_timeout, surplus idle servers of a smaller pool closed). */
 void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
 /* Servers of the pool in state st (a walk over p->servers.in[st] lists them). */

@@ -105,6 +105,9 @@ int sl_proto_parse_sasl_initial(const uint8_t *body, size_t n, const char **mech
  * Each returns SL_OK or SL_ENOSPACE (buffer left unchanged). */
 int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg)
     SL_MUST_USE;
+/* A NoticeResponse (severity NOTICE): something a client should know that
+ * is no error. */
+int sl_proto_put_notice(sl_buf_t *b, const char *code, const char *msg) SL_MUST_USE;
 int sl_proto_put_auth(sl_buf_t *b, uint32_t code, const void *data, size_t n) SL_MUST_USE;
 int sl_proto_put_param_status(sl_buf_t *b, const char *name, const char *value) SL_MUST_USE;
 int sl_proto_put_backend_key(sl_buf_t *b, uint32_t pid, uint32_t key) SL_MUST_USE;

@@ -32,10 +32,14 @@ typedef struct sl_worker {
 
 int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen);
 int sl_worker_run(sl_worker_t *w);
-/* Reads the configuration file again (SIGHUP, the console's RELOAD). On
- * failure the running configuration stays and err says why (file:line);
- * a warning (TLS files refused, the rest applied) goes to warn. */
-int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen);
+/* Reloads the config file (SIGHUP, the console's RELOAD). On success the
+ * new limits and timeouts apply at once, to waiting clients too; a warning
+ * (TLS files refused, the rest applied) goes to warn. On failure the
+ * running config stays, every error is logged, and err holds them all, one
+ * "file:line: message" per line ('\n'-separated): what RELOAD answers.
+ * Returns SL_OK or SL_ECONFIG. */
+int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn,
+                     size_t warnlen) SL_MUST_USE;
 /* Settings in w->core.cfg changed in place (the console's SET): pools,
  * routes and the parser's answers follow them. */
 void sl_worker_settings_changed(sl_worker_t *w);

@@ -16,6 +16,10 @@
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
+/* query_wait_notify's NOTICE, PgBouncer's text (janitor.c), so that what
+ * watches for it works unchanged. */
+#define SL_WAIT_NOTICE "No server connection available in postgres backend, client being queued"
+
 const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
 
@@ -76,11 +80,16 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
         return false;
     }
     if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_start_us = sl_now_us(c->w);
+    /* query_wait_notify: one notice per wait. */
+    if (st == SL_CL_WAITING && c->state != SL_CL_WAITING) c->wait_notified = false;
     sl_list_unlink(&c->state_node);
     c->w->nclients_in[c->state]--;
     client_list(c, st);
     if (st == SL_CL_IDLE) {
         c->last_io_ms = sl_now_ms(c->w);
+        /* Nothing in flight: whatever answered the last request (a server
+         * or sluice itself) ended the transaction. */
+        if (c->pending == 0) c->xact_ms = 0;
         buffers_maybe_give(c);
     }
     return true;
@@ -100,6 +109,9 @@ void sl_client_update_poll(sl_client_t *c) {
         /* A console client reads its next Query once the reply is out. */
         rd = !c->console ||
              (!sl_console_busy(c) && (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
+        break;
+    case SL_CL_LOGIN_WAIT:
+        rd = !c->early_bytes;
         break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
@@ -185,6 +197,8 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     c->authq = NULL;
     if (c->server) sl_relay_unlink(c);
     sl_router_detach(c);
+    if (c->counted) sl_pool_leave(c->pool);
+    c->counted = false;
     if (c->pool) sl_pool_unref(c->pool);
     c->pool = NULL;
     sl_client_set_state(c, SL_CL_CLOSING);
@@ -338,6 +352,17 @@ static void auth_ok(sl_client_t *c) {
         return;
     }
     sl_pool_ref(c->pool);
+    /* max_db_client_connections, max_user_client_connections: checked
+     * once authenticated, so that clients who cannot log in take no one's
+     * place. */
+    char detail[200];
+    const char *refusal = sl_pool_admit(c->pool, detail, sizeof detail);
+    if (refusal) {
+        sl_log_info(c->tag, "login refused: %s", detail);
+        sl_client_fatal(c, "53300", "%s", refusal);
+        return;
+    }
+    c->counted = true;
     if (!sl_router_attach(c)) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
@@ -774,6 +799,24 @@ static void on_readable(sl_client_t *c) {
     if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
+/* A client waiting for its first server has nothing to send until its
+ * login is answered; its socket is watched only to see it leave, so that
+ * it stops holding its place under max_db_client_connections and
+ * max_user_client_connections then, not when the wait ends. Bytes sent
+ * early stay in the socket for later (and watching stops until then). */
+static void on_login_wait(sl_client_t *c) {
+    char b;
+    ssize_t n = recv(c->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        sl_client_close(c, "client closed the connection while waiting for its first server");
+        return;
+    }
+    if (n > 0) {
+        c->early_bytes = true;
+        sl_client_update_poll(c);
+    }
+}
+
 static void client_event(sl_client_t *c, int status, int events) {
     if (status < 0) {
         sl_client_close(c, "socket error: %s", strerror(sl_socket_errno(c->sock.fd)));
@@ -792,6 +835,9 @@ static void client_event(sl_client_t *c, int status, int events) {
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;
+    case SL_CL_LOGIN_WAIT:
+        on_login_wait(c);
+        break;
     case SL_CL_IDLE:
         if (c->console) {
             sl_console_readable(c);
@@ -852,8 +898,23 @@ static bool partial_expired(const sl_client_t *c, int64_t now) {
            now - c->partial_ms >= limit;
 }
 
+/* query_wait_notify: one NOTICE to a client that has waited that long for a
+ * server; it keeps waiting. Only whole messages are ever in `out` while a
+ * client waits (no server is linked), so the notice may go in. */
+static void notify_waiting(sl_client_t *c, int64_t now) {
+    int64_t after = c->w->cfg->query_wait_notify_ms;
+    if (after <= 0 || c->wait_notified || !c->waiter.queued || now - c->waiter.since_ms < after ||
+        !c->out.data)
+        return;
+    c->wait_notified = true;
+    if (sl_proto_put_notice(&c->out, "00000", SL_WAIT_NOTICE) == SL_OK) sl_client_flush(c);
+}
+
 void sl_client_tick(sl_client_t *c, int64_t now) {
     const sl_config_t *cfg = c->w->cfg;
+    /* Timeouts of its user (and database), as its pool took them from the
+     * config; before login, none applies. */
+    const sl_pool_t *p = c->pool;
     /* A full input buffer: sluice reads nothing more from the client until
      * its server takes bytes. That wait is the server's, not the client's. */
     if (c->partial_ms && c->in.data && sl_buf_len(&c->in) >= c->in.cap) c->partial_ms = now;
@@ -873,22 +934,35 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
             sl_client_fatal(c, "08P01", "client_login_timeout: login not completed in time");
         return;
     case SL_CL_IDLE:
-        if (cfg->client_idle_timeout_ms > 0 && now - c->last_io_ms >= cfg->client_idle_timeout_ms)
+        if (p && p->client_idle_timeout_ms > 0 && now - c->last_io_ms >= p->client_idle_timeout_ms)
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         return;
+    case SL_CL_WAITING:
+        notify_waiting(c, now);
+        return;
     case SL_CL_ACTIVE: {
+        if (!p) return;
         char tx = c->server ? c->server->tx_status : 'I';
-        if (c->pending > 0) {
-            if (cfg->query_timeout_ms > 0 && now - c->query_ms >= cfg->query_timeout_ms)
+        if (p->transaction_timeout_ms > 0 && c->xact_ms &&
+            now - c->xact_ms >= p->transaction_timeout_ms) {
+            /* PgBouncer's "transaction timeout" closes the server and the
+             * client; the server here is closed too (released dirty), so
+             * the transaction is rolled back and nobody else gets it. */
+            sl_client_fatal(c, "25P04",
+                            "transaction timeout: the transaction stayed open longer than "
+                            "transaction_timeout (%lld ms); it was rolled back",
+                            (long long)p->transaction_timeout_ms);
+        } else if (c->pending > 0) {
+            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms)
                 sl_client_fatal(c, "57014", "query_timeout: query ran longer than %lld ms",
-                                (long long)cfg->query_timeout_ms);
+                                (long long)p->query_timeout_ms);
         } else if (tx != 'I') {
-            if (cfg->idle_transaction_timeout_ms > 0 &&
-                now - c->last_io_ms >= cfg->idle_transaction_timeout_ms)
+            if (p->idle_transaction_timeout_ms > 0 &&
+                now - c->last_io_ms >= p->idle_transaction_timeout_ms)
                 sl_client_fatal(c, "25P03", "idle_transaction_timeout: transaction left idle "
                                             "too long; it was rolled back");
-        } else if (cfg->client_idle_timeout_ms > 0 &&
-                   now - c->last_io_ms >= cfg->client_idle_timeout_ms) {
+        } else if (p->client_idle_timeout_ms > 0 &&
+                   now - c->last_io_ms >= p->client_idle_timeout_ms) {
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         }
         return;

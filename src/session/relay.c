@@ -1009,6 +1009,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
                     if (!c->xact_start_us) c->xact_start_us = c->query_start_us;
                 }
             }
+            if (!c->xact_ms) c->xact_ms = c->query_ms;
             if (c->fix_fence) c->fix_after++;
         }
         if (t == 'S')
@@ -1133,6 +1134,8 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             if (s->tx_status == 'I') c->w->stats.xact_count++;
             if (c->pending > 0) c->pending--;
             count_ready(c, s->tx_status);
+            /* The transaction is over; a request already sent begins the next. */
+            if (s->tx_status == 'I') c->xact_ms = c->pending > 0 ? sl_now_ms(c->w) : 0;
             if (c->fix_cut) { /* the end of a request that reset settings: held */
                 c->fix_cut = false;
                 c->fix = FIX_DUE;

@@ -112,6 +112,12 @@ typedef struct sl_client {
     int64_t connect_ms; /* accepted */
     int64_t query_ms;   /* the oldest request still unanswered was sent */
     int64_t last_io_ms; /* last request sent or last ReadyForQuery relayed */
+    int64_t xact_ms;    /* the first request of its open transaction came; 0: none
+                           (transaction_timeout counts from it, as PgBouncer's) */
+    bool wait_notified; /* got query_wait_notify's NOTICE in this wait */
+    bool counted;       /* counted in its pool's logins (sl_pool_admit) */
+    bool early_bytes;   /* sent bytes while in LOGIN_WAIT: its socket is not watched until
+                           the login is answered (see client.c, on_login_wait) */
     int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
     /* per-pool stats (SHOW STATS): monotonic microseconds (uv_hrtime) */
     uint64_t wait_start_us;  /* it last became WAITING */

@@ -133,7 +133,7 @@ static void test_errors(void) {
                  "t.ini:2: max_client_prepared_statements: invalid value");
     /* stateless_functions: [schema.]name with an optional * at the end. */
     expect_error("[sluice]\nauth_type = trust\nstateless_functions = f(), g\n",
-                 "t.ini: stateless_functions: invalid entry near 'f(), g'");
+                 "t.ini:3: stateless_functions: invalid entry near 'f(), g'");
     expect_error("[sluice]\nauth_type = trust\nstateless_functions = a.b.c\n",
                  "stateless_functions: invalid entry near 'a.b.c'");
     expect_error("[sluice]\nauth_type = trust\nstateless_functions = app_*x\n",
@@ -209,6 +209,195 @@ static void test_replicas(void) {
     expect_error("[sluice]\nmax_replica_lag = lots\n", "t.ini:2: max_replica_lag");
 }
 
+/* The PgBouncer 1.24/1.25 keys: defaults, [sluice], [databases], [users]. */
+static void test_new_keys(void) {
+    char err[512] = "";
+    sl_config_t *c = load("[sluice]\nauth_type = trust\n", err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) return;
+    ASSERT_EQ(c->max_db_client_connections, 0);
+    ASSERT_EQ(c->max_user_client_connections, 0);
+    ASSERT_EQ(c->transaction_timeout_ms, 0);
+    ASSERT_EQ(c->query_wait_notify_ms, 5000);
+    /* PgBouncer's default: an empty query checks a server idle too long. */
+    ASSERT_STREQ(c->server_check_query, "<empty>");
+    ASSERT_TRUE(sl_config_check_query(c) != NULL && !strcmp(sl_config_check_query(c), ""));
+    sl_config_free(c);
+
+    c = load("[databases]\n"
+             "app = host=h max_db_client_connections=7 query_wait_timeout=2.5\n"
+             "[users]\n"
+             "bob = pool_size=3 reserve_pool_size=2 max_user_client_connections=4 "
+             "query_timeout=1.5 query_wait_timeout=0 idle_transaction_timeout=3 "
+             "transaction_timeout=4 client_idle_timeout=5\n"
+             "[sluice]\nauth_type = trust\nmax_db_client_connections = 10\n"
+             "max_user_client_connections = 20\ntransaction_timeout = 0.25\n"
+             "query_wait_notify = 0\nserver_check_query =\n",
+             err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->max_db_client_connections, 10);
+    ASSERT_EQ(c->max_user_client_connections, 20);
+    ASSERT_EQ(c->transaction_timeout_ms, 250);
+    ASSERT_EQ(c->query_wait_notify_ms, 0);
+    ASSERT_TRUE(sl_config_check_query(c) == NULL); /* explicitly empty: no check */
+    const sl_db_cfg_t *d = sl_config_find_db(c, "app");
+    ASSERT_EQ(d->max_db_client_connections, 7);
+    ASSERT_EQ(d->query_wait_timeout_ms, 2500);
+    const sl_user_cfg_t *u = sl_config_find_user(c, "bob");
+    ASSERT_EQ(u->pool_size, 3);
+    ASSERT_EQ(u->reserve_pool_size, 2);
+    ASSERT_EQ(u->max_user_client_connections, 4);
+    ASSERT_EQ(u->query_timeout_ms, 1500);
+    ASSERT_EQ(u->query_wait_timeout_ms, 0);
+    ASSERT_EQ(u->idle_transaction_timeout_ms, 3000);
+    ASSERT_EQ(u->transaction_timeout_ms, 4000);
+    ASSERT_EQ(u->client_idle_timeout_ms, 5000);
+    sl_config_free(c);
+
+    c = load("[sluice]\nauth_type = trust\nserver_check_query = SELECT 1\n", err);
+    ASSERT_TRUE(c && !strcmp(sl_config_check_query(c), "SELECT 1"));
+    sl_config_free(c);
+
+    expect_error("[users]\nbob = transaction_timeout=soon\n",
+                 "t.ini:2: transaction_timeout: invalid value 'soon'");
+    expect_error("[users]\nbob = max_user_client_connections=-1\n",
+                 "t.ini:2: max_user_client_connections: invalid value '-1'");
+    expect_error("[databases]\napp = host=x max_db_client_connections=lots\n",
+                 "t.ini:2: max_db_client_connections: invalid value 'lots'");
+    expect_error("[sluice]\nauth_type = trust\nquery_wait_notify = -1\n",
+                 "t.ini:3: query_wait_notify: invalid value '-1'");
+    /* A key sluice does not honour is an error, never silently ignored. */
+    expect_error("[users]\nbob = server_lifetime=10\n",
+                 "t.ini:2: user 'bob': unknown key 'server_lifetime' (expected pool_mode, "
+                 "client_idle_timeout");
+}
+
+/* PgBouncer's precedence: a user's pool_size, reserve_pool_size and
+ * query_wait_timeout over the database's over the global; the client
+ * caps and timeouts from the database or user that has them. */
+static void test_limits(void) {
+    char err[512] = "";
+    sl_config_t *c = load("[databases]\n"
+                          "big = host=h pool_size=10 reserve_pool=4 min_pool_size=2 "
+                          "max_db_client_connections=50 query_wait_timeout=9\n"
+                          "plain = host=h\n"
+                          "[users]\n"
+                          "bob = pool_size=3 reserve_pool_size=1 query_wait_timeout=0 "
+                          "max_user_client_connections=0 query_timeout=1 "
+                          "transaction_timeout=2 client_idle_timeout=0 pool_mode=statement\n"
+                          "[sluice]\nauth_type = trust\ndefault_pool_size = 20\n"
+                          "reserve_pool_size = 5\nmax_db_client_connections = 100\n"
+                          "max_user_client_connections = 30\nquery_wait_timeout = 60\n"
+                          "query_timeout = 7\ntransaction_timeout = 8\nclient_idle_timeout = 9\n"
+                          "idle_transaction_timeout = 6\npool_mode = transaction\n",
+                          err);
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    const sl_db_cfg_t *big = sl_config_find_db(c, "big"), *plain = sl_config_find_db(c, "plain");
+    sl_limits_t l;
+    sl_config_limits(c, big, "bob", &l);
+    ASSERT_EQ(l.pool_size, 3); /* the user's wins over the database's */
+    ASSERT_EQ(l.reserve_pool_size, 1);
+    ASSERT_EQ(l.query_wait_timeout_ms, 0); /* explicit 0: none for bob */
+    ASSERT_EQ(l.pool_mode, SL_POOL_STATEMENT);
+    ASSERT_EQ(l.min_pool_size, 2);
+    ASSERT_EQ(l.max_db_client_connections, 50);
+    ASSERT_EQ(l.max_user_client_connections, 0);
+    ASSERT_EQ(l.query_timeout_ms, 1000);
+    ASSERT_EQ(l.transaction_timeout_ms, 2000);
+    ASSERT_EQ(l.client_idle_timeout_ms, 0);
+    ASSERT_EQ(l.idle_transaction_timeout_ms, 6000); /* bob sets none: global */
+    sl_config_limits(c, big, "alice", &l);
+    ASSERT_EQ(l.pool_size, 10); /* no user entry: the database's */
+    ASSERT_EQ(l.reserve_pool_size, 4);
+    ASSERT_EQ(l.query_wait_timeout_ms, 9000);
+    ASSERT_EQ(l.pool_mode, SL_POOL_TRANSACTION);
+    ASSERT_EQ(l.max_user_client_connections, 30);
+    ASSERT_EQ(l.query_timeout_ms, 7000);
+    ASSERT_EQ(l.transaction_timeout_ms, 8000);
+    ASSERT_EQ(l.client_idle_timeout_ms, 9000);
+    sl_config_limits(c, plain, "alice", &l);
+    ASSERT_EQ(l.pool_size, 20); /* nothing set: the globals */
+    ASSERT_EQ(l.reserve_pool_size, 5);
+    ASSERT_EQ(l.query_wait_timeout_ms, 60000);
+    ASSERT_EQ(l.max_db_client_connections, 100);
+    ASSERT_EQ(l.min_pool_size, 0);
+    sl_config_limits(c, plain, "bob", &l);
+    ASSERT_EQ(l.pool_size, 3);
+    ASSERT_EQ(l.max_db_client_connections, 100);
+    sl_config_free(c);
+}
+
+/* One run reports every error, each at its line, in file order. */
+static void test_every_error(void) {
+    char err[4096] = "";
+    const char *text = "[sluice]\n"                               /* 1 */
+                       "auth_type = md5\n"                        /* 2: needs auth_file */
+                       "listen_port = 0\n"                        /* 3 */
+                       "no_such_key = 1\n"                        /* 4 */
+                       "this line is wrong\n"                     /* 5 */
+                       "[databases\n"                             /* 6 */
+                       "[databases]\n"                            /* 7 */
+                       "app = host=x pool_size=0 sslmode=bogus\n" /* 8: two errors */
+                       "ok = host=x\n"                            /* 9 */
+                       "[users]\n"                                /* 10 */
+                       "bob = query_timeout=x color=blue\n"       /* 11: two errors */
+                       "[sluice]\n"                               /* 12 */
+                       "client_tls_protocols = tlsv9\n";          /* 13 */
+    sl_config_t *c = sl_config_load_string("t.ini", text, err, sizeof err);
+    ASSERT_TRUE(c == NULL);
+    sl_config_free(c);
+    const char *want[] = {
+        "t.ini:3: listen_port: invalid value '0'",
+        "t.ini:4: unknown key 'no_such_key' in [sluice]",
+        "t.ini:5: syntax error: 'this line is wrong'",
+        "t.ini:6: syntax error: section header without ']'",
+        "t.ini:8: pool_size: invalid value '0'",
+        "t.ini:8: database 'app': sslmode: invalid value 'bogus'",
+        "t.ini:11: query_timeout: invalid value 'x'",
+        "t.ini:11: user 'bob': unknown key 'color'",
+        "t.ini:2: auth_type md5 needs auth_file",
+        "t.ini:13: client_tls_protocols: unknown value \"tlsv9\"",
+    };
+    const char *at = err;
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const char *hit = strstr(at, want[i]);
+        if (!hit) fprintf(stderr, "missing or out of order: %s\nin:\n%s\n", want[i], err);
+        ASSERT_TRUE(hit != NULL);
+        if (hit) at = hit;
+    }
+    int lines = 1;
+    for (const char *p = err; *p; p++)
+        lines += *p == '\n';
+    ASSERT_EQ(lines, 10);
+    ASSERT_TRUE(err[strlen(err) - 1] != '\n');
+
+    /* A buffer too small for all of them: whole lines, then the count. */
+    char small[200];
+    c = sl_config_load_string("t.ini", text, small, sizeof small);
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strstr(small, "t.ini:3: listen_port") == small);
+    ASSERT_TRUE(strstr(small, "more errors not shown") != NULL);
+    ASSERT_TRUE(strlen(small) < sizeof small);
+
+    /* Lines are counted right past a line longer than inih's first buffer. */
+    char longtext[2000];
+    snprintf(longtext, sizeof longtext,
+             "[databases]\napp = host=x application_name=%0600d\n"
+             "[sluice]\nauth_type = trust\nbad = 1\n",
+             0);
+    c = sl_config_load_string("t.ini", longtext, err, sizeof err);
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strstr(err, "t.ini:5: unknown key 'bad'") != NULL);
+}
+
 static void test_file(void) {
     char path[] = "/tmp/sluice-test-XXXXXX";
     int fd = mkstemp(path);
@@ -227,6 +416,9 @@ int main(void) {
     test_full();
     test_errors();
     test_replicas();
+    test_new_keys();
+    test_limits();
+    test_every_error();
     test_file();
     return check_done("test_config");
 }
