@@ -25,6 +25,8 @@ trap cleanup EXIT INT TERM
 . "$dir/pg/cluster.env"
 port=6432
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+mport=9127
+while (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null; do mport=$((mport + 1)); done
 
 cat >"$dir/userlist.txt" <<USERS
 "sl_scram" "scram_pw"
@@ -46,6 +48,10 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = 10
+; the admin console (dbname=pgbouncer) and the metrics endpoint
+admin_users = sl_scram
+ignore_startup_parameters = extra_float_digits
+metrics_listen = 127.0.0.1:$mport
 INI
 "$top/build/sluice" "$dir/sluice.ini" &
 sluice_pid=$!
@@ -63,6 +69,12 @@ and :$REPLICA2_PORT. Connect through sluice with:
 
 Try: SELECT inet_server_port(), pg_is_in_recovery();   (a replica)
      BEGIN; SELECT inet_server_port(); COMMIT;          (the primary)
+
+The admin console (SHOW POOLS; SHOW CLIENTS; SHOW REPLICAS; SHOW HELP):
+
+  PGPASSWORD=scram_pw psql "host=127.0.0.1 port=$port user=sl_scram dbname=pgbouncer"
+
+Metrics: curl -s http://127.0.0.1:$mport/metrics   Health: curl -s http://127.0.0.1:$mport/health
 
 Config: $dir/sluice.ini   Press Ctrl-C to stop everything.
 MSG
