@@ -21,7 +21,11 @@
  *      KILL closes the database's clients with 57P01 and holds new ones
  *      until RESUME; DISABLE refuses new clients of that database only
  *      while connected ones carry on, until ENABLE; an unknown database is
- *      an error. */
+ *      an error.
+ *  (e) shutdown modes: SIGINT closes an idle client at once and a busy one
+ *      after its COMMIT, then exits; under SIGTERM a session-pooled client
+ *      stays past shutdown_grace_period (its session state would be lost)
+ *      and a second SIGTERM ends sluice at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -554,9 +558,49 @@ static void console_controls(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* ---- (e) shutdown modes ---- */
+
+static void shutdown_modes(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\n", NULL);
+    PGconn *busy = it_connect(&s, "sl_scram", NULL), *idle = it_connect(&s, "sl_scram", NULL);
+    it_exec(busy, "BEGIN");
+    it_exec(busy, "SELECT 1");
+    kill(s.pid, SIGINT);
+    IT_ASSERT(it_log_wait(&s, "shutdown (wait for servers)", 1, 5) == 1, "SIGINT logged");
+    IT_ASSERT(!strcmp(it_value(busy, "SELECT 'still'"), "still"), "the transaction goes on");
+    /* The FATAL follows COMMIT's ReadyForQuery: libpq shows it as a notice
+     * then, and the next query finds the connection closed. */
+    bool closed = false;
+    PQsetNoticeReceiver(busy, notice_cb, &closed);
+    it_exec(busy, "COMMIT");
+    IT_ASSERT(closed, "the busy client is told after its COMMIT");
+    PGresult *r = PQexec(busy, "SELECT 1");
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "the busy client was closed");
+    PQclear(r);
+    it_fails_with(idle, "SELECT 1", "shutting down");
+    IT_ASSERT(it_log_count(&s, "sluice is shutting down; reconnect later") == 2, "both closed");
+    PQfinish(busy), PQfinish(idle);
+    IT_ASSERT(it_sluice_stop(&s, 0) == 0, "SIGINT: exit 0 once the clients are gone");
+
+    it_sluice_start(&s, "pool_mode = session\nshutdown_grace_period = 0.2\n", NULL);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    kill(s.pid, SIGTERM);
+    IT_ASSERT(it_log_wait(&s, "shutdown (wait for clients)", 1, 5) == 1, "SIGTERM logged");
+    usleep(700000);             /* past the grace period and a janitor tick */
+    for (int i = 0; i < 2; i++) /* the second: not closed after the first either */
+        IT_ASSERT(!strcmp(it_value(c, "SELECT 'kept'"), "kept"), "a session client stays");
+    double t0 = it_now();
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "second SIGTERM: exit 0");
+    IT_ASSERT(it_now() - t0 < 10, "a second SIGTERM is immediate");
+    it_fails_with(c, "SELECT 1", "shutting down");
+    PQfinish(c);
+}
+
 int main(void) {
     it_init("it_control");
     console_controls();
+    shutdown_modes();
     sd_notify_protocol();
     rolling_restart();
     pause_restart();
