@@ -52,9 +52,19 @@ static void worker_stop(sl_worker_t *w) {
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {
-    if ((w->core.shutting_down || w->core.draining) && !w->stopping && w->core.nclients == 0) {
+    if (!(w->core.shutting_down || w->core.draining) || w->stopping) return;
+    if (w->core.nclients == 0) {
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
+        return;
+    }
+    /* What `systemctl status` shows while a stop waits for clients. */
+    if (w->core.nclients != w->status_clients) {
+        char status[96];
+        snprintf(status, sizeof status, "STATUS=shutting down: %d client(s) still connected",
+                 w->core.nclients);
+        sl_notify(status);
+        w->status_clients = w->core.nclients;
     }
 }
 

@@ -42,6 +42,7 @@ typedef struct sl_worker {
     bool stopping;              /* handles are being closed */
     sl_defer_t shutdown_job; /* the console's SHUTDOWN, run after the current callbacks */
     int shutdown_mode;       /* its enum sl_shutdown_mode */
+    int status_clients;      /* clients last told to systemd (STATUS=) during a shutdown */
     int exit_code;
 } sl_worker_t;
 

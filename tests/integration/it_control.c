@@ -383,8 +383,14 @@ static void sd_notify_protocol(void) {
     IT_ASSERT(strstr(seen, "MONOTONIC_USEC="), "MONOTONIC_USEC with RELOADING: %s", seen);
     IT_ASSERT(notified(fd, "READY=1", 5, seen, sizeof seen), "READY=1 after reload: %s", seen);
     seen[0] = 0;
-    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
-    IT_ASSERT(notified(fd, "STOPPING=1", 2, seen, sizeof seen), "STOPPING=1: %s", seen);
+    PGconn *c = it_connect(&s, "sl_scram", NULL);
+    kill(s.pid, SIGTERM);
+    IT_ASSERT(notified(fd, "STOPPING=1", 5, seen, sizeof seen), "STOPPING=1: %s", seen);
+    IT_ASSERT(
+        notified(fd, "STATUS=shutting down: 1 client(s) still connected", 5, seen, sizeof seen),
+        "STATUS while a client stays: %s", seen);
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, 0) == 0, "exit once the client left");
     close(fd);
     unlink(path);
 }
