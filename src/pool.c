@@ -782,8 +782,11 @@ static void expire_waiters(sl_pool_t *p, int64_t now) {
             continue;
         }
         wt->cb(wt, NULL,
-               "query_wait_timeout: no server connection became free in time; raise "
-               "pool_size or query_wait_timeout",
+               p->paused ? "query_wait_timeout: the database is paused (PAUSE) and was not "
+                           "resumed in time; RESUME it, or raise query_wait_timeout before "
+                           "pausing"
+                         : "query_wait_timeout: no server connection became free in time; "
+                           "raise pool_size or query_wait_timeout",
                "08P01");
     }
 }

@@ -564,6 +564,20 @@ static void console_controls(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* A query that waits through a PAUSE longer than query_wait_timeout gets an
+ * error that names the pause, not the pool size. */
+static void pause_wait_timeout(void) {
+    it_sluice_t s;
+    it_sluice_start(
+        &s, "pool_mode = transaction\nquery_wait_timeout = 0.5\nadmin_users = sl_scram\n", NULL);
+    PGconn *a = admin_conn(&s), *c = it_connect(&s, "sl_scram", NULL);
+    admin_ok(a, "PAUSE");
+    it_fails_with(c, "SELECT 1", "the database is paused (PAUSE)");
+    admin_ok(a, "RESUME");
+    PQfinish(c), PQfinish(a);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* ---- (e) shutdown modes ---- */
 
 static void shutdown_modes(void) {
@@ -606,6 +620,7 @@ static void shutdown_modes(void) {
 int main(void) {
     it_init("it_control");
     console_controls();
+    pause_wait_timeout();
     shutdown_modes();
     sd_notify_protocol();
     rolling_restart();
