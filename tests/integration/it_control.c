@@ -26,8 +26,10 @@
  *      after its COMMIT, then exits; under SIGTERM a session-pooled client
  *      stays past shutdown_grace_period (its session state would be lost)
  *      and a second SIGTERM ends sluice at once. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -181,10 +183,13 @@ static void undo_rolling(void) {
 
 static void rolling_restart(void) {
     it_sluice_t a, b;
-    it_sluice_start(&a,
-                    "pool_mode = transaction\nso_reuseport = 1\nshutdown_grace_period = 1\n"
-                    "max_client_conn = 200\n",
-                    NULL);
+    char opts[256];
+    /* metrics_listen too: its port is shared like the pooler's. */
+    snprintf(opts, sizeof opts,
+             "pool_mode = transaction\nso_reuseport = 1\nshutdown_grace_period = 1\n"
+             "max_client_conn = 200\nmetrics_listen = 127.0.0.1:%d\n",
+             it_free_port());
+    it_sluice_start(&a, opts, NULL);
     snprintf(conninfo, sizeof conninfo,
              "host=127.0.0.1 port=%d dbname=sluice_test user=sl_scram password=scram_pw "
              "connect_timeout=10",
@@ -580,6 +585,24 @@ static void pause_wait_timeout(void) {
 
 /* ---- (e) shutdown modes ---- */
 
+/* The status code of GET path on 127.0.0.1:port, or -1. */
+static int http_status(int port, const char *path) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[128], resp[256] = "";
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    int code = -1;
+    if (write(fd, req, (size_t)n) == n && read(fd, resp, sizeof resp - 1) > 12)
+        code = atoi(resp + 9);
+    close(fd);
+    return code;
+}
+
 static void shutdown_modes(void) {
     it_sluice_t s;
     it_sluice_start(&s, "pool_mode = transaction\n", NULL);
@@ -603,10 +626,17 @@ static void shutdown_modes(void) {
     PQfinish(busy), PQfinish(idle);
     IT_ASSERT(it_sluice_stop(&s, 0) == 0, "SIGINT: exit 0 once the clients are gone");
 
-    it_sluice_start(&s, "pool_mode = session\nshutdown_grace_period = 0.2\n", NULL);
+    int mport = it_free_port();
+    char opts[160];
+    snprintf(opts, sizeof opts,
+             "pool_mode = session\nshutdown_grace_period = 0.2\nmetrics_listen = 127.0.0.1:%d\n",
+             mport);
+    it_sluice_start(&s, opts, NULL);
     PGconn *c = it_connect(&s, "sl_scram", NULL);
+    IT_ASSERT(http_status(mport, "/ready") == 200, "/ready before the shutdown");
     kill(s.pid, SIGTERM);
     IT_ASSERT(it_log_wait(&s, "shutdown (wait for clients)", 1, 5) == 1, "SIGTERM logged");
+    IT_ASSERT(http_status(mport, "/ready") == 503, "/ready says 503 while draining");
     usleep(700000);             /* past the grace period and a janitor tick */
     for (int i = 0; i < 2; i++) /* the second: not closed after the first either */
         IT_ASSERT(!strcmp(it_value(c, "SELECT 'kept'"), "kept"), "a session client stays");
