@@ -279,7 +279,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
         start_shutdown(w, SL_SHUTDOWN_FAST);
         return;
     }
-    sl_log_info(NULL, "%s received", name);
+    sl_log_info(NULL, "%s: graceful shutdown", name);
     start_shutdown(w,
                    signum == SIGINT ? SL_SHUTDOWN_WAIT_FOR_SERVERS : SL_SHUTDOWN_WAIT_FOR_CLIENTS);
 }
