@@ -125,6 +125,8 @@ static const opt_t opts[] = {
     O_STR("server_tls_protocols", server_tls_protocols, "secure"),
     O_ENUM("server_tls_sslmode", server_tls_sslmode, "prefer", sl_tls_mode_names),
     O_STR("server_reset_query", server_reset_query, "DISCARD ALL"),
+    O_MS("shutdown_grace_period", shutdown_grace_period_ms, "30", 86400),
+    O_BOOL("so_reuseport", so_reuseport, "0"),
     O_MS("stats_period", stats_period_ms, "60", 86400),
     O_STR("stateless_functions", stateless_functions, ""),
     O_STR("stats_users", stats_users, ""),

@@ -67,6 +67,8 @@ static void stats_tick(sl_worker_t *w, int64_t now) {
 static void janitor_cb(uv_timer_t *t) {
     sl_worker_t *w = t->data;
     int64_t now = sl_now_ms(&w->core);
+    /* SUSPEND froze every client: no timeout runs while nothing can move. */
+    if (w->core.suspended) return;
     sl_session_tick_all(&w->core, now);
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->core.pools) {
@@ -75,7 +77,7 @@ static void janitor_cb(uv_timer_t *t) {
     }
     stats_tick(w, now);
     /* SHUTDOWN WAIT_FOR_CLIENTS: clients leave on their own. */
-    if (w->wait_for_clients) sl_worker_maybe_finish(w);
+    if (w->core.draining) sl_worker_maybe_finish(w);
 }
 
 void sl_janitor_start(sl_worker_t *w) {

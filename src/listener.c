@@ -55,7 +55,8 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap
  * again, as it does for max_client_conn. */
 #define SL_ACCEPT_RETRY_MS 250
 #define SL_ACCEPT_REPORT_MS 10000
-#define SL_ACCEPT_BATCH 64 /* accepts per wakeup, so other connections get their turn */
+#define SL_ACCEPT_BATCH 64         /* accepts per wakeup, so other connections get their turn */
+#define SL_ACCEPT_CLOSE_BATCHES 16 /* batches taken from the backlog before a listener closes */
 
 static const char turn_away_msg[] =
     "sluice has no file descriptor left for a new connection (too many open files): try again "
@@ -270,6 +271,16 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* so_reuseport: a second sluice (the next version, in a rolling
+         * restart) binds the same address and port while this one runs;
+         * the kernel spreads new connections over both. */
+        if (w->core.cfg->so_reuseport &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            snprintf(err, errlen, "so_reuseport: setsockopt SO_REUSEPORT: %s", strerror(errno));
+            close(fd);
+            freeaddrinfo(res);
+            return SL_EIO;
+        }
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         char desc[160];
         format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
@@ -310,8 +321,10 @@ static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
         return SL_EIO;
     }
     /* A socket file left by a crashed sluice would block bind. A live one
-     * answers connect: then another instance owns the port. */
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+     * answers connect: then another instance owns the port, unless
+     * so_reuseport says instances share it: then this one takes the path
+     * over (new Unix clients come here; the other keeps those it has). */
+    int probe = w->core.cfg->so_reuseport ? -1 : socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0) {
         close(probe);
         close(fd);
@@ -327,7 +340,13 @@ static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
         return SL_EIO;
     }
     chmod(sa.sun_path, 0777);
-    return add_listener(w, fd, sa.sun_path, sa.sun_path, err, errlen);
+    struct stat st;
+    int rc = add_listener(w, fd, sa.sun_path, sa.sun_path, err, errlen);
+    if (rc == SL_OK && stat(sa.sun_path, &st) == 0) {
+        w->listeners->unix_dev = st.st_dev;
+        w->listeners->unix_ino = st.st_ino;
+    }
+    return rc;
 }
 
 int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) {
@@ -344,6 +363,17 @@ int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) {
     return rc;
 }
 
+void sl_listener_suspend_all(sl_worker_t *w, bool suspend) {
+    for (sl_listener_t *l = w->listeners; l; l = l->next) {
+        if (suspend) {
+            uv_poll_stop(&l->poll);
+            uv_timer_stop(&l->retry);
+        } else {
+            uv_poll_start(&l->poll, UV_READABLE, accept_cb);
+        }
+    }
+}
+
 static void listener_closed_cb(uv_handle_t *h) {
     sl_listener_t *l = h->data;
     if (--l->open_handles > 0) return;
@@ -352,11 +382,23 @@ static void listener_closed_cb(uv_handle_t *h) {
     free(l);
 }
 
+/* The socket file is this listener's still (with so_reuseport, a newer
+ * sluice may have bound the path since: its file must stay). */
+static bool owns_path(const sl_listener_t *l) {
+    struct stat st;
+    return stat(l->unix_path, &st) == 0 && st.st_dev == l->unix_dev && st.st_ino == l->unix_ino;
+}
+
 void sl_listener_close_all(sl_worker_t *w) {
     sl_listener_t *l = w->listeners;
     while (l) {
         sl_listener_t *next = l->next;
-        if (l->unix_path[0]) unlink(l->unix_path);
+        /* Connections the kernel completed but sluice did not accept yet
+         * would be reset by the close: they are taken first (a draining
+         * sluice serves them like the others). */
+        for (int i = 0; i < SL_ACCEPT_CLOSE_BATCHES && !l->exhausted; i++)
+            if (!accept_batch(l, false)) break;
+        if (l->unix_path[0] && owns_path(l)) unlink(l->unix_path);
         uv_poll_stop(&l->poll);
         uv_close((uv_handle_t *)&l->poll, listener_closed_cb);
         uv_timer_stop(&l->retry);

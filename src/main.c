@@ -23,18 +23,37 @@
 #endif
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "sluice " SLUICE_VERSION " - a connection pooler for PostgreSQL\n\n"
-            "usage: sluice [-d] [-q|-v] [--check] CONFIG\n\n"
-            "  -d, --daemon   run in the background (set logfile in CONFIG)\n"
-            "  -q, --quiet    log warnings and errors only\n"
-            "  -v, --verbose  log more (repeat for debug detail)\n"
-            "  --check        validate CONFIG, its auth_file, auth_hba_file and TLS files,\n"
-            "                 then exit 0 (ok) or 1\n"
-            "  --version      print the version\n"
-            "  -h, --help     this text\n\n"
-            "Signals: SIGHUP reloads CONFIG, SIGTERM shuts down after running transactions,\n"
-            "SIGINT shuts down at once.\n");
+    fprintf(out, "sluice " SLUICE_VERSION " - a connection pooler for PostgreSQL\n\n"
+                 "usage: sluice [-d] [-q|-v] [--check] CONFIG\n"
+                 "       sluice --version | --help\n\n"
+                 "CONFIG is the sluice.ini to run with, in PgBouncer's format (its [sluice]\n"
+                 "section may be called [pgbouncer]); conf/sluice.service runs\n"
+                 "/etc/sluice/sluice.ini, and conf/sluice.ini documents every key.\n\n"
+                 "Options:\n"
+                 "  -d, --daemon   run in the background (needs logfile in CONFIG; pidfile is\n"
+                 "                 written if set). Under systemd use Type=notify instead\n"
+                 "  -q, --quiet    log warnings and errors only\n"
+                 "  -v, --verbose  log more (repeat, or -vv, for debug detail); adds to verbose\n"
+                 "  --check        validate CONFIG, its auth_file, auth_hba_file and TLS files,\n"
+                 "                 then exit 0 (ok) or 1\n"
+                 "  --version      print the version\n"
+                 "  -h, --help     this text\n\n"
+                 "Signals (as PgBouncer 1.23+):\n"
+                 "  SIGHUP   reload CONFIG, auth_file and auth_hba_file (console: RELOAD)\n"
+                 "  SIGTERM  stop accepting; exit once every client has left. Transaction-pooled\n"
+                 "           clients are closed between transactions after shutdown_grace_period\n"
+                 "           (console: SHUTDOWN WAIT_FOR_CLIENTS). A second SIGTERM: immediate\n"
+                 "  SIGINT   stop accepting; close each client after its transaction, then exit\n"
+                 "           (console: SHUTDOWN WAIT_FOR_SERVERS). A second SIGINT: immediate\n"
+                 "  SIGQUIT  immediate shutdown: every client gets 57P01 (console: SHUTDOWN)\n"
+                 "  SIGUSR1  PAUSE every database: servers close as they are released, clients\n"
+                 "           wait (console: PAUSE)\n"
+                 "  SIGUSR2  RESUME every database (console: RESUME)\n\n"
+                 "Rolling restart: so_reuseport = 1 in CONFIG lets a new sluice bind the port of\n"
+                 "the running one; then send the old one SIGTERM.\n"
+                 "Under systemd (conf/sluice.service) sluice reports READY=1 once listening,\n"
+                 "RELOADING=1 around reloads and STOPPING=1 over $NOTIFY_SOCKET.\n\n"
+                 "Exit status: 0 after a shutdown, 1 when CONFIG or the start fails.\n");
 }
 
 static int daemonize(void) {

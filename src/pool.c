@@ -348,8 +348,8 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
     (void)code;
     sl_pool_t *p = s->owner;
     p->n_checking--;
-    if (err) {
-        sl_server_close(s, "server_check_query failed");
+    if (err || s->close_needed) {
+        sl_server_close(s, err ? "server_check_query failed" : "close requested");
     } else {
         s->fresh = true;
         sl_server_set_state(s, SL_SV_IDLE);
@@ -359,6 +359,11 @@ static void check_done(sl_server_t *s, const char *err, const char *code) {
 }
 
 static void pool_dispatch(sl_pool_t *p) {
+    /* Paused: waiters stay queued; servers close as they come back. */
+    if (p->paused) {
+        close_in(p, SL_SV_IDLE, "database paused");
+        return;
+    }
     int64_t now = sl_now_ms(p->w);
     if (p->fail_pending) {
         p->fail_pending = false;
@@ -427,8 +432,10 @@ void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt) {
 static void reset_done(sl_server_t *s, const char *err, const char *code) {
     (void)code;
     sl_pool_t *p = s->owner;
-    if (err || s->tx_status != 'I') {
-        sl_server_close(s, err ? err : "reset left a transaction open");
+    if (err || s->tx_status != 'I' || s->close_needed) {
+        sl_server_close(s, err               ? err
+                           : s->close_needed ? "close requested"
+                                             : "reset left a transaction open");
         pool_wake(p);
         return;
     }
@@ -450,6 +457,7 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     const char *why =
         !clean            ? "released dirty (transaction or message unfinished)"
         : s->close_needed ? "close requested"
+        : p->paused       ? "database paused"
         : w->cfg->server_lifetime_ms > 0 && now - s->connect_ms >= w->cfg->server_lifetime_ms
             ? "server_lifetime reached"
             : NULL;
@@ -639,6 +647,7 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
             snprintf(p->tag, sizeof p->tag, "db=%s user=%s", dbname, user);
         p->automatic = fallback;
         p->unused_since_ms = sl_now_ms(w);
+        p->paused = w->db_paused && w->db_paused(w, dbname);
     }
     if (!p || !p->db_alias || !p->user || configure(p) != SL_OK) {
         if (p) pool_free(p);
@@ -750,7 +759,8 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
     trim_idle(p);
     /* min_pool_size: while backend logins fail, one attempt at a time
      * after the backoff (transient) or none within server_login_retry. */
-    while (sl_pool_total(p) < p->min_size && can_open(p, now) && login_allowed(p, now))
+    while (!p->paused && sl_pool_total(p) < p->min_size && can_open(p, now) &&
+           login_allowed(p, now))
         open_server(p);
     pool_wake(p);
 }
@@ -772,8 +782,11 @@ static void expire_waiters(sl_pool_t *p, int64_t now) {
             continue;
         }
         wt->cb(wt, NULL,
-               "query_wait_timeout: no server connection became free in time; raise "
-               "pool_size or query_wait_timeout",
+               p->paused ? "query_wait_timeout: the database is paused (PAUSE) and was not "
+                           "resumed in time; RESUME it, or raise query_wait_timeout before "
+                           "pausing"
+                         : "query_wait_timeout: no server connection became free in time; "
+                           "raise pool_size or query_wait_timeout",
                "08P01");
     }
 }
@@ -798,4 +811,48 @@ void sl_pool_close_all(sl_loop_t *w) {
         sl_list_unlink(&p->node);
         pool_free(p);
     }
+}
+
+void sl_pool_set_paused(sl_pool_t *p, bool paused) {
+    p->paused = paused;
+    if (paused) {
+        close_in(p, SL_SV_RESOLVING, "database paused");
+        close_in(p, SL_SV_CONNECTING, "database paused");
+    }
+    pool_wake(p);
+}
+
+/* Marks every server of state st to be closed when it is next released. */
+static void mark_close_needed(sl_pool_t *p, enum sl_server_state st) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &p->servers.in[st]) sl_container_of(it, sl_server_t, node)->close_needed =
+        true;
+}
+
+void sl_pool_reconnect(sl_pool_t *p) {
+    close_in(p, SL_SV_RESOLVING, "reconnect requested");
+    close_in(p, SL_SV_CONNECTING, "reconnect requested");
+    close_in(p, SL_SV_IDLE, "reconnect requested");
+    mark_close_needed(p, SL_SV_ACTIVE);
+    mark_close_needed(p, SL_SV_QUERY);
+    pool_wake(p);
+}
+
+void sl_pool_close_unlinked(sl_pool_t *p, const char *why) {
+    for (int st = 0; st < SL_SV_CLOSING; st++) {
+        sl_list_t *it, *tmp;
+        sl_list_each(it, tmp, &p->servers.in[st]) {
+            sl_server_t *s = sl_container_of(it, sl_server_t, node);
+            if (!s->link) sl_server_close(s, why);
+        }
+    }
+    pool_wake(p);
+}
+
+int sl_pool_close_pending(const sl_pool_t *p) {
+    int n = 0;
+    for (int st = 0; st < SL_SV_CLOSING; st++)
+        for (const sl_list_t *it = p->servers.in[st].next; it != &p->servers.in[st]; it = it->next)
+            n += sl_container_of(it, sl_server_t, node)->close_needed;
+    return n;
 }

@@ -1,5 +1,9 @@
 /* A worker's life: set up its loop, listeners, janitor and signals; run;
- * shut down fast (SIGINT) or gracefully (SIGTERM); reload on SIGHUP. */
+ * reload on SIGHUP; shut down as PgBouncer 1.23+ does: SIGTERM waits for the
+ * clients to leave (closing transaction-pooled ones between transactions
+ * after shutdown_grace_period), SIGINT closes each client after its
+ * transaction, SIGQUIT or a second SIGTERM/SIGINT at once. SIGUSR1 pauses
+ * every database and SIGUSR2 resumes them. */
 #include "sluice/worker.h"
 
 #include <openssl/rand.h>
@@ -7,20 +11,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice/authq.h"
+#include "sluice/control.h"
 #include "sluice/janitor.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/notify.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
 #include "sluice/tls.h"
 
+/* The signals a worker handles, in the order of its sigs[] handles. */
+static const int worker_signals[SL_WORKER_NSIGNALS] = {SIGINT,  SIGTERM, SIGHUP,
+                                                       SIGQUIT, SIGUSR1, SIGUSR2};
+
 static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
     w->stopping = true;
+    sl_notify("STOPPING=1");
     sl_listener_close_all(w);
     sl_metrics_close(w);
     sl_session_close_all(&w->core, "57P01", "sluice is shutting down");
@@ -30,20 +42,29 @@ static void worker_stop(sl_worker_t *w) {
     uv_close((uv_handle_t *)&w->janitor, NULL);
     sl_conn_kicks_close(&w->core.kicks);
     sl_loop_close(&w->core);
-    uv_close((uv_handle_t *)&w->sig_int, NULL);
-    uv_close((uv_handle_t *)&w->sig_term, NULL);
-    uv_close((uv_handle_t *)&w->sig_hup, NULL);
+    sl_control_close(&w->core);
     /* libuv restores the default actions as it lets go of the signals; a
      * late SIGTERM must not kill a process that is already on its way out. */
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
+    for (int i = 0; i < SL_WORKER_NSIGNALS; i++) {
+        uv_close((uv_handle_t *)&w->sigs[i], NULL);
+        signal(worker_signals[i], SIG_IGN);
+    }
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {
-    if ((w->core.shutting_down || w->wait_for_clients) && !w->stopping && w->core.nclients == 0) {
+    if (!(w->core.shutting_down || w->core.draining) || w->stopping) return;
+    if (w->core.nclients == 0) {
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
+        return;
+    }
+    /* What `systemctl status` shows while a stop waits for clients. */
+    if (w->core.nclients != w->status_clients) {
+        char status[96];
+        snprintf(status, sizeof status, "STATUS=shutting down: %d client(s) still connected",
+                 w->core.nclients);
+        sl_notify(status);
+        w->status_clients = w->core.nclients;
     }
 }
 
@@ -107,6 +128,7 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     sl_config_t *old = w->core.cfg;
     cfg->listen_port = old->listen_port;
     cfg->pkt_buf = old->pkt_buf;
+    cfg->so_reuseport = old->so_reuseport;
     char *keep[] = {old->listen_addr, old->unix_socket_dir, old->pidfile};
     char **slot[] = {&cfg->listen_addr, &cfg->unix_socket_dir, &cfg->pidfile};
     for (int i = 0; i < 3; i++) {
@@ -141,12 +163,70 @@ void sl_worker_settings_changed(sl_worker_t *w) {
     sl_log_set_level(w->core.cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
 }
 
-/* SIGTERM and SHUTDOWN WAIT_FOR_SERVERS: no new clients, each closes after
- * its transaction. */
-static void graceful(sl_worker_t *w) {
-    w->core.shutting_down = true;
-    sl_listener_close_all(w);
-    sl_session_shutdown_all(&w->core);
+/* SIGHUP, told to systemd as a reload (Type=notify). */
+static void reload(sl_worker_t *w) {
+    char err[8192], warn[512]; /* logged either way: a signal has no one to answer */
+    sl_notify_reloading();
+    int rc = sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
+    (void)rc;
+    sl_notify("READY=1");
+}
+
+void sl_worker_suspend(sl_worker_t *w, bool suspend) {
+    sl_loop_t *l = &w->core;
+    if (l->suspended == suspend || w->stopping) return;
+    l->suspended = suspend;
+    sl_listener_suspend_all(w, suspend);
+    sl_session_repoll_all(l);
+    if (!suspend) {
+        sl_log_info(NULL, "RESUME: sockets are read again");
+        return;
+    }
+    sl_log_info(NULL,
+                "SUSPEND: no socket is read and no client accepted until RESUME; the %d "
+                "clients' buffers are flushed",
+                l->nclients);
+}
+
+/* SIGUSR1's PAUSE is done: every server is closed. */
+static void paused_cb(sl_control_wait_t *wt, bool done) {
+    (void)wt;
+    if (!done) return;
+    sl_log_info(NULL, "PAUSE done: every server connection is closed; SIGUSR2 (or RESUME) "
+                      "resumes");
+}
+
+/* Starts a shutdown now (signals; the console's SHUTDOWN through
+ * shutdown_cb). */
+static void start_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
+    sl_loop_t *l = &w->core;
+    if (w->stopping) return;
+    if (mode == SL_SHUTDOWN_FAST) {
+        worker_stop(w);
+        return;
+    }
+    bool was_listening = !l->shutting_down && !l->draining;
+    if (mode == SL_SHUTDOWN_WAIT_FOR_SERVERS) {
+        sl_log_info(NULL, "shutdown (wait for servers): no new clients; each client closes after "
+                          "its transaction, sluice exits when the last has gone");
+        l->shutting_down = true;
+        sl_session_shutdown_all(l);
+    } else if (!l->draining) {
+        int64_t grace = l->cfg->shutdown_grace_period_ms;
+        sl_log_info(NULL,
+                    "shutdown (wait for clients): no new clients; sluice exits when the %d "
+                    "connected have left%s",
+                    l->nclients,
+                    grace > 0 ? "; transaction-pooled clients are closed between transactions "
+                                "after shutdown_grace_period"
+                              : "");
+        l->draining = true;
+        l->drain_close_ms = grace > 0 ? sl_now_ms(l) + grace : 0;
+    }
+    if (was_listening) {
+        sl_notify("STOPPING=1");
+        sl_listener_close_all(w);
+    }
     sl_worker_maybe_finish(w);
 }
 
@@ -154,19 +234,7 @@ static void graceful(sl_worker_t *w) {
  * (it closes clients, the console's own among them). */
 static void shutdown_cb(sl_defer_t *d) {
     sl_worker_t *w = sl_container_of(d, sl_worker_t, shutdown_job);
-    switch (w->shutdown_mode) {
-    case SL_SHUTDOWN_FAST:
-        worker_stop(w);
-        break;
-    case SL_SHUTDOWN_WAIT_FOR_SERVERS:
-        graceful(w);
-        break;
-    case SL_SHUTDOWN_WAIT_FOR_CLIENTS:
-        w->wait_for_clients = true;
-        sl_listener_close_all(w);
-        sl_worker_maybe_finish(w);
-        break;
-    }
+    start_shutdown(w, (enum sl_shutdown_mode)w->shutdown_mode);
 }
 
 void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
@@ -177,22 +245,43 @@ void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
 
 static void signal_cb(uv_signal_t *h, int signum) {
     sl_worker_t *w = h->data;
-    if (signum == SIGHUP) {
-        char err[8192];
-        /* Logged either way: a signal has no one to answer. */
-        char warn[512];
-        int rc = sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
-        (void)rc;
+    char err[256];
+    switch (signum) {
+    case SIGHUP:
+        reload(w);
+        return;
+    case SIGUSR1:
+        if (sl_control_pause(&w->core, NULL, err, sizeof err) != SL_OK) {
+            sl_log_error(NULL, "SIGUSR1: PAUSE failed: %s", err);
+            return;
+        }
+        w->pause_wait.kind = SL_CONTROL_PAUSED;
+        w->pause_wait.db[0] = '\0';
+        w->pause_wait.cb = paused_cb;
+        sl_control_wait(&w->core, &w->pause_wait);
+        return;
+    case SIGUSR2:
+        sl_control_wait_cancel(&w->pause_wait);
+        sl_worker_suspend(w, false);
+        if (sl_control_resume(&w->core, NULL, err, sizeof err) != SL_OK)
+            sl_log_error(NULL, "SIGUSR2: RESUME failed: %s", err);
+        return;
+    case SIGQUIT:
+        sl_log_info(NULL, "SIGQUIT: immediate shutdown");
+        start_shutdown(w, SL_SHUTDOWN_FAST);
+        return;
+    default:
+        break;
+    }
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (w->core.shutting_down || w->core.draining) {
+        sl_log_info(NULL, "%s during a shutdown: immediate shutdown", name);
+        start_shutdown(w, SL_SHUTDOWN_FAST);
         return;
     }
-    if (signum == SIGINT || w->core.shutting_down) {
-        sl_log_info(NULL, "%s: fast shutdown", signum == SIGINT ? "SIGINT" : "second SIGTERM");
-        worker_stop(w);
-        return;
-    }
-    sl_log_info(NULL, "SIGTERM: graceful shutdown; no new clients, each closes after its "
-                      "transaction");
-    graceful(w);
+    sl_log_info(NULL, "%s: graceful shutdown", name);
+    start_shutdown(w,
+                   signum == SIGINT ? SL_SHUTDOWN_WAIT_FOR_SERVERS : SL_SHUTDOWN_WAIT_FOR_CLIENTS);
 }
 
 /* The core calls this when its last client is gone during a shutdown. */
@@ -209,14 +298,16 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     w->core.release_db = sl_route_release_idle;
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)
         return SL_ECONFIG;
+    if (sl_control_init(&w->core) != SL_OK) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
     /* Signals first: once a listener exists, clients (and whoever sends
      * SIGTERM after seeing it accept) may act. */
-    uv_signal_t *sigs[] = {&w->sig_int, &w->sig_term, &w->sig_hup};
-    int nums[] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        uv_signal_init(w->core.loop, sigs[i]);
-        sigs[i]->data = w;
-        uv_signal_start(sigs[i], signal_cb, nums[i]);
+    for (int i = 0; i < SL_WORKER_NSIGNALS; i++) {
+        uv_signal_init(w->core.loop, &w->sigs[i]);
+        w->sigs[i].data = w;
+        uv_signal_start(&w->sigs[i], signal_cb, worker_signals[i]);
     }
     if (cfg->auth_type == SL_AUTH_HBA &&
         !(w->core.hba = sl_hba_load(cfg->auth_hba_file, err, errlen)))
@@ -231,6 +322,11 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
     if (sl_metrics_open(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
+    /* Listening: a Type=notify service is up from here. */
+    char ready[96];
+    snprintf(ready, sizeof ready, "READY=1\nMAINPID=%d\nSTATUS=accepting connections",
+             (int)getpid());
+    sl_notify(ready);
     return SL_OK;
 }
 

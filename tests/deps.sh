@@ -15,10 +15,10 @@ root = sys.argv[1]
 # they open servers through pool, and pool reaches them only by callbacks.
 FLOORS = {
     1: "proto buf scram hba sql stmt expect params config userlist stats log strlist "
-       "textfile hmap err defer list tls",
+       "textfile hmap err defer list tls notify",
     2: "server conn login auth loop",
     3: "pool",
-    3.5: "route authq",
+    3.5: "route authq control",
     4: "session",
     5: "worker listener janitor admin metrics",
     6: "main",

@@ -91,6 +91,7 @@ typedef struct sl_config {
     int listen_port;
     char *unix_socket_dir;
     int listen_backlog;
+    bool so_reuseport; /* TCP listeners bind with SO_REUSEPORT: another sluice may share the port */
     /* auth */
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
@@ -161,6 +162,10 @@ typedef struct sl_config {
     bool log_connections, log_disconnections;
     bool log_stats;          /* log a stats line every stats_period */
     int64_t stats_period_ms; /* how often */
+    /* SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: this long after the shutdown
+     * began, transaction-pooled clients are closed between transactions
+     * (0: never, wait for every client to leave) */
+    int64_t shutdown_grace_period_ms;
     /* sections */
     sl_db_cfg_t *dbs; /* owned array */
     int ndbs;

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "sluice/worker.h"
@@ -20,7 +21,9 @@ typedef struct sl_listener {
     uv_poll_t poll;           /* its close callback and retry's free the listener */
     int fd;                   /* owned */
     char desc[160];           /* "127.0.0.1:6432" or the socket path */
-    char unix_path[108];      /* unlinked on close; "" for TCP */
+    char unix_path[108];      /* unlinked on close if still this socket's; "" for TCP */
+    dev_t unix_dev;           /* the socket file as bound: a newer sluice may replace it */
+    ino_t unix_ino;
     /* running out of file descriptors (EMFILE, ENFILE) */
     uv_timer_t retry;     /* restarts the poll stopped for want of descriptors */
     int spare_fd;         /* owned: /dev/null, given up to turn one client away; -1 if none */
@@ -34,5 +37,8 @@ typedef struct sl_listener {
 /* Opens every configured listener; on failure writes why into err. */
 int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) SL_MUST_USE;
 void sl_listener_close_all(sl_worker_t *w);
+/* SUSPEND: no connection is accepted (they wait in the backlog) until the
+ * same call with false (RESUME). */
+void sl_listener_suspend_all(sl_worker_t *w, bool suspend);
 
 #endif

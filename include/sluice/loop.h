@@ -82,10 +82,24 @@ typedef struct sl_loop {
     uint8_t mock_secret[32]; /* random at start: salts of users that do not exist */
     sl_conn_kicks_t kicks;   /* sockets with TLS bytes poll cannot see (conn.c) */
     sl_stats_t stats;        /* counters since start */
-    bool shutting_down;      /* SIGTERM: no new clients, close each after its transaction */
-    /* Called when the last client is freed while shutting_down: whoever runs
-     * the loop stops it then (the core cannot call up into the worker). */
+    bool shutting_down;      /* SIGINT / SHUTDOWN WAIT_FOR_SERVERS: no new clients, close
+                                each after its transaction */
+    bool draining;           /* SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: no new clients, stop once
+                                the last one has left */
+    int64_t drain_close_ms;  /* while draining, the loop clock from which transaction-pooled
+                                clients are closed between transactions
+                                (shutdown_grace_period); 0: never */
+    struct sl_control *ctl;  /* owned by control.c: PAUSE, DISABLE and KILL by database */
+    bool suspended;          /* SUSPEND: no client socket (nor a linked server's) is read until
+                                RESUME; what is owed is still written */
+    /* Called when the last client is freed while shutting_down or draining:
+     * whoever runs the loop stops it then (the core cannot call up into the
+     * worker). */
     void (*on_drained)(struct sl_loop *l);
+    /* Whether an operator paused database db (PAUSE, KILL): its pools hand
+     * out and open no server until RESUME. Set by control.c, which sits
+     * above pool; unset: never. */
+    bool (*db_paused)(const struct sl_loop *l, const char *db);
     /* What pool (floor 3) asks of route and authq, which sit above it (they
      * open their servers through pools): set by whoever wires the floors
      * together (the worker), so that pool never calls up into them. */

@@ -61,6 +61,8 @@ typedef struct sl_pool {
     int n_waiting;
     sl_params_t defaults;    /* reported parameters of a fresh backend */
     bool automatic;          /* made from the '*' entry: freed when unused */
+    bool paused;             /* an operator paused its database (PAUSE, KILL; control.c): no
+                                server is handed out or opened, each closes as it comes back */
     int n_clients;           /* clients holding a pointer to it */
     int64_t unused_since_ms; /* when n_clients last dropped to 0 */
     int64_t login_fail_ms;   /* end of the last failed backend login, 0 if none since the last
@@ -129,6 +131,17 @@ void sl_pool_close_all(sl_loop_t *w);
  * query_wait_timeout, surplus idle servers of a smaller pool closed). */
 void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
+/* PAUSE and RESUME (control.c): a paused pool keeps its waiters queued,
+ * hands out and opens no server, closes its idle and connecting servers
+ * now and the others as they are released. */
+void sl_pool_set_paused(sl_pool_t *p, bool paused);
+/* RECONNECT: idle and connecting servers close now, the others as they
+ * are next released (close_needed); new ones are opened as needed. */
+void sl_pool_reconnect(sl_pool_t *p);
+/* KILL: closes every server no client is linked to, whatever its state. */
+void sl_pool_close_unlinked(sl_pool_t *p, const char *why);
+/* Servers still waiting to be closed as they are released (WAIT_CLOSE). */
+int sl_pool_close_pending(const sl_pool_t *p);
 /* Servers of the pool in state st (a walk over p->servers.in[st] lists them). */
 static inline int sl_pool_count(const sl_pool_t *p, enum sl_server_state st) {
     return p->servers.n[st];

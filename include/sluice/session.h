@@ -25,6 +25,23 @@ void sl_session_shutdown_all(sl_loop_t *w);
 /* Fast shutdown: every client gets a FATAL with this SQLSTATE and message,
  * and is closed. */
 void sl_session_close_all(sl_loop_t *w, const char *code, const char *msg);
+/* A console command that completes later (PAUSE, WAIT_CLOSE, SUSPEND),
+ * called by the admin module while the command runs: the client's
+ * ReadyForQuery (and its next Query) wait for sl_console_finish. False when
+ * client_id is no console connection. */
+bool sl_console_hold(sl_loop_t *w, uint32_t client_id);
+/* Ends a held command: sends reply (a malloc'ed block of whole messages,
+ * taken) and the ReadyForQuery, if the client is still connected; else
+ * frees reply. */
+void sl_console_finish(sl_loop_t *w, uint32_t client_id, uint8_t *reply, size_t len);
+/* KILL: every client of database db (NULL: all, but the admin console's)
+ * gets a FATAL with this SQLSTATE and message, and is closed. */
+void sl_session_close_db(sl_loop_t *w, const char *db, const char *code, const char *msg);
+/* SUSPEND and RESUME changed w->suspended: every client's socket (and its
+ * linked server's) is watched for what it may do now. */
+void sl_session_repoll_all(sl_loop_t *w);
+/* True when no client has bytes left to write either way (SUSPEND is done). */
+bool sl_session_flushed(const sl_loop_t *w);
 /* SIGHUP read a new auth_file (fresh), not yet in w->users: logins in
  * progress look their user up again in it before the old one is freed. */
 void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh);

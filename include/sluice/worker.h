@@ -9,24 +9,40 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "sluice/control.h"
 #include "sluice/loop.h"
 #include "sluice/stats.h"
 
 struct sl_listener;
 struct sl_metrics;
 
+/* SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 */
+#define SL_WORKER_NSIGNALS 6
+
+/* How a shutdown treats the connected clients (PgBouncer's SHUTDOWN
+ * variants). Each stops accepting new clients first. */
+enum sl_shutdown_mode {
+    SL_SHUTDOWN_FAST,             /* SHUTDOWN, SIGQUIT: close everything and exit */
+    SL_SHUTDOWN_WAIT_FOR_SERVERS, /* SHUTDOWN WAIT_FOR_SERVERS, SIGINT: each client is closed
+                                     after its transaction; exit when none is left */
+    SL_SHUTDOWN_WAIT_FOR_CLIENTS, /* SHUTDOWN WAIT_FOR_CLIENTS, SIGTERM: exit when the clients
+                                     have left; transaction-pooled ones are closed between
+                                     transactions after shutdown_grace_period */
+};
+
 typedef struct sl_worker {
-    sl_loop_t core;                /* what clients, servers and pools run on */
-    struct sl_listener *listeners; /* owned list */
-    uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
-    uv_signal_t sig_int, sig_term, sig_hup;
-    struct sl_metrics *metrics;    /* owned: the metrics_listen endpoint, NULL when off */
-    sl_stats_t stats_prev; /* as of the last stats line */
-    int64_t stats_ms;      /* when the last stats line was due */
-    bool stopping;         /* handles are being closed */
-    bool wait_for_clients; /* SHUTDOWN WAIT_FOR_CLIENTS: exit once the last client left */
+    sl_loop_t core;                       /* what clients, servers and pools run on */
+    struct sl_listener *listeners;        /* owned list */
+    uv_timer_t janitor;                   /* periodic timeouts and pool upkeep */
+    uv_signal_t sigs[SL_WORKER_NSIGNALS]; /* in the order of worker_signals (worker.c) */
+    sl_control_wait_t pause_wait;         /* SIGUSR1's PAUSE, logged when done */
+    struct sl_metrics *metrics; /* owned: the metrics_listen endpoint, NULL when off */
+    sl_stats_t stats_prev;      /* as of the last stats line */
+    int64_t stats_ms;           /* when the last stats line was due */
+    bool stopping;              /* handles are being closed */
     sl_defer_t shutdown_job; /* the console's SHUTDOWN, run after the current callbacks */
     int shutdown_mode;       /* its enum sl_shutdown_mode */
+    int status_clients;      /* clients last told to systemd (STATUS=) during a shutdown */
     int exit_code;
 } sl_worker_t;
 
@@ -43,13 +59,14 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn,
 /* Settings in w->core.cfg changed in place (the console's SET): pools,
  * routes and the parser's answers follow them. */
 void sl_worker_settings_changed(sl_worker_t *w);
-enum sl_shutdown_mode {
-    SL_SHUTDOWN_FAST,             /* every client closed now (SIGINT) */
-    SL_SHUTDOWN_WAIT_FOR_SERVERS, /* no new clients, each closed after its transaction (SIGTERM) */
-    SL_SHUTDOWN_WAIT_FOR_CLIENTS  /* no new clients; exit once the connected ones have left */
-};
-/* The console's SHUTDOWN: runs after the callbacks of the current round. */
+/* The console's SHUTDOWN: runs after the callbacks of the current round
+ * (signals start theirs at once). A WAIT_ mode asked for while one runs
+ * changes nothing but WAIT_FOR_SERVERS's closing of clients. */
 void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode);
+/* SUSPEND (true): stops accepting and reading every socket while what is
+ * owed is still written (sl_session_flushed says when it all is); RESUME
+ * (false) undoes it. */
+void sl_worker_suspend(sl_worker_t *w, bool suspend);
 /* Checks whether a graceful shutdown has finished and stops the loop if so. */
 void sl_worker_maybe_finish(sl_worker_t *w);
 

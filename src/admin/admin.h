@@ -64,6 +64,8 @@ typedef struct sl_admin_ctx {
     sl_worker_t *w;              /* borrowed: the worker whose state the command reads */
     const sl_console_who_t *who; /* borrowed: who sent it */
     sl_res_t *res;               /* the reply: a command appends its result or error */
+    bool held;                   /* the command completes later (sl_console_hold): the
+                                    statements after it in the Query do not run */
 } sl_admin_ctx_t;
 
 /* One console command. The dispatcher matches verb case-insensitively as
@@ -92,6 +94,15 @@ int sl_admin_reload(sl_admin_ctx_t *ctx, const char *args);
 int sl_admin_set(sl_admin_ctx_t *ctx, const char *args);
 int sl_admin_kill_client(sl_admin_ctx_t *ctx, const char *args);
 int sl_admin_shutdown(sl_admin_ctx_t *ctx, const char *args);
+/* control_cmds.c: PgBouncer's process controls (control.h) */
+int sl_admin_pause(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_resume(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_suspend(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_reconnect(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_kill(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_disable(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_enable(sl_admin_ctx_t *ctx, const char *args);
+int sl_admin_wait_close(sl_admin_ctx_t *ctx, const char *args);
 
 /* Case-insensitive match of word at the start of s, followed by a space,
  * a ';' or the end; returns what follows (spaces skipped), or NULL. */

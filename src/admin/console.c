@@ -20,6 +20,20 @@ const sl_admin_cmd_t sl_admin_cmds[] = {
      "SHOW HELP|POOLS|STATS|CLIENTS|SERVERS|... (SHOW HELP lists them)"},
     {"KILL_CLIENT", true, sl_admin_kill_client,
      "KILL_CLIENT id: close one client (SHOW CLIENTS' id)"},
+    /* process controls (control_cmds.c) */
+    {"DISABLE", true, sl_admin_disable, "DISABLE db: refuse new clients of db until ENABLE"},
+    {"ENABLE", true, sl_admin_enable, "ENABLE db: accept new clients of db again"},
+    {"KILL", true, sl_admin_kill,
+     "KILL [db]: close every client and server of db now; it stays paused until RESUME"},
+    {"PAUSE", true, sl_admin_pause,
+     "PAUSE [db]: close servers as they are released, clients wait; returns once paused"},
+    {"RECONNECT", true, sl_admin_reconnect,
+     "RECONNECT [db]: close each server when it is next released"},
+    {"RESUME", true, sl_admin_resume, "RESUME [db]: undo PAUSE, KILL and SUSPEND"},
+    {"SUSPEND", true, sl_admin_suspend,
+     "SUSPEND: stop reading every client socket; returns once every buffer is flushed"},
+    {"WAIT_CLOSE", true, sl_admin_wait_close,
+     "WAIT_CLOSE [db]: return once servers closed by RECONNECT or RELOAD are gone"},
     {"RELOAD", true, sl_admin_reload, "RELOAD: read the configuration file again (as SIGHUP)"},
     {"SET", true, sl_admin_set,
      "SET key = value: change a reloadable setting of the running sluice"},
@@ -119,7 +133,7 @@ static char *next_statement(char **sp) {
 static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const char *sql,
                               size_t *len) {
     sl_res_t res = {0};
-    sl_admin_ctx_t ctx = {sl_container_of(l, sl_worker_t, core), who, &res};
+    sl_admin_ctx_t ctx = {sl_container_of(l, sl_worker_t, core), who, &res, false};
     char *copy = strdup(sql);
     if (!copy) return NULL;
     char *rest = copy, *stmt;
@@ -128,6 +142,13 @@ static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const c
         if (!*stmt) continue;
         ran++;
         if (run_statement(&ctx, stmt) < 0) break;
+        if (ctx.held) {
+            if (*rest)
+                sl_res_notice(&res, "the statements after a command that waits (PAUSE, "
+                                    "SUSPEND, WAIT_CLOSE) in one query were not run: send "
+                                    "them as a query of their own");
+            break;
+        }
     }
     free(copy);
     if (ran == 0) { /* an empty query, as PostgreSQL answers it */
@@ -142,6 +163,8 @@ static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const c
         free(res.data);
         return NULL;
     }
+    /* A held command (PAUSE) may have nothing to say yet: an empty block. */
+    if (!res.data) res.data = malloc(1);
     *len = res.len;
     return res.data;
 }

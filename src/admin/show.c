@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "admin.h"
+#include "sluice/control.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
@@ -675,8 +676,8 @@ static void database_row(sl_admin_ctx_t *ctx, const char *name, const sl_db_cfg_
     sl_res_int(r, servers_of(l, name, NULL));
     sl_res_int(r, 0); /* max_client_connections: no per-database client cap */
     sl_res_int(r, cw.n);
-    sl_res_int(r, 0); /* paused */
-    sl_res_int(r, 0); /* disabled */
+    sl_res_int(r, sl_control_paused(l, name));
+    sl_res_int(r, sl_control_disabled(l, name));
     /* sluice's own: how the database routes, and its replicas */
     sl_res_text(r, d ? sl_routing_names[sl_db_cfg_routing(d)] : "primary");
     sl_res_int(r, d ? d->nreplicas : 0);
@@ -890,11 +891,11 @@ static int show_version(sl_admin_ctx_t *ctx) {
 static int show_state(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"key", T}, {"value", T}};
     sl_worker_t *w = ctx->w;
-    bool leaving = w->core.shutting_down || w->wait_for_clients || w->stopping;
+    bool leaving = w->core.shutting_down || w->core.draining || w->stopping;
     const char *rows[][2] = {
         {"active", leaving ? "no" : "yes"},
-        {"paused", "no"},
-        {"suspended", "no"},
+        {"paused", sl_control_paused(&w->core, NULL) ? "yes" : "no"},
+        {"suspended", w->core.suspended ? "yes" : "no"},
         {"shutting_down", leaving ? "yes" : "no"},
     };
     sl_res_begin(ctx->res, cols, NCOLS(cols));

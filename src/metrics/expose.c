@@ -589,7 +589,7 @@ sl_expose_t *sl_expose_snapshot(const sl_worker_t *w, int64_t start_s) {
     sl_expose_t *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->start_s = start_s;
-    e->accepting = !l->shutting_down && !w->stopping;
+    e->accepting = !l->shutting_down && !l->draining && !w->stopping;
     for (int st = 0; st < SL_CL_NSTATES; st++)
         e->clients[st] = l->nclients_in[st];
     e->max_client_conn = l->cfg->max_client_conn;
@@ -628,7 +628,7 @@ static void one_line(char *out, size_t cap, const char *fmt, ...) {
 
 bool sl_expose_healthy(const sl_worker_t *w, char *reason, size_t cap) {
     const sl_loop_t *l = &w->core;
-    if (l->shutting_down || w->stopping) {
+    if (l->shutting_down || l->draining || w->stopping) {
         one_line(reason, cap, "shutting down: not accepting new clients");
         return false;
     }

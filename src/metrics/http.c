@@ -194,7 +194,7 @@ static void conn_serve(http_conn_t *c, const sl_http_req_t *r) {
         snprintf(body, sizeof body, "%s\n", reason);
         conn_answer(c, ok ? 200 : 503, NULL, body, head);
     } else if (path_is(r, "/ready")) {
-        bool ready = !w->core.shutting_down && !w->stopping;
+        bool ready = !w->core.shutting_down && !w->core.draining && !w->stopping;
         conn_answer(c, ready ? 200 : 503, NULL, ready ? "ready\n" : "shutting down\n", head);
     } else {
         conn_answer(c, 404, NULL, "not found: try /metrics, /health or /ready\n", head);
@@ -369,7 +369,7 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
 
 /* ---- open and close ---- */
 
-static int listen_on(const char *host, int port, char *err, size_t errlen) {
+static int listen_on(const char *host, int port, bool reuseport, char *err, size_t errlen) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
@@ -390,6 +390,8 @@ static int listen_on(const char *host, int port, char *err, size_t errlen) {
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* so_reuseport: the next sluice of a rolling restart binds it too. */
+        if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
         if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 64) != 0) {
             e = errno;
             close(fd);
@@ -419,7 +421,7 @@ int sl_metrics_open(sl_worker_t *w, char *err, size_t errlen) {
         snprintf(err, errlen, "metrics_listen: out of memory");
         return SL_ENOMEM;
     }
-    m->fd = listen_on(host, port, err, errlen);
+    m->fd = listen_on(host, port, w->core.cfg->so_reuseport, err, errlen);
     if (m->fd < 0) {
         free(m);
         return SL_EIO;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "sluice/authq.h"
+#include "sluice/control.h"
 #include "sluice/log.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
@@ -119,6 +120,7 @@ void sl_client_update_poll(sl_client_t *c) {
         break;
     default: break;
     }
+    if (c->w->suspended && !c->console) rd = false; /* the console stays: it RESUMEs */
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
     bool wr = (c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c);
@@ -127,7 +129,8 @@ void sl_client_update_poll(sl_client_t *c) {
     if (s && s->state == SL_SV_ACTIVE) {
         /* With statement tracking, server bytes first land in the pump's buffer. */
         const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
-        sl_conn_update(&s->sock, to->data && to->cap - sl_buf_len(to) > 0, c->c2s_blocked);
+        sl_conn_update(&s->sock, !c->w->suspended && to->data && to->cap - sl_buf_len(to) > 0,
+                       c->c2s_blocked);
     }
 }
 
@@ -181,7 +184,7 @@ static void client_closed_cb(sl_conn_t *cn) {
     free(c->user);
     free(c->dbname);
     free(c);
-    if (w->shutting_down && w->nclients == 0 && w->on_drained) w->on_drained(w);
+    if ((w->shutting_down || w->draining) && w->nclients == 0 && w->on_drained) w->on_drained(w);
 }
 
 static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
@@ -346,6 +349,13 @@ static void auth_ok(sl_client_t *c) {
     free(c->auth);
     c->auth = NULL;
     char err[256];
+    if (sl_control_disabled(c->w, c->dbname)) {
+        sl_client_fatal(c, "57P03",
+                        "database \"%s\" is disabled (DISABLE): new connections are refused "
+                        "until an operator runs ENABLE %s",
+                        c->dbname, c->dbname);
+        return;
+    }
     c->pool = sl_pool_get(c->w, c->dbname, c->user, err, sizeof err);
     if (!c->pool) {
         sl_client_fatal(c, "3D000", "%s", err);
@@ -831,7 +841,7 @@ static void client_event(sl_client_t *c, int status, int events) {
         if (c->state == SL_CL_ACTIVE) sl_relay_resume(c);
         if (sl_client_done(c)) return;
     }
-    if (!readable) return;
+    if (!readable || (c->w->suspended && !c->console)) return;
     switch (c->state) {
     case SL_CL_LOGIN:
     case SL_CL_AUTH: on_login_readable(c); break;
@@ -936,6 +946,8 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
     case SL_CL_IDLE:
         if (p && p->client_idle_timeout_ms > 0 && now - c->last_io_ms >= p->client_idle_timeout_ms)
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
+        else if (sl_client_drain_due(c) && now - c->last_io_ms >= cfg->shutdown_grace_period_ms)
+            sl_client_fatal(c, "57P01", SL_CLIENT_DRAIN_MSG);
         return;
     case SL_CL_WAITING:
         notify_waiting(c, now);
@@ -1028,4 +1040,38 @@ void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh) {
 
 void sl_session_free(sl_loop_t *w) {
     sl_ps_free_all(w);
+}
+
+bool sl_client_drain_due(const sl_client_t *c) {
+    const sl_loop_t *w = c->w;
+    return w->draining && w->drain_close_ms > 0 && sl_now_ms(w) >= w->drain_close_ms && c->pool &&
+           c->pool->mode != SL_POOL_SESSION && !c->pins;
+}
+
+void sl_session_close_db(sl_loop_t *w, const char *db, const char *code, const char *msg) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        /* Logins that have not named a database yet are not the database's. */
+        if (!c->dbname || (db && strcmp(c->dbname, db) != 0)) continue;
+        /* The admin console is not a database KILL acts on. */
+        if (!db && (!strcmp(c->dbname, "pgbouncer") || !strcmp(c->dbname, "sluice"))) continue;
+        sl_client_fatal(c, code, "%s", msg);
+    }
+}
+
+void sl_session_repoll_all(sl_loop_t *w) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &w->clients) {
+        sl_client_update_poll(sl_container_of(it, sl_client_t, node));
+    }
+}
+
+bool sl_session_flushed(const sl_loop_t *w) {
+    for (const sl_list_t *it = w->clients.next; it != &w->clients; it = it->next) {
+        const sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        if (c->console) continue; /* the console's own replies go on */
+        if ((c->out.data && sl_buf_len(&c->out) > 0) || c->c2s_blocked) return false;
+    }
+    return true;
 }

@@ -106,7 +106,7 @@ static bool run_query(sl_client_t *c, const char *sql) {
     c->console_out = reply;
     c->console_len = len;
     c->console_off = 0;
-    c->console_ready = true;
+    c->console_ready = !c->console_held; /* a held command's comes with its end */
     c->last_io_ms = sl_now_ms(c->w);
     return true;
 }
@@ -184,7 +184,7 @@ void sl_console_pump(sl_client_t *c) {
         }
         if (!sl_client_flush(c)) return;
         if (sl_buf_len(&c->out) > 0) return;
-        if (!next_message(c)) break;
+        if (c->console_held || !next_message(c)) break;
     }
     if (!sl_client_done(c)) sl_client_update_poll(c);
 }
@@ -213,5 +213,53 @@ void sl_console_readable(sl_client_t *c) {
 }
 
 bool sl_console_busy(const sl_client_t *c) {
-    return c->console_out != NULL || c->console_ready;
+    return c->console_out != NULL || c->console_ready || c->console_held;
+}
+
+/* The console client with this id, or NULL (it went away). */
+static sl_client_t *console_client(sl_loop_t *w, uint32_t id) {
+    for (sl_list_t *it = w->clients.next; it != &w->clients; it = it->next) {
+        sl_client_t *c = sl_container_of(it, sl_client_t, node);
+        if (c->id == id) return c->console ? c : NULL;
+    }
+    return NULL;
+}
+
+bool sl_console_hold(sl_loop_t *w, uint32_t client_id) {
+    sl_client_t *c = console_client(w, client_id);
+    if (!c) return false;
+    c->console_held = true;
+    return true;
+}
+
+void sl_console_finish(sl_loop_t *w, uint32_t client_id, uint8_t *reply, size_t len) {
+    sl_client_t *c = console_client(w, client_id);
+    if (!c || !c->console_held) {
+        free(reply);
+        return;
+    }
+    c->console_held = false;
+    c->console_ready = true;
+    if (c->console_out && c->console_off < c->console_len) {
+        /* The command's first part is still going out: the end follows it. */
+        uint8_t *all = realloc(c->console_out, c->console_len + len);
+        if (!all) {
+            free(reply);
+            sl_session_fail(c, "53200", "out of memory for the console's reply");
+            sl_session_settle(c);
+            return;
+        }
+        memcpy(all + c->console_len, reply, len);
+        c->console_out = all;
+        c->console_len += len;
+        free(reply);
+    } else {
+        free(c->console_out);
+        c->console_out = reply;
+        c->console_len = len;
+        c->console_off = 0;
+    }
+    /* An entry point for c: a timer of the admin module called. */
+    sl_console_pump(c);
+    sl_session_settle(c);
 }

@@ -1280,6 +1280,10 @@ static void maybe_release(sl_client_t *c) {
         sl_session_fail(c, "57P01", "sluice is shutting down; reconnect later");
         return;
     }
+    if (sl_client_drain_due(c)) {
+        sl_session_fail(c, "57P01", SL_CLIENT_DRAIN_MSG);
+        return;
+    }
     if (mode == SL_POOL_SESSION) return;
     if (c->dirty.n || c->capture_all) {
         start_capture(c, s);

@@ -129,6 +129,8 @@ typedef struct sl_client {
     size_t console_len;   /* its bytes */
     size_t console_off;   /* bytes of it copied to `out` so far */
     bool console_ready;   /* its ReadyForQuery is still to be sent */
+    bool console_held;    /* a command completes later (PAUSE, WAIT_CLOSE, SUSPEND): its
+                             ReadyForQuery and the next Query wait for sl_console_finish */
     /* A failure recorded by a helper (sl_session_fail), for the entry point
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
@@ -218,6 +220,16 @@ void sl_client_cancel_wait(sl_client_t *c);
 void sl_client_tick(sl_client_t *c, int64_t now_ms);
 /* SIGTERM: close now if between transactions, else after the current one. */
 void sl_client_shutdown(sl_client_t *c);
+/* Whether a draining sluice (SIGTERM, SHUTDOWN WAIT_FOR_CLIENTS) closes c
+ * between transactions now: shutdown_grace_period has passed and c is
+ * transaction- or statement-pooled, with no session state pinning it. It
+ * is closed as its transaction ends (the FATAL follows the ReadyForQuery in
+ * one write, so a client pool that checks a connection before use sees it
+ * closed), or once it has been idle for shutdown_grace_period. */
+bool sl_client_drain_due(const sl_client_t *c);
+#define SL_CLIENT_DRAIN_MSG                                                                        \
+    "sluice is shutting down (shutdown_grace_period passed): connect again to reach the new "      \
+    "process"
 
 /* ---- relay.c ---- */
 /* The byte pump between a linked client and server: message-boundary-aware

@@ -1,0 +1,166 @@
+/* The console's process controls, PgBouncer's: PAUSE, RESUME, SUSPEND,
+ * RECONNECT, KILL, DISABLE, ENABLE and WAIT_CLOSE. What they do to pools and
+ * servers is control.c's; KILL's clients are the session's. PAUSE, SUSPEND
+ * and WAIT_CLOSE answer once done: the console client is held (its
+ * ReadyForQuery waits) and a control wait sends the CommandComplete. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "sluice/control.h"
+#include "sluice/log.h"
+#include "sluice/session.h"
+
+/* A command that answers later. */
+typedef struct pending {
+    sl_control_wait_t wait; /* on the control's waits until done */
+    sl_worker_t *w;         /* borrowed */
+    uint32_t client_id;     /* the console connection to answer; it may have left */
+    char tag[16];           /* CommandComplete tag: "PAUSE" */
+} pending_t;
+
+/* Takes the optional database name of args into buf: "" gives NULL. A
+ * quoted name keeps its case, as in SQL. False (with an error in the
+ * reply) when args is more than one name. */
+static bool db_arg(sl_admin_ctx_t *ctx, const char *verb, const char *args, char *buf, size_t cap,
+                   const char **db) {
+    *db = NULL;
+    if (!*args && (!strcmp(verb, "DISABLE") || !strcmp(verb, "ENABLE"))) {
+        sl_res_error(ctx->res, "42601", "%s needs a database name: %s db", verb, verb);
+        return false;
+    }
+    if (!*args) return true;
+    size_t n = strlen(args);
+    if (n >= 2 && args[0] == '"' && args[n - 1] == '"') args++, n -= 2;
+    bool ok = n > 0 && n < cap;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = !isspace((unsigned char)args[i]) && args[i] != '"' && args[i] != ';';
+    if (!ok) {
+        sl_res_error(ctx->res, "42601", "%s takes one database name (SHOW DATABASES lists them)",
+                     verb);
+        return false;
+    }
+    memcpy(buf, args, n);
+    buf[n] = '\0';
+    *db = buf;
+    return true;
+}
+
+static int done(sl_admin_ctx_t *ctx, const char *tag, int rc, const char *err) {
+    if (rc != SL_OK) {
+        sl_res_error(ctx->res, rc == SL_ENOMEM ? "53200" : "3D000", "%s: %s", tag, err);
+        return -1;
+    }
+    sl_res_complete(ctx->res, tag);
+    return 0;
+}
+
+static void pending_cb(sl_control_wait_t *wt, bool finished) {
+    pending_t *p = sl_container_of(wt, pending_t, wait);
+    if (finished) {
+        sl_res_t res = {0};
+        sl_res_complete(&res, p->tag);
+        if (res.oom) {
+            free(res.data);
+            res.data = NULL;
+            res.len = 0;
+        }
+        sl_log_info(NULL, "admin console: %s done for C-%u", p->tag, p->client_id);
+        sl_console_finish(&p->w->core, p->client_id, res.data, res.len);
+    }
+    free(p);
+}
+
+/* Holds the console client until the condition of kind holds for db. */
+static int answer_when(sl_admin_ctx_t *ctx, const char *tag, enum sl_control_wait_kind kind,
+                       const char *db, bool (*test)(const sl_loop_t *l)) {
+    pending_t *p = calloc(1, sizeof *p);
+    if (!p || !sl_console_hold(&ctx->w->core, ctx->who->client_id)) {
+        free(p);
+        sl_res_complete(ctx->res, tag); /* answered at once rather than never */
+        return 0;
+    }
+    p->w = ctx->w;
+    p->client_id = ctx->who->client_id;
+    snprintf(p->tag, sizeof p->tag, "%s", tag);
+    p->wait.kind = kind;
+    snprintf(p->wait.db, sizeof p->wait.db, "%s", db ? db : "");
+    p->wait.test = test;
+    p->wait.cb = pending_cb;
+    ctx->held = true;
+    sl_control_wait(&ctx->w->core, &p->wait);
+    return 0;
+}
+
+int sl_admin_pause(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "PAUSE", args, name, sizeof name, &db)) return -1;
+    int rc = sl_control_pause(&ctx->w->core, db, err, sizeof err);
+    if (rc != SL_OK) return done(ctx, "PAUSE", rc, err);
+    return answer_when(ctx, "PAUSE", SL_CONTROL_PAUSED, db, NULL);
+}
+
+int sl_admin_resume(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "RESUME", args, name, sizeof name, &db)) return -1;
+    if (!db) sl_worker_suspend(ctx->w, false);
+    return done(ctx, "RESUME", sl_control_resume(&ctx->w->core, db, err, sizeof err), err);
+}
+
+int sl_admin_suspend(sl_admin_ctx_t *ctx, const char *args) {
+    if (*args) {
+        sl_res_error(ctx->res, "42601", "SUSPEND takes no argument (it suspends every socket)");
+        return -1;
+    }
+    sl_worker_suspend(ctx->w, true);
+    return answer_when(ctx, "SUSPEND", SL_CONTROL_TEST, NULL, sl_session_flushed);
+}
+
+int sl_admin_reconnect(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "RECONNECT", args, name, sizeof name, &db)) return -1;
+    return done(ctx, "RECONNECT", sl_control_reconnect(&ctx->w->core, db, err, sizeof err), err);
+}
+
+int sl_admin_kill(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256], msg[256];
+    const char *db;
+    if (!db_arg(ctx, "KILL", args, name, sizeof name, &db)) return -1;
+    int rc = sl_control_kill(&ctx->w->core, db, err, sizeof err);
+    if (rc != SL_OK) return done(ctx, "KILL", rc, err);
+    snprintf(msg, sizeof msg,
+             "database \"%s\" was killed by an administrator (KILL): connect again after RESUME",
+             db ? db : "(all)");
+    sl_session_close_db(&ctx->w->core, db, "57P01", msg);
+    return done(ctx, "KILL", SL_OK, NULL);
+}
+
+int sl_admin_disable(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "DISABLE", args, name, sizeof name, &db)) return -1;
+    return done(ctx, "DISABLE", sl_control_disable(&ctx->w->core, db, err, sizeof err), err);
+}
+
+int sl_admin_enable(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "ENABLE", args, name, sizeof name, &db)) return -1;
+    return done(ctx, "ENABLE", sl_control_enable(&ctx->w->core, db, err, sizeof err), err);
+}
+
+int sl_admin_wait_close(sl_admin_ctx_t *ctx, const char *args) {
+    char name[128], err[256];
+    const char *db;
+    if (!db_arg(ctx, "WAIT_CLOSE", args, name, sizeof name, &db)) return -1;
+    /* A database name is checked like the others' (a typo must not wait
+     * for nothing and return at once as if done). */
+    if (db && sl_control_check_db(&ctx->w->core, db, err, sizeof err) != SL_OK)
+        return done(ctx, "WAIT_CLOSE", SL_ECONFIG, err);
+    return answer_when(ctx, "WAIT_CLOSE", SL_CONTROL_CLOSED, db, NULL);
+}
