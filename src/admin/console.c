@@ -130,6 +130,14 @@ static char *next_statement(char **sp) {
     return s;
 }
 
+/* One Query's statements are built into one reply on the loop, before any
+ * of it goes out: their number and the reply's size are bounded, so that
+ * nobody (a stats user included) can stall the loop or swell sluice with
+ * one Query of hundreds of SHOW CLIENTS. One SHOW of a large process still
+ * fits (about 250 bytes per client). */
+#define SL_CONSOLE_MAX_STATEMENTS 16
+#define SL_CONSOLE_REPLY_MAX (64u << 20)
+
 static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const char *sql,
                               size_t *len) {
     sl_res_t res = {0};
@@ -140,6 +148,20 @@ static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const c
     int ran = 0;
     while ((stmt = next_statement(&rest))) {
         if (!*stmt) continue;
+        if (ran == SL_CONSOLE_MAX_STATEMENTS) {
+            sl_res_error(&res, "54000",
+                         "more than %d statements in one query to the admin console: send "
+                         "them as several queries",
+                         SL_CONSOLE_MAX_STATEMENTS);
+            break;
+        }
+        if (res.len > SL_CONSOLE_REPLY_MAX) {
+            sl_res_error(&res, "54000",
+                         "the admin console's reply to this query passed %u MiB: the "
+                         "statements after it were not run; send one SHOW per query",
+                         SL_CONSOLE_REPLY_MAX >> 20);
+            break;
+        }
         ran++;
         if (run_statement(&ctx, stmt) < 0) break;
         if (ctx.held) {

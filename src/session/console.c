@@ -119,7 +119,8 @@ static bool next_message(sl_client_t *c) {
     const uint8_t *m = sl_buf_rptr(&c->in);
     uint8_t type = m[0];
     uint32_t len = sl_be32(m + 1);
-    if (len < 4 || len + 1 > c->in.cap)
+    /* len + 1 would wrap for a length near UINT32_MAX: compare without it. */
+    if (len < 4 || len > c->in.cap - 1)
         return sl_session_fail(c, "08P01",
                                "console message of %u bytes does not fit in pkt_buf (%u): "
                                "send shorter commands",

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -461,6 +462,55 @@ static void peer_and_protocol(it_sluice_t *s) {
     PQfinish(t);
 }
 
+/* What a console user (a stats user too) may not do to sluice: a message
+ * length near UINT32_MAX (it once wrapped the bounds check and read 4 GiB
+ * past the buffer), and one Query of hundreds of statements (it once built
+ * one unbounded reply on the loop). */
+static void hostile_console(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "auth_type = trust\nstats_users = st\n", NULL);
+    uint32_t lens[] = {0xFFFFFFFFu, 0xFFFFFFFEu, 0x7FFFFFFFu};
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        int fd = it_raw_login(&s, "st", "pgbouncer");
+        unsigned char q[5 + 11] = {'Q', (unsigned char)(lens[i] >> 24),
+                                   (unsigned char)(lens[i] >> 16), (unsigned char)(lens[i] >> 8),
+                                   (unsigned char)lens[i]};
+        memcpy(q + 5, "SHOW POOLS", 11);
+        IT_ASSERT(write(fd, q, sizeof q) == (ssize_t)sizeof q, "write");
+        char body[512];
+        int t = it_raw_read_msg(fd, body, sizeof body);
+        IT_ASSERT(t == 'E', "length %#x: an ErrorResponse (got %d)", lens[i], t);
+        close(fd);
+    }
+    /* Still up, and a Query of too many statements is refused after the
+     * first ones, with a clear error. */
+    char ci[256];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=st dbname=pgbouncer", s.port);
+    PGconn *c = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "sluice still up: %s", PQerrorMessage(c));
+    char many[8000] = "";
+    for (int i = 0; i < 300; i++)
+        strcat(many, "SHOW CLIENTS;");
+    IT_ASSERT(PQsendQuery(c, many), "send");
+    int tuples = 0, errors = 0;
+    PGresult *r;
+    while ((r = PQgetResult(c))) {
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) tuples++;
+        if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+            errors++;
+            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            IT_ASSERT(st && !strcmp(st, "54000") && strstr(PQresultErrorMessage(r), "statements"),
+                      "54000 naming the statements: %s", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+    IT_ASSERT(tuples == 16 && errors == 1, "16 results then one error (%d, %d)", tuples, errors);
+    r = show(c, "SHOW VERSION");
+    PQclear(r);
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* Waits up to secs for sluice to exit on its own; its exit status, or -1
  * if it still runs (it_sluice_stop reaps it and forgets it either way). */
 static int wait_exit(it_sluice_t *s, double secs) {
@@ -677,6 +727,7 @@ int main(void) {
     reload_and_set(&s);
     kill_client(&s);
     peer_and_protocol(&s);
+    hostile_console();
     shutdown_cmd(&s);
     shutdown_wait_for_clients();
     if (it_cl.tlsdir[0]) over_tls();
