@@ -925,7 +925,7 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
  * refuses those; RELOAD applies the second kind. */
 static const char *const fixed_keys[] = {
     "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
-    "metrics_listen", NULL};
+    "metrics_listen", "so_reuseport", NULL};
 static const char *const file_keys[] = {"auth_file",
                                         "auth_hba_file",
                                         "auth_type",

@@ -127,6 +127,7 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     /* Settings fixed at start-up keep their running values. */
     sl_config_t *old = w->core.cfg;
     cfg->listen_port = old->listen_port;
+    cfg->listen_backlog = old->listen_backlog;
     cfg->pkt_buf = old->pkt_buf;
     cfg->so_reuseport = old->so_reuseport;
     char *keep[] = {old->listen_addr, old->unix_socket_dir, old->pidfile};
