@@ -1003,10 +1003,37 @@ void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap) {
     snprintf(buf, cap, "?");
 }
 
+static size_t field_size(enum opt_type t) {
+    switch (t) {
+    case OPT_MS:
+    case OPT_BYTES: return sizeof(int64_t);
+    case OPT_STR: return sizeof(char *);
+    case OPT_BOOL: return sizeof(bool);
+    default: return sizeof(int);
+    }
+}
+
 int sl_config_set_key(sl_config_t *cfg, int i, const char *value, char *err, size_t errlen) {
+    /* The checks a load runs on keys together (validate) run here too: the
+     * old value comes back if the new one fails any of them. */
+    const opt_t *o = &opts[i];
+    char *field = (char *)cfg + o->off;
+    union {
+        int64_t l;
+        char *s;
+        int i;
+        bool b;
+    } saved;
+    memcpy(&saved, field, field_size(o->type));
+    if (o->type == OPT_STR) *(char **)field = NULL; /* set_opt frees what it replaces */
     parse_ctx_t ctx = {.cfg = cfg, .name = "SET"};
-    bool ok = set_opt(&ctx, &opts[i], value) && ctx.nerrs == 0;
-    if (!ok) errors_out(&ctx, err, errlen);
+    if (set_opt(&ctx, o, value) && ctx.nerrs == 0) validate(&ctx);
+    bool ok = ctx.nerrs == 0;
+    if (o->type == OPT_STR) free(ok ? saved.s : *(char **)field);
+    if (!ok) {
+        memcpy(field, &saved, field_size(o->type));
+        errors_out(&ctx, err, errlen);
+    }
     free(ctx.errs);
     return ok ? SL_OK : SL_ECONFIG;
 }

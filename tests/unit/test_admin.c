@@ -104,6 +104,20 @@ static void test_set(void) {
     ASSERT_EQ(wk.core.cfg->max_client_conn, 77);
     run(true, "SET max_client_conn", t, sizeof t, code);
     ASSERT_STREQ(code, "42601");
+    /* Values only the checks of keys together refuse (a load's validate):
+     * refused by SET too, and the running value stays. */
+    const char *protos = wk.core.cfg->server_tls_protocols;
+    char before[64];
+    snprintf(before, sizeof before, "%s", protos);
+    run(true, "SET server_tls_protocols = bogus", t, sizeof t, code);
+    ASSERT_STREQ(code, "22023");
+    ASSERT_STREQ(wk.core.cfg->server_tls_protocols, before);
+    run(true, "SET stateless_functions = 'a b c ((('", t, sizeof t, code);
+    ASSERT_STREQ(code, "22023");
+    ASSERT_STREQ(wk.core.cfg->stateless_functions, "");
+    run(true, "SET stateless_functions = 'my_pure_fn, util.*'", t, sizeof t, code);
+    ASSERT_STREQ(t, "C");
+    ASSERT_STREQ(wk.core.cfg->stateless_functions, "my_pure_fn, util.*");
     run(true, "KILL_CLIENT x", t, sizeof t, code);
     ASSERT_STREQ(code, "42601");
     run(true, "KILL_CLIENT 7", t, sizeof t, code); /* itself */
