@@ -82,7 +82,7 @@ void sl_control_close(sl_loop_t *l) {
         sl_control_wait_t *wt =
             sl_container_of(sl_list_first(&ctl->waits), sl_control_wait_t, node);
         sl_control_wait_cancel(wt);
-        wt->cb(wt, false);
+        wt->cb(wt, SL_CONTROL_DROPPED);
     }
     l->ctl = NULL;
     l->db_paused = NULL;
@@ -178,10 +178,24 @@ int sl_control_resume(sl_loop_t *l, const char *db, char *err, size_t errlen) {
         return SL_ECONFIG;
     }
     rc = set_paused(l, db, false, err, errlen);
-    if (rc == SL_OK)
-        sl_log_info(NULL, "RESUME %s: waiting clients get servers again",
-                    db ? db : "(all databases)");
-    return rc;
+    if (rc != SL_OK) return rc;
+    sl_log_info(NULL, "RESUME %s: waiting clients get servers again", db ? db : "(all databases)");
+    /* A PAUSE of these databases still waiting for its servers to close
+     * never will be done now: it ends, its console told why. */
+    struct sl_control *ctl = l->ctl;
+    bool again = true;
+    while (again) {
+        again = false;
+        for (sl_list_t *it = ctl->waits.next; it != &ctl->waits; it = it->next) {
+            sl_control_wait_t *wt = sl_container_of(it, sl_control_wait_t, node);
+            if (wt->kind != SL_CONTROL_PAUSED || (db && strcmp(wt->db, db) != 0)) continue;
+            sl_control_wait_cancel(wt);
+            wt->cb(wt, SL_CONTROL_CANCELED); /* may change the list: walk again */
+            again = true;
+            break;
+        }
+    }
+    return SL_OK;
 }
 
 int sl_control_reconnect(sl_loop_t *l, const char *db, char *err, size_t errlen) {
@@ -274,9 +288,13 @@ static void check_cb(uv_timer_t *t) {
         again = false;
         for (sl_list_t *it = ctl->waits.next; it != &ctl->waits; it = it->next) {
             sl_control_wait_t *wt = sl_container_of(it, sl_control_wait_t, node);
-            if (!wait_done(ctl->l, wt)) continue;
+            enum sl_control_end how = SL_CONTROL_DONE;
+            if (wt->gone && wt->gone(ctl->l, wt))
+                how = SL_CONTROL_DROPPED;
+            else if (!wait_done(ctl->l, wt))
+                continue;
             sl_control_wait_cancel(wt);
-            wt->cb(wt, true);
+            wt->cb(wt, how);
             again = true;
             break;
         }

@@ -190,9 +190,9 @@ void sl_worker_suspend(sl_worker_t *w, bool suspend) {
 }
 
 /* SIGUSR1's PAUSE is done: every server is closed. */
-static void paused_cb(sl_control_wait_t *wt, bool done) {
+static void paused_cb(sl_control_wait_t *wt, enum sl_control_end how) {
     (void)wt;
-    if (!done) return;
+    if (how != SL_CONTROL_DONE) return;
     sl_log_info(NULL, "PAUSE done: every server connection is closed; SIGUSR2 (or RESUME) "
                       "resumes");
 }

@@ -29,17 +29,24 @@ enum sl_control_wait_kind {
 };
 
 typedef struct sl_control_wait sl_control_wait_t;
-/* done: the condition holds; false: the loop is stopping and the wait is
- * dropped (its owner frees what it holds). */
-typedef void (*sl_control_wait_cb)(sl_control_wait_t *wt, bool done);
+/* How a wait ended; in each case its owner frees what it holds. */
+enum sl_control_end {
+    SL_CONTROL_DONE,     /* the condition holds */
+    SL_CONTROL_CANCELED, /* a RESUME came before a PAUSE was done: it never will be */
+    SL_CONTROL_DROPPED,  /* the loop is stopping, or the waiter left (its gone() said so) */
+};
+typedef void (*sl_control_wait_cb)(sl_control_wait_t *wt, enum sl_control_end how);
 
 /* Embedded in whoever waits (a console client, the worker for SIGUSR1). */
 struct sl_control_wait {
     sl_list_t node; /* on the control's waits while queued */
     enum sl_control_wait_kind kind;
     char db[128];                     /* "" for every database */
-    sl_control_wait_cb cb;            /* called once, from a timer callback, when done */
+    sl_control_wait_cb cb;            /* called once, from a timer callback or RESUME */
     bool (*test)(const sl_loop_t *l); /* SL_CONTROL_TEST: the condition */
+    /* Optional: whether the waiter has gone (a console client that left),
+     * asked at each check; the wait then ends as SL_CONTROL_DROPPED. */
+    bool (*gone)(const sl_loop_t *l, const sl_control_wait_t *wt);
     bool queued;
 };
 

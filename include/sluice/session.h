@@ -30,6 +30,8 @@ void sl_session_close_all(sl_loop_t *w, const char *code, const char *msg);
  * ReadyForQuery (and its next Query) wait for sl_console_finish. False when
  * client_id is no console connection. */
 bool sl_console_hold(sl_loop_t *w, uint32_t client_id);
+/* Whether that console connection is still there and held. */
+bool sl_console_is_held(sl_loop_t *w, uint32_t client_id);
 /* Ends a held command: sends reply (a malloc'ed block of whole messages,
  * taken) and the ReadyForQuery, if the client is still connected; else
  * frees reply. */

@@ -57,20 +57,36 @@ static int done(sl_admin_ctx_t *ctx, const char *tag, int rc, const char *err) {
     return 0;
 }
 
-static void pending_cb(sl_control_wait_t *wt, bool finished) {
+static void pending_cb(sl_control_wait_t *wt, enum sl_control_end how) {
     pending_t *p = sl_container_of(wt, pending_t, wait);
-    if (finished) {
+    if (how != SL_CONTROL_DROPPED) {
         sl_res_t res = {0};
-        sl_res_complete(&res, p->tag);
+        if (how == SL_CONTROL_DONE)
+            sl_res_complete(&res, p->tag);
+        else
+            sl_res_error(&res, "57014",
+                         "%s canceled: a RESUME came before every server had closed; the "
+                         "database is not paused",
+                         p->tag);
         if (res.oom) {
             free(res.data);
             res.data = NULL;
             res.len = 0;
         }
-        sl_log_info(NULL, "admin console: %s done for C-%u", p->tag, p->client_id);
+        sl_log_info(NULL, "admin console: %s %s for C-%u", p->tag,
+                    how == SL_CONTROL_DONE ? "done" : "canceled by RESUME", p->client_id);
         sl_console_finish(&p->w->core, p->client_id, res.data, res.len);
+    } else {
+        sl_log_info(NULL, "admin console: %s dropped: C-%u left (or sluice stops)", p->tag,
+                    p->client_id);
     }
     free(p);
+}
+
+/* The console client that sent the command left: its wait ends. */
+static bool console_gone(const sl_loop_t *l, const sl_control_wait_t *wt) {
+    const pending_t *p = sl_container_of(wt, pending_t, wait);
+    return !sl_console_is_held((sl_loop_t *)l, p->client_id);
 }
 
 /* Holds the console client until the condition of kind holds for db. */
@@ -89,6 +105,7 @@ static int answer_when(sl_admin_ctx_t *ctx, const char *tag, enum sl_control_wai
     snprintf(p->wait.db, sizeof p->wait.db, "%s", db ? db : "");
     p->wait.test = test;
     p->wait.cb = pending_cb;
+    p->wait.gone = console_gone;
     ctx->held = true;
     sl_control_wait(&ctx->w->core, &p->wait);
     return 0;

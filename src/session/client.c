@@ -107,9 +107,12 @@ void sl_client_update_poll(sl_client_t *c) {
         rd = true;
         break;
     case SL_CL_IDLE:
-        /* A console client reads its next Query once the reply is out. */
+        /* A console client reads its next Query once the reply is out;
+         * while a command is held (PAUSE) it reads too, into its buffer
+         * only, so that its leaving is seen and the wait dropped. */
         rd = !c->console ||
-             (!sl_console_busy(c) && (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
+             ((!sl_console_busy(c) || (c->console_held && !c->console_out)) &&
+              (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
         break;
     case SL_CL_LOGIN_WAIT:
         rd = !c->early_bytes;

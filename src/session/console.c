@@ -226,6 +226,11 @@ static sl_client_t *console_client(sl_loop_t *w, uint32_t id) {
     return NULL;
 }
 
+bool sl_console_is_held(sl_loop_t *w, uint32_t client_id) {
+    const sl_client_t *c = console_client(w, client_id);
+    return c && c->console_held && !sl_client_done(c);
+}
+
 bool sl_console_hold(sl_loop_t *w, uint32_t client_id) {
     sl_client_t *c = console_client(w, client_id);
     if (!c) return false;

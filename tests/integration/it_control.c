@@ -565,6 +565,33 @@ static void console_controls(void) {
     IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "needs a "),
               "DISABLE without a name: %s", PQerrorMessage(a));
     PQclear(r);
+
+    /* A PAUSE still waiting for a transaction ends when a RESUME comes
+     * first (with an error saying so), and one whose console leaves is
+     * dropped: neither stays held or checked for good. */
+    PGconn *b = admin_conn(&s);
+    PQfinish(c2); /* KILL closed it */
+    c2 = it_connect(&s, "sl_scram", NULL);
+    it_exec(c2, "BEGIN");
+    it_exec(c2, "SELECT 1");
+    IT_ASSERT(PQsendQuery(a, "PAUSE sluice_test"), "send");
+    IT_ASSERT(still_busy(a, 0.3), "PAUSE waits for the open transaction");
+    admin_ok(b, "RESUME sluice_test");
+    IT_ASSERT(!still_busy(a, 5), "the PAUSE is answered after RESUME");
+    r = PQgetResult(a);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "canceled"),
+              "PAUSE canceled by RESUME: %s", PQerrorMessage(a));
+    PQclear(r);
+    while ((r = PQgetResult(a)))
+        PQclear(r);
+    IT_ASSERT(strstr(it_value(a, "SHOW VERSION"), "sluice"), "the console goes on");
+    IT_ASSERT(PQsendQuery(b, "PAUSE sluice_test"), "send");
+    IT_ASSERT(still_busy(b, 0.3), "PAUSE waits again");
+    PQfinish(b);
+    IT_ASSERT(it_log_wait(&s, "PAUSE dropped", 1, 5) == 1,
+              "the PAUSE of a console that left is dropped");
+    admin_ok(a, "RESUME sluice_test");
+    it_exec(c2, "COMMIT");
     PQfinish(c1), PQfinish(c2), PQfinish(a), PQfinish(direct);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
