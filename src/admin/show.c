@@ -620,23 +620,6 @@ static int show_totals(sl_admin_ctx_t *ctx) {
 
 /* ---- SHOW DATABASES, USERS ---- */
 
-typedef struct db_count {
-    const char *db;
-    int clients;
-} db_count_t;
-
-typedef struct count_walk {
-    const char *db, *user; /* one of them set: what to count */
-    int n;
-} count_walk_t;
-
-static void count_match(const sl_client_info_t *ci, void *arg) {
-    count_walk_t *cw = arg;
-    if (ci->console) return;
-    if (cw->db && ci->dbname && !strcmp(cw->db, ci->dbname)) cw->n++;
-    if (cw->user && ci->user && ci->dbname && !strcmp(cw->user, ci->user)) cw->n++;
-}
-
 static int servers_of(sl_loop_t *l, const char *db, const char *user) {
     int n = 0;
     const sl_list_t *it;
@@ -657,8 +640,6 @@ static void database_row(sl_admin_ctx_t *ctx, const char *name, const sl_db_cfg_
     const char *dbname = d ? sl_db_cfg_get(d, "dbname") : NULL;
     const char *user = d ? sl_db_cfg_get(d, "user") : NULL;
     const char *lbh = d ? sl_db_cfg_get(d, "load_balance_hosts") : NULL;
-    count_walk_t cw = {name, NULL, 0};
-    sl_session_walk(l, count_match, &cw);
     int max_db = d && d->max_db_connections >= 0 ? d->max_db_connections : cfg->max_db_connections;
     sl_res_row(r);
     sl_res_text(r, name);
@@ -674,8 +655,10 @@ static void database_row(sl_admin_ctx_t *ctx, const char *name, const sl_db_cfg_
     sl_res_text(r, host && strchr(host, ',') ? (lbh ? lbh : "disable") : NULL);
     sl_res_int(r, max_db);
     sl_res_int(r, servers_of(l, name, NULL));
-    sl_res_int(r, 0); /* max_client_connections: no per-database client cap */
-    sl_res_int(r, cw.n);
+    /* the cap and the count max_db_client_connections admits by */
+    sl_res_int(r, d && d->max_db_client_connections >= 0 ? d->max_db_client_connections
+                                                         : cfg->max_db_client_connections);
+    sl_res_int(r, sl_pool_count_logins(l, name, NULL));
     sl_res_int(r, sl_control_paused(l, name));
     sl_res_int(r, sl_control_disabled(l, name));
     /* sluice's own: how the database routes, and its replicas */
@@ -728,18 +711,18 @@ static void user_row(sl_admin_ctx_t *ctx, const char *name, const sl_user_cfg_t 
     sl_loop_t *l = core(ctx);
     const sl_config_t *cfg = l->cfg;
     sl_res_t *r = ctx->res;
-    count_walk_t cw = {NULL, name, 0};
-    sl_session_walk(l, count_match, &cw);
     sl_res_row(r);
     sl_res_text(r, name);
     sl_res_int(r, u && u->pool_size >= 0 ? u->pool_size : cfg->default_pool_size);
-    sl_res_int(r, cfg->reserve_pool_size);
+    sl_res_int(r, u && u->reserve_pool_size >= 0 ? u->reserve_pool_size : cfg->reserve_pool_size);
     sl_res_text(r, u && u->pool_mode >= 0 ? sl_pool_mode_names[u->pool_mode] : NULL);
     sl_res_int(r, u && u->max_user_connections >= 0 ? u->max_user_connections
                                                     : cfg->max_user_connections);
     sl_res_int(r, servers_of(l, NULL, name));
-    sl_res_int(r, 0); /* max_user_client_connections: no per-user client cap */
-    sl_res_int(r, cw.n);
+    /* the cap and the count max_user_client_connections admits by */
+    sl_res_int(r, u && u->max_user_client_connections >= 0 ? u->max_user_client_connections
+                                                           : cfg->max_user_client_connections);
+    sl_res_int(r, sl_pool_count_logins(l, NULL, name));
     sl_res_row_end(r);
 }
 

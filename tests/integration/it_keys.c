@@ -141,6 +141,27 @@ static void reload(const it_sluice_t *s, const char *needle) {
 
 /* ---- client caps ---- */
 
+/* SHOW what (over the Unix socket: the OS user is admin) has value in
+ * column col of the row named name. */
+static void shows_cap(const it_sluice_t *s, const char *what, const char *name, const char *col,
+                      const char *value) {
+    char ci[512], sql[64];
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=admin", s->dir, s->port);
+    PGconn *a = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(a) == CONNECTION_OK, "console: %s", PQerrorMessage(a));
+    snprintf(sql, sizeof sql, "SHOW %s", what);
+    PGresult *r = PQexec(a, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(a));
+    int c = PQfnumber(r, col), row = -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (!strcmp(PQgetvalue(r, i, 0), name)) row = i;
+    IT_ASSERT(c >= 0 && row >= 0, "%s: no %s row or %s column", sql, name, col);
+    IT_ASSERT(!strcmp(PQgetvalue(r, row, c), value), "%s %s %s: %s, expected %s", sql, name, col,
+              PQgetvalue(r, row, c), value);
+    PQclear(r);
+    PQfinish(a);
+}
+
 static void client_caps(void) {
     it_sluice_t s;
     int dead = it_free_port(); /* nothing listens: logins there wait for a server */
@@ -172,6 +193,15 @@ static void client_caps(void) {
     /* The global user cap counts across databases: sl_scram has 5, one more. */
     PGconn *p1 = login_ok(&s, "sl_scram", "postgres");
     expect_refused(&s, "sl_scram", "postgres", "max_user_client_connections");
+    /* The console shows the caps and the counts they admit by. */
+    shows_cap(&s, "DATABASES", "capped", "max_client_connections", "2");
+    shows_cap(&s, "DATABASES", "capped", "current_client_connections", "2");
+    shows_cap(&s, "DATABASES", "sluice_test", "max_client_connections", "3");
+    shows_cap(&s, "DATABASES", "sluice_test", "current_client_connections", "3");
+    shows_cap(&s, "USERS", "sl_md5", "max_user_client_connections", "1");
+    shows_cap(&s, "USERS", "sl_md5", "current_client_connections", "1");
+    shows_cap(&s, "USERS", "sl_scram", "max_user_client_connections", "6");
+    shows_cap(&s, "USERS", "sl_scram", "current_client_connections", "6");
     IT_ASSERT(it_log_count(&s, "login refused: database capped has 2 clients, "
                                "max_db_client_connections = 2") >= 1,
               "the log says which cap and the count");
