@@ -47,7 +47,7 @@ int sl_err_class_index(const char *sqlstate);
 typedef struct sl_pool_stats {
     uint64_t server_assignment_count; /* times a client was given a server of the pool */
     uint64_t xact_count;              /* transactions ended (ReadyForQuery idle) */
-    uint64_t query_count;             /* Query and Execute messages from its clients */
+    uint64_t query_count;             /* requests answered (one per ReadyForQuery), as PgBouncer */
     uint64_t bytes_received;          /* bytes read from clients, bytes */
     uint64_t bytes_sent;              /* bytes written to clients, bytes */
     uint64_t xact_time_us;            /* first request of a transaction to its end */
@@ -84,7 +84,7 @@ void sl_pool_stats_average(const sl_pool_stats_t *now, const sl_pool_stats_t *pr
 
 typedef struct sl_stats {
     uint64_t xact_count;              /* transactions ended (ReadyForQuery idle) */
-    uint64_t query_count;             /* Query and Execute messages from clients */
+    uint64_t query_count;             /* requests answered (one per ReadyForQuery), as PgBouncer */
     uint64_t server_assignment_count; /* times a client was given a server */
     uint64_t client_parse_count;      /* Parse messages from clients */
     uint64_t server_parse_count;      /* Parse messages sent to servers */

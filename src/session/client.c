@@ -874,6 +874,7 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
     sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
+    c->xact_start_us = c->query_start_us = 0; /* answered here: no server time to count */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     if (msg && rc == SL_OK) sl_session_count_error(c, code);
     for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');

@@ -495,6 +495,9 @@ void sl_relay_unlink(sl_client_t *c) {
     c->server = NULL;
     s->link = NULL;
     c->c2s_blocked = false;
+    /* A transaction or request cut short here (aborted, its server lost)
+     * must not lend its start to the client's next one in the stats. */
+    c->xact_start_us = c->query_start_us = 0;
     sl_relay_forget_fix(c);
     /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
      * HOLD cursors: another client must never see them. */
@@ -538,6 +541,10 @@ static void count_ready(sl_client_t *c, char status) {
     if (!ps) return;
     uint64_t now = sl_now_us(c->w);
     if (c->query_start_us) {
+        /* One query per request, as PgBouncer counts and as the query-time
+         * histogram observes: a pipeline of Executes up to one Sync is one. */
+        ps->query_count++;
+        c->w->stats.query_count++;
         uint64_t took = now > c->query_start_us ? now - c->query_start_us : 0;
         ps->query_time_us += took;
         sl_hist_observe(&ps->query_hist, took);
@@ -1018,14 +1025,12 @@ bool sl_relay_scan_client(sl_client_t *c) {
             c->ext_open = true; /* a Flush alone opens nothing: it owes no reply */
         sl_stats_t *st = &c->w->stats;
         sl_pool_stats_t *ps = sl_client_stats(c);
-        if (t == 'Q' || t == 'E') st->query_count++;
         if (t == 'B') st->bind_count++;
         if (t == 'P') {
             st->client_parse_count++;
             if (!sl_ps_wanted(c)) st->server_parse_count++; /* passes through as it is */
         }
         if (ps) {
-            if (t == 'Q' || t == 'E') ps->query_count++;
             if (t == 'B') ps->bind_count++;
             if (t == 'P') {
                 ps->client_parse_count++;

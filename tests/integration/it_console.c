@@ -257,21 +257,45 @@ static void counters(it_sluice_t *s) {
         IT_ASSERT(PQresultStatus(p) == PGRES_TUPLES_OK, "execute: %s", PQresultErrorMessage(p));
         PQclear(p);
     }
+    /* A pipeline of five executions up to one Sync is one request: one
+     * query, as PgBouncer counts and as the query-time histogram sees it. */
+    IT_ASSERT(PQenterPipelineMode(c), "pipeline mode");
+    for (int i = 0; i < 5; i++) {
+        const char *v = "8";
+        IT_ASSERT(PQsendQueryPrepared(c, "st", 1, &v, NULL, NULL, 0), "send execute");
+    }
+    IT_ASSERT(PQpipelineSync(c), "sync");
+    for (int got = 0; got < 5;) {
+        p = PQgetResult(c);
+        if (!p) continue; /* the end of one execution's results */
+        IT_ASSERT(PQresultStatus(p) == PGRES_TUPLES_OK, "pipelined execute: %s",
+                  PQresultErrorMessage(p));
+        got++;
+        PQclear(p);
+    }
+    for (double end = it_now() + 10; it_now() < end;) { /* NULLs between, then the Sync */
+        p = PQgetResult(c);
+        bool sync = p && PQresultStatus(p) == PGRES_PIPELINE_SYNC;
+        PQclear(p);
+        if (sync) break;
+    }
+    IT_ASSERT(PQexitPipelineMode(c), "leave pipeline mode: %s", PQerrorMessage(c));
     PQfinish(c);
     r = show(adm, "SHOW STATS_TOTALS");
     row = find_row(r, "database", "sluice_test", NULL, NULL);
-    /* 50 + BEGIN..COMMIT + three executions (sluice answers the Parse
-     * itself, with no server: the statement goes to one at its first Bind) */
-    IT_ASSERT(num(r, row, "xact_count") - x0 == 54, "54 transactions (%ld)",
+    /* 50 + BEGIN..COMMIT + three executions + one pipeline (sluice answers
+     * the Parse itself, with no server: the statement goes to one at its
+     * first Bind) */
+    IT_ASSERT(num(r, row, "xact_count") - x0 == 55, "55 transactions (%ld)",
               num(r, row, "xact_count") - x0);
-    IT_ASSERT(num(r, row, "query_count") - q0 == 56, "56 queries (%ld)",
+    IT_ASSERT(num(r, row, "query_count") - q0 == 57, "57 queries (%ld)",
               num(r, row, "query_count") - q0);
-    IT_ASSERT(num(r, row, "server_assignment_count") - a0 == 54, "54 assignments (%ld)",
+    IT_ASSERT(num(r, row, "server_assignment_count") - a0 == 55, "55 assignments (%ld)",
               num(r, row, "server_assignment_count") - a0);
     IT_ASSERT(num(r, row, "client_parse_count") - p0 == 1, "one Parse from the client (%ld)",
               num(r, row, "client_parse_count") - p0);
     IT_ASSERT(num(r, row, "server_parse_count") - sp0 >= 1, "at least one Parse to a server");
-    IT_ASSERT(num(r, row, "bind_count") - b0 == 3, "three Binds (%ld)",
+    IT_ASSERT(num(r, row, "bind_count") - b0 == 8, "eight Binds (%ld)",
               num(r, row, "bind_count") - b0);
     IT_ASSERT(num(r, row, "client_login_count") - l0 == 1, "one login");
     /* 'Q', length, "SELECT 1\0": 14 bytes each, plus BEGIN/COMMIT and Terminate. */
