@@ -947,12 +947,17 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
         if (cfg->client_login_timeout_ms > 0 && now - c->connect_ms >= cfg->client_login_timeout_ms)
             sl_client_fatal(c, "08P01", "client_login_timeout: login not completed in time");
         return;
-    case SL_CL_IDLE:
-        if (p && p->client_idle_timeout_ms > 0 && now - c->last_io_ms >= p->client_idle_timeout_ms)
+    case SL_CL_IDLE: {
+        /* A console client has no pool: the global value, unless it waits
+         * for a command of its own (PAUSE). */
+        int64_t idle_ms = p ? p->client_idle_timeout_ms
+                            : c->console_held ? 0 : cfg->client_idle_timeout_ms;
+        if (idle_ms > 0 && now - c->last_io_ms >= idle_ms)
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         else if (sl_client_drain_due(c) && now - c->last_io_ms >= cfg->shutdown_grace_period_ms)
             sl_client_fatal(c, "57P01", SL_CLIENT_DRAIN_MSG);
         return;
+    }
     case SL_CL_WAITING:
         notify_waiting(c, now);
         return;

@@ -6,9 +6,9 @@
  * the extended protocol refused, and several statements in one Query. */
 #include <pwd.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -492,7 +492,7 @@ static void peer_and_protocol(it_sluice_t *s) {
  * one unbounded reply on the loop). */
 static void hostile_console(void) {
     it_sluice_t s;
-    it_sluice_start(&s, "auth_type = trust\nstats_users = st\n", NULL);
+    it_sluice_start(&s, "auth_type = trust\nstats_users = st\nclient_idle_timeout = 1.5\n", NULL);
     uint32_t lens[] = {0xFFFFFFFFu, 0xFFFFFFFEu, 0x7FFFFFFFu};
     for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
         int fd = it_raw_login(&s, "st", "pgbouncer");
@@ -530,6 +530,12 @@ static void hostile_console(void) {
     }
     IT_ASSERT(tuples == 16 && errors == 1, "16 results then one error (%d, %d)", tuples, errors);
     r = show(c, "SHOW VERSION");
+    PQclear(r);
+    /* client_idle_timeout applies to console clients too (they have no
+     * pool whose value would). */
+    usleep(3000000);
+    r = PQexec(c, "SHOW VERSION");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "an idle console client is closed");
     PQclear(r);
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
