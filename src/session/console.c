@@ -26,7 +26,11 @@ bool sl_console_wanted(const sl_client_t *c) {
 }
 
 bool sl_console_peer_ok(const sl_client_t *c) {
-    if (strcmp(c->peer, "unix") != 0) return false;
+    /* As PgBouncer: only under the console's own user name, so that the
+     * log's user= says who it was (any name would pass otherwise). */
+    if (strcmp(c->peer, "unix") != 0 || !c->user ||
+        (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "sluice") != 0))
+        return false;
     struct ucred cred;
     socklen_t len = sizeof cred;
     if (getsockopt(c->sock.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;

@@ -449,7 +449,8 @@ void sl_router_detach(sl_client_t *c);
 /* The startup database is pgbouncer or sluice, and a console is wired. */
 bool sl_console_wanted(const sl_client_t *c);
 /* The client is on the Unix socket as the OS user running sluice
- * (SO_PEERCRED): it gets in with no password, as in PgBouncer. */
+ * (SO_PEERCRED) under the user name pgbouncer (or sluice): it gets in with
+ * no password, as in PgBouncer. */
 bool sl_console_peer_ok(const sl_client_t *c);
 /* Authenticated (or peer): admin_users get everything, stats_users SHOW
  * only, anyone else 28000; sends the login reply and makes c IDLE. */

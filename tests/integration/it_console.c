@@ -418,7 +418,7 @@ static void kill_client(it_sluice_t *s) {
 static void peer_and_protocol(it_sluice_t *s) {
     /* The Unix socket as the OS user running sluice: no password, admin. */
     char ci[512];
-    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=anyone", s->dir, s->port);
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=pgbouncer", s->dir, s->port);
     PGconn *p = PQconnectdb(ci);
     IT_ASSERT(PQstatus(p) == CONNECTION_OK, "peer login: %s", PQerrorMessage(p));
     PGresult *r = show(p, "SHOW FDS"); /* admin only: the peer is admin */
@@ -481,8 +481,14 @@ static void peer_and_protocol(it_sluice_t *s) {
                   "another OS user on the Unix socket is asked for a password (status %d)", st);
     }
     /* Over TCP the same user gets no such pass. */
-    PGconn *t = it_connect_db(s, "anyone", "pgbouncer", NULL);
+    PGconn *t = it_connect_db(s, "pgbouncer", "pgbouncer", NULL);
     IT_ASSERT(PQstatus(t) == CONNECTION_BAD, "no peer login over TCP");
+    PQfinish(t);
+    /* Nor does another user name on the Unix socket: the log's user= is
+     * who logged in. */
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=anyone", s->dir, s->port);
+    t = PQconnectdb(ci);
+    IT_ASSERT(PQstatus(t) == CONNECTION_BAD, "no peer login under another user name");
     PQfinish(t);
 }
 

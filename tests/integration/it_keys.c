@@ -146,7 +146,7 @@ static void reload(const it_sluice_t *s, const char *needle) {
 static void shows_cap(const it_sluice_t *s, const char *what, const char *name, const char *col,
                       const char *value) {
     char ci[512], sql[64];
-    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=admin", s->dir, s->port);
+    snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=pgbouncer", s->dir, s->port);
     PGconn *a = PQconnectdb(ci);
     IT_ASSERT(PQstatus(a) == CONNECTION_OK, "console: %s", PQerrorMessage(a));
     snprintf(sql, sizeof sql, "SHOW %s", what);
