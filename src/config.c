@@ -604,22 +604,27 @@ static int set_user_key(parse_ctx_t *ctx, sl_user_cfg_t *u, const char *k, const
     return fail(ctx, "user '%s': unknown key '%s' (expected %s)", u->name, k, list);
 }
 
+/* A [users] line's keys before it sets any: -1, "not set", in every one
+ * (0 would be "off", overriding the global value). One definition, for the
+ * parser and for sl_config_limits alike. */
+static const sl_user_cfg_t user_unset = {.pool_mode = -1,
+                                         .pool_size = -1,
+                                         .reserve_pool_size = -1,
+                                         .max_user_connections = -1,
+                                         .max_user_client_connections = -1,
+                                         .query_timeout_ms = -1,
+                                         .query_wait_timeout_ms = -1,
+                                         .idle_transaction_timeout_ms = -1,
+                                         .transaction_timeout_ms = -1,
+                                         .client_idle_timeout_ms = -1};
+
 static int add_user(parse_ctx_t *ctx, const char *name, const char *value) {
     sl_config_t *cfg = ctx->cfg;
     if (sl_config_find_user(cfg, name)) return fail(ctx, "user '%s' defined twice", name);
     kvlist_t kv;
     if (!split_kv(ctx, value, &kv)) return 0;
-    sl_user_cfg_t u = {.name = (char *)name, /* borrowed until kept below */
-                       .pool_mode = -1,
-                       .pool_size = -1,
-                       .reserve_pool_size = -1,
-                       .max_user_connections = -1,
-                       .max_user_client_connections = -1,
-                       .query_timeout_ms = -1,
-                       .query_wait_timeout_ms = -1,
-                       .idle_transaction_timeout_ms = -1,
-                       .transaction_timeout_ms = -1,
-                       .client_idle_timeout_ms = -1};
+    sl_user_cfg_t u = user_unset;
+    u.name = (char *)name; /* borrowed until kept below */
     int ok = 1;
     for (int i = 0; i < kv.n; i++)
         ok &= set_user_key(ctx, &u, kv.keys[i], kv.vals[i]);
@@ -1050,17 +1055,7 @@ static int64_t first_set_ms(int64_t a, int64_t b, int64_t global) {
 void sl_config_limits(const sl_config_t *cfg, const sl_db_cfg_t *db, const char *user,
                       sl_limits_t *out) {
     const sl_user_cfg_t *u = sl_config_find_user(cfg, user);
-    static const sl_user_cfg_t unset = {.pool_mode = -1,
-                                        .pool_size = -1,
-                                        .reserve_pool_size = -1,
-                                        .max_user_connections = -1,
-                                        .max_user_client_connections = -1,
-                                        .query_timeout_ms = -1,
-                                        .query_wait_timeout_ms = -1,
-                                        .idle_transaction_timeout_ms = -1,
-                                        .transaction_timeout_ms = -1,
-                                        .client_idle_timeout_ms = -1};
-    if (!u) u = &unset;
+    if (!u) u = &user_unset;
     /* PgBouncer (pool_pool_size, pool_res_pool_size): the user's over the
      * database's; sluice applies the same order to pool_mode and
      * query_wait_timeout. */

@@ -48,13 +48,11 @@ static void stats_tick(sl_worker_t *w, int64_t now) {
         append_states(&w->core, line, sizeof line);
         sl_log_info(NULL, "%s", line);
     }
-    /* Each pool's averages over the period that just ended (SHOW STATS's
-     * avg_* columns stay as they are until the next one, as in PgBouncer). */
-    double secs = (double)(now - w->stats_ms) / 1000.0;
+    /* What each pool added over the period that just ended, for SHOW STATS's
+     * avg_* columns (they stay as they are until the next one, as in PgBouncer). */
     sl_list_t *it;
     for (it = w->core.pools.next; it != &w->core.pools; it = it->next) {
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        sl_pool_stats_average(&p->stats, &p->stats_prev, secs, &p->stats_avg);
         p->stats_delta = p->stats;
         sl_pool_stats_sub(&p->stats_delta, &p->stats_prev);
         p->stats_delta_ms = now - w->stats_ms;

@@ -18,9 +18,6 @@
 #include "sluice/userlist.h"
 #include "sluice/worker.h"
 
-#ifndef SLUICE_VERSION /* set by CMake from the project's version */
-#define SLUICE_VERSION "0.1.0"
-#endif
 
 static void usage(FILE *out) {
     fprintf(out, "sluice " SLUICE_VERSION " - a connection pooler for PostgreSQL\n\n"

@@ -420,3 +420,9 @@ void sl_route_close_all(sl_loop_t *w) {
         route_close(sl_container_of(sl_list_first(&w->routes), sl_route_t, node));
     }
 }
+
+const char *sl_route_backend_role(const sl_route_t *rt, int i) {
+    if (!rt || i >= rt->n) return i == 0 ? "primary" : "replica";
+    if (i == rt->writer) return "primary";
+    return rt->b[i].in_recovery ? "replica" : "unknown";
+}

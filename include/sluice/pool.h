@@ -83,7 +83,6 @@ typedef struct sl_pool {
     char last_code[6];
     sl_pool_stats_t stats;      /* counters since the pool was made (SHOW STATS, /metrics) */
     sl_pool_stats_t stats_prev; /* as of the last stats_period tick */
-    sl_pool_avg_t stats_avg;    /* averages over the last complete stats_period */
     sl_pool_stats_t stats_delta; /* what that period added (averages of several pools are
                                     averages of their summed deltas) */
     int64_t stats_delta_ms;      /* its length, ms; 0 before the first period ends */

@@ -113,4 +113,11 @@ void sl_route_check_failed(sl_route_t *r, int i, const char *err);
 void sl_route_reconfigure_all(sl_loop_t *w);
 void sl_route_close_all(sl_loop_t *w);
 
+/* What backend i of the database plays, as the health checks last saw it,
+ * for the console and /metrics alike: "primary" (the writer), "replica" (in
+ * recovery) or "unknown" (neither, e.g. an old primary after a failover
+ * not yet seen in recovery). rt NULL (a database without replicas):
+ * backend 0 is its primary. */
+const char *sl_route_backend_role(const sl_route_t *rt, int i);
+
 #endif

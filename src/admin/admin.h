@@ -104,8 +104,4 @@ int sl_admin_disable(sl_admin_ctx_t *ctx, const char *args);
 int sl_admin_enable(sl_admin_ctx_t *ctx, const char *args);
 int sl_admin_wait_close(sl_admin_ctx_t *ctx, const char *args);
 
-/* Case-insensitive match of word at the start of s, followed by a space,
- * a ';' or the end; returns what follows (spaces skipped), or NULL. */
-const char *sl_admin_word(const char *s, const char *word);
-
 #endif

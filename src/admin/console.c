@@ -43,19 +43,6 @@ const sl_admin_cmd_t sl_admin_cmds[] = {
     {NULL, false, NULL, NULL},
 };
 
-const char *sl_admin_word(const char *s, const char *word) {
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(word);
-    if (strncasecmp(s, word, n) != 0) return NULL;
-    char next = s[n];
-    if (next && !isspace((unsigned char)next) && next != ';') return NULL;
-    s += n;
-    while (isspace((unsigned char)*s))
-        s++;
-    return s;
-}
-
 static const sl_admin_cmd_t *find_cmd(const char *verb, size_t n) {
     for (const sl_admin_cmd_t *c = sl_admin_cmds; c->verb; c++)
         if (strlen(c->verb) == n && strncasecmp(c->verb, verb, n) == 0) return c;

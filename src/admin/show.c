@@ -22,10 +22,6 @@
 #include "sluice/route.h"
 #include "sluice/session.h"
 
-#ifndef SLUICE_VERSION
-#define SLUICE_VERSION "0.1.0"
-#endif
-
 #define T SL_RES_TEXT
 #define I SL_RES_INT8
 #define N SL_RES_NUMERIC
@@ -919,11 +915,6 @@ static int show_fds(sl_admin_ctx_t *ctx) {
 
 /* ---- SHOW REPLICAS, ROUTING (sluice's own) ---- */
 
-static const char *backend_role(const sl_route_t *rt, int i) {
-    if (i == rt->writer) return "primary";
-    return rt->b[i].in_recovery ? "replica" : "unknown";
-}
-
 static int show_replicas(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {
         {"database", T},     {"backend", I},       {"role", T},         {"address", T},
@@ -946,7 +937,7 @@ static int show_replicas(sl_admin_ctx_t *ctx) {
             sl_res_row(r);
             sl_res_text(r, rt->db);
             sl_res_int(r, i);
-            sl_res_text(r, backend_role(rt, i));
+            sl_res_text(r, sl_route_backend_role(rt, i));
             sl_res_text(r, b->addr);
             sl_res_int(r, b->weight);
             sl_res_text(r, b->up ? "yes" : "no");

@@ -24,9 +24,6 @@
 #include "sluice/server.h"
 #include "sluice/session.h"
 
-#ifndef SLUICE_VERSION_STRING
-#define SLUICE_VERSION_STRING "unknown"
-#endif
 
 /* Label values longer than this are cut (database and user names are at
  * most 63 bytes in PostgreSQL; backend lists can be longer). It keeps every
@@ -159,7 +156,7 @@ static size_t nbackends(const sl_expose_t *e) {
 
 static void emit_info(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
     (void)e, (void)i;
-    put(o, "%s{version=\"%s\"} 1\n", f->name, SLUICE_VERSION_STRING);
+    put(o, "%s{version=\"%s\"} 1\n", f->name, SLUICE_VERSION);
 }
 
 static void emit_up(const sl_expose_t *e, const family_t *f, size_t i, out_t *o) {
@@ -478,11 +475,6 @@ static void config_addr(const sl_config_t *cfg, const char *db, int i, char *buf
     }
 }
 
-static const char *backend_role(const sl_route_t *r, int i) {
-    if (r && i < r->n) return r->b[i].in_recovery ? "replica" : "primary";
-    return i == 0 ? "primary" : "replica";
-}
-
 /* A backend login failure that says the backend does not answer: a
  * refused or reset connection, a timeout, a server starting or shutting
  * down. A permanent one (wrong password, no such database) comes from a
@@ -500,7 +492,7 @@ static int copy_pool(pool_snap_t *s, const sl_pool_t *p, const sl_loop_t *l, int
         snprintf(s->backend, sizeof s->backend, "%.255s", r->b[p->backend].addr);
     else
         config_addr(l->cfg, p->db_alias, p->backend, s->backend, sizeof s->backend);
-    s->role = backend_role(r, p->backend);
+    s->role = sl_route_backend_role(r, p->backend);
     for (int st = 0; st < SL_SV_CLOSING; st++)
         s->servers[st] = sl_pool_count(p, (enum sl_server_state)st);
     s->size = p->size, s->min_size = p->min_size, s->reserve_size = p->reserve_size;
@@ -570,7 +562,7 @@ static int copy_backends(sl_expose_t *e, const sl_loop_t *l) {
             backend_snap_t *s = &e->backends[e->nbackends++];
             if (!(s->db = strdup(r->db))) return SL_ENOMEM;
             snprintf(s->addr, sizeof s->addr, "%.255s", b->addr);
-            s->role = backend_role(r, i);
+            s->role = sl_route_backend_role(r, i);
             s->up = b->up, s->lagging = b->lagging;
             /* As the route compares them: once both have answered a check. */
             if (w && b->in_recovery && b->checks_done > 0 && w->checks_done > 0 && w->lsn > b->lsn)
