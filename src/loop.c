@@ -29,6 +29,7 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
         sl_list_init(&l->clients_in[i]);
     sl_list_init(&l->servers_closing);
     sl_list_init(&l->pools);
+    sl_list_init(&l->retired_stats);
     sl_list_init(&l->routes);
     sl_list_init(&l->authq_cache);
     sl_list_init(&l->authq_retired);

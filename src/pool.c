@@ -487,6 +487,60 @@ static void free_kv(char **keys, char **vals) {
     free(keys), free(vals);
 }
 
+static sl_retired_stats_t *retired_of(const sl_loop_t *l, const char *db) {
+    for (sl_list_t *it = l->retired_stats.next; it != &l->retired_stats; it = it->next) {
+        sl_retired_stats_t *r = sl_container_of(it, sl_retired_stats_t, node);
+        if (strcmp(r->db, db) == 0) return r;
+    }
+    return NULL;
+}
+
+const sl_pool_stats_t *sl_pool_retired_stats(const sl_loop_t *l, const char *db) {
+    const sl_retired_stats_t *r = retired_of(l, db);
+    return r ? &r->stats : NULL;
+}
+
+/* p (already off the loop's list) is about to be freed: what it counted
+ * stays with its database while that has other pools; with the last one,
+ * the database's retired counters go too (it leaves SHOW STATS and
+ * /metrics whole, so nothing seen there goes back). */
+static void retire_stats(sl_pool_t *p) {
+    sl_loop_t *l = p->w;
+    bool others = false;
+    for (sl_list_t *it = l->pools.next; it != &l->pools && !others; it = it->next)
+        others = strcmp(sl_container_of(it, sl_pool_t, node)->db_alias, p->db_alias) == 0;
+    sl_retired_stats_t *r = retired_of(l, p->db_alias);
+    if (!others) {
+        if (r) {
+            sl_list_unlink(&r->node);
+            free(r->db);
+            free(r);
+        }
+        return;
+    }
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r || !(r->db = strdup(p->db_alias))) {
+            free(r);
+            sl_log_warn(p->tag, "out of memory keeping a freed pool's counters: the "
+                                "database's totals go back by them");
+            return;
+        }
+        sl_list_push_back(&l->retired_stats, &r->node);
+    }
+    sl_pool_stats_add(&r->stats, &p->stats);
+}
+
+void sl_pool_free_retired(sl_loop_t *l) {
+    while (!sl_list_empty(&l->retired_stats)) {
+        sl_retired_stats_t *r =
+            sl_container_of(sl_list_first(&l->retired_stats), sl_retired_stats_t, node);
+        sl_list_unlink(&r->node);
+        free(r->db);
+        free(r);
+    }
+}
+
 static void pool_free(sl_pool_t *p) {
     sl_defer_cancel(&p->wake);
     OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
@@ -741,6 +795,7 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
         close_in(p, SL_SV_IDLE, "autodb_idle_timeout reached");
         sl_log_info(p->tag, "pool removed after autodb_idle_timeout");
         sl_list_unlink(&p->node);
+        retire_stats(p);
         pool_free(p);
         return;
     }
@@ -811,6 +866,7 @@ void sl_pool_close_all(sl_loop_t *w) {
         sl_list_unlink(&p->node);
         pool_free(p);
     }
+    sl_pool_free_retired(w);
 }
 
 void sl_pool_set_paused(sl_pool_t *p, bool paused) {

@@ -63,6 +63,8 @@ typedef struct sl_loop {
                                             lists, since the pool may be freed before they are */
     int nservers_closing;                /* on servers_closing */
     sl_list_t pools;                     /* every sl_pool_t */
+    sl_list_t retired_stats;             /* sl_retired_stats_t: counters of freed automatic
+                                            pools of databases that still have pools (pool.c) */
     sl_list_t routes;                    /* sl_route_t of databases with replicas (route.c) */
     int nclients;                        /* on clients */
     uint32_t next_client_id;             /* ids for tags and BackendKeyData */

@@ -90,6 +90,19 @@ typedef struct sl_pool {
                                    by the first own login (empty until then) */
 } sl_pool_t;
 
+/* What the automatic pools of a database that were freed had counted, kept
+ * while the database has other pools, so that its totals (SHOW STATS,
+ * /metrics) never go back; freed with its last pool. */
+typedef struct sl_retired_stats {
+    sl_list_t node; /* on the loop's retired_stats */
+    char *db;       /* owned */
+    sl_pool_stats_t stats;
+} sl_retired_stats_t;
+/* Those of database db, or NULL. */
+const sl_pool_stats_t *sl_pool_retired_stats(const sl_loop_t *l, const char *db);
+/* Frees them all (the loop ends). */
+void sl_pool_free_retired(sl_loop_t *l);
+
 /* Finds or creates the pool for a client of `dbname` as `user`. On failure
  * returns NULL with a message for the client in err. */
 sl_pool_t *sl_pool_get(sl_loop_t *w, const char *dbname, const char *user, char *err,

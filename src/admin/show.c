@@ -443,6 +443,11 @@ static db_stats_t *collect_stats(sl_loop_t *l, int *n) {
         sl_pool_stats_add(&d->delta, &p->stats_delta);
         if (p->stats_delta_ms > d->delta_ms) d->delta_ms = p->stats_delta_ms;
     }
+    /* Freed automatic pools' counts stay in their database's totals. */
+    for (int i = 0; i < *n; i++) {
+        const sl_pool_stats_t *gone = sl_pool_retired_stats(l, v[i].db);
+        if (gone) sl_pool_stats_add(&v[i].total, gone);
+    }
     return v;
 }
 

@@ -542,6 +542,11 @@ static int copy_pools(sl_expose_t *e, const sl_loop_t *l) {
         if (e->pools[i].unreachable) d->primary_up = false;
         sl_pool_stats_add(&d->stats, &e->pools[i].stats);
     }
+    /* Freed automatic pools' counts stay in their database's histograms. */
+    for (size_t i = 0; i < e->ndbs; i++) {
+        const sl_pool_stats_t *gone = sl_pool_retired_stats(l, e->pools[e->dbs[i].first].db);
+        if (gone) sl_pool_stats_add(&e->dbs[i].stats, gone);
+    }
     return SL_OK;
 }
 

@@ -547,6 +547,43 @@ static void hostile_console(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* xact_count of db in SHOW STATS_TOTALS (-1: no row). */
+static long xacts_of(PGconn *adm, const char *db) {
+    PGresult *r = show(adm, "SHOW STATS_TOTALS");
+    int row = find_row(r, "database", db, NULL, NULL);
+    long n = row >= 0 ? num(r, row, "xact_count") : -1;
+    PQclear(r);
+    return n;
+}
+
+/* A database's totals never go back when one of its automatic pools is
+ * freed (Prometheus would read that as a counter reset). */
+static void retired_pools(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = transaction\nautodb_idle_timeout = 1\nadmin_users = sl_scram\n",
+                    "* = host=127.0.0.1 port={PRIMARY}");
+    PGconn *keep = it_connect_db(&s, "sl_md5", "template1", NULL); /* the database stays */
+    IT_ASSERT(PQstatus(keep) == CONNECTION_OK, "sl_md5: %s", PQerrorMessage(keep));
+    it_exec(keep, "SELECT 1");
+    PGconn *c = it_connect_db(&s, "sl_scram", "template1", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "sl_scram: %s", PQerrorMessage(c));
+    for (int i = 0; i < 5; i++)
+        it_exec(c, "SELECT 1");
+    PQfinish(c);
+    PGconn *adm = console(&s, "sl_scram");
+    long before = xacts_of(adm, "template1");
+    IT_ASSERT(before >= 6, "six transactions counted (%ld)", before);
+    IT_ASSERT(it_log_wait(&s, "pool removed after autodb_idle_timeout", 1, 10) == 1,
+              "sl_scram's pool of template1 removed");
+    long after = xacts_of(adm, "template1");
+    IT_ASSERT(after >= before, "template1's transactions went back from %ld to %ld", before,
+              after);
+    PQfinish(keep);
+    PQfinish(adm);
+    IT_ASSERT(it_sluice_stop(&s, SIGINT) == 0, "exit");
+}
+
 /* Waits up to secs for sluice to exit on its own; its exit status, or -1
  * if it still runs (it_sluice_stop reaps it and forgets it either way). */
 static int wait_exit(it_sluice_t *s, double secs) {
@@ -764,6 +801,7 @@ int main(void) {
     kill_client(&s);
     peer_and_protocol(&s);
     hostile_console();
+    retired_pools();
     shutdown_cmd(&s);
     shutdown_wait_for_clients();
     if (it_cl.tlsdir[0]) over_tls();
