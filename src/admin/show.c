@@ -876,9 +876,11 @@ static int show_state(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"key", T}, {"value", T}};
     sl_worker_t *w = ctx->w;
     bool leaving = w->core.shutting_down || w->core.draining || w->stopping;
+    bool paused = sl_control_paused(&w->core, NULL);
+    /* As PgBouncer: active is neither paused nor suspended (nor leaving). */
     const char *rows[][2] = {
-        {"active", leaving ? "no" : "yes"},
-        {"paused", sl_control_paused(&w->core, NULL) ? "yes" : "no"},
+        {"active", leaving || paused || w->core.suspended ? "no" : "yes"},
+        {"paused", paused ? "yes" : "no"},
         {"suspended", w->core.suspended ? "yes" : "no"},
         {"shutting_down", leaving ? "yes" : "no"},
     };

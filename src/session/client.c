@@ -231,6 +231,9 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
      * off in the buffer, the client just sees the connection close. */
     bool boundary = !c->server || c->server->state != SL_SV_ACTIVE ||
                     sl_scan_at_boundary(&c->server->scan);
+    /* A console reply goes out in pieces of any size: only once all of it
+     * is in the buffer does the buffer end between messages. */
+    if (c->console_out && c->console_off < c->console_len) boundary = false;
     if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
         sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
         sl_session_count_error(c, code);
@@ -836,7 +839,7 @@ static void client_event(sl_client_t *c, int status, int events) {
         return;
     }
     bool readable = events & UV_READABLE, writable = events & UV_WRITABLE;
-    if (writable && c->console) {
+    if (writable && c->console >= SL_CONSOLE_STATS && c->state == SL_CL_IDLE) {
         sl_console_pump(c);
         if (sl_client_done(c)) return;
     } else if (writable) {

@@ -516,6 +516,8 @@ static void console_controls(void) {
     IT_ASSERT(still_busy(c1, 0.3), "a query waits while suspended");
     IT_ASSERT(!strcmp(show_value(a, "STATE", "suspended", "value"), "yes"),
               "SHOW STATE says suspended");
+    IT_ASSERT(!strcmp(show_value(a, "STATE", "active", "value"), "no"),
+              "and not active, as PgBouncer says");
     admin_ok(a, "RESUME");
     answered_ok(c1, "query after SUSPEND/RESUME");
 
