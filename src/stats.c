@@ -1,4 +1,5 @@
-/* The periodic stats line. */
+/* Counters: the periodic stats line, the per-pool counters' sums and
+ * averages, the histograms' buckets and the SQLSTATE classes. */
 #include "sluice/stats.h"
 
 #include <stdio.h>
