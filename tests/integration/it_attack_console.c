@@ -1,0 +1,109 @@
+/* The admin console attacked as a hostile or careless client would: what
+ * it answers must stay usable. An error about a long value must say what
+ * is wrong (not only that an error was not shown), and every message must
+ * be valid UTF-8 (client_encoding is UTF8: drivers decode what they get),
+ * even when a value the client sent is cut to fit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define OPTS                                                                                       \
+    "pool_mode = transaction\ndefault_pool_size = 1\nadmin_users = sl_scram\n"                     \
+    "stats_users = sl_md5\n"
+
+static PGconn *console(const it_sluice_t *s, const char *user) {
+    PGconn *c = it_connect_db(s, user, "pgbouncer", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "console login as %s: %s", user, PQerrorMessage(c));
+    return c;
+}
+
+/* True when s is well-formed UTF-8 (no cut or stray sequence). */
+static bool utf8_ok(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80             ? 0
+                : (*p & 0xe0) == 0xc0 ? 1
+                : (*p & 0xf0) == 0xe0 ? 2
+                : (*p & 0xf8) == 0xf0 ? 3
+                                      : -1;
+        if (n < 0) return false;
+        p++;
+        for (int i = 0; i < n; i++, p++)
+            if ((*p & 0xc0) != 0x80) return false;
+    }
+    return true;
+}
+
+/* Runs sql expecting an error; returns its primary message (static). */
+static const char *error_of(PGconn *c, const char *sql, const char *code) {
+    static char msg[2048];
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "%.60s... should fail", sql);
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    IT_ASSERT(st && !strcmp(st, code), "%.60s...: SQLSTATE %s, expected %s", sql, st ? st : "none",
+              code);
+    snprintf(msg, sizeof msg, "%s", m ? m : "");
+    PQclear(r);
+    return msg;
+}
+
+/* "SET key = 'v...'" with n copies of unit in the value. */
+static char *set_sql(const char *key, const char *prefix, const char *unit, int n) {
+    size_t cap = strlen(key) + strlen(prefix) + strlen(unit) * (size_t)n + 32;
+    char *sql = malloc(cap);
+    if (!sql) abort();
+    int o = snprintf(sql, cap, "SET %s = '%s", key, prefix);
+    for (int i = 0; i < n; i++)
+        o += snprintf(sql + o, cap - (size_t)o, "%s", unit);
+    snprintf(sql + o, cap - (size_t)o, "'");
+    return sql;
+}
+
+/* A SET whose value is refused says which key and why, however long the
+ * value: the value is shortened, the reason is not lost. */
+static void set_long_value(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    char *sql = set_sql("default_pool_size", "", "9", 600);
+    const char *m = error_of(adm, sql, "22023");
+    IT_ASSERT(strstr(m, "default_pool_size") && strstr(m, "invalid value"),
+              "the error names the key and the reason: \"%s\"", m);
+    free(sql);
+    /* Two-byte characters after one and two ASCII letters: wherever the
+     * value is cut, one of the two cuts falls inside a character. */
+    const char *prefixes[] = {"x", "xy"};
+    for (int i = 0; i < 2; i++) {
+        sql = set_sql("query_timeout", prefixes[i], "\xc3\xbc", 400);
+        m = error_of(adm, sql, "22023");
+        IT_ASSERT(strstr(m, "query_timeout") && strstr(m, "invalid value"),
+                  "the error names the key and the reason: \"%.120s\"", m);
+        IT_ASSERT(utf8_ok(m), "and is valid UTF-8: \"%s\"", m);
+        free(sql);
+    }
+    it_value(adm, "SHOW VERSION"); /* the console still answers */
+    PQfinish(adm);
+}
+
+/* An unknown command is echoed shortened: never cut inside a character. */
+static void unknown_command_utf8(it_sluice_t *s) {
+    PGconn *st = console(s, "sl_md5");
+    char sql[256] = "-";
+    for (int i = 0; i < 60; i++)
+        strcat(sql, "\xc3\xbc");
+    const char *m = error_of(st, sql, "42601");
+    IT_ASSERT(strstr(m, "unknown admin console command"), "the error says why: \"%s\"", m);
+    IT_ASSERT(utf8_ok(m), "and is valid UTF-8: \"%s\"", m);
+    PQfinish(st);
+}
+
+int main(int argc, char **argv) {
+    it_init("it_attack_console");
+    it_sluice_t s;
+    it_sluice_start(&s, OPTS, NULL);
+    const char *only = argc > 1 ? argv[1] : NULL;
+    if (!only || !strcmp(only, "set_long_value")) set_long_value(&s);
+    if (!only || !strcmp(only, "unknown_command_utf8")) unknown_command_utf8(&s);
+    return it_done();
+}
