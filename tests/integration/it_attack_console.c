@@ -2,7 +2,8 @@
  * it answers must stay usable. An error about a long value must say what
  * is wrong (not only that an error was not shown), and every message must
  * be valid UTF-8 (client_encoding is UTF8: drivers decode what they get),
- * even when a value the client sent is cut to fit. */
+ * even when a value the client sent is cut to fit. SET refuses what the
+ * configuration file is refused for. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,39 @@ static void set_long_value(it_sluice_t *s) {
     PQfinish(adm);
 }
 
+static const char *config_value(PGconn *c, const char *key) {
+    static char v[256];
+    PGresult *r = PQexec(c, "SHOW CONFIG");
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "SHOW CONFIG: %s", PQresultErrorMessage(r));
+    v[0] = '\0';
+    for (int i = 0; i < PQntuples(r); i++)
+        if (!strcmp(PQgetvalue(r, i, 0), key)) snprintf(v, sizeof v, "%s", PQgetvalue(r, i, 1));
+    PQclear(r);
+    return v;
+}
+
+/* SET refuses what the configuration file is refused for (checks of keys
+ * together: the function list's syntax, the TLS protocol names), and the
+ * running value stays. */
+static void set_what_a_file_refuses(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    it_exec(adm, "SET stateless_functions = 'pg_sleep'");
+    const char *m = error_of(adm, "SET stateless_functions = '*'", "22023");
+    IT_ASSERT(strstr(m, "stateless_functions"), "the error names the key: \"%s\"", m);
+    IT_ASSERT(!strcmp(config_value(adm, "stateless_functions"), "pg_sleep"),
+              "the running value stays: \"%s\"", config_value(adm, "stateless_functions"));
+    m = error_of(adm, "SET server_tls_protocols = 'tlsv0.9'", "22023");
+    IT_ASSERT(strstr(m, "server_tls_protocols"), "the error names the key: \"%s\"", m);
+    IT_ASSERT(!strcmp(config_value(adm, "server_tls_protocols"), "secure"),
+              "the running value stays: \"%s\"", config_value(adm, "server_tls_protocols"));
+    /* A good value still goes through, and clients are served. */
+    it_exec(adm, "SET stateless_functions = 'public.*, pg_sleep'");
+    PGconn *c = it_connect(s, "sl_scram", NULL);
+    IT_ASSERT(!strcmp(it_value(c, "SELECT 3"), "3"), "a client is served");
+    PQfinish(c);
+    PQfinish(adm);
+}
+
 /* An unknown command is echoed shortened: never cut inside a character. */
 static void unknown_command_utf8(it_sluice_t *s) {
     PGconn *st = console(s, "sl_md5");
@@ -105,5 +139,6 @@ int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : NULL;
     if (!only || !strcmp(only, "set_long_value")) set_long_value(&s);
     if (!only || !strcmp(only, "unknown_command_utf8")) unknown_command_utf8(&s);
+    if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
     return it_done();
 }
