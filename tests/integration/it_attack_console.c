@@ -4,9 +4,12 @@
  * be valid UTF-8 (client_encoding is UTF8: drivers decode what they get),
  * even when a value the client sent is cut to fit. SET refuses what the
  * configuration file is refused for. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -120,6 +123,62 @@ static void set_what_a_file_refuses(it_sluice_t *s) {
     PQfinish(adm);
 }
 
+/* The value of column in the row whose first column is name (static). */
+static const char *row_value(PGconn *c, const char *sql, const char *name, const char *column) {
+    static char v[64];
+    PGresult *r = PQexec(c, sql);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    int k = PQfnumber(r, column);
+    IT_ASSERT(k >= 0, "%s has %s", sql, column);
+    v[0] = '\0';
+    for (int i = 0; i < PQntuples(r); i++)
+        if (!strcmp(PQgetvalue(r, i, 0), name)) snprintf(v, sizeof v, "%s", PQgetvalue(r, i, k));
+    PQclear(r);
+    IT_ASSERT(v[0], "%s has a row for %s", sql, name);
+    return v;
+}
+
+/* SHOW DATABASES and SHOW USERS show the client caps that apply (the
+ * database's or user's own, else the global one) and the clients they
+ * count: logged in, not a client still authenticating. */
+static void caps_shown(void) {
+    it_sluice_t s;
+    it_sluice_start(
+        &s, OPTS "max_db_client_connections = 5\n[users]\nsl_md5 = max_user_client_connections=1\n",
+        "capped = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+        "max_db_client_connections=2\n");
+    PGconn *adm = console(&s, "sl_scram");
+    PGconn *a = it_connect_db(&s, "sl_scram", "capped", NULL);
+    PGconn *b = it_connect_db(&s, "sl_md5", "capped", NULL);
+    IT_ASSERT(PQstatus(a) == CONNECTION_OK && PQstatus(b) == CONNECTION_OK, "two clients: %s%s",
+              PQerrorMessage(a), PQerrorMessage(b));
+    /* A third only says who it is: it has not authenticated (SCRAM). */
+    int pending = it_raw_startup(&s, "sl_scram", "capped");
+    char sasl[256]; /* AuthenticationSASL: sluice has read the startup */
+    IT_ASSERT(recv(pending, sasl, sizeof sasl, 0) > 0 && sasl[0] == 'R', "asked to authenticate");
+    IT_ASSERT(!strcmp(row_value(adm, "SHOW DATABASES", "capped", "max_client_connections"), "2"),
+              "the database's own cap: %s",
+              row_value(adm, "SHOW DATABASES", "capped", "max_client_connections"));
+    IT_ASSERT(
+        !strcmp(row_value(adm, "SHOW DATABASES", "sluice_test", "max_client_connections"), "5"),
+        "the global cap");
+    IT_ASSERT(
+        !strcmp(row_value(adm, "SHOW DATABASES", "capped", "current_client_connections"), "2"),
+        "two clients logged in: %s",
+        row_value(adm, "SHOW DATABASES", "capped", "current_client_connections"));
+    IT_ASSERT(!strcmp(row_value(adm, "SHOW USERS", "sl_md5", "max_user_client_connections"), "1"),
+              "the user's own cap: %s",
+              row_value(adm, "SHOW USERS", "sl_md5", "max_user_client_connections"));
+    IT_ASSERT(!strcmp(row_value(adm, "SHOW USERS", "sl_scram", "current_client_connections"), "1"),
+              "one sl_scram client logged in (the console is none): %s",
+              row_value(adm, "SHOW USERS", "sl_scram", "current_client_connections"));
+    close(pending);
+    PQfinish(a);
+    PQfinish(b);
+    PQfinish(adm);
+    it_sluice_stop(&s, SIGTERM);
+}
+
 /* An unknown command is echoed shortened: never cut inside a character. */
 static void unknown_command_utf8(it_sluice_t *s) {
     PGconn *st = console(s, "sl_md5");
@@ -140,5 +199,6 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "set_long_value")) set_long_value(&s);
     if (!only || !strcmp(only, "unknown_command_utf8")) unknown_command_utf8(&s);
     if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
+    if (!only || !strcmp(only, "caps_shown")) caps_shown();
     return it_done();
 }
