@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "sluice/log.h"
+#include "sluice/utf8.h"
 
 static bool reserve(sl_res_t *r, size_t n) {
     if (r->oom) return false;
@@ -87,12 +88,21 @@ static void value(sl_res_t *r, const char *s, size_t n) {
     r->row_cols++;
 }
 
+/* A text value comes from a client often (application_name, a database or
+ * user name through the '*' entry) and may not be UTF-8: a single such
+ * value would make every SHOW that lists it undecodable by drivers. */
+static void text_value(sl_res_t *r, const char *s, size_t n) {
+    size_t at = r->len + 4;
+    value(r, s, n);
+    if (!r->oom) sl_utf8_clean((char *)r->data + at, n);
+}
+
 void sl_res_text(sl_res_t *r, const char *s) {
     if (!s) {
         sl_res_null(r);
         return;
     }
-    value(r, s, strlen(s));
+    text_value(r, s, strlen(s));
 }
 
 void sl_res_int(sl_res_t *r, int64_t v) {
@@ -145,52 +155,13 @@ void sl_res_complete(sl_res_t *r, const char *tag) {
     seal(r, start);
 }
 
-/* Bytes of the well-formed UTF-8 character at p (RFC 3629: no overlong
- * form, no surrogate, nothing above U+10FFFF); 0 if there is none. */
-static int utf8_char_len(const unsigned char *p) {
-    if (p[0] < 0x80) return 1;
-    int n;
-    unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        n = 2;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        n = 3;
-        if (p[0] == 0xe0) lo = 0xa0;
-        if (p[0] == 0xed) hi = 0x9f;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        n = 4;
-        if (p[0] == 0xf0) lo = 0x90;
-        if (p[0] == 0xf4) hi = 0x8f;
-    } else
-        return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (int i = 2; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80) return 0;
-    return n;
-}
-
-/* A message echoes what the client sent, shortened to fit: a cut can fall
- * inside a character, and the client may have sent bytes that are not
- * UTF-8 at all. The console tells clients client_encoding is UTF8, and
- * drivers decode messages with it: each byte that is not part of a
- * well-formed character becomes '?'. */
-static void utf8_clean(char *s) {
-    unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        int n = utf8_char_len(p);
-        if (n == 0) {
-            *p++ = '?';
-            continue;
-        }
-        p += n;
-    }
-}
-
 static void field_msg(sl_res_t *r, char type, const char *severity, const char *code,
                       const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    utf8_clean(msg);
+    /* A message echoes what the client sent, shortened to fit: a cut can
+     * fall inside a character, and the bytes may not be UTF-8 at all. */
+    sl_utf8_clean(msg, strlen(msg));
     size_t start = r->len;
     char t[6] = {type, 0, 0, 0, 0, 0};
     put(r, t, 5);
