@@ -4,11 +4,13 @@
  * be valid UTF-8 (client_encoding is UTF8: drivers decode what they get),
  * even when a value the client sent is cut to fit. SET refuses what the
  * configuration file is refused for. */
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -191,6 +193,75 @@ static void unknown_command_utf8(it_sluice_t *s) {
     PQfinish(st);
 }
 
+/* GET /metrics on port: the whole answer in resp (NUL-terminated). */
+static void scrape(int port, char *resp, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics port");
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    IT_ASSERT(send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req), "send");
+    size_t n = 0;
+    for (ssize_t r; n < cap - 1 && (r = read(fd, resp + n, cap - 1 - n)) > 0;)
+        n += (size_t)r;
+    resp[n] = '\0';
+    close(fd);
+    IT_ASSERT(!strncmp(resp, "HTTP/1.1 200", 12), "scrape answered: %.40s", resp);
+}
+
+/* A client's bytes that are not UTF-8 (an application_name, a database
+ * name that the '*' entry makes a pool of) do not make SHOW CLIENTS, SHOW
+ * POOLS or SHOW DATABASES undecodable for drivers, nor /metrics refused by
+ * Prometheus: each such byte is shown as '?'. */
+static void client_bytes_not_utf8(void) {
+    it_sluice_t s;
+    int mport = it_free_port();
+    char opts[512];
+    snprintf(opts, sizeof opts, OPTS "metrics_listen = 127.0.0.1:%d\n", mport);
+    it_sluice_start(&s, opts, "* = host=127.0.0.1 port={PRIMARY}\n");
+    /* A pool that has had a backend logs clients in without one: the
+     * name is not checked by PostgreSQL then. */
+    PGconn *warm = it_connect(&s, "sl_scram", NULL);
+    it_exec(warm, "SELECT 1");
+    PQfinish(warm);
+    PGconn *app = it_connect(&s, "sl_scram", "application_name='app\xff\xfe'");
+    IT_ASSERT(PQstatus(app) == CONNECTION_OK, "login: %s", PQerrorMessage(app));
+    /* Its pool stays (autodb_idle_timeout) after the backend refuses it. */
+    char ci[256];
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1 port=%d user=sl_scram password=scram_pw dbname='no\xff\xc3"
+             "db'",
+             s.port);
+    PQfinish(PQconnectdb(ci)); /* logs in, then the backend refuses the name */
+    PGconn *adm = console(&s, "sl_md5");
+    const char *shows[] = {"SHOW CLIENTS", "SHOW POOLS", "SHOW DATABASES", "SHOW STATS"};
+    for (size_t i = 0; i < sizeof shows / sizeof *shows; i++) {
+        PGresult *r = PQexec(adm, shows[i]);
+        IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", shows[i],
+                  PQresultErrorMessage(r));
+        bool seen = false;
+        for (int row = 0; row < PQntuples(r); row++)
+            for (int c = 0; c < PQnfields(r); c++) {
+                const char *v = PQgetvalue(r, row, c);
+                IT_ASSERT(utf8_ok(v), "%s row %d column %s is not UTF-8: \"%s\"", shows[i], row,
+                          PQfname(r, c), v);
+                seen |= strstr(v, "app??") || strstr(v, "no??db");
+            }
+        IT_ASSERT(seen, "%s shows the client's bytes as '?'", shows[i]);
+        PQclear(r);
+    }
+    static char resp[1 << 20];
+    scrape(mport, resp, sizeof resp);
+    IT_ASSERT(utf8_ok(resp), "/metrics is UTF-8");
+    IT_ASSERT(strstr(resp, "database=\"no??db\""), "and labels the pool with '?'");
+    PQfinish(adm);
+    PQfinish(app);
+    it_sluice_stop(&s, SIGTERM);
+}
+
 int main(int argc, char **argv) {
     it_init("it_attack_console");
     it_sluice_t s;
@@ -200,5 +271,6 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "unknown_command_utf8")) unknown_command_utf8(&s);
     if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
     if (!only || !strcmp(only, "caps_shown")) caps_shown();
+    if (!only || !strcmp(only, "client_bytes_not_utf8")) client_bytes_not_utf8();
     return it_done();
 }
