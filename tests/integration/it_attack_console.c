@@ -178,7 +178,7 @@ static void caps_shown(void) {
     PQfinish(a);
     PQfinish(b);
     PQfinish(adm);
-    it_sluice_stop(&s, SIGTERM);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
 }
 
 /* An unknown command is echoed shortened: never cut inside a character. */
@@ -259,7 +259,7 @@ static void client_bytes_not_utf8(void) {
     IT_ASSERT(strstr(resp, "database=\"no??db\""), "and labels the pool with '?'");
     PQfinish(adm);
     PQfinish(app);
-    it_sluice_stop(&s, SIGTERM);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
 }
 
 int main(int argc, char **argv) {
@@ -272,5 +272,6 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
     if (!only || !strcmp(only, "caps_shown")) caps_shown();
     if (!only || !strcmp(only, "client_bytes_not_utf8")) client_bytes_not_utf8();
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
     return it_done();
 }
