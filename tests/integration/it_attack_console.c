@@ -262,6 +262,43 @@ static void client_bytes_not_utf8(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
 }
 
+/* A server a client holds in session pooling carries its SETs, which
+ * session pooling never needs to track: when the pool's mode changes to
+ * transaction (SET pool_mode, RELOAD), that server must not go to another
+ * client while the first is connected, nor unreset after it leaves. */
+static void mode_change_keeps_sessions(void) {
+    it_sluice_t s;
+    it_sluice_start(&s,
+                    "pool_mode = session\ndefault_pool_size = 2\nadmin_users = sl_scram\n"
+                    "query_wait_timeout = 10\n",
+                    NULL);
+    PGconn *a = it_connect(&s, "sl_scram", NULL);
+    it_exec(a, "SET search_path = a_private_schema, public");
+    char pid_a[16];
+    snprintf(pid_a, sizeof pid_a, "%s", it_value(a, "SELECT pg_backend_pid()"));
+    PGconn *adm = console(&s, "sl_scram");
+    it_exec(adm, "SET pool_mode = transaction");
+    it_exec(a, "SELECT 1"); /* a transaction ends in a transaction-mode pool now */
+    PGconn *b = it_connect(&s, "sl_scram", NULL);
+    IT_ASSERT(strcmp(it_value(b, "SELECT pg_backend_pid()"), pid_a) != 0,
+              "another client gets another server than the session client's");
+    IT_ASSERT(!strstr(it_value(b, "SHOW search_path"), "a_private_schema"),
+              "and none of its settings");
+    IT_ASSERT(!strcmp(it_value(a, "SELECT pg_backend_pid()"), pid_a) &&
+                  strstr(it_value(a, "SHOW search_path"), "a_private_schema"),
+              "the session client keeps its server and settings");
+    PQfinish(a); /* its server goes back to a transaction-mode pool */
+    PQfinish(b);
+    for (int i = 0; i < 4; i++) {
+        PGconn *c = it_connect(&s, "sl_scram", NULL);
+        IT_ASSERT(!strstr(it_value(c, "SHOW search_path"), "a_private_schema"),
+                  "a later client sees none of the session client's settings");
+        PQfinish(c);
+    }
+    PQfinish(adm);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
+}
+
 int main(int argc, char **argv) {
     it_init("it_attack_console");
     it_sluice_t s;
@@ -272,6 +309,7 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
     if (!only || !strcmp(only, "caps_shown")) caps_shown();
     if (!only || !strcmp(only, "client_bytes_not_utf8")) client_bytes_not_utf8();
+    if (!only || !strcmp(only, "mode_change_keeps_sessions")) mode_change_keeps_sessions();
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
     return it_done();
 }
