@@ -952,6 +952,10 @@ bool sl_relay_scan_client(sl_client_t *c) {
     /* Session state matters only when servers are shared; RESETs matter in
      * every mode (see the fix-up), so a Query or Parse is held whole in
      * session pooling too. */
+    /* A client linked while its pool is in session mode is from now on a
+     * session client (its pool switched mid-transaction): what it sends is
+     * not analysed, so its server must stay its own. */
+    if (c->server && c->pool && c->pool->mode == SL_POOL_SESSION) c->session_held = true;
     bool analyse = c->pool && sl_client_mode(c) != SL_POOL_SESSION;
     bool hold = c->pool != NULL;
     /* An empty body ends without another byte: report that END too. */
