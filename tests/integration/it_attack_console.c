@@ -295,6 +295,21 @@ static void mode_change_keeps_sessions(void) {
                   "a later client sees none of the session client's settings");
         PQfinish(c);
     }
+    /* Back and forth inside one transaction: the SET sent while the pool
+     * was in session mode was not analysed either. */
+    PGconn *d = it_connect(&s, "sl_scram", NULL);
+    it_exec(d, "BEGIN");
+    it_exec(adm, "SET pool_mode = session");
+    it_exec(d, "SET search_path = d_private_schema, public");
+    it_exec(adm, "SET pool_mode = transaction");
+    it_exec(d, "COMMIT");
+    for (int i = 0; i < 4; i++) {
+        PGconn *c = it_connect(&s, "sl_scram", NULL);
+        IT_ASSERT(!strstr(it_value(c, "SHOW search_path"), "d_private_schema"),
+                  "another client sees none of the settings made during the switch");
+        PQfinish(c);
+    }
+    PQfinish(d);
     PQfinish(adm);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
 }
