@@ -85,6 +85,9 @@ typedef struct sl_client {
     bool state_kept;            /* ... and some a reset leaves (setseed()): close that server */
     bool session_held;          /* took a server while its pool was in session mode: keeps it,
                                    and session pooling's rules, until it leaves (sl_client_mode) */
+    bool ps_on;                 /* max_prepared_statements was above 0 at its login: its named
+                                   statements are tracked (or not) until it leaves, whatever a
+                                   SET or RELOAD makes of the key meanwhile (sl_ps_wanted) */
     sl_params_t dirty;          /* names the client SET or RESET since its server last settled */
     bool capture_all;           /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;         /* leading entries of `dirty` being read back now */
@@ -375,11 +378,10 @@ typedef struct sl_ps {
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap);
 
 /* Whether c's link to a server goes through this mode: transaction or
- * statement pooling with max_prepared_statements above 0. Inline: asked
- * several times per message. */
+ * statement pooling with max_prepared_statements above 0 when c logged in
+ * (ps_on). Inline: asked several times per message. */
 static inline bool sl_ps_wanted(const sl_client_t *c) {
-    return c->pool && sl_client_mode(c) != SL_POOL_SESSION &&
-           c->w->cfg->max_prepared_statements > 0;
+    return c->pool && sl_client_mode(c) != SL_POOL_SESSION && c->ps_on;
 }
 /* Sets up the in-flight state for a new link; false when out of memory. */
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
