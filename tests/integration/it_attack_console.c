@@ -314,6 +314,42 @@ static void mode_change_keeps_sessions(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exits cleanly (no sanitizer report)");
 }
 
+/* Runs the prepared statement name (no parameters); asserts it answers v. */
+static void exec_prepared(PGconn *c, const char *name, const char *v, const char *why) {
+    PGresult *r = PQexecPrepared(c, name, 0, NULL, NULL, NULL, 0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), v), "%s: %s",
+              why, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+static void prepare(PGconn *c, const char *name, const char *sql) {
+    PGresult *r = PQprepare(c, name, sql, 0, NULL);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare %s: %s", name,
+              PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+/* A change of max_prepared_statements (SET, RELOAD) leaves the prepared
+ * statements of connected clients working: tracked ones stay tracked,
+ * untracked ones (made while it was 0) stay the client's own. */
+static void ps_setting_change(it_sluice_t *s) {
+    PGconn *adm = console(s, "sl_scram");
+    PGconn *a = it_connect(s, "sl_scram", NULL);
+    prepare(a, "a_st", "SELECT 41");
+    exec_prepared(a, "a_st", "41", "tracked statement");
+    it_exec(adm, "SET max_prepared_statements = 0");
+    exec_prepared(a, "a_st", "41", "still there after SET max_prepared_statements = 0");
+    PGconn *b = it_connect(s, "sl_scram", NULL);
+    prepare(b, "b_st", "SELECT 42"); /* untracked: b keeps its server */
+    exec_prepared(b, "b_st", "42", "untracked statement");
+    it_exec(adm, "SET max_prepared_statements = 200");
+    exec_prepared(b, "b_st", "42", "still there after SET max_prepared_statements = 200");
+    exec_prepared(a, "a_st", "41", "and the tracked one too");
+    PQfinish(b);
+    PQfinish(a);
+    PQfinish(adm);
+}
+
 int main(int argc, char **argv) {
     it_init("it_attack_console");
     it_sluice_t s;
@@ -322,6 +358,7 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "set_long_value")) set_long_value(&s);
     if (!only || !strcmp(only, "unknown_command_utf8")) unknown_command_utf8(&s);
     if (!only || !strcmp(only, "set_what_a_file_refuses")) set_what_a_file_refuses(&s);
+    if (!only || !strcmp(only, "ps_setting_change")) ps_setting_change(&s);
     if (!only || !strcmp(only, "caps_shown")) caps_shown();
     if (!only || !strcmp(only, "client_bytes_not_utf8")) client_bytes_not_utf8();
     if (!only || !strcmp(only, "mode_change_keeps_sessions")) mode_change_keeps_sessions();
