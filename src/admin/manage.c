@@ -105,7 +105,10 @@ int sl_admin_set(sl_admin_ctx_t *ctx, const char *args) {
                      sl_config_key(i));
         return -1;
     }
-    char err[512];
+    /* Room for a whole error line of the config parser (up to 900 bytes
+     * with a long value quoted): a smaller buffer drops the line and says
+     * only that one error was not shown. */
+    char err[1024];
     if (sl_config_set_key(ctx->w->core.cfg, i, val, err, sizeof err) != SL_OK) {
         sl_res_error(ctx->res, "22023", "%s", err);
         return -1;

@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "sluice/log.h"
+#include "sluice/utf8.h"
 
 static bool reserve(sl_res_t *r, size_t n) {
     if (r->oom) return false;
@@ -87,12 +88,21 @@ static void value(sl_res_t *r, const char *s, size_t n) {
     r->row_cols++;
 }
 
+/* A text value comes from a client often (application_name, a database or
+ * user name through the '*' entry) and may not be UTF-8: a single such
+ * value would make every SHOW that lists it undecodable by drivers. */
+static void text_value(sl_res_t *r, const char *s, size_t n) {
+    size_t at = r->len + 4;
+    value(r, s, n);
+    if (!r->oom) sl_utf8_clean((char *)r->data + at, n);
+}
+
 void sl_res_text(sl_res_t *r, const char *s) {
     if (!s) {
         sl_res_null(r);
         return;
     }
-    value(r, s, strlen(s));
+    text_value(r, s, strlen(s));
 }
 
 void sl_res_int(sl_res_t *r, int64_t v) {
@@ -149,6 +159,9 @@ static void field_msg(sl_res_t *r, char type, const char *severity, const char *
                       const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* A message echoes what the client sent, shortened to fit: a cut can
+     * fall inside a character, and the bytes may not be UTF-8 at all. */
+    sl_utf8_clean(msg, strlen(msg));
     size_t start = r->len;
     char t[6] = {type, 0, 0, 0, 0, 0};
     put(r, t, 5);

@@ -23,6 +23,7 @@
 #include "sluice/route.h"
 #include "sluice/server.h"
 #include "sluice/session.h"
+#include "sluice/utf8.h"
 
 
 /* Label values longer than this are cut (database and user names are at
@@ -106,9 +107,22 @@ static void put(out_t *o, const char *fmt, ...) {
 /* A label value as the format wants it: backslash, double quote and line
  * feed escaped; cut at LABEL_MAX bytes of input. */
 static const char *esc(const char *in, char *out, size_t cap) {
-    size_t o = 0;
-    for (size_t i = 0; in[i] && i < LABEL_MAX && o + 3 < cap; i++) {
-        char c = in[i];
+    size_t o = 0, n = strnlen(in, LABEL_MAX);
+    for (size_t i = 0; i < n && o + 3 < cap;) {
+        /* Names come from clients (the '*' entry makes a pool of any
+         * database name): a byte that is not part of a well-formed
+         * character becomes '?', and a cut never splits one, since
+         * Prometheus refuses the whole scrape for a label that is not
+         * UTF-8. */
+        int k = sl_utf8_char_len((const unsigned char *)in + i, n - i);
+        if (k > 1) {
+            if (o + (size_t)k + 1 > cap) break;
+            memcpy(out + o, in + i, (size_t)k);
+            o += (size_t)k, i += (size_t)k;
+            continue;
+        }
+        char c = k ? in[i] : '?';
+        i++;
         if (c == '\\' || c == '"' || c == '\n') {
             out[o++] = '\\';
             c = c == '\n' ? 'n' : c;

@@ -379,6 +379,10 @@ static void auth_ok(sl_client_t *c) {
         return;
     }
     c->counted = true;
+    /* A change of max_prepared_statements applies to clients that log in
+     * after it: the statements of one already here live under sluice's
+     * names (tracked) or its own (untracked), and stay so. */
+    c->ps_on = c->w->cfg->max_prepared_statements > 0;
     if (!sl_router_attach(c)) {
         sl_client_fatal(c, "53200", "out of memory");
         return;

@@ -448,6 +448,7 @@ static void fix_done(sl_server_t *s, const char *err, const char *code) {
 void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     c->server = s;
     s->link = c;
+    if (c->pool && c->pool->mode == SL_POOL_SESSION) c->session_held = true;
     if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s->owner);
     if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
         sl_session_fail(c, "53200", "out of memory");
@@ -502,6 +503,9 @@ void sl_relay_unlink(sl_client_t *c) {
     /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
      * HOLD cursors: another client must never see them. */
     if (c->pins || c->state_made) s->reset_needed = true;
+    /* Left by a session-mode client after its pool's mode changed: the
+     * reset the pool's mode gives now may be none. */
+    if (c->session_held && c->pool && c->pool->mode != SL_POOL_SESSION) s->reset_needed = true;
     if (c->state_kept) s->close_needed = true;
     c->state_made = c->state_kept = false;
     /* A server in the middle of sluice's own query finishes it first; its
@@ -639,7 +643,7 @@ static void setup_finish(sl_server_t *s, const char *err, const char *code) {
     if (!c->params_fp || c->params_fp != s->params_fp) params_settled(c, s);
     if (c->state == SL_CL_LOGIN_WAIT) {
         if (!send_welcome(c, &s->reported)) return;
-        if (c->pool->mode == SL_POOL_SESSION) {
+        if (sl_client_mode(c) == SL_POOL_SESSION) {
             if (!activate(c, s)) return;
         } else {
             c->server = NULL;
@@ -704,7 +708,7 @@ static void refusal_text(sl_client_t *c, uint32_t creates, char *msg, size_t cap
     snprintf(msg, cap,
              "%s would tie this connection to one server, and pin_session_state = error refuses "
              "that in %s pooling: use session pooling for this client, or pin_session_state = on",
-             pin_names(creates, what, sizeof what), sl_pool_mode_names[c->pool->mode]);
+             pin_names(creates, what, sizeof what), sl_pool_mode_names[sl_client_mode(c)]);
 }
 
 void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap) {
@@ -948,7 +952,11 @@ bool sl_relay_scan_client(sl_client_t *c) {
     /* Session state matters only when servers are shared; RESETs matter in
      * every mode (see the fix-up), so a Query or Parse is held whole in
      * session pooling too. */
-    bool analyse = c->pool && c->pool->mode != SL_POOL_SESSION;
+    /* A client linked while its pool is in session mode is from now on a
+     * session client (its pool switched mid-transaction): what it sends is
+     * not analysed, so its server must stay its own. */
+    if (c->server && c->pool && c->pool->mode == SL_POOL_SESSION) c->session_held = true;
+    bool analyse = c->pool && sl_client_mode(c) != SL_POOL_SESSION;
     bool hold = c->pool != NULL;
     /* An empty body ends without another byte: report that END too. */
     while (off < c->in.tail || (c->scan.in_body && c->scan.remain == 0)) {
@@ -1260,14 +1268,14 @@ static void maybe_release(sl_client_t *c) {
     }
     if (c->fix == FIX_RUNNING) return;
     if (!s || c->pending > sl_router_held_pending(c)) return;
-    if (c->barrier && (s->tx_status != 'I' || c->pins || c->pool->mode == SL_POOL_SESSION)) {
+    if (c->barrier && (s->tx_status != 'I' || c->pins || sl_client_mode(c) == SL_POOL_SESSION)) {
         /* The transaction goes on (or the client is tied to this server):
          * what was held belongs to it after all. */
         c->barrier = false;
         sl_relay_flush_c2s(c);
         return;
     }
-    int mode = c->pool->mode;
+    int mode = sl_client_mode(c);
     if (mode == SL_POOL_STATEMENT && s->tx_status != 'I') {
         sl_session_fail(c, "25001",
                         "transaction blocks are not allowed in statement pooling mode: send "
@@ -1336,7 +1344,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     if (!mid_message && sl_router_replay(c, why)) return;
     sl_router_done(c);
     /* A pinned client lost session state it relied on: it must know. */
-    if (mid_message || c->pool->mode == SL_POOL_SESSION || c->pending == 0 || c->pins ||
+    if (mid_message || sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {
         sl_session_fail(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;

@@ -183,7 +183,7 @@ int sl_router_request(sl_client_t *c) {
     if (r) {
         int routing = r->routing;
         bool login = c->state == SL_CL_LOGIN_WAIT;
-        bool session = c->pool->mode == SL_POOL_SESSION;
+        bool session = sl_client_mode(c) == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
         bool hinted = false, wants_write = false;
         if (routing != SL_ROUTE_PRIMARY && !login && !session) {
@@ -244,7 +244,7 @@ int sl_router_request(sl_client_t *c) {
 
 static bool on_replica_read(const sl_client_t *c) {
     return c->route && c->tx_backend >= 0 && !c->tx_write && c->tx_backend != c->route->writer &&
-           c->pool->mode != SL_POOL_SESSION;
+           sl_client_mode(c) != SL_POOL_SESSION;
 }
 
 void sl_router_guard(sl_client_t *c, uint32_t from) {
@@ -287,7 +287,7 @@ void sl_router_linked(sl_client_t *c) {
     uint32_t n = sl_buf_len(&c->in);
     /* Only a whole request that fits one buffer: then it can be put back. */
     if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding ||
-        !sl_scan_at_boundary(&c->scan) || c->pool->mode == SL_POOL_SESSION)
+        !sl_scan_at_boundary(&c->scan) || sl_client_mode(c) == SL_POOL_SESSION)
         return;
     c->rt->replay = malloc(n);
     if (!c->rt->replay) return;

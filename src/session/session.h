@@ -83,6 +83,11 @@ typedef struct sl_client {
     uint32_t pins;              /* SL_STATE_* session state tying it to its server */
     bool state_made;            /* created session state on its server since linking */
     bool state_kept;            /* ... and some a reset leaves (setseed()): close that server */
+    bool session_held;          /* took a server while its pool was in session mode: keeps it,
+                                   and session pooling's rules, until it leaves (sl_client_mode) */
+    bool ps_on;                 /* max_prepared_statements was above 0 at its login: its named
+                                   statements are tracked (or not) until it leaves, whatever a
+                                   SET or RELOAD makes of the key meanwhile (sl_ps_wanted) */
     sl_params_t dirty;          /* names the client SET or RESET since its server last settled */
     bool capture_all;           /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;         /* leading entries of `dirty` being read back now */
@@ -146,6 +151,14 @@ static inline bool sl_client_done(const sl_client_t *c) {
 
 /* Console clients, by what they may do. */
 enum sl_console_level { SL_CONSOLE_NONE, SL_CONSOLE_ASKED, SL_CONSOLE_STATS, SL_CONSOLE_ADMIN };
+
+/* The pool mode c is served in. A pool's mode can change (RELOAD, SET
+ * pool_mode) while c holds a session-mode server: its session state there
+ * was never analysed (session pooling needs not), so that server is never
+ * handed to another client before c leaves. */
+static inline int sl_client_mode(const sl_client_t *c) {
+    return c->session_held ? SL_POOL_SESSION : c->pool->mode;
+}
 
 /* The counters a client's traffic goes to: its server's pool while linked
  * (with replicas, the backend serving it), else the pool it logged in to;
@@ -365,10 +378,10 @@ typedef struct sl_ps {
 bool sl_ps_deallocate_name(const char *sql, char *buf, size_t cap);
 
 /* Whether c's link to a server goes through this mode: transaction or
- * statement pooling with max_prepared_statements above 0. Inline: asked
- * several times per message. */
+ * statement pooling with max_prepared_statements above 0 when c logged in
+ * (ps_on). Inline: asked several times per message. */
 static inline bool sl_ps_wanted(const sl_client_t *c) {
-    return c->pool && c->pool->mode != SL_POOL_SESSION && c->w->cfg->max_prepared_statements > 0;
+    return c->pool && sl_client_mode(c) != SL_POOL_SESSION && c->ps_on;
 }
 /* Sets up the in-flight state for a new link; false when out of memory. */
 bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
