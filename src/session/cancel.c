@@ -59,6 +59,36 @@ static void cancel_after(uv_work_t *req, int status) {
     free(job);
 }
 
+/* Sends a cancel for what s runs for c, off the loop; 1 if sent. */
+static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
+    cancel_job_t *job = calloc(1, sizeof *job);
+    if (!job) return 0;
+    if (s->conn) {
+        job->cancel = PQgetCancel(s->conn);
+    } else {
+        job->addr = s->addrs[s->addr_next > 0 ? s->addr_next - 1 : 0];
+        job->pid = s->be_pid, job->key = s->be_key;
+    }
+    if (s->conn && !job->cancel) {
+        free(job);
+        return 0;
+    }
+    snprintf(job->tag, sizeof job->tag, "%s", c->tag);
+    job->req.data = job;
+    if (uv_queue_work(w->loop, &job->req, cancel_work, cancel_after) != 0) {
+        if (job->cancel) PQfreeCancel(job->cancel);
+        free(job);
+        return 0;
+    }
+    return 1;
+}
+
+void sl_cancel_running(sl_client_t *c) {
+    sl_server_t *s = c->server;
+    if (s && s->state == SL_SV_ACTIVE && c->pending > 0 && cancel_server(c->w, c, s))
+        sl_log_info(c->tag, "cancel sent to %s, so that it stops the query at once", s->tag);
+}
+
 int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
@@ -74,25 +104,7 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
             sl_log_debug(c->tag, "cancel request from %s: nothing running", peer);
             return 0;
         }
-        cancel_job_t *job = calloc(1, sizeof *job);
-        if (!job) return 0;
-        if (s->conn) {
-            job->cancel = PQgetCancel(s->conn);
-        } else {
-            job->addr = s->addrs[s->addr_next > 0 ? s->addr_next - 1 : 0];
-            job->pid = s->be_pid, job->key = s->be_key;
-        }
-        if (s->conn && !job->cancel) {
-            free(job);
-            return 0;
-        }
-        snprintf(job->tag, sizeof job->tag, "%s", c->tag);
-        job->req.data = job;
-        if (uv_queue_work(w->loop, &job->req, cancel_work, cancel_after) != 0) {
-            if (job->cancel) PQfreeCancel(job->cancel);
-            free(job);
-            return 0;
-        }
+        if (!cancel_server(w, c, s)) return 0;
         sl_log_info(c->tag, "cancel request from %s forwarded to %s", peer, s->tag);
         return 1;
     }

@@ -976,14 +976,17 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
             /* PgBouncer's "transaction timeout" closes the server and the
              * client; the server here is closed too (released dirty), so
              * the transaction is rolled back and nobody else gets it. */
+            sl_cancel_running(c);
             sl_client_fatal(c, "25P04",
                             "transaction timeout: the transaction stayed open longer than "
                             "transaction_timeout (%lld ms); it was rolled back",
                             (long long)p->transaction_timeout_ms);
         } else if (c->pending > 0) {
-            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms)
+            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms) {
+                sl_cancel_running(c);
                 sl_client_fatal(c, "57014", "query_timeout: query ran longer than %lld ms",
                                 (long long)p->query_timeout_ms);
+            }
         } else if (tx != 'I') {
             if (p->idle_transaction_timeout_ms > 0 &&
                 now - c->last_io_ms >= p->idle_transaction_timeout_ms)

@@ -121,6 +121,21 @@ static void client_timeouts(void) {
     IT_ASSERT(took < 3, "query_timeout after %.2f s", took);
     PQclear(r);
     PQfinish(a);
+    /* Its backend stops too: sluice cancels the query before it closes
+     * the server (PostgreSQL would not notice the close until the sleep
+     * ended, and the next test would find it still running). */
+    PGconn *d = it_direct();
+    double deadline = it_now() + 3;
+    while (it_now() < deadline &&
+           strcmp(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE query = "
+                              "'SELECT pg_sleep(10)' AND state = 'active'"),
+                  "0") != 0)
+        usleep(50000);
+    IT_ASSERT(!strcmp(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                  "'SELECT pg_sleep(10)' AND state = 'active'"),
+                      "0"),
+              "the backend of a query past query_timeout was cancelled");
+    PQfinish(d);
     /* An idle client is closed after client_idle_timeout. */
     PGconn *b = it_connect(&s, "sl_scram", NULL);
     usleep(1300000);
