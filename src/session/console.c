@@ -52,6 +52,7 @@ static const char *const console_params[][2] = {
 
 void sl_console_login(sl_client_t *c, bool peer) {
     const sl_config_t *cfg = c->w->cfg;
+    c->console_peer = peer;
     if (peer || sl_strlist_has(cfg->admin_users, c->user))
         c->console = SL_CONSOLE_ADMIN;
     else if (sl_strlist_has(cfg->stats_users, c->user))
@@ -101,8 +102,20 @@ void sl_console_login(sl_client_t *c, bool peer) {
     sl_console_pump(c);
 }
 
-/* Runs one Query through the admin module; its reply is queued. */
+/* Runs one Query through the admin module; its reply is queued. The
+ * rights are those of the running config, not of the login: a user taken
+ * out of admin_users (RELOAD, SET) loses them in open sessions too. */
 static bool run_query(sl_client_t *c, const char *sql) {
+    const sl_config_t *cfg = c->w->cfg;
+    if (c->console_peer || sl_strlist_has(cfg->admin_users, c->user))
+        c->console = SL_CONSOLE_ADMIN;
+    else if (sl_strlist_has(cfg->stats_users, c->user))
+        c->console = SL_CONSOLE_STATS;
+    else
+        return sl_session_fail(c, "28000",
+                               "user \"%s\" is no longer in admin_users or stats_users: the "
+                               "console connection closes",
+                               c->user);
     sl_console_who_t who = {c->id, c->user, c->console == SL_CONSOLE_ADMIN};
     size_t len = 0;
     uint8_t *reply = c->w->console_query(c->w, &who, sql, &len);

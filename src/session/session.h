@@ -134,6 +134,7 @@ typedef struct sl_client {
     size_t console_len;   /* its bytes */
     size_t console_off;   /* bytes of it copied to `out` so far */
     bool console_ready;   /* its ReadyForQuery is still to be sent */
+    bool console_peer;    /* logged in as sluice's own OS user over the Unix socket */
     bool console_held;    /* a command completes later (PAUSE, WAIT_CLOSE, SUSPEND): its
                              ReadyForQuery and the next Query wait for sl_console_finish */
     /* A failure recorded by a helper (sl_session_fail), for the entry point

@@ -387,6 +387,21 @@ static void reload_and_set(it_sluice_t *s) {
     PQclear(r);
     IT_ASSERT(!strcmp(config_value(adm, "default_pool_size"), "2"), "reloaded");
     IT_ASSERT(!strcmp(config_value(adm, "query_wait_timeout"), "120"), "from the file");
+    /* Rights follow the running config: a stats user taken out of
+     * stats_users loses its open session at its next command. */
+    PGconn *st = console(s, "sl_md5");
+    PQclear(show(st, "SHOW VERSION"));
+    r = PQexec(adm, "SET stats_users = ''");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET stats_users: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    r = PQexec(st, "SHOW VERSION");
+    IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK && strstr(PQerrorMessage(st), "no longer"),
+              "a removed stats user's session is closed: %s", PQerrorMessage(st));
+    PQclear(r);
+    PQfinish(st);
+    r = PQexec(adm, "SET stats_users = 'sl_md5'");
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET stats_users back");
+    PQclear(r);
     PQfinish(adm);
 }
 
