@@ -3,8 +3,10 @@
  * on a uv_poll with one timer.
  *
  * Bounded in every direction, since anyone who can reach the port can
- * talk to it: at most SL_METRICS_MAX_CONNS connections (one more is
- * answered 503 and closed at once), a request head of at most
+ * talk to it: at most SL_METRICS_MAX_CONNS connections, and at most
+ * SL_METRICS_MAX_PER_PEER from one address, so that one host holding slow
+ * connections cannot starve the scrapers (one more is answered 503 and
+ * closed at once), a request head of at most
  * SL_HTTP_MAX_HEAD bytes (431), SL_METRICS_HEAD_TIMEOUT_MS for the whole
  * head however slowly it trickles in, SL_METRICS_WRITE_TIMEOUT_MS for a
  * client to take each piece of the answer, one answer per connection
@@ -25,6 +27,7 @@
 #include "sluice/metrics.h"
 
 #define SL_METRICS_MAX_CONNS 16
+#define SL_METRICS_MAX_PER_PEER 4
 #define SL_METRICS_HEAD_TIMEOUT_MS 5000
 #define SL_METRICS_WRITE_TIMEOUT_MS 10000
 /* After the answer: the client's unread bytes are read and dropped for at
@@ -78,6 +81,7 @@ typedef struct http_conn {
     size_t out_len, out_off;   /* bytes in out, bytes of them written */
     sl_expose_t *expose;       /* owned while /metrics has more to write */
     char tag[80];              /* "metrics peer=..." for logs */
+    struct sockaddr_storage peer; /* its address (the port does not count) */
 } http_conn_t;
 
 static void conn_close(http_conn_t *c);
@@ -289,14 +293,41 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events) {
     }
 }
 
-/* More connections than SL_METRICS_MAX_CONNS: a short answer if the
- * socket takes it at once, then close. */
-static void refuse(int fd) {
+/* More connections than SL_METRICS_MAX_CONNS, or than
+ * SL_METRICS_MAX_PER_PEER from one address: a short answer if the socket
+ * takes it at once, then close. */
+static void refuse(int fd, bool peer) {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                                "Content-Length: 21\r\nConnection: close\r\n\r\n"
                                "too many connections\n";
-    (void)!send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    static const char busy_peer[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 39\r\nConnection: close\r\n\r\n"
+        "too many connections from this address\n";
+    if (peer)
+        (void)!send(fd, busy_peer, sizeof busy_peer - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    else
+        (void)!send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     close(fd);
+}
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+    if (a->ss_family != b->ss_family) return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return true; /* a Unix socket: one peer */
+}
+
+/* Open connections from ss's address (at most SL_METRICS_MAX_CONNS). */
+static int from_host(const sl_metrics_t *m, const struct sockaddr_storage *ss) {
+    int n = 0;
+    for (const sl_list_t *it = m->conns.next; it != &m->conns; it = it->next)
+        n += same_host(&sl_container_of(it, http_conn_t, node)->peer, ss);
+    return n;
 }
 
 static void conn_start(sl_metrics_t *m, int fd, const struct sockaddr_storage *ss, socklen_t len) {
@@ -315,6 +346,7 @@ static void conn_start(sl_metrics_t *m, int fd, const struct sockaddr_storage *s
     c->m = m;
     c->fd = fd;
     c->out = out;
+    c->peer = *ss;
     uv_timer_init(m->w->core.loop, &c->timer);
     c->poll.data = c->timer.data = c;
     c->open_handles = 2;
@@ -361,7 +393,9 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
             return;
         }
         if (m->nconns >= SL_METRICS_MAX_CONNS)
-            refuse(fd);
+            refuse(fd, false);
+        else if (from_host(m, &ss) >= SL_METRICS_MAX_PER_PEER)
+            refuse(fd, true);
         else
             conn_start(m, fd, &ss, len);
     }

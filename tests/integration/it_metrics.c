@@ -20,8 +20,14 @@
 static it_sluice_t sl;
 static int mport; /* the metrics endpoint's port */
 
-static int http_connect(void) {
+/* A connection to the endpoint from 127.0.0.<from> (every 127/8 address is
+ * the loopback's: the endpoint counts connections per address). */
+static int http_connect_from(int from) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK - 1 + (uint32_t)from)};
+    IT_ASSERT(bind(fd, (struct sockaddr *)&src, sizeof src) == 0, "bind 127.0.0.%d: %s", from,
+              strerror(errno));
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)mport),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -31,6 +37,8 @@ static int http_connect(void) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
 }
+
+static int http_connect(void) { return http_connect_from(1); }
 
 /* Reads until the server closes (or 10 s pass); returns the status code of
  * the answer in resp, -1 if there was none. */
@@ -169,13 +177,33 @@ static void slow_loris(void) {
 }
 
 static void too_many(void) {
+    /* At most 4 from one address: the 5th from 127.0.0.2 is refused, one
+     * from another address is not. */
+    int mine[4];
+    for (int i = 0; i < 4; i++)
+        mine[i] = http_connect_from(2);
+    int fd = http_connect_from(2);
+    int st = http_read(fd, resp, sizeof resp);
+    close(fd);
+    IT_ASSERT(st == 503 && strstr(resp, "from this address"), "5th from one address: %d %.100s",
+              st, resp);
+    fd = http_connect_from(3);
+    IT_ASSERT(send(fd, "GET /ready HTTP/1.1\r\n\r\n", 23, MSG_NOSIGNAL) == 23, "send");
+    IT_ASSERT(http_read(fd, resp, sizeof resp) == 200, "another address: %.100s", resp);
+    close(fd);
+    for (int i = 0; i < 4; i++)
+        close(mine[i]);
+    double until = it_now() + 5;
+    while (http("GET /ready HTTP/1.1\r\n\r\n", resp, sizeof resp) != 200 && it_now() < until)
+        usleep(50000);
+    /* 16 in all from four addresses; the 17th is refused at once with
+     * 503; the 16 stay open. */
     int fds[16];
     for (int i = 0; i < 16; i++)
-        fds[i] = http_connect();
-    /* The 17th is refused at once with 503; the 16 stay open. */
+        fds[i] = http_connect_from(2 + i / 4);
     double t0 = it_now();
-    int fd = http_connect();
-    int st = http_read(fd, resp, sizeof resp);
+    fd = http_connect_from(10);
+    st = http_read(fd, resp, sizeof resp);
     close(fd);
     IT_ASSERT(st == 503 && strstr(resp, "too many connections"), "17th connection: %d %.100s", st,
               resp);
@@ -191,7 +219,8 @@ static void too_many(void) {
            it_now() < deadline)
         usleep(50000);
     IT_ASSERT(st == 200, "after closing the 16: %d", st);
-    printf("ok: at most 16 connections, the 17th gets 503 at once\n");
+    printf("ok: at most 4 connections from one address and 16 in all, one more gets 503 at "
+           "once\n");
 }
 
 /* A database whose primary does not answer turns /health to 503 once
