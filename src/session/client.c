@@ -201,7 +201,12 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_authq_forget(c->authq);
     c->authq = NULL;
-    if (c->server) sl_relay_unlink(c);
+    if (c->server) {
+        /* Its server is closed (a request was running: not clean), but the
+         * backend would run that query to its end first. */
+        sl_cancel_running(c);
+        sl_relay_unlink(c);
+    }
     sl_router_detach(c);
     if (c->counted) sl_pool_leave(c->pool);
     c->counted = false;
@@ -976,17 +981,14 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
             /* PgBouncer's "transaction timeout" closes the server and the
              * client; the server here is closed too (released dirty), so
              * the transaction is rolled back and nobody else gets it. */
-            sl_cancel_running(c);
             sl_client_fatal(c, "25P04",
                             "transaction timeout: the transaction stayed open longer than "
                             "transaction_timeout (%lld ms); it was rolled back",
                             (long long)p->transaction_timeout_ms);
         } else if (c->pending > 0) {
-            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms) {
-                sl_cancel_running(c);
+            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms)
                 sl_client_fatal(c, "57014", "query_timeout: query ran longer than %lld ms",
                                 (long long)p->query_timeout_ms);
-            }
         } else if (tx != 'I') {
             if (p->idle_transaction_timeout_ms > 0 &&
                 now - c->last_io_ms >= p->idle_transaction_timeout_ms)

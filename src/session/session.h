@@ -483,10 +483,11 @@ bool sl_console_busy(const sl_client_t *c);
 
 /* Returns 1 if a cancel was sent, 0 if the key matched nothing to cancel. */
 int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer);
-/* query_timeout and transaction_timeout close c and its server: a backend
- * busy with a query would not notice (PostgreSQL looks at its socket only
- * between queries) and run it to the end; this cancels what c's server
- * runs, if anything, first. */
+/* A client closed while its request runs (gone, killed, past query_timeout
+ * or transaction_timeout) leaves its server to be closed, and a backend busy
+ * with a query would not notice (PostgreSQL looks at its socket only between
+ * queries) and run it to its end: this cancels what c's server runs, if
+ * anything. Called by the client's close. */
 void sl_cancel_running(sl_client_t *c);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -105,6 +106,17 @@ static void idle_in_transaction(void) {
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
+/* Whether no backend runs query (text) within 3 s. */
+static bool sleeps_end(PGconn *d, const char *query) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE query = '%s' AND state = 'active'",
+             query);
+    for (double deadline = it_now() + 3; it_now() < deadline; usleep(50000))
+        if (!strcmp(it_value(d, sql), "0")) return true;
+    return false;
+}
+
 static void client_timeouts(void) {
     it_sluice_t s;
     it_sluice_start(&s,
@@ -125,16 +137,17 @@ static void client_timeouts(void) {
      * the server (PostgreSQL would not notice the close until the sleep
      * ended, and the next test would find it still running). */
     PGconn *d = it_direct();
-    double deadline = it_now() + 3;
-    while (it_now() < deadline &&
-           strcmp(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE query = "
-                              "'SELECT pg_sleep(10)' AND state = 'active'"),
-                  "0") != 0)
-        usleep(50000);
-    IT_ASSERT(!strcmp(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE query = "
-                                  "'SELECT pg_sleep(10)' AND state = 'active'"),
-                      "0"),
+    IT_ASSERT(sleeps_end(d, "SELECT pg_sleep(10)"),
               "the backend of a query past query_timeout was cancelled");
+    /* So does the backend of a client that vanishes mid-query (its socket
+     * shut, no Terminate). */
+    PGconn *g = it_connect(&s, "sl_scram", NULL);
+    IT_ASSERT(PQsendQuery(g, "SELECT pg_sleep(9)"), "send");
+    usleep(200000);
+    shutdown(PQsocket(g), SHUT_RDWR);
+    PQfinish(g);
+    IT_ASSERT(sleeps_end(d, "SELECT pg_sleep(9)"),
+              "the backend of a client gone mid-query was cancelled");
     PQfinish(d);
     /* An idle client is closed after client_idle_timeout. */
     PGconn *b = it_connect(&s, "sl_scram", NULL);
