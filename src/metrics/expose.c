@@ -374,7 +374,7 @@ static const family_t families[] = {
      "Times a client was given a backend connection of the pool.", npools, emit_assignments},
     {"sluice_transactions_total", "counter", "Transactions ended through the pool.", npools,
      emit_xacts},
-    {"sluice_queries_total", "counter", "Query and Execute messages of the pool's clients.", npools,
+    {"sluice_queries_total", "counter", "Requests of the pool's clients answered (one per ReadyForQuery).", npools,
      emit_queries},
     {"sluice_received_bytes_total", "counter", "Bytes read from the pool's clients.", npools,
      emit_bytes_received},

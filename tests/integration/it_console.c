@@ -798,7 +798,9 @@ static void replicas(void) {
         PQclear(r);
         usleep(100000);
     }
-    IT_ASSERT(num(r, r1, "lag_bytes") >= 0, "lag in bytes");
+    unsigned hi, lo;
+    IT_ASSERT(sscanf(PQgetvalue(r, r1, col(r, "replay_lsn")), "%X/%X", &hi, &lo) == 2,
+              "replay_lsn is an LSN: %s", PQgetvalue(r, r1, col(r, "replay_lsn")));
     PQclear(r);
     PQfinish(adm);
     it_sluice_stop(&s, SIGTERM);
