@@ -444,6 +444,44 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
     return c;
 }
 
+static char own_pg[64];
+
+const char *it_own_pg_dir(void) { return own_pg; }
+
+void it_own_pg_remove(void) {
+    if (!own_pg[0]) return;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd,
+             "cd / && %s /usr/lib/postgresql/15/bin/pg_ctl -D %s/pg -m immediate -w stop "
+             ">/dev/null 2>&1; rm -rf %s",
+             getuid() == 0 ? "runuser -u postgres --" : "", own_pg, own_pg);
+    if (system(cmd) != 0) fprintf(stderr, "removing %s failed\n", own_pg);
+    own_pg[0] = '\0';
+}
+
+int it_own_pg_create(const char *tmpl, const char *conf, const char *hba) {
+    snprintf(own_pg, sizeof own_pg, "%s", tmpl);
+    IT_ASSERT(mkdtemp(own_pg), "mkdtemp %s", tmpl);
+    it_on_fail(it_own_pg_remove);
+    int port = it_free_port();
+    char cmd[4096];
+    int n = snprintf(cmd, sizeof cmd,
+                     "chmod 755 %s && { [ \"$(id -u)\" != 0 ] || chown postgres %s; } && cd / && "
+                     "%s /usr/lib/postgresql/15/bin/initdb -D %s/pg -U postgres -A trust "
+                     "--no-sync >%s/initdb.log 2>&1 && "
+                     "printf \"port = %d\\nlisten_addresses = '127.0.0.1'\\n"
+                     "unix_socket_directories = '%s'\\nfsync = off\\nlog_min_messages = "
+                     "warning\\n%s\" >>%s/pg/postgresql.conf",
+                     own_pg, own_pg, getuid() == 0 ? "runuser -u postgres --" : "", own_pg, own_pg,
+                     port, own_pg, conf ? conf : "", own_pg);
+    if (hba)
+        snprintf(cmd + n, sizeof cmd - (size_t)n, " && printf '%s' >%s/pg/pg_hba.conf", hba,
+                 own_pg);
+    IT_ASSERT(system(cmd) == 0, "initdb failed: see %s/initdb.log", own_pg);
+    it_pg_ctl(own_pg, "pg", "start");
+    return port;
+}
+
 void it_pg_ctl(const char *dir, const char *node, const char *action) {
     char cmd[1200];
     snprintf(cmd, sizeof cmd,

@@ -49,6 +49,15 @@ PGconn *it_direct_port(int port);
 /* Runs pg_ctl on cluster dir's node (primary, replica1, ...) as the
  * postgres user when run as root; asserts it succeeded. */
 void it_pg_ctl(const char *dir, const char *node, const char *action);
+/* A PostgreSQL of the test's own, for tests that restart it (restarting
+ * the fixture's would disturb tests beside it): initdb in a new temp dir
+ * made from tmpl ("/tmp/sluice-x-XXXXXX"; the node is DIR/pg, its log
+ * DIR/pg.log), conf appended to postgresql.conf, hba as pg_hba.conf (NULL:
+ * initdb's, trust), started on a free port, which it returns. One per
+ * process; it_own_pg_remove stops and removes it, also on a failure. */
+int it_own_pg_create(const char *tmpl, const char *conf, const char *hba);
+const char *it_own_pg_dir(void);
+void it_own_pg_remove(void);
 /* Runs fn once if the test fails (to undo changes to the shared cluster). */
 void it_on_fail(void (*fn)(void));
 /* Runs sql, asserts success, returns row 0 col 0 (a per-thread static buffer). */

@@ -237,38 +237,7 @@ static void rolling_restart(void) {
 
 /* ---- (b) PAUSE and RESUME around a PostgreSQL restart ---- */
 
-static char pgdir[64];
 static int pg_port;
-
-static void pg_remove(void) {
-    char cmd[400];
-    snprintf(cmd, sizeof cmd,
-             "cd / && %s /usr/lib/postgresql/15/bin/pg_ctl -D %s/pg -m immediate -w stop "
-             ">/dev/null 2>&1; rm -rf %s",
-             getuid() == 0 ? "runuser -u postgres --" : "", pgdir, pgdir);
-    if (system(cmd) != 0) fprintf(stderr, "removing %s failed\n", pgdir);
-}
-
-/* A PostgreSQL of the test's own: restarting the fixture's primary would
- * disturb tests running beside this one. */
-static void pg_create(void) {
-    snprintf(pgdir, sizeof pgdir, "/tmp/sluice-pause-XXXXXX");
-    IT_ASSERT(mkdtemp(pgdir), "mkdtemp");
-    it_on_fail(pg_remove);
-    pg_port = it_free_port();
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "chmod 755 %s && { [ \"$(id -u)\" != 0 ] || chown postgres %s; } && cd / && "
-             "%s /usr/lib/postgresql/15/bin/initdb -D %s/pg -U postgres -A trust --no-sync "
-             ">%s/initdb.log 2>&1 && "
-             "printf \"port = %d\\nlisten_addresses = '127.0.0.1'\\n"
-             "unix_socket_directories = '%s'\\nfsync = off\\nlog_min_messages = warning\\n\" "
-             ">>%s/pg/postgresql.conf",
-             pgdir, pgdir, getuid() == 0 ? "runuser -u postgres --" : "", pgdir, pgdir, pg_port,
-             pgdir, pgdir);
-    IT_ASSERT(system(cmd) == 0, "initdb failed: see %s/initdb.log", pgdir);
-    it_pg_ctl(pgdir, "pg", "start");
-}
 
 static double last_done[6]; /* it_now() of each client's last completed query */
 static double paused_from, paused_until;
@@ -291,7 +260,7 @@ static void *pause_client(void *arg) {
 }
 
 static void pause_restart(void) {
-    pg_create();
+    pg_port = it_own_pg_create("/tmp/sluice-pause-XXXXXX", NULL, NULL); /* trust */
     char dbs[256];
     snprintf(dbs, sizeof dbs,
              "pdb = host=127.0.0.1 port=%d dbname=postgres user=postgres "
@@ -319,7 +288,7 @@ static void pause_restart(void) {
      * The margin covers a query that completed just before and was
      * counted late by its thread. */
     paused_from = it_now() + 0.2;
-    it_pg_ctl(pgdir, "pg", "restart -m fast");
+    it_pg_ctl(it_own_pg_dir(), "pg", "restart -m fast");
     usleep(300000);
     long done_paused = atomic_load(&n_tx);
     paused_until = it_now();
@@ -345,7 +314,7 @@ static void pause_restart(void) {
               pid_after);
     PQfinish(probe);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
-    pg_remove();
+    it_own_pg_remove();
 }
 
 /* ---- (c) sd_notify ---- */

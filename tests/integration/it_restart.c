@@ -28,19 +28,6 @@
 static char dir[64]; /* the throwaway PostgreSQL: DIR/pg, its log DIR/pg.log */
 static int pg_port;
 
-static int sh(const char *cmd) {
-    return system(cmd);
-}
-
-static void pg_remove(void) {
-    char cmd[400];
-    snprintf(cmd, sizeof cmd,
-             "cd / && %s /usr/lib/postgresql/15/bin/pg_ctl -D %s/pg -m immediate -w stop "
-             ">/dev/null 2>&1; rm -rf %s",
-             getuid() == 0 ? "runuser -u postgres --" : "", dir, dir);
-    if (sh(cmd) != 0) fprintf(stderr, "removing %s failed\n", dir);
-}
-
 static PGconn *pg_direct(const char *user) {
     char ci[256];
     snprintf(ci, sizeof ci,
@@ -53,25 +40,12 @@ static PGconn *pg_direct(const char *user) {
  * else SCRAM over TCP. Roles: sl_scram (its password in auth_file: libpq
  * login) and sl_own (only its verifier in auth_file: sluice's own login). */
 static void pg_create(void) {
-    snprintf(dir, sizeof dir, "/tmp/sluice-restart-XXXXXX");
-    IT_ASSERT(mkdtemp(dir), "mkdtemp");
-    it_on_fail(pg_remove);
-    pg_port = it_free_port();
-    const char *as = getuid() == 0 ? "runuser -u postgres --" : "";
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "chmod 755 %s && { [ \"$(id -u)\" != 0 ] || chown postgres %s; } && cd / && "
-             "%s /usr/lib/postgresql/15/bin/initdb -D %s/pg -U postgres -A trust --no-sync "
-             ">%s/initdb.log 2>&1 && "
-             "printf \"port = %d\\nlisten_addresses = '127.0.0.1'\\n"
-             "unix_socket_directories = '%s'\\nmax_connections = 100\\nfsync = off\\n"
-             "synchronous_commit = off\\nfull_page_writes = off\\nlog_min_messages = warning\\n\" "
-             ">>%s/pg/postgresql.conf && "
-             "printf 'local all all trust\\nhost all postgres 127.0.0.1/32 trust\\n"
-             "host all all 127.0.0.1/32 scram-sha-256\\n' >%s/pg/pg_hba.conf",
-             dir, dir, as, dir, dir, pg_port, dir, dir, dir);
-    IT_ASSERT(sh(cmd) == 0, "initdb failed: see %s/initdb.log", dir);
-    it_pg_ctl(dir, "pg", "start");
+    pg_port = it_own_pg_create("/tmp/sluice-restart-XXXXXX",
+                               "max_connections = 100\\nsynchronous_commit = off\\n"
+                               "full_page_writes = off\\n",
+                               "local all all trust\\nhost all postgres 127.0.0.1/32 trust\\n"
+                               "host all all 127.0.0.1/32 scram-sha-256\\n");
+    snprintf(dir, sizeof dir, "%s", it_own_pg_dir());
     PGconn *d = pg_direct("postgres");
     IT_ASSERT(PQstatus(d) == CONNECTION_OK, "direct: %s", PQerrorMessage(d));
     it_exec(d, "SET password_encryption = 'scram-sha-256'");
@@ -287,7 +261,8 @@ static void restart_under_load(const it_sluice_t *s, const char *mode) {
     }
     /* Running: the loaded test machine may take a moment to log 10 in. */
     double t_load = it_now();
-    while (atomic_load(&l->ok) <= 10 && it_now() < t_load + 10) usleep(10000);
+    while (atomic_load(&l->ok) <= 10 && it_now() < t_load + 10)
+        usleep(10000);
     IT_ASSERT(atomic_load(&l->ok) > 10, "the load runs (%ld answers, %ld errors)",
               atomic_load(&l->ok), atomic_load(&l->errors));
     printf("(b) 10 clients running after %.2f s\n", it_now() - t_load);
@@ -394,6 +369,6 @@ int main(void) {
               derived);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     it_on_fail(NULL);
-    pg_remove();
+    it_own_pg_remove();
     return it_done();
 }
