@@ -83,9 +83,8 @@ static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
     return 1;
 }
 
-void sl_cancel_running(sl_client_t *c) {
-    sl_server_t *s = c->server;
-    if (s && s->state == SL_SV_ACTIVE && c->pending > 0 && cancel_server(c->w, c, s))
+void sl_cancel_running(sl_client_t *c, sl_server_t *s) {
+    if (s->state == SL_SV_ACTIVE && c->pending > 0 && cancel_server(c->w, c, s))
         sl_log_info(c->tag, "cancel sent to %s, so that it stops the query at once", s->tag);
 }
 

@@ -201,12 +201,7 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_authq_forget(c->authq);
     c->authq = NULL;
-    if (c->server) {
-        /* Its server is closed (a request was running: not clean), but the
-         * backend would run that query to its end first. */
-        sl_cancel_running(c);
-        sl_relay_unlink(c);
-    }
+    if (c->server) sl_relay_unlink(c);
     sl_router_detach(c);
     if (c->counted) sl_pool_leave(c->pool);
     c->counted = false;

@@ -515,6 +515,10 @@ void sl_relay_unlink(sl_client_t *c) {
         return;
     }
     bool clean = server_clean(c, s);
+    /* Closed, not clean: a backend still running the client's query would
+     * run it to its end first. Only then: a cancel for a server that goes
+     * back to the pool could reach its next client's query. */
+    if (!clean) sl_cancel_running(c, s);
     sl_ps_unlink(c);
     sl_pool_release(s, clean);
     sl_router_done(c);

@@ -483,11 +483,12 @@ bool sl_console_busy(const sl_client_t *c);
 
 /* Returns 1 if a cancel was sent, 0 if the key matched nothing to cancel. */
 int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer);
-/* A client closed while its request runs (gone, killed, past query_timeout
- * or transaction_timeout) leaves its server to be closed, and a backend busy
- * with a query would not notice (PostgreSQL looks at its socket only between
- * queries) and run it to its end: this cancels what c's server runs, if
- * anything. Called by the client's close. */
-void sl_cancel_running(sl_client_t *c);
+/* A client unlinked while its request runs (gone, killed, past
+ * query_timeout or transaction_timeout) leaves its server to be closed, and
+ * a backend busy with a query would not notice (PostgreSQL looks at its
+ * socket only between queries) and run it to its end: this cancels what s
+ * runs for c, if anything. Only for a server that is closed: sl_relay_unlink
+ * calls it when the server is not clean. */
+void sl_cancel_running(sl_client_t *c, sl_server_t *s);
 
 #endif
