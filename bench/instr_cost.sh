@@ -29,21 +29,7 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install va
 bench_cluster sluice-instr
 
 port=$(free_port)
-cat >"$dir/sluice.ini" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-[sluice]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $clients
-log_connections = 0
-log_disconnections = 0
-logfile = $dir/sluice.log
-INI
+bench_ini "$dir/sluice.ini" "$port" "$clients" "$dir/sluice.log"
 
 # total_ir NAME BIN WORKLOAD TX -> Ir of a run of TX transactions per client
 total_ir() {

@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced, not run): a temp dir with a throwaway
 # PostgreSQL cluster initialised for pgbench, stopped with every process the
-# script started when it exits; free ports; CPU ticks of a process.
+# script started when it exits; a sluice.ini in front of it; free ports;
+# CPU ticks of a process.
 #
 #   bench_cluster PREFIX [TLS]   sets dir, pids (append proxy pids to it) and
 #                                the cluster.env variables (PRIMARY_PORT, ...)
@@ -23,6 +24,26 @@ bench_cluster() {
     PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram \
         sluice_test >/dev/null 2>&1
     printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
+}
+
+# bench_ini FILE PORT POOL_SIZE LOG: a transaction-pooling sluice.ini in
+# front of the cluster's primary, SCRAM on both sides, quiet logs.
+bench_ini() {
+    cat >"$1" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
+[sluice]
+listen_addr = 127.0.0.1
+listen_port = $2
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $3
+log_connections = 0
+log_disconnections = 0
+logfile = $4
+INI
 }
 
 free_port() {

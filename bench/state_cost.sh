@@ -26,21 +26,7 @@ bench_cluster sluice-statecost
 start_sluice() { # name binary -> sets PORT_<name>, PID_<name>
     local port
     port=$(free_port)
-    cat >"$dir/$1.ini" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-[sluice]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-log_connections = 0
-log_disconnections = 0
-logfile = $dir/$1.log
-INI
+    bench_ini "$dir/$1.ini" "$port" 20 "$dir/$1.log"
     "$2" "$dir/$1.ini" &
     pids+=($!)
     printf -v "PID_$1" '%s' "$!"
