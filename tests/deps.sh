@@ -15,7 +15,7 @@ root = sys.argv[1]
 # they open servers through pool, and pool reaches them only by callbacks.
 FLOORS = {
     1: "proto buf scram hba sql stmt expect params config userlist stats log strlist "
-       "textfile hmap err defer list tls notify utf8",
+       "textfile hmap err defer list tls notify utf8 cancelkey",
     2: "server conn login auth loop",
     3: "pool",
     3.5: "route authq control",

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "sluice/buf.h"
+#include "sluice/cancelkey.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
 #include "sluice/defer.h"
@@ -68,6 +69,10 @@ typedef struct sl_loop {
     sl_list_t routes;                    /* sl_route_t of databases with replicas (route.c) */
     int nclients;                        /* on clients */
     uint32_t next_client_id;             /* ids for tags and BackendKeyData */
+    int worker_index;                    /* which worker runs this loop (0-based): named in
+                                            every cancel key it hands out (cancelkey.h) */
+    int peer_id;                         /* this instance's peer_id (0: no peering), also
+                                            named in cancel keys */
     uint32_t next_server_id;
     sl_deferq_t defer; /* consequences of closes and releases, run later */
     /* A microsecond clock read at most once per phase of a loop round (the

@@ -92,7 +92,7 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        if (c->id != pid || c->cancel_key != key) continue;
+        if (!sl_cancelkey_matches(pid, key, sl_client_cancel_pid(c), c->cancel_key)) continue;
         if (c->state == SL_CL_WAITING) {
             sl_client_cancel_wait(c);
             sl_log_info(c->tag, "cancel request from %s: dropped its queued request", peer);

@@ -319,6 +319,7 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     c->tx_backend = -1;
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
         c->cancel_key = (uint32_t)rand();
+    c->cancel_key = sl_cancelkey_secret(c->cancel_key);
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     set_tag(c);
     sl_list_init(&c->waiter.node);

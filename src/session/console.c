@@ -78,7 +78,7 @@ void sl_console_login(sl_client_t *c, bool peer) {
     int rc = peer ? sl_proto_put_auth(&c->out, 0, NULL, 0) : SL_OK;
     for (size_t i = 0; i < sizeof console_params / sizeof *console_params && rc == SL_OK; i++)
         rc = sl_proto_put_param_status(&c->out, console_params[i][0], console_params[i][1]);
-    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, sl_client_cancel_pid(c), c->cancel_key);
     if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
         sl_client_fatal(c, "53200", "the console's login reply does not fit in pkt_buf");

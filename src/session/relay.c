@@ -594,7 +594,7 @@ static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
         const char *name = reported->v[i].name, *own = sl_params_get(&c->params, name);
         rc = sl_proto_put_param_status(&c->out, name, own ? own : reported->v[i].value);
     }
-    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, c->id, c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, sl_client_cancel_pid(c), c->cancel_key);
     if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) {
         sl_session_fail(c, "53200", "startup parameters do not fit in pkt_buf");

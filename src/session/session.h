@@ -93,15 +93,15 @@ typedef struct sl_client {
     uint32_t capturing;         /* leading entries of `dirty` being read back now */
     /* RESET fix-up (relay.c): a request that RESETs startup parameters has its
      * ReadyForQuery held until sluice SETs the client's values back. */
-    uint8_t fix;                /* enum fix_state in relay.c */
-    bool fix_all;               /* the request ran RESET ALL or DISCARD ALL */
-    bool fix_failed;            /* an ErrorResponse came before its ReadyForQuery */
-    bool fix_cut;               /* the server message being relayed is that ReadyForQuery */
-    char fix_status;            /* its transaction status */
-    sl_params_t fix_names;      /* name -> "-": put back; "+": SET after RESET ALL, kept;
-                                   while the SETs run, name -> the value being applied */
-    int fix_after;              /* requests behind the fence, counted in `pending` */
-    bool fix_fence;             /* bytes of `in` from fix_fence_off on wait for the fix-up */
+    uint8_t fix;           /* enum fix_state in relay.c */
+    bool fix_all;          /* the request ran RESET ALL or DISCARD ALL */
+    bool fix_failed;       /* an ErrorResponse came before its ReadyForQuery */
+    bool fix_cut;          /* the server message being relayed is that ReadyForQuery */
+    char fix_status;       /* its transaction status */
+    sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
+                              while the SETs run, name -> the value being applied */
+    int fix_after;         /* requests behind the fence, counted in `pending` */
+    bool fix_fence;        /* bytes of `in` from fix_fence_off on wait for the fix-up */
     uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
     struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.c below */
@@ -322,33 +322,33 @@ typedef struct sl_bytes {
 
 /* The in-flight state of a linked client in this mode. */
 typedef struct sl_ps {
-    sl_expect_t replies;     /* what the server owes, in order */
-    sl_bytes_t stage;        /* bytes for the server, walked and rewritten; freed when
-                                drained above 64 kB */
-    sl_bytes_t msg;          /* a Parse/Bind/Describe/Close being assembled (at most
-                                max_rewrite_size bytes of it); freed likewise */
-    uint32_t msg_need;       /* bytes of the message (a Bind: its whole length) */
-    uint32_t msg_max;        /* bytes of it held at most: the rest streams or is dropped */
-    uint32_t remain;         /* bytes of the current client message still to walk */
-    sl_buf_t sin;            /* server bytes not yet relayed (a pool buffer) */
-    uint32_t s_remain;       /* bytes of the current server message still to relay */
-    bool assembling;         /* msg holds the start of a message */
-    bool s_mid;              /* inside a server message (answers must wait) */
-    bool skip_to_sync;       /* a Parse was refused: drop messages up to the Sync */
-    bool discard;            /* the message being walked is dropped */
-    bool held;               /* the walker waits: a change of an earlier batch may yet be
-                                skipped (see sl_expect_change_unsettled) */
-    bool unnamed_drops;  /* the unnamed statement runs DEALLOCATE ALL or DISCARD ALL */
-    bool portal_drops;   /* the portal drop_portal does: its Execute is a barrier */
-    char drop_portal[64]; /* that portal's name ("": the unnamed one); a longer name
-                             is not tracked */
-    bool unnamed_batch;   /* a Parse of the unnamed statement was walked since the
-                             last Sync */
-    uint32_t unnamed_owed;                   /* such Parses whose reply is still owed */
+    sl_expect_t replies;   /* what the server owes, in order */
+    sl_bytes_t stage;      /* bytes for the server, walked and rewritten; freed when
+                              drained above 64 kB */
+    sl_bytes_t msg;        /* a Parse/Bind/Describe/Close being assembled (at most
+                              max_rewrite_size bytes of it); freed likewise */
+    uint32_t msg_need;     /* bytes of the message (a Bind: its whole length) */
+    uint32_t msg_max;      /* bytes of it held at most: the rest streams or is dropped */
+    uint32_t remain;       /* bytes of the current client message still to walk */
+    sl_buf_t sin;          /* server bytes not yet relayed (a pool buffer) */
+    uint32_t s_remain;     /* bytes of the current server message still to relay */
+    bool assembling;       /* msg holds the start of a message */
+    bool s_mid;            /* inside a server message (answers must wait) */
+    bool skip_to_sync;     /* a Parse was refused: drop messages up to the Sync */
+    bool discard;          /* the message being walked is dropped */
+    bool held;             /* the walker waits: a change of an earlier batch may yet be
+                              skipped (see sl_expect_change_unsettled) */
+    bool unnamed_drops;    /* the unnamed statement runs DEALLOCATE ALL or DISCARD ALL */
+    bool portal_drops;     /* the portal drop_portal does: its Execute is a barrier */
+    char drop_portal[64];  /* that portal's name ("": the unnamed one); a longer name
+                              is not tracked */
+    bool unnamed_batch;    /* a Parse of the unnamed statement was walked since the
+                              last Sync */
+    uint32_t unnamed_owed; /* such Parses whose reply is still owed */
     char dealloc_name[SL_STMT_NAME_MAX + 2]; /* the unnamed statement is a DEALLOCATE of
                                                 this client name that sluice plays, or "" */
     bool dealloc_portal;                     /* the unnamed portal is bound to it */
-    struct sl_ps *next_free; /* on the loop's free list */
+    struct sl_ps *next_free;                 /* on the loop's free list */
 } sl_ps_t;
 
 /* The type byte the analysis gives a Parse refused under
@@ -477,6 +477,11 @@ void sl_console_pump(sl_client_t *c);
 bool sl_console_busy(const sl_client_t *c);
 
 /* ---- cancel.c ---- */
+/* The process id of c's BackendKeyData: its instance, worker and id. */
+static inline uint32_t sl_client_cancel_pid(const sl_client_t *c) {
+    return sl_cancelkey_pid(c->w->peer_id, c->w->worker_index, c->id);
+}
+
 /* CancelRequest handling: a key issued by sluice is matched to its client and
  * turned into a cancel of the backend that client holds right now, sent with
  * libpq's PQcancel on the libuv thread pool (it blocks). */

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "sluice/cancelkey.h"
 #include "sluice/proto.h"
 #include "unit/check.h"
 
@@ -23,8 +24,8 @@ static size_t build_startup(uint8_t *out, uint32_t version, const char *const *k
  * so any read past n faults. */
 static uint8_t *guarded(const uint8_t *p, size_t n, uint8_t **base) {
     long pg = sysconf(_SC_PAGESIZE);
-    uint8_t *m = mmap(NULL, (size_t)pg * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+    uint8_t *m =
+        mmap(NULL, (size_t)pg * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     mprotect(m + pg * 3, (size_t)pg, PROT_NONE);
     uint8_t *dst = m + pg * 3 - n;
     memcpy(dst, p, n);
@@ -96,7 +97,8 @@ static void test_startup_bad(void) {
     ASSERT_EQ(sl_proto_parse_startup(p, 14, &su), SL_EPROTO);
     /* garbage */
     uint8_t g[32];
-    for (int i = 0; i < 32; i++) g[i] = (uint8_t)(i * 37 + 11);
+    for (int i = 0; i < 32; i++)
+        g[i] = (uint8_t)(i * 37 + 11);
     ssize_t r = sl_proto_parse_startup(g, sizeof g, &su);
     ASSERT_TRUE(r < 0);
 }
@@ -234,6 +236,26 @@ static void test_negotiate(void) {
     ASSERT_EQ(sl_buf_len(&b), 0);
 }
 
+/* The cancel key names its instance and worker, keeps the int32 positive,
+ * and matches whatever the TTL bits of the request say. */
+static void test_cancelkey(void) {
+    uint32_t pid = sl_cancelkey_pid(SL_CANCELKEY_PEER_MAX, 63, 0xFFFFFFFFu);
+    ASSERT_TRUE((pid & 0x80000000u) == 0);
+    ASSERT_EQ(sl_cancelkey_peer(pid), SL_CANCELKEY_PEER_MAX);
+    ASSERT_EQ(sl_cancelkey_worker(pid), 63);
+    pid = sl_cancelkey_pid(7, 2, 1025);
+    ASSERT_EQ(sl_cancelkey_peer(pid), 7);
+    ASSERT_EQ(sl_cancelkey_worker(pid), 2);
+    ASSERT_EQ(pid & 0x3FF, 1);
+    uint32_t key = sl_cancelkey_secret(0xFFFFFF3Fu);
+    ASSERT_EQ(sl_cancelkey_ttl(key), SL_CANCELKEY_TTL_MAX);
+    uint32_t fwd = sl_cancelkey_with_ttl(key, 1);
+    ASSERT_EQ(sl_cancelkey_ttl(fwd), 1);
+    ASSERT_TRUE(sl_cancelkey_matches(pid, fwd, pid, key));
+    ASSERT_TRUE(!sl_cancelkey_matches(pid, fwd ^ 0x100u, pid, key));
+    ASSERT_TRUE(!sl_cancelkey_matches(pid + 1, fwd, pid, key));
+}
+
 int main(void) {
     test_startup_ok();
     test_startup_special();
@@ -242,5 +264,6 @@ int main(void) {
     test_scan();
     test_build();
     test_negotiate();
+    test_cancelkey();
     return check_done("test_proto");
 }
