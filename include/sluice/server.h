@@ -155,7 +155,8 @@ void sl_server_close(sl_server_t *s, const char *reason);
 int sl_server_leave_loop(sl_server_t *s, sl_server_moved_cb moved) SL_MUST_USE;
 /* On the receiving loop's thread: the server gets new handles on w (a new
  * poll handle on the same fd) and its carried statements, IDLE, watched
- * for the backend going away, on no list (sl_server_adopt it). On failure
+ * for the backend going away (unless owner is NULL: then it is to be closed
+ * at once), on no list (sl_server_adopt it). On failure
  * (SL_ENOMEM, SL_EIO) it is set up on w all the same, to be closed there. */
 int sl_server_join_loop(sl_server_t *s, sl_loop_t *w, void *owner) SL_MUST_USE;
 /* Records a ParameterStatus the backend sent (during relay or a query). */
