@@ -10,7 +10,8 @@
  *     than one backend, on the primary or in the ledger, and the server
  *     goes back and forth.
  *  3. pool_size = 3, ten requesters on each loop: never more than 3
- *     backends, the cap is reached, and every request is served. */
+ *     backends, the cap is reached, and every request is served.
+ *  4. max_db_client_connections = 3 counts the logins of both loops. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -375,6 +376,55 @@ static int race(PGconn *d, const char *db, const char *user, const char *sql, in
     return most;
 }
 
+/* ---- 4: client caps ---- */
+
+typedef struct admits {
+    int n;  /* admits (n > 0) or leaves (n < 0) to make */
+    int ok; /* admits that passed */
+    char refusal[200];
+    atomic_int done;
+} admits_t;
+
+static void admits_fn(tloop_t *t, void *arg) {
+    admits_t *a = arg;
+    char err[200], detail[200];
+    sl_pool_t *p = sl_pool_get(&t->l, "ledgerdb3", ROLE2, err, sizeof err);
+    IT_ASSERT(p, "pool: %s", err);
+    for (int i = 0; i < a->n; i++) {
+        const char *no = sl_pool_admit(p, detail, sizeof detail);
+        if (no)
+            snprintf(a->refusal, sizeof a->refusal, "%s", no);
+        else
+            a->ok++;
+    }
+    for (int i = 0; i < -a->n; i++)
+        sl_pool_leave(p);
+    atomic_store(&a->done, 1);
+}
+
+/* Runs n admits (or -n leaves) on loop i; returns how many admits passed. */
+static int admit_on(int i, int n, char *refusal, size_t cap) {
+    admits_t a = {.n = n};
+    on_loop(&loops[i], admits_fn, &a);
+    IT_ASSERT(wait_for(&a.done, 1, 5), "loop %d answered", i);
+    if (refusal) snprintf(refusal, cap, "%s", a.refusal);
+    return a.ok;
+}
+
+static void client_caps(void) {
+    char why[200];
+    IT_ASSERT(admit_on(0, 2, NULL, 0) == 2, "two logins on loop 0");
+    IT_ASSERT(admit_on(1, 2, why, sizeof why) == 1, "one more on loop 1, then the cap");
+    IT_ASSERT(strstr(why, "max_db_client_connections"), "refused by the database's cap: %s", why);
+    admit_on(0, -1, NULL, 0);
+    IT_ASSERT(admit_on(1, 1, NULL, 0) == 1, "a login left on loop 0 makes room on loop 1");
+    admit_on(0, -1, NULL, 0);
+    admit_on(1, -2, NULL, 0);
+    IT_ASSERT(admit_on(1, 3, NULL, 0) == 3, "all of them gone: three fit again");
+    admit_on(1, -3, NULL, 0);
+    printf("max_db_client_connections = 3 held over both loops\n");
+}
+
 static void setup_loop(tloop_t *t, int index, const char *ini) {
     char err[512];
     t->cfg = sl_config_load_string("ledger.ini", ini, err, sizeof err);
@@ -403,7 +453,8 @@ int main(void) {
     snprintf(ini, sizeof ini,
              "[databases]\n"
              "ledgerdb = host=%s port=%d dbname=postgres pool_size=1\n"
-             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=3\n"
+             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=3 "
+             "max_db_client_connections=3\n"
              "[sluice]\n"
              "pool_mode = transaction\n"
              "auth_type = trust\n",
@@ -444,6 +495,8 @@ int main(void) {
               "(saw %d, ledger %d)",
               most, in_ledger);
     IT_ASSERT(in_ledger == 3, "the cap was reached (%d)", in_ledger);
+
+    client_caps();
 
     for (int i = 0; i < 2; i++)
         on_loop(&loops[i], stop_fn, NULL);
