@@ -9,8 +9,9 @@
  *  2. The same pool, both loops asking over and over at once: never more
  *     than one backend, on the primary or in the ledger, and the server
  *     goes back and forth.
- *  3. pool_size = 3, ten requesters on each loop: never more than 3
- *     backends, the cap is reached, and every request is served.
+ *  3. pool_size = 2 + reserve_pool_size = 1, ten requesters on each loop:
+ *     never more than 3 backends (the reserve is taken by compare-and-swap
+ *     too), the cap is reached, and every request is served.
  *  4. max_db_client_connections = 3 counts the logins of both loops. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -453,10 +454,11 @@ int main(void) {
     snprintf(ini, sizeof ini,
              "[databases]\n"
              "ledgerdb = host=%s port=%d dbname=postgres pool_size=1\n"
-             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=3 "
+             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=2 reserve_pool_size=1 "
              "max_db_client_connections=3\n"
              "[sluice]\n"
              "pool_mode = transaction\n"
+             "reserve_pool_timeout = 0.01\n"
              "auth_type = trust\n",
              it_cl.sockdir, it_cl.primary, it_cl.sockdir, it_cl.primary);
     ledger = sl_ledger_new(2);
@@ -485,13 +487,13 @@ int main(void) {
     IT_ASSERT(moves >= 2, "the server moved between the loops (%llu)", (unsigned long long)moves);
     only_pid = 0;
 
-    /* 3: pool_size = 3, ten requesters per loop. */
+    /* 3: pool_size = 2 + reserve 1, ten requesters per loop. */
     most = race(d, "ledgerdb3", ROLE2, "SELECT pg_sleep(0.02)", 10, 5);
     in_ledger = atomic_load(&ledger_max);
-    printf("pool_size 3, 2 x 10 requesters: %d backends at most, %d in the ledger\n", most,
-           in_ledger);
+    printf("pool_size 2 + reserve 1, 2 x 10 requesters: %d backends at most, %d in the ledger\n",
+           most, in_ledger);
     IT_ASSERT(most <= 3 && in_ledger <= 3,
-              "pool_size = 3 over two loops: at most 3 backends "
+              "pool_size 2 + reserve 1 over two loops: at most 3 backends "
               "(saw %d, ledger %d)",
               most, in_ledger);
     IT_ASSERT(in_ledger == 3, "the cap was reached (%d)", in_ledger);
