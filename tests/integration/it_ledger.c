@@ -12,12 +12,15 @@
  *  3. pool_size = 2 + reserve_pool_size = 1, ten requesters on each loop:
  *     never more than 3 backends (the reserve is taken by compare-and-swap
  *     too), the cap is reached, and every request is served.
- *  4. max_db_client_connections = 3 counts the logins of both loops. */
+ *  4. max_db_client_connections = 3 counts the logins of both loops.
+ *  5. max_client_conn = 2 counts the clients of both loops. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -25,6 +28,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
+#include "sluice/session.h"
 
 #define ROLE1 "sl_ledger1"
 #define ROLE2 "sl_ledger2"
@@ -426,6 +430,76 @@ static void client_caps(void) {
     printf("max_db_client_connections = 3 held over both loops\n");
 }
 
+/* ---- 5: max_client_conn ---- */
+
+static void accept_fn(tloop_t *t, void *arg) {
+    sl_session_accept(&t->l, (int)(intptr_t)arg, "unix");
+}
+
+static void sync_fn(tloop_t *t, void *arg) {
+    (void)t;
+    atomic_store((atomic_int *)arg, 1);
+}
+
+/* Waits until loop i ran everything posted to it before. */
+static void sync_loop(int i) {
+    atomic_int done = 0;
+    on_loop(&loops[i], sync_fn, &done);
+    IT_ASSERT(wait_for(&done, 1, 5), "loop %d answered", i);
+}
+
+/* A client of loop i (over a socket pair): the test's end. */
+static int client_on(int i) {
+    int sv[2];
+    IT_ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    on_loop(&loops[i], accept_fn, (void *)(intptr_t)sv[0]);
+    return sv[1];
+}
+
+/* Sends a StartupMessage and returns what answers it: the SQLSTATE of an
+ * ErrorResponse, else the message type ("R": the login goes on). */
+static const char *startup_reply(int fd) {
+    static char code[6];
+    uint8_t pkt[128];
+    const char params[] = "user\0" ROLE1 "\0database\0ledgerdb\0";
+    uint32_t n = 8 + (uint32_t)sizeof params; /* params' own NUL ends the list */
+    sl_put_be32(pkt, n);
+    sl_put_be32(pkt + 4, 196608);
+    memcpy(pkt + 8, params, sizeof params);
+    IT_ASSERT(write(fd, pkt, n) == (ssize_t)n, "startup written");
+    char body[512] = "";
+    int type = it_raw_read_msg(fd, body, sizeof body - 1);
+    snprintf(code, sizeof code, "%c", type > 0 ? type : '-');
+    if (type == 'E')
+        for (char *f = body; *f && f < body + sizeof body - 1; f += strlen(f) + 1)
+            if (f[0] == 'C') snprintf(code, sizeof code, "%s", f + 1);
+    return code;
+}
+
+static void client_cap(void) {
+    int a1 = client_on(0), a2 = client_on(0);
+    sync_loop(0);
+    int b = client_on(1);
+    const char *code = startup_reply(b);
+    IT_ASSERT(!strcmp(code, "53300"),
+              "a third client on loop 1 is over max_client_conn = 2 of "
+              "both loops: %s",
+              code);
+    close(b);
+    close(a1); /* loop 0 sees it go, and the count of both loops drops */
+    double end = it_now() + 5;
+    do {
+        b = client_on(1);
+        code = startup_reply(b);
+        close(b);
+    } while (!strcmp(code, "53300") && it_now() < end && usleep(20000) == 0);
+    IT_ASSERT(!strcmp(code, "R"), "with a client gone from loop 0, loop 1 takes one: %s", code);
+    close(a2);
+    printf("max_client_conn = 2 held over both loops\n");
+}
+
 static void setup_loop(tloop_t *t, int index, const char *ini) {
     char err[512];
     t->cfg = sl_config_load_string("ledger.ini", ini, err, sizeof err);
@@ -459,6 +533,7 @@ int main(void) {
              "[sluice]\n"
              "pool_mode = transaction\n"
              "reserve_pool_timeout = 0.01\n"
+             "max_client_conn = 2\n"
              "auth_type = trust\n",
              it_cl.sockdir, it_cl.primary, it_cl.sockdir, it_cl.primary);
     ledger = sl_ledger_new(2);
@@ -499,6 +574,7 @@ int main(void) {
     IT_ASSERT(in_ledger == 3, "the cap was reached (%d)", in_ledger);
 
     client_caps();
+    client_cap();
 
     for (int i = 0; i < 2; i++)
         on_loop(&loops[i], stop_fn, NULL);
