@@ -112,13 +112,13 @@ struct sl_server {
     /* Moving to another loop (workers): from sl_server_leave_loop until
      * sl_server_join_loop it is IDLE on no list, with no handle; the fd,
      * PGconn, TLS state, caches and parameters stay in the struct. */
-    bool moving;                /* leaving: its handles are closing */
-    sl_server_moved_cb moved;   /* called once they are closed, on the loop it leaves */
+    bool moving;                 /* leaving: its handles are closing */
+    sl_server_moved_cb moved;    /* called once they are closed, on the loop it leaves */
     struct sl_stmt_carry *carry; /* owned while moving: its prepared statements (stmt.h) */
-    sl_loop_msg_t msg;          /* the owner's message carrying it to the other loop */
-    sl_loop_t *move_to;         /* borrowed: that loop, while moving */
-    void *share;                /* borrowed: the owner's shared accounting (a pool's ledger
-                                   entry), for on_close; NULL: none */
+    sl_loop_msg_t msg;           /* the owner's message carrying it to the other loop */
+    sl_loop_t *move_to;          /* borrowed: that loop, while moving */
+    void *share;                 /* borrowed: the owner's shared accounting (a pool's ledger
+                                    entry), for on_close; NULL: none */
 };
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
