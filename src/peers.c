@@ -268,10 +268,10 @@ bool sl_peers_route_cancel(sl_loop_t *l, uint32_t pid, uint32_t key, const char 
     unsigned ttl = sl_cancelkey_ttl(key);
     if (ttl == 0) {
         sl_log_warn(tag,
-                    "cancel request for a client of peer %d dropped: it was forwarded %u times "
-                    "already; check that each instance's [peers] entry for %d reaches the "
-                    "instance running with peer_id = %d (entries pointing at each other make a "
-                    "circle)",
+                    "cancel request for a client of peer %d dropped: its TTL is spent (it was "
+                    "forwarded %u times already); check that each instance's [peers] entry "
+                    "for %d reaches the instance running with peer_id = %d (entries pointing "
+                    "at each other make a circle)",
                     owner, SL_CANCELKEY_TTL_MAX, owner, owner);
         return true;
     }
