@@ -254,7 +254,14 @@ static void forward_bounded(sl_loop_t *l, const sl_peer_cfg_t *p, uint32_t pid, 
 bool sl_peers_route_cancel(sl_loop_t *l, uint32_t pid, uint32_t key, const char *tag) {
     int owner = sl_cancelkey_peer(pid);
     if (l->peer_id == 0 || owner == l->peer_id) return false;
-    if (!l->peers || l->peers->closing) {
+    if (!l->peers) { /* a loop set up without sl_peers_init: a bug, said as such */
+        sl_log_error(tag,
+                     "cancel request for a client of peer %d dropped: this loop has no "
+                     "peering state (sl_peers_init was not called)",
+                     owner);
+        return true;
+    }
+    if (l->peers->closing) {
         sl_log_info(tag, "cancel request for a client of peer %d dropped: sluice is shutting down",
                     owner);
         return true;
