@@ -31,9 +31,11 @@ typedef struct forward {
         uv_stream_t stream;
         uv_tcp_t tcp;
         uv_pipe_t pipe;
-    } sock;                   /* to the peer, once sock_open */
-    uv_timer_t timer;         /* the deadline of the whole forward */
-    uv_getaddrinfo_t resolve; /* looking the peer's host name up, while resolving */
+    } sock;                     /* to the peer, once sock_open */
+    uv_timer_t timer;           /* the deadline of the whole forward */
+    uv_getaddrinfo_t resolve;   /* looking the peer's host name up, while resolving */
+    struct addrinfo *addrs;     /* owned: the lookup's answer (NULL for a literal address) */
+    struct addrinfo *next_addr; /* borrowed from addrs: the one to try after this one */
     uv_connect_t connect;
     uv_write_t write;
     uint8_t pkt[16];  /* the CancelRequest as sent on: the TTL one lower */
@@ -52,7 +54,9 @@ typedef struct forward {
 
 /* Frees f once nothing of libuv refers to it any more. */
 static void maybe_free(forward_t *f) {
-    if (f->finished && f->open_handles == 0 && !f->resolving) free(f);
+    if (!f->finished || f->open_handles > 0 || f->resolving) return;
+    uv_freeaddrinfo(f->addrs);
+    free(f);
 }
 
 static void handle_closed_cb(uv_handle_t *h) {
@@ -128,11 +132,39 @@ static void write_cb(uv_write_t *w, int status) {
     f->sent = true;
 }
 
+static void connect_tcp(forward_t *f, const struct sockaddr *addr);
+
+/* The next address of the lookup's answer, once the socket that failed
+ * on the last one has closed (a libuv handle connects once). */
+static void retry_closed_cb(uv_handle_t *h) {
+    forward_t *f = h->data;
+    f->open_handles--;
+    if (f->finished) {
+        maybe_free(f);
+        return;
+    }
+    struct addrinfo *ai = f->next_addr;
+    f->next_addr = ai->ai_next;
+    connect_tcp(f, ai->ai_addr);
+}
+
+/* A connect failed: the next address, as libpq tries them, else the end. A
+ * name with an IPv6 and an IPv4 address reaches a peer that listens on
+ * only one of them. */
+static void connect_failed(forward_t *f, int status) {
+    if (!f->next_addr || !f->sock_open) {
+        fail(f, "cannot connect to", status);
+        return;
+    }
+    f->sock_open = false;
+    uv_close(&f->sock.handle, retry_closed_cb);
+}
+
 static void connect_cb(uv_connect_t *c, int status) {
     forward_t *f = c->data;
     if (f->finished) return;
     if (status < 0) {
-        fail(f, "cannot connect to", status);
+        connect_failed(f, status);
         return;
     }
     uv_buf_t b = uv_buf_init((char *)f->pkt, sizeof f->pkt);
@@ -141,16 +173,19 @@ static void connect_cb(uv_connect_t *c, int status) {
     if (rc < 0) fail(f, "cannot send to", rc);
 }
 
-/* Connects to addr over TCP (the lookup's answer, or a literal address). */
+/* Connects to addr over TCP (one of the lookup's answers, or a literal
+ * address). */
 static void connect_tcp(forward_t *f, const struct sockaddr *addr) {
     int rc = uv_tcp_init(f->timer.loop, &f->sock.tcp);
-    if (rc == 0) {
-        f->sock_open = true;
-        f->open_handles++;
-        f->sock.handle.data = f;
-        rc = uv_tcp_connect(&f->connect, &f->sock.tcp, addr, connect_cb);
+    if (rc < 0) {
+        fail(f, "cannot connect to", rc);
+        return;
     }
-    if (rc < 0) fail(f, "cannot connect to", rc);
+    f->sock_open = true;
+    f->open_handles++;
+    f->sock.handle.data = f;
+    rc = uv_tcp_connect(&f->connect, &f->sock.tcp, addr, connect_cb);
+    if (rc < 0) connect_failed(f, rc);
 }
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -162,14 +197,17 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
         fail(f, "cannot resolve the host of", status < 0 ? status : UV_EAI_NONAME);
-    } else {
-        /* The first answer: a name that resolves to several instances
-         * would make the forward land on any of them (PgBouncer warns the
-         * same); the TTL then bounds the hops. */
-        connect_tcp(f, res->ai_addr);
+        return;
     }
-    uv_freeaddrinfo(res);
+    /* The answers in order, the next one only when a connect fails: a
+     * name that resolves to several instances would make the forward
+     * land on any of them (PgBouncer warns the same); the TTL then bounds
+     * the hops. */
+    f->addrs = res;
+    f->next_addr = res->ai_next;
+    connect_tcp(f, res->ai_addr);
 }
 
 /* Starts f towards its peer: a Unix socket, a literal address, or a name

@@ -15,6 +15,8 @@
  *      each other for peer 3 (a ring) pass a cancel naming 3 back and forth
  *      3 times (the TTL), then drop it; a peer missing from [peers] is
  *      dropped at once.
+ *  (e) (run before d) a peer named by a host name, over TCP: looked up,
+ *      forwarded, cancelled; a name that does not resolve is logged.
  *  (d) forwards to a peer that never answers are bounded (pool_size) and
  *      time out; an absent peer fails at once; a shutdown ends forwards in
  *      flight (and, under ASan, leaks nothing). */
@@ -94,6 +96,19 @@ static void put32(unsigned char *p, uint32_t v) {
     p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
 }
 
+/* Reads a login's replies up to ReadyForQuery from fd (a StartupMessage
+ * sent); its BackendKeyData into *pid and *key. */
+static void read_login(int fd, uint32_t *pid, uint32_t *key) {
+    char body[256];
+    int t;
+    *pid = *key = 0;
+    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z') {
+        IT_ASSERT(t > 0 && t != 'E', "raw login failed");
+        if (t == 'K') *pid = be32(body), *key = be32(body + 4);
+    }
+    IT_ASSERT(*pid != 0, "no BackendKeyData");
+}
+
 /* A raw client of the instance listening in dir, logged in; its
  * BackendKeyData into *pid and *key. */
 static int login_at(const char *dir, uint32_t *pid, uint32_t *key) {
@@ -107,14 +122,7 @@ static int login_at(const char *dir, uint32_t *pid, uint32_t *key) {
     pkt[n++] = 0;
     put32(pkt, (uint32_t)n), put32(pkt + 4, 196608);
     IT_ASSERT(write(fd, pkt, (size_t)n) == n, "startup");
-    char body[256];
-    int t;
-    *pid = *key = 0;
-    while ((t = it_raw_read_msg(fd, body, sizeof body)) != 'Z') {
-        IT_ASSERT(t > 0 && t != 'E', "raw login at %s failed", dir);
-        if (t == 'K') *pid = be32(body), *key = be32(body + 4);
-    }
-    IT_ASSERT(*pid != 0, "no BackendKeyData from %s", dir);
+    read_login(fd, pid, key);
     return fd;
 }
 
@@ -141,6 +149,17 @@ static void wait_running(PGconn *direct, const char *sql, int n) {
     while ((got = atoi(it_value(direct, q))) < n && it_now() < deadline)
         usleep(20000);
     IT_ASSERT(got >= n, "only %d of %d sessions run %s", got, n, sql);
+}
+
+/* Runs a query of 10 s on raw connection fd and waits until the primary
+ * runs it. */
+static void start_sleep(int fd, const char *sql) {
+    it_wire_t w = {.n = 0};
+    it_wire_query(&w, sql);
+    IT_ASSERT(write(fd, w.b, (size_t)w.n) == w.n, "query");
+    PGconn *direct = it_direct();
+    wait_running(direct, sql, 1);
+    PQfinish(direct);
 }
 
 static int peer_of(uint32_t pid) {
@@ -261,13 +280,8 @@ static void spent_ttl_not_forwarded(it_sluice_t *a) {
     uint32_t pid, key;
     int fd = login_at(dir_b, &pid, &key);
     IT_ASSERT(peer_of(pid) == 2, "B's key names peer %d", peer_of(pid));
+    start_sleep(fd, "SELECT pg_sleep(10.5)");
     it_wire_t w = {.n = 0};
-    it_wire_query(&w, "SELECT pg_sleep(10.5)");
-    IT_ASSERT(write(fd, w.b, (size_t)w.n) == w.n, "query");
-    w.n = 0;
-    PGconn *direct = it_direct();
-    wait_running(direct, "SELECT pg_sleep(10.5)", 1);
-    PQfinish(direct);
 
     cancel_at(dir_a, pid, key & ~0xC0u);
     IT_ASSERT(it_log_wait(a, "peer 2 dropped: its TTL is spent", 1, 5) == 1,
@@ -318,6 +332,42 @@ static void rings_end(it_sluice_t *a, it_sluice_t *b) {
     cancel_at(dir_a, 9u << 16 | 1u, key);
     IT_ASSERT(it_log_wait(a, "peer 9 dropped: peer 9 is not in [peers]", 1, 5) == 1,
               "a cancel for an unknown peer was not dropped");
+}
+
+/* (e): over TCP to a peer named by a host name, looked up off the loop
+ * (every address it has, in order), and a name that does not resolve. */
+static void by_host_name(it_sluice_t *a) {
+    it_sluice_t c;
+    it_sluice_start(&c, "auth_type = trust\npeer_id = 3\n", NULL);
+    uint32_t pid, key;
+    int fd = it_raw_startup(&c, "sl_scram", "sluice_test");
+    read_login(fd, &pid, &key);
+    IT_ASSERT(peer_of(pid) == 3, "C's key names peer %d", peer_of(pid));
+    start_sleep(fd, "SELECT pg_sleep(10.2)");
+
+    char peers[512], more[1024];
+    base_peers(peers, sizeof peers);
+    snprintf(more, sizeof more, "%s3 = host=localhost port=%d\n6 = host=no-such-host.invalid\n",
+             peers, c.port);
+    int reloads = it_log_count(a, "configuration reloaded");
+    reload_with(a, 1, more);
+    IT_ASSERT(it_log_wait(a, "configuration reloaded", reloads + 1, 5) == reloads + 1,
+              "A did not reload");
+    cancel_at(dir_a, pid, key);
+    it_wire_t w = {.n = 0};
+    char msg[256] = "";
+    const char *types = it_wire_exchange(fd, &w, 5, msg, sizeof msg);
+    IT_ASSERT(strstr(types, "EZ") && strstr(msg, "canceling statement"),
+              "a cancel through A to localhost:%d: got %s (%s)", c.port, types, msg);
+    char want[128];
+    snprintf(want, sizeof want, "peer 3 forwarded to localhost:%d", c.port);
+    IT_ASSERT(it_log_wait(a, want, 1, 5) == 1, "A did not log the forward to C");
+    close(fd);
+
+    cancel_at(dir_a, 6u << 16 | 1u, key);
+    IT_ASSERT(it_log_wait(a, "peer 6 not forwarded:", 1, 8) == 1,
+              "no log line for a peer whose name does not resolve");
+    IT_ASSERT(it_sluice_stop(&c, SIGTERM) == 0, "C did not exit cleanly");
 }
 
 /* (d): a peer that takes requests but never closes (a socket of this test
@@ -383,6 +433,7 @@ int main(void) {
     cancel_every_client(&a, &b);
     spent_ttl_not_forwarded(&a);
     rings_end(&a, &b);
+    by_host_name(&a);
     int hole = slow_peers_bounded(&a);
 
     IT_ASSERT(it_sluice_stop(&a, SIGTERM) == 0, "A did not exit cleanly");
