@@ -323,8 +323,17 @@ static bool launch(it_sluice_t *s, bool by_log) {
     return false;
 }
 
-/* Writes s->dir's userlist.txt and, on s->port, its sluice.ini. */
-static void write_ini(it_sluice_t *s, const char *opts, const char *dbs) {
+/* Set by it_sluice_start_at for the it_sluice_start it calls: the sluice's
+ * directory (made by the caller) and port (shared). */
+static const char *start_dir;
+static int start_port;
+
+void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
+    char *opts = expand(opts_in), *dbs = expand(dbs_in);
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s", start_dir ? start_dir : "/tmp/sluice-it-XXXXXX");
+    IT_ASSERT(start_dir || mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
+    if (ndirs < 64 && !start_dir) dirs[ndirs++] = strdup(s->dir);
     snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
     snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
     char path[400];
@@ -333,53 +342,40 @@ static void write_ini(it_sluice_t *s, const char *opts, const char *dbs) {
     fprintf(u, "\"sl_scram\" \"scram_pw\"\n\"sl_md5\" \"md5_pw\"\n\"postgres\" \"unused\"\n"
                "\"sl_tls\" \"tls_pw\"\n");
     fclose(u);
-    FILE *f = fopen(s->ini, "w");
-    fprintf(f,
-            "[databases]\n"
-            "sluice_test = host=127.0.0.1 port=%d\n"
-            "postgres = host=127.0.0.1 port=%d\n"
-            "%s\n"
-            "[sluice]\n"
-            "listen_addr = 127.0.0.1\n"
-            "listen_port = %d\n"
-            "unix_socket_dir = %s\n"
-            "logfile = %s\n"
-            "auth_type = scram-sha-256\n"
-            "auth_file = %s\n"
-            "%s\n",
-            it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
-            opts ? opts : "");
-    fclose(f);
-}
-
-void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
-    char *opts = expand(opts_in), *dbs = expand(dbs_in);
-    memset(s, 0, sizeof *s);
-    snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
-    IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
-    if (ndirs < 64) dirs[ndirs++] = strdup(s->dir);
     /* A port found free can be taken by another socket before sluice binds
      * it: then try another. */
     for (int attempt = 0;; attempt++) {
-        s->port = it_free_port();
-        write_ini(s, opts, dbs);
-        if (launch(s, false)) break;
-        IT_ASSERT(attempt < 3, "sluice could not bind a free port");
+        s->port = start_port ? start_port : it_free_port();
+        FILE *f = fopen(s->ini, "w");
+        fprintf(f,
+                "[databases]\n"
+                "sluice_test = host=127.0.0.1 port=%d\n"
+                "postgres = host=127.0.0.1 port=%d\n"
+                "%s\n"
+                "[sluice]\n"
+                "listen_addr = 127.0.0.1\n"
+                "listen_port = %d\n"
+                "unix_socket_dir = %s\n"
+                "logfile = %s\n"
+                "auth_type = scram-sha-256\n"
+                "auth_file = %s\n"
+                "%s\n",
+                it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
+                opts ? opts : "");
+        fclose(f);
+        if (launch(s, start_port != 0)) break;
+        IT_ASSERT(attempt < 3 && !start_port, "sluice could not bind a free port");
         fprintf(stderr, "port %d was taken before sluice bound it; retrying\n", s->port);
         unlink(s->log);
     }
     free(opts), free(dbs);
 }
 
-void it_sluice_start_at(it_sluice_t *s, const char *dir, int port, const char *opts_in,
-                        const char *dbs_in) {
-    char *opts = expand(opts_in), *dbs = expand(dbs_in);
-    memset(s, 0, sizeof *s);
-    snprintf(s->dir, sizeof s->dir, "%s", dir);
-    s->port = port;
-    write_ini(s, opts, dbs);
-    IT_ASSERT(launch(s, true), "sluice could not listen on port %d in %s", port, dir);
-    free(opts), free(dbs);
+void it_sluice_start_at(it_sluice_t *s, const char *dir, int port, const char *opts,
+                        const char *dbs) {
+    start_dir = dir, start_port = port;
+    it_sluice_start(s, opts, dbs);
+    start_dir = NULL, start_port = 0;
 }
 
 void it_dir_remove_on_pass(const char *dir) {
