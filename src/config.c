@@ -1006,8 +1006,9 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
  * keys whose change needs files read again (auth_file, hba, TLS): SET
  * refuses those; RELOAD applies the second kind. */
 static const char *const fixed_keys[] = {
+    "peer_id", /* the cancel keys clients hold name it */
     "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
-    "metrics_listen", "so_reuseport", "peer_id", NULL};
+    "metrics_listen", "so_reuseport", NULL};
 static const char *const file_keys[] = {"auth_file",
                                         "auth_hba_file",
                                         "auth_type",

@@ -104,6 +104,10 @@ typedef struct sl_config {
     char *unix_socket_dir;
     int listen_backlog;
     bool so_reuseport; /* TCP listeners bind with SO_REUSEPORT: another sluice may share the port */
+    /* this instance's id in a group of peered instances, named in every
+     * cancel key it hands out (1..SL_CANCELKEY_PEER_MAX); 0: no peering.
+     * Fixed at start-up: a reload that changes it fails. */
+    int peer_id;
     /* auth */
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
@@ -178,10 +182,6 @@ typedef struct sl_config {
      * began, transaction-pooled clients are closed between transactions
      * (0: never, wait for every client to leave) */
     int64_t shutdown_grace_period_ms;
-    /* this instance's id in a group of peered instances, named in every
-     * cancel key it hands out (1..SL_CANCELKEY_PEER_MAX); 0: no peering.
-     * Fixed at start-up: a reload that changes it fails. */
-    int peer_id;
     /* sections */
     sl_db_cfg_t *dbs; /* owned array */
     int ndbs;

@@ -22,6 +22,10 @@ static it_sluice_t *running[8];
 static int checks;
 static char *dirs[64]; /* sluice dirs made by this test, removed when it passes */
 static int ndirs;
+/* Set by it_sluice_start_at for the it_sluice_start it calls: the sluice's
+ * directory (made by the caller) and port (shared). */
+static const char *start_dir;
+static int start_port;
 
 double it_now(void) {
     struct timespec ts;
@@ -322,11 +326,6 @@ static bool launch(it_sluice_t *s, bool by_log) {
     it_fail(__FILE__, __LINE__, "sluice did not accept within 10 s");
     return false;
 }
-
-/* Set by it_sluice_start_at for the it_sluice_start it calls: the sluice's
- * directory (made by the caller) and port (shared). */
-static const char *start_dir;
-static int start_port;
 
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
