@@ -281,8 +281,8 @@ static void forward_bounded(sl_loop_t *l, const sl_peer_cfg_t *p, uint32_t pid, 
     if (ps->ninflight >= SL_PEERS_INFLIGHT_MAX || (p->pool_size > 0 && to_peer >= p->pool_size)) {
         sl_log_warn(tag,
                     "cancel request for a client of peer %d dropped: %d forwards already in "
-                    "flight (%d to that peer; at most %d, pool_size %d): peers slow or "
-                    "unreachable?",
+                    "flight (%d to that peer; at most %d, pool_size %d): check that the peers "
+                    "answer, or raise that peer's pool_size in [peers]",
                     p->id, ps->ninflight, to_peer, SL_PEERS_INFLIGHT_MAX, p->pool_size);
         return;
     }
