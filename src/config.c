@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include "sluice/sql.h"
 #include "sluice/tls.h"
@@ -106,6 +107,7 @@ static const opt_t opts[] = {
     O_INT("max_user_connections", max_user_connections, "0", 0, 100000),
     O_STR("metrics_listen", metrics_listen, ""),
     O_INT("min_pool_size", min_pool_size, "0", 0, 100000),
+    O_INT("peer_id", peer_id, "0", 0, SL_CANCELKEY_PEER_MAX),
     O_STR("pidfile", pidfile, ""),
     O_ENUM("pin_session_state", pin_session_state, "on", sl_pin_mode_names),
     O_INT("pkt_buf", pkt_buf, "8192", 2048, 1 << 24),
@@ -639,6 +641,67 @@ static int add_user(parse_ctx_t *ctx, const char *name, const char *value) {
     return 1;
 }
 
+/* "<id> = host=... port=... pool_size=..." in [peers]. As in PgBouncer, the
+ * instance's own id may be listed (and is then unused), so that one [peers]
+ * section serves every instance of the group. */
+static int add_peer(parse_ctx_t *ctx, const char *name, const char *value) {
+    sl_config_t *cfg = ctx->cfg;
+    int id;
+    char *end;
+    errno = 0;
+    long x = strtol(name, &end, 10);
+    if (errno || end == name || *end || x < 1 || x > SL_CANCELKEY_PEER_MAX)
+        return fail(ctx,
+                    "[peers]: invalid peer id '%s' (expected an integer from 1 to %d, the "
+                    "peer_id of that instance)",
+                    name, SL_CANCELKEY_PEER_MAX);
+    id = (int)x;
+    if (sl_config_find_peer(cfg, id)) return fail(ctx, "[peers]: peer %d defined twice", id);
+    kvlist_t kv;
+    if (!split_kv(ctx, value, &kv)) return 0;
+    sl_peer_cfg_t p = {.id = id, .port = 6432, .line = ctx->line};
+    int ok = 1;
+    bool has_host = false;
+    for (int i = 0; i < kv.n; i++) {
+        const char *k = kv.keys[i], *v = kv.vals[i];
+        if (!strcmp(k, "host")) {
+            has_host = true;
+            if (!*v || strlen(v) >= sizeof p.host)
+                ok = fail(ctx,
+                          "peer %d: invalid host '%.40s' (expected a host name, an address "
+                          "or a Unix socket directory)",
+                          id, v);
+            else if (*v == '@')
+                ok = fail(ctx,
+                          "peer %d: host '%s': abstract Unix sockets are not supported; "
+                          "give the directory of the peer's unix_socket_dir",
+                          id, v);
+            else if (*v == '/' && strlen(v) + sizeof "/.s.PGSQL.65535" >
+                                      sizeof((struct sockaddr_un *)0)->sun_path)
+                ok = fail(ctx,
+                          "peer %d: Unix socket directory '%s' is too long for a socket "
+                          "path",
+                          id, v);
+            else
+                snprintf(p.host, sizeof p.host, "%s", v);
+        } else if (!strcmp(k, "port")) {
+            ok &= parse_int_field(ctx, k, v, 1, 65535, &p.port);
+        } else if (!strcmp(k, "pool_size")) {
+            ok &= parse_int_field(ctx, k, v, 1, 100000, &p.pool_size);
+        } else {
+            ok = fail(ctx, "peer %d: unknown key '%s' (expected host, port or pool_size)", id, k);
+        }
+    }
+    kvlist_free(&kv);
+    if (ok && !has_host) ok = fail(ctx, "peer %d: no host (expected host=... port=...)", id);
+    if (!ok) return 0;
+    sl_peer_cfg_t *grown = realloc(cfg->peers, sizeof(sl_peer_cfg_t) * (size_t)(cfg->npeers + 1));
+    if (!grown) return fail(ctx, "out of memory");
+    cfg->peers = grown;
+    cfg->peers[cfg->npeers++] = p;
+    return 1;
+}
+
 /* inih reads line by line; the reader counts lines, for the messages. */
 typedef struct line_reader {
     const char *text; /* string source, or NULL */
@@ -661,7 +724,9 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
     }
     if (!strcasecmp(section, "databases")) return add_database(ctx, name, value, ctx->line);
     if (!strcasecmp(section, "users")) return add_user(ctx, name, value);
-    return fail(ctx, "unknown section [%s] (expected [sluice], [databases] or [users])", section);
+    if (!strcasecmp(section, "peers")) return add_peer(ctx, name, value);
+    return fail(ctx, "unknown section [%s] (expected [sluice], [databases], [users] or [peers])",
+                section);
 }
 
 static sl_config_t *config_new(void) {
@@ -765,6 +830,11 @@ static void validate(parse_ctx_t *ctx) {
              "metrics_listen: invalid value \"%s\" (expected addr:port, e.g. "
              "127.0.0.1:9127, [::1]:9127 or *:9127; empty: off)",
              cfg->metrics_listen);
+    }
+    if (cfg->npeers > 0 && cfg->peer_id == 0) {
+        ctx->line = cfg->peers[0].line;
+        fail(ctx, "[peers] is set but peer_id is 0 (peering off): set peer_id to this instance's "
+                  "id in the group, or remove [peers]");
     }
     const char *protos[][2] = {{"client_tls_protocols", cfg->client_tls_protocols},
                                {"server_tls_protocols", cfg->server_tls_protocols}};
@@ -890,6 +960,7 @@ void sl_config_free(sl_config_t *cfg) {
     for (int i = 0; i < cfg->nusers; i++) free(cfg->users[i].name);
     free(cfg->dbs);
     free(cfg->users);
+    free(cfg->peers);
     free(cfg->path);
     free(cfg);
 }
@@ -917,6 +988,12 @@ const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *nam
     return NULL;
 }
 
+const sl_peer_cfg_t *sl_config_find_peer(const sl_config_t *cfg, int id) {
+    for (int i = 0; i < cfg->npeers; i++)
+        if (cfg->peers[i].id == id) return &cfg->peers[i];
+    return NULL;
+}
+
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
     for (int i = 0; i < db->nkv; i++)
         if (strcmp(db->keys[i], key) == 0) return db->vals[i];
@@ -929,6 +1006,7 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
  * keys whose change needs files read again (auth_file, hba, TLS): SET
  * refuses those; RELOAD applies the second kind. */
 static const char *const fixed_keys[] = {
+    "peer_id", /* the cancel keys clients hold name it */
     "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
     "metrics_listen", "so_reuseport", NULL};
 static const char *const file_keys[] = {"auth_file",

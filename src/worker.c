@@ -20,6 +20,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/notify.h"
+#include "sluice/peers.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
@@ -38,6 +39,7 @@ static void worker_stop(sl_worker_t *w) {
     sl_session_close_all(&w->core, "57P01", "sluice is shutting down");
     sl_route_close_all(&w->core);
     sl_pool_close_all(&w->core);
+    sl_peers_close_all(&w->core);
     uv_timer_stop(&w->janitor);
     uv_close((uv_handle_t *)&w->janitor, NULL);
     sl_conn_kicks_close(&w->core.kicks);
@@ -104,6 +106,15 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     sl_hba_t *hba = NULL;
     if (cfg->auth_type == SL_AUTH_HBA && !(hba = sl_hba_load(cfg->auth_hba_file, one, sizeof one)))
         add_error(err, errlen, one);
+    /* Clients hold cancel keys naming the running peer_id: under another
+     * one their cancels would be sent away from this instance. */
+    if (cfg->peer_id != w->core.peer_id) {
+        snprintf(one, sizeof one,
+                 "%s: peer_id: cannot change from %d to %d on a running sluice (its clients' "
+                 "cancel keys name %d); put %d back, or restart sluice to change it",
+                 cfg->path, w->core.peer_id, cfg->peer_id, w->core.peer_id, w->core.peer_id);
+        add_error(err, errlen, one);
+    }
     if (*err) {
         log_reload_errors(err);
         sl_hba_free(hba);
@@ -297,6 +308,11 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     sl_defer_init(&w->shutdown_job, shutdown_cb);
     w->core.find_secret = sl_authq_find;
     w->core.release_db = sl_route_release_idle;
+    w->core.peer_id = cfg->peer_id; /* named in every cancel key (cancelkey.h) */
+    if (sl_peers_init(&w->core) != SL_OK) {
+        snprintf(err, errlen, "out of memory");
+        return SL_ENOMEM;
+    }
     if (*cfg->auth_file && sl_userlist_load(cfg->auth_file, &w->core.users, err, errlen) < 0)
         return SL_ECONFIG;
     if (sl_control_init(&w->core) != SL_OK) {
@@ -339,6 +355,7 @@ int sl_worker_run(sl_worker_t *w) {
     if (rc != 0) sl_log_warn(NULL, "event loop closed with handles open: %s", uv_strerror(rc));
     sl_session_free(&w->core);
     sl_authq_free(&w->core);
+    sl_peers_free(&w->core);
     sl_loop_destroy(&w->core);
     sl_config_free(w->core.cfg);
     w->core.cfg = NULL;

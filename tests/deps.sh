@@ -18,7 +18,7 @@ FLOORS = {
        "textfile hmap err defer list tls notify utf8 cancelkey",
     2: "server conn login auth loop ledger",
     3: "pool",
-    3.5: "route authq control",
+    3.5: "route authq control peers",
     4: "session",
     5: "worker listener janitor admin metrics",
     6: "main",

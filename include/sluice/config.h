@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/cancelkey.h"
 #include "sluice/err.h"
 
 enum sl_pool_mode { SL_POOL_SESSION, SL_POOL_TRANSACTION, SL_POOL_STATEMENT };
@@ -57,6 +58,17 @@ typedef struct sl_db_cfg {
     int line;               /* where it was defined */
 } sl_db_cfg_t;
 
+/* A [peers] line: another sluice instance of the group, to which a
+ * CancelRequest whose key names its peer_id is forwarded (PgBouncer's
+ * peering). "<id> = host=... port=... pool_size=...". */
+typedef struct sl_peer_cfg {
+    int id;         /* 1..SL_CANCELKEY_PEER_MAX: the peer_id of that instance */
+    char host[256]; /* host name or address; a Unix socket directory when it starts with '/' */
+    int port;       /* TCP port, or the number of the socket file .s.PGSQL.<port>; 6432 unset */
+    int pool_size;  /* forwards to it in flight at once, per worker; 0: only the worker's cap */
+    int line;       /* where it was defined */
+} sl_peer_cfg_t;
+
 /* [users] keys. Each -1 when the line does not set it; an explicit 0
  * turns a timeout or client cap off for that user. */
 typedef struct sl_user_cfg {
@@ -92,6 +104,10 @@ typedef struct sl_config {
     char *unix_socket_dir;
     int listen_backlog;
     bool so_reuseport; /* TCP listeners bind with SO_REUSEPORT: another sluice may share the port */
+    /* this instance's id in a group of peered instances, named in every
+     * cancel key it hands out (1..SL_CANCELKEY_PEER_MAX); 0: no peering.
+     * Fixed at start-up: a reload that changes it fails. */
+    int peer_id;
     /* auth */
     int auth_type; /* enum sl_auth_type */
     char *auth_file;
@@ -171,6 +187,8 @@ typedef struct sl_config {
     int ndbs;
     sl_user_cfg_t *users; /* owned array */
     int nusers;
+    sl_peer_cfg_t *peers; /* owned array: [peers], in file order (our own id may be there) */
+    int npeers;
 } sl_config_t;
 
 /* Loads and validates path. On failure returns NULL and writes every error
@@ -191,6 +209,8 @@ const sl_db_cfg_t *sl_config_find_db(const sl_config_t *cfg, const char *name);
  * entry (*automatic set), else NULL. */
 const sl_db_cfg_t *sl_config_serving_db(const sl_config_t *cfg, const char *name, bool *automatic);
 const sl_user_cfg_t *sl_config_find_user(const sl_config_t *cfg, const char *name);
+/* The [peers] entry of peer_id id, NULL when there is none. */
+const sl_peer_cfg_t *sl_config_find_peer(const sl_config_t *cfg, int id);
 const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key);
 /* The limits of clients of db (an entry of cfg) logged in as user. */
 void sl_config_limits(const sl_config_t *cfg, const sl_db_cfg_t *db, const char *user,

@@ -122,6 +122,7 @@ typedef struct sl_loop {
                                 clients are closed between transactions
                                 (shutdown_grace_period); 0: never */
     struct sl_control *ctl;  /* owned by control.c: PAUSE, DISABLE and KILL by database */
+    struct sl_peers *peers;  /* owned by peers.c: CancelRequests being forwarded to peers */
     bool suspended;          /* SUSPEND: no client socket (nor a linked server's) is read until
                                 RESUME; what is owed is still written */
     /* Called when the last client is freed while shutting_down or draining:

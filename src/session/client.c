@@ -15,6 +15,7 @@
 #include "sluice/control.h"
 #include "sluice/ledger.h"
 #include "sluice/log.h"
+#include "sluice/peers.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
 
@@ -675,7 +676,9 @@ static bool login_step(sl_client_t *c) {
             return true;
         }
         if (su.kind == SL_SU_CANCEL) {
-            sl_cancel_forward(c->w, su.cancel_pid, su.cancel_key, c->peer);
+            /* A key naming another instance goes on to it (peers.c). */
+            if (!sl_peers_route_cancel(c->w, su.cancel_pid, su.cancel_key, c->tag))
+                sl_cancel_forward(c->w, su.cancel_pid, su.cancel_key, c->peer);
             sl_client_close(c, "cancel request handled");
             return false;
         }

@@ -22,6 +22,10 @@ static it_sluice_t *running[8];
 static int checks;
 static char *dirs[64]; /* sluice dirs made by this test, removed when it passes */
 static int ndirs;
+/* Set by it_sluice_start_at for the it_sluice_start it calls: the sluice's
+ * directory (made by the caller) and port (shared). */
+static const char *start_dir;
+static int start_port;
 
 double it_now(void) {
     struct timespec ts;
@@ -323,9 +327,9 @@ static bool launch(it_sluice_t *s) {
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
     memset(s, 0, sizeof *s);
-    snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
-    IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
-    if (ndirs < 64) dirs[ndirs++] = strdup(s->dir);
+    snprintf(s->dir, sizeof s->dir, "%s", start_dir ? start_dir : "/tmp/sluice-it-XXXXXX");
+    IT_ASSERT(start_dir || mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
+    if (ndirs < 64 && !start_dir) dirs[ndirs++] = strdup(s->dir);
     snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
     snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
     char path[400];
@@ -337,7 +341,7 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     /* A port found free can be taken by another socket before sluice binds
      * it: then try another. */
     for (int attempt = 0;; attempt++) {
-        s->port = it_free_port();
+        s->port = start_port ? start_port : it_free_port();
         FILE *f = fopen(s->ini, "w");
         fprintf(f,
                 "[databases]\n"
@@ -361,6 +365,19 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
         unlink(s->log);
     }
     free(opts), free(dbs);
+}
+
+void it_sluice_start_at(it_sluice_t *s, const char *dir, int port, const char *opts,
+                        const char *dbs) {
+    start_dir = dir, start_port = port;
+    it_sluice_start(s, opts, dbs);
+    start_dir = NULL, start_port = 0;
+    /* The port answered, but maybe through another sluice sharing it. */
+    IT_ASSERT(it_log_wait(s, "started pid", 1, 10) == 1, "sluice did not start in %s", dir);
+}
+
+void it_dir_remove_on_pass(const char *dir) {
+    if (ndirs < 64) dirs[ndirs++] = strdup(dir);
 }
 
 int it_sluice_stop(it_sluice_t *s, int sig) {

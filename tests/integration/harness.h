@@ -28,6 +28,16 @@ void it_init(const char *name);
 /* Starts sluice. `dbs` is appended to [databases] (sluice_test and postgres
  * point at the primary already) and `opts` to [sluice]. */
 void it_sluice_start(it_sluice_t *s, const char *opts, const char *dbs);
+/* Starts sluice as it_sluice_start does, but in dir (the caller's; the
+ * Unix socket is made there) on port, which another sluice may share
+ * (so_reuseport): for instances that must know each other's addresses
+ * before they start. Waits for its "started" log line too, since the port
+ * may answer through the other sluice. */
+void it_sluice_start_at(it_sluice_t *s, const char *dir, int port, const char *opts,
+                        const char *dbs);
+/* Removes dir (and what is in it) when the test passes, as the harness
+ * does with the directories it makes. */
+void it_dir_remove_on_pass(const char *dir);
 /* Sends sig and waits; returns the exit status (or 128+signal). */
 int it_sluice_stop(it_sluice_t *s, int sig);
 long it_sluice_vmhwm_kb(const it_sluice_t *s);
