@@ -1358,8 +1358,16 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     /* A read on a replica that went away before replying goes elsewhere. */
     if (!mid_message && sl_router_replay(c, why)) return;
     sl_router_done(c);
+    /* Cut off in the middle of a message the client has begun to receive:
+     * an ErrorResponse after it would be read as the rest of that message
+     * (libpq: "lost synchronization with server"), so the close alone
+     * tells the client. */
+    if (mid_message) {
+        sl_session_drop(c, "server connection lost in the middle of a message (%s)", why);
+        return;
+    }
     /* A pinned client lost session state it relied on: it must know. */
-    if (mid_message || sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
+    if (sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {
         sl_session_fail(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;
