@@ -629,7 +629,16 @@ static bool own_tls_answer(sl_server_t *s) {
     char c;
     ssize_t n = recv(s->sock.fd, &c, 1, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
-    if (n != 1 || (c != 'S' && c != 'N')) {
+    if (n <= 0) {
+        /* Closed or reset before answering (killed, restarting, its
+         * backlog full): as a refused connect, a retry may cure it. */
+        finish_as(s,
+                  n == 0 ? "backend closed the connection before answering the SSL request"
+                         : strerror(errno),
+                  "08006", true);
+        return false;
+    }
+    if (c != 'S' && c != 'N') {
         finish(s, "backend answered the SSL request with something else", "08P01");
         return false;
     }
