@@ -1129,8 +1129,20 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             keep += used;
         }
         off += used;
+        if (ev == SL_SCAN_START && !sl_proto_backend_type_ok(s->scan.type)) ev = SL_SCAN_ERROR;
         if (ev == SL_SCAN_ERROR) {
-            sl_session_fail(c, "08P01", "server sent a malformed message");
+            /* The bad header never reaches the client: cut it and the rest
+             * of the read. When all of it came in this read, the client is
+             * between messages and can be told; else it sees the close. */
+            c->out.tail = (uint32_t)(keep - c->out.data) - (uint32_t)used;
+            s->scan.hdr_len = 0;
+            s->scan.in_body = false;
+            sl_log_warn(s->tag, "backend sent a malformed message (type 0x%02x, length %u)",
+                        s->scan.type, s->scan.len);
+            if (used == 5)
+                sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
+            else
+                sl_session_drop(c, "server sent a malformed message");
             return false;
         }
         if (ev == SL_SCAN_START) {
