@@ -1114,11 +1114,23 @@ static bool is_settable(const char *name) {
     return false;
 }
 
+/* A ParameterStatus without its two strings: the server is closed with the
+ * client. The message never reaches the client when it came whole in this
+ * read (msg_at: where it begins in c->out, the client then between
+ * messages and told why); else the client sees the close. */
+static bool bad_param_status(sl_client_t *c, sl_server_t *s, uint8_t *msg_at) {
+    sl_log_warn(s->tag, "backend sent a malformed ParameterStatus (%u bytes)", s->scan.len);
+    if (!msg_at) return sl_session_drop(c, "server sent a malformed ParameterStatus");
+    c->out.tail = (uint32_t)(msg_at - c->out.data);
+    return sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
+}
+
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
     size_t off = 0;
     /* The bytes are the tail of c->out. The ReadyForQuery a fix-up holds
      * is cut out of them (the bytes after it move down over it). */
     uint8_t *keep = c->out.data + (p - c->out.data);
+    uint8_t *msg_at = NULL; /* in c->out: the current message's header, when in this read */
     while (off < n) {
         if (sl_scan_at_boundary(&s->scan))
             c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
@@ -1147,6 +1159,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
         }
         if (ev == SL_SCAN_START) {
             uint8_t t = s->scan.type;
+            msg_at = used == 5 && !c->fix_cut ? keep - used : NULL;
             s->scan.collect = t == 'Z' || t == 'S' || t == 'E';
             if (t == 'E') c->server_error = true;
             /* Notices and reports can come at any time: a reply is anything else. */
@@ -1188,11 +1201,12 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             c->server_error = false;
             c->last_io_ms = sl_now_ms(c->w);
         } else if (s->scan.type == 'S' && sl_scan_complete(&s->scan)) {
-            sl_server_note_param(s, s->coll, s->scan.coll_len);
             sl_kv_t kv;
+            if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) != SL_OK)
+                return bad_param_status(c, s, msg_at);
+            sl_server_note_param(s, s->coll, s->scan.coll_len);
             /* The client changed a setting itself: follow it. */
-            if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) == SL_OK &&
-                (is_settable(kv.name) || sl_params_get(&c->params, kv.name) ||
+            if ((is_settable(kv.name) || sl_params_get(&c->params, kv.name) ||
                  sl_strlist_has(c->w->cfg->track_extra_parameters, kv.name))) {
                 (void)sl_params_set(&c->params, kv.name, kv.value);
                 c->params_fp = sl_params_fingerprint(&c->params);
