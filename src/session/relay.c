@@ -1173,6 +1173,13 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             sl_error_fields_t ef;
             bool whole = sl_proto_parse_error(s->coll, s->scan.coll_len, &ef) == SL_OK;
             sl_session_count_error(c, whole || ef.code ? ef.code : NULL);
+            /* PostgreSQL always sends a SQLSTATE: a backend that does not
+             * is not one to trust with the next client. */
+            if (whole && !ef.code && !s->close_needed) {
+                s->close_needed = true;
+                sl_log_warn(s->tag, "server sent an ErrorResponse without SQLSTATE: it will not "
+                                    "be reused");
+            }
             if (error_is_fatal(s->coll, s->scan.coll_len) && !s->close_needed) {
                 s->close_needed = true;
                 sl_log_info(s->tag, "server sent FATAL: it will not be reused");
