@@ -131,8 +131,11 @@ static int pid_by_title(const char *needle) {
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = '\0';
-        if (needle ? !strncmp(buf, "postgres: ", 10) && strstr(buf, needle) != NULL
-                   : strstr(buf, "/bin/postgres") != NULL && parent_of(pid) == pm)
+        /* Children of this test's postmaster only: another test may run
+         * a PostgreSQL with the same roles beside it. */
+        if ((needle ? !strncmp(buf, "postgres: ", 10) && strstr(buf, needle) != NULL
+                    : strstr(buf, "/bin/postgres") != NULL) &&
+            parent_of(pid) == pm)
             found = pid;
     }
     if (dir) closedir(dir);
