@@ -92,7 +92,7 @@ def row_description():
 
 
 def answer(sock, fault, sql):
-    if "fault" not in sql:
+    if "fault" not in sql or not fault:
         if not sql.strip():
             sock.sendall(msg(b"I", b"") + msg(b"Z", b"I"))
         else:
