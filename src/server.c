@@ -791,8 +791,8 @@ static bool own_read(sl_server_t *s) {
             if (ev != SL_SCAN_END) continue;
             if (s->scan.type == 'S') {
                 sl_kv_t kv;
-                if (!sl_scan_complete(&s->scan) ||
-                    sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) != SL_OK) {
+                if (!sl_scan_complete(&s->scan)) continue; /* longer than coll: not ours to keep */
+                if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) != SL_OK) {
                     finish(s, "backend sent a malformed ParameterStatus during login", "08P01");
                     return false;
                 }
