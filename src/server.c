@@ -971,7 +971,13 @@ static bool read_own(sl_server_t *s) {
                              ef.code ? ef.code : "XX000");
                 }
                 if (s->state != SL_SV_QUERY) {
+                    /* A backend speaks unasked only to say it ends (a
+                     * FATAL: terminated, shutting down); its close may
+                     * come in a later read, and a client given it meanwhile
+                     * would meet the reset. */
                     sl_log_info(s->tag, "backend sent an error while idle: %s", s->error);
+                    sl_server_close(s, "backend sent an error while idle");
+                    return false;
                 }
             } else if (t == 'Z' && s->scan.coll_len == 1) {
                 s->tx_status = (char)s->coll[0];
