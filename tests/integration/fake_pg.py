@@ -16,6 +16,8 @@ The database name of each login picks the fault:
     q_nocode       ErrorResponse (ERROR) without SQLSTATE, then ReadyForQuery
     q_ps_nonul     ParameterStatus without NULs, then a normal reply
     q_cut          a RowDescription, then half a DataRow, then the close
+    q_idle_fatal   a normal reply; after the next query (sluice's reset), a
+                   FATAL while idle, the connection kept open 3 s, mute
 Other queries get an empty SELECT reply (or EmptyQueryResponse), so that
 sluice's own queries (checks, resets) pass.
 """
@@ -24,6 +26,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 
 def msg(t, body):
@@ -139,13 +142,26 @@ def serve(sock):
         else:
             login_ok(sock, ps_nonul=db == "login_ps_nonul")
         fault = db[2:] if db.startswith("q_") else ""
+        armed = False
         while True:
             t = read_exact(sock, 1)
             n = struct.unpack("!I", read_exact(sock, 4))[0]
             body = read_exact(sock, n - 4)
             if t == b"X":
                 break
-            if t == b"Q" and not answer(sock, fault, body[:-1].decode(errors="replace")):
+            sql = body[:-1].decode(errors="replace")
+            if fault == "idle_fatal" and t == b"Q":
+                answer(sock, "", sql)
+                if "fault" in sql:
+                    armed = True
+                elif armed:
+                    time.sleep(0.3)
+                    sock.sendall(error("FATAL", "terminating connection due to administrator "
+                                       "command", "57P01"))
+                    time.sleep(3)  # open and mute: whatever comes is not answered
+                    break
+                continue
+            if t == b"Q" and not answer(sock, fault, sql):
                 return
     except (EOFError, OSError):
         pass

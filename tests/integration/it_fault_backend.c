@@ -126,13 +126,35 @@ static void cut_row(void) {
     close(fd);
 }
 
+/* A pooled server whose backend says FATAL while idle, and keeps its
+ * socket open (mute) a while: the next client must get another server, not
+ * that one. */
+static void idle_fatal(void) {
+    PGconn *a = it_connect_db(&sl, "sl_scram", "q_idle_fatal", NULL);
+    IT_ASSERT(PQstatus(a) == CONNECTION_OK, "q_idle_fatal: connect: %s", PQerrorMessage(a));
+    it_exec(a, "SELECT 'fault'");
+    PQfinish(a); /* its server is reset, then idle: then the FATAL comes */
+    IT_ASSERT(it_log_wait(&sl, "backend sent an error while idle", 1, 5) >= 1,
+              "q_idle_fatal: sluice saw the FATAL");
+    double t0 = it_now();
+    PGconn *b = it_connect_db(&sl, "sl_scram", "q_idle_fatal", NULL);
+    IT_ASSERT(PQstatus(b) == CONNECTION_OK, "q_idle_fatal: connect: %s", PQerrorMessage(b));
+    PGresult *r = PQexec(b, "SELECT 'next'");
+    printf("%-15s next client %s in %.2f s\n", "q_idle_fatal",
+           PQresultStatus(r) == PGRES_TUPLES_OK ? "served" : PQerrorMessage(b), it_now() - t0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK,
+              "q_idle_fatal: the next client gets another server: %s", PQerrorMessage(b));
+    PQclear(r);
+    PQfinish(b);
+}
+
 int main(void) {
     it_init("it_fault_backend");
     int port = fake_start();
     char dbs[4096] = "";
     const char *names[] = {"login_reset",    "login_garbage", "login_stall", "login_nocode",
                            "login_ps_nonul", "q_reset",       "q_garbage",   "q_stall",
-                           "q_nocode",       "q_ps_nonul",    "q_cut"};
+                           "q_nocode",       "q_ps_nonul",    "q_cut",       "q_idle_fatal"};
     size_t o = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         o += (size_t)snprintf(dbs + o, sizeof dbs - o,
@@ -179,6 +201,7 @@ int main(void) {
     expect("q_ps_nonul", 5, "08P01", NULL);
     IT_ASSERT(it_log_count(&sl, "malformed ParameterStatus (") == 1, "q_ps_nonul: sluice logs it");
     cut_row();
+    idle_fatal();
 
     atomic_store(&stop, true);
     pthread_join(t, NULL);
