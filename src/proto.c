@@ -147,6 +147,10 @@ size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *e
     return take;
 }
 
+bool sl_proto_backend_type_ok(uint8_t t) {
+    return t && strchr("123ACDEGHIKNRSTVWZcdnstv", t) != NULL;
+}
+
 int sl_proto_parse_error(const uint8_t *body, size_t n, sl_error_fields_t *out) {
     memset(out, 0, sizeof *out);
     size_t i = 0;

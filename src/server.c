@@ -629,7 +629,16 @@ static bool own_tls_answer(sl_server_t *s) {
     char c;
     ssize_t n = recv(s->sock.fd, &c, 1, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
-    if (n != 1 || (c != 'S' && c != 'N')) {
+    if (n <= 0) {
+        /* Closed or reset before answering (killed, restarting, its
+         * backlog full): as a refused connect, a retry may cure it. */
+        finish_as(s,
+                  n == 0 ? "backend closed the connection before answering the SSL request"
+                         : strerror(errno),
+                  "08006", true);
+        return false;
+    }
+    if (c != 'S' && c != 'N') {
         finish(s, "backend answered the SSL request with something else", "08P01");
         return false;
     }
@@ -749,6 +758,8 @@ static void own_connect_next(sl_server_t *s, int failed) {
     finish_as(s, msg, "08006", true);
 }
 
+#define OWN_LOGIN_MSG_MAX 30000 /* bytes: libpq's bound on a message that is not data */
+
 /* Reads login replies and answers them; false once finished. */
 static bool own_read(sl_server_t *s) {
     uint8_t buf[2048], reply[600];
@@ -766,6 +777,12 @@ static bool own_read(sl_server_t *s) {
         for (size_t off = 0; off < (size_t)n;) {
             enum sl_scan_ev ev;
             off += sl_scan_feed(&s->scan, buf + off, (size_t)n - off, &ev);
+            /* Only these types come during a login, none long (libpq's
+             * bound): else it is garbage, and waiting for the rest of a
+             * "message" of any length would last server_connect_timeout. */
+            if (ev == SL_SCAN_START &&
+                (!strchr("REvSKZN", s->scan.type) || s->scan.len > OWN_LOGIN_MSG_MAX))
+                ev = SL_SCAN_ERROR;
             if (ev == SL_SCAN_ERROR) {
                 finish(s, "backend sent a malformed message during login", "08P01");
                 return false;
@@ -773,7 +790,13 @@ static bool own_read(sl_server_t *s) {
             if (ev == SL_SCAN_START) s->scan.collect = true;
             if (ev != SL_SCAN_END) continue;
             if (s->scan.type == 'S') {
-                if (sl_scan_complete(&s->scan)) sl_server_note_param(s, s->coll, s->scan.coll_len);
+                sl_kv_t kv;
+                if (!sl_scan_complete(&s->scan)) continue; /* longer than coll: not ours to keep */
+                if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) != SL_OK) {
+                    finish(s, "backend sent a malformed ParameterStatus during login", "08P01");
+                    return false;
+                }
+                sl_server_note_param(s, s->coll, s->scan.coll_len);
                 continue;
             }
             size_t rlen = 0;
@@ -948,7 +971,13 @@ static bool read_own(sl_server_t *s) {
                              ef.code ? ef.code : "XX000");
                 }
                 if (s->state != SL_SV_QUERY) {
+                    /* A backend speaks unasked only to say it ends (a
+                     * FATAL: terminated, shutting down); its close may
+                     * come in a later read, and a client given it meanwhile
+                     * would meet the reset. */
                     sl_log_info(s->tag, "backend sent an error while idle: %s", s->error);
+                    sl_server_close(s, "backend sent an error while idle");
+                    return false;
                 }
             } else if (t == 'Z' && s->scan.coll_len == 1) {
                 s->tx_status = (char)s->coll[0];

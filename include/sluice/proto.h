@@ -85,6 +85,9 @@ typedef struct sl_scan {
  * *ev. SL_SCAN_NONE means all n bytes were consumed with nothing to report.
  * SL_SCAN_ERROR: declared length under 4. */
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev);
+/* Whether t is the type of a message a PostgreSQL backend sends (protocol
+ * 3.0); anything else means the stream is garbage. */
+bool sl_proto_backend_type_ok(uint8_t t);
 /* True between messages (no partial header or body outstanding). */
 static inline bool sl_scan_at_boundary(const sl_scan_t *s) { return !s->in_body && !s->hdr_len; }
 /* True when the whole body of the current message was collected. */

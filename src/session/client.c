@@ -426,7 +426,16 @@ static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
     c->authq = NULL; /* authq frees the job once this returns */
     if (c->state == SL_CL_CLOSING) return;
     if (err) sl_log_warn(c->tag, "%s", err);
-    begin_auth(c, c->auth_method, secret);
+    if (err && !secret) {
+        /* The lookup itself failed (its server lost, auth_user refused):
+         * "password authentication failed" would send the user after a
+         * password that may be right. Any user gets this, so it says
+         * nothing about which users exist; the detail is in the log. */
+        sl_session_fail(c, "08006", "the password lookup (auth_query) failed; retry, and if it "
+                                    "persists ask the operator to check sluice's log");
+    } else {
+        begin_auth(c, c->auth_method, secret);
+    }
     sl_session_settle(c);
 }
 

@@ -1417,8 +1417,8 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
             if (sl_buf_len(in) < 5) break;
             const uint8_t *p = sl_buf_rptr(in);
             uint32_t len = sl_be32(p + 1);
-            if (len < 4) {
-                sl_session_fail(c, "08P01", "server sent a malformed message");
+            if (len < 4 || !sl_proto_backend_type_ok(p[0])) {
+                sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
                 return false;
             }
             if (drop_reply(ps, p[0]) && !read_drop(c, s)) break;

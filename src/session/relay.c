@@ -1114,11 +1114,23 @@ static bool is_settable(const char *name) {
     return false;
 }
 
+/* A ParameterStatus without its two strings: the server is closed with the
+ * client. The message never reaches the client when it came whole in this
+ * read (msg_at: where it begins in c->out, the client then between
+ * messages and told why); else the client sees the close. */
+static bool bad_param_status(sl_client_t *c, sl_server_t *s, uint8_t *msg_at) {
+    sl_log_warn(s->tag, "backend sent a malformed ParameterStatus (%u bytes)", s->scan.len);
+    if (!msg_at) return sl_session_drop(c, "server sent a malformed ParameterStatus");
+    c->out.tail = (uint32_t)(msg_at - c->out.data);
+    return sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
+}
+
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
     size_t off = 0;
     /* The bytes are the tail of c->out. The ReadyForQuery a fix-up holds
      * is cut out of them (the bytes after it move down over it). */
     uint8_t *keep = c->out.data + (p - c->out.data);
+    uint8_t *msg_at = NULL; /* in c->out: the current message's header, when in this read */
     while (off < n) {
         if (sl_scan_at_boundary(&s->scan))
             c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
@@ -1129,12 +1141,25 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             keep += used;
         }
         off += used;
+        if (ev == SL_SCAN_START && !sl_proto_backend_type_ok(s->scan.type)) ev = SL_SCAN_ERROR;
         if (ev == SL_SCAN_ERROR) {
-            sl_session_fail(c, "08P01", "server sent a malformed message");
+            /* The bad header never reaches the client: cut it and the rest
+             * of the read. When all of it came in this read, the client is
+             * between messages and can be told; else it sees the close. */
+            c->out.tail = (uint32_t)(keep - c->out.data) - (uint32_t)used;
+            s->scan.hdr_len = 0;
+            s->scan.in_body = false;
+            sl_log_warn(s->tag, "backend sent a malformed message (type 0x%02x, length %u)",
+                        s->scan.type, s->scan.len);
+            if (used == 5)
+                sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
+            else
+                sl_session_drop(c, "server sent a malformed message");
             return false;
         }
         if (ev == SL_SCAN_START) {
             uint8_t t = s->scan.type;
+            msg_at = used == 5 && !c->fix_cut ? keep - used : NULL;
             s->scan.collect = t == 'Z' || t == 'S' || t == 'E';
             if (t == 'E') c->server_error = true;
             /* Notices and reports can come at any time: a reply is anything else. */
@@ -1148,6 +1173,13 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             sl_error_fields_t ef;
             bool whole = sl_proto_parse_error(s->coll, s->scan.coll_len, &ef) == SL_OK;
             sl_session_count_error(c, whole || ef.code ? ef.code : NULL);
+            /* PostgreSQL always sends a SQLSTATE: a backend that does not
+             * is not one to trust with the next client. */
+            if (whole && !ef.code && !s->close_needed) {
+                s->close_needed = true;
+                sl_log_warn(s->tag, "server sent an ErrorResponse without SQLSTATE: it will not "
+                                    "be reused");
+            }
             if (error_is_fatal(s->coll, s->scan.coll_len) && !s->close_needed) {
                 s->close_needed = true;
                 sl_log_info(s->tag, "server sent FATAL: it will not be reused");
@@ -1176,11 +1208,12 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             c->server_error = false;
             c->last_io_ms = sl_now_ms(c->w);
         } else if (s->scan.type == 'S' && sl_scan_complete(&s->scan)) {
-            sl_server_note_param(s, s->coll, s->scan.coll_len);
             sl_kv_t kv;
+            if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) != SL_OK)
+                return bad_param_status(c, s, msg_at);
+            sl_server_note_param(s, s->coll, s->scan.coll_len);
             /* The client changed a setting itself: follow it. */
-            if (sl_proto_parse_param_status(s->coll, s->scan.coll_len, &kv) == SL_OK &&
-                (is_settable(kv.name) || sl_params_get(&c->params, kv.name) ||
+            if ((is_settable(kv.name) || sl_params_get(&c->params, kv.name) ||
                  sl_strlist_has(c->w->cfg->track_extra_parameters, kv.name))) {
                 (void)sl_params_set(&c->params, kv.name, kv.value);
                 c->params_fp = sl_params_fingerprint(&c->params);
@@ -1358,8 +1391,16 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
     /* A read on a replica that went away before replying goes elsewhere. */
     if (!mid_message && sl_router_replay(c, why)) return;
     sl_router_done(c);
+    /* Cut off in the middle of a message the client has begun to receive:
+     * an ErrorResponse after it would be read as the rest of that message
+     * (libpq: "lost synchronization with server"), so the close alone
+     * tells the client. */
+    if (mid_message) {
+        sl_session_drop(c, "server connection lost in the middle of a message (%s)", why);
+        return;
+    }
     /* A pinned client lost session state it relied on: it must know. */
-    if (mid_message || sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
+    if (sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
         !sl_scan_at_boundary(&c->scan)) {
         sl_session_fail(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;
