@@ -11,7 +11,8 @@
 # each target found is kept under $FUZZ_BUILD/fuzz/: corpus/<target>/ (the
 # growing corpus), logs/<target>.log and artifacts/<target>/ (crash-*,
 # leak-*, timeout-*, oom-* inputs: copy one into regress/<target>/ once
-# fixed). FUZZ_JOBS sets how many run at once (2).
+# fixed). FUZZ_JOBS sets how many run at once (2); FUZZ_ARGS adds libFuzzer
+# options (say -jobs or -dict).
 set -euo pipefail
 secs=${1:?usage: tests/fuzz/run.sh SECONDS [target...]}
 shift
@@ -42,7 +43,7 @@ run_one() {
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         nice -n "${FUZZ_NICE:-10}" "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" \
         -timeout=20 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
-        -artifact_prefix="$art/" "$corpus" "${seeds[@]}" >"$out/logs/$t.log" 2>&1
+        -artifact_prefix="$art/" ${FUZZ_ARGS:-} "$corpus" "${seeds[@]}" >"$out/logs/$t.log" 2>&1
     echo $? >"$out/logs/$t.rc"
 }
 export -f run_one
