@@ -1,6 +1,6 @@
 /* Fuzz target: one value of one [sluice] key (config.c's option table, as
- * a line of the file and the console's SET give it): the first two bytes
- * pick the key, the rest is the value. Checks: a refusal says why and
+ * a line of the file and the console's SET give it): "key=value", the key
+ * by name (inputs that name no key are skipped). Checks: a refusal says why and
  * leaves the value as it was; an accepted value reads back (SHOW CONFIG's
  * form) as a value that is accepted again and reads back the same. */
 #include "fuzz.h"
@@ -22,7 +22,10 @@ static sl_config_t *base(void) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_in_t in = {data, size};
-    int i = (fuzz_byte(&in) << 8 | fuzz_byte(&in)) % sl_config_nkeys();
+    char *key = fuzz_part(&in, '=', NULL);
+    int i = sl_config_key_index(key);
+    free(key);
+    if (i < 0) return 0;
     char *value = fuzz_rest(&in, NULL);
     sl_config_t *cfg = base();
     char before[1024], after[1024], again[1024], err[512] = "";
