@@ -380,6 +380,7 @@ static void fb_shut(void) {
 
 typedef struct client {
     int fd;         /* our end of the socketpair; -1 once closed */
+    bool garbage;   /* the fake backend sent raw bytes: the client's stream is not checked */
     sl_scan_t scan; /* framing of what sluice sends it */
 } client_t;
 
@@ -393,6 +394,9 @@ static void client_drain(client_t *cl) {
     for (;;) {
         ssize_t n = recv(cl->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n <= 0) return;
+        /* sluice passes a backend's messages on as they come: after the
+         * fake sent garbage, what the client gets is garbage too. */
+        if (cl->garbage) continue;
         for (size_t off = 0; off < (size_t)n;) {
             enum sl_scan_ev ev;
             off += sl_scan_feed(&cl->scan, buf + off, (size_t)n - off, &ev);
@@ -511,7 +515,10 @@ static void run_ops(client_t *cl, fuzz_in_t *in) {
             extended(cl, in);
             break;
         case 4: /* garbage from the server */
-            if (fake.conns) fb_send(fake.conns, in->p, k);
+            if (fake.conns && k) {
+                fb_send(fake.conns, in->p, k);
+                cl->garbage = true;
+            }
             break;
         case 5: /* COPY data, then CopyDone or CopyFail */
             client_msg(cl, 'd', in->p, k);
