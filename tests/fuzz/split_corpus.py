@@ -78,6 +78,8 @@ def client(c2s, s2c):
     add("client_scan", bytes([7, 1]) + rest)
     console = su.get(b"database") in CONSOLE_DBS
     user = su.get(b"user", b"")
+    if not console:
+        relay(rest)
     # What the server asked for decides what a 'p' message is.
     asked = [struct.unpack("!I", b[:4])[0] for t, b, _ in messages(s2c, s2c.find(b"R")) if t == b"R" and len(b) >= 4]
     ps = [b for t, b, _ in messages(rest) if t == b"p"]
@@ -101,6 +103,25 @@ def client(c2s, s2c):
             z = b.find(b"\0")
             if z >= 0:
                 add("sql", b[z + 1 :].split(b"\0")[0])
+
+
+def relay(rest):
+    """The client's messages as fuzz_relay.c's operations (one framed
+    message each, up to the Terminate), in session and transaction
+    pooling with prepared statements tracked, an empty server script."""
+    ops = b""
+    for t, b, _ in messages(rest):
+        if t == b"X":
+            ops += b"\x07\x00"
+            break
+        if t == b"p" or len(b) + 1 > 255:
+            continue
+        ops += bytes([1, len(b) + 1]) + t + b
+        if len(ops) > 4096:
+            break
+    if ops:
+        add("relay", b"\x00\x00\x00" + ops)
+        add("relay", b"\x05\x00\x00" + ops)
 
 
 def backend(c2s, s2c):
