@@ -539,12 +539,24 @@ static void run_ops(client_t *cl, fuzz_in_t *in) {
     }
 }
 
+/* The private directory goes when the process ends (the sockets in it are
+ * unlinked by whoever bound them, sluice's when its listener closes). */
+static void remove_dir(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/.s.PGSQL.5432", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/.s.PGSQL.6433", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void setup_once(void) {
     static bool done;
     if (done) return;
     signal(SIGPIPE, SIG_IGN);
     snprintf(dir, sizeof dir, "/tmp/sluice-fuzz-relay-%d", (int)getpid());
-    mkdir(dir, 0700);
+    if (mkdir(dir, 0700) != 0) abort();
+    atexit(remove_dir);
     done = true;
 }
 
