@@ -9,15 +9,15 @@
  * with a script of the input choosing errors, notices, parameter changes
  * and transaction states, and raw garbage when the input says so.
  *
- * Input: byte 0 picks the pool mode (session, transaction, statement) and
- * whether prepared-statement tracking is on; two bytes give the length of
+ * Input: byte 0 picks the pool mode (session, transaction, statement),
+ * whether prepared-statement tracking is on and whether the client's
+ * startup packet is the usual one or comes from the input; two bytes give the length of
  * the server's script, then the script, then the client's operations (raw
- * bytes, framed messages, queries, extended-protocol batches, garbage from
- * the server, waits). At the end the client leaves and the worker shuts
- * down as SHUTDOWN does, freeing everything (LeakSanitizer checks).
- * Checks beyond the sanitizers': what reaches the client is whole
- * messages of backend types, with sane lengths, and the worker's client
- * count goes back to zero. */
+ * bytes, framed messages, queries, extended-protocol batches, COPY data,
+ * garbage from the server, waits, a cancel from a second connection). At the end the client leaves
+ * and the worker shuts down as SHUTDOWN does, freeing everything (LeakSanitizer checks). Checks
+ * beyond the sanitizers': what reaches the client is whole messages of backend types, with sane
+ * lengths, and the worker's client count goes back to zero. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -379,9 +379,12 @@ static void fb_shut(void) {
 /* ---- the client ---- */
 
 typedef struct client {
-    int fd;         /* our end of the socketpair; -1 once closed */
-    bool garbage;   /* the fake backend sent raw bytes: the client's stream is not checked */
-    sl_scan_t scan; /* framing of what sluice sends it */
+    int fd;          /* our end of the socketpair; -1 once closed */
+    uint8_t key[8];  /* the BackendKeyData sluice gave it (pid, secret) */
+    uint8_t body[8]; /* the start of the message being read */
+    bool garbage;    /* the client's stream is not checked: the fake backend sent raw
+                        bytes, or the client sent its own first packets */
+    sl_scan_t scan;  /* framing of what sluice sends it */
 } client_t;
 
 /* What a client may get from sluice. */
@@ -403,6 +406,9 @@ static void client_drain(client_t *cl) {
             FUZZ_CHECK(ev != SL_SCAN_ERROR);
             if (ev == SL_SCAN_START && getenv("FUZZ_RELAY_DEBUG"))
                 fprintf(stderr, "client got '%c' (%u bytes)\n", cl->scan.type, cl->scan.len);
+            if (ev == SL_SCAN_START) cl->scan.collect = cl->scan.type == 'K';
+            if (ev == SL_SCAN_END && cl->scan.type == 'K' && sl_scan_complete(&cl->scan))
+                memcpy(cl->key, cl->body, 8);
             if (ev == SL_SCAN_START) {
                 if (!backend_type(cl->scan.type))
                     fprintf(stderr, "sluice sent a client message type %#x\n", cl->scan.type);
@@ -491,6 +497,20 @@ static void extended(client_t *cl, fuzz_in_t *in) {
         client_msg(cl, 'H', NULL, 0);
 }
 
+/* A CancelRequest with key from a connection of its own, as psql's ^C. */
+static void cancel(const uint8_t key[8]) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
+    sl_session_accept(&wk.core, sv[0], "fuzz-cancel");
+    uint8_t pkt[16];
+    sl_put_be32(pkt, 16);
+    sl_put_be32(pkt + 4, SL_PROTO_CANCEL);
+    memcpy(pkt + 8, key, 8);
+    if (send(sv[1], pkt, sizeof pkt, MSG_NOSIGNAL) != (ssize_t)sizeof pkt) abort();
+    settle(NULL, 4);
+    close(sv[1]);
+}
+
 static void run_ops(client_t *cl, fuzz_in_t *in) {
     while (in->n && cl->fd >= 0) {
         uint8_t op = fuzz_byte(in);
@@ -528,9 +548,13 @@ static void run_ops(client_t *cl, fuzz_in_t *in) {
             k = 0;
             settle(cl, 20);
             break;
-        default: /* the client leaves */
-            close(cl->fd);
-            cl->fd = -1;
+        default:
+            if (k & 1) { /* another connection cancels this client's query */
+                cancel(cl->key);
+            } else { /* the client leaves */
+                close(cl->fd);
+                cl->fd = -1;
+            }
             k = 0;
             break;
         }
@@ -598,8 +622,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
     client_t cl = {.fd = sv[1]};
+    cl.scan.coll = cl.body;
+    cl.scan.coll_cap = sizeof cl.body;
     sl_session_accept(&wk.core, sv[0], "fuzz");
-    startup(&cl);
+    /* Else the input's first raw bytes are the first packets (SSLRequest,
+     * CancelRequest, a StartupMessage of its own): client.c's login. */
+    if (!(how & 8))
+        startup(&cl);
+    else
+        cl.garbage = true; /* an SSLRequest's answer is one unframed byte */
     settle(&cl, 8);
     run_ops(&cl, &in);
     if (cl.fd >= 0) close(cl.fd);
