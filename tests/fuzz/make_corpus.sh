@@ -6,7 +6,8 @@
 # each test's clients and its sluice and between sluice and PostgreSQL;
 # split_corpus.py turns the recordings into seeds. A test that fails
 # under the tap (say, one that reads sluice's own /proc entry) still
-# leaves its traffic. Needs a built tree:
+# leaves its traffic. hand_seeds.py adds the shapes traffic rarely shows
+# (SSLRequest, an ErrorResponse without SQLSTATE, ...). Needs a built tree:
 #
 #   tests/fuzz/make_corpus.sh [BUILD_DIR]      (default: build)
 set -euo pipefail
@@ -37,3 +38,4 @@ for t in "${tests[@]}"; do
     fi
 done
 /usr/bin/python3 "$here/split_corpus.py" "$work/tap" "$here/corpus"
+/usr/bin/python3 "$here/hand_seeds.py" "$here/corpus"
