@@ -173,7 +173,9 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
         sl_error_fields_t ef;
         if (sl_proto_parse_error(body, n, &ef) == SL_OK)
             return fail(l, sqlstate_ok(ef.code) ? ef.code : "08006",
-                        ef.message ? ef.message : "backend error");
+                        ef.message && *ef.message ? ef.message
+                                                  : "the backend refused the login without a "
+                                                    "message: see its log");
         return fail(l, "08006", "backend refused the login");
     }
     if (type == 'K' && n == 8) {
