@@ -28,7 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (i < 0) return 0;
     char *value = fuzz_rest(&in, NULL);
     sl_config_t *cfg = base();
-    char before[1024], after[1024], again[1024], err[512] = "";
+    /* Room for any value the input can hold: a value cut to fit would not
+     * read back. */
+    static char before[32768], after[32768], again[32768];
+    char err[512] = "";
     sl_config_key_value(cfg, i, before, sizeof before);
     if (sl_config_set_key(cfg, i, value, err, sizeof err) != SL_OK) {
         FUZZ_CHECK(err[0]);
