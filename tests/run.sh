@@ -28,6 +28,6 @@ wait "$asan" || rc=1
 echo "=== ASan+UBSan build ===" && cat build-asan/ctest.log
 
 # Every fuzz target for 12 s with ASan+UBSan, two at a time, built with
-# clang (13 targets: under two minutes in all); the long form is
-# tests/fuzz/run.sh 600.
+# clang: 13 targets, about two minutes in all with the build. The long
+# form is tests/fuzz/run.sh 600.
 echo "=== fuzzers ===" && tests/fuzz/run.sh 12 || rc=1
