@@ -315,7 +315,7 @@ static void kvlist_free(kvlist_t *l) {
 }
 
 /* Splits "a=1 b='x y' c=\'z" into pairs. Returns 1 or fails the line. */
-static int split_kv(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
+static int split_kv_pairs(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
     out->n = 0;
     size_t cap = strlen(s) + 1;
     while (*s) {
@@ -357,6 +357,14 @@ static int split_kv(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
         out->n++;
     }
     return 1;
+}
+
+/* As split_kv_pairs; on failure the pairs split before the bad one are
+ * freed (the callers return at once: they leaked them). */
+static int split_kv(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
+    int ok = split_kv_pairs(ctx, s, out);
+    if (!ok) kvlist_free(out);
+    return ok;
 }
 
 static int parse_int_field(parse_ctx_t *ctx, const char *key, const char *v, int lo, int hi,

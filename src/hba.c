@@ -53,12 +53,16 @@ static char *list_of(const char *field, bool *bad) {
     return out;
 }
 
+/* Whether name is one entry of list (",a,b,"; NULL: all). A name with a
+ * comma is in none: it would match across entries ("a,b" in ",a,b,"), or
+ * at the list's first byte, whose p[-1] is outside it; the client chooses
+ * its user and database names. */
 static bool in_list(const char *list, const char *name) {
     if (!list) return true;
-    if (!*name) return false;
+    if (!*name || strchr(name, ',')) return false;
     size_t n = strlen(name);
     for (const char *p = list; (p = strstr(p, name)); p++)
-        if (p[-1] == ',' && p[n] == ',') return true;
+        if (p > list && p[-1] == ',' && p[n] == ',') return true;
     return false;
 }
 

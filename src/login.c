@@ -57,6 +57,16 @@ static enum sl_login_result fail(sl_login_t *l, const char *code, const char *ms
     return SL_LOGIN_FAIL;
 }
 
+/* A SQLSTATE as PostgreSQL sends it: five digits or upper-case letters. A
+ * backend's other 'C' field is not passed on to a client as one. */
+static bool sqlstate_ok(const char *code) {
+    if (!code || strlen(code) != 5) return false;
+    for (int i = 0; i < 5; i++)
+        if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
+            return false;
+    return true;
+}
+
 /* 'p' message with body parts; *out_len set. */
 static enum sl_login_result reply(sl_login_t *l, uint8_t *out, size_t cap, size_t *out_len,
                                   const void *a, size_t an, const void *b, size_t bn) {
@@ -162,7 +172,10 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
     if (type == 'E') {
         sl_error_fields_t ef;
         if (sl_proto_parse_error(body, n, &ef) == SL_OK)
-            return fail(l, ef.code ? ef.code : "08006", ef.message ? ef.message : "backend error");
+            return fail(l, sqlstate_ok(ef.code) ? ef.code : "08006",
+                        ef.message && *ef.message ? ef.message
+                                                  : "the backend refused the login without a "
+                                                    "message: see its log");
         return fail(l, "08006", "backend refused the login");
     }
     if (type == 'K' && n == 8) {

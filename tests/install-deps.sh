@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what sluice needs to build, test, benchmark and demo (the
 # console and metrics tests read sluice with psycopg2 and the Prometheus
-# client library's parser, and the alert rules with PyYAML), with
+# client library's parser, and the alert rules with PyYAML; the fuzzers
+# build with clang and its libFuzzer runtime, libclang-rt-dev), with
 # apt-get, only when something is missing. Safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libpq-dev libinih-dev
       libpg-query-dev postgresql-15 postgresql-client-15 pgbouncer
       openssl util-linux procps
-      python3-psycopg2 python3-prometheus-client python3-yaml)
+      python3-psycopg2 python3-prometheus-client python3-yaml
+      clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -55,6 +55,17 @@ int main(void) {
     ASSERT_EQ(M((struct sockaddr *)&d, false, "app", ""), SL_HBA_REJECT);
     sl_hba_free(h);
 
+    /* A client's name with a comma is no entry of a list: not "alice,bob"
+     * in alice,bob, not ",app" at the list's start (found by fuzz_hba). */
+    h = sl_hba_parse("hba.conf", "local app alice,bob trust\nlocal all all reject\n", err,
+                     sizeof err);
+    ASSERT_TRUE(h != NULL);
+    ASSERT_EQ(M(NULL, false, "app", "alice"), SL_HBA_TRUST);
+    ASSERT_EQ(M(NULL, false, "app", "alice,bob"), SL_HBA_REJECT);
+    ASSERT_EQ(line, 2);
+    ASSERT_EQ(M(NULL, false, ",app", "alice"), SL_HBA_REJECT);
+    sl_hba_free(h);
+
     /* Errors name the file and the line. */
     struct {
         const char *text, *want;
