@@ -4,14 +4,15 @@
  * the console refused to a user in neither list, HTTP methods, paths and
  * oversized heads on the metrics endpoint, TLS below 1.2 by default, and a
  * client that stalls inside or right after the TLS handshake closed by
- * client_login_timeout. Runs at the highest verbosity (CTest sets
- * SLUICE_TEST_VERBOSE), so that check_secrets reads every line a SCRAM, md5
- * and TLS login can log. */
+ * client_login_timeout; health checks that log in with SCRAM keys. Runs at the highest verbosity
+ * (CTest sets SLUICE_TEST_VERBOSE), so that check_secrets reads every line a SCRAM, md5 and TLS
+ * login can log. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +393,32 @@ static void tls_stalls(void) {
     it_sluice_stop(&s, 9);
 }
 
+/* ---- health check logins ---- */
+
+/* A replica's health check logs in with SCRAM keys derived from the
+ * configured password. Its login used to point at a copy of the pool's
+ * keys on a stack frame gone by the time the backend's server-first came:
+ * read (and written) after return. Under ASan with
+ * detect_stack_use_after_return (CTest sets it for this test) sluice died
+ * there; valgrind saw a jump on uninitialised bytes. */
+static void probe_login(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\nhealth_check_period = 0.2\n",
+                    "rt = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2} routing=auto\n");
+    PGconn *c = it_connect_db(&s, "sl_scram", "rt", NULL);
+    IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect rt: %s", PQerrorMessage(c));
+    /* A read answered by a replica: its check logged in and admitted it. */
+    double deadline = it_now() + 20;
+    while (strcmp(it_value(c, "SELECT pg_is_in_recovery()"), "t") != 0) {
+        IT_ASSERT(it_now() < deadline, "no read reached a replica in 20 s");
+        usleep(100000);
+    }
+    PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "sluice exited cleanly after its checks");
+    printf("ok: health checks logged in to both replicas, sluice exited cleanly\n");
+}
+
 int main(void) {
     it_init("it_security");
     IT_ASSERT(it_cl.tlsdir[0], "the cluster fixture has no TLS (CLUSTER_TLS=1)");
@@ -399,5 +426,6 @@ int main(void) {
     http_endpoint();
     tls_versions();
     tls_stalls();
+    probe_login();
     return it_done();
 }
