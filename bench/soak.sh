@@ -76,15 +76,29 @@ for port in "$REPLICA1_PORT" "$REPLICA2_PORT"; do
     done
 done
 
-SLUICE_PORT=$(free_port)
-bench_ini "$dir/sluice.ini" "$SLUICE_PORT" "$pool" "$log"
-# A second database over the same primary that routes each read-only
-# transaction to a replica; clients up to the storms' peak.
-sed -i "/^\[databases\]/a soak_ro = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT routing=auto" \
-    "$dir/sluice.ini"
-echo "max_client_conn = 1000" >>"$dir/sluice.ini"
-"$bin" "$dir/sluice.ini" &
-SLUICE_PID=$!
+# A port found free may be taken (by a client's ephemeral port) before
+# sluice binds it: then another.
+for attempt in 1 2 3 4; do
+    SLUICE_PORT=$(free_port)
+    bench_ini "$dir/sluice.ini" "$SLUICE_PORT" "$pool" "$log"
+    # A second database over the same primary that routes each read-only
+    # transaction to a replica; clients up to the storms' peak.
+    sed -i "/^\[databases\]/a soak_ro = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT routing=auto" \
+        "$dir/sluice.ini"
+    echo "max_client_conn = 1000" >>"$dir/sluice.ini"
+    : >"$log"
+    "$bin" "$dir/sluice.ini" 2>>"$dir/sluice.err" &
+    SLUICE_PID=$!
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$SLUICE_PORT") 2>/dev/null && break
+        kill -0 "$SLUICE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$SLUICE_PID" 2>/dev/null && break
+    grep -q 'cannot listen' "$dir/sluice.err" "$log" 2>/dev/null && [ "$attempt" -lt 4 ] ||
+        { echo "soak: sluice did not start: $(tail -n 3 "$dir/sluice.err")" >&2; exit 1; }
+    : >"$dir/sluice.err"
+done
 pids+=("$SLUICE_PID")
 wait_port "$SLUICE_PORT"
 
