@@ -252,7 +252,7 @@ idle_bound=$((idle_fds0 + 4 * pool))
 total=$(( ${n_tpcb:-0} + ${n_prep:-0} + ${n_sel:-0} + n_storm + py_tx ))
 verdict="PASS"
 [ ${#problems[@]} = 0 ] || verdict="FAIL"
-line="soak: $verdict $minutes min, $total transactions (TPC-B ${n_tpcb:-0}, prepared ledger ${n_prep:-0}, routed -S ${n_sel:-0}, $storms storms ${n_storm}, own clients $py_tx incl. $copy_rows COPY rows, $replica_reads replica reads), lost=$lost duplicated=$dup, injected cancels $cancels (missed $misses), errors ${#problems[@]}, RSS $rss0->$rss1 kB (bound $rss_bound), fds $fds0->$fds1 (bound $fds_bound; idle $idle_fds0->$idle_fds1)"
+line="soak: $verdict $minutes min, $total transactions (TPC-B ${n_tpcb:-0}, prepared ledger ${n_prep:-0}, routed -S ${n_sel:-0}, $storms storms ${n_storm}, own clients $py_tx incl. $copy_rows COPY rows, $replica_reads replica reads), lost=$lost duplicated=$dup, injected cancels $cancels (missed $misses), problems ${#problems[@]}, RSS $rss0->$rss1 kB (bound $rss_bound), fds $fds0->$fds1 (bound $fds_bound; idle $idle_fds0->$idle_fds1)"
 for p in "${problems[@]}"; do echo "soak: problem: $p" >&2; done
 [ "$verdict" = PASS ] || { echo "---- last lines of $log ----" >&2; tail -n 30 "$log" >&2; }
 echo "$line"
