@@ -150,11 +150,18 @@ static int mport;
 /* Sends req (len bytes) to the metrics endpoint, reads until it closes;
  * returns the status, or -1; the whole answer in resp. */
 static int http_raw(const char *req, size_t len, char *resp, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)mport),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics");
+    /* The endpoint may listen a moment after the client port does. */
+    int fd;
+    double deadline = it_now() + 10;
+    while (fd = socket(AF_INET, SOCK_STREAM, 0),
+           connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        IT_ASSERT(it_now() < deadline, "connect to metrics: %s", strerror(errno));
+        usleep(50000);
+    }
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     /* A refusal may come (and the socket close) before all of req is sent. */
