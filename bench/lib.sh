@@ -21,7 +21,7 @@ bench_cluster() {
     # CLUSTER_TLS=1: a throwaway CA and certificates for the client-TLS rows.
     CLUSTER_TLS=${2:-0} "$top/tests/fixture/cluster.sh" start "$dir/pg" >/dev/null
     . "$dir/pg/cluster.env"
-    PGPASSWORD=scram_pw pgbench -i -s 10 -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram \
+    PGPASSWORD=scram_pw pgbench -i -s "${BENCH_SCALE:-10}" -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U sl_scram \
         sluice_test >/dev/null 2>&1
     printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 }

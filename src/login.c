@@ -31,6 +31,12 @@ int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
     memset(l, 0, sizeof *l);
     snprintf(l->user, sizeof l->user, "%s", user);
     l->secret = *secret;
+    /* The caller's keys may be gone when the backend's server-first comes
+     * (a probe's are on its caller's stack): keep a copy. */
+    if (secret->cache && secret->copy_cache) {
+        l->own_cache = *secret->cache;
+        l->secret.cache = &l->own_cache;
+    }
     size_t o = 4;
     if (put_u32(out, cap, &o, 196608) < 0 || put_str(out, cap, &o, "user", 5) < 0 ||
         put_str(out, cap, &o, user, strlen(user) + 1) < 0 ||
@@ -43,12 +49,16 @@ int sl_login_start(sl_login_t *l, const char *user, const char *dbname,
 
 void sl_login_restart(sl_login_t *l) {
     sl_login_secret_t secret = l->secret;
+    sl_login_keys_t keys = l->own_cache;
     char user[sizeof l->user];
     memcpy(user, l->user, sizeof user);
     memset(l, 0, sizeof *l);
     l->secret = secret;
+    l->own_cache = keys;
+    if (secret.copy_cache) l->secret.cache = &l->own_cache;
     memcpy(l->user, user, sizeof user);
     OPENSSL_cleanse(&secret, sizeof secret);
+    OPENSSL_cleanse(&keys, sizeof keys);
 }
 
 static enum sl_login_result fail(sl_login_t *l, const char *code, const char *msg) {

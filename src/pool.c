@@ -342,11 +342,13 @@ static bool own_secret(sl_pool_t *p, sl_login_secret_t *out, sl_login_keys_t *ca
 }
 
 /* cache: the pool's derived SCRAM keys, for servers the pool owns (it
- * outlives their login); NULL for others. */
+ * outlives their login); NULL for others. copy_cache: cache is the caller's
+ * temporary, which the login copies. */
 static sl_server_t *open_with(sl_pool_t *p, void *owner, const char *tag, sl_server_done_cb done,
-                              sl_login_keys_t *cache) {
+                              sl_login_keys_t *cache, bool copy_cache) {
     sl_login_secret_t secret;
     bool own = own_secret(p, &secret, cache);
+    secret.copy_cache = copy_cache && secret.cache;
     sl_server_t *s;
     if (own)
         s = sl_server_connect_own(p->w, owner, (const char *const *)p->keys,
@@ -360,9 +362,10 @@ static sl_server_t *open_with(sl_pool_t *p, void *owner, const char *tag, sl_ser
 
 sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
                                 sl_server_done_cb done) {
-    /* A copy of the pool's keys: a probe may outlive the pool. */
+    /* A probe may outlive the pool: its login keeps a copy of the pool's
+     * keys (this one is gone once the backend's server-first comes). */
     sl_login_keys_t keys = p->scram_keys;
-    sl_server_t *s = open_with(p, owner, tag, done, &keys);
+    sl_server_t *s = open_with(p, owner, tag, done, &keys, true);
     OPENSSL_cleanse(&keys, sizeof keys);
     return s;
 }
@@ -402,7 +405,7 @@ static bool lp_take_slot(sl_pool_t *p, int limit) {
 /* With several loops the caller holds a place taken by lp_take_slot: the
  * server gives it back when it closes (server_gone). */
 static void open_server(sl_pool_t *p) {
-    sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys);
+    sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys, false);
     if (p->lp) {
         if (!s || s->state == SL_SV_CLOSING) { /* failed at once, before its hook was set */
             lp_give_slot(p->lp);

@@ -31,6 +31,9 @@ typedef struct sl_login_secret {
     char password[256];                /* plaintext (from the config), or empty */
     sl_login_keys_t *cache;            /* borrowed, may be NULL: keys derived from password,
                                           read and filled by the login for the backend's salt */
+    bool copy_cache;                   /* *cache does not outlive the call to sl_login_start
+                                          (a probe's copy of its pool's keys): the login
+                                          keeps a copy of its own and fills that */
 } sl_login_secret_t;
 
 enum sl_login_result { SL_LOGIN_MORE, SL_LOGIN_DONE, SL_LOGIN_FAIL };
@@ -41,6 +44,7 @@ typedef struct sl_login {
     sl_scram_client_t scram;
     bool authenticated;           /* AuthenticationOk came */
     int derived_iterations;       /* > 0: this login ran PBKDF2 (the cache missed) */
+    sl_login_keys_t own_cache;    /* owned: secret.cache points here under copy_cache */
     uint32_t backend_pid, backend_key; /* BackendKeyData, for cancels */
     char error[256];              /* why it failed */
     char code[6];                 /* SQLSTATE of the failure */

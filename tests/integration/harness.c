@@ -33,6 +33,19 @@ double it_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* SLUICE_TEST_WRAPPER: a command line sluice is run under (valgrind ...),
+ * split at spaces; NULL when unset. Under it sluice is slower and must be
+ * given time to exit cleanly, so that the wrapper can report. */
+static const char *wrapper(void) {
+    const char *w = getenv("SLUICE_TEST_WRAPPER");
+    return w && *w ? w : NULL;
+}
+
+/* Seconds a wrapped sluice may take where a plain one takes one. */
+static double slow_factor(void) {
+    return wrapper() ? 10.0 : 1.0;
+}
+
 static void dump_logs(void) {
     for (int i = 0; i < 8; i++) {
         if (!running[i]) continue;
@@ -43,9 +56,31 @@ static void dump_logs(void) {
     }
 }
 
+/* Under a wrapper, an immediate shutdown (SIGQUIT) first, so that the
+ * wrapper sees sluice exit and reports leaks; SIGKILL if it hangs. */
+static void quit_wrapped(pid_t pid) {
+    kill(pid, SIGQUIT);
+    double deadline = it_now() + 60;
+    while (waitpid(pid, NULL, WNOHANG) == 0) {
+        if (it_now() > deadline) {
+            fprintf(stderr, "%s: wrapped sluice %d did not exit within 60 s of SIGQUIT\n",
+                    test_name, (int)pid);
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            return;
+        }
+        usleep(50000);
+    }
+}
+
 static void kill_all(void) {
     for (int i = 0; i < 8; i++)
         if (running[i] && running[i]->pid > 0) {
+            if (wrapper()) {
+                quit_wrapped(running[i]->pid);
+                running[i]->pid = 0;
+                continue;
+            }
             kill(running[i]->pid, SIGKILL);
             waitpid(running[i]->pid, NULL, 0);
             running[i]->pid = 0;
@@ -287,6 +322,25 @@ static char *expand(const char *in) {
     return out;
 }
 
+/* Runs bin on ini, under SLUICE_TEST_WRAPPER when it is set (in the child:
+ * its copy of the wrapper's words is never freed, exec replaces it). */
+static void exec_sluice(const char *bin, const char *ini) {
+    const char *w = wrapper();
+    if (!w) {
+        execl(bin, bin, ini, (char *)NULL);
+        return;
+    }
+    /* The wrapper may name its report after the test: valgrind's
+     * --log-file=DIR/%q{SLUICE_TEST_NAME}.%p.vg */
+    setenv("SLUICE_TEST_NAME", test_name, 1);
+    char *words = strdup(w), *argv[64], *save = NULL;
+    int n = 0;
+    for (char *t = strtok_r(words, " ", &save); t && n < 61; t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    argv[n++] = (char *)bin, argv[n++] = (char *)ini, argv[n] = NULL;
+    execvp(argv[0], argv);
+}
+
 /* Forks sluice on s->ini and waits until it accepts. Returns false if it
  * exited because its port was taken meanwhile (the caller retries). */
 static bool launch(it_sluice_t *s) {
@@ -294,7 +348,7 @@ static bool launch(it_sluice_t *s) {
     IT_ASSERT(bin, "SLUICE_BIN not set");
     pid_t pid = fork();
     if (pid == 0) {
-        execl(bin, bin, s->ini, (char *)NULL);
+        exec_sluice(bin, s->ini);
         _exit(127);
     }
     s->pid = pid;
@@ -303,7 +357,7 @@ static bool launch(it_sluice_t *s) {
             running[i] = s;
             break;
         }
-    double deadline = it_now() + 10;
+    double deadline = it_now() + 10 * slow_factor();
     while (it_now() < deadline) {
         int fd = it_raw_connect(s);
         if (fd >= 0) {
@@ -320,8 +374,32 @@ static bool launch(it_sluice_t *s) {
         }
         usleep(20000);
     }
-    it_fail(__FILE__, __LINE__, "sluice did not accept within 10 s");
+    it_fail(__FILE__, __LINE__, "sluice did not accept within %.0f s", 10 * slow_factor());
     return false;
+}
+
+/* The log goes to SLUICE_TEST_LOG_DIR when it is set (CTest sets it to one
+ * directory of the build, which is kept, so that tests/check_secrets.py can
+ * read every log of the run), else into the sluice's own temp dir. */
+static void log_path(it_sluice_t *s) {
+    static int seq; /* sluices started by this process */
+    const char *d = getenv("SLUICE_TEST_LOG_DIR");
+    if (!d || !*d) {
+        snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
+        return;
+    }
+    mkdir(d, 0755);
+    snprintf(s->log, sizeof s->log, "%s/%s.%d.%d.log", d, test_name, (int)getpid(), seq++);
+}
+
+/* verbose = SLUICE_TEST_VERBOSE before the test's own options (which may
+ * set it again), so that chosen tests run at the highest verbosity. */
+static const char *verbose_line(void) {
+    static char line[32];
+    const char *v = getenv("SLUICE_TEST_VERBOSE");
+    if (!v || !*v) return "";
+    snprintf(line, sizeof line, "verbose = %d\n", atoi(v));
+    return line;
 }
 
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
@@ -331,7 +409,7 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     IT_ASSERT(start_dir || mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
     if (ndirs < 64 && !start_dir) dirs[ndirs++] = strdup(s->dir);
     snprintf(s->ini, sizeof s->ini, "%s/sluice.ini", s->dir);
-    snprintf(s->log, sizeof s->log, "%s/sluice.log", s->dir);
+    log_path(s);
     char path[400];
     snprintf(path, sizeof path, "%s/userlist.txt", s->dir);
     FILE *u = fopen(path, "w");
@@ -355,9 +433,10 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
                 "logfile = %s\n"
                 "auth_type = scram-sha-256\n"
                 "auth_file = %s\n"
+                "%s"
                 "%s\n",
                 it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
-                opts ? opts : "");
+                verbose_line(), opts ? opts : "");
         fclose(f);
         if (launch(s)) break;
         IT_ASSERT(attempt < 3, "sluice could not bind a free port");
@@ -384,13 +463,14 @@ int it_sluice_stop(it_sluice_t *s, int sig) {
     if (s->pid <= 0) return -1;
     kill(s->pid, sig);
     int st = 0;
-    double deadline = it_now() + 30;
+    double deadline = it_now() + 30 * slow_factor();
     while (waitpid(s->pid, &st, WNOHANG) == 0) {
         if (it_now() > deadline) {
             kill(s->pid, SIGKILL);
             waitpid(s->pid, &st, 0);
             s->pid = 0;
-            it_fail(__FILE__, __LINE__, "sluice did not exit within 30 s of signal %d", sig);
+            it_fail(__FILE__, __LINE__, "sluice did not exit within %.0f s of signal %d",
+                    30 * slow_factor(), sig);
         }
         usleep(20000);
     }

@@ -26,7 +26,11 @@ extern it_cluster_t it_cl;
 
 void it_init(const char *name);
 /* Starts sluice. `dbs` is appended to [databases] (sluice_test and postgres
- * point at the primary already) and `opts` to [sluice]. */
+ * point at the primary already) and `opts` to [sluice]. From the
+ * environment: SLUICE_TEST_LOG_DIR, where its log goes (CTest: build/
+ * test-logs, read by tests/check_secrets.py); SLUICE_TEST_VERBOSE, a
+ * verbose level set before opts; SLUICE_TEST_WRAPPER, a command sluice runs
+ * under ("valgrind --error-exitcode=99 ...", given SLUICE_TEST_NAME). */
 void it_sluice_start(it_sluice_t *s, const char *opts, const char *dbs);
 /* Starts sluice as it_sluice_start does, but in dir (the caller's; the
  * Unix socket is made there) on port, which another sluice may share
