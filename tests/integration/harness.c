@@ -320,8 +320,31 @@ static bool launch(it_sluice_t *s) {
     return false;
 }
 
+/* Whether opts sets key (at the start of one of its lines). */
+static bool sets_key(const char *opts, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = opts; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!strncmp(p, key, n) && (p[n] == ' ' || p[n] == '=' || p[n] == '\t')) return true;
+    }
+    return false;
+}
+
+/* The workers of a sluice whose test does not choose: SLUICE_TEST_WORKERS
+ * (tests/run.sh's sanitizer pass runs the suite with 2), else 1. Not the
+ * default (one per CPU): the plain pass then runs the one-loop path, the
+ * sanitizer pass the threaded one, and what a test sees does not depend
+ * on the machine it runs on. */
+static const char *test_workers(void) {
+    const char *v = getenv("SLUICE_TEST_WORKERS");
+    return v && *v ? v : "1";
+}
+
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
+    char workers[64] = "";
+    if (!sets_key(opts, "workers")) snprintf(workers, sizeof workers, "workers = %s\n", test_workers());
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "/tmp/sluice-it-XXXXXX");
     IT_ASSERT(mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
@@ -351,9 +374,10 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
                 "logfile = %s\n"
                 "auth_type = scram-sha-256\n"
                 "auth_file = %s\n"
+                "%s"
                 "%s\n",
                 it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
-                opts ? opts : "");
+                workers, opts ? opts : "");
         fclose(f);
         if (launch(s)) break;
         IT_ASSERT(attempt < 3, "sluice could not bind a free port");
