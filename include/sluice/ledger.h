@@ -101,7 +101,7 @@ static inline void sl_ledger_give(atomic_int *n) {
     atomic_fetch_sub_explicit(n, 1, memory_order_acq_rel);
 }
 
-static inline int sl_ledger_read(atomic_int *n) {
+static inline int sl_ledger_read(const atomic_int *n) {
     return atomic_load_explicit(n, memory_order_acquire);
 }
 

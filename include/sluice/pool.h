@@ -88,6 +88,17 @@ typedef struct sl_pool {
     int64_t stats_delta_ms;      /* its length, ms; 0 before the first period ends */
     sl_login_keys_t scram_keys; /* derived from the configured password for the backend's salt
                                    by the first own login (empty until then) */
+    /* With several loops (a ledger of more than one loop), what they share
+     * about this (database, user, backend): its caps count the servers of
+     * all loops, and idle servers move to the loop whose clients wait.
+     * NULL when the loop is alone: then nothing below is used. */
+    struct sl_ledger_pool *lp; /* owned reference */
+    int lp_waiting, lp_idle;   /* what this loop last published in its slot */
+    int64_t lp_oldest_ms;
+    int lp_arrived;            /* servers adopted from other loops since the last publish */
+    int64_t lp_pull_ms;        /* when it last asked other loops for an idle server */
+    uint64_t lp_moved_in;      /* servers taken over from other loops */
+    uint64_t lp_moved_out;     /* servers handed to other loops */
 } sl_pool_t;
 
 /* What the automatic pools of a database that were freed had counted, kept

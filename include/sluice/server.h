@@ -116,7 +116,9 @@ struct sl_server {
     sl_server_moved_cb moved;   /* called once they are closed, on the loop it leaves */
     struct sl_stmt_carry *carry; /* owned while moving: its prepared statements (stmt.h) */
     sl_loop_msg_t msg;          /* the owner's message carrying it to the other loop */
-    void *move_ctx;             /* borrowed: the owner's, for that message */
+    sl_loop_t *move_to;         /* borrowed: that loop, while moving */
+    void *share;                /* borrowed: the owner's shared accounting (a pool's ledger
+                                   entry), for on_close; NULL: none */
 };
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
