@@ -6,12 +6,12 @@
 #include <string.h>
 
 struct sl_ledger {
-    pthread_mutex_t mu;        /* guards pools, counters and every refs */
-    sl_list_t pools;           /* sl_ledger_pool_t */
-    sl_list_t counters;        /* sl_ledger_count_t */
-    atomic_int clients;        /* clients of all loops (max_client_conn) */
-    int nloops;                /* loops it was made for */
-    sl_stmt_ids_t *ids;        /* owned: statement ids shared by the loops' registries */
+    pthread_mutex_t mu; /* guards pools, counters and every refs */
+    sl_list_t pools;    /* sl_ledger_pool_t */
+    sl_list_t counters; /* sl_ledger_count_t */
+    atomic_int clients; /* clients of all loops (max_client_conn) */
+    int nloops;         /* loops it was made for */
+    sl_stmt_ids_t *ids; /* owned: statement ids shared by the loops' registries */
     sl_loop_t *loops[SL_LEDGER_MAX_LOOPS]; /* borrowed, by worker_index; set before they run */
 };
 

@@ -63,6 +63,12 @@ static void close_in(sl_pool_t *p, enum sl_server_state st, const char *why) {
         sl_server_close(sl_container_of(sl_list_first(&p->servers.in[st]), sl_server_t, node), why);
 }
 
+/* When the oldest waiter queued (loop clock), 0 when none waits. */
+static int64_t oldest_wait_ms(const sl_pool_t *p) {
+    sl_list_t *first = sl_list_first(&p->waiting);
+    return first ? sl_container_of(first, sl_waiter_t, node)->since_ms : 0;
+}
+
 /* Takes the oldest waiter off the queue. */
 static sl_waiter_t *pop_waiter(sl_pool_t *p) {
     sl_waiter_t *wt = sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node);
@@ -469,10 +475,7 @@ static void pool_dispatch(sl_pool_t *p) {
             /* Several loops: one whose clients have waited much longer
              * gets it instead. */
             int other;
-            if (p->lp &&
-                (other = lp_wanting(p, sl_container_of(sl_list_first(&p->waiting), sl_waiter_t,
-                                                       node)->since_ms)) >= 0 &&
-                lp_send(p, s, other))
+            if (p->lp && (other = lp_wanting(p, oldest_wait_ms(p))) >= 0 && lp_send(p, s, other))
                 continue;
             sl_waiter_t *wt = pop_waiter(p);
             /* Handed out: ACTIVE at once, so that it is never on the idle
@@ -494,8 +497,7 @@ static void pool_dispatch(sl_pool_t *p) {
             break;
         }
         int limit = open_limit(p, now);
-        if (!open_if_room(p, now, limit) &&
-            !(evict_idle_sibling(p) && open_if_room(p, now, limit)))
+        if (!open_if_room(p, now, limit) && !(evict_idle_sibling(p) && open_if_room(p, now, limit)))
             break;
     }
     if (p->lp) lp_balance(p, now);
@@ -1055,9 +1057,7 @@ static inline sl_ledger_slot_t *my_slot(const sl_pool_t *p) {
 static void lp_publish(sl_pool_t *p) {
     sl_ledger_slot_t *me = my_slot(p);
     int idle = p->servers.n[SL_SV_IDLE];
-    int64_t oldest = p->n_waiting > 0
-                         ? sl_container_of(sl_list_first(&p->waiting), sl_waiter_t, node)->since_ms
-                         : 0;
+    int64_t oldest = oldest_wait_ms(p);
     if (p->n_waiting != p->lp_waiting)
         atomic_store_explicit(&me->waiting, p->lp_waiting = p->n_waiting, memory_order_release);
     if (idle != p->lp_idle)
@@ -1187,8 +1187,7 @@ static void lp_pull(sl_pool_t *p, int64_t now) {
     int n = p->lp->nloops, me = p->w->worker_index;
     for (int i = 0; i < n; i++) {
         sl_loop_t *to = i != me ? sl_ledger_loop(p->w->ledger, i) : NULL;
-        if (!to || atomic_load_explicit(&p->lp->slot[i].idle, memory_order_acquire) <= 0)
-            continue;
+        if (!to || atomic_load_explicit(&p->lp->slot[i].idle, memory_order_acquire) <= 0) continue;
         lp_pull_msg_t *pm = malloc(sizeof *pm);
         if (!pm) return; /* the next dispatch asks again */
         pm->msg.run = pull_run;

@@ -41,25 +41,25 @@ typedef struct sl_ledger_count {
 /* A per-loop slot of a pool entry, on its own cache line: the loop that
  * owns it writes it, the others only read it. */
 typedef struct sl_ledger_slot {
-    atomic_int waiting;         /* clients queued on that loop's pool */
-    atomic_int idle;            /* servers idle in that loop's pool */
-    atomic_int inflight;        /* servers posted to that loop and not yet adopted by it */
-    _Atomic int64_t oldest_ms;  /* when its oldest waiter queued (loop clock, ms); 0: none */
+    atomic_int waiting;        /* clients queued on that loop's pool */
+    atomic_int idle;           /* servers idle in that loop's pool */
+    atomic_int inflight;       /* servers posted to that loop and not yet adopted by it */
+    _Atomic int64_t oldest_ms; /* when its oldest waiter queued (loop clock, ms); 0: none */
     char pad[64 - 3 * sizeof(atomic_int) - sizeof(int64_t)];
 } sl_ledger_slot_t;
 
 /* One (database alias, user, backend) pool, all loops. */
 typedef struct sl_ledger_pool {
-    sl_list_t node;              /* on the ledger's pools, under its mutex */
-    char *db, *user;             /* owned */
-    int backend;                 /* as sl_pool_t's */
-    int refs;                    /* loops' pools holding it, and servers in flight; under mutex */
-    sl_ledger_count_t *by_db;    /* owned reference: servers and logins of (db, backend) */
-    sl_ledger_count_t *by_user;  /* owned reference: servers and logins of (user, backend) */
-    atomic_int servers;          /* backend connections of this pool in all loops: a slot is
-                                    taken before a login starts and given back when it closes */
-    int nloops;                  /* entries in slot */
-    sl_ledger_slot_t slot[];     /* per loop, by worker_index */
+    sl_list_t node;             /* on the ledger's pools, under its mutex */
+    char *db, *user;            /* owned */
+    int backend;                /* as sl_pool_t's */
+    int refs;                   /* loops' pools holding it, and servers in flight; under mutex */
+    sl_ledger_count_t *by_db;   /* owned reference: servers and logins of (db, backend) */
+    sl_ledger_count_t *by_user; /* owned reference: servers and logins of (user, backend) */
+    atomic_int servers;         /* backend connections of this pool in all loops: a slot is
+                                   taken before a login starts and given back when it closes */
+    int nloops;                 /* entries in slot */
+    sl_ledger_slot_t slot[];    /* per loop, by worker_index */
 } sl_ledger_pool_t;
 
 /* A ledger for nloops loops (1 .. SL_LEDGER_MAX_LOOPS), or NULL when out

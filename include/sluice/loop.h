@@ -99,7 +99,7 @@ typedef struct sl_loop {
     pthread_mutex_t inbox_mu; /* guards inbox and inbox_closed */
     sl_list_t inbox;          /* sl_loop_msg_t, oldest first */
     bool inbox_closed;        /* sl_loop_close ran: posts are refused */
-    sl_deferq_t defer; /* consequences of closes and releases, run later */
+    sl_deferq_t defer;        /* consequences of closes and releases, run later */
     /* A microsecond clock read at most once per phase of a loop round (the
      * stats time every query, as PgBouncer's cached time does): now_us is
      * 0 until read, and set back to 0 before and after each poll. */
