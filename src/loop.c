@@ -21,6 +21,40 @@ static void clock_stale_check(uv_check_t *h) {
     ((sl_loop_t *)h->data)->now_us = 0;
 }
 
+/* Takes what is queued now and runs it: a message may post again (to this
+ * loop too), which lands in the next batch. */
+static void inbox_run(sl_loop_t *l, bool live) {
+    sl_list_t batch;
+    sl_list_init(&batch);
+    pthread_mutex_lock(&l->inbox_mu);
+    while (!sl_list_empty(&l->inbox)) {
+        sl_list_t *n = sl_list_first(&l->inbox);
+        sl_list_unlink(n);
+        sl_list_push_back(&batch, n);
+    }
+    pthread_mutex_unlock(&l->inbox_mu);
+    while (!sl_list_empty(&batch)) {
+        sl_loop_msg_t *m = sl_container_of(sl_list_first(&batch), sl_loop_msg_t, node);
+        sl_list_unlink(&m->node);
+        m->run(l, m, live);
+    }
+}
+
+static void inbox_cb(uv_async_t *h) {
+    inbox_run(h->data, true);
+}
+
+bool sl_loop_post(sl_loop_t *to, sl_loop_msg_t *m) {
+    pthread_mutex_lock(&to->inbox_mu);
+    bool open = !to->inbox_closed;
+    if (open) sl_list_push_back(&to->inbox, &m->node);
+    pthread_mutex_unlock(&to->inbox_mu);
+    /* uv_async_send is the one libuv call safe from another thread; sends
+     * that come together are run once. */
+    if (open) uv_async_send(&to->inbox_async);
+    return open;
+}
+
 int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     memset(l, 0, sizeof *l);
     l->cfg = cfg;
@@ -34,6 +68,7 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
     sl_list_init(&l->authq_cache);
     sl_list_init(&l->authq_retired);
     sl_list_init(&l->kicks.conns);
+    sl_list_init(&l->inbox);
     /* Before the loop: a failure here then leaves nothing to close. */
     l->sql_cache = calloc(1, sizeof *l->sql_cache);
     if (!l->sql_cache) {
@@ -50,6 +85,11 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
         return SL_ENOMEM;
     }
     sl_deferq_init(&l->defer, l->loop);
+    pthread_mutex_init(&l->inbox_mu, NULL);
+    uv_async_init(l->loop, &l->inbox_async, inbox_cb);
+    l->inbox_async.data = l;
+    /* Waiting for messages alone must not keep the loop alive. */
+    uv_unref((uv_handle_t *)&l->inbox_async);
     uv_prepare_init(l->loop, &l->clock_prepare);
     uv_check_init(l->loop, &l->clock_check);
     l->clock_prepare.data = l->clock_check.data = l;
@@ -63,6 +103,11 @@ int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen) {
 }
 
 void sl_loop_close(sl_loop_t *l) {
+    pthread_mutex_lock(&l->inbox_mu);
+    l->inbox_closed = true;
+    pthread_mutex_unlock(&l->inbox_mu);
+    inbox_run(l, false); /* what came before the door shut */
+    uv_close((uv_handle_t *)&l->inbox_async, NULL);
     sl_deferq_close(&l->defer);
     uv_close((uv_handle_t *)&l->clock_prepare, NULL);
     uv_close((uv_handle_t *)&l->clock_check, NULL);
@@ -80,4 +125,5 @@ void sl_loop_destroy(sl_loop_t *l) {
     sl_hba_free(l->hba);
     l->hba = NULL;
     sl_stmt_registry_free(&l->stmts);
+    pthread_mutex_destroy(&l->inbox_mu);
 }

@@ -7,12 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/ledger.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 
 static void pool_dispatch(sl_pool_t *p);
 static void expire_waiters(sl_pool_t *p, int64_t now);
 static void trim_idle(sl_pool_t *p);
+static void lp_publish(sl_pool_t *p);
+static void lp_balance(sl_pool_t *p, int64_t now);
+static bool lp_send(sl_pool_t *p, sl_server_t *s, int loop);
+static int lp_wanting(sl_pool_t *p, int64_t my_oldest_ms);
+
+/* With waiters of its own, a loop still hands an idle server to another
+ * loop whose oldest waiter has waited this much longer than its own: the
+ * queue stays roughly first come, first served across loops without
+ * moving a server at every release. */
+#define SL_POOL_FAIR_MS 50
 
 /* What a pool does next (hand servers to waiters, open one, fail its
  * waiters) runs from the loop's deferred queue, never on the stack of
@@ -41,10 +52,21 @@ int sl_pool_total(const sl_pool_t *p) {
     return p->servers.n[SL_SV_IDLE] + n_used(p) + n_connecting(p);
 }
 
+/* Servers of the pool in every loop: what pool_size caps. */
+static int total_all(const sl_pool_t *p) {
+    return p->lp ? sl_ledger_read(&p->lp->servers) : sl_pool_total(p);
+}
+
 /* Closes every server of p in state st. */
 static void close_in(sl_pool_t *p, enum sl_server_state st, const char *why) {
     while (!sl_list_empty(&p->servers.in[st]))
         sl_server_close(sl_container_of(sl_list_first(&p->servers.in[st]), sl_server_t, node), why);
+}
+
+/* When the oldest waiter queued (loop clock), 0 when none waits. */
+static int64_t oldest_wait_ms(const sl_pool_t *p) {
+    sl_list_t *first = sl_list_first(&p->waiting);
+    return first ? sl_container_of(first, sl_waiter_t, node)->since_ms : 0;
 }
 
 /* Takes the oldest waiter off the queue. */
@@ -193,14 +215,21 @@ static int count_servers(sl_loop_t *w, int backend, const char *db, const char *
     return n;
 }
 
-static bool can_open(sl_pool_t *p, int64_t now) {
+/* pool_size, plus reserve_pool_size once the oldest waiter has waited
+ * reserve_pool_timeout. */
+static int open_limit(const sl_pool_t *p, int64_t now) {
     int limit = p->size;
     sl_list_t *first = sl_list_first(&p->waiting);
     if (first && p->reserve_size > 0) {
         sl_waiter_t *wt = sl_container_of(first, sl_waiter_t, node);
         if (now - wt->since_ms >= p->w->cfg->reserve_pool_timeout_ms) limit += p->reserve_size;
     }
-    if (sl_pool_total(p) >= limit) return false;
+    return limit;
+}
+
+/* One loop alone: its own servers are all there is to count. */
+static bool can_open(sl_pool_t *p, int64_t now) {
+    if (sl_pool_total(p) >= open_limit(p, now)) return false;
     if (p->max_db && count_servers(p->w, p->backend, p->db_alias, NULL) >= p->max_db) return false;
     if (p->max_user && count_servers(p->w, p->backend, NULL, p->user) >= p->max_user) return false;
     return true;
@@ -338,10 +367,62 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
     return s;
 }
 
+/* A server of the pool in some loop is gone: its places under the caps
+ * are free for any loop. */
+static void lp_give_slot(sl_ledger_pool_t *lp) {
+    sl_ledger_give(&lp->servers);
+    sl_ledger_give(&lp->by_db->servers);
+    sl_ledger_give(&lp->by_user->servers);
+}
+
+static void server_gone(sl_server_t *s) {
+    lp_give_slot(s->share);
+}
+
+/* Several loops: a place for one more server under pool_size (limit),
+ * max_db_connections and max_user_connections, counted over all loops,
+ * each taken by compare-and-swap so that loops racing for the last place
+ * never overshoot; all or nothing. The db and user counters count even
+ * without a cap, so that a cap set by a reload finds them right. */
+static bool lp_take_slot(sl_pool_t *p, int limit) {
+    sl_ledger_pool_t *lp = p->lp;
+    if (limit <= 0 || !sl_ledger_take(&lp->servers, limit)) return false;
+    if (!sl_ledger_take(&lp->by_db->servers, p->max_db)) {
+        sl_ledger_give(&lp->servers);
+        return false;
+    }
+    if (!sl_ledger_take(&lp->by_user->servers, p->max_user)) {
+        sl_ledger_give(&lp->by_db->servers);
+        sl_ledger_give(&lp->servers);
+        return false;
+    }
+    return true;
+}
+
+/* With several loops the caller holds a place taken by lp_take_slot: the
+ * server gives it back when it closes (server_gone). */
 static void open_server(sl_pool_t *p) {
     sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys);
+    if (p->lp) {
+        if (!s || s->state == SL_SV_CLOSING) { /* failed at once, before its hook was set */
+            lp_give_slot(p->lp);
+            if (!s) return;
+        } else {
+            s->share = p->lp;
+            s->on_close = server_gone;
+        }
+    }
     if (!s) return;
     sl_server_adopt(s, &p->servers);
+}
+
+/* Opens a server if the caps leave room (limit: the pool's own cap, from
+ * open_limit or min_pool_size); false when one is reached. */
+static bool open_if_room(sl_pool_t *p, int64_t now, int limit) {
+    if (p->lp ? !lp_take_slot(p, limit) : !can_open(p, now) || sl_pool_total(p) >= limit)
+        return false;
+    open_server(p);
+    return true;
 }
 
 static void check_done(sl_server_t *s, const char *err, const char *code) {
@@ -362,6 +443,7 @@ static void pool_dispatch(sl_pool_t *p) {
     /* Paused: waiters stay queued; servers close as they come back. */
     if (p->paused) {
         close_in(p, SL_SV_IDLE, "database paused");
+        if (p->lp) lp_publish(p);
         return;
     }
     int64_t now = sl_now_ms(p->w);
@@ -390,6 +472,11 @@ static void pool_dispatch(sl_pool_t *p) {
                 }
                 continue;
             }
+            /* Several loops: one whose clients have waited much longer
+             * gets it instead. */
+            int other;
+            if (p->lp && (other = lp_wanting(p, oldest_wait_ms(p))) >= 0 && lp_send(p, s, other))
+                continue;
             sl_waiter_t *wt = pop_waiter(p);
             /* Handed out: ACTIVE at once, so that it is never on the idle
              * list while a client holds it. The poll keeps watching: the
@@ -409,9 +496,11 @@ static void pool_dispatch(sl_pool_t *p) {
                 fail_waiters_login(p, 0, now);
             break;
         }
-        if (!can_open(p, now) && !(evict_idle_sibling(p) && can_open(p, now))) break;
-        open_server(p);
+        int limit = open_limit(p, now);
+        if (!open_if_room(p, now, limit) && !(evict_idle_sibling(p) && open_if_room(p, now, limit)))
+            break;
     }
+    if (p->lp) lp_balance(p, now);
 }
 
 void sl_pool_request(sl_pool_t *p, sl_waiter_t *wt) {
@@ -427,6 +516,7 @@ void sl_pool_cancel(sl_pool_t *p, sl_waiter_t *wt) {
     sl_list_unlink(&wt->node);
     wt->queued = false;
     p->n_waiting--;
+    if (p->lp) lp_publish(p); /* no server is to come here for it */
 }
 
 static void reset_done(sl_server_t *s, const char *err, const char *code) {
@@ -543,6 +633,12 @@ void sl_pool_free_retired(sl_loop_t *l) {
 
 static void pool_free(sl_pool_t *p) {
     sl_defer_cancel(&p->wake);
+    if (p->lp) {
+        /* Its slot says nothing waits and nothing is idle here now. */
+        p->n_waiting = 0;
+        lp_publish(p);
+        sl_ledger_pool_put(p->w->ledger, p->lp);
+    }
     OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
     if (p->retry_timer) {
         p->retry_timer->data = NULL;
@@ -702,6 +798,12 @@ sl_pool_t *sl_pool_get_at(sl_loop_t *w, const char *dbname, const char *user, in
         p->automatic = fallback;
         p->unused_since_ms = sl_now_ms(w);
         p->paused = w->db_paused && w->db_paused(w, dbname);
+        /* Found by name once, here; counted lock-free from then on. */
+        if (w->ledger && sl_ledger_nloops(w->ledger) > 1 &&
+            !(p->lp = sl_ledger_pool_get(w->ledger, dbname, user, backend))) {
+            pool_free(p);
+            p = NULL;
+        }
     }
     if (!p || !p->db_alias || !p->user || configure(p) != SL_OK) {
         if (p) pool_free(p);
@@ -725,7 +827,27 @@ int sl_pool_count_logins(sl_loop_t *w, const char *db, const char *user) {
     return n;
 }
 
+/* Several loops: the client caps count the logins of all of them, each
+ * taken by compare-and-swap. */
+static const char *lp_admit(sl_pool_t *p, char *detail, size_t cap) {
+    sl_ledger_count_t *db = p->lp->by_db, *user = p->lp->by_user;
+    if (!sl_ledger_take(&db->logins, p->max_db_clients)) {
+        snprintf(detail, cap, "database %s has %d clients, max_db_client_connections = %d",
+                 p->db_alias, sl_ledger_read(&db->logins), p->max_db_clients);
+        return "client connections exceeded (max_db_client_connections)";
+    }
+    if (!sl_ledger_take(&user->logins, p->max_user_clients)) {
+        sl_ledger_give(&db->logins);
+        snprintf(detail, cap, "user %s has %d clients, max_user_client_connections = %d", p->user,
+                 sl_ledger_read(&user->logins), p->max_user_clients);
+        return "client connections exceeded (max_user_client_connections)";
+    }
+    p->n_logins++;
+    return NULL;
+}
+
 const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) {
+    if (p->lp) return lp_admit(p, detail, cap);
     int n;
     if (p->max_db_clients > 0 &&
         (n = sl_pool_count_logins(p->w, p->db_alias, NULL)) >= p->max_db_clients) {
@@ -745,6 +867,10 @@ const char *sl_pool_admit(sl_pool_t *p, char *detail, size_t cap) {
 
 void sl_pool_leave(sl_pool_t *p) {
     p->n_logins--;
+    if (p->lp) {
+        sl_ledger_give(&p->lp->by_db->logins);
+        sl_ledger_give(&p->lp->by_user->logins);
+    }
 }
 
 void sl_pool_ref(sl_pool_t *p) {
@@ -807,16 +933,20 @@ void sl_pool_tick(sl_pool_t *p, int64_t now) {
             sl_server_close(s, "server_lifetime reached");
         else if (cfg->server_idle_timeout_ms > 0 &&
                  now - s->idle_since_ms >= cfg->server_idle_timeout_ms &&
-                 sl_pool_total(p) > p->min_size)
+                 total_all(p) > p->min_size)
             sl_server_close(s, "server_idle_timeout reached");
     }
     expire_waiters(p, now);
     trim_idle(p);
     /* min_pool_size: while backend logins fail, one attempt at a time
-     * after the backoff (transient) or none within server_login_retry. */
-    while (!p->paused && sl_pool_total(p) < p->min_size && can_open(p, now) &&
-           login_allowed(p, now))
-        open_server(p);
+     * after the backoff (transient) or none within server_login_retry.
+     * With several loops it counts the servers of all of them (any loop
+     * that has the pool tops it up, never past min_pool_size: the place
+     * is taken by compare-and-swap); idle ones move where clients wait. */
+    int warm = p->min_size < p->size ? p->min_size : p->size;
+    while (!p->paused && total_all(p) < p->min_size && login_allowed(p, now) &&
+           open_if_room(p, now, warm))
+        ;
     pool_wake(p);
 }
 
@@ -850,7 +980,7 @@ static void expire_waiters(sl_pool_t *p, int64_t now) {
  * smaller) are closed, as PgBouncer's check_pool_size does; busy ones
  * stay until released. */
 static void trim_idle(sl_pool_t *p) {
-    while (sl_pool_total(p) > p->size + p->reserve_size && p->servers.n[SL_SV_IDLE] > 0) {
+    while (total_all(p) > p->size + p->reserve_size && p->servers.n[SL_SV_IDLE] > 0) {
         /* The least recently used first: idle servers are most recent first. */
         sl_list_t *last = p->servers.in[SL_SV_IDLE].prev;
         sl_server_close(sl_container_of(last, sl_server_t, node), "pool_size lowered");
@@ -911,4 +1041,176 @@ int sl_pool_close_pending(const sl_pool_t *p) {
         for (const sl_list_t *it = p->servers.in[st].next; it != &p->servers.in[st]; it = it->next)
             n += sl_container_of(it, sl_server_t, node)->close_needed;
     return n;
+}
+
+/* ---- several loops: the shared ledger (ledger.h) ---- */
+
+static inline sl_ledger_slot_t *my_slot(const sl_pool_t *p) {
+    return &p->lp->slot[p->w->worker_index];
+}
+
+/* Tells the other loops how many clients wait here (and since when) and
+ * how many servers are idle, written only when it changed. Servers that
+ * arrived since the last time stop counting as on their way here now,
+ * together with the waiters they served, so that no other loop sees a
+ * waiter both unserved and with nothing coming. */
+static void lp_publish(sl_pool_t *p) {
+    sl_ledger_slot_t *me = my_slot(p);
+    int idle = p->servers.n[SL_SV_IDLE];
+    int64_t oldest = oldest_wait_ms(p);
+    if (p->n_waiting != p->lp_waiting)
+        atomic_store_explicit(&me->waiting, p->lp_waiting = p->n_waiting, memory_order_release);
+    if (idle != p->lp_idle)
+        atomic_store_explicit(&me->idle, p->lp_idle = idle, memory_order_release);
+    if (oldest != p->lp_oldest_ms)
+        atomic_store_explicit(&me->oldest_ms, p->lp_oldest_ms = oldest, memory_order_release);
+    if (p->lp_arrived) {
+        atomic_fetch_sub_explicit(&me->inflight, p->lp_arrived, memory_order_acq_rel);
+        p->lp_arrived = 0;
+    }
+}
+
+/* Another loop whose waiters are not all covered by servers on their way
+ * there, or -1. my_oldest_ms: this loop has waiters too, the oldest queued
+ * then; only a loop whose oldest waiter queued SL_POOL_FAIR_MS before it
+ * counts (0: any). */
+static int lp_wanting(sl_pool_t *p, int64_t my_oldest_ms) {
+    int n = p->lp->nloops, me = p->w->worker_index;
+    for (int k = 1; k < n; k++) {
+        int i = (me + k) % n;
+        sl_ledger_slot_t *o = &p->lp->slot[i];
+        int want = atomic_load_explicit(&o->waiting, memory_order_acquire) -
+                   atomic_load_explicit(&o->inflight, memory_order_acquire);
+        if (want <= 0) continue;
+        if (my_oldest_ms) {
+            int64_t t = atomic_load_explicit(&o->oldest_ms, memory_order_acquire);
+            if (!t || t > my_oldest_ms - SL_POOL_FAIR_MS) continue;
+        }
+        return i;
+    }
+    return -1;
+}
+
+static sl_pool_t *pool_of(sl_loop_t *l, const sl_ledger_pool_t *lp) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &l->pools) {
+        sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+        if (p->lp == lp) return p;
+    }
+    return NULL;
+}
+
+/* A server from another loop lands on loop l: it gets its handles here and
+ * goes to l's pool of the same entry, whose first waiter gets it (or it
+ * stays idle there: it is l's now). counted: it was counted on its way to
+ * l (inflight). Without that pool (freed meanwhile), or when l is closing,
+ * it is closed here. */
+static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted) {
+    sl_ledger_pool_t *lp = s->share;
+    sl_pool_t *p = live ? pool_of(l, lp) : NULL;
+    int rc = sl_server_join_loop(s, l, p);
+    if (counted) {
+        if (p)
+            p->lp_arrived++;
+        else
+            atomic_fetch_sub_explicit(&lp->slot[l->worker_index].inflight, 1, memory_order_acq_rel);
+    }
+    if (!p) {
+        sl_server_close(s, live ? "its pool is gone from the worker it was handed to"
+                                : "the worker it was handed to is stopping");
+    } else if (rc != SL_OK) {
+        sl_server_close(s, "out of memory taking over a server from another worker");
+    } else {
+        sl_log_debug(s->tag, "taken over by worker %d", l->worker_index);
+        sl_server_adopt(s, &p->servers);
+        p->lp_moved_in++;
+        pool_wake(p);
+    }
+    sl_ledger_pool_put(l->ledger, lp); /* the reference it travelled with */
+}
+
+static void moved_in_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    server_arrive(l, sl_container_of(m, sl_server_t, msg), live, true);
+}
+
+/* On the loop it leaves, once its handles there are closed: off it goes.
+ * If the target is closing, it comes back to this loop instead. */
+static void moved_out_cb(sl_server_t *s) {
+    s->msg.run = moved_in_run;
+    if (sl_loop_post(s->move_to, &s->msg)) return;
+    sl_ledger_pool_t *lp = s->share;
+    atomic_fetch_sub_explicit(&lp->slot[s->move_to->worker_index].inflight, 1,
+                              memory_order_acq_rel);
+    server_arrive(s->w, s, !s->w->shutting_down, false);
+}
+
+/* Hands idle server s to loop i, whose clients wait: counted on its way
+ * there at once, so that no other loop sends one for the same waiter. */
+static bool lp_send(sl_pool_t *p, sl_server_t *s, int i) {
+    sl_loop_t *to = sl_ledger_loop(p->w->ledger, i);
+    if (!to) return false;
+    sl_ledger_slot_t *o = &p->lp->slot[i];
+    atomic_fetch_add_explicit(&o->inflight, 1, memory_order_acq_rel);
+    sl_ledger_pool_ref(p->w->ledger, p->lp); /* the entry outlives its trip */
+    s->move_to = to;
+    if (sl_server_leave_loop(s, moved_out_cb) != SL_OK) {
+        atomic_fetch_sub_explicit(&o->inflight, 1, memory_order_acq_rel);
+        sl_ledger_pool_put(p->w->ledger, p->lp);
+        return false;
+    }
+    p->lp_moved_out++;
+    sl_log_debug(s->tag, "handed to worker %d, whose clients wait", i);
+    return true;
+}
+
+/* A loop asked to look at its pool of lp: an idle server there may go to
+ * the asker (pool_dispatch then lp_balance). */
+typedef struct lp_pull_msg {
+    sl_loop_msg_t msg;
+    sl_ledger_pool_t *lp; /* a reference */
+} lp_pull_msg_t;
+
+static void pull_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    lp_pull_msg_t *pm = sl_container_of(m, lp_pull_msg_t, msg);
+    sl_pool_t *p = live ? pool_of(l, pm->lp) : NULL;
+    if (p) pool_wake(p);
+    sl_ledger_pool_put(l->ledger, pm->lp);
+    free(pm);
+}
+
+/* Waiters here that no server here will serve, while another loop has
+ * idle ones: asks those loops (at most once per millisecond of this
+ * loop's clock; the next dispatch asks again if it is still needed). */
+static void lp_pull(sl_pool_t *p, int64_t now) {
+    if (now == p->lp_pull_ms) return;
+    p->lp_pull_ms = now;
+    int n = p->lp->nloops, me = p->w->worker_index;
+    for (int i = 0; i < n; i++) {
+        sl_loop_t *to = i != me ? sl_ledger_loop(p->w->ledger, i) : NULL;
+        if (!to || atomic_load_explicit(&p->lp->slot[i].idle, memory_order_acquire) <= 0) continue;
+        lp_pull_msg_t *pm = malloc(sizeof *pm);
+        if (!pm) return; /* the next dispatch asks again */
+        pm->msg.run = pull_run;
+        pm->lp = p->lp;
+        sl_ledger_pool_ref(p->w->ledger, p->lp);
+        if (!sl_loop_post(to, &pm->msg)) {
+            sl_ledger_pool_put(p->w->ledger, p->lp);
+            free(pm);
+        }
+    }
+}
+
+/* After a dispatch, with several loops: idle servers no client here wants
+ * go to loops whose clients wait; waiters here that nothing here will
+ * serve ask loops with idle servers; then the slot is published. */
+static void lp_balance(sl_pool_t *p, int64_t now) {
+    int other;
+    while (p->n_waiting == 0 && p->servers.n[SL_SV_IDLE] > 0 && (other = lp_wanting(p, 0)) >= 0) {
+        sl_server_t *s =
+            sl_container_of(sl_list_first(&p->servers.in[SL_SV_IDLE]), sl_server_t, node);
+        if (!lp_send(p, s, other)) break;
+    }
+    if (p->n_waiting > n_connecting(p) + p->n_checking && p->servers.n[SL_SV_IDLE] == 0)
+        lp_pull(p, now);
+    lp_publish(p);
 }

@@ -45,19 +45,35 @@ static void maybe_free(sl_server_t *s) {
     sl_params_clear(&s->reported);
     sl_params_clear(&s->applied);
     sl_stmt_cache_clear(&s->stmts, &s->w->stmts);
+    sl_stmt_carry_free(s->carry);
     free(s->qout);
     free(s->row);
     free(s);
 }
 
+/* A server leaving its loop: once the last of its handles there closed,
+ * the owner may post it. */
+static void maybe_moved(sl_server_t *s) {
+    if (s->open_handles > 0 || s->sock.handles > 0) return;
+    s->moving = false;
+    s->moved(s);
+}
+
 static void handle_closed_cb(uv_handle_t *h) {
     sl_server_t *s = h->data;
     s->open_handles--;
-    maybe_free(s);
+    if (s->moving)
+        maybe_moved(s);
+    else
+        maybe_free(s);
 }
 
 static void sock_closed_cb(sl_conn_t *cn) {
-    maybe_free(cn->data);
+    sl_server_t *s = cn->data;
+    if (s->moving)
+        maybe_moved(s);
+    else
+        maybe_free(s);
 }
 
 /* What the backend socket waits for in the server's own states. While
@@ -1002,4 +1018,43 @@ void sl_server_close(sl_server_t *s, const char *reason) {
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
     if (s->resolve) uv_cancel((uv_req_t *)s->resolve);
+}
+
+/* ---- moving to another loop ---- */
+
+int sl_server_leave_loop(sl_server_t *s, sl_server_moved_cb moved) {
+    if (s->state != SL_SV_IDLE || s->moving || s->link || s->qout || s->open_handles != 1 ||
+        s->tx_status != 'I')
+        return SL_ECONFIG;
+    int rc = sl_stmt_cache_export(&s->stmts, &s->w->stmts, &s->carry);
+    if (rc != SL_OK) return rc;
+    sv_unlist(s);
+    s->home = NULL;
+    s->moving = true;
+    s->moved = moved;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
+    /* libuv forgets the fd here, on this loop; the other loop watches it
+     * with a handle of its own. */
+    sl_conn_detach(&s->sock);
+    return SL_OK;
+}
+
+int sl_server_join_loop(sl_server_t *s, sl_loop_t *w, void *owner) {
+    int fd = s->sock.fd;
+    SSL *ssl = s->sock.ssl;
+    s->w = w;
+    s->owner = owner;
+    sl_conn_init(&s->sock, w->loop, &w->kicks, server_event_cb, sock_closed_cb, s);
+    s->sock.fd = fd; /* closed by PQfinish (or by sluice, own_socket) if the attach fails */
+    s->sock.ssl = ssl;
+    uv_timer_init(w->loop, &s->timer);
+    s->timer.data = s;
+    s->open_handles = 1;
+    int rc = sl_stmt_cache_import(&s->stmts, &w->stmts, s->carry);
+    s->carry = NULL;
+    if (sl_conn_attach(&s->sock, fd) != SL_OK) return SL_EIO;
+    if (rc != SL_OK) return rc;
+    server_update_poll(s); /* idle: reads, to see the backend go away */
+    return SL_OK;
 }

@@ -2,9 +2,91 @@
  * caches of them with least-recently-used eviction. */
 #include "sluice/stmt.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- ids shared by several loops ---- */
+
+typedef struct sl_stmt_id {
+    sl_hnode_t node; /* in the shared map, by hash of body */
+    uint32_t id;
+    uint32_t refs;   /* registries' statements and carries holding it; under the mutex */
+    uint32_t len;
+    uint8_t body[];  /* as sl_stmt_t's; never changes */
+} sl_stmt_id_t;
+
+struct sl_stmt_ids {
+    pthread_mutex_t mu;
+    sl_hmap_t map;    /* sl_stmt_id_t */
+    uint32_t next_id; /* never reused */
+};
+
+sl_stmt_ids_t *sl_stmt_ids_new(void) {
+    sl_stmt_ids_t *ids = calloc(1, sizeof *ids);
+    if (ids) pthread_mutex_init(&ids->mu, NULL);
+    return ids;
+}
+
+void sl_stmt_ids_free(sl_stmt_ids_t *ids) {
+    if (!ids) return;
+    for (sl_hnode_t *n; (n = sl_hmap_any(&ids->map));) {
+        sl_hmap_remove(&ids->map, n);
+        free(sl_container_of(n, sl_stmt_id_t, node));
+    }
+    sl_hmap_free(&ids->map);
+    pthread_mutex_destroy(&ids->mu);
+    free(ids);
+}
+
+/* The shared entry of body with a new reference, made if new; NULL when
+ * out of memory. */
+static sl_stmt_id_t *ids_take(sl_stmt_ids_t *ids, const uint8_t *body, uint32_t len,
+                              uint64_t hash) {
+    pthread_mutex_lock(&ids->mu);
+    sl_stmt_id_t *e = NULL;
+    for (sl_hnode_t *n = sl_hmap_find(&ids->map, hash); n && !e; n = sl_hmap_next(n)) {
+        sl_stmt_id_t *x = sl_container_of(n, sl_stmt_id_t, node);
+        if (x->len == len && memcmp(x->body, body, len) == 0) e = x;
+    }
+    if (e) {
+        e->refs++;
+    } else if ((e = malloc(sizeof *e + len))) {
+        e->node.hash = hash;
+        e->id = ++ids->next_id;
+        e->refs = 1;
+        e->len = len;
+        memcpy(e->body, body, len);
+        if (sl_hmap_add(&ids->map, &e->node) < 0) {
+            free(e);
+            e = NULL;
+        }
+    }
+    pthread_mutex_unlock(&ids->mu);
+    return e;
+}
+
+static void ids_ref(sl_stmt_ids_t *ids, sl_stmt_id_t *e) {
+    pthread_mutex_lock(&ids->mu);
+    e->refs++;
+    pthread_mutex_unlock(&ids->mu);
+}
+
+static void ids_put(sl_stmt_ids_t *ids, sl_stmt_id_t *e) {
+    pthread_mutex_lock(&ids->mu);
+    if (--e->refs == 0) {
+        sl_hmap_remove(&ids->map, &e->node);
+        free(e);
+    }
+    pthread_mutex_unlock(&ids->mu);
+}
+
+/* A statement of r is freed. */
+static void stmt_free(sl_stmt_registry_t *r, sl_stmt_t *st) {
+    if (st->sid) ids_put(r->shared, st->sid);
+    free(st);
+}
 
 sl_stmt_t *sl_stmt_find(const sl_stmt_registry_t *r, const uint8_t *body, uint32_t len) {
     uint64_t h = sl_hash_bytes(body, len);
@@ -25,12 +107,21 @@ sl_stmt_t *sl_stmt_intern(sl_stmt_registry_t *r, const uint8_t *body, uint32_t l
     if (!st) return NULL;
     st->node.hash = sl_hash_bytes(body, len);
     st->valid = st->parsed = false;
-    st->id = ++r->next_id;
+    st->sid = NULL;
+    if (r->shared) {
+        if (!(st->sid = ids_take(r->shared, body, len, st->node.hash))) {
+            free(st);
+            return NULL;
+        }
+        st->id = st->sid->id;
+    } else {
+        st->id = ++r->next_id;
+    }
     st->refs = 1;
     st->len = len;
     memcpy(st->body, body, len);
     if (sl_hmap_add(&r->map, &st->node) < 0) {
-        free(st);
+        stmt_free(r, st);
         return NULL;
     }
     return st;
@@ -41,7 +132,7 @@ void sl_stmt_ref(sl_stmt_t *st) { st->refs++; }
 void sl_stmt_unref(sl_stmt_registry_t *r, sl_stmt_t *st) {
     if (--st->refs > 0) return;
     sl_hmap_remove(&r->map, &st->node);
-    free(st);
+    stmt_free(r, st);
 }
 
 int sl_stmt_name(const sl_stmt_t *st, char *buf, size_t cap) {
@@ -51,7 +142,7 @@ int sl_stmt_name(const sl_stmt_t *st, char *buf, size_t cap) {
 void sl_stmt_registry_free(sl_stmt_registry_t *r) {
     for (sl_hnode_t *n; (n = sl_hmap_any(&r->map));) {
         sl_hmap_remove(&r->map, n);
-        free(sl_container_of(n, sl_stmt_t, node));
+        stmt_free(r, sl_container_of(n, sl_stmt_t, node));
     }
     sl_hmap_free(&r->map);
 }
@@ -261,4 +352,59 @@ void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &c->lru) slot_drop(c, r, sl_container_of(it, sl_stmt_slot_t, lru));
     sl_hmap_free(&c->map);
+}
+
+/* ---- a cache moving to another loop ---- */
+
+struct sl_stmt_carry {
+    sl_stmt_ids_t *ids; /* borrowed: the shared ids the entries are in */
+    uint32_t n;
+    sl_stmt_id_t *e[];  /* references, least recently used first */
+};
+
+int sl_stmt_cache_export(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t **out) {
+    *out = NULL;
+    if (!r->shared) return SL_ECONFIG;
+    if (c->map.count == 0) return SL_OK;
+    sl_stmt_carry_t *k = malloc(sizeof *k + c->map.count * sizeof(sl_stmt_id_t *));
+    if (!k) return SL_ENOMEM;
+    k->ids = r->shared;
+    k->n = 0;
+    for (sl_list_t *it = c->lru.next; it != &c->lru; it = it->next) {
+        sl_stmt_t *st = sl_container_of(it, sl_stmt_slot_t, lru)->st;
+        ids_ref(r->shared, st->sid);
+        k->e[k->n++] = st->sid;
+    }
+    sl_stmt_cache_clear(c, r);
+    /* What the unnamed statement and portal were belongs to a client of
+     * the loop it leaves. */
+    c->unnamed = NULL;
+    c->unnamed_owner = 0;
+    c->unnamed_loop = NULL;
+    *out = k;
+    return SL_OK;
+}
+
+void sl_stmt_carry_free(sl_stmt_carry_t *k) {
+    if (!k) return;
+    for (uint32_t i = 0; i < k->n; i++)
+        ids_put(k->ids, k->e[i]);
+    free(k);
+}
+
+int sl_stmt_cache_import(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t *k) {
+    int rc = SL_OK;
+    for (uint32_t i = 0; k && i < k->n; i++) {
+        /* The carry's reference keeps the entry, so the body gets the id
+         * it was prepared under. */
+        sl_stmt_t *st = r->shared == k->ids ? sl_stmt_intern(r, k->e[i]->body, k->e[i]->len) : NULL;
+        if (!st || st->id != k->e[i]->id || sl_stmt_cache_add(c, st) < 0) {
+            rc = SL_ENOMEM;
+        } else {
+            st->valid = true; /* a server accepted it */
+        }
+        if (st) sl_stmt_unref(r, st);
+    }
+    sl_stmt_carry_free(k);
+    return rc;
 }

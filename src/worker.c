@@ -16,6 +16,7 @@
 #include "sluice/authq.h"
 #include "sluice/control.h"
 #include "sluice/janitor.h"
+#include "sluice/ledger.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -278,6 +279,10 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, const sl_worker_place_t *pl
     w->place = *place;
     w->core.worker_index = place->index;
     w->core.client_ids = place->client_ids;
+    if (place->ledger && sl_ledger_attach(place->ledger, &w->core) != SL_OK) {
+        snprintf(err, errlen, "worker %d cannot join the pools' ledger", place->index);
+        return SL_ENOMEM;
+    }
     w->core.on_drained = drained_cb;
     sl_defer_init(&w->shutdown_job, shutdown_cb);
     w->core.find_secret = sl_authq_find;

@@ -12,6 +12,7 @@
 
 #include "sluice/admin.h"
 #include "sluice/control.h"
+#include "sluice/ledger.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/notify.h"
@@ -427,6 +428,7 @@ static void abandon(sl_workers_t *g, int nready) {
     }
     for (int i = 0; i < g->n; i++)
         slot_free(&g->slots[i]);
+    if (g->ledger && nready == g->n) sl_ledger_free(g->ledger); /* else a loop may hold it */
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->slots);
@@ -439,7 +441,8 @@ static int init_slot(sl_workers_t *g, int i, sl_config_t *cfg, char *err, size_t
                                .index = i,
                                .count = g->n,
                                .unix_fd = i > 0 ? sl_listener_unix_fd(&g->slots[0].w) : -1,
-                               .client_ids = &g->client_ids};
+                               .client_ids = &g->client_ids,
+                               .ledger = g->ledger};
     int rc = sl_worker_init(&s->w, cfg, &place, err, errlen);
     if (rc != SL_OK) return rc;
     s->w.on_stop = worker_stopping;
@@ -471,6 +474,13 @@ sl_workers_t *sl_workers_start(sl_config_t *cfg, int n, char *err, size_t errlen
     for (int i = 0; i < n; i++) {
         g->slots[i].g = g;
         pthread_mutex_init(&g->slots[i].mu, NULL);
+    }
+    /* One loop keeps its pools' counts to itself (no atomics on its path). */
+    if (n > 1 && !(g->ledger = sl_ledger_new(n))) {
+        snprintf(err, errlen, "out of memory for the pools' ledger");
+        sl_config_free(cfg);
+        abandon(g, 0);
+        return NULL;
     }
     /* The others' configs from the text worker 0's was read from (read
      * again once: the file is not parsed from two different versions). */
@@ -530,6 +540,7 @@ int sl_workers_run(sl_workers_t *g) {
         slot_free(s);
     }
     uv_loop_close(&g->loop);
+    if (g->ledger) sl_ledger_free(g->ledger);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->slots);

@@ -16,7 +16,7 @@ root = sys.argv[1]
 FLOORS = {
     1: "proto buf scram hba sql stmt expect params config userlist stats log strlist "
        "textfile hmap err defer list tls notify utf8 cancelkey",
-    2: "server conn login auth loop",
+    2: "server conn login auth loop ledger",
     3: "pool",
     3.5: "route authq control",
     4: "session",

@@ -8,6 +8,7 @@
 #define SLUICE_LOOP_H
 
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,6 +49,21 @@ typedef struct sl_console_who {
                            stats_users: SHOW only */
 } sl_console_who_t;
 
+struct sl_loop;
+struct sl_ledger;
+
+/* A message for a loop, posted from any thread (sl_loop_post) and run on
+ * the loop's own thread: the only way one loop hands something to another.
+ * The poster embeds it in what it sends. */
+typedef struct sl_loop_msg sl_loop_msg_t;
+struct sl_loop_msg {
+    sl_list_t node; /* on the target's inbox while queued */
+    /* Runs on the target loop's thread. live: the loop runs; false when it
+     * is closing (sl_loop_close): the message is to be disposed of, its
+     * loop still runs close callbacks but takes nothing new. */
+    void (*run)(struct sl_loop *l, sl_loop_msg_t *m, bool live);
+};
+
 typedef struct sl_loop {
     uv_loop_t *loop;         /* owned */
     sl_config_t *cfg;        /* owned */
@@ -78,7 +94,16 @@ typedef struct sl_loop {
     int peer_id;                         /* this instance's peer_id (0: no peering), also
                                             named in cancel keys */
     uint32_t next_server_id;
-    sl_deferq_t defer; /* consequences of closes and releases, run later */
+    struct sl_ledger *ledger; /* borrowed: what the loops share (ledger.h); NULL: this loop is
+                                 alone, and its caps count only its own servers */
+    /* The inbox: messages other threads post (sl_loop_post), run by an
+     * async handle on this loop. Made by sl_loop_init, closed by
+     * sl_loop_close (messages still queued then run with live = false). */
+    uv_async_t inbox_async;
+    pthread_mutex_t inbox_mu; /* guards inbox and inbox_closed */
+    sl_list_t inbox;          /* sl_loop_msg_t, oldest first */
+    bool inbox_closed;        /* sl_loop_close ran: posts are refused */
+    sl_deferq_t defer;        /* consequences of closes and releases, run later */
     /* A microsecond clock read at most once per phase of a loop round (the
      * stats time every query, as PgBouncer's cached time does): now_us is
      * 0 until read, and set back to 0 before and after each poll. */
@@ -161,6 +186,9 @@ static inline uint64_t sl_now_us(sl_loop_t *l) {
  * free list and the parser cache, and makes every list empty. Returns SL_OK
  * or SL_ENOMEM with why in err. */
 int sl_loop_init(sl_loop_t *l, sl_config_t *cfg, char *err, size_t errlen);
+/* Queues m for loop `to` and wakes it; any thread. False when `to` is
+ * closing (the message is not queued: it stays the caller's). */
+bool sl_loop_post(sl_loop_t *to, sl_loop_msg_t *m) SL_MUST_USE;
 /* Closes the handles sl_loop_init started (the deferred queue's and the
  * clock's): the loop can end once its users closed theirs. */
 void sl_loop_close(sl_loop_t *l);

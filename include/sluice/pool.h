@@ -53,11 +53,11 @@ typedef struct sl_pool {
     int64_t query_wait_timeout_ms;        /* how long a waiter waits */
     int64_t query_timeout_ms, idle_transaction_timeout_ms; /* for its clients */
     int64_t transaction_timeout_ms, client_idle_timeout_ms;
-    int n_logins; /* clients logged in through it (their own pool, backend 0 only) */
-    sl_server_lists_t servers;        /* its servers not closing, one list per state (server.c
-                                         moves them); idle ones most recently used first */
-    int n_checking;    /* of servers in QUERY: running server_check_query, soon free */
-    sl_list_t waiting; /* sl_waiter_t, oldest first */
+    int n_logins;              /* clients logged in through it (their own pool, backend 0 only) */
+    sl_server_lists_t servers; /* its servers not closing, one list per state (server.c
+                                  moves them); idle ones most recently used first */
+    int n_checking;            /* of servers in QUERY: running server_check_query, soon free */
+    sl_list_t waiting;         /* sl_waiter_t, oldest first */
     int n_waiting;
     sl_params_t defaults;    /* reported parameters of a fresh backend */
     bool automatic;          /* made from the '*' entry: freed when unused */
@@ -81,13 +81,24 @@ typedef struct sl_pool {
     sl_defer_t wake;         /* queued when the pool has work to do (see pool.c) */
     char last_error[480];    /* the last failure's message (for waiters it fails) */
     char last_code[6];
-    sl_pool_stats_t stats;      /* counters since the pool was made (SHOW STATS, /metrics) */
-    sl_pool_stats_t stats_prev; /* as of the last stats_period tick */
+    sl_pool_stats_t stats;       /* counters since the pool was made (SHOW STATS, /metrics) */
+    sl_pool_stats_t stats_prev;  /* as of the last stats_period tick */
     sl_pool_stats_t stats_delta; /* what that period added (averages of several pools are
                                     averages of their summed deltas) */
     int64_t stats_delta_ms;      /* its length, ms; 0 before the first period ends */
-    sl_login_keys_t scram_keys; /* derived from the configured password for the backend's salt
-                                   by the first own login (empty until then) */
+    sl_login_keys_t scram_keys;  /* derived from the configured password for the backend's salt
+                                    by the first own login (empty until then) */
+    /* With several loops (a ledger of more than one loop), what they share
+     * about this (database, user, backend): its caps count the servers of
+     * all loops, and idle servers move to the loop whose clients wait.
+     * NULL when the loop is alone: then nothing below is used. */
+    struct sl_ledger_pool *lp; /* owned reference */
+    int lp_waiting, lp_idle;   /* what this loop last published in its slot */
+    int64_t lp_oldest_ms;
+    int lp_arrived;        /* servers adopted from other loops since the last publish */
+    int64_t lp_pull_ms;    /* when it last asked other loops for an idle server */
+    uint64_t lp_moved_in;  /* servers taken over from other loops */
+    uint64_t lp_moved_out; /* servers handed to other loops */
 } sl_pool_t;
 
 /* What the automatic pools of a database that were freed had counted, kept

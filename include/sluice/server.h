@@ -47,6 +47,8 @@ typedef struct sl_server_lists {
 struct sl_client;
 
 typedef struct sl_server sl_server_t;
+/* A server leaving its loop has no handle left there: it may be posted. */
+typedef void (*sl_server_moved_cb)(sl_server_t *s);
 /* Connect or internal query finished: err NULL on success. */
 typedef void (*sl_server_done_cb)(sl_server_t *s, const char *err, const char *sqlstate);
 /* Socket events while ACTIVE (status < 0 is a poll error). */
@@ -107,6 +109,16 @@ struct sl_server {
     char error[256];        /* first error of an internal query */
     char error_code[6];     /* its SQLSTATE */
     char host[400];         /* backend address(es), for logs */
+    /* Moving to another loop (workers): from sl_server_leave_loop until
+     * sl_server_join_loop it is IDLE on no list, with no handle; the fd,
+     * PGconn, TLS state, caches and parameters stay in the struct. */
+    bool moving;                /* leaving: its handles are closing */
+    sl_server_moved_cb moved;   /* called once they are closed, on the loop it leaves */
+    struct sl_stmt_carry *carry; /* owned while moving: its prepared statements (stmt.h) */
+    sl_loop_msg_t msg;          /* the owner's message carrying it to the other loop */
+    sl_loop_t *move_to;         /* borrowed: that loop, while moving */
+    void *share;                /* borrowed: the owner's shared accounting (a pool's ledger
+                                   entry), for on_close; NULL: none */
 };
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
@@ -133,6 +145,19 @@ void sl_server_adopt(sl_server_t *s, sl_server_lists_t *home);
 void sl_server_lists_init(sl_server_lists_t *l);
 /* Starts closing; the struct is freed once its handles are closed. */
 void sl_server_close(sl_server_t *s, const char *reason);
+/* Starts handing an IDLE server (no query, no client, a backend in no
+ * transaction) over to another loop: it leaves its owner's lists, its
+ * prepared-statement cache is carried by shared ids (the loop's registry
+ * must share them: sl_ledger_attach), and its poll and timer handles close
+ * on this loop; the fd, PGconn and TLS stay open. moved(s) runs on this
+ * loop once they are closed: the owner then posts it (s->msg). SL_ECONFIG
+ * (not movable now) or SL_ENOMEM: nothing changed. */
+int sl_server_leave_loop(sl_server_t *s, sl_server_moved_cb moved) SL_MUST_USE;
+/* On the receiving loop's thread: the server gets new handles on w (a new
+ * poll handle on the same fd) and its carried statements, IDLE, watched
+ * for the backend going away, on no list (sl_server_adopt it). On failure
+ * (SL_ENOMEM, SL_EIO) it is set up on w all the same, to be closed there. */
+int sl_server_join_loop(sl_server_t *s, sl_loop_t *w, void *owner) SL_MUST_USE;
 /* Records a ParameterStatus the backend sent (during relay or a query). */
 void sl_server_note_param(sl_server_t *s, const uint8_t *body, uint32_t n);
 

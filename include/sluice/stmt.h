@@ -26,12 +26,25 @@ typedef struct sl_stmt {
     uint32_t len;    /* bytes of body */
     bool valid;      /* a server accepted it once: sluice may answer its Parse alone */
     bool parsed;     /* sluice's parser read its text as one statement (prepare.c) */
+    struct sl_stmt_id *sid; /* a reference to its entry in the registry's shared ids, or NULL */
     uint8_t body[];  /* Parse after the name: query text, NUL, count and OIDs of parameter types */
 } sl_stmt_t;
 
+/* Statement ids shared by the registries of several loops (workers): the
+ * same body gets the same id in each, so a server handed from one loop to
+ * another keeps its statements under the names they were prepared with.
+ * Thread-safe (a mutex, taken only when a loop interns a body it does not
+ * know yet or frees one). */
+typedef struct sl_stmt_ids sl_stmt_ids_t;
+sl_stmt_ids_t *sl_stmt_ids_new(void);
+/* Once no registry uses it any more. */
+void sl_stmt_ids_free(sl_stmt_ids_t *ids);
+
 typedef struct sl_stmt_registry {
-    sl_hmap_t map;    /* sl_stmt_t by hash of body */
-    uint32_t next_id; /* ids are never reused while sluice runs */
+    sl_hmap_t map;         /* sl_stmt_t by hash of body */
+    uint32_t next_id;      /* ids are never reused while sluice runs */
+    sl_stmt_ids_t *shared; /* borrowed: ids come from there when set (several loops), else
+                              from next_id */
 } sl_stmt_registry_t;
 
 /* The statement with this body, created if new; a reference for the caller.
@@ -112,5 +125,24 @@ void sl_stmt_cache_remove(sl_stmt_cache_t *c, sl_stmt_registry_t *r, const sl_st
 sl_stmt_t *sl_stmt_cache_victim(const sl_stmt_cache_t *c, uint32_t max);
 uint32_t sl_stmt_cache_count(const sl_stmt_cache_t *c);
 void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r);
+
+/* A server's cache on its way to another loop: the statements by their
+ * shared ids, least recently used first, holding no reference into the
+ * loop it leaves. */
+typedef struct sl_stmt_carry sl_stmt_carry_t;
+/* Empties c (its statements belong to r, whose ids must be shared) into a
+ * carry; *out is NULL when c was empty. SL_ECONFIG when r has no shared
+ * ids, SL_ENOMEM: c is left as it was either way. */
+int sl_stmt_cache_export(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t **out)
+    SL_MUST_USE;
+/* On the receiving loop: fills the empty cache c with the carry's
+ * statements, interned in r (same shared ids, so the same names on the
+ * server), and frees the carry. A statement that cannot be interned (out
+ * of memory) is left out: SL_ENOMEM, and the server must not be trusted
+ * with its names (close it). */
+int sl_stmt_cache_import(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t *carry)
+    SL_MUST_USE;
+/* Frees a carry that will not be imported. */
+void sl_stmt_carry_free(sl_stmt_carry_t *carry);
 
 #endif

@@ -35,6 +35,7 @@ typedef struct sl_worker_place {
     int unix_fd;                  /* worker 0's Unix listening socket, which the others share
                                      (each watches a dup of it); -1: open one */
     _Atomic uint32_t *client_ids; /* borrowed: the process's client id counter */
+    struct sl_ledger *ledger;     /* borrowed: the pools' shared counts; NULL with one worker */
 } sl_worker_place_t;
 
 typedef struct sl_worker {

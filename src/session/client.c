@@ -13,6 +13,7 @@
 
 #include "sluice/authq.h"
 #include "sluice/control.h"
+#include "sluice/ledger.h"
 #include "sluice/log.h"
 #include "sluice/strlist.h"
 #include "sluice/tls.h"
@@ -210,6 +211,7 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     sl_client_set_state(c, SL_CL_CLOSING);
     sl_list_unlink(&c->node);
     c->w->nclients--;
+    if (c->w->ledger) (void)sl_ledger_clients_add(c->w->ledger, -1);
     sl_conn_detach(&c->sock); /* client_closed_cb frees it */
 }
 
@@ -328,7 +330,8 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     client_list(c, SL_CL_LOGIN);
     sl_list_push_back(&w->clients, &c->node);
     w->nclients++;
-    if (w->nclients > w->cfg->max_client_conn)
+    /* With several loops, max_client_conn counts the clients of all. */
+    if ((w->ledger ? sl_ledger_clients_add(w->ledger, 1) : w->nclients) > w->cfg->max_client_conn)
         c->reject = "no more connections allowed (max_client_conn)";
     c->login_buf = malloc(SL_STARTUP_MAX_BYTES);
     if (!c->login_buf) {

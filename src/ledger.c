@@ -1,0 +1,157 @@
+/* The shared ledger of pool counts: entries made and found under one mutex
+ * (once per pool a loop makes), then counted with atomics. */
+#include "sluice/ledger.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sl_ledger {
+    pthread_mutex_t mu; /* guards pools, counters and every refs */
+    sl_list_t pools;    /* sl_ledger_pool_t */
+    sl_list_t counters; /* sl_ledger_count_t */
+    atomic_int clients; /* clients of all loops (max_client_conn) */
+    int nloops;         /* loops it was made for */
+    sl_stmt_ids_t *ids; /* owned: statement ids shared by the loops' registries */
+    sl_loop_t *loops[SL_LEDGER_MAX_LOOPS]; /* borrowed, by worker_index; set before they run */
+};
+
+sl_ledger_t *sl_ledger_new(int nloops) {
+    if (nloops < 1 || nloops > SL_LEDGER_MAX_LOOPS) return NULL;
+    sl_ledger_t *lg = calloc(1, sizeof *lg);
+    if (!lg) return NULL;
+    lg->ids = sl_stmt_ids_new();
+    if (!lg->ids) {
+        free(lg);
+        return NULL;
+    }
+    pthread_mutex_init(&lg->mu, NULL);
+    sl_list_init(&lg->pools);
+    sl_list_init(&lg->counters);
+    lg->nloops = nloops;
+    return lg;
+}
+
+static void count_free(sl_ledger_count_t *c) {
+    sl_list_unlink(&c->node);
+    free(c->name);
+    free(c);
+}
+
+static void pool_free(sl_ledger_pool_t *e) {
+    sl_list_unlink(&e->node);
+    free(e->db);
+    free(e->user);
+    free(e);
+}
+
+void sl_ledger_free(sl_ledger_t *lg) {
+    if (!lg) return;
+    while (!sl_list_empty(&lg->pools))
+        pool_free(sl_container_of(sl_list_first(&lg->pools), sl_ledger_pool_t, node));
+    while (!sl_list_empty(&lg->counters))
+        count_free(sl_container_of(sl_list_first(&lg->counters), sl_ledger_count_t, node));
+    sl_stmt_ids_free(lg->ids);
+    pthread_mutex_destroy(&lg->mu);
+    free(lg);
+}
+
+int sl_ledger_attach(sl_ledger_t *lg, sl_loop_t *l) {
+    int i = l->worker_index;
+    if (i < 0 || i >= lg->nloops || lg->loops[i]) return SL_ECONFIG;
+    lg->loops[i] = l;
+    l->ledger = lg;
+    l->stmts.shared = lg->ids;
+    return SL_OK;
+}
+
+int sl_ledger_nloops(const sl_ledger_t *lg) {
+    return lg->nloops;
+}
+
+sl_loop_t *sl_ledger_loop(const sl_ledger_t *lg, int i) {
+    return i >= 0 && i < lg->nloops ? lg->loops[i] : NULL;
+}
+
+/* The counter of (kind, name, backend) with a new reference, made if new;
+ * under the mutex. */
+static sl_ledger_count_t *count_get(sl_ledger_t *lg, int kind, const char *name, int backend) {
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->counters) {
+        sl_ledger_count_t *c = sl_container_of(it, sl_ledger_count_t, node);
+        if (c->kind == kind && c->backend == backend && strcmp(c->name, name) == 0) {
+            c->refs++;
+            return c;
+        }
+    }
+    sl_ledger_count_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->name = strdup(name))) {
+        free(c);
+        return NULL;
+    }
+    c->kind = kind;
+    c->backend = backend;
+    c->refs = 1;
+    sl_list_push_back(&lg->counters, &c->node);
+    return c;
+}
+
+static void count_put(sl_ledger_count_t *c) {
+    if (c && --c->refs == 0) count_free(c);
+}
+
+sl_ledger_pool_t *sl_ledger_pool_get(sl_ledger_t *lg, const char *db, const char *user,
+                                     int backend) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *e = sl_container_of(it, sl_ledger_pool_t, node);
+        if (e->backend == backend && strcmp(e->db, db) == 0 && strcmp(e->user, user) == 0) {
+            e->refs++;
+            pthread_mutex_unlock(&lg->mu);
+            return e;
+        }
+    }
+    sl_ledger_pool_t *e = calloc(1, sizeof *e + (size_t)lg->nloops * sizeof(sl_ledger_slot_t));
+    if (e) {
+        e->db = strdup(db);
+        e->user = strdup(user);
+        e->backend = backend;
+        e->nloops = lg->nloops;
+        e->refs = 1;
+        e->by_db = count_get(lg, 0, db, backend);
+        e->by_user = count_get(lg, 1, user, backend);
+        sl_list_init(&e->node);
+        if (!e->db || !e->user || !e->by_db || !e->by_user) {
+            count_put(e->by_db);
+            count_put(e->by_user);
+            free(e->db);
+            free(e->user);
+            free(e);
+            e = NULL;
+        } else {
+            sl_list_push_back(&lg->pools, &e->node);
+        }
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return e;
+}
+
+void sl_ledger_pool_ref(sl_ledger_t *lg, sl_ledger_pool_t *e) {
+    pthread_mutex_lock(&lg->mu);
+    e->refs++;
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_pool_put(sl_ledger_t *lg, sl_ledger_pool_t *e) {
+    pthread_mutex_lock(&lg->mu);
+    if (--e->refs == 0) {
+        count_put(e->by_db);
+        count_put(e->by_user);
+        pool_free(e);
+    }
+    pthread_mutex_unlock(&lg->mu);
+}
+
+int sl_ledger_clients_add(sl_ledger_t *lg, int delta) {
+    return atomic_fetch_add_explicit(&lg->clients, delta, memory_order_acq_rel) + delta;
+}
