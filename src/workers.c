@@ -58,6 +58,7 @@ struct sl_workers {
     int n;
     slot_t *slots;               /* owned, n of them */
     _Atomic uint32_t client_ids; /* C-<id> of every loop */
+    sl_ledger_t *ledger;         /* owned: global pool caps; NULL with one worker */
     /* the freeze barrier */
     pthread_mutex_t mu;
     pthread_cond_t cv;
