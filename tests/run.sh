@@ -13,5 +13,8 @@ cmake --build build -j"$jobs"
 
 cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+# The sanitizer pass runs every sluice a test starts with two workers (the
+# plain pass runs one: tests/integration/harness.c), so that the whole suite
+# also passes on the threaded path, under ASan and UBSan.
+(cd build-asan && SLUICE_TEST_WORKERS=2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure --timeout 600)
