@@ -16,6 +16,7 @@
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/notify.h"
+#include "sluice/route.h"
 #include "sluice/session.h"
 #include "sluice/textfile.h"
 
@@ -59,6 +60,8 @@ struct sl_workers {
     slot_t *slots;               /* owned, n of them */
     _Atomic uint32_t client_ids; /* C-<id> of every loop */
     sl_ledger_t *ledger;         /* owned: global pool caps; NULL with one worker */
+    sl_health_board_t *health;   /* owned: replica health, checked by worker 0 alone; NULL
+                                    with one worker */
     /* the freeze barrier */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -421,7 +424,7 @@ static void slot_free(slot_t *s) {
  * worker set up whole is stopped and run until its handles are gone (the
  * one whose start failed is left to the process's exit, as a lone
  * worker's was). */
-static void abandon(sl_workers_t *g, int nready) {
+static void abandon(sl_workers_t *g, int nready, bool half_made) {
     for (int i = 0; i < nready; i++) {
         slot_t *s = &g->slots[i];
         sl_worker_signal(&s->w, SIGQUIT);
@@ -429,7 +432,17 @@ static void abandon(sl_workers_t *g, int nready) {
     }
     for (int i = 0; i < g->n; i++)
         slot_free(&g->slots[i]);
-    if (g->ledger && nready == g->n) sl_ledger_free(g->ledger); /* else a loop may hold it */
+    if (g->loop.data == g) {
+        for (int i = 0; i < NSIGNALS; i++)
+            uv_close((uv_handle_t *)&g->sigs[i], NULL);
+        uv_close((uv_handle_t *)&g->done, NULL);
+        uv_run(&g->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&g->loop);
+    }
+    if (!half_made) { /* else its loop may hold them */
+        if (g->ledger) sl_ledger_free(g->ledger);
+        sl_health_board_free(g->health);
+    }
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->slots);
@@ -447,6 +460,7 @@ static int init_slot(sl_workers_t *g, int i, sl_config_t *cfg, char *err, size_t
     int rc = sl_worker_init(&s->w, cfg, &place, err, errlen);
     if (rc != SL_OK) return rc;
     s->w.on_stop = worker_stopping;
+    s->w.core.health_board = g->health;
     s->w.core.cancel_elsewhere = cancel_elsewhere;
     if (g->n > 1) s->w.core.control_count = control_count;
     uv_async_init(s->w.core.loop, &s->wake, wake_cb);
@@ -477,19 +491,33 @@ sl_workers_t *sl_workers_start(sl_config_t *cfg, int n, char *err, size_t errlen
         pthread_mutex_init(&g->slots[i].mu, NULL);
     }
     /* One loop keeps its pools' counts to itself (no atomics on its path). */
-    if (n > 1 && !(g->ledger = sl_ledger_new(n))) {
-        snprintf(err, errlen, "out of memory for the pools' ledger");
+    if (n > 1 && (!(g->ledger = sl_ledger_new(n)) ||
+                  !(g->health = sl_health_board_new(&g->slots[0].w.core)))) {
+        snprintf(err, errlen, "out of memory for what the workers share");
         sl_config_free(cfg);
-        abandon(g, 0);
+        abandon(g, 0, false);
         return NULL;
     }
     /* The others' configs from the text worker 0's was read from (read
      * again once: the file is not parsed from two different versions). */
     if (n > 1 && sl_textfile_read(cfg->path, "config file", &text, &len, err, errlen) != SL_OK) {
         sl_config_free(cfg);
-        abandon(g, 0);
+        abandon(g, 0, false);
         return NULL;
     }
+    /* Signals first: once a listener exists, whoever sees it accept may
+     * send one (a SIGHUP must not find the default action, which ends the
+     * process). Caught now, they are acted on once the main loop runs,
+     * when every worker takes messages. */
+    uv_loop_init(&g->loop);
+    g->loop.data = g; /* the main loop is set up: abandon closes it */
+    for (int i = 0; i < NSIGNALS; i++) {
+        uv_signal_init(&g->loop, &g->sigs[i]);
+        g->sigs[i].data = g;
+        uv_signal_start(&g->sigs[i], signal_cb, handled_signals[i]);
+    }
+    uv_async_init(&g->loop, &g->done, done_cb);
+    g->done.data = g;
     int nready = 0, rc = SL_OK;
     for (int i = 0; i < n && rc == SL_OK; i++) {
         sl_config_t *c = i == 0 ? cfg : sl_config_load_string(cfg->path, text, err, errlen);
@@ -498,17 +526,9 @@ sl_workers_t *sl_workers_start(sl_config_t *cfg, int n, char *err, size_t errlen
     }
     free(text);
     if (rc != SL_OK) {
-        abandon(g, nready);
+        abandon(g, nready, true);
         return NULL;
     }
-    uv_loop_init(&g->loop);
-    for (int i = 0; i < NSIGNALS; i++) {
-        uv_signal_init(&g->loop, &g->sigs[i]);
-        g->sigs[i].data = g;
-        uv_signal_start(&g->sigs[i], signal_cb, handled_signals[i]);
-    }
-    uv_async_init(&g->loop, &g->done, done_cb);
-    g->done.data = g;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&g->slots[i].thread, NULL, thread_main, &g->slots[i]) != 0) {
             /* The started ones are told to stop; run reaps them. */
@@ -542,6 +562,7 @@ int sl_workers_run(sl_workers_t *g) {
     }
     uv_loop_close(&g->loop);
     if (g->ledger) sl_ledger_free(g->ledger);
+    sl_health_board_free(g->health);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->slots);

@@ -163,6 +163,9 @@ typedef struct sl_loop {
      * servers of db (NULL: all) still open, or (pending) still waiting to be
      * closed. Unset: this loop's alone (control.c counts them). */
     int (*control_count)(struct sl_loop *l, const char *db, bool pending);
+    /* Shared replica health (route.c) when several workers run: one loop
+     * checks each backend, the others copy. Borrowed; NULL: one loop. */
+    struct sl_health_board *health_board;
 } sl_loop_t;
 
 /* A new client id (C-<id>), unique in the process. */

@@ -3,7 +3,8 @@
  * own connection lands on (the key names the client's worker, which gets
  * the request); the console, on one worker, sees the clients of all (SHOW
  * CLIENTS lists each once with an id of its own, SHOW POOLS sums them);
- * RELOAD and SET reach every worker; SIGTERM stops them all. */
+ * replica health checks run once per backend, not once per worker; RELOAD
+ * and SET reach every worker; SIGTERM stops them all. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -149,6 +150,62 @@ static void cancel_everywhere(void) {
     }
 }
 
+/* Health checks of the backends of `rw` (primary and two replicas) run
+ * once per backend, not once per worker: with clients of rw on every
+ * worker, each backend has one check connection. Every worker's clients
+ * still read from the replicas. */
+static int checks_on(int port) {
+    PGconn *d = it_direct_port(port);
+    int n = atoi(it_value(d, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'sl_scram' "
+                             "AND query LIKE 'SELECT pg_is_in_recovery(), CASE%'"));
+    PQfinish(d);
+    return n;
+}
+
+static void health_once(void) {
+    PGconn *rw[NWORKERS] = {NULL};
+    int have = 0, tries = 0;
+    while (have < NWORKERS) {
+        IT_ASSERT(tries++ < MAX_CLIENTS, "rw clients did not reach every worker");
+        PGconn *c = it_connect_db(&sl, "sl_scram", "rw", NULL);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "rw: %s", PQerrorMessage(c));
+        int w = worker_of(c);
+        if (rw[w]) {
+            PQfinish(c);
+            continue;
+        }
+        rw[w] = c;
+        have++;
+        /* A read routes: this worker's route of rw exists from here. */
+        it_value(c, "SELECT 1");
+    }
+    int ports[] = {it_cl.primary, it_cl.replica1, it_cl.replica2};
+    double deadline = it_now() + 10;
+    for (int i = 0; i < 3; i++) {
+        while (checks_on(ports[i]) < 1) {
+            IT_ASSERT(it_now() < deadline, "backend %d is never checked", i);
+            usleep(50000);
+        }
+    }
+    /* A few check periods: none more appears. */
+    for (int k = 0; k < 10; k++) {
+        for (int i = 0; i < 3; i++) {
+            int n = checks_on(ports[i]);
+            IT_ASSERT(n == 1, "backend %d has %d health check connections with %d workers", i, n,
+                      NWORKERS);
+        }
+        usleep(100000);
+    }
+    /* Reads of every worker's clients reach a replica. */
+    for (int w = 0; w < NWORKERS; w++) {
+        bool replica = false;
+        for (int k = 0; k < 20 && !replica; k++)
+            replica = !strcmp(it_value(rw[w], "SELECT pg_is_in_recovery()"), "t");
+        IT_ASSERT(replica, "reads of worker %d never reach a replica", w);
+        PQfinish(rw[w]);
+    }
+}
+
 /* RELOAD reads the file once for every worker and says so once. */
 static void reload_once(PGconn *adm) {
     PGresult *r = PQexec(adm, "RELOAD");
@@ -176,7 +233,9 @@ static void set_reaches_every_worker(PGconn *adm) {
 
 int main(void) {
     it_init("it_workers");
-    it_sluice_start(&sl, OPTS, NULL);
+    it_sluice_start(&sl, OPTS,
+                    "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
     int per[NWORKERS];
     spread_clients(per);
     printf("%d clients: %d %d %d %d per worker\n", ncl, per[0], per[1], per[2], per[3]);
@@ -185,6 +244,7 @@ int main(void) {
     console_sees_all(adm);
     cancel_everywhere();
     console_sees_all(adm);
+    health_once();
     reload_once(adm);
     set_reaches_every_worker(adm);
     PQfinish(adm);
