@@ -248,9 +248,12 @@ sl_route_t *sl_route_get(sl_loop_t *w, const char *db, const char *user) {
     for (int i = 1; i < r->n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
                  r->b[i].addr);
-    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s%s",
-                sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance],
-                automatic ? " (from the '*' entry)" : "");
+    /* Said once for the process: by the loop that checks the backends. */
+    if (!r->follower || sl_log_enabled(SL_LOG_DEBUG))
+        sl_log_write(r->follower ? SL_LOG_DEBUG : SL_LOG_INFO, r->tag,
+                     "routing %s: primary %s, replicas %s, load_balance %s%s",
+                     sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance],
+                     automatic ? " (from the '*' entry)" : "");
     return r;
 }
 

@@ -47,6 +47,7 @@ static void worker_stop(sl_worker_t *w) {
 void sl_worker_maybe_finish(sl_worker_t *w) {
     if (!(w->core.shutting_down || w->core.draining) || w->stopping) return;
     if (w->core.nclients == 0) {
+        if (w->others_running && w->others_running(w)) return; /* asked again when they stop */
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
         return;

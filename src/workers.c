@@ -19,6 +19,7 @@
 #include "sluice/route.h"
 #include "sluice/session.h"
 #include "sluice/textfile.h"
+#include "sluice/userlist.h"
 
 /* SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 */
 #define NSIGNALS 6
@@ -28,7 +29,7 @@ static const int handled_signals[NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, 
  * CancelRequests for another worker's clients must not grow memory). */
 #define INBOX_MAX 4096
 
-enum msg_kind { MSG_SIGNAL, MSG_SHUTDOWN, MSG_CANCEL };
+enum msg_kind { MSG_SIGNAL, MSG_SHUTDOWN, MSG_CANCEL, MSG_OTHER_STOPPED };
 
 typedef struct msg {
     struct msg *next;
@@ -237,6 +238,32 @@ static void resume_all(sl_worker_t *w) {
     sl_workers_thaw(w);
 }
 
+/* Every worker loads the auth_file itself, but a client must meet the
+ * same secrets whichever worker takes it: a plaintext password's SCRAM
+ * salt is random when derived, and a salt that changed from one login to
+ * the next would tell a real user from a made-up one (whose stand-in salt
+ * is stable). Worker 0 derives them (once per load) and the others take
+ * copies; the stand-in salts come from worker 0's secret too. */
+static void share_secrets(sl_worker_t *w) {
+    sl_worker_t *w0 = sl_workers_at(w, 0);
+    if (!w0) return;
+    for (int i = 1; i < sl_workers_count(w); i++) {
+        sl_worker_t *o = sl_workers_at(w, i);
+        if (!o) continue;
+        memcpy(o->core.mock_secret, w0->core.mock_secret, sizeof o->core.mock_secret);
+        for (int k = 0; k < o->core.users.n && k < w0->core.users.n; k++) {
+            sl_user_secret_t *u = &o->core.users.v[k], *u0 = &w0->core.users.v[k];
+            if (u->kind != SL_SECRET_PLAIN || strcmp(u->name, u0->name) != 0) continue;
+            const sl_scram_secret_t *s0 = sl_user_scram(u0);
+            sl_scram_secret_t *copy = s0 ? malloc(sizeof *copy) : NULL;
+            if (!copy) continue; /* it derives its own: only its salt differs */
+            *copy = *s0;
+            free(u->scram);
+            u->scram = copy;
+        }
+    }
+}
+
 int sl_workers_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen) {
     char *text = NULL;
     size_t len;
@@ -256,6 +283,7 @@ int sl_workers_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size
         said = true;
     }
     free(text);
+    if (rc == SL_OK) share_secrets(w);
     return rc;
 }
 
@@ -304,6 +332,8 @@ static void wake_cb(uv_async_t *h) {
             on_signal(&s->w, m->arg);
         else if (m->kind == MSG_SHUTDOWN)
             sl_worker_shutdown(&s->w, (enum sl_shutdown_mode)m->arg);
+        else if (m->kind == MSG_OTHER_STOPPED)
+            sl_worker_maybe_finish(&s->w);
         else
             sl_cancel_forward(&s->w.core, m->pid, m->key, m->peer);
         free(m);
@@ -336,6 +366,20 @@ static void worker_stopping(sl_worker_t *w) {
     s->gone = true;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
+    /* Worker 0 may be waiting for the others to finish draining. */
+    if (s != &g->slots[0]) post(&g->slots[0], &(msg_t){.kind = MSG_OTHER_STOPPED});
+}
+
+/* Worker 0 stays (and with it /metrics and /ready) while another worker
+ * still drains its clients. */
+static bool others_running(sl_worker_t *w) {
+    sl_workers_t *g = w->place.group;
+    bool any = false;
+    pthread_mutex_lock(&g->mu);
+    for (int i = 1; i < g->n && !any; i++)
+        any = !g->slots[i].gone;
+    pthread_mutex_unlock(&g->mu);
+    return any;
 }
 
 void sl_workers_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
@@ -461,6 +505,7 @@ static int init_slot(sl_workers_t *g, int i, sl_config_t *cfg, char *err, size_t
     if (rc != SL_OK) return rc;
     s->w.on_stop = worker_stopping;
     s->w.core.health_board = g->health;
+    if (i == 0 && g->n > 1) s->w.others_running = others_running;
     s->w.core.cancel_elsewhere = cancel_elsewhere;
     if (g->n > 1) s->w.core.control_count = control_count;
     uv_async_init(s->w.core.loop, &s->wake, wake_cb);
@@ -529,6 +574,7 @@ sl_workers_t *sl_workers_start(sl_config_t *cfg, int n, char *err, size_t errlen
         abandon(g, nready, true);
         return NULL;
     }
+    share_secrets(&g->slots[0].w); /* no thread runs yet */
     for (int i = 0; i < n; i++) {
         if (pthread_create(&g->slots[i].thread, NULL, thread_main, &g->slots[i]) != 0) {
             /* The started ones are told to stop; run reaps them. */

@@ -46,6 +46,10 @@ typedef struct sl_worker {
     /* Called once as the worker starts stopping (its handles close): the
      * group closes what it keeps on the worker's loop (its inbox). */
     void (*on_stop)(struct sl_worker *w);
+    /* Whether the worker must keep running, its own clients gone, while
+     * other workers still have theirs (worker 0 serves /metrics and /ready
+     * for the whole process). Unset: no. */
+    bool (*others_running)(struct sl_worker *w);
     struct sl_metrics *metrics; /* owned: the metrics_listen endpoint, NULL when off */
     sl_stats_t stats_prev;      /* as of the last stats line */
     int64_t stats_ms;           /* when the last stats line was due */
