@@ -47,11 +47,14 @@ static void inbox_cb(uv_async_t *h) {
 bool sl_loop_post(sl_loop_t *to, sl_loop_msg_t *m) {
     pthread_mutex_lock(&to->inbox_mu);
     bool open = !to->inbox_closed;
-    if (open) sl_list_push_back(&to->inbox, &m->node);
+    if (open) {
+        sl_list_push_back(&to->inbox, &m->node);
+        /* uv_async_send is the one libuv call safe from another thread
+         * (sends that come together are run once); under the mutex, so
+         * that the handle cannot be closed between the check and it. */
+        uv_async_send(&to->inbox_async);
+    }
     pthread_mutex_unlock(&to->inbox_mu);
-    /* uv_async_send is the one libuv call safe from another thread; sends
-     * that come together are run once. */
-    if (open) uv_async_send(&to->inbox_async);
     return open;
 }
 

@@ -1057,7 +1057,7 @@ static inline sl_ledger_slot_t *my_slot(const sl_pool_t *p) {
 static void lp_publish(sl_pool_t *p) {
     sl_ledger_slot_t *me = my_slot(p);
     int idle = p->servers.n[SL_SV_IDLE];
-    int64_t oldest = oldest_wait_ms(p);
+    int64_t oldest = p->n_waiting > 0 ? oldest_wait_ms(p) : 0;
     if (p->n_waiting != p->lp_waiting)
         atomic_store_explicit(&me->waiting, p->lp_waiting = p->n_waiting, memory_order_release);
     if (idle != p->lp_idle)

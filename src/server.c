@@ -1055,6 +1055,8 @@ int sl_server_join_loop(sl_server_t *s, sl_loop_t *w, void *owner) {
     s->carry = NULL;
     if (sl_conn_attach(&s->sock, fd) != SL_OK) return SL_EIO;
     if (rc != SL_OK) return rc;
-    server_update_poll(s); /* idle: reads, to see the backend go away */
+    /* Idle: reads, to see the backend go away. Without an owner it is
+     * closed at once (its loop may be stopping: nothing new is armed). */
+    if (owner) server_update_poll(s);
     return SL_OK;
 }

@@ -12,9 +12,9 @@
 typedef struct sl_stmt_id {
     sl_hnode_t node; /* in the shared map, by hash of body */
     uint32_t id;
-    uint32_t refs;   /* registries' statements and carries holding it; under the mutex */
+    uint32_t refs; /* registries' statements and carries holding it; under the mutex */
     uint32_t len;
-    uint8_t body[];  /* as sl_stmt_t's; never changes */
+    uint8_t body[]; /* as sl_stmt_t's; never changes */
 } sl_stmt_id_t;
 
 struct sl_stmt_ids {
@@ -359,7 +359,7 @@ void sl_stmt_cache_clear(sl_stmt_cache_t *c, sl_stmt_registry_t *r) {
 struct sl_stmt_carry {
     sl_stmt_ids_t *ids; /* borrowed: the shared ids the entries are in */
     uint32_t n;
-    sl_stmt_id_t *e[];  /* references, least recently used first */
+    sl_stmt_id_t *e[]; /* references, least recently used first */
 };
 
 int sl_stmt_cache_export(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t **out) {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: installs what is missing,
-# builds, runs every test, then builds again with ASan+UBSan and runs them all
-# again. Exit status 0 only if everything passed.
+# builds twice (plain, then ASan+UBSan) and runs every test of both builds at
+# the same time: each build has its own PostgreSQL cluster on its own free
+# ports, and most tests wait on sockets, so the two passes share the cores
+# well. Each pass's output is printed once it is over. Exit status 0 only if
+# everything passed in both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install-deps.sh
@@ -9,12 +12,20 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
-(cd build && ctest --output-on-failure --timeout 300)
-
 cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
+(cd build && ctest --output-on-failure --timeout 300) >build/ctest.log 2>&1 &
+plain=$!
 # The sanitizer pass runs every sluice a test starts with two workers (the
 # plain pass runs one: tests/integration/harness.c), so that the whole suite
 # also passes on the threaded path, under ASan and UBSan.
 (cd build-asan && SLUICE_TEST_WORKERS=2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure --timeout 600)
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure --timeout 600) \
+    >build-asan/ctest.log 2>&1 &
+asan=$!
+rc=0
+wait "$plain" || rc=1
+echo "=== plain build ===" && cat build/ctest.log
+wait "$asan" || rc=1
+echo "=== ASan+UBSan build ===" && cat build-asan/ctest.log
+exit "$rc"

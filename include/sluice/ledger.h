@@ -38,14 +38,16 @@ typedef struct sl_ledger_count {
     atomic_int logins;  /* clients admitted (backend 0 only: replicas' pools serve no login) */
 } sl_ledger_count_t;
 
-/* A per-loop slot of a pool entry, on its own cache line: the loop that
- * owns it writes it, the others only read it. */
+/* A per-loop slot of a pool entry, 64 bytes so that two loops' slots
+ * rarely share a cache line: the loop it belongs to writes waiting, idle
+ * and oldest_ms, the others read them; inflight is raised by the loops
+ * that send it a server and lowered by it. */
 typedef struct sl_ledger_slot {
+    _Atomic int64_t oldest_ms; /* when its oldest waiter queued (loop clock, ms); 0: none */
     atomic_int waiting;        /* clients queued on that loop's pool */
     atomic_int idle;           /* servers idle in that loop's pool */
     atomic_int inflight;       /* servers posted to that loop and not yet adopted by it */
-    _Atomic int64_t oldest_ms; /* when its oldest waiter queued (loop clock, ms); 0: none */
-    char pad[64 - 3 * sizeof(atomic_int) - sizeof(int64_t)];
+    char pad[64 - sizeof(int64_t) - 3 * sizeof(atomic_int)]; /* to 64 bytes */
 } sl_ledger_slot_t;
 
 /* One (database alias, user, backend) pool, all loops. */

@@ -196,7 +196,8 @@ bool sl_loop_post(sl_loop_t *to, sl_loop_msg_t *m) SL_MUST_USE;
  * clock's): the loop can end once its users closed theirs. */
 void sl_loop_close(sl_loop_t *l);
 /* Frees what sl_loop_init made once the uv loop has no handles left (the
- * config stays the caller's to free). */
+ * config stays the caller's to free). With several loops: only once no
+ * other thread may post to it any more (every loop has stopped). */
 void sl_loop_destroy(sl_loop_t *l);
 
 #endif

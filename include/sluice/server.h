@@ -112,13 +112,13 @@ struct sl_server {
     /* Moving to another loop (workers): from sl_server_leave_loop until
      * sl_server_join_loop it is IDLE on no list, with no handle; the fd,
      * PGconn, TLS state, caches and parameters stay in the struct. */
-    bool moving;                /* leaving: its handles are closing */
-    sl_server_moved_cb moved;   /* called once they are closed, on the loop it leaves */
+    bool moving;                 /* leaving: its handles are closing */
+    sl_server_moved_cb moved;    /* called once they are closed, on the loop it leaves */
     struct sl_stmt_carry *carry; /* owned while moving: its prepared statements (stmt.h) */
-    sl_loop_msg_t msg;          /* the owner's message carrying it to the other loop */
-    sl_loop_t *move_to;         /* borrowed: that loop, while moving */
-    void *share;                /* borrowed: the owner's shared accounting (a pool's ledger
-                                   entry), for on_close; NULL: none */
+    sl_loop_msg_t msg;           /* the owner's message carrying it to the other loop */
+    sl_loop_t *move_to;          /* borrowed: that loop, while moving */
+    void *share;                 /* borrowed: the owner's shared accounting (a pool's ledger
+                                    entry), for on_close; NULL: none */
 };
 
 /* Starts connecting with the given libpq parameters (NULL-terminated arrays,
@@ -155,7 +155,8 @@ void sl_server_close(sl_server_t *s, const char *reason);
 int sl_server_leave_loop(sl_server_t *s, sl_server_moved_cb moved) SL_MUST_USE;
 /* On the receiving loop's thread: the server gets new handles on w (a new
  * poll handle on the same fd) and its carried statements, IDLE, watched
- * for the backend going away, on no list (sl_server_adopt it). On failure
+ * for the backend going away (unless owner is NULL: then it is to be closed
+ * at once), on no list (sl_server_adopt it). On failure
  * (SL_ENOMEM, SL_EIO) it is set up on w all the same, to be closed there. */
 int sl_server_join_loop(sl_server_t *s, sl_loop_t *w, void *owner) SL_MUST_USE;
 /* Records a ParameterStatus the backend sent (during relay or a query). */

@@ -133,15 +133,15 @@ typedef struct sl_stmt_carry sl_stmt_carry_t;
 /* Empties c (its statements belong to r, whose ids must be shared) into a
  * carry; *out is NULL when c was empty. SL_ECONFIG when r has no shared
  * ids, SL_ENOMEM: c is left as it was either way. */
-int sl_stmt_cache_export(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t **out)
-    SL_MUST_USE;
+int sl_stmt_cache_export(sl_stmt_cache_t *c, sl_stmt_registry_t *r,
+                         sl_stmt_carry_t **out) SL_MUST_USE;
 /* On the receiving loop: fills the empty cache c with the carry's
  * statements, interned in r (same shared ids, so the same names on the
  * server), and frees the carry. A statement that cannot be interned (out
  * of memory) is left out: SL_ENOMEM, and the server must not be trusted
  * with its names (close it). */
-int sl_stmt_cache_import(sl_stmt_cache_t *c, sl_stmt_registry_t *r, sl_stmt_carry_t *carry)
-    SL_MUST_USE;
+int sl_stmt_cache_import(sl_stmt_cache_t *c, sl_stmt_registry_t *r,
+                         sl_stmt_carry_t *carry) SL_MUST_USE;
 /* Frees a carry that will not be imported. */
 void sl_stmt_carry_free(sl_stmt_carry_t *carry);
 

@@ -22,7 +22,7 @@
  * watches for it works unchanged. */
 #define SL_WAIT_NOTICE "No server connection available in postgres backend, client being queued"
 
-const char *const sl_client_state_names[] = {"login", "auth",   "login_wait", "idle",
+const char *const sl_client_state_names[] = {"login",   "auth",   "login_wait", "idle",
                                              "waiting", "active", "closing"};
 
 static void client_event_cb(sl_conn_t *cn, int status, int events);
@@ -111,9 +111,8 @@ void sl_client_update_poll(sl_client_t *c) {
         /* A console client reads its next Query once the reply is out;
          * while a command is held (PAUSE) it reads too, into its buffer
          * only, so that its leaving is seen and the wait dropped. */
-        rd = !c->console ||
-             ((!sl_console_busy(c) || (c->console_held && !c->console_out)) &&
-              (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
+        rd = !c->console || ((!sl_console_busy(c) || (c->console_held && !c->console_out)) &&
+                             (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
         break;
     case SL_CL_LOGIN_WAIT:
         rd = !c->early_bytes;
@@ -122,7 +121,8 @@ void sl_client_update_poll(sl_client_t *c) {
     case SL_CL_ACTIVE:
         rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
         break;
-    default: break;
+    default:
+        break;
     }
     if (c->w->suspended && !c->console) rd = false; /* the console stays: it RESUMEs */
     /* Writable also when the pump holds server bytes that fit: its turn
@@ -231,8 +231,8 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
     va_end(ap);
     /* An error can only follow whole messages: if a server's message is cut
      * off in the buffer, the client just sees the connection close. */
-    bool boundary = !c->server || c->server->state != SL_SV_ACTIVE ||
-                    sl_scan_at_boundary(&c->server->scan);
+    bool boundary =
+        !c->server || c->server->state != SL_SV_ACTIVE || sl_scan_at_boundary(&c->server->scan);
     /* A console reply goes out in pieces of any size: only once all of it
      * is in the buffer does the buffer end between messages. */
     if (c->console_out && c->console_off < c->console_len) boundary = false;
@@ -310,8 +310,10 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     }
     sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
     if (sl_conn_attach(&c->sock, fd) != SL_OK) {
-        sl_log_error(NULL, "cannot accept client from %s: the event loop refused to watch its "
-                           "socket", peer);
+        sl_log_error(NULL,
+                     "cannot accept client from %s: the event loop refused to watch its "
+                     "socket",
+                     peer);
         free(c);
         close(fd);
         return;
@@ -439,13 +441,14 @@ static int auth_method(sl_client_t *c) {
         int line;
         enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
                                             c->sock.ssl != NULL, c->dbname, c->user, &line);
-        static const int map[] = {[SL_HBA_REJECT] = -1,        [SL_HBA_TRUST] = SL_AUTH_TRUST,
+        static const int map[] = {[SL_HBA_REJECT] = -1,         [SL_HBA_TRUST] = SL_AUTH_TRUST,
                                   [SL_HBA_MD5] = SL_AUTH_MD5,   [SL_HBA_SCRAM] = SL_AUTH_SCRAM,
                                   [SL_HBA_CERT] = SL_AUTH_CERT, [SL_HBA_PASSWORD] = SL_AUTH_PLAIN};
         method = map[m];
         if (method < 0) {
-            sl_client_fatal(c, "28000", "connection refused by auth_hba_file (%s) for user \"%s\", "
-                                        "database \"%s\", %s%s",
+            sl_client_fatal(c, "28000",
+                            "connection refused by auth_hba_file (%s) for user \"%s\", "
+                            "database \"%s\", %s%s",
                             line ? "a reject line" : "no line matches", c->user, c->dbname,
                             c->sock.ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
             return -1;
@@ -457,8 +460,9 @@ static int auth_method(sl_client_t *c) {
         if (!c->sock.ssl || !sl_tls_peer_cn(c->sock.ssl, cn, sizeof cn) ||
             strcmp(cn, c->user) != 0) {
             sl_client_fatal(c, "28000", "certificate authentication failed for user \"%s\": %s",
-                            c->user, !c->sock.ssl ? "the connection does not use TLS"
-                                                  : "no client certificate with that common name");
+                            c->user,
+                            !c->sock.ssl ? "the connection does not use TLS"
+                                         : "no client certificate with that common name");
             return -1;
         }
         method = SL_AUTH_TRUST; /* the handshake verified the certificate */
@@ -474,8 +478,9 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     /* Unix-socket clients are local: TLS is not offered there. */
     if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->sock.ssl &&
         strcmp(c->peer, "unix") != 0) {
-        sl_client_fatal(c, "28000", "TLS required: client_tls_sslmode = %s; connect with "
-                                    "sslmode=require or stronger",
+        sl_client_fatal(c, "28000",
+                        "TLS required: client_tls_sslmode = %s; connect with "
+                        "sslmode=require or stronger",
                         sl_tls_mode_names[c->w->cfg->client_tls_sslmode]);
         return;
     }
@@ -485,8 +490,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     const char *repl = sl_startup_get(su, "replication");
-    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 &&
-        strcmp(repl, "off") != 0) {
+    if (repl && strcmp(repl, "false") != 0 && strcmp(repl, "0") != 0 && strcmp(repl, "off") != 0) {
         sl_client_fatal(c, "08P01", "replication connections are not supported by sluice");
         return;
     }
@@ -523,8 +527,9 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
                 if (add_param(c, kv[j].name, kv[j].value) < 0) k = -1;
             free(copy);
             if (k < 0) {
-                sl_client_fatal(c, "08P01", "invalid \"options\" startup parameter: expected "
-                                            "-c name=value or --name=value items");
+                sl_client_fatal(c, "08P01",
+                                "invalid \"options\" startup parameter: expected "
+                                "-c name=value or --name=value items");
                 return;
             }
             continue;
@@ -629,7 +634,8 @@ static bool login_step(sl_client_t *c) {
         sl_startup_t su;
         ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
         switch (r) {
-        case SL_ENEEDMORE: return false;
+        case SL_ENEEDMORE:
+            return false;
         case SL_EBADLEN:
             sl_client_fatal(c, "08P01", "invalid length of startup packet");
             return false;
@@ -638,13 +644,13 @@ static bool login_step(sl_client_t *c) {
                             SL_STARTUP_MAX_BYTES);
             return false;
         case SL_EVERSION:
-            sl_client_fatal(c, "0A000",
-                            "unsupported frontend protocol %u.%u: sluice supports 3.0",
+            sl_client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: sluice supports 3.0",
                             su.version >> 16, su.version & 0xffff);
             return false;
         case SL_EPROTO:
-            sl_client_fatal(c, "08P01", "invalid startup packet layout: expected name/value "
-                                        "pairs ending in a NUL byte");
+            sl_client_fatal(c, "08P01",
+                            "invalid startup packet layout: expected name/value "
+                            "pairs ending in a NUL byte");
             return false;
         }
         if ((su.kind == SL_SU_SSL || su.kind == SL_SU_GSSENC) && c->sock.ssl) {
@@ -693,8 +699,11 @@ static bool login_step(sl_client_t *c) {
     enum sl_auth_result r = sl_auth_step(c->auth, c->user, c->login_buf + 5, len - 4, &c->out);
     login_consume(c, len + 1);
     switch (r) {
-    case SL_AUTH_OK: auth_ok(c); return false;
-    case SL_AUTH_CONTINUE: return sl_client_flush(c) && c->login_len > 0;
+    case SL_AUTH_OK:
+        auth_ok(c);
+        return false;
+    case SL_AUTH_CONTINUE:
+        return sl_client_flush(c) && c->login_len > 0;
     case SL_AUTH_FAIL:
         sl_client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
         return false;
@@ -722,8 +731,9 @@ static void on_login_readable(sl_client_t *c) {
             sl_client_close(c, "connection closed before a startup packet");
             return;
         }
-        sl_client_close(c, n == 0 ? "client closed the connection during login"
-                                  : "read error during login: %s", strerror((int)-n));
+        sl_client_close(
+            c, n == 0 ? "client closed the connection during login" : "read error during login: %s",
+            strerror((int)-n));
         return;
     }
     c->login_len += (uint32_t)n;
@@ -779,9 +789,6 @@ static void on_readable(sl_client_t *c) {
         if (c->fix_fence) c->fix_fence_off -= shift;
     }
     if (sl_buf_space(&c->in) == 0) return;
-    uint32_t from = c->in.tail;
-    /* Whole messages so far, and no extended-protocol batch left open. */
-    bool boundary = sl_scan_at_boundary(&c->scan) && !c->ext_open && !c->holding;
     ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
@@ -799,8 +806,7 @@ static void on_readable(sl_client_t *c) {
     if (c->tx_kept) sl_router_forget_replay(c);
     c->last_io_ms = sl_now_ms(c->w);
     if (!sl_relay_scan_client(c)) return;
-    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c))
-        return;
+    if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c)) return;
     /* sluice may have answered the client itself (a refused statement, a
      * statement prepared without a server). */
     if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
@@ -817,8 +823,9 @@ static void on_readable(sl_client_t *c) {
         if (sl_client_has_request(c)) sl_client_request_server(c);
         return;
     }
-    /* A replica serving a read must not get a write sent meanwhile. */
-    if (c->state == SL_CL_ACTIVE && c->route && boundary) sl_router_guard(c, from);
+    /* A replica serving a read (or about to) must not get a write sent
+     * meanwhile. */
+    if ((c->state == SL_CL_ACTIVE || c->state == SL_CL_WAITING) && c->rt) sl_router_guard(c);
     if (c->state == SL_CL_ACTIVE) sl_relay_flush_c2s(c);
     if (!sl_client_done(c)) sl_client_update_poll(c);
 }
@@ -858,7 +865,9 @@ static void client_event(sl_client_t *c, int status, int events) {
     if (!readable || (c->w->suspended && !c->console)) return;
     switch (c->state) {
     case SL_CL_LOGIN:
-    case SL_CL_AUTH: on_login_readable(c); break;
+    case SL_CL_AUTH:
+        on_login_readable(c);
+        break;
     case SL_CL_LOGIN_WAIT:
         on_login_wait(c);
         break;
@@ -870,8 +879,11 @@ static void client_event(sl_client_t *c, int status, int events) {
         on_readable(c);
         break;
     case SL_CL_WAITING:
-    case SL_CL_ACTIVE: on_readable(c); break;
-    default: break;
+    case SL_CL_ACTIVE:
+        on_readable(c);
+        break;
+    default:
+        break;
     }
 }
 
@@ -884,11 +896,12 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
     sl_router_done(c);
-    sl_relay_forget_fix(c); /* a ReadyForQuery it held is owed again */
+    sl_relay_forget_fix(c);                   /* a ReadyForQuery it held is owed again */
     c->xact_start_us = c->query_start_us = 0; /* answered here: no server time to count */
     int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
     if (msg && rc == SL_OK) sl_session_count_error(c, code);
-    for (; c->pending > 0 && rc == SL_OK; c->pending--) rc = sl_proto_put_ready(&c->out, 'I');
+    for (; c->pending > 0 && rc == SL_OK; c->pending--)
+        rc = sl_proto_put_ready(&c->out, 'I');
     if (rc != SL_OK) return sl_session_fail(c, code, "%s", msg ? msg : "request aborted");
     c->server_error = false;
     c->in.head = c->in.tail = 0;
@@ -961,8 +974,9 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
     case SL_CL_IDLE: {
         /* A console client has no pool: the global value, unless it waits
          * for a command of its own (PAUSE). */
-        int64_t idle_ms = p ? p->client_idle_timeout_ms
-                            : c->console_held ? 0 : cfg->client_idle_timeout_ms;
+        int64_t idle_ms = p                 ? p->client_idle_timeout_ms
+                          : c->console_held ? 0
+                                            : cfg->client_idle_timeout_ms;
         if (idle_ms > 0 && now - c->last_io_ms >= idle_ms)
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         else if (sl_client_drain_due(c) && now - c->last_io_ms >= cfg->shutdown_grace_period_ms)
@@ -991,23 +1005,25 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
         } else if (tx != 'I') {
             if (p->idle_transaction_timeout_ms > 0 &&
                 now - c->last_io_ms >= p->idle_transaction_timeout_ms)
-                sl_client_fatal(c, "25P03", "idle_transaction_timeout: transaction left idle "
-                                            "too long; it was rolled back");
+                sl_client_fatal(c, "25P03",
+                                "idle_transaction_timeout: transaction left idle "
+                                "too long; it was rolled back");
         } else if (p->client_idle_timeout_ms > 0 &&
                    now - c->last_io_ms >= p->client_idle_timeout_ms) {
             sl_client_fatal(c, "08P01", "client_idle_timeout: connection idle too long");
         }
         return;
     }
-    default: return;
+    default:
+        return;
     }
 }
 
 void sl_client_shutdown(sl_client_t *c) {
-    bool between = c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH ||
-                   c->state == SL_CL_IDLE || c->state == SL_CL_LOGIN_WAIT ||
-                   (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server &&
-                    c->server->tx_status == 'I');
+    bool between =
+        c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH || c->state == SL_CL_IDLE ||
+        c->state == SL_CL_LOGIN_WAIT ||
+        (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server && c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
 }
 

@@ -20,11 +20,15 @@
  * default_transaction_read_only (SET SESSION CHARACTERISTICS) and
  * session_authorization (SET SESSION AUTHORIZATION, superusers only), and a
  * reported setting is not among those RESET for the next client. */
-static const char *const client_settable[] = {"application_name", "client_encoding", "DateStyle",
-                                              "IntervalStyle", "TimeZone",
+static const char *const client_settable[] = {"application_name",
+                                              "client_encoding",
+                                              "DateStyle",
+                                              "IntervalStyle",
+                                              "TimeZone",
                                               "standard_conforming_strings",
                                               "default_transaction_read_only",
-                                              "session_authorization", NULL};
+                                              "session_authorization",
+                                              NULL};
 
 static void server_io_cb(sl_server_t *s, int status, int events);
 static bool is_settable(const char *name);
@@ -32,7 +36,9 @@ static bool is_settable(const char *name);
 /* Message types a client may send once logged in. CopyData/Done/Fail are
  * allowed outside COPY too: PostgreSQL ignores them there. sluice's own
  * markers (SL_MSG_REFUSED, SL_MSG_DEALLOCATE) are none of these. */
-static bool frontend_type_ok(uint8_t t) { return t && strchr("QPBEDCHSFXdcf", t) != NULL; }
+static bool frontend_type_ok(uint8_t t) {
+    return t && strchr("QPBEDCHSFXdcf", t) != NULL;
+}
 
 /* Whether an ErrorResponse body (or its first bytes) says FATAL or PANIC:
  * the server is about to close and must never go back to the pool. */
@@ -976,8 +982,7 @@ bool sl_relay_scan_client(sl_client_t *c) {
             c->holding = false;
             bool removed = false, classified = false;
             sl_sql_info_t info;
-            if (analyse &&
-                !analyse_query(c, c->hold_start, off, &removed, &info, &classified))
+            if (analyse && !analyse_query(c, c->hold_start, off, &removed, &info, &classified))
                 return false;
             if (removed) {
                 off = c->hold_start;
@@ -1031,6 +1036,9 @@ bool sl_relay_scan_client(sl_client_t *c) {
             if (!c->xact_ms) c->xact_ms = c->query_ms;
             if (c->fix_fence) c->fix_after++;
         }
+        /* Copy data and a Flush start no request of their own. */
+        if (c->rt && !c->ext_open && t != 'd' && t != 'c' && t != 'f' && t != 'H')
+            sl_router_scanned_start(c, off - 5);
         if (t == 'S')
             c->ext_open = false;
         else if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C')
@@ -1197,13 +1205,16 @@ static bool add_name(sbuf_t *b, const char *name, bool first) {
  * that ran them, before that server goes back to the pool. */
 static void start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
-        for (int i = 0; i < c->params.n; i++) (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
-        for (int i = 0; i < s->applied.n; i++) (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
+        for (int i = 0; i < c->params.n; i++)
+            (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
+        for (int i = 0; i < s->applied.n; i++)
+            (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
     sbuf_t b = {0};
     bool ok = true;
-    for (int i = 0; i < c->dirty.n && ok; i++) ok = add_name(&b, c->dirty.v[i].name, i == 0);
+    for (int i = 0; i < c->dirty.n && ok; i++)
+        ok = add_name(&b, c->dirty.v[i].name, i == 0);
     c->capturing = (uint32_t)c->dirty.n;
     if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
         sl_log_warn(c->tag, "cannot read back changed settings; they stay on %s", s->tag);

@@ -15,7 +15,14 @@ typedef struct sl_client_route {
     sl_fence_t fence;                  /* read-your-writes: where replicas must be */
     uint8_t *replay;                   /* owned: a replica read's request while it runs */
     uint32_t replay_len;
+    /* Offset in the client's buffer of the first request that began in the
+     * bytes the scan framed last, after routing looked at the buffer:
+     * SL_ROUTER_NO_NEW when none. Set by the scan, used and cleared by
+     * sl_router_guard in the same read. */
+    uint32_t new_request;
 } sl_client_route_t;
+
+#define SL_ROUTER_NO_NEW UINT32_MAX
 
 /* READ_HINTED: a sluice:replica hint, which also waives read-your-writes. */
 enum { NEED_MORE = -1, READ = 0, WRITE = 1, READ_HINTED = 2 };
@@ -25,6 +32,7 @@ bool sl_router_attach(sl_client_t *c) {
     c->route = sl_route_get(c->w, c->dbname, c->user);
     if (!c->route) return true;
     c->rt = calloc(1, sizeof *c->rt);
+    if (c->rt) c->rt->new_request = SL_ROUTER_NO_NEW;
     return c->rt != NULL;
 }
 
@@ -186,6 +194,8 @@ int sl_router_request(sl_client_t *c) {
         bool session = sl_client_mode(c) == SL_POOL_SESSION;
         bool write = routing != SL_ROUTE_REPLICA;
         bool hinted = false, wants_write = false;
+        /* What is in the buffer now is looked at here, as one request. */
+        c->rt->new_request = SL_ROUTER_NO_NEW;
         if (routing != SL_ROUTE_PRIMARY && !login && !session) {
             int k = classify_pending(c, c->in.head);
             if (k == NEED_MORE) return 0;
@@ -247,8 +257,16 @@ static bool on_replica_read(const sl_client_t *c) {
            sl_client_mode(c) != SL_POOL_SESSION;
 }
 
-void sl_router_guard(sl_client_t *c, uint32_t from) {
-    if (c->barrier || !on_replica_read(c) || c->pins || from >= c->in.tail) return;
+void sl_router_scanned_start(sl_client_t *c, uint32_t off) {
+    if (c->rt->new_request == SL_ROUTER_NO_NEW) c->rt->new_request = off;
+}
+
+void sl_router_guard(sl_client_t *c) {
+    uint32_t from = c->rt->new_request;
+    c->rt->new_request = SL_ROUTER_NO_NEW;
+    if (from == SL_ROUTER_NO_NEW || c->barrier || !on_replica_read(c) || c->pins ||
+        from >= c->in.tail)
+        return;
     if (c->route->routing != SL_ROUTE_AUTO) return;
     int k = classify_pending(c, from);
     if (k == READ || k == READ_HINTED) return;
@@ -286,7 +304,8 @@ void sl_router_linked(sl_client_t *c) {
     int b = c->tx_backend;
     uint32_t n = sl_buf_len(&c->in);
     /* Only a whole request that fits one buffer: then it can be put back. */
-    if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding ||
+    /* Nor when requests wait behind the barrier: they are not the read's. */
+    if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding || c->barrier ||
         !sl_scan_at_boundary(&c->scan) || sl_client_mode(c) == SL_POOL_SESSION)
         return;
     c->rt->replay = malloc(n);

@@ -447,10 +447,14 @@ void sl_router_forget_replay(sl_client_t *c);
  * the request is put back and goes to another backend. False when that
  * cannot be done; the caller then reports the loss. */
 bool sl_router_replay(sl_client_t *c, const char *why);
-/* The client sent more (from offset `from` of its buffer) while its read
- * runs on a replica: unless all of it reads too, it waits behind a barrier
- * until that transaction is over, then is routed on its own. */
-void sl_router_guard(sl_client_t *c, uint32_t from);
+/* The scan framed the start of a request (a message that opens no batch
+ * already open) at offset off of a routed client's buffer. */
+void sl_router_scanned_start(sl_client_t *c, uint32_t off);
+/* The client sent more while its read runs on a replica, or waits for one:
+ * unless every request that began in it (see sl_router_scanned_start)
+ * reads too, they wait behind a barrier until that transaction is over,
+ * then are routed on their own. */
+void sl_router_guard(sl_client_t *c);
 /* Requests held behind the barrier that expect a ReadyForQuery. */
 int sl_router_held_pending(const sl_client_t *c);
 /* Drops the client's pool references (it is closing). */

@@ -251,6 +251,11 @@ static void user_settings(void) {
                     "[users]\n"
                     "sl_md5 = pool_size=1 query_wait_timeout=0.8 query_timeout=0.5 "
                     "client_idle_timeout=0.8\n");
+    /* sl_scram's three log in first: on a loaded machine three SCRAM
+     * logins can take longer than sl_md5's client_idle_timeout. */
+    PGconn *x[3];
+    for (int i = 0; i < 3; i++)
+        x[i] = login_ok(&s, "sl_scram", "sized");
     /* sl_md5's pool_size (1) wins over the database's (3), as in PgBouncer,
      * and its query_wait_timeout (0.8 s) over the global 30 s. */
     PGconn *a = login_ok(&s, "sl_md5", "sized"), *b = login_ok(&s, "sl_md5", "sized");
@@ -261,9 +266,7 @@ static void user_settings(void) {
     it_exec(a, "COMMIT");
     PQfinish(b);
     /* sl_scram has no entry: the database's pool_size, 3 at once. */
-    PGconn *x[3];
     for (int i = 0; i < 3; i++) {
-        x[i] = login_ok(&s, "sl_scram", "sized");
         it_exec(x[i], "BEGIN");
         it_exec(x[i], "SELECT 1");
     }

@@ -9,13 +9,18 @@
  *  2. The same pool, both loops asking over and over at once: never more
  *     than one backend, on the primary or in the ledger, and the server
  *     goes back and forth.
- *  3. pool_size = 3, ten requesters on each loop: never more than 3
- *     backends, the cap is reached, and every request is served. */
+ *  3. pool_size = 2 + reserve_pool_size = 1, ten requesters on each loop:
+ *     never more than 3 backends (the reserve is taken by compare-and-swap
+ *     too), the cap is reached, and every request is served.
+ *  4. max_db_client_connections = 3 counts the logins of both loops.
+ *  5. max_client_conn = 2 counts the clients of both loops. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -23,6 +28,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
+#include "sluice/session.h"
 
 #define ROLE1 "sl_ledger1"
 #define ROLE2 "sl_ledger2"
@@ -375,6 +381,125 @@ static int race(PGconn *d, const char *db, const char *user, const char *sql, in
     return most;
 }
 
+/* ---- 4: client caps ---- */
+
+typedef struct admits {
+    int n;  /* admits (n > 0) or leaves (n < 0) to make */
+    int ok; /* admits that passed */
+    char refusal[200];
+    atomic_int done;
+} admits_t;
+
+static void admits_fn(tloop_t *t, void *arg) {
+    admits_t *a = arg;
+    char err[200], detail[200];
+    sl_pool_t *p = sl_pool_get(&t->l, "ledgerdb3", ROLE2, err, sizeof err);
+    IT_ASSERT(p, "pool: %s", err);
+    for (int i = 0; i < a->n; i++) {
+        const char *no = sl_pool_admit(p, detail, sizeof detail);
+        if (no)
+            snprintf(a->refusal, sizeof a->refusal, "%s", no);
+        else
+            a->ok++;
+    }
+    for (int i = 0; i < -a->n; i++)
+        sl_pool_leave(p);
+    atomic_store(&a->done, 1);
+}
+
+/* Runs n admits (or -n leaves) on loop i; returns how many admits passed. */
+static int admit_on(int i, int n, char *refusal, size_t cap) {
+    admits_t a = {.n = n};
+    on_loop(&loops[i], admits_fn, &a);
+    IT_ASSERT(wait_for(&a.done, 1, 5), "loop %d answered", i);
+    if (refusal) snprintf(refusal, cap, "%s", a.refusal);
+    return a.ok;
+}
+
+static void client_caps(void) {
+    char why[200];
+    IT_ASSERT(admit_on(0, 2, NULL, 0) == 2, "two logins on loop 0");
+    IT_ASSERT(admit_on(1, 2, why, sizeof why) == 1, "one more on loop 1, then the cap");
+    IT_ASSERT(strstr(why, "max_db_client_connections"), "refused by the database's cap: %s", why);
+    admit_on(0, -1, NULL, 0);
+    IT_ASSERT(admit_on(1, 1, NULL, 0) == 1, "a login left on loop 0 makes room on loop 1");
+    admit_on(0, -1, NULL, 0);
+    admit_on(1, -2, NULL, 0);
+    IT_ASSERT(admit_on(1, 3, NULL, 0) == 3, "all of them gone: three fit again");
+    admit_on(1, -3, NULL, 0);
+    printf("max_db_client_connections = 3 held over both loops\n");
+}
+
+/* ---- 5: max_client_conn ---- */
+
+static void accept_fn(tloop_t *t, void *arg) {
+    sl_session_accept(&t->l, (int)(intptr_t)arg, "unix");
+}
+
+static void sync_fn(tloop_t *t, void *arg) {
+    (void)t;
+    atomic_store((atomic_int *)arg, 1);
+}
+
+/* Waits until loop i ran everything posted to it before. */
+static void sync_loop(int i) {
+    atomic_int done = 0;
+    on_loop(&loops[i], sync_fn, &done);
+    IT_ASSERT(wait_for(&done, 1, 5), "loop %d answered", i);
+}
+
+/* A client of loop i (over a socket pair): the test's end. */
+static int client_on(int i) {
+    int sv[2];
+    IT_ASSERT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    on_loop(&loops[i], accept_fn, (void *)(intptr_t)sv[0]);
+    return sv[1];
+}
+
+/* Sends a StartupMessage and returns what answers it: the SQLSTATE of an
+ * ErrorResponse, else the message type ("R": the login goes on). */
+static const char *startup_reply(int fd) {
+    static char code[6];
+    uint8_t pkt[128];
+    const char params[] = "user\0" ROLE1 "\0database\0ledgerdb\0";
+    uint32_t n = 8 + (uint32_t)sizeof params; /* params' own NUL ends the list */
+    sl_put_be32(pkt, n);
+    sl_put_be32(pkt + 4, 196608);
+    memcpy(pkt + 8, params, sizeof params);
+    IT_ASSERT(write(fd, pkt, n) == (ssize_t)n, "startup written");
+    char body[512] = "";
+    int type = it_raw_read_msg(fd, body, sizeof body - 1);
+    snprintf(code, sizeof code, "%c", type > 0 ? type : '-');
+    if (type == 'E')
+        for (char *f = body; *f && f < body + sizeof body - 1; f += strlen(f) + 1)
+            if (f[0] == 'C') snprintf(code, sizeof code, "%s", f + 1);
+    return code;
+}
+
+static void client_cap(void) {
+    int a1 = client_on(0), a2 = client_on(0);
+    sync_loop(0);
+    int b = client_on(1);
+    const char *code = startup_reply(b);
+    IT_ASSERT(!strcmp(code, "53300"),
+              "a third client on loop 1 is over max_client_conn = 2 of "
+              "both loops: %s",
+              code);
+    close(b);
+    close(a1); /* loop 0 sees it go, and the count of both loops drops */
+    double end = it_now() + 5;
+    do {
+        b = client_on(1);
+        code = startup_reply(b);
+        close(b);
+    } while (!strcmp(code, "53300") && it_now() < end && usleep(20000) == 0);
+    IT_ASSERT(!strcmp(code, "R"), "with a client gone from loop 0, loop 1 takes one: %s", code);
+    close(a2);
+    printf("max_client_conn = 2 held over both loops\n");
+}
+
 static void setup_loop(tloop_t *t, int index, const char *ini) {
     char err[512];
     t->cfg = sl_config_load_string("ledger.ini", ini, err, sizeof err);
@@ -403,9 +528,12 @@ int main(void) {
     snprintf(ini, sizeof ini,
              "[databases]\n"
              "ledgerdb = host=%s port=%d dbname=postgres pool_size=1\n"
-             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=3\n"
+             "ledgerdb3 = host=%s port=%d dbname=postgres pool_size=2 reserve_pool_size=1 "
+             "max_db_client_connections=3\n"
              "[sluice]\n"
              "pool_mode = transaction\n"
+             "reserve_pool_timeout = 0.01\n"
+             "max_client_conn = 2\n"
              "auth_type = trust\n",
              it_cl.sockdir, it_cl.primary, it_cl.sockdir, it_cl.primary);
     ledger = sl_ledger_new(2);
@@ -434,16 +562,19 @@ int main(void) {
     IT_ASSERT(moves >= 2, "the server moved between the loops (%llu)", (unsigned long long)moves);
     only_pid = 0;
 
-    /* 3: pool_size = 3, ten requesters per loop. */
+    /* 3: pool_size = 2 + reserve 1, ten requesters per loop. */
     most = race(d, "ledgerdb3", ROLE2, "SELECT pg_sleep(0.02)", 10, 5);
     in_ledger = atomic_load(&ledger_max);
-    printf("pool_size 3, 2 x 10 requesters: %d backends at most, %d in the ledger\n", most,
-           in_ledger);
+    printf("pool_size 2 + reserve 1, 2 x 10 requesters: %d backends at most, %d in the ledger\n",
+           most, in_ledger);
     IT_ASSERT(most <= 3 && in_ledger <= 3,
-              "pool_size = 3 over two loops: at most 3 backends "
+              "pool_size 2 + reserve 1 over two loops: at most 3 backends "
               "(saw %d, ledger %d)",
               most, in_ledger);
     IT_ASSERT(in_ledger == 3, "the cap was reached (%d)", in_ledger);
+
+    client_caps();
+    client_cap();
 
     for (int i = 0; i < 2; i++)
         on_loop(&loops[i], stop_fn, NULL);

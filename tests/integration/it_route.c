@@ -254,6 +254,49 @@ static void pipelined(void) {
     pipelined_once("pool_mode = transaction\nmax_prepared_statements = 0\n");
 }
 
+/* A write pipelined while the client still waits for a replica's server
+ * (its pool of one held by another client) is held behind the barrier too,
+ * not sent to the replica with the read once the server comes. */
+static void waiting_write(void) {
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\n",
+                    "one = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
+                    "replicas=127.0.0.1:{REPLICA1}\n");
+    PGconn *a = it_connect_db(&s, "sl_scram", "one", NULL);
+    wait_routing(a);
+    it_exec(a, "BEGIN READ ONLY");
+    IT_ASSERT(is_replica(port_of(a, "SELECT inet_server_port()")),
+              "the replica's only server is held in a read-only transaction");
+    PGconn *c = it_connect_db(&s, "sl_scram", "one", NULL);
+    IT_ASSERT(PQenterPipelineMode(c) == 1, "pipeline mode");
+    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQflush(c);
+    usleep(300000); /* the read waits for the replica's server */
+    PQsendQueryParams(c,
+                      "INSERT INTO rt VALUES (-11, 'w') ON CONFLICT (id) DO UPDATE SET pad = 'w' "
+                      "RETURNING inet_server_port()",
+                      0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQflush(c);
+    usleep(300000);
+    it_exec(a, "COMMIT");
+    int ports[3];
+    pipeline_port(c, ports, 1);
+    pipeline_port(c, ports + 1, 1);
+    pipeline_port(c, ports + 2, 1);
+    IT_ASSERT(is_replica(ports[0]), "the read waited for and ran on the replica (%d)", ports[0]);
+    IT_ASSERT(ports[1] == it_cl.primary, "the write sent while it waited ran on the primary (%d)",
+              ports[1]);
+    IT_ASSERT(ports[2] == it_cl.primary, "the read after it, read-your-writes: primary (%d)",
+              ports[2]);
+    PQexitPipelineMode(c);
+    PQfinish(c), PQfinish(a);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 /* A client that logs in through a replica (the primary's pool never
  * connected) still gets fresh-login settings, not another client's. */
 static void replica_login_settings(void) {
@@ -794,6 +837,7 @@ int main(void) {
     setup();
     placement();
     pipelined();
+    waiting_write();
     replica_login_settings();
     read_your_writes();
     lag();
