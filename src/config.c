@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/un.h>
 
+#include "sluice/cancelkey.h"
 #include "sluice/sql.h"
 #include "sluice/tls.h"
 
@@ -137,6 +138,8 @@ static const opt_t opts[] = {
     O_MS("transaction_timeout", transaction_timeout_ms, "0", 86400 * 365),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
     O_INT("verbose", verbose, "0", 0, 3),
+    /* 0: one per online CPU; at most what a cancel key can name */
+    O_INT("workers", workers, "1", 0, SL_CANCELKEY_WORKERS_MAX),
     O_STR("write_functions", write_functions, SL_SQL_DEFAULT_WRITE_FUNCTIONS),
     O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),
     O_MS("query_wait_notify", query_wait_notify_ms, "5", 86400),
@@ -1016,7 +1019,7 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
 static const char *const fixed_keys[] = {
     "peer_id", /* the cancel keys clients hold name it */
     "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
-    "metrics_listen", "so_reuseport", NULL};
+    "metrics_listen", "so_reuseport", "workers", NULL};
 static const char *const file_keys[] = {"auth_file",
                                         "auth_hba_file",
                                         "auth_type",

@@ -266,13 +266,16 @@ int sl_control_close_pending(const sl_loop_t *l, const char *db) {
     return n;
 }
 
-static bool wait_done(const sl_loop_t *l, const sl_control_wait_t *wt) {
+/* With several workers a PAUSE is done once no loop has a server of the
+ * database left: the count comes from the hook that sees them all. */
+static bool wait_done(sl_loop_t *l, const sl_control_wait_t *wt) {
     const char *db = wt->db[0] ? wt->db : NULL;
     switch (wt->kind) {
     case SL_CONTROL_PAUSED:
-        return sl_control_servers(l, db) == 0;
+        return (l->control_count ? l->control_count(l, db, false) : sl_control_servers(l, db)) == 0;
     case SL_CONTROL_CLOSED:
-        return sl_control_close_pending(l, db) == 0;
+        return (l->control_count ? l->control_count(l, db, true)
+                                 : sl_control_close_pending(l, db)) == 0;
     case SL_CONTROL_TEST:
         return wt->test(l);
     }

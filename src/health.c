@@ -23,6 +23,10 @@ static int64_t poll_period(const sl_config_t *cfg) {
     return p > 0 ? p : 1000;
 }
 
+int64_t sl_health_poll_period_ms(const sl_config_t *cfg) {
+    return poll_period(cfg);
+}
+
 /* After a failure: a health_check_period of 0 would retry a refused
  * connection in a tight loop, so it falls back like poll_period. */
 static int64_t retry_period(const sl_config_t *cfg) {
@@ -124,6 +128,7 @@ static void query_done(sl_server_t *s, const char *err, const char *code) {
 
 static void send_check(sl_backend_t *b) {
     b->checks_sent++;
+    sl_route_publish(b->route); /* before the query goes out: see sl_route_publish */
     b->check_start_ns = uv_hrtime();
     if (sl_server_query(b->check, check_sql, query_done) < 0)
         check_failed(b, "out of memory", NULL);

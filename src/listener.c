@@ -248,8 +248,30 @@ static int add_listener(sl_worker_t *w, int fd, const char *desc, const char *pa
     uv_poll_start(&l->poll, UV_READABLE, accept_cb);
     l->next = w->listeners;
     w->listeners = l;
-    sl_log_info(NULL, "listening on %s", desc);
+    if (w->place.index == 0) sl_log_info(NULL, "listening on %s", desc); /* once */
     return SL_OK;
+}
+
+/* With several workers each binds its own socket with SO_REUSEPORT (the
+ * kernel spreads connections over them), which would also let another
+ * process of the same user share the port. Without so_reuseport that
+ * must not happen silently: worker 0 first binds a probe without the
+ * option, which fails if anything listens there already. */
+static int probe_free(const struct addrinfo *ai, const char *desc, char *err, size_t errlen) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) return SL_OK; /* the real socket will say why */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e != EADDRINUSE) return SL_OK;
+    snprintf(err, errlen,
+             "cannot listen on %s: %s (another process has it; set so_reuseport = 1 to share it "
+             "on purpose)",
+             desc, strerror(e));
+    return SL_EIO;
 }
 
 static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen) {
@@ -271,10 +293,20 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        char desc[160];
+        format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
+        bool shared = w->place.count > 1;
+        if (shared && !w->core.cfg->so_reuseport && w->place.index == 0 &&
+            probe_free(ai, desc, err, errlen) != SL_OK) {
+            close(fd);
+            freeaddrinfo(res);
+            return SL_EIO;
+        }
         /* so_reuseport: a second sluice (the next version, in a rolling
          * restart) binds the same address and port while this one runs;
-         * the kernel spreads new connections over both. */
-        if (w->core.cfg->so_reuseport &&
+         * the kernel spreads new connections over both. The workers of one
+         * sluice share the port the same way. */
+        if ((w->core.cfg->so_reuseport || shared) &&
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
             snprintf(err, errlen, "so_reuseport: setsockopt SO_REUSEPORT: %s", strerror(errno));
             close(fd);
@@ -282,8 +314,6 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
             return SL_EIO;
         }
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        char desc[160];
-        format_peer((struct sockaddr_storage *)ai->ai_addr, desc, sizeof desc);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
             listen(fd, w->core.cfg->listen_backlog) != 0) {
             snprintf(err, errlen, "cannot listen on %s: %s", desc, strerror(errno));
@@ -307,6 +337,32 @@ static int listen_tcp(sl_worker_t *w, const char *host, char *err, size_t errlen
     return SL_OK;
 }
 
+/* Workers after the first share worker 0's Unix socket: Unix sockets have
+ * no SO_REUSEPORT, and each worker watching its own dup of one socket
+ * still spreads the Unix clients over every worker (whichever wakes first
+ * accepts; the others find nothing and go back to sleep). */
+static int share_unix(sl_worker_t *w, const char *path, char *err, size_t errlen) {
+    int fd = fcntl(w->place.unix_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot share %s with worker %d: %s", path, w->place.index,
+                 strerror(errno));
+        return SL_EIO;
+    }
+    int rc = add_listener(w, fd, path, path, err, errlen);
+    struct stat st;
+    if (rc == SL_OK && stat(path, &st) == 0) {
+        w->listeners->unix_dev = st.st_dev;
+        w->listeners->unix_ino = st.st_ino;
+    }
+    return rc;
+}
+
+int sl_listener_unix_fd(const sl_worker_t *w) {
+    for (const sl_listener_t *l = w->listeners; l; l = l->next)
+        if (l->unix_path[0]) return l->fd;
+    return -1;
+}
+
 static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.%d",
@@ -315,6 +371,7 @@ static int listen_unix(sl_worker_t *w, char *err, size_t errlen) {
         snprintf(err, errlen, "unix_socket_dir too long: %s", w->core.cfg->unix_socket_dir);
         return SL_ECONFIG;
     }
+    if (w->place.unix_fd >= 0) return share_unix(w, sa.sun_path, err, errlen);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));

@@ -1,43 +1,53 @@
 /* The log sink: one process-wide destination and level, set at start-up and on
  * reload. Lines look like
  *   2026-11-23T20:30:01.123Z level=info C-1 db=app user=bob msg="login ok"
- * Writes are single fprintf calls on a line-buffered stream. */
+ * Writes are single fprintf calls on a line-buffered stream, under the
+ * sink's mutex: lines of two workers never interleave (stdio's own lock
+ * does that much), and a reopen (SIGHUP, RELOAD) never closes the stream
+ * under another thread's write. */
 #include "sluice/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
 static struct {
-    enum sl_log_level level;
-    FILE *file; /* owned unless stderr */
-} sink = {SL_LOG_INFO, NULL};
+    _Atomic int level;  /* enum sl_log_level: read by every thread before each line */
+    pthread_mutex_t mu; /* guards file */
+    FILE *file;         /* owned unless stderr */
+} sink = {SL_LOG_INFO, PTHREAD_MUTEX_INITIALIZER, NULL};
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
-bool sl_log_enabled(enum sl_log_level level) { return level <= sink.level; }
+bool sl_log_enabled(enum sl_log_level level) {
+    return (int)level <= atomic_load_explicit(&sink.level, memory_order_relaxed);
+}
 
-void sl_log_set_level(enum sl_log_level level) { sink.level = level; }
+void sl_log_set_level(enum sl_log_level level) {
+    atomic_store_explicit(&sink.level, (int)level, memory_order_relaxed);
+}
 
 int sl_log_open(const char *path) {
-    if (!path || !*path) {
-        if (sink.file && sink.file != stderr) fclose(sink.file);
-        sink.file = NULL;
-        return 0;
+    FILE *f = NULL;
+    if (path && *path) {
+        f = fopen(path, "a");
+        if (!f) return -errno;
+        setvbuf(f, NULL, _IOLBF, 0);
     }
-    FILE *f = fopen(path, "a");
-    if (!f) return -errno;
-    setvbuf(f, NULL, _IOLBF, 0);
-    if (sink.file && sink.file != stderr) fclose(sink.file);
+    pthread_mutex_lock(&sink.mu);
+    FILE *old = sink.file;
     sink.file = f;
+    pthread_mutex_unlock(&sink.mu);
+    if (old && old != stderr) fclose(old);
     return 0;
 }
 
 void sl_log_write(enum sl_log_level level, const char *tag, const char *fmt, ...) {
-    FILE *out = sink.file ? sink.file : stderr;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -51,8 +61,10 @@ void sl_log_write(enum sl_log_level level, const char *tag, const char *fmt, ...
     va_end(ap);
     sl_log_escape(raw, msg, sizeof msg);
     sl_log_escape(tag ? tag : "", safe_tag, sizeof safe_tag);
-    fprintf(out, "%s.%03dZ level=%s%s%s msg=\"%s\"\n", ts, (int)(tv.tv_usec / 1000),
-            level_names[level], *safe_tag ? " " : "", safe_tag, msg);
+    pthread_mutex_lock(&sink.mu);
+    fprintf(sink.file ? sink.file : stderr, "%s.%03dZ level=%s%s%s msg=\"%s\"\n", ts,
+            (int)(tv.tv_usec / 1000), level_names[level], *safe_tag ? " " : "", safe_tag, msg);
+    pthread_mutex_unlock(&sink.mu);
 }
 
 /* Names and messages come from clients (a user name, a database name, a

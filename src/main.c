@@ -1,5 +1,5 @@
 /* The sluice command: arguments, config check, daemon start, pidfile, and
- * one worker running until a signal ends it. */
+ * the workers running until a signal ends them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -9,14 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/hba.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 #include "sluice/userlist.h"
-#include "sluice/worker.h"
+#include "sluice/workers.h"
 
 
 static void usage(FILE *out) {
@@ -164,16 +163,16 @@ int main(int argc, char **argv) {
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
     }
-    sl_worker_t w;
-    int rc = sl_worker_init(&w, cfg, err, sizeof err);
-    if (rc < 0) {
-        sl_log_error(NULL, "cannot start: %s (%s)", err, sl_strerror(rc));
-        if (!daemon) fprintf(stderr, "sluice: cannot start: %s (%s)\n", err, sl_strerror(rc));
+    int nworkers = sl_workers_wanted(cfg);
+    sl_workers_t *g = sl_workers_start(cfg, nworkers, err, sizeof err);
+    if (!g) {
+        sl_log_error(NULL, "cannot start: %s", err);
+        if (!daemon) fprintf(stderr, "sluice: cannot start: %s\n", err);
         return 1;
     }
-    sl_admin_attach(&w);
-    sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d", (int)getpid());
-    rc = sl_worker_run(&w);
+    sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d workers=%d", (int)getpid(),
+                nworkers);
+    int rc = sl_workers_run(g);
     if (pidfile) unlink(pidfile);
     free(pidfile);
     sl_log_info(NULL, "sluice stopped");

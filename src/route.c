@@ -1,6 +1,8 @@
 /* Routing state and backend choice for databases with replicas. */
 #include "sluice/route.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,164 @@ static void reset_backend(sl_backend_t *b) {
     b->failures = 0;
 }
 
+/* ---- several workers: the health board ---- */
+
+/* One database's backend health as its checker last published it. */
+typedef struct sl_health_pub {
+    sl_list_t node; /* on the board's entries, under its mutex */
+    char *db;       /* owned */
+    int n, writer;  /* as the checker's route */
+    char addr[SL_MAX_BACKENDS][280];
+    sl_backend_t b[SL_MAX_BACKENDS]; /* the health fields only (copy_health) */
+    _Atomic uint64_t version;        /* bumped by each publication; 0: none yet */
+} sl_health_pub_t;
+
+struct sl_health_board {
+    pthread_mutex_t mu; /* guards entries and every entry's fields but version */
+    sl_list_t entries;  /* sl_health_pub_t, never freed before the board */
+    sl_loop_t *checker; /* borrowed: the loop that runs every check */
+};
+
+sl_health_board_t *sl_health_board_new(sl_loop_t *checker) {
+    sl_health_board_t *hb = calloc(1, sizeof *hb);
+    if (!hb) return NULL;
+    pthread_mutex_init(&hb->mu, NULL);
+    sl_list_init(&hb->entries);
+    hb->checker = checker;
+    return hb;
+}
+
+void sl_health_board_free(sl_health_board_t *hb) {
+    if (!hb) return;
+    while (!sl_list_empty(&hb->entries)) {
+        sl_health_pub_t *e = sl_container_of(sl_list_first(&hb->entries), sl_health_pub_t, node);
+        sl_list_unlink(&e->node);
+        free(e->db);
+        free(e);
+    }
+    pthread_mutex_destroy(&hb->mu);
+    free(hb);
+}
+
+static sl_health_pub_t *board_entry(sl_health_board_t *hb, const char *db) {
+    pthread_mutex_lock(&hb->mu);
+    sl_health_pub_t *e = NULL;
+    for (sl_list_t *it = hb->entries.next; it != &hb->entries && !e; it = it->next) {
+        sl_health_pub_t *x = sl_container_of(it, sl_health_pub_t, node);
+        if (!strcmp(x->db, db)) e = x;
+    }
+    if (!e && (e = calloc(1, sizeof *e)) && !(e->db = strdup(db))) {
+        free(e);
+        e = NULL;
+    }
+    if (e && !e->node.next) sl_list_push_back(&hb->entries, &e->node);
+    pthread_mutex_unlock(&hb->mu);
+    return e;
+}
+
+/* What checks know of a backend (not its load, which is each loop's). */
+static void copy_health(sl_backend_t *to, const sl_backend_t *from) {
+    to->up = from->up;
+    to->in_recovery = from->in_recovery;
+    to->lagging = from->lagging;
+    to->lsn = from->lsn;
+    to->lag_s = from->lag_s;
+    to->late_checks = from->late_checks;
+    to->failures = from->failures;
+    to->checks_sent = from->checks_sent;
+    to->checks_done = from->checks_done;
+    memcpy(to->recent, from->recent, sizeof to->recent);
+}
+
+/* The checker publishes before it sends a check (checks_sent): a fence a
+ * follower marks after that reads the new count, so the check it waits for
+ * is sent after its commit. */
+void sl_route_publish(sl_route_t *r) {
+    sl_health_pub_t *e = r->pub;
+    if (!e || r->follower) return;
+    sl_health_board_t *hb = r->w->health_board;
+    pthread_mutex_lock(&hb->mu);
+    e->n = r->n;
+    e->writer = r->writer;
+    for (int i = 0; i < r->n; i++) {
+        memcpy(e->addr[i], r->b[i].addr, sizeof e->addr[i]);
+        copy_health(&e->b[i], &r->b[i]);
+    }
+    atomic_fetch_add_explicit(&e->version, 1, memory_order_release);
+    pthread_mutex_unlock(&hb->mu);
+}
+
+/* A follower copies what the checker published since it last looked;
+ * backends that came up and a new writer wake the pools that wait for
+ * them. Nothing while the entry describes other addresses (a reload the
+ * checker has not applied yet). */
+static void route_sync(sl_route_t *r) {
+    sl_health_pub_t *e = r->pub;
+    if (!r->follower || !e) return;
+    uint64_t v = atomic_load_explicit(&e->version, memory_order_acquire);
+    if (v == r->seen_version) return;
+    bool woke[SL_MAX_BACKENDS] = {false};
+    sl_health_board_t *hb = r->w->health_board;
+    pthread_mutex_lock(&hb->mu);
+    bool same = e->n == r->n;
+    for (int i = 0; same && i < r->n; i++)
+        same = !strcmp(e->addr[i], r->b[i].addr);
+    if (same) {
+        for (int i = 0; i < r->n; i++) {
+            woke[i] = !r->b[i].up && e->b[i].up;
+            copy_health(&r->b[i], &e->b[i]);
+        }
+        if (e->writer != r->writer && e->writer >= 0) woke[e->writer] = true;
+        r->writer = e->writer;
+        r->seen_version = v;
+    }
+    pthread_mutex_unlock(&hb->mu);
+    for (int i = 0; i < r->n; i++)
+        if (woke[i]) sl_pool_backend_up(r->w, r->db, i);
+}
+
+/* A follower also looks every poll period: pools waiting for a backend to
+ * come up must not wait for a transaction to start. */
+static void sync_tick_cb(uv_timer_t *t) {
+    route_sync(t->data);
+}
+
+/* The checker loop makes its own route of db, whose checks the follower
+ * routes copy. */
+typedef struct want_msg {
+    sl_loop_msg_t m;
+    char *db, *user; /* owned */
+} want_msg_t;
+
+static void want_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    want_msg_t *wm = sl_container_of(m, want_msg_t, m);
+    if (live) (void)sl_route_get(l, wm->db, wm->user);
+    free(wm->db), free(wm->user), free(wm);
+}
+
+static void ask_checker(sl_route_t *r, const char *user) {
+    want_msg_t *wm = calloc(1, sizeof *wm);
+    if (!wm || !(wm->db = strdup(r->db)) || !(wm->user = strdup(user))) {
+        if (wm) free(wm->db), free(wm);
+        return;
+    }
+    wm->m.run = want_run;
+    if (!sl_loop_post(r->w->health_board->checker, &wm->m)) free(wm->db), free(wm->user), free(wm);
+}
+
+/* Starts what keeps a new (or reset) route's health known: its own checks,
+ * or, on a follower, the copy of the checker's. */
+static void start_health(sl_route_t *r) {
+    if (!r->follower) {
+        sl_health_start(r);
+        sl_route_publish(r);
+        return;
+    }
+    r->seen_version = 0;
+    int64_t every = sl_health_poll_period_ms(r->w->cfg);
+    uv_timer_start(&r->timer, sync_tick_cb, 0, (uint64_t)every);
+}
+
 sl_route_t *sl_route_get(sl_loop_t *w, const char *db, const char *user) {
     bool automatic;
     const sl_db_cfg_t *dbc = sl_config_serving_db(w->cfg, db, &automatic);
@@ -80,14 +240,20 @@ sl_route_t *sl_route_get(sl_loop_t *w, const char *db, const char *user) {
     uv_timer_init(w->loop, &r->timer);
     r->timer.data = r;
     sl_list_push_back(&w->routes, &r->node);
-    sl_health_start(r);
+    if (w->health_board && (r->pub = board_entry(w->health_board, db)))
+        r->follower = w != w->health_board->checker;
+    start_health(r);
+    if (r->follower) ask_checker(r, user);
     char list[1024] = "";
     for (int i = 1; i < r->n; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i > 1 ? ", " : "",
                  r->b[i].addr);
-    sl_log_info(r->tag, "routing %s: primary %s, replicas %s, load_balance %s%s",
-                sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance],
-                automatic ? " (from the '*' entry)" : "");
+    /* Said once for the process: by the loop that checks the backends. */
+    if (!r->follower || sl_log_enabled(SL_LOG_DEBUG))
+        sl_log_write(r->follower ? SL_LOG_DEBUG : SL_LOG_INFO, r->tag,
+                     "routing %s: primary %s, replicas %s, load_balance %s%s",
+                     sl_routing_names[r->routing], r->b[0].addr, list, sl_balance_names[r->balance],
+                     automatic ? " (from the '*' entry)" : "");
     return r;
 }
 
@@ -170,6 +336,7 @@ void sl_route_checked(sl_route_t *r, int i, bool in_recovery, uint64_t lsn, doub
             update_lag(r, &r->b[k]);
     else
         update_lag(r, b);
+    sl_route_publish(r);
 }
 
 void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
@@ -182,6 +349,7 @@ void sl_route_check_failed(sl_route_t *r, int i, const char *err) {
         update_writer(r);
         sl_health_reconnect(b);
     }
+    sl_route_publish(r);
 }
 
 /* ---- choice ---- */
@@ -278,6 +446,7 @@ static bool fence_passed(sl_route_t *r, sl_fence_t *f, const sl_backend_t *b) {
 }
 
 int sl_route_pick(sl_route_t *r, bool write, sl_fence_t *fence, int exclude) {
+    route_sync(r);
     if (write) return r->writer;
     int cand[SL_MAX_BACKENDS], n = 0, healthy = 0;
     /* Without a primary, no fence can be resolved: the replicas are all
@@ -323,6 +492,7 @@ void sl_route_end(sl_route_t *r, int i, uint64_t latency_us) {
 }
 
 void sl_route_fence_mark(sl_route_t *r, sl_fence_t *f) {
+    route_sync(r); /* the writer's checks_sent as of now, not of the last look */
     f->set = r->writer >= 0;
     f->writer = r->writer;
     f->after = f->set ? r->b[r->writer].checks_sent : 0;
@@ -369,7 +539,7 @@ void sl_route_reconfigure_all(sl_loop_t *w) {
         for (int i = r->n; i < old_n; i++)
             r->b[i].outstanding = 0;
         r->writer = 0;
-        sl_health_start(r);
+        start_health(r);
     }
 }
 

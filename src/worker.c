@@ -1,9 +1,9 @@
-/* A worker's life: set up its loop, listeners, janitor and signals; run;
- * reload on SIGHUP; shut down as PgBouncer 1.23+ does: SIGTERM waits for the
- * clients to leave (closing transaction-pooled ones between transactions
- * after shutdown_grace_period), SIGINT closes each client after its
- * transaction, SIGQUIT or a second SIGTERM/SIGINT at once. SIGUSR1 pauses
- * every database and SIGUSR2 resumes them. */
+/* A worker's life: set up its loop, listeners and janitor; run; reload;
+ * shut down as PgBouncer 1.23+ does: SIGTERM waits for the clients to leave
+ * (closing transaction-pooled ones between transactions after
+ * shutdown_grace_period), SIGINT closes each client after its transaction,
+ * SIGQUIT or a second SIGTERM/SIGINT at once. The signals themselves are
+ * caught by the main thread (workers.c), which passes them on. */
 #include "sluice/worker.h"
 
 #include <openssl/rand.h>
@@ -16,6 +16,7 @@
 #include "sluice/authq.h"
 #include "sluice/control.h"
 #include "sluice/janitor.h"
+#include "sluice/ledger.h"
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -24,11 +25,8 @@
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
+#include "sluice/textfile.h"
 #include "sluice/tls.h"
-
-/* The signals a worker handles, in the order of its sigs[] handles. */
-static const int worker_signals[SL_WORKER_NSIGNALS] = {SIGINT,  SIGTERM, SIGHUP,
-                                                       SIGQUIT, SIGUSR1, SIGUSR2};
 
 static void worker_stop(sl_worker_t *w) {
     if (w->stopping) return;
@@ -45,17 +43,13 @@ static void worker_stop(sl_worker_t *w) {
     sl_conn_kicks_close(&w->core.kicks);
     sl_loop_close(&w->core);
     sl_control_close(&w->core);
-    /* libuv restores the default actions as it lets go of the signals; a
-     * late SIGTERM must not kill a process that is already on its way out. */
-    for (int i = 0; i < SL_WORKER_NSIGNALS; i++) {
-        uv_close((uv_handle_t *)&w->sigs[i], NULL);
-        signal(worker_signals[i], SIG_IGN);
-    }
+    if (w->on_stop) w->on_stop(w);
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w) {
     if (!(w->core.shutting_down || w->core.draining) || w->stopping) return;
     if (w->core.nclients == 0) {
+        if (w->others_running && w->others_running(w)) return; /* asked again when they stop */
         sl_log_info(NULL, "all clients gone; exiting");
         worker_stop(w);
         return;
@@ -91,12 +85,26 @@ static void add_error(char *err, size_t errlen, const char *more) {
 }
 
 int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_t warnlen) {
+    char *text = NULL;
+    size_t len;
+    if (warnlen) *warn = '\0';
+    if (sl_textfile_read(w->core.cfg->path, "config file", &text, &len, err, errlen) != SL_OK) {
+        log_reload_errors(err);
+        return SL_ECONFIG;
+    }
+    int rc = sl_worker_reload_text(w, text, false, err, errlen, warn, warnlen);
+    free(text);
+    return rc;
+}
+
+int sl_worker_reload_text(sl_worker_t *w, const char *text, bool quiet, char *err, size_t errlen,
+                          char *warn, size_t warnlen) {
     char one[512];
     err[0] = '\0';
     if (warnlen) *warn = '\0';
-    sl_config_t *cfg = sl_config_load(w->core.cfg->path, err, errlen);
+    sl_config_t *cfg = sl_config_load_string(w->core.cfg->path, text, err, errlen);
     if (!cfg) {
-        log_reload_errors(err);
+        if (!quiet) log_reload_errors(err);
         return SL_ECONFIG;
     }
     /* The files the new config names: each one's error is reported. */
@@ -116,7 +124,7 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
         add_error(err, errlen, one);
     }
     if (*err) {
-        log_reload_errors(err);
+        if (!quiet) log_reload_errors(err);
         sl_hba_free(hba);
         sl_userlist_free(&users);
         sl_config_free(cfg);
@@ -128,8 +136,9 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     char tls_err[512];
     SSL_CTX *tls = sl_tls_client_ctx(cfg, tls_err, sizeof tls_err);
     if (!tls && *tls_err) {
-        sl_log_error(NULL, "reload: client TLS settings refused, the running ones stay: %s",
-                     tls_err);
+        if (!quiet)
+            sl_log_error(NULL, "reload: client TLS settings refused, the running ones stay: %s",
+                         tls_err);
         snprintf(warn, warnlen, "client TLS settings refused, the running ones stay: %s", tls_err);
     } else {
         SSL_CTX_free(w->core.client_tls); /* connections hold their own references */
@@ -141,6 +150,7 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     cfg->listen_backlog = old->listen_backlog;
     cfg->pkt_buf = old->pkt_buf;
     cfg->so_reuseport = old->so_reuseport;
+    cfg->workers = old->workers;
     char *keep[] = {old->listen_addr, old->unix_socket_dir, old->pidfile};
     char **slot[] = {&cfg->listen_addr, &cfg->unix_socket_dir, &cfg->pidfile};
     for (int i = 0; i < 3; i++) {
@@ -161,6 +171,7 @@ int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn, size_
     w->core.cfg = cfg;
     sl_config_free(old);
     sl_worker_settings_changed(w);
+    if (quiet) return SL_OK;
     if (sl_log_open(cfg->logfile) < 0) sl_log_error(NULL, "cannot reopen logfile %s", cfg->logfile);
     sl_log_info(NULL, "configuration reloaded from %s", cfg->path);
     return SL_OK;
@@ -173,15 +184,6 @@ void sl_worker_settings_changed(sl_worker_t *w) {
      * parser's answers are redone. */
     memset(w->core.sql_cache, 0, sizeof *w->core.sql_cache);
     sl_log_set_level(w->core.cfg->verbose > 0 ? SL_LOG_DEBUG : SL_LOG_INFO);
-}
-
-/* SIGHUP, told to systemd as a reload (Type=notify). */
-static void reload(sl_worker_t *w) {
-    char err[8192], warn[512]; /* logged either way: a signal has no one to answer */
-    sl_notify_reloading();
-    int rc = sl_worker_reload(w, err, sizeof err, warn, sizeof warn);
-    (void)rc;
-    sl_notify("READY=1");
 }
 
 void sl_worker_suspend(sl_worker_t *w, bool suspend) {
@@ -200,14 +202,6 @@ void sl_worker_suspend(sl_worker_t *w, bool suspend) {
                 l->nclients);
 }
 
-/* SIGUSR1's PAUSE is done: every server is closed. */
-static void paused_cb(sl_control_wait_t *wt, enum sl_control_end how) {
-    (void)wt;
-    if (how != SL_CONTROL_DONE) return;
-    sl_log_info(NULL, "PAUSE done: every server connection is closed; SIGUSR2 (or RESUME) "
-                      "resumes");
-}
-
 /* Starts a shutdown now (signals; the console's SHUTDOWN through
  * shutdown_cb). */
 static void start_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
@@ -218,20 +212,24 @@ static void start_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
         return;
     }
     bool was_listening = !l->shutting_down && !l->draining;
+    bool say = w->core.worker_index == 0; /* once for the process */
     if (mode == SL_SHUTDOWN_WAIT_FOR_SERVERS) {
-        sl_log_info(NULL, "shutdown (wait for servers): no new clients; each client closes after "
-                          "its transaction, sluice exits when the last has gone");
+        if (say)
+            sl_log_info(NULL,
+                        "shutdown (wait for servers): no new clients; each client closes after "
+                        "its transaction, sluice exits when the last has gone");
         l->shutting_down = true;
         sl_session_shutdown_all(l);
     } else if (!l->draining) {
         int64_t grace = l->cfg->shutdown_grace_period_ms;
-        sl_log_info(NULL,
-                    "shutdown (wait for clients): no new clients; sluice exits when the %d "
-                    "connected have left%s",
-                    l->nclients,
-                    grace > 0 ? "; transaction-pooled clients are closed between transactions "
-                                "after shutdown_grace_period"
-                              : "");
+        if (say)
+            sl_log_info(NULL,
+                        "shutdown (wait for clients): no new clients; sluice exits when the %d "
+                        "connected have left%s",
+                        l->nclients,
+                        grace > 0 ? "; transaction-pooled clients are closed between transactions "
+                                    "after shutdown_grace_period"
+                                  : "");
         l->draining = true;
         l->drain_close_ms = grace > 0 ? sl_now_ms(l) + grace : 0;
     }
@@ -255,43 +253,28 @@ void sl_worker_shutdown(sl_worker_t *w, enum sl_shutdown_mode mode) {
     sl_defer(&w->core.defer, &w->shutdown_job);
 }
 
-static void signal_cb(uv_signal_t *h, int signum) {
-    sl_worker_t *w = h->data;
-    char err[256];
+void sl_worker_signal(sl_worker_t *w, int signum) {
+    if (w->stopping) return;
+    /* Said once, by worker 0, not once per worker. */
+    bool say = w->core.worker_index == 0;
     switch (signum) {
-    case SIGHUP:
-        reload(w);
-        return;
-    case SIGUSR1:
-        if (sl_control_pause(&w->core, NULL, err, sizeof err) != SL_OK) {
-            sl_log_error(NULL, "SIGUSR1: PAUSE failed: %s", err);
-            return;
-        }
-        w->pause_wait.kind = SL_CONTROL_PAUSED;
-        w->pause_wait.db[0] = '\0';
-        w->pause_wait.cb = paused_cb;
-        sl_control_wait(&w->core, &w->pause_wait);
-        return;
-    case SIGUSR2:
-        sl_control_wait_cancel(&w->pause_wait);
-        sl_worker_suspend(w, false);
-        if (sl_control_resume(&w->core, NULL, err, sizeof err) != SL_OK)
-            sl_log_error(NULL, "SIGUSR2: RESUME failed: %s", err);
-        return;
     case SIGQUIT:
-        sl_log_info(NULL, "SIGQUIT: immediate shutdown");
+        if (say) sl_log_info(NULL, "SIGQUIT: immediate shutdown");
         start_shutdown(w, SL_SHUTDOWN_FAST);
         return;
-    default:
+    case SIGINT:
+    case SIGTERM:
         break;
+    default:
+        return;
     }
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
     if (w->core.shutting_down || w->core.draining) {
-        sl_log_info(NULL, "%s during a shutdown: immediate shutdown", name);
+        if (say) sl_log_info(NULL, "%s during a shutdown: immediate shutdown", name);
         start_shutdown(w, SL_SHUTDOWN_FAST);
         return;
     }
-    sl_log_info(NULL, "%s: graceful shutdown", name);
+    if (say) sl_log_info(NULL, "%s: graceful shutdown", name);
     start_shutdown(w,
                    signum == SIGINT ? SL_SHUTDOWN_WAIT_FOR_SERVERS : SL_SHUTDOWN_WAIT_FOR_CLIENTS);
 }
@@ -301,9 +284,17 @@ static void drained_cb(sl_loop_t *l) {
     sl_worker_maybe_finish(sl_container_of(l, sl_worker_t, core));
 }
 
-int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
+int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, const sl_worker_place_t *place, char *err,
+                   size_t errlen) {
     memset(w, 0, sizeof *w);
     if (sl_loop_init(&w->core, cfg, err, errlen) != SL_OK) return SL_ENOMEM;
+    w->place = *place;
+    w->core.worker_index = place->index;
+    w->core.client_ids = place->client_ids;
+    if (place->ledger && sl_ledger_attach(place->ledger, &w->core) != SL_OK) {
+        snprintf(err, errlen, "worker %d cannot join the pools' ledger", place->index);
+        return SL_ENOMEM;
+    }
     w->core.on_drained = drained_cb;
     sl_defer_init(&w->shutdown_job, shutdown_cb);
     w->core.find_secret = sl_authq_find;
@@ -319,13 +310,6 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory");
         return SL_ENOMEM;
     }
-    /* Signals first: once a listener exists, clients (and whoever sends
-     * SIGTERM after seeing it accept) may act. */
-    for (int i = 0; i < SL_WORKER_NSIGNALS; i++) {
-        uv_signal_init(w->core.loop, &w->sigs[i]);
-        w->sigs[i].data = w;
-        uv_signal_start(&w->sigs[i], signal_cb, worker_signals[i]);
-    }
     if (cfg->auth_type == SL_AUTH_HBA &&
         !(w->core.hba = sl_hba_load(cfg->auth_hba_file, err, errlen)))
         return SL_ECONFIG;
@@ -337,13 +321,9 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen) {
     }
     sl_conn_kicks_init(&w->core.kicks, w->core.loop);
     if (sl_listener_open_all(w, err, errlen) < 0) return SL_EIO;
-    if (sl_metrics_open(w, err, errlen) < 0) return SL_EIO;
+    /* One endpoint for the process: worker 0's, which reads every loop. */
+    if (place->index == 0 && sl_metrics_open(w, err, errlen) < 0) return SL_EIO;
     sl_janitor_start(w);
-    /* Listening: a Type=notify service is up from here. */
-    char ready[96];
-    snprintf(ready, sizeof ready, "READY=1\nMAINPID=%d\nSTATUS=accepting connections",
-             (int)getpid());
-    sl_notify(ready);
     return SL_OK;
 }
 

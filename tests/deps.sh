@@ -20,7 +20,7 @@ FLOORS = {
     3: "pool",
     3.5: "route authq control peers",
     4: "session",
-    5: "worker listener janitor admin metrics",
+    5: "worker workers listener janitor admin metrics",
     6: "main",
 }
 floor = {m: f for f, ms in FLOORS.items() for m in ms.split()}

@@ -14,9 +14,10 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
-
 (cd build && ctest --output-on-failure --timeout 300) >build/ctest.log 2>&1 &
 plain=$!
+# SLUICE_TEST_WORKERS=N runs every sluice a test starts with N workers
+# (default 1, tests/integration/harness.c); the worker tests choose theirs.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure --timeout 600) \
     >build-asan/ctest.log 2>&1 &

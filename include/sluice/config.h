@@ -182,6 +182,7 @@ typedef struct sl_config {
      * began, transaction-pooled clients are closed between transactions
      * (0: never, wait for every client to leave) */
     int64_t shutdown_grace_period_ms;
+    int workers; /* threads, each its own loop; 0: one per online CPU (workers.c) */
     /* sections */
     sl_db_cfg_t *dbs; /* owned array */
     int ndbs;

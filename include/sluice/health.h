@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct sl_route;
+struct sl_config;
 struct sl_backend;
 
 /* Starts the checks: the route's timer runs only when a check is due or
@@ -22,6 +23,9 @@ void sl_health_stop(struct sl_route *r);
 /* The backend was ejected: its check connection is dropped, so that only
  * a new connection answering re-admits it. */
 void sl_health_reconnect(struct sl_backend *b);
+/* How often a backend is checked (lsn_poll_period, at most
+ * health_check_period), in ms. */
+int64_t sl_health_poll_period_ms(const struct sl_config *cfg);
 /* Milliseconds from now_ms (loop clock) and now_ns (uv_hrtime) until the
  * route's next check is due or a check in flight times out; -1 when
  * neither can happen (every check waits for an answer, without a timeout). */

@@ -37,6 +37,8 @@ typedef struct sl_listener {
 /* Opens every configured listener; on failure writes why into err. */
 int sl_listener_open_all(sl_worker_t *w, char *err, size_t errlen) SL_MUST_USE;
 void sl_listener_close_all(sl_worker_t *w);
+/* w's Unix listening socket, which later workers share; -1: none. */
+int sl_listener_unix_fd(const sl_worker_t *w);
 /* SUSPEND: no connection is accepted (they wait in the backlog) until the
  * same call with false (RESUME). */
 void sl_listener_suspend_all(sl_worker_t *w, bool suspend);

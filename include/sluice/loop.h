@@ -9,6 +9,7 @@
 
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -84,7 +85,10 @@ typedef struct sl_loop {
                                             pools of databases that still have pools (pool.c) */
     sl_list_t routes;                    /* sl_route_t of databases with replicas (route.c) */
     int nclients;                        /* on clients */
-    uint32_t next_client_id;             /* ids for tags and BackendKeyData */
+    uint32_t next_client_id;             /* ids for tags and BackendKeyData (one loop) */
+    _Atomic uint32_t *client_ids;        /* borrowed: the process's counter when several
+                                            loops hand out ids (workers), so that C-<id> names
+                                            one client whatever its loop; NULL: next_client_id */
     int worker_index;                    /* which worker runs this loop (0-based): named in
                                             every cancel key it hands out (cancelkey.h) */
     int peer_id;                         /* this instance's peer_id (0: no peering), also
@@ -151,7 +155,25 @@ typedef struct sl_loop {
      * no console, and those names are databases like any other. */
     uint8_t *(*console_query)(struct sl_loop *l, const sl_console_who_t *who, const char *sql,
                               size_t *len);
+    /* A CancelRequest whose key names another worker of this process
+     * (cancelkey.h): passed to it (the workers module). False when there
+     * is no such worker. Unset: one loop, every key is its own. */
+    bool (*cancel_elsewhere)(struct sl_loop *l, int worker, uint32_t pid, uint32_t key,
+                             const char *peer);
+    /* What a PAUSE or WAIT_CLOSE waits for, over every loop of the process:
+     * servers of db (NULL: all) still open, or (pending) still waiting to be
+     * closed. Unset: this loop's alone (control.c counts them). */
+    int (*control_count)(struct sl_loop *l, const char *db, bool pending);
+    /* Shared replica health (route.c) when several workers run: one loop
+     * checks each backend, the others copy. Borrowed; NULL: one loop. */
+    struct sl_health_board *health_board;
 } sl_loop_t;
+
+/* A new client id (C-<id>), unique in the process. */
+static inline uint32_t sl_loop_client_id(sl_loop_t *l) {
+    if (!l->client_ids) return ++l->next_client_id;
+    return atomic_fetch_add_explicit(l->client_ids, 1, memory_order_relaxed) + 1;
+}
 
 /* Milliseconds on the loop's clock. */
 static inline int64_t sl_now_ms(const sl_loop_t *l) {

@@ -83,6 +83,11 @@ uint32_t sl_session_client_id(const struct sl_client *c);
  * console cannot close its own connection from its own command). */
 int sl_session_kill(sl_loop_t *w, uint32_t id, uint32_t self, const char *code, const char *msg);
 
+/* A CancelRequest (pid, key) that reached w, or that another worker passed
+ * on: cancels what the client the key names runs (or passes it to the
+ * worker the key names). Returns 1 if a cancel was sent or passed on. */
+int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer);
+
 /* Frees what the module keeps per loop (reusable relay states); once every
  * client is gone. */
 void sl_session_free(sl_loop_t *w);

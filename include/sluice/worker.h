@@ -16,9 +16,6 @@
 struct sl_listener;
 struct sl_metrics;
 
-/* SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 */
-#define SL_WORKER_NSIGNALS 6
-
 /* How a shutdown treats the connected clients (PgBouncer's SHUTDOWN
  * variants). Each stops accepting new clients first. */
 enum sl_shutdown_mode {
@@ -30,24 +27,51 @@ enum sl_shutdown_mode {
                                      transactions after shutdown_grace_period */
 };
 
+/* Where a worker sits among the workers of its process (workers.c). */
+typedef struct sl_worker_place {
+    struct sl_workers *group;     /* borrowed: the process's workers */
+    int index, count;             /* this worker's index (its core's worker_index) and how
+                                     many there are */
+    int unix_fd;                  /* worker 0's Unix listening socket, which the others share
+                                     (each watches a dup of it); -1: open one */
+    _Atomic uint32_t *client_ids; /* borrowed: the process's client id counter */
+    struct sl_ledger *ledger;     /* borrowed: the pools' shared counts; NULL with one worker */
+} sl_worker_place_t;
+
 typedef struct sl_worker {
-    sl_loop_t core;                       /* what clients, servers and pools run on */
-    struct sl_listener *listeners;        /* owned list */
-    uv_timer_t janitor;                   /* periodic timeouts and pool upkeep */
-    uv_signal_t sigs[SL_WORKER_NSIGNALS]; /* in the order of worker_signals (worker.c) */
-    sl_control_wait_t pause_wait;         /* SIGUSR1's PAUSE, logged when done */
+    sl_loop_t core;                /* what clients, servers and pools run on */
+    sl_worker_place_t place;       /* its group, index and shared sockets */
+    struct sl_listener *listeners; /* owned list */
+    uv_timer_t janitor;            /* periodic timeouts and pool upkeep */
+    /* Called once as the worker starts stopping (its handles close): the
+     * group closes what it keeps on the worker's loop (its inbox). */
+    void (*on_stop)(struct sl_worker *w);
+    /* Whether the worker must keep running, its own clients gone, while
+     * other workers still have theirs (worker 0 serves /metrics and /ready
+     * for the whole process). Unset: no. */
+    bool (*others_running)(struct sl_worker *w);
     struct sl_metrics *metrics; /* owned: the metrics_listen endpoint, NULL when off */
     sl_stats_t stats_prev;      /* as of the last stats line */
     int64_t stats_ms;           /* when the last stats line was due */
     bool stopping;              /* handles are being closed */
-    sl_defer_t shutdown_job; /* the console's SHUTDOWN, run after the current callbacks */
-    int shutdown_mode;       /* its enum sl_shutdown_mode */
-    int status_clients;      /* clients last told to systemd (STATUS=) during a shutdown */
+    sl_defer_t shutdown_job;    /* the console's SHUTDOWN, run after the current callbacks */
+    int shutdown_mode;          /* its enum sl_shutdown_mode */
+    int status_clients;         /* clients last told to systemd (STATUS=) during a shutdown */
     int exit_code;
 } sl_worker_t;
 
-int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, char *err, size_t errlen);
+/* Sets w up on cfg (taken) at its place: loop, files, listeners,
+ * janitor. Signals are not its own: the group passes them on
+ * (sl_worker_signal). */
+int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, const sl_worker_place_t *place, char *err,
+                   size_t errlen);
+/* Runs the loop until the worker has stopped, then frees what it holds;
+ * returns its exit status. */
 int sl_worker_run(sl_worker_t *w);
+/* A signal the main thread passed on to this worker: SIGINT, SIGTERM and
+ * SIGQUIT start its shutdown. (SIGHUP, SIGUSR1 and SIGUSR2 act on every
+ * worker at once, under a freeze: see workers.c.) */
+void sl_worker_signal(sl_worker_t *w, int signum);
 /* Reloads the config file (SIGHUP, the console's RELOAD). On success the
  * new limits and timeouts apply at once, to waiting clients too; a warning
  * (TLS files refused, the rest applied) goes to warn. On failure the
@@ -56,6 +80,10 @@ int sl_worker_run(sl_worker_t *w);
  * Returns SL_OK or SL_ECONFIG. */
 int sl_worker_reload(sl_worker_t *w, char *err, size_t errlen, char *warn,
                      size_t warnlen) SL_MUST_USE;
+/* The same from the file's text, read once for every worker (text: the
+ * file as read; quiet: log nothing, another worker has said it all). */
+int sl_worker_reload_text(sl_worker_t *w, const char *text, bool quiet, char *err, size_t errlen,
+                          char *warn, size_t warnlen) SL_MUST_USE;
 /* Settings in w->core.cfg changed in place (the console's SET): pools,
  * routes and the parser's answers follow them. */
 void sl_worker_settings_changed(sl_worker_t *w);

@@ -12,6 +12,7 @@
 
 #include "sluice/loop.h"
 #include "sluice/worker.h"
+#include "sluice/workers.h"
 
 /* ---- result.c: a reply, built whole in a growing block ---- */
 
@@ -67,6 +68,12 @@ typedef struct sl_admin_ctx {
     bool held;                   /* the command completes later (sl_console_hold): the
                                     statements after it in the Query do not run */
 } sl_admin_ctx_t;
+
+/* Runs body for o = each worker of ctx's process still running (ctx->w
+ * among them): the console froze them all for the Query. */
+#define SL_ADMIN_EACH_WORKER(ctx, o)                                                               \
+    for (int o##_i = 0; o##_i < sl_workers_count((ctx)->w); o##_i++)                               \
+        if (((o) = sl_workers_at((ctx)->w, o##_i)) != NULL)
 
 /* One console command. The dispatcher matches verb case-insensitively as
  * the first word, refuses admin_only commands to stats_users with 42501

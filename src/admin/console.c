@@ -12,6 +12,7 @@
 #include "admin.h"
 #include "sluice/admin.h"
 #include "sluice/log.h"
+#include "sluice/workers.h"
 
 /* Alphabetical within each group; another file's commands are added with
  * a line here (see admin.h). */
@@ -125,41 +126,53 @@ static char *next_statement(char **sp) {
 #define SL_CONSOLE_MAX_STATEMENTS 16
 #define SL_CONSOLE_REPLY_MAX (64u << 20)
 
-static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const char *sql,
-                              size_t *len) {
-    sl_res_t res = {0};
-    sl_admin_ctx_t ctx = {sl_container_of(l, sl_worker_t, core), who, &res, false};
+/* Runs the statements of one Query; the reply is in res. */
+static int run_query(sl_admin_ctx_t *ctx, const char *sql) {
+    sl_res_t *res = ctx->res;
     char *copy = strdup(sql);
-    if (!copy) return NULL;
+    if (!copy) return -1;
     char *rest = copy, *stmt;
     int ran = 0;
     while ((stmt = next_statement(&rest))) {
         if (!*stmt) continue;
         if (ran == SL_CONSOLE_MAX_STATEMENTS) {
-            sl_res_error(&res, "54000",
+            sl_res_error(res, "54000",
                          "more than %d statements in one query to the admin console: send "
                          "them as several queries",
                          SL_CONSOLE_MAX_STATEMENTS);
             break;
         }
-        if (res.len > SL_CONSOLE_REPLY_MAX) {
-            sl_res_error(&res, "54000",
+        if (res->len > SL_CONSOLE_REPLY_MAX) {
+            sl_res_error(res, "54000",
                          "the admin console's reply to this query passed %u MiB: the "
                          "statements after it were not run; send one SHOW per query",
                          SL_CONSOLE_REPLY_MAX >> 20);
             break;
         }
         ran++;
-        if (run_statement(&ctx, stmt) < 0) break;
-        if (ctx.held) {
+        if (run_statement(ctx, stmt) < 0) break;
+        if (ctx->held) {
             if (*rest)
-                sl_res_notice(&res, "the statements after a command that waits (PAUSE, "
-                                    "SUSPEND, WAIT_CLOSE) in one query were not run: send "
-                                    "them as a query of their own");
+                sl_res_notice(res, "the statements after a command that waits (PAUSE, "
+                                   "SUSPEND, WAIT_CLOSE) in one query were not run: send "
+                                   "them as a query of their own");
             break;
         }
     }
     free(copy);
+    return ran;
+}
+
+/* Every worker is parked for the time of one Query (workers.h): its SHOWs
+ * read, and its commands act on, every loop, as one consistent state. */
+static uint8_t *console_query(sl_loop_t *l, const sl_console_who_t *who, const char *sql,
+                              size_t *len) {
+    sl_res_t res = {0};
+    sl_admin_ctx_t ctx = {sl_container_of(l, sl_worker_t, core), who, &res, false};
+    sl_workers_freeze(ctx.w);
+    int ran = run_query(&ctx, sql);
+    sl_workers_thaw(ctx.w);
+    if (ran < 0) return NULL;
     if (ran == 0) { /* an empty query, as PostgreSQL answers it */
         uint8_t empty[5] = {'I', 0, 0, 0, 4};
         free(res.data);

@@ -48,6 +48,38 @@ static bool db_arg(sl_admin_ctx_t *ctx, const char *verb, const char *args, char
     return true;
 }
 
+typedef int (*control_fn)(sl_loop_t *l, const char *db, char *err, size_t errlen);
+
+/* Runs fn on every worker's loop. A database only an automatic pool
+ * serves may be known on some loops only: the command holds if it held on
+ * one; its error (the first) is the answer only when it held on none. */
+static int on_every_loop(sl_admin_ctx_t *ctx, control_fn fn, const char *db, char *err,
+                         size_t errlen) {
+    int first = SL_OK, ok = 0;
+    char one[256];
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) {
+        int rc = fn(&o->core, db, one, sizeof one);
+        if (rc == SL_OK) {
+            ok++;
+        } else if (first == SL_OK) {
+            first = rc;
+            snprintf(err, errlen, "%s", one);
+        }
+    }
+    return ok > 0 ? SL_OK : first;
+}
+
+/* WAIT_CLOSE's check: a database some loop knows. */
+static int check_db_anywhere(sl_admin_ctx_t *ctx, const char *db, char *err, size_t errlen) {
+    int rc = SL_ECONFIG;
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) {
+        if (rc != SL_OK) rc = sl_control_check_db(&o->core, db, err, errlen);
+    }
+    return rc;
+}
+
 static int done(sl_admin_ctx_t *ctx, const char *tag, int rc, const char *err) {
     if (rc != SL_OK) {
         sl_res_error(ctx->res, rc == SL_ENOMEM ? "53200" : "3D000", "%s: %s", tag, err);
@@ -115,7 +147,7 @@ int sl_admin_pause(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "PAUSE", args, name, sizeof name, &db)) return -1;
-    int rc = sl_control_pause(&ctx->w->core, db, err, sizeof err);
+    int rc = on_every_loop(ctx, sl_control_pause, db, err, sizeof err);
     if (rc != SL_OK) return done(ctx, "PAUSE", rc, err);
     return answer_when(ctx, "PAUSE", SL_CONTROL_PAUSED, db, NULL);
 }
@@ -124,8 +156,23 @@ int sl_admin_resume(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "RESUME", args, name, sizeof name, &db)) return -1;
-    if (!db) sl_worker_suspend(ctx->w, false);
-    return done(ctx, "RESUME", sl_control_resume(&ctx->w->core, db, err, sizeof err), err);
+    sl_worker_t *o;
+    if (!db) SL_ADMIN_EACH_WORKER(ctx, o) sl_worker_suspend(o, false);
+    return done(ctx, "RESUME", on_every_loop(ctx, sl_control_resume, db, err, sizeof err), err);
+}
+
+/* SUSPEND is done once no loop has bytes left to write (checked from the
+ * console's loop, which freezes the others to look). */
+static bool flushed_everywhere(const sl_loop_t *l) {
+    sl_worker_t *w = sl_container_of((sl_loop_t *)l, sl_worker_t, core);
+    bool flushed = true;
+    sl_workers_freeze(w);
+    for (int i = 0; i < sl_workers_count(w) && flushed; i++) {
+        sl_worker_t *o = sl_workers_at(w, i);
+        if (o) flushed = sl_session_flushed(&o->core);
+    }
+    sl_workers_thaw(w);
+    return flushed;
 }
 
 int sl_admin_suspend(sl_admin_ctx_t *ctx, const char *args) {
@@ -133,27 +180,30 @@ int sl_admin_suspend(sl_admin_ctx_t *ctx, const char *args) {
         sl_res_error(ctx->res, "42601", "SUSPEND takes no argument (it suspends every socket)");
         return -1;
     }
-    sl_worker_suspend(ctx->w, true);
-    return answer_when(ctx, "SUSPEND", SL_CONTROL_TEST, NULL, sl_session_flushed);
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) sl_worker_suspend(o, true);
+    return answer_when(ctx, "SUSPEND", SL_CONTROL_TEST, NULL, flushed_everywhere);
 }
 
 int sl_admin_reconnect(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "RECONNECT", args, name, sizeof name, &db)) return -1;
-    return done(ctx, "RECONNECT", sl_control_reconnect(&ctx->w->core, db, err, sizeof err), err);
+    return done(ctx, "RECONNECT", on_every_loop(ctx, sl_control_reconnect, db, err, sizeof err),
+                err);
 }
 
 int sl_admin_kill(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256], msg[256];
     const char *db;
     if (!db_arg(ctx, "KILL", args, name, sizeof name, &db)) return -1;
-    int rc = sl_control_kill(&ctx->w->core, db, err, sizeof err);
+    int rc = on_every_loop(ctx, sl_control_kill, db, err, sizeof err);
     if (rc != SL_OK) return done(ctx, "KILL", rc, err);
     snprintf(msg, sizeof msg,
              "database \"%s\" was killed by an administrator (KILL): connect again after RESUME",
              db ? db : "(all)");
-    sl_session_close_db(&ctx->w->core, db, "57P01", msg);
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) sl_session_close_db(&o->core, db, "57P01", msg);
     return done(ctx, "KILL", SL_OK, NULL);
 }
 
@@ -161,14 +211,14 @@ int sl_admin_disable(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "DISABLE", args, name, sizeof name, &db)) return -1;
-    return done(ctx, "DISABLE", sl_control_disable(&ctx->w->core, db, err, sizeof err), err);
+    return done(ctx, "DISABLE", on_every_loop(ctx, sl_control_disable, db, err, sizeof err), err);
 }
 
 int sl_admin_enable(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "ENABLE", args, name, sizeof name, &db)) return -1;
-    return done(ctx, "ENABLE", sl_control_enable(&ctx->w->core, db, err, sizeof err), err);
+    return done(ctx, "ENABLE", on_every_loop(ctx, sl_control_enable, db, err, sizeof err), err);
 }
 
 int sl_admin_wait_close(sl_admin_ctx_t *ctx, const char *args) {
@@ -177,7 +227,7 @@ int sl_admin_wait_close(sl_admin_ctx_t *ctx, const char *args) {
     if (!db_arg(ctx, "WAIT_CLOSE", args, name, sizeof name, &db)) return -1;
     /* A database name is checked like the others' (a typo must not wait
      * for nothing and return at once as if done). */
-    if (db && sl_control_check_db(&ctx->w->core, db, err, sizeof err) != SL_OK)
+    if (db && check_db_anywhere(ctx, db, err, sizeof err) != SL_OK)
         return done(ctx, "WAIT_CLOSE", SL_ECONFIG, err);
     return answer_when(ctx, "WAIT_CLOSE", SL_CONTROL_CLOSED, db, NULL);
 }

@@ -19,7 +19,7 @@ int sl_admin_reload(sl_admin_ctx_t *ctx, const char *args) {
         return -1;
     }
     char err[1024], warn[512];
-    if (sl_worker_reload(ctx->w, err, sizeof err, warn, sizeof warn) != SL_OK) {
+    if (sl_workers_reload(ctx->w, err, sizeof err, warn, sizeof warn) != SL_OK) {
         sl_res_error(ctx->res, "F0000",
                      "reload failed, the running configuration stays: %s; fix the file and "
                      "RELOAD again",
@@ -114,6 +114,13 @@ int sl_admin_set(sl_admin_ctx_t *ctx, const char *args) {
         return -1;
     }
     sl_worker_settings_changed(ctx->w);
+    /* The other workers take the same value (it passed the same check). */
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) {
+        if (o == ctx->w || sl_config_set_key(o->core.cfg, i, val, err, sizeof err) != SL_OK)
+            continue;
+        sl_worker_settings_changed(o);
+    }
     sl_res_complete(ctx->res, "SET");
     return 0;
 }
@@ -130,8 +137,14 @@ int sl_admin_kill_client(sl_admin_ctx_t *ctx, const char *args) {
                      "SHOW CLIENTS)");
         return -1;
     }
-    int r = sl_session_kill(&ctx->w->core, (uint32_t)id, ctx->who->client_id, "57P01",
-                            "connection closed by an administrator (KILL_CLIENT)");
+    /* Ids are unique in the process: at most one worker has it. */
+    int r = 0;
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) {
+        if (r == 0)
+            r = sl_session_kill(&o->core, (uint32_t)id, ctx->who->client_id, "57P01",
+                                "connection closed by an administrator (KILL_CLIENT)");
+    }
     if (r < 0) {
         sl_res_error(ctx->res, "42601",
                      "KILL_CLIENT %lu is this console connection: "
@@ -162,7 +175,7 @@ int sl_admin_shutdown(sl_admin_ctx_t *ctx, const char *args) {
                      "SHUTDOWN takes nothing, WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
         return -1;
     }
-    sl_worker_shutdown(ctx->w, mode);
+    sl_workers_shutdown(ctx->w, mode);
     sl_res_complete(ctx->res, "SHUTDOWN");
     return 0;
 }

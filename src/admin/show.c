@@ -6,7 +6,11 @@
  * nothing here keeps counts of its own.
  *
  * Integers are int8 columns, SHOW STATS counters numeric (as PgBouncer
- * sends them), times of connections UTC timestamps. */
+ * sends them), times of connections UTC timestamps.
+ *
+ * With several workers every SHOW covers all of them (the console froze
+ * them for the Query): lists are walked loop after loop, and rows of one
+ * pool, database or route on several loops are summed into one. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
@@ -31,6 +35,17 @@
 static sl_loop_t *core(sl_admin_ctx_t *ctx) {
     return &ctx->w->core;
 }
+
+/* The loop of worker i, or NULL when it has stopped. */
+static sl_loop_t *loop_at(sl_admin_ctx_t *ctx, int i) {
+    sl_worker_t *o = sl_workers_at(ctx->w, i);
+    return o ? &o->core : NULL;
+}
+
+/* Runs body for l = each running worker's loop. */
+#define EACH_LOOP(ctx, l)                                                                          \
+    for (int l##_i = 0; l##_i < sl_workers_count((ctx)->w); l##_i++)                               \
+        if (((l) = loop_at((ctx), l##_i)) != NULL)
 
 /* ---- helpers ---- */
 
@@ -173,16 +188,27 @@ static void count_client(const sl_client_info_t *ci, void *arg) {
     if (ci->state == SL_CL_WAITING || ci->state == SL_CL_LOGIN_WAIT) r->cl_waiting++;
 }
 
-static void collect_pools(sl_loop_t *l, pool_rows_t *rs) {
+static void collect_loop_pools(sl_loop_t *l, pool_rows_t *rs);
+
+static void collect_pools(sl_admin_ctx_t *ctx, pool_rows_t *rs) {
     int np = 0;
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next)
-        np++;
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next)
+            np++;
+    }
     rs->v = calloc((size_t)np + 1, sizeof *rs->v);
     if (!rs->v) {
         rs->oom = true;
         return;
     }
+    EACH_LOOP(ctx, l) collect_loop_pools(l, rs);
+}
+
+/* Adds l's pools and clients to the rows (a pool of (db, user) on several
+ * loops is one row). */
+static void collect_loop_pools(sl_loop_t *l, pool_rows_t *rs) {
+    const sl_list_t *it;
     for (it = l->pools.next; it != &l->pools; it = it->next) {
         const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         pool_row_t *r = find_row(rs, p->db_alias, p->user);
@@ -232,7 +258,7 @@ static int show_pools(sl_admin_ctx_t *ctx) {
                                         {"load_balance_hosts", T}};
     sl_loop_t *l = core(ctx);
     pool_rows_t rs = {0};
-    collect_pools(l, &rs);
+    collect_pools(ctx, &rs);
     if (rs.oom) {
         sl_res_error(ctx->res, "53200", "out of memory");
         return -1;
@@ -309,11 +335,12 @@ static const sl_res_col_t conn_cols[] = {{"type", T},
 
 typedef struct client_walk {
     sl_admin_ctx_t *ctx;
+    sl_loop_t *l; /* the client's loop: its clock */
 } client_walk_t;
 
 static void client_row(const sl_client_info_t *ci, void *arg) {
     sl_admin_ctx_t *ctx = ((client_walk_t *)arg)->ctx;
-    sl_loop_t *l = core(ctx);
+    sl_loop_t *l = ((client_walk_t *)arg)->l;
     sl_res_t *r = ctx->res;
     char addr[64], laddr[64], tls[128], ptr[24], link[24];
     int port, lport;
@@ -352,14 +379,17 @@ static void client_row(const sl_client_info_t *ci, void *arg) {
 
 static int show_clients(sl_admin_ctx_t *ctx) {
     sl_res_begin(ctx->res, conn_cols, NCOLS(conn_cols));
-    client_walk_t cw = {ctx};
-    sl_session_walk(core(ctx), client_row, &cw);
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        client_walk_t cw = {ctx, l};
+        sl_session_walk(l, client_row, &cw);
+    }
     sl_res_complete(ctx->res, "SHOW");
     return 0;
 }
 
-static void server_row(sl_admin_ctx_t *ctx, const sl_pool_t *p, const sl_server_t *s) {
-    sl_loop_t *l = core(ctx);
+static void server_row(sl_admin_ctx_t *ctx, sl_loop_t *l, const sl_pool_t *p,
+                       const sl_server_t *s) {
     sl_res_t *r = ctx->res;
     char laddr[64], tls[128], ptr[24], link[24];
     int lport;
@@ -397,15 +427,16 @@ static void server_row(sl_admin_ctx_t *ctx, const sl_pool_t *p, const sl_server_
 }
 
 static int show_servers(sl_admin_ctx_t *ctx) {
-    sl_loop_t *l = core(ctx);
+    sl_loop_t *l;
     sl_res_begin(ctx->res, conn_cols, NCOLS(conn_cols));
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        for (int st = 0; st < SL_SV_CLOSING; st++) {
-            const sl_list_t *head = &p->servers.in[st], *s;
-            for (s = head->next; s != head; s = s->next)
-                server_row(ctx, p, sl_container_of(s, sl_server_t, node));
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            for (int st = 0; st < SL_SV_CLOSING; st++) {
+                const sl_list_t *head = &p->servers.in[st], *s;
+                for (s = head->next; s != head; s = s->next)
+                    server_row(ctx, l, p, sl_container_of(s, sl_server_t, node));
+            }
         }
     }
     sl_res_complete(ctx->res, "SHOW");
@@ -421,15 +452,33 @@ typedef struct db_stats {
     int64_t delta_ms;
 } db_stats_t;
 
-/* Per database, every pool summed (users and backends); *n rows. */
-static db_stats_t *collect_stats(sl_loop_t *l, int *n) {
+static void collect_loop_stats(sl_loop_t *l, db_stats_t *v, int *n);
+
+/* Per database, every pool of every loop summed (users and backends); *n
+ * rows. */
+static db_stats_t *collect_stats(sl_admin_ctx_t *ctx, int *n) {
     int np = 0;
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next)
-        np++;
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next)
+            np++;
+    }
     db_stats_t *v = calloc((size_t)np + 1, sizeof *v);
     if (!v) return NULL;
     *n = 0;
+    EACH_LOOP(ctx, l) collect_loop_stats(l, v, n);
+    /* Freed automatic pools' counts stay in their database's totals. */
+    EACH_LOOP(ctx, l) {
+        for (int i = 0; i < *n; i++) {
+            const sl_pool_stats_t *gone = sl_pool_retired_stats(l, v[i].db);
+            if (gone) sl_pool_stats_add(&v[i].total, gone);
+        }
+    }
+    return v;
+}
+
+static void collect_loop_stats(sl_loop_t *l, db_stats_t *v, int *n) {
+    const sl_list_t *it;
     for (it = l->pools.next; it != &l->pools; it = it->next) {
         const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         db_stats_t *d = NULL;
@@ -443,12 +492,6 @@ static db_stats_t *collect_stats(sl_loop_t *l, int *n) {
         sl_pool_stats_add(&d->delta, &p->stats_delta);
         if (p->stats_delta_ms > d->delta_ms) d->delta_ms = p->stats_delta_ms;
     }
-    /* Freed automatic pools' counts stay in their database's totals. */
-    for (int i = 0; i < *n; i++) {
-        const sl_pool_stats_t *gone = sl_pool_retired_stats(l, v[i].db);
-        if (gone) sl_pool_stats_add(&v[i].total, gone);
-    }
-    return v;
 }
 
 static void averages(const db_stats_t *d, sl_pool_avg_t *a) {
@@ -535,7 +578,7 @@ static int show_stats(sl_admin_ctx_t *ctx, enum stats_kind kind) {
                                         {"avg_bind_count", N},
                                         {"avg_client_login_count", N}};
     int n = 0;
-    db_stats_t *v = collect_stats(core(ctx), &n);
+    db_stats_t *v = collect_stats(ctx, &n);
     if (!v) {
         sl_res_error(ctx->res, "53200", "out of memory");
         return -1;
@@ -563,7 +606,7 @@ static int show_stats(sl_admin_ctx_t *ctx, enum stats_kind kind) {
 static int show_totals(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"name", T}, {"value", N}};
     int n = 0;
-    db_stats_t *v = collect_stats(core(ctx), &n);
+    db_stats_t *v = collect_stats(ctx, &n);
     if (!v) {
         sl_res_error(ctx->res, "53200", "out of memory");
         return -1;
@@ -621,15 +664,41 @@ static int show_totals(sl_admin_ctx_t *ctx) {
 
 /* ---- SHOW DATABASES, USERS ---- */
 
-static int servers_of(sl_loop_t *l, const char *db, const char *user) {
+static int servers_of(sl_admin_ctx_t *ctx, const char *db, const char *user) {
     int n = 0;
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if ((db && strcmp(p->db_alias, db)) || (user && strcmp(p->user, user))) continue;
-        n += sl_pool_total(p);
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if ((db && strcmp(p->db_alias, db)) || (user && strcmp(p->user, user))) continue;
+            n += sl_pool_total(p);
+        }
     }
     return n;
+}
+
+static int logins_of(sl_admin_ctx_t *ctx, const char *db, const char *user) {
+    int n = 0;
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) n += sl_pool_count_logins(l, db, user);
+    return n;
+}
+
+/* Whether a pool before `upto` (on loop li, or on any loop before it)
+ * has this database (by_user false) or user name: rows made from pools
+ * come once each. */
+static bool named_before(sl_admin_ctx_t *ctx, int li, const sl_list_t *upto, const char *name,
+                         bool by_user) {
+    for (int i = 0; i <= li; i++) {
+        sl_loop_t *l = loop_at(ctx, i);
+        if (!l) continue;
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
+            if (i == li && it == upto) break;
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (!strcmp(by_user ? p->user : p->db_alias, name)) return true;
+        }
+    }
+    return false;
 }
 
 static void database_row(sl_admin_ctx_t *ctx, const char *name, const sl_db_cfg_t *d) {
@@ -655,11 +724,11 @@ static void database_row(sl_admin_ctx_t *ctx, const char *name, const sl_db_cfg_
     sl_res_text(r, d && d->pool_mode >= 0 ? sl_pool_mode_names[d->pool_mode] : NULL);
     sl_res_text(r, host && strchr(host, ',') ? (lbh ? lbh : "disable") : NULL);
     sl_res_int(r, max_db);
-    sl_res_int(r, servers_of(l, name, NULL));
+    sl_res_int(r, servers_of(ctx, name, NULL));
     /* the cap and the count max_db_client_connections admits by */
     sl_res_int(r, d && d->max_db_client_connections >= 0 ? d->max_db_client_connections
                                                          : cfg->max_db_client_connections);
-    sl_res_int(r, sl_pool_count_logins(l, name, NULL));
+    sl_res_int(r, logins_of(ctx, name, NULL));
     sl_res_int(r, sl_control_paused(l, name));
     sl_res_int(r, sl_control_disabled(l, name));
     /* sluice's own: how the database routes, and its replicas */
@@ -695,14 +764,14 @@ static int show_databases(sl_admin_ctx_t *ctx) {
         if (strcmp(l->cfg->dbs[i].name, "*") != 0)
             database_row(ctx, l->cfg->dbs[i].name, &l->cfg->dbs[i]);
     /* Databases the '*' entry made, each once. */
-    const sl_list_t *it, *jt;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (!p->automatic || sl_config_find_db(l->cfg, p->db_alias)) continue;
-        bool seen = false;
-        for (jt = l->pools.next; jt != it && !seen; jt = jt->next)
-            seen = !strcmp(sl_container_of(jt, sl_pool_t, node)->db_alias, p->db_alias);
-        if (!seen) database_row(ctx, p->db_alias, sl_config_find_db(l->cfg, "*"));
+    sl_loop_t *pl;
+    EACH_LOOP(ctx, pl) {
+        for (const sl_list_t *it = pl->pools.next; it != &pl->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (!p->automatic || sl_config_find_db(l->cfg, p->db_alias)) continue;
+            if (!named_before(ctx, pl_i, it, p->db_alias, false))
+                database_row(ctx, p->db_alias, sl_config_find_db(l->cfg, "*"));
+        }
     }
     sl_res_complete(r, "SHOW");
     return 0;
@@ -719,11 +788,11 @@ static void user_row(sl_admin_ctx_t *ctx, const char *name, const sl_user_cfg_t 
     sl_res_text(r, u && u->pool_mode >= 0 ? sl_pool_mode_names[u->pool_mode] : NULL);
     sl_res_int(r, u && u->max_user_connections >= 0 ? u->max_user_connections
                                                     : cfg->max_user_connections);
-    sl_res_int(r, servers_of(l, NULL, name));
+    sl_res_int(r, servers_of(ctx, NULL, name));
     /* the cap and the count max_user_client_connections admits by */
     sl_res_int(r, u && u->max_user_client_connections >= 0 ? u->max_user_client_connections
                                                            : cfg->max_user_client_connections);
-    sl_res_int(r, sl_pool_count_logins(l, NULL, name));
+    sl_res_int(r, logins_of(ctx, NULL, name));
     sl_res_row_end(r);
 }
 
@@ -741,14 +810,13 @@ static int show_users(sl_admin_ctx_t *ctx) {
     for (int i = 0; i < l->cfg->nusers; i++)
         user_row(ctx, l->cfg->users[i].name, &l->cfg->users[i]);
     /* Users with pools and no [users] line, each once. */
-    const sl_list_t *it, *jt;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (sl_config_find_user(l->cfg, p->user)) continue;
-        bool seen = false;
-        for (jt = l->pools.next; jt != it && !seen; jt = jt->next)
-            seen = !strcmp(sl_container_of(jt, sl_pool_t, node)->user, p->user);
-        if (!seen) user_row(ctx, p->user, NULL);
+    sl_loop_t *pl;
+    EACH_LOOP(ctx, pl) {
+        for (const sl_list_t *it = pl->pools.next; it != &pl->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (sl_config_find_user(l->cfg, p->user)) continue;
+            if (!named_before(ctx, pl_i, it, p->user, true)) user_row(ctx, p->user, NULL);
+        }
     }
     sl_res_complete(ctx->res, "SHOW");
     return 0;
@@ -787,17 +855,20 @@ static void count_login(const sl_client_info_t *ci, void *arg) {
 
 static int show_lists(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"list", T}, {"items", I}};
-    sl_loop_t *l = core(ctx);
-    int npools = 0, nservers = 0, ndbs = 0;
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        npools++;
-        nservers += sl_pool_total(sl_container_of(it, sl_pool_t, node));
+    sl_loop_t *l = core(ctx), *o;
+    int npools = 0, nservers = 0, ndbs = 0, nclients = 0;
+    login_count_t lc = {0};
+    EACH_LOOP(ctx, o) {
+        for (const sl_list_t *it = o->pools.next; it != &o->pools; it = it->next) {
+            npools++;
+            nservers += sl_pool_total(sl_container_of(it, sl_pool_t, node));
+        }
+        nservers += o->nservers_closing;
+        nclients += o->nclients;
+        sl_session_walk(o, count_login, &lc);
     }
     for (int i = 0; i < l->cfg->ndbs; i++)
         ndbs += strcmp(l->cfg->dbs[i].name, "*") != 0;
-    login_count_t lc = {0};
-    sl_session_walk(l, count_login, &lc);
     const struct {
         const char *name;
         int64_t n;
@@ -808,10 +879,10 @@ static int show_lists(sl_admin_ctx_t *ctx) {
         {"pools", npools},
         {"peer_pools", 0},
         {"free_clients", 0}, /* clients are allocated per connection, not from a slab */
-        {"used_clients", l->nclients},
+        {"used_clients", nclients},
         {"login_clients", lc.login},
         {"free_servers", 0},
-        {"used_servers", nservers + l->nservers_closing},
+        {"used_servers", nservers},
         {"dns_names", 0}, /* names are resolved per connection (getaddrinfo), not cached */
         {"dns_zones", 0},
         {"dns_queries", 0},
@@ -832,19 +903,24 @@ static int show_lists(sl_admin_ctx_t *ctx) {
 static int show_mem(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {
         {"name", T}, {"size", I}, {"used", I}, {"free", I}, {"memtotal", I}};
-    sl_loop_t *l = core(ctx);
+    sl_loop_t *l = core(ctx), *o;
     int npools = 0, nservers = 0;
-    const sl_list_t *it;
-    for (it = l->pools.next; it != &l->pools; it = it->next) {
-        npools++;
-        nservers += sl_pool_total(sl_container_of(it, sl_pool_t, node));
+    int64_t bufs_used = 0, bufs_free = 0;
+    EACH_LOOP(ctx, o) {
+        for (const sl_list_t *it = o->pools.next; it != &o->pools; it = it->next) {
+            npools++;
+            nservers += sl_pool_total(sl_container_of(it, sl_pool_t, node));
+        }
+        nservers += o->nservers_closing;
+        bufs_used += (int64_t)o->bufs.in_use;
+        bufs_free += o->bufs.nfree;
     }
     const struct {
         const char *name;
         int64_t size, used, free;
     } rows[] = {
-        {"pkt_buf", l->bufs.size, (int64_t)l->bufs.in_use, l->bufs.nfree},
-        {"server", (int64_t)sizeof(sl_server_t), nservers + l->nservers_closing, 0},
+        {"pkt_buf", l->bufs.size, bufs_used, bufs_free},
+        {"server", (int64_t)sizeof(sl_server_t), nservers, 0},
         {"pool", (int64_t)sizeof(sl_pool_t), npools, 0},
     };
     sl_res_t *r = ctx->res;
@@ -922,18 +998,75 @@ static int show_fds(sl_admin_ctx_t *ctx) {
 
 /* ---- SHOW REPLICAS, ROUTING (sluice's own) ---- */
 
+/* Each loop has its own route of a database (its clients' load and
+ * counts); the health state they share. A database is shown once, from
+ * its first loop's route, with the counts of every loop's summed. */
+static bool route_shown_before(sl_admin_ctx_t *ctx, int li, const sl_route_t *rt) {
+    for (int i = 0; i <= li; i++) {
+        sl_loop_t *l = loop_at(ctx, i);
+        if (!l) continue;
+        for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
+            const sl_route_t *o = sl_container_of(it, sl_route_t, node);
+            if (o == rt) return false;
+            if (o->retired == rt->retired && !strcmp(o->db, rt->db)) return true;
+        }
+    }
+    return false;
+}
+
+/* rt's counts plus those of the same database's routes on other loops. */
+typedef struct route_sums {
+    int outstanding[SL_MAX_BACKENDS];
+    uint64_t reads[SL_MAX_BACKENDS], writes[SL_MAX_BACKENDS];
+    uint64_t routed_write, routed_replica, routed_primary_read, read_retries;
+} route_sums_t;
+
+static void route_sum(sl_admin_ctx_t *ctx, const sl_route_t *rt, route_sums_t *sum) {
+    memset(sum, 0, sizeof *sum);
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
+            const sl_route_t *o = sl_container_of(it, sl_route_t, node);
+            if (o->retired != rt->retired || strcmp(o->db, rt->db) != 0) continue;
+            for (int i = 0; i < rt->n && i < o->n; i++) {
+                sum->outstanding[i] += o->b[i].outstanding;
+                sum->reads[i] += o->b[i].routed_reads;
+                sum->writes[i] += o->b[i].routed_writes;
+            }
+            sum->routed_write += o->routed_write;
+            sum->routed_replica += o->routed_replica;
+            sum->routed_primary_read += o->routed_primary_read;
+            sum->read_retries += o->read_retries;
+        }
+    }
+}
+
+static void replica_rows(sl_admin_ctx_t *ctx, const sl_route_t *rt);
+
 static int show_replicas(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {
         {"database", T},     {"backend", I},       {"role", T},         {"address", T},
         {"weight", I},       {"healthy", T},       {"lagging", T},      {"lag_bytes", I},
         {"lag_seconds", T},  {"replay_lsn", T},    {"in_flight", I},    {"latency_ewma_us", I},
         {"reads_routed", I}, {"writes_routed", I}, {"failed_checks", I}};
-    sl_loop_t *l = core(ctx);
+    sl_loop_t *l;
     sl_res_t *r = ctx->res;
     sl_res_begin(r, cols, NCOLS(cols));
-    const sl_list_t *it;
-    for (it = l->routes.next; it != &l->routes; it = it->next) {
-        const sl_route_t *rt = sl_container_of(it, sl_route_t, node);
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
+            const sl_route_t *rt = sl_container_of(it, sl_route_t, node);
+            if (!route_shown_before(ctx, l_i, rt)) replica_rows(ctx, rt);
+        }
+    }
+    sl_res_complete(r, "SHOW");
+    return 0;
+}
+
+static void replica_rows(sl_admin_ctx_t *ctx, const sl_route_t *rt) {
+    sl_res_t *r = ctx->res;
+    route_sums_t sum;
+    route_sum(ctx, rt, &sum);
+    {
         uint64_t wlsn = rt->writer >= 0 ? rt->b[rt->writer].lsn : 0;
         for (int i = 0; i < rt->n; i++) {
             const sl_backend_t *b = &rt->b[i];
@@ -957,29 +1090,41 @@ static int show_replicas(sl_admin_ctx_t *ctx) {
                 sl_res_int(r, 0);
             sl_res_text(r, standby ? lag_s : "0.000");
             sl_res_text(r, b->lsn ? lsn : NULL);
-            sl_res_int(r, b->outstanding);
+            sl_res_int(r, sum.outstanding[i]);
             sl_res_int(r, (int64_t)b->ewma_us);
-            sl_res_uint(r, b->routed_reads);
-            sl_res_uint(r, b->routed_writes);
+            sl_res_uint(r, sum.reads[i]);
+            sl_res_uint(r, sum.writes[i]);
             sl_res_int(r, b->failures);
             sl_res_row_end(r);
         }
     }
-    sl_res_complete(r, "SHOW");
-    return 0;
 }
+
+static void routing_row(sl_admin_ctx_t *ctx, const sl_route_t *rt);
 
 static int show_routing(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {
         {"database", T},         {"routing", T},     {"load_balance", T}, {"backends", I},
         {"healthy_backends", I}, {"writer", I},      {"writes", I},       {"replica_reads", I},
         {"primary_reads", I},    {"read_retries", I}};
-    sl_loop_t *l = core(ctx);
+    sl_loop_t *l;
     sl_res_t *r = ctx->res;
     sl_res_begin(r, cols, NCOLS(cols));
-    const sl_list_t *it;
-    for (it = l->routes.next; it != &l->routes; it = it->next) {
-        const sl_route_t *rt = sl_container_of(it, sl_route_t, node);
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
+            const sl_route_t *rt = sl_container_of(it, sl_route_t, node);
+            if (!route_shown_before(ctx, l_i, rt)) routing_row(ctx, rt);
+        }
+    }
+    sl_res_complete(r, "SHOW");
+    return 0;
+}
+
+static void routing_row(sl_admin_ctx_t *ctx, const sl_route_t *rt) {
+    sl_res_t *r = ctx->res;
+    route_sums_t sum;
+    route_sum(ctx, rt, &sum);
+    {
         int up = 0;
         for (int i = 0; i < rt->n; i++)
             up += rt->b[i].up;
@@ -993,14 +1138,12 @@ static int show_routing(sl_admin_ctx_t *ctx) {
             sl_res_int(r, rt->writer);
         else
             sl_res_null(r);
-        sl_res_uint(r, rt->routed_write);
-        sl_res_uint(r, rt->routed_replica);
-        sl_res_uint(r, rt->routed_primary_read);
-        sl_res_uint(r, rt->read_retries);
+        sl_res_uint(r, sum.routed_write);
+        sl_res_uint(r, sum.routed_replica);
+        sl_res_uint(r, sum.routed_primary_read);
+        sl_res_uint(r, sum.read_retries);
         sl_res_row_end(r);
     }
-    sl_res_complete(r, "SHOW");
-    return 0;
 }
 
 /* ---- SHOW ERRORS (sluice's own) ---- */
@@ -1011,16 +1154,21 @@ static int show_routing(sl_admin_ctx_t *ctx) {
 static int show_errors(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"database", T}, {"class", T}, {"count", I}};
     int n = 0;
-    sl_loop_t *l = core(ctx);
-    db_stats_t *v = collect_stats(l, &n);
+    db_stats_t *v = collect_stats(ctx, &n);
     if (!v) {
         sl_res_error(ctx->res, "53200", "out of memory");
         return -1;
     }
+    uint64_t all[SL_ERR_NCLASSES] = {0};
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (int k = 0; k < SL_ERR_NCLASSES; k++)
+            all[k] += l->stats.errors[k];
+    }
     sl_res_t *r = ctx->res;
     sl_res_begin(r, cols, NCOLS(cols));
     for (int i = 0; i <= n; i++) {
-        const uint64_t *errs = i < n ? v[i].total.errors : l->stats.errors;
+        const uint64_t *errs = i < n ? v[i].total.errors : all;
         for (int k = 0; k < SL_ERR_NCLASSES; k++) {
             if (!errs[k]) continue;
             sl_res_row(r);

@@ -9,6 +9,10 @@
  * one copy per scrape in flight (about 1 KiB per pool) plus one buffer per
  * connection, never the whole text.
  *
+ * With several workers the copy is taken with every worker frozen
+ * (workers.h) and covers them all: a pool or backend present on several
+ * loops is one series, its numbers summed.
+ *
  * Names: sluice_*, counters end in _total, times are seconds. Labels:
  * database (the name clients connect to), user, backend (host:port),
  * role (primary or replica, as the health checks last saw it). */
@@ -24,7 +28,7 @@
 #include "sluice/server.h"
 #include "sluice/session.h"
 #include "sluice/utf8.h"
-
+#include "sluice/workers.h"
 
 /* Label values longer than this are cut (database and user names are at
  * most 63 bytes in PostgreSQL; backend lists can be longer). It keeps every
@@ -374,8 +378,8 @@ static const family_t families[] = {
      "Times a client was given a backend connection of the pool.", npools, emit_assignments},
     {"sluice_transactions_total", "counter", "Transactions ended through the pool.", npools,
      emit_xacts},
-    {"sluice_queries_total", "counter", "Requests of the pool's clients answered (one per ReadyForQuery).", npools,
-     emit_queries},
+    {"sluice_queries_total", "counter",
+     "Requests of the pool's clients answered (one per ReadyForQuery).", npools, emit_queries},
     {"sluice_received_bytes_total", "counter", "Bytes read from the pool's clients.", npools,
      emit_bytes_received},
     {"sluice_sent_bytes_total", "counter", "Bytes written to the pool's clients.", npools,
@@ -530,19 +534,55 @@ static int cmp_pool(const void *a, const void *b) {
     return c;
 }
 
-static int copy_pools(sl_expose_t *e, const sl_loop_t *l) {
+/* The same pool on another loop: its numbers go into the first copy. */
+static void merge_pool(pool_snap_t *into, const pool_snap_t *p) {
+    for (int st = 0; st < SL_SV_NSTATES; st++)
+        into->servers[st] += p->servers[st];
+    into->n_waiting += p->n_waiting, into->n_clients += p->n_clients;
+    if (p->maxwait_s > into->maxwait_s) into->maxwait_s = p->maxwait_s;
+    into->login_failing |= p->login_failing;
+    into->unreachable |= p->unreachable;
+    sl_pool_stats_add(&into->stats, &p->stats);
+}
+
+/* Sorted copies of one (database, user, backend) are merged into one. */
+static void merge_pools(sl_expose_t *e) {
+    size_t out = 0;
+    for (size_t i = 0; i < e->npools; i++) {
+        if (out > 0 && cmp_pool(&e->pools[out - 1], &e->pools[i]) == 0) {
+            merge_pool(&e->pools[out - 1], &e->pools[i]);
+            free(e->pools[i].db), free(e->pools[i].user);
+            continue;
+        }
+        e->pools[out++] = e->pools[i];
+    }
+    e->npools = out;
+}
+
+static int copy_pools(sl_expose_t *e, sl_worker_t *w) {
     size_t n = 0;
-    for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next)
-        n++;
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (!o) continue;
+        for (const sl_list_t *it = o->core.pools.next; it != &o->core.pools; it = it->next)
+            n++;
+    }
     e->pools = calloc(n ? n : 1, sizeof *e->pools);
     e->dbs = calloc(n ? n : 1, sizeof *e->dbs);
     if (!e->pools || !e->dbs) return SL_ENOMEM;
-    int64_t now = sl_now_ms(l);
-    for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
-        const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-        if (copy_pool(&e->pools[e->npools++], p, l, now) != SL_OK) return SL_ENOMEM;
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (!o) continue;
+        const sl_loop_t *ol = &o->core;
+        int64_t now = sl_now_ms(ol);
+        for (const sl_list_t *it = ol->pools.next; it != &ol->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (copy_pool(&e->pools[e->npools++], p, ol, now) != SL_OK) return SL_ENOMEM;
+        }
     }
     qsort(e->pools, e->npools, sizeof *e->pools, cmp_pool);
+    merge_pools(e);
+    const sl_loop_t *l = &w->core;
     /* Databases: runs of pools with one name; its primary is up unless its
      * route knows no writer or (without a route) a primary pool's logins
      * fail for want of an answer. */
@@ -557,27 +597,59 @@ static int copy_pools(sl_expose_t *e, const sl_loop_t *l) {
         sl_pool_stats_add(&d->stats, &e->pools[i].stats);
     }
     /* Freed automatic pools' counts stay in their database's histograms. */
-    for (size_t i = 0; i < e->ndbs; i++) {
-        const sl_pool_stats_t *gone = sl_pool_retired_stats(l, e->pools[e->dbs[i].first].db);
-        if (gone) sl_pool_stats_add(&e->dbs[i].stats, gone);
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        for (size_t i = 0; o && i < e->ndbs; i++) {
+            const sl_pool_stats_t *gone =
+                sl_pool_retired_stats(&o->core, e->pools[e->dbs[i].first].db);
+            if (gone) sl_pool_stats_add(&e->dbs[i].stats, gone);
+        }
     }
     return SL_OK;
 }
 
-static int copy_backends(sl_expose_t *e, const sl_loop_t *l) {
+/* A backend already copied from another loop's route of its database:
+ * that copy, whose load takes this one's too. */
+static backend_snap_t *backend_copied(sl_expose_t *e, const char *db, const char *addr) {
+    for (size_t i = 0; i < e->nbackends; i++)
+        if (!strcmp(e->backends[i].db, db) && !strcmp(e->backends[i].addr, addr))
+            return &e->backends[i];
+    return NULL;
+}
+
+static int copy_loop_backends(sl_expose_t *e, const sl_loop_t *l);
+
+static int copy_backends(sl_expose_t *e, sl_worker_t *w) {
     size_t n = 0;
-    for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
-        const sl_route_t *r = sl_container_of(it, sl_route_t, node);
-        if (!r->retired) n += (size_t)r->n;
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (!o) continue;
+        for (const sl_list_t *it = o->core.routes.next; it != &o->core.routes; it = it->next) {
+            const sl_route_t *r = sl_container_of(it, sl_route_t, node);
+            if (!r->retired) n += (size_t)r->n;
+        }
     }
     e->backends = calloc(n ? n : 1, sizeof *e->backends);
     if (!e->backends) return SL_ENOMEM;
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (o && copy_loop_backends(e, &o->core) != SL_OK) return SL_ENOMEM;
+    }
+    return SL_OK;
+}
+
+static int copy_loop_backends(sl_expose_t *e, const sl_loop_t *l) {
     for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
         const sl_route_t *r = sl_container_of(it, sl_route_t, node);
         if (r->retired) continue;
         const sl_backend_t *w = r->writer >= 0 ? &r->b[r->writer] : NULL;
         for (int i = 0; i < r->n; i++) {
             const sl_backend_t *b = &r->b[i];
+            backend_snap_t *had = backend_copied(e, r->db, b->addr);
+            if (had) {
+                had->outstanding += b->outstanding;
+                continue;
+            }
             backend_snap_t *s = &e->backends[e->nbackends++];
             if (!(s->db = strdup(r->db))) return SL_ENOMEM;
             snprintf(s->addr, sizeof s->addr, "%.255s", b->addr);
@@ -595,21 +667,42 @@ static int copy_backends(sl_expose_t *e, const sl_loop_t *l) {
     return SL_OK;
 }
 
-sl_expose_t *sl_expose_snapshot(const sl_worker_t *w, int64_t start_s) {
+/* Adds b's counters to a: sl_stats_t is counters only. */
+static void stats_add(sl_stats_t *a, const sl_stats_t *b) {
+    _Static_assert(sizeof(sl_stats_t) % sizeof(uint64_t) == 0, "sl_stats_t is uint64_t only");
+    uint64_t *x = (uint64_t *)a;
+    const uint64_t *y = (const uint64_t *)b;
+    for (size_t i = 0; i < sizeof *a / sizeof *x; i++)
+        x[i] += y[i];
+}
+
+static sl_expose_t *snapshot(sl_worker_t *w, int64_t start_s) {
     const sl_loop_t *l = &w->core;
     sl_expose_t *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->start_s = start_s;
     e->accepting = !l->shutting_down && !l->draining && !w->stopping;
-    for (int st = 0; st < SL_CL_NSTATES; st++)
-        e->clients[st] = l->nclients_in[st];
     e->max_client_conn = l->cfg->max_client_conn;
-    e->servers_closing = l->nservers_closing;
-    e->stats = l->stats;
-    if (copy_pools(e, l) != SL_OK || copy_backends(e, l) != SL_OK) {
+    for (int k = 0; k < sl_workers_count(w); k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (!o) continue;
+        for (int st = 0; st < SL_CL_NSTATES; st++)
+            e->clients[st] += o->core.nclients_in[st];
+        e->servers_closing += o->core.nservers_closing;
+        stats_add(&e->stats, &o->core.stats);
+    }
+    if (copy_pools(e, w) != SL_OK || copy_backends(e, w) != SL_OK) {
         sl_expose_free(e);
         return NULL;
     }
+    return e;
+}
+
+sl_expose_t *sl_expose_snapshot(const sl_worker_t *cw, int64_t start_s) {
+    sl_worker_t *w = (sl_worker_t *)cw; /* frozen, read only */
+    sl_workers_freeze(w);
+    sl_expose_t *e = snapshot(w, start_s);
+    sl_workers_thaw(w);
     return e;
 }
 
@@ -637,12 +730,27 @@ static void one_line(char *out, size_t cap, const char *fmt, ...) {
         if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = ' ';
 }
 
-bool sl_expose_healthy(const sl_worker_t *w, char *reason, size_t cap) {
+static bool loop_healthy(const sl_loop_t *l, char *reason, size_t cap);
+
+bool sl_expose_healthy(const sl_worker_t *cw, char *reason, size_t cap) {
+    sl_worker_t *w = (sl_worker_t *)cw; /* frozen, read only */
     const sl_loop_t *l = &w->core;
     if (l->shutting_down || l->draining || w->stopping) {
         one_line(reason, cap, "shutting down: not accepting new clients");
         return false;
     }
+    bool ok = true;
+    sl_workers_freeze(w);
+    for (int k = 0; k < sl_workers_count(w) && ok; k++) {
+        const sl_worker_t *o = sl_workers_at(w, k);
+        if (o) ok = loop_healthy(&o->core, reason, cap);
+    }
+    sl_workers_thaw(w);
+    return ok;
+}
+
+/* The databases of one loop: each has a primary that answers. */
+static bool loop_healthy(const sl_loop_t *l, char *reason, size_t cap) {
     for (const sl_list_t *it = l->routes.next; it != &l->routes; it = it->next) {
         const sl_route_t *r = sl_container_of(it, sl_route_t, node);
         if (!r->retired && r->writer < 0) {

@@ -17,7 +17,7 @@
 
 typedef struct cancel_job {
     uv_work_t req;
-    PGcancel *cancel; /* owned; NULL for a server sluice logged in to itself */
+    PGcancel *cancel;             /* owned; NULL for a server sluice logged in to itself */
     struct sockaddr_storage addr; /* then: where it is, and its key */
     uint32_t pid, key;
     char err[256];
@@ -28,7 +28,7 @@ typedef struct cancel_job {
 /* A CancelRequest on a new connection, as libpq's PQcancel sends it. */
 static int send_cancel(cancel_job_t *job) {
     const struct sockaddr *sa = (const struct sockaddr *)&job->addr;
-    socklen_t len = sa->sa_family == AF_UNIX  ? sizeof(struct sockaddr_un)
+    socklen_t len = sa->sa_family == AF_UNIX   ? sizeof(struct sockaddr_un)
                     : sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                : sizeof(struct sockaddr_in6);
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -89,6 +89,16 @@ void sl_cancel_running(sl_client_t *c, sl_server_t *s) {
 }
 
 int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer) {
+    /* The kernel spreads new connections over the workers' sockets: the
+     * cancel may have reached another worker than its client's, which the
+     * key names. */
+    int owner = sl_cancelkey_worker(pid);
+    if (owner != w->worker_index && w->cancel_elsewhere) {
+        if (w->cancel_elsewhere(w, owner, pid, key, peer)) return 1;
+        sl_log_debug(NULL, "cancel request from %s names worker %d, which does not run", peer,
+                     owner);
+        return 0;
+    }
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);

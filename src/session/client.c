@@ -320,7 +320,7 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
         return;
     }
     c->w = w;
-    c->id = ++w->next_client_id;
+    c->id = sl_loop_client_id(w);
     c->tx_backend = -1;
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
         c->cancel_key = (uint32_t)rand();

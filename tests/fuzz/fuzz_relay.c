@@ -612,7 +612,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     in.p += sn, in.n -= sn;
 
     char err[512];
-    if (sl_worker_init(&wk, config(how), err, sizeof err) != SL_OK) {
+    /* One worker on its own: no group, its own Unix socket, no ledger. */
+    const sl_worker_place_t place = {.count = 1, .unix_fd = -1};
+    if (sl_worker_init(&wk, config(how), &place, err, sizeof err) != SL_OK) {
         fprintf(stderr, "worker: %s\n", err);
         abort();
     }

@@ -9,6 +9,7 @@ shown by counters that move as much as known traffic should move them
 port against the fixture's cluster (SLUICE_BIN, SLUICE_CLUSTER_ENV).
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +53,14 @@ CONFIG = ["max_client_conn", "max_user_connections"]
 failures = []
 
 
+def test_workers(opts):
+    """workers = SLUICE_TEST_WORKERS (else 1) unless opts sets it, as the C
+    harness does (harness.c test_workers)."""
+    if re.search(r"^\s*workers\s*=", opts, re.M):
+        return ""
+    return f"workers = {os.environ.get('SLUICE_TEST_WORKERS') or '1'}\n"
+
+
 def check(cond, what):
     if not cond:
         failures.append(what)
@@ -88,7 +97,8 @@ class Sluice:
             f.write(f"[databases]\nsluice_test = host=127.0.0.1 port={cl['PRIMARY_PORT']}\n"
                     f"[sluice]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
                     f"unix_socket_dir = {self.dir}\nlogfile = {self.log}\n"
-                    f"auth_type = scram-sha-256\nauth_file = {users}\n{opts}")
+                    f"auth_type = scram-sha-256\nauth_file = {users}\n"
+                    f"{test_workers(opts)}{opts}")
         self.proc = subprocess.Popen([os.environ["SLUICE_BIN"], self.ini])
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -89,7 +89,9 @@ static void kill_all(void) {
 
 static void (*on_fail)(void);
 
-void it_on_fail(void (*fn)(void)) { on_fail = fn; }
+void it_on_fail(void (*fn)(void)) {
+    on_fail = fn;
+}
 
 void it_fail(const char *file, int line, const char *fmt, ...) {
     va_list ap;
@@ -144,7 +146,8 @@ int it_free_port(void) {
 
 int it_raw_connect(const it_sluice_t *s) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -402,8 +405,32 @@ static const char *verbose_line(void) {
     return line;
 }
 
+/* Whether opts sets key (at the start of one of its lines). */
+static bool sets_key(const char *opts, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = opts; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!strncmp(p, key, n) && (p[n] == ' ' || p[n] == '=' || p[n] == '\t')) return true;
+    }
+    return false;
+}
+
+/* The workers of a sluice whose test does not choose: SLUICE_TEST_WORKERS
+ * (tests/run.sh's sanitizer pass runs the suite with 2), else 1. Not the
+ * default (one per CPU): the plain pass then runs the one-loop path, the
+ * sanitizer pass the threaded one, and what a test sees does not depend
+ * on the machine it runs on. */
+static const char *test_workers(void) {
+    const char *v = getenv("SLUICE_TEST_WORKERS");
+    return v && *v ? v : "1";
+}
+
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
+    char workers[64] = "";
+    if (!sets_key(opts, "workers"))
+        snprintf(workers, sizeof workers, "workers = %s\n", test_workers());
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "%s", start_dir ? start_dir : "/tmp/sluice-it-XXXXXX");
     IT_ASSERT(start_dir || mkdtemp(s->dir), "mkdtemp: %s", strerror(errno));
@@ -434,9 +461,10 @@ void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
                 "auth_type = scram-sha-256\n"
                 "auth_file = %s\n"
                 "%s"
+                "%s"
                 "%s\n",
                 it_cl.primary, it_cl.primary, dbs ? dbs : "", s->port, s->dir, s->log, path,
-                verbose_line(), opts ? opts : "");
+                verbose_line(), workers, opts ? opts : "");
         fclose(f);
         if (launch(s)) break;
         IT_ASSERT(attempt < 3, "sluice could not bind a free port");
@@ -505,7 +533,8 @@ int it_log_count(const it_sluice_t *s, const char *needle) {
 int it_log_wait(const it_sluice_t *s, const char *needle, int atleast, double secs) {
     double deadline = it_now() + secs;
     int n;
-    while ((n = it_log_count(s, needle)) < atleast && it_now() < deadline) usleep(20000);
+    while ((n = it_log_count(s, needle)) < atleast && it_now() < deadline)
+        usleep(20000);
     return n;
 }
 
@@ -513,7 +542,8 @@ long it_stats_value(const it_sluice_t *s, const char *key) {
     /* The stats line comes every stats_period: wait for one after now. */
     int before = it_log_count(s, "msg=\"stats: ");
     double deadline = it_now() + 5;
-    while (it_log_count(s, "msg=\"stats: ") == before && it_now() < deadline) usleep(50000);
+    while (it_log_count(s, "msg=\"stats: ") == before && it_now() < deadline)
+        usleep(50000);
     FILE *f = fopen(s->log, "r");
     if (!f) return -1;
     char line[4096], pat[128];
@@ -528,10 +558,12 @@ long it_stats_value(const it_sluice_t *s, const char *key) {
 }
 
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra) {
-    const char *pw = !strcmp(user, "sl_md5") ? "md5_pw" : !strcmp(user, "sl_tls") ? "tls_pw" : "scram_pw";
+    const char *pw = !strcmp(user, "sl_md5")   ? "md5_pw"
+                     : !strcmp(user, "sl_tls") ? "tls_pw"
+                                               : "scram_pw";
     char ci[1024];
-    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=%s user=%s password=%s %s", s->port,
-             db, user, pw, extra ? extra : "");
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d dbname=%s user=%s password=%s %s", s->port, db,
+             user, pw, extra ? extra : "");
     return PQconnectdb(ci);
 }
 
@@ -543,7 +575,9 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
 
 static char own_pg[64];
 
-const char *it_own_pg_dir(void) { return own_pg; }
+const char *it_own_pg_dir(void) {
+    return own_pg;
+}
 
 void it_own_pg_remove(void) {
     if (!own_pg[0]) return;
@@ -588,7 +622,9 @@ void it_pg_ctl(const char *dir, const char *node, const char *action) {
     IT_ASSERT(system(cmd) == 0, "pg_ctl %s %s", action, node);
 }
 
-PGconn *it_direct(void) { return it_direct_port(it_cl.primary); }
+PGconn *it_direct(void) {
+    return it_direct_port(it_cl.primary);
+}
 
 PGconn *it_direct_port(int port) {
     char ci[512];
@@ -674,7 +710,8 @@ void it_copy_round_trip(PGconn *c, const char *table) {
     r = PQgetResult(c);
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy in result: %s", PQerrorMessage(c));
     PQclear(r);
-    while ((r = PQgetResult(c))) PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
     IT_ASSERT(!strcmp(it_value(c, sql), "100000"), "rows in");
     snprintf(sql, sizeof sql, "SELECT sum(id) FROM %s", table);
@@ -696,7 +733,8 @@ void it_copy_round_trip(PGconn *c, const char *table) {
     r = PQgetResult(c);
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "copy out result");
     PQclear(r);
-    while ((r = PQgetResult(c))) PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
     IT_ASSERT(rows == 100000 && sum == 4999950000L, "rows out %ld sum %ld", rows, sum);
     /* A failed COPY IN leaves the connection usable. */
     snprintf(sql, sizeof sql, "COPY %s FROM STDIN", table);
@@ -707,7 +745,8 @@ void it_copy_round_trip(PGconn *c, const char *table) {
     r = PQgetResult(c);
     IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "copy fail reported");
     PQclear(r);
-    while ((r = PQgetResult(c))) PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
     IT_ASSERT(!strcmp(it_value(c, sql), "100000"), "no partial copy");
     snprintf(sql, sizeof sql, "DROP TABLE %s", table);
@@ -727,15 +766,18 @@ void it_stream_400mb(PGconn *c) {
         bytes += n;
         PQfreemem(buf);
     }
-    while ((r = PQgetResult(c))) PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
     IT_ASSERT(bytes == 200000LL * 1001, "streamed %lld bytes", bytes);
     /* And a plain SELECT result of 200 MB in single-row mode. */
     IT_ASSERT(PQsendQuery(c, "SELECT repeat('y', 1000) FROM generate_series(1, 200000)"), "send");
     PQsetSingleRowMode(c);
     long rows = 0;
     while ((r = PQgetResult(c))) {
-        if (PQresultStatus(r) == PGRES_SINGLE_TUPLE) rows++;
-        else IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "select: %s", PQerrorMessage(c));
+        if (PQresultStatus(r) == PGRES_SINGLE_TUPLE)
+            rows++;
+        else
+            IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "select: %s", PQerrorMessage(c));
         PQclear(r);
     }
     IT_ASSERT(rows == 200000, "rows %ld", rows);

@@ -2,6 +2,7 @@
 fixture, a sluice started with its own config on free ports (the C
 harness's way, in Python), and a scrape of its metrics endpoint."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -11,6 +12,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+
+def test_workers(opts):
+    """workers = SLUICE_TEST_WORKERS (else 1) unless opts sets it, as the C
+    harness does (harness.c test_workers)."""
+    if re.search(r"^\s*workers\s*=", opts, re.M):
+        return ""
+    return f"workers = {os.environ.get('SLUICE_TEST_WORKERS') or '1'}\n"
 
 
 def fail(msg, sl=None):
@@ -62,7 +71,7 @@ class Sluice:
                     f"logfile = {self.log}\n"
                     "auth_type = trust\n"
                     f"metrics_listen = 127.0.0.1:{self.mport}\n"
-                    f"{opts}\n")
+                    f"{test_workers(opts)}{opts}\n")
         self.proc = subprocess.Popen([os.environ["SLUICE_BIN"], ini])
         deadline = time.time() + 10
         while time.time() < deadline:
