@@ -1234,9 +1234,20 @@ static bool add_name(sbuf_t *b, const char *name, bool first) {
            sbuf_add_quoted(b, name, false) && sbuf_add(b, ", true)");
 }
 
+/* Whether a setting the client changed is known without asking: s reports
+ * it (ParameterStatus, sent before ReadyForQuery whenever its value moved)
+ * and c carries it already, so sl_relay_scan_server follows each change into
+ * c->params, and a value that did not move is the one c->params holds
+ * (linking made the server's match it). */
+static bool follows_report(const sl_client_t *c, const sl_server_t *s, const char *name) {
+    return sl_params_get(&s->reported, name) && sl_params_get(&c->params, name);
+}
+
 /* Reads back the settings the client changed with SET/RESET, on the server
- * that ran them, before that server goes back to the pool. */
-static void start_capture(sl_client_t *c, sl_server_t *s) {
+ * that ran them, before that server goes back to the pool. Settings the
+ * server reports need no read-back (follows_report). False when nothing is
+ * left to read: the server may go back at once. */
+static bool start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
         for (int i = 0; i < c->params.n; i++)
             (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
@@ -1244,6 +1255,10 @@ static void start_capture(sl_client_t *c, sl_server_t *s) {
             (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
+    for (int i = c->dirty.n - 1; i >= 0; i--)
+        if (follows_report(c, s, c->dirty.v[i].name))
+            sl_params_remove(&c->dirty, c->dirty.v[i].name);
+    if (c->dirty.n == 0) return false;
     sbuf_t b = {0};
     bool ok = true;
     for (int i = 0; i < c->dirty.n && ok; i++)
@@ -1254,6 +1269,7 @@ static void start_capture(sl_client_t *c, sl_server_t *s) {
         sl_params_clear(&c->dirty);
     }
     free(b.p);
+    return true;
 }
 
 static void capture_finish(sl_server_t *s, const char *err) {
@@ -1346,10 +1362,7 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (mode == SL_POOL_SESSION) return;
-    if (c->dirty.n || c->capture_all) {
-        start_capture(c, s);
-        return;
-    }
+    if ((c->dirty.n || c->capture_all) && start_capture(c, s)) return;
     if (c->pins) return;
     bool held = c->barrier;
     sl_relay_unlink(c);
