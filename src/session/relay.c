@@ -164,6 +164,10 @@ static void fill_defaults(sl_client_t *c, const sl_pool_t *p) {
             !sl_params_get(&c->params, name))
             (void)sl_params_set(&c->params, name, d->v[i].value);
     }
+    /* Clients of one application log in with the same parameters: an idle
+     * one references the loop's one copy of them (see sl_params_share). */
+    sl_params_share(&c->params);
+    sl_params_share(&c->startup);
 }
 
 /* ---- RESET fix-up ----
