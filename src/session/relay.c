@@ -1140,8 +1140,24 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
     uint8_t *keep = c->out.data + (p - c->out.data);
     uint8_t *msg_at = NULL; /* in c->out: the current message's header, when in this read */
     while (off < n) {
-        if (sl_scan_at_boundary(&s->scan))
+        if (sl_scan_at_boundary(&s->scan)) {
             c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
+            /* Fast path: a whole message sluice only passes along (not a
+             * ReadyForQuery, ParameterStatus or error, which it reads) is
+             * stepped over at once instead of framed in two scan calls. */
+            uint8_t t = p[off];
+            uint32_t len = n - off >= 5 ? sl_be32(p + off + 1) : 0;
+            if (len >= 4 && len - 4 <= n - off - 5 && t != 'Z' && t != 'S' && t != 'E') {
+                if (keep != p + off) memmove(keep, p + off, (size_t)len + 1);
+                keep += (size_t)len + 1;
+                off += (size_t)len + 1;
+                s->scan.type = t;
+                s->scan.len = len;
+                /* Notices and reports can come at any time: a reply is anything else. */
+                if (t != 'N' && t != 'A') c->tx_replied = true;
+                continue;
+            }
+        }
         enum sl_scan_ev ev;
         size_t used = sl_scan_feed(&s->scan, p + off, n - off, &ev);
         if (!c->fix_cut) {
