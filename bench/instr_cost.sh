@@ -12,7 +12,8 @@
 # Transaction pooling, pool of 4, 4 clients, pgbench -S then the default
 # TPC-B-like script, MODE pgbench's -M (default simple). Prints Ir per
 # transaction for each, and keeps the callgrind files (for callgrind_annotate)
-# in /tmp/sluice-instr.out/.
+# in /tmp/sluice-instr.out/ (INSTR_OUT=DIR: elsewhere). WORKLOADS="select" (or
+# "tpcb") runs one workload only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -21,7 +22,7 @@ after_bin=$(realpath "${2:?usage: $0 BEFORE_BIN AFTER_BIN [TX_PER_CLIENT] [MODE]
 per_client=${3:-2000}
 mode=${4:-simple}
 clients=4
-out=/tmp/sluice-instr.out
+out=${INSTR_OUT:-/tmp/sluice-instr.out}
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 
@@ -47,7 +48,7 @@ total_ir() {
 }
 
 printf '| workload | -M | sluice | Ir per transaction |\n| --- | --- | --- | --- |\n'
-for w in select tpcb; do
+for w in ${WORKLOADS:-select tpcb}; do
     for n in before after; do
         bin=before_bin
         [ "$n" = after ] && bin=after_bin

@@ -122,7 +122,7 @@ void sl_conn_detach(sl_conn_t *cn) {
     cn->reading = false;
 }
 
-void sl_conn_update(sl_conn_t *cn, bool want_read, bool want_write) {
+void sl_conn_update_slow(sl_conn_t *cn, bool want_read, bool want_write) {
     if (!cn->poll) return;
     cn->reading = want_read;
     int ev = 0;

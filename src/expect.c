@@ -109,12 +109,6 @@ bool sl_expect_reply(sl_expect_t *q, uint8_t t, sl_ex_end_cb cb, void *ctx) {
     return relay;
 }
 
-const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
-    if (q->n == 0) return NULL;
-    const sl_ex_t *e = at(q, 0);
-    return e->how == SL_EX_ANSWER || e->how == SL_EX_REFUSE ? e : NULL;
-}
-
 void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) { pop(q, SL_EX_DONE, cb, ctx); }
 
 void sl_expect_clear(sl_expect_t *q, sl_ex_end_cb cb, void *ctx) {

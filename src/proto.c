@@ -111,14 +111,22 @@ int sl_proto_parse_options(char *opts, sl_kv_t *out, int max) {
 size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *ev) {
     size_t used = 0;
     if (!s->in_body) {
-        while (s->hdr_len < 5 && used < n) s->hdr[s->hdr_len++] = p[used++];
-        if (s->hdr_len < 5) {
-            *ev = SL_SCAN_NONE;
-            return used;
+        if (s->hdr_len == 0 && n >= 5) {
+            /* The common case, a whole header at hand: read it in place
+             * rather than byte by byte (this runs for every message). */
+            s->type = p[0];
+            s->len = sl_be32(p + 1);
+            used = 5;
+        } else {
+            while (s->hdr_len < 5 && used < n) s->hdr[s->hdr_len++] = p[used++];
+            if (s->hdr_len < 5) {
+                *ev = SL_SCAN_NONE;
+                return used;
+            }
+            s->type = s->hdr[0];
+            s->len = sl_be32(s->hdr + 1);
+            s->hdr_len = 0;
         }
-        s->type = s->hdr[0];
-        s->len = sl_be32(s->hdr + 1);
-        s->hdr_len = 0;
         if (s->len < 4) {
             *ev = SL_SCAN_ERROR;
             return used;

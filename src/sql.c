@@ -98,12 +98,22 @@ typedef struct call_scan {
     bool dot, into; /* the last token was '.', the word INTO */
 } call_scan_t;
 
+/* Whether the n-byte word w is lower (lower case ASCII letters, n of them)
+ * in any case: for the few fixed words the scan looks for on every word,
+ * where a strncasecmp call costs more than the compare. Setting bit 5 maps
+ * only a letter's upper case onto its lower case. */
+static inline bool word_is(const char *w, size_t n, const char *lower) {
+    for (size_t i = 0; i < n; i++)
+        if ((w[i] | 0x20) != lower[i]) return false;
+    return lower[n] == '\0';
+}
+
 static void call_name(call_scan_t *k, const char *w, size_t n, bool quoted) {
     k->target = k->into || (k->dot && k->target);
     k->qualified = k->dot;
     k->name = w, k->len = n, k->quoted = quoted;
     k->dot = false;
-    k->into = !quoted && n == 4 && !strncasecmp(w, "into", 4);
+    k->into = !quoted && n == 4 && word_is(w, 4, "into");
 }
 
 /* Any token but a name or a dot; c is its first character. Inline: it
@@ -205,8 +215,8 @@ static void scan_rest(const char *p, scan_facts_t *f) {
             while (is_word_char(*p)) p++;
             size_t n = (size_t)(p - w);
             f->extra_words = true;
-            if (n == 3 && !strncasecmp(w, "for", 3)) f->word_for = true;
-            if (n == 4 && !strncasecmp(w, "into", 4)) f->word_into = true;
+            if (n == 3 && word_is(w, 3, "for")) f->word_for = true;
+            if (n == 4 && word_is(w, 4, "into")) f->word_into = true;
             call_name(&k, w, n, false);
             continue;
         }

@@ -75,7 +75,17 @@ void sl_conn_detach(sl_conn_t *cn);
 /* Arms the poll for what the owner wants now (read: it has room for bytes;
  * write: it has bytes to send), plus the direction TLS waits for. Wanting to
  * read with decrypted bytes already inside TLS queues a kick. */
-void sl_conn_update(sl_conn_t *cn, bool want_read, bool want_write);
+void sl_conn_update_slow(sl_conn_t *cn, bool want_read, bool want_write);
+static inline void sl_conn_update(sl_conn_t *cn, bool want_read, bool want_write) {
+    /* Inline for the common case, called several times per transaction: a
+     * plain-text socket whose watched events do not change. */
+    if (!cn->ssl && cn->poll && !cn->read_wants_write && !cn->write_wants_read &&
+        ((want_read ? UV_READABLE : 0) | (want_write ? UV_WRITABLE : 0)) == cn->armed) {
+        cn->reading = want_read;
+        return;
+    }
+    sl_conn_update_slow(cn, want_read, want_write);
+}
 /* Records the direction a TLS handshake step waits for (enum sl_tls_want):
  * the owner then waits for it as a read. */
 void sl_conn_tls_wait(sl_conn_t *cn, int want);

@@ -96,7 +96,11 @@ static inline const sl_ex_t *sl_expect_head(const sl_expect_t *q) {
 }
 /* The first entry when sluice answers it itself (SL_EX_ANSWER or
  * SL_EX_REFUSE), else NULL. sl_expect_answered() ends it once answered. */
-const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q);
+static inline const sl_ex_t *sl_expect_answer_due(const sl_expect_t *q) {
+    /* Inline: asked before every reply and after every walk. */
+    const sl_ex_t *e = sl_expect_head(q);
+    return e && (e->how == SL_EX_ANSWER || e->how == SL_EX_REFUSE) ? e : NULL;
+}
 void sl_expect_answered(sl_expect_t *q, sl_ex_end_cb cb, void *ctx);
 /* Ends every entry as skipped, last first (the server is gone); the ring
  * stays for reuse. */

@@ -188,6 +188,7 @@ static void client_closed_cb(sl_conn_t *cn) {
     sl_stmt_names_clear(&c->stmt_names, &w->stmts);
     free(c->user);
     free(c->dbname);
+    free(c->tag);
     free(c);
     if ((w->shutting_down || w->draining) && w->nclients == 0 && w->on_drained) w->on_drained(w);
 }
@@ -297,15 +298,28 @@ bool sl_session_settle(sl_client_t *c) {
     return true;
 }
 
-static void set_tag(sl_client_t *c) {
-    snprintf(c->tag, sizeof c->tag, "C-%u db=%s user=%s peer=%s", c->id,
-             c->dbname ? c->dbname : "?", c->user ? c->user : "?", c->peer);
+/* (Re)builds c's tag, in a block of its exact size (an idle client's
+ * memory is mostly its struct: no fixed-size name buffers in it); peer may
+ * point into the old tag. False when out of memory: the old tag stays. */
+static bool set_tag(sl_client_t *c, const char *peer) {
+    const char *db = c->dbname ? c->dbname : "?", *user = c->user ? c->user : "?";
+    int n = snprintf(NULL, 0, "C-%u db=%s user=%s peer=%s", c->id, db, user, peer);
+    char *t = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (!t) return false;
+    snprintf(t, (size_t)n + 1, "C-%u db=%s user=%s peer=%s", c->id, db, user, peer);
+    size_t plen = strlen(peer);
+    free(c->tag);
+    c->tag = t;
+    c->peer = t + n - plen;
+    return true;
 }
 
 void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
-    if (!c) {
+    if (c) c->id = w->next_client_id + 1;
+    if (!c || !set_tag(c, peer)) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
+        free(c);
         close(fd);
         return;
     }
@@ -315,6 +329,7 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
                      "cannot accept client from %s: the event loop refused to watch its "
                      "socket",
                      peer);
+        free(c->tag);
         free(c);
         close(fd);
         return;
@@ -325,8 +340,6 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
         c->cancel_key = (uint32_t)rand();
     c->cancel_key = sl_cancelkey_secret(c->cancel_key);
-    snprintf(c->peer, sizeof c->peer, "%s", peer);
-    set_tag(c);
     sl_list_init(&c->waiter.node);
     c->scan = (sl_scan_t){0};
     c->connect_ms = c->last_io_ms = sl_now_ms(w);
@@ -518,7 +531,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
-    set_tag(c);
+    (void)set_tag(c, c->peer); /* out of memory: the tag keeps db=? user=? */
     for (int i = 0; i < su->nparams; i++) {
         const char *n = su->params[i].name, *v = su->params[i].value;
         if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication")) continue;

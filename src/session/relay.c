@@ -37,7 +37,11 @@ static bool is_settable(const char *name);
  * allowed outside COPY too: PostgreSQL ignores them there. sluice's own
  * markers (SL_MSG_REFUSED, SL_MSG_DEALLOCATE) are none of these. */
 static bool frontend_type_ok(uint8_t t) {
-    return t && strchr("QPBEDCHSFXdcf", t) != NULL;
+    switch (t) { /* a switch, not strchr: this runs for every client message */
+    case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
+    case 'S': case 'F': case 'X': case 'd': case 'c': case 'f': return true;
+    default: return false;
+    }
 }
 
 /* Whether an ErrorResponse body (or its first bytes) says FATAL or PANIC:
@@ -160,6 +164,10 @@ static void fill_defaults(sl_client_t *c, const sl_pool_t *p) {
             !sl_params_get(&c->params, name))
             (void)sl_params_set(&c->params, name, d->v[i].value);
     }
+    /* Clients of one application log in with the same parameters: an idle
+     * one references the loop's one copy of them (see sl_params_share). */
+    sl_params_share(&c->params);
+    sl_params_share(&c->startup);
 }
 
 /* ---- RESET fix-up ----
@@ -1132,8 +1140,24 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
     uint8_t *keep = c->out.data + (p - c->out.data);
     uint8_t *msg_at = NULL; /* in c->out: the current message's header, when in this read */
     while (off < n) {
-        if (sl_scan_at_boundary(&s->scan))
+        if (sl_scan_at_boundary(&s->scan)) {
             c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
+            /* Fast path: a whole message sluice only passes along (not a
+             * ReadyForQuery, ParameterStatus or error, which it reads) is
+             * stepped over at once instead of framed in two scan calls. */
+            uint8_t t = p[off];
+            uint32_t len = n - off >= 5 ? sl_be32(p + off + 1) : 0;
+            if (len >= 4 && len - 4 <= n - off - 5 && t != 'Z' && t != 'S' && t != 'E') {
+                if (keep != p + off) memmove(keep, p + off, (size_t)len + 1);
+                keep += (size_t)len + 1;
+                off += (size_t)len + 1;
+                s->scan.type = t;
+                s->scan.len = len;
+                /* Notices and reports can come at any time: a reply is anything else. */
+                if (t != 'N' && t != 'A') c->tx_replied = true;
+                continue;
+            }
+        }
         enum sl_scan_ev ev;
         size_t used = sl_scan_feed(&s->scan, p + off, n - off, &ev);
         if (!c->fix_cut) {
@@ -1234,9 +1258,20 @@ static bool add_name(sbuf_t *b, const char *name, bool first) {
            sbuf_add_quoted(b, name, false) && sbuf_add(b, ", true)");
 }
 
+/* Whether a setting the client changed is known without asking: s reports
+ * it (ParameterStatus, sent before ReadyForQuery whenever its value moved)
+ * and c carries it already, so sl_relay_scan_server follows each change into
+ * c->params, and a value that did not move is the one c->params holds
+ * (linking made the server's match it). */
+static bool follows_report(const sl_client_t *c, const sl_server_t *s, const char *name) {
+    return sl_params_get(&s->reported, name) && sl_params_get(&c->params, name);
+}
+
 /* Reads back the settings the client changed with SET/RESET, on the server
- * that ran them, before that server goes back to the pool. */
-static void start_capture(sl_client_t *c, sl_server_t *s) {
+ * that ran them, before that server goes back to the pool. Settings the
+ * server reports need no read-back (follows_report). False when nothing is
+ * left to read: the server may go back at once. */
+static bool start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
         for (int i = 0; i < c->params.n; i++)
             (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
@@ -1244,6 +1279,10 @@ static void start_capture(sl_client_t *c, sl_server_t *s) {
             (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
+    for (int i = c->dirty.n - 1; i >= 0; i--)
+        if (follows_report(c, s, c->dirty.v[i].name))
+            sl_params_remove(&c->dirty, c->dirty.v[i].name);
+    if (c->dirty.n == 0) return false;
     sbuf_t b = {0};
     bool ok = true;
     for (int i = 0; i < c->dirty.n && ok; i++)
@@ -1254,6 +1293,7 @@ static void start_capture(sl_client_t *c, sl_server_t *s) {
         sl_params_clear(&c->dirty);
     }
     free(b.p);
+    return true;
 }
 
 static void capture_finish(sl_server_t *s, const char *err) {
@@ -1346,10 +1386,7 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (mode == SL_POOL_SESSION) return;
-    if (c->dirty.n || c->capture_all) {
-        start_capture(c, s);
-        return;
-    }
+    if ((c->dirty.n || c->capture_all) && start_capture(c, s)) return;
     if (c->pins) return;
     bool held = c->barrier;
     sl_relay_unlink(c);

@@ -38,13 +38,12 @@ typedef struct sl_client {
     sl_loop_t *w;         /* borrowed */
     uint32_t id;          /* C-<id>; also the BackendKeyData pid */
     uint32_t cancel_key;  /* random; with id, what a CancelRequest must match */
-    char tag[160];        /* "C-1 db=app user=bob peer=127.0.0.1:5544" */
-    char peer[56];        /* address:port or "unix" */
+    char *tag;            /* owned, exactly sized: "C-1 db=app user=bob peer=127.0.0.1:5544" */
+    const char *peer;     /* address:port or "unix": the end of tag, after "peer=" */
     enum sl_client_state state;
     sl_conn_t sock;       /* its socket; sock.fd and sock.ssl (set once the client asked
                              for TLS) are owned, freed once the poll handle closed, whose
                              close callback frees the client */
-    bool tls_accepting;   /* TLS handshake in progress */
     char *user, *dbname;  /* owned; set after the startup packet */
     sl_pool_t *pool;      /* borrowed; set after authentication */
     sl_server_t *server;  /* borrowed while linked */
@@ -54,12 +53,7 @@ typedef struct sl_client {
     sl_route_t *route;          /* borrowed: its database's routing, or NULL */
     struct sl_client_route *rt; /* owned with route: pools, fence, kept request (router.c) */
     int tx_backend;             /* backend of the transaction in flight; -1: none */
-    bool tx_write;              /* that transaction was routed as a write */
-    bool tx_kept;               /* rt holds a copy of the request (a replica read) */
-    bool tx_replied;            /* the server (or sluice for it) answered something */
-    bool tx_retried;            /* this read was moved once already */
-    bool barrier;               /* bytes from barrier_off on wait for the next transaction: */
-    uint32_t barrier_off;       /* ... a write sent while a replica serves a read */
+    uint32_t barrier_off;       /* where the barrier (see barrier) starts in `in` */
     sl_params_t params;         /* session parameters the client asked for */
     sl_params_t startup;        /* the ones it gave at login, as given: where RESET, RESET ALL
                                    and DISCARD ALL put them back (see relay.c, "fix-up") */
@@ -71,44 +65,20 @@ typedef struct sl_client {
     sl_scan_t scan;             /* framing of client -> server bytes */
     uint32_t scan_new;          /* bytes appended to `in` and not framed yet */
     int pending;                /* ReadyForQuery replies the client still expects */
-    bool server_error;          /* an ErrorResponse was relayed since the last ReadyForQuery */
-    bool terminated;            /* the client sent Terminate */
-    bool quiet_close;           /* log the close at debug level only (port probes) */
-    bool holding;               /* a Query is kept in `in` until complete, to be analysed */
-    bool unvetted;              /* a Query/Parse too long to analyse waits for a server: the
-                                   next one linked is reset when the client leaves it */
-    bool ext_open;              /* extended-protocol messages sent since the last Sync */
-    bool reset_seen;            /* the client ran DISCARD ALL: its server's settings changed */
     uint32_t hold_start;        /* offset in `in` of the held Query */
     uint32_t pins;              /* SL_STATE_* session state tying it to its server */
-    bool state_made;            /* created session state on its server since linking */
-    bool state_kept;            /* ... and some a reset leaves (setseed()): close that server */
-    bool session_held;          /* took a server while its pool was in session mode: keeps it,
-                                   and session pooling's rules, until it leaves (sl_client_mode) */
-    bool ps_on;                 /* max_prepared_statements was above 0 at its login: its named
-                                   statements are tracked (or not) until it leaves, whatever a
-                                   SET or RELOAD makes of the key meanwhile (sl_ps_wanted) */
     sl_params_t dirty;          /* names the client SET or RESET since its server last settled */
-    bool capture_all;           /* it ran RESET ALL: re-read every tracked setting */
     uint32_t capturing;         /* leading entries of `dirty` being read back now */
     /* RESET fix-up (relay.c): a request that RESETs startup parameters has its
      * ReadyForQuery held until sluice SETs the client's values back. */
     uint8_t fix;           /* enum fix_state in relay.c */
-    bool fix_all;          /* the request ran RESET ALL or DISCARD ALL */
-    bool fix_failed;       /* an ErrorResponse came before its ReadyForQuery */
-    bool fix_cut;          /* the server message being relayed is that ReadyForQuery */
     char fix_status;       /* its transaction status */
     sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
                               while the SETs run, name -> the value being applied */
     int fix_after;         /* requests behind the fence, counted in `pending` */
-    bool fix_fence;        /* bytes of `in` from fix_fence_off on wait for the fix-up */
     uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
     struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.c below */
-    bool drop_ahead;       /* a message analysed and not yet walked may run DISCARD ALL or
-                              DEALLOCATE ALL: the walker looks (see prepare.c) */
-    bool s2c_blocked;      /* server -> client write hit EAGAIN */
-    bool c2s_blocked;      /* client -> server write hit EAGAIN */
     const char *reject;    /* refuse after the startup packet with this 53300 message */
     sl_auth_t *auth;       /* owned during authentication */
     int auth_method;       /* enum sl_auth_type, kept while auth_query runs */
@@ -119,10 +89,6 @@ typedef struct sl_client {
     int64_t last_io_ms; /* last request sent or last ReadyForQuery relayed */
     int64_t xact_ms;    /* the first request of its open transaction came; 0: none
                            (transaction_timeout counts from it, as PgBouncer's) */
-    bool wait_notified; /* got query_wait_notify's NOTICE in this wait */
-    bool counted;       /* counted in its pool's logins (sl_pool_admit) */
-    bool early_bytes;   /* sent bytes while in LOGIN_WAIT: its socket is not watched until
-                           the login is answered (see client.c, on_login_wait) */
     int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
     /* per-pool stats (SHOW STATS): monotonic microseconds (uv_hrtime) */
     uint64_t wait_start_us;  /* it last became WAITING */
@@ -133,15 +99,52 @@ typedef struct sl_client {
     uint8_t *console_out; /* owned: the console reply going out, or NULL */
     size_t console_len;   /* its bytes */
     size_t console_off;   /* bytes of it copied to `out` so far */
-    bool console_ready;   /* its ReadyForQuery is still to be sent */
-    bool console_peer;    /* logged in as sluice's own OS user over the Unix socket */
-    bool console_held;    /* a command completes later (PAUSE, WAIT_CLOSE, SUSPEND): its
-                             ReadyForQuery and the next Query wait for sl_console_finish */
     /* A failure recorded by a helper (sl_session_fail), for the entry point
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
     char *fail_msg;    /* owned: its message; NULL if it could not be kept */
-    bool fail_silent;  /* close without the FATAL (sl_session_drop) */
+    /* Flags, packed together as bits: a connected client is mostly this
+     * struct, so no padding between scattered bools. */
+    bool tls_accepting : 1; /* TLS handshake in progress */
+    bool tx_write : 1;      /* that transaction was routed as a write */
+    bool tx_kept : 1;       /* rt holds a copy of the request (a replica read) */
+    bool tx_replied : 1;    /* the server (or sluice for it) answered something */
+    bool tx_retried : 1;    /* this read was moved once already */
+    bool barrier : 1;       /* bytes from barrier_off on wait for the next transaction: a write sent
+                               while a replica serves a read */
+    bool server_error : 1;  /* an ErrorResponse was relayed since the last ReadyForQuery */
+    bool terminated : 1;    /* the client sent Terminate */
+    bool quiet_close : 1;   /* log the close at debug level only (port probes) */
+    bool holding : 1;       /* a Query is kept in `in` until complete, to be analysed */
+    bool unvetted : 1;      /* a Query/Parse too long to analyse waits for a server: the next one
+                               linked is reset when the client leaves it */
+    bool ext_open : 1;      /* extended-protocol messages sent since the last Sync */
+    bool reset_seen : 1;    /* the client ran DISCARD ALL: its server's settings changed */
+    bool state_made : 1;    /* created session state on its server since linking */
+    bool state_kept : 1;    /* ... and some a reset leaves (setseed()): close that server */
+    bool session_held : 1;  /* took a server while its pool was in session mode: keeps it, and
+                               session pooling's rules, until it leaves (sl_client_mode) */
+    bool ps_on : 1;       /* max_prepared_statements was above 0 at its login: its named statements
+                             are tracked (or not) until it leaves, whatever a SET or RELOAD makes
+                             of the key meanwhile (sl_ps_wanted) */
+    bool capture_all : 1; /* it ran RESET ALL: re-read every tracked setting */
+    bool fix_all : 1;     /* the request ran RESET ALL or DISCARD ALL */
+    bool fix_failed : 1;  /* an ErrorResponse came before its ReadyForQuery */
+    bool fix_cut : 1;     /* the server message being relayed is that ReadyForQuery */
+    bool fix_fence : 1;   /* bytes of `in` from fix_fence_off on wait for the fix-up */
+    bool drop_ahead : 1;  /* a message analysed and not yet walked may run DISCARD ALL or
+                             DEALLOCATE ALL: the walker looks (see prepare.c) */
+    bool s2c_blocked : 1; /* server -> client write hit EAGAIN */
+    bool c2s_blocked : 1; /* client -> server write hit EAGAIN */
+    bool wait_notified : 1; /* got query_wait_notify's NOTICE in this wait */
+    bool counted : 1;       /* counted in its pool's logins (sl_pool_admit) */
+    bool early_bytes : 1;   /* sent bytes while in LOGIN_WAIT: its socket is not watched until the
+                               login is answered (see client.c, on_login_wait) */
+    bool console_ready : 1; /* its ReadyForQuery is still to be sent */
+    bool console_peer : 1;  /* logged in as sluice's own OS user over the Unix socket */
+    bool console_held : 1;  /* a command completes later (PAUSE, WAIT_CLOSE, SUSPEND): its
+                               ReadyForQuery and the next Query wait for sl_console_finish */
+    bool fail_silent : 1;   /* close without the FATAL (sl_session_drop) */
 } sl_client_t;
 
 /* True once c is closing, or a helper recorded a failure that the entry

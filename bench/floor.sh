@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# sluice against the floor of its design and against PgBouncer, interleaved
+# in one run: a bare epoll relay (bench/relay.c: one upstream connection per
+# client, no parsing, plain TCP), sluice and PgBouncer, each behind the same
+# PostgreSQL, pgbench -S at 64 clients, -M simple and -M extended. The
+# figure is each proxy's own CPU microseconds per transaction
+# (utime+stime from /proc/PID/stat over the pgbench run, divided by the
+# transactions it counted).
+#
+#   bash bench/floor.sh [RUNS] [SECONDS]      (default 3 runs of 10 s each)
+#
+# sluice and PgBouncer: transaction pooling, pool of 20, SCRAM on both
+# sides (clients checked against the role's SCRAM verifier, as PostgreSQL
+# checks them behind the relay). sluice has statement tracking and routing on: the keys are
+# max_prepared_statements = 200 (named protocol-level statements tracked
+# and re-prepared per server) and a database entry with the two replicas,
+# routing = auto (each transaction classified; reads go to the replica with
+# the fewest transactions in flight). ROUTING=primary (replicas
+# health-checked, nothing classified) or ROUTING=none (no replicas) change
+# that entry. The relay logs each client in to PostgreSQL directly (SCRAM
+# end to end) and keeps its backend for the whole run: no pooling at all.
+# The order of the three targets rotates from one run to the next so that
+# drift on the shared machine evens out.
+#
+# pgbench runs SECONDS + 30 s and is stopped (SIGINT) after the measured
+# window. Prints a row per run and protocol: CPU us/tx of each, sluice/relay and
+# sluice/PgBouncer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+runs=${1:-3}
+secs=${2:-10}
+routing=${ROUTING:-auto}
+clients=64
+bash tests/install-deps.sh
+ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-bench -j2 --target sluice >/dev/null
+
+. "$top/bench/lib.sh"
+bench_cluster sluice-floor
+cc -O2 -Wall -Wextra -o "$dir/relay" "$top/bench/relay.c"
+# Clients log in with SCRAM against the role's stored verifier, as
+# PostgreSQL itself checks them: a proxy with the plaintext password would
+# run PBKDF2 (4,096 rounds) per login, which is not the hot path and, with
+# 64 logins per pgbench run, would add several us to every transaction.
+# The proxies log in to PostgreSQL with the password of the entry.
+verifier=$(psql -X -Atq -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres \
+    -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'sl_scram'")
+printf '"sl_scram" "%s"\n' "$verifier" >"$dir/userlist.txt"
+
+# write_ini FILE SECTION PORT LOGFILE [DATABASE_OPTIONS]
+write_ini() {
+    cat >"$1" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT password=scram_pw ${5:-}
+[$2]
+listen_addr = 127.0.0.1
+listen_port = $3
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 3000
+max_prepared_statements = 200
+log_connections = 0
+log_disconnections = 0
+logfile = $4
+INI
+}
+
+case "$routing" in
+auto | primary)
+    db_opts="replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT routing=$routing" ;;
+none) db_opts="" ;;
+*) echo "ROUTING is auto, primary or none" >&2; exit 2 ;;
+esac
+
+SLUICE_PORT=$(free_port)
+write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log" "$db_opts"
+"$top/build-bench/sluice" "$dir/sluice.ini" &
+pids+=($!)
+SLUICE_PID=$!
+wait_port "$SLUICE_PORT"
+
+RELAY_PORT=$(free_port)
+[ "$RELAY_PORT" = "$SLUICE_PORT" ] && RELAY_PORT=$((RELAY_PORT + 1))
+"$dir/relay" "$RELAY_PORT" 127.0.0.1 "$PRIMARY_PORT" &
+pids+=($!)
+RELAY_PID=$!
+wait_port "$RELAY_PORT"
+
+PGB_PORT=$(free_port)
+while [ "$PGB_PORT" = "$SLUICE_PORT" ] || [ "$PGB_PORT" = "$RELAY_PORT" ]; do PGB_PORT=$((PGB_PORT + 1)); done
+# PgBouncer has no max_prepared_statements in 1.18 (Debian 12): leave it out.
+write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log"
+sed -i '/^max_prepared_statements/d' "$dir/pgbouncer.ini"
+echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
+chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
+chmod 777 "$dir"
+if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'" \
+        >/dev/null 2>&1
+else
+    /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
+fi
+wait_port "$PGB_PORT"
+PGB_PID=$(cat "$dir/pgbouncer.pid")
+pids+=("$PGB_PID")
+
+tck=$(getconf CLK_TCK)
+
+# us_per_tx PORT PID MODE -> the proxy's CPU us per transaction ("?" if
+# pgbench failed); TPS and connection time go to stderr. Only the steady
+# state counts: the CPU is read once every pgbench thread has begun its
+# transactions (its per-transaction log exists), so the 64 logins of each
+# run (SCRAM, TLS-less but still a few hundred us each in a proxy) are left
+# out, and again SECONDS later; the transactions in between are counted
+# from pgbench's per-transaction log (-l: each line ends with the epoch
+# second and microsecond at which that transaction ended).
+us_per_tx() {
+    local b a t0 t1 out n tps conn logs="$dir/pgb.$1.$3" pg
+    rm -f "$logs".*
+    PGSSLMODE=disable PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$1" -U sl_scram -S -M "$3" \
+        -c "$clients" -j 2 -T $((secs + 30)) -l --log-prefix="$logs" sluice_test >"$dir/pgb.out" 2>&1 &
+    pg=$!
+    for _ in $(seq 1 600); do
+        [ "$(cat "$logs".* 2>/dev/null | head -c 1)" ] && [ "$(ls "$logs".* 2>/dev/null | wc -l)" -ge 2 ] &&
+            [ -s "$(ls "$logs".* | tail -n 1)" ] && break
+        sleep 0.1
+    done
+    sleep 0.5
+    t0=$(date +%s.%N)
+    b=$(cpu_ticks "$2")
+    sleep "$secs"
+    a=$(cpu_ticks "$2")
+    t1=$(date +%s.%N)
+    # pgbench's log is buffered (a few kB per thread): the lines lost to the
+    # kill are the last ones written, all after t1 once 0.2 s have passed.
+    sleep 0.2
+    kill -INT "$pg" 2>/dev/null || true
+    wait "$pg" || true
+    out=$(cat "$dir/pgb.out")
+    n=$(cat "$logs".* | awk -v t0="$t0" -v t1="$t1" '{t = $5 + $6 / 1e6} t >= t0 && t < t1 {n++} END{print n + 0}')
+    tps=$(awk -v n="$n" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.0f", n / (t1 - t0)}')
+    conn=$(echo "$out" | sed -n 's/^initial connection time = \([0-9.]*\) ms/\1/p')
+    if [ "${n:-0}" -gt 0 ]; then
+        awk -v t=$((a - b)) -v n="$n" -v hz="$tck" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}'
+    else
+        echo "?"
+        echo "$out" | tail -n 3 >&2
+    fi
+    echo "  port $1 -M $3: $tps tps over ${secs} s, $n transactions, 64 logins in ${conn:-?} ms" >&2
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a == "?" || b == "?" || b == 0) print "?"; else printf "%.2f", a / b}'; }
+
+targets=(relay sluice pgbouncer)
+declare -A port=([relay]=$RELAY_PORT [sluice]=$SLUICE_PORT [pgbouncer]=$PGB_PORT)
+declare -A pid=([relay]=$RELAY_PID [sluice]=$SLUICE_PID [pgbouncer]=$PGB_PID)
+# Warm-up: sluice and PgBouncer open their pools (and sluice its replica
+# pools) before anything is measured.
+for t in "${targets[@]}"; do
+    PGSSLMODE=disable PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "${port[$t]}" -U sl_scram -S \
+        -c "$clients" -j 2 -T 2 sluice_test >/dev/null 2>&1 || echo "warm-up through $t failed" >&2
+done
+echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), routing=$routing," \
+    "PgBouncer $(/usr/sbin/pgbouncer --version | head -n 1 | awk '{print $2}'), $clients clients, ${secs} s per run"
+echo
+echo "| run | -M | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for r in $(seq 1 "$runs"); do
+    for mode in simple extended; do
+        declare -A us=()
+        # Rotate the order: run 1 relay first, run 2 sluice first, ...
+        for i in 0 1 2; do
+            t=${targets[$(((i + r - 1) % 3))]}
+            us[$t]=$(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
+        done
+        echo "| $r | $mode | ${us[relay]} | ${us[sluice]} | ${us[pgbouncer]} |" \
+            "$(ratio "${us[sluice]}" "${us[relay]}") | $(ratio "${us[sluice]}" "${us[pgbouncer]}") |"
+    done
+done

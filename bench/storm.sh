@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Connection storms: pgbench -C (a new connection, SCRAM login included, for
+# every transaction) straight to PostgreSQL and through sluice, in turns.
+# PostgreSQL forks a backend per connection; sluice logs the client in
+# itself and hands it a pooled server, so it should take new connections
+# much faster than PostgreSQL does (issue 13: keep it at least 2x direct).
+#
+#   bash bench/storm.sh [SECONDS] [ROUNDS] [SLUICE_BIN]   (default 10 s, 2 rounds)
+#
+# pgbench -S -C, 16 clients, -j 2, SCRAM for clients (the client side's
+# PBKDF2 is the same for both targets) and for sluice's backend logins;
+# transaction pooling, pool of 20. Prints connections (= transactions) per
+# second of each run and the ratio sluice/direct.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+secs=${1:-10}
+rounds=${2:-2}
+bin=${3:-}
+clients=16
+bash tests/install-deps.sh
+if [ -z "$bin" ]; then
+    cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build-bench -j2 --target sluice >/dev/null
+    bin=$top/build-bench/sluice
+fi
+bin=$(realpath "$bin")
+
+. "$top/bench/lib.sh"
+bench_cluster sluice-storm
+
+port=$(free_port)
+bench_ini "$dir/sluice.ini" "$port" 20 "$dir/sluice.log"
+"$bin" "$dir/sluice.ini" &
+pids+=($!)
+wait_port "$port"
+
+rate() { # port -> transactions (each on a new connection) per second
+    PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$1" -U sl_scram -S -C -c "$clients" -j 2 \
+        -T "$secs" sluice_test 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+
+echo "| round | direct conn/s | sluice conn/s | sluice/direct |"
+echo "| --- | --- | --- | --- |"
+for r in $(seq 1 "$rounds"); do
+    if [ $((r % 2)) = 1 ]; then d=$(rate "$PRIMARY_PORT"); s=$(rate "$port"); else s=$(rate "$port"); d=$(rate "$PRIMARY_PORT"); fi
+    echo "| $r | ${d:-?} | ${s:-?} | $(awk -v a="${s:-0}" -v b="${d:-0}" 'BEGIN{if (b > 0) printf "%.2f", a / b; else print "?"}') |"
+done
