@@ -550,7 +550,9 @@ void sl_pool_release(sl_server_t *s, bool clean) {
     const char *why =
         !clean            ? "released dirty (transaction or message unfinished)"
         : s->close_needed ? "close requested"
-        : p->paused       ? "database paused"
+        : s->cancel_sent
+            ? "a cancel was sent to it (so that it cannot reach the next client's query)"
+        : p->paused ? "database paused"
         : w->cfg->server_lifetime_ms > 0 && now - s->connect_ms >= w->cfg->server_lifetime_ms
             ? "server_lifetime reached"
             : NULL;

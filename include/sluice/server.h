@@ -95,6 +95,9 @@ struct sl_server {
     int64_t connect_ms;     /* when the connection was opened */
     int64_t idle_since_ms;  /* when it last became idle */
     bool close_needed;      /* close at the next idle moment */
+    bool cancel_sent;       /* a cancel went to its backend: closed, not pooled, when its
+                               client lets it go (PostgreSQL signals a backend twice for one
+                               cancel, and a late signal would hit the next client's query) */
     bool reset_needed;      /* a client left session state on it: server_reset_query
                                before anyone else gets it */
     bool fresh;             /* just connected or checked: no server_check_query needed */

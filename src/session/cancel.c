@@ -75,6 +75,7 @@ static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
     }
     snprintf(job->tag, sizeof job->tag, "%s", c->tag);
     job->req.data = job;
+    s->cancel_sent = true;
     if (uv_queue_work(w->loop, &job->req, cancel_work, cancel_after) != 0) {
         if (job->cancel) PQfreeCancel(job->cancel);
         free(job);
