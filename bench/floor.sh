@@ -96,17 +96,7 @@ while [ "$PGB_PORT" = "$SLUICE_PORT" ] || [ "$PGB_PORT" = "$RELAY_PORT" ]; do PG
 # PgBouncer has no max_prepared_statements in 1.18 (Debian 12): leave it out.
 write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log"
 sed -i '/^max_prepared_statements/d' "$dir/pgbouncer.ini"
-echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
-chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
-chmod 777 "$dir"
-if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'" \
-        >/dev/null 2>&1
-else
-    /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
-fi
-wait_port "$PGB_PORT"
-PGB_PID=$(cat "$dir/pgbouncer.pid")
+start_pgbouncer "$dir/pgbouncer.ini" "$PGB_PORT"
 pids+=("$PGB_PID")
 
 tck=$(getconf CLK_TCK)

@@ -57,17 +57,7 @@ wait_port "$SLUICE_PORT"
 PGB_PORT=$(free_port)
 [ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
 write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log"
-echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
-chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
-chmod 777 "$dir"
-if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'" \
-        >/dev/null 2>&1
-else
-    /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
-fi
-wait_port "$PGB_PORT"
-PGB_PID=$(cat "$dir/pgbouncer.pid")
+start_pgbouncer "$dir/pgbouncer.ini" "$PGB_PORT"
 pids+=("$PGB_PID")
 
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }

@@ -62,3 +62,22 @@ wait_port() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Starts PgBouncer (Debian's, as the postgres user when run as root) on the
+# ini file $1 written by write_ini, listening on port $2; sets PGB_PID.
+start_pgbouncer() {
+    local ini=$1 port=$2 d
+    d=$(dirname "$ini")
+    echo "pidfile = $d/pgbouncer.pid" >>"$ini"
+    chown -R postgres "$ini" "$d/userlist.txt" 2>/dev/null || true
+    chmod 777 "$d"
+    if [ "$(id -u)" = 0 ]; then
+        # runuser resets the open files limit: raise it again for PgBouncer.
+        runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$ini'" \
+            >/dev/null 2>&1
+    else
+        /usr/sbin/pgbouncer -d "$ini" >/dev/null 2>&1
+    fi
+    wait_port "$port"
+    PGB_PID=$(cat "$d/pgbouncer.pid")
+}

@@ -63,18 +63,7 @@ PGB_PORT=$(free_port)
 [ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
 # PgBouncer runs as postgres: it reads the key copy the postgres user owns.
 write_ini "$dir/pgbouncer.ini" pgbouncer "$PGB_PORT" "$dir/pgbouncer.log" "$dir/pg/tls/pg-server.key"
-echo "pidfile = $dir/pgbouncer.pid" >>"$dir/pgbouncer.ini"
-chown -R postgres "$dir/pgbouncer.ini" "$dir/userlist.txt" 2>/dev/null || true
-chmod 777 "$dir"
-if [ "$(id -u)" = 0 ]; then
-    # runuser resets the open files limit: raise it again for PgBouncer.
-    runuser -u postgres -- sh -c "ulimit -n $(ulimit -n); exec /usr/sbin/pgbouncer -d '$dir/pgbouncer.ini'" \
-        >/dev/null 2>&1
-else
-    /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" >/dev/null 2>&1
-fi
-wait_port "$PGB_PORT"
-PGB_PID=$(cat "$dir/pgbouncer.pid")
+start_pgbouncer "$dir/pgbouncer.ini" "$PGB_PORT"
 pids+=("$PGB_PID")
 
 tck=$(getconf CLK_TCK)

@@ -214,6 +214,36 @@ static int pipeline_port(PGconn *c, int *ports, int n) {
     }
 }
 
+/* Sends a write (row id) and a read after it as two pipelined requests,
+ * then reads the ports of the three requests pipelined so far (a read
+ * already sent first) and checks where each ran: the read on a replica
+ * (first, what it did), the write on the primary (second) and the read
+ * after it there too (read-your-writes). */
+static void write_then_read(PGconn *c, int id, const char *first, const char *second,
+                            void (*before_reading)(void *), void *arg) {
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO rt VALUES (%d, 'p') ON CONFLICT (id) DO UPDATE SET pad = 'q' "
+             "RETURNING inet_server_port()",
+             id);
+    PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
+    PQpipelineSync(c);
+    PQflush(c);
+    if (before_reading) before_reading(arg);
+    int ports[3];
+    pipeline_port(c, ports, 1);
+    pipeline_port(c, ports + 1, 1);
+    pipeline_port(c, ports + 2, 1);
+    IT_ASSERT(is_replica(ports[0]), "the first read %s on a replica (%d)", first, ports[0]);
+    IT_ASSERT(ports[1] == it_cl.primary, "the write sent %s ran on the primary (%d)", second,
+              ports[1]);
+    IT_ASSERT(ports[2] == it_cl.primary, "the read after it, read-your-writes: primary (%d)",
+              ports[2]);
+    PQexitPipelineMode(c);
+}
+
 static void pipelined_once(const char *opts) {
     it_sluice_t s;
     it_sluice_start(&s, opts, RW_DB);
@@ -227,24 +257,7 @@ static void pipelined_once(const char *opts) {
     PQflush(c);
     usleep(100000);
     /* ... then, while it runs there, a write and another read. */
-    PQsendQueryParams(c,
-                      "INSERT INTO rt VALUES (-9, 'p') ON CONFLICT (id) DO UPDATE SET pad = 'q' "
-                      "RETURNING inet_server_port()",
-                      0, NULL, NULL, NULL, NULL, 0);
-    PQpipelineSync(c);
-    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
-    PQpipelineSync(c);
-    PQflush(c);
-    int ports[3];
-    pipeline_port(c, ports, 1);
-    pipeline_port(c, ports + 1, 1);
-    pipeline_port(c, ports + 2, 1);
-    IT_ASSERT(is_replica(ports[0]), "the first read ran on a replica (%d)", ports[0]);
-    IT_ASSERT(ports[1] == it_cl.primary, "the write sent meanwhile ran on the primary (%d)",
-              ports[1]);
-    IT_ASSERT(ports[2] == it_cl.primary, "the read after it, read-your-writes: primary (%d)",
-              ports[2]);
-    PQexitPipelineMode(c);
+    write_then_read(c, -9, "ran", "meanwhile", NULL, NULL);
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
@@ -252,6 +265,12 @@ static void pipelined_once(const char *opts) {
 static void pipelined(void) {
     pipelined_once("pool_mode = transaction\n");
     pipelined_once("pool_mode = transaction\nmax_prepared_statements = 0\n");
+}
+
+/* Lets the replica's only server go a moment after the write was sent. */
+static void commit_later(void *a) {
+    usleep(300000);
+    it_exec(a, "COMMIT");
 }
 
 /* A write pipelined while the client still waits for a replica's server
@@ -273,26 +292,7 @@ static void waiting_write(void) {
     PQpipelineSync(c);
     PQflush(c);
     usleep(300000); /* the read waits for the replica's server */
-    PQsendQueryParams(c,
-                      "INSERT INTO rt VALUES (-11, 'w') ON CONFLICT (id) DO UPDATE SET pad = 'w' "
-                      "RETURNING inet_server_port()",
-                      0, NULL, NULL, NULL, NULL, 0);
-    PQpipelineSync(c);
-    PQsendQueryParams(c, "SELECT inet_server_port()", 0, NULL, NULL, NULL, NULL, 0);
-    PQpipelineSync(c);
-    PQflush(c);
-    usleep(300000);
-    it_exec(a, "COMMIT");
-    int ports[3];
-    pipeline_port(c, ports, 1);
-    pipeline_port(c, ports + 1, 1);
-    pipeline_port(c, ports + 2, 1);
-    IT_ASSERT(is_replica(ports[0]), "the read waited for and ran on the replica (%d)", ports[0]);
-    IT_ASSERT(ports[1] == it_cl.primary, "the write sent while it waited ran on the primary (%d)",
-              ports[1]);
-    IT_ASSERT(ports[2] == it_cl.primary, "the read after it, read-your-writes: primary (%d)",
-              ports[2]);
-    PQexitPipelineMode(c);
+    write_then_read(c, -11, "waited for and ran", "while it waited", commit_later, a);
     PQfinish(c), PQfinish(a);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
