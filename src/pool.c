@@ -187,6 +187,9 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
                     "SCRAM keys derived from the configured password (PBKDF2, %d iterations, on "
                     "the event loop); later backend logins reuse them",
                     s->login->derived_iterations);
+    /* Other loops' logins reuse them instead of deriving their own. */
+    if (p->lp && p->scram_keys.iterations)
+        sl_ledger_keys_publish(p->w->ledger, p->lp, &p->scram_keys);
     if (err) {
         login_failed(p, s, err, code ? code : "08006");
         return;
@@ -196,6 +199,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
                 break;
+    if (p->lp && p->defaults.n > 0) sl_ledger_defaults_publish(p->w->ledger, p->lp, &p->defaults);
     sl_log_debug(s->tag, "backend connection ready");
     s->fresh = true;
     sl_server_set_state(s, SL_SV_IDLE);
@@ -364,6 +368,7 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
                                 sl_server_done_cb done) {
     /* A probe may outlive the pool: its login keeps a copy of the pool's
      * keys (this one is gone once the backend's server-first comes). */
+    if (p->lp) sl_ledger_keys_copy(p->w->ledger, p->lp, &p->scram_keys);
     sl_login_keys_t keys = p->scram_keys;
     sl_server_t *s = open_with(p, owner, tag, done, &keys, true);
     OPENSSL_cleanse(&keys, sizeof keys);
@@ -405,6 +410,7 @@ static bool lp_take_slot(sl_pool_t *p, int limit) {
 /* With several loops the caller holds a place taken by lp_take_slot: the
  * server gives it back when it closes (server_gone). */
 static void open_server(sl_pool_t *p) {
+    if (p->lp) sl_ledger_keys_copy(p->w->ledger, p->lp, &p->scram_keys);
     sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys, false);
     if (p->lp) {
         if (!s || s->state == SL_SV_CLOSING) { /* failed at once, before its hook was set */
@@ -763,6 +769,7 @@ static int configure(sl_pool_t *p) {
         sl_params_clear(&p->defaults);
         /* The password may have changed: derive again. */
         OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
+        if (p->lp) sl_ledger_pool_forget(p->w->ledger, p->lp);
     }
     p->keys = keys;
     p->vals = vals;
@@ -1126,6 +1133,11 @@ static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted)
     } else if (rc != SL_OK) {
         sl_server_close(s, "out of memory taking over a server from another worker");
     } else {
+        /* The server carries the parameters its last client set: a client
+         * that logs in on it takes its unset ones from this pool's fresh
+         * login values (fill_defaults), which this loop may not have
+         * learned yet (its pool never connected). */
+        (void)sl_pool_has_defaults(p);
         sl_log_debug(s->tag, "taken over by worker %d", l->worker_index);
         sl_server_adopt(s, &p->servers);
         p->lp_moved_in++;
@@ -1218,4 +1230,9 @@ static void lp_balance(sl_pool_t *p, int64_t now) {
     if (p->n_waiting > n_connecting(p) + p->n_checking && p->servers.n[SL_SV_IDLE] == 0)
         lp_pull(p, now);
     lp_publish(p);
+}
+
+bool sl_pool_has_defaults(sl_pool_t *p) {
+    if (p->defaults.n > 0) return true;
+    return p->lp && sl_ledger_defaults_copy(p->w->ledger, p->lp, &p->defaults);
 }

@@ -154,6 +154,10 @@ void sl_pool_close_all(sl_loop_t *w);
  * query_wait_timeout, surplus idle servers of a smaller pool closed). */
 void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
+/* True when the pool knows what a fresh backend login reports (defaults):
+ * learned by its own first login, or copied here from another loop's
+ * (workers share them through the ledger). */
+bool sl_pool_has_defaults(sl_pool_t *p);
 /* PAUSE and RESUME (control.c): a paused pool keeps its waiters queued,
  * hands out and opens no server, closes its idle and connecting servers
  * now and the others as they are released. */
