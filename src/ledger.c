@@ -204,3 +204,15 @@ void sl_ledger_pool_forget(sl_ledger_t *lg, sl_ledger_pool_t *e) {
 uint32_t sl_ledger_server_id(sl_ledger_t *lg) {
     return atomic_fetch_add_explicit(&lg->server_ids, 1, memory_order_relaxed) + 1;
 }
+
+int sl_ledger_db_refs(sl_ledger_t *lg, const char *db) {
+    int n = 0;
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *e = sl_container_of(it, sl_ledger_pool_t, node);
+        if (strcmp(e->db, db) == 0) n += e->refs;
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return n;
+}

@@ -610,6 +610,11 @@ static void retire_stats(sl_pool_t *p) {
     bool others = false;
     for (sl_list_t *it = l->pools.next; it != &l->pools && !others; it = it->next)
         others = strcmp(sl_container_of(it, sl_pool_t, node)->db_alias, p->db_alias) == 0;
+    /* The database stays listed while another worker has a pool of it (its
+     * rows sum every loop's pools and retired counters): p's entry holds
+     * one reference still, so more means another pool, or a server of one
+     * on its way between loops (kept a little longer then: harmless). */
+    if (!others && p->lp) others = sl_ledger_db_refs(l->ledger, p->db_alias) > 1;
     sl_retired_stats_t *r = retired_of(l, p->db_alias);
     if (!others) {
         if (r) {

@@ -112,6 +112,10 @@ void sl_ledger_keys_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_login_keys_t *
 /* The pool's connection settings changed (reload): the shared parameters
  * and keys were learned with the old ones, and are dropped. */
 void sl_ledger_pool_forget(sl_ledger_t *lg, sl_ledger_pool_t *e);
+/* References to the entries of database db (any user, any backend): the
+ * pools of db on every loop, and servers of them on their way between
+ * loops. Takes the mutex. */
+int sl_ledger_db_refs(sl_ledger_t *lg, const char *db);
 /* A new server id (S-<id>), unique over every loop of the process. */
 uint32_t sl_ledger_server_id(sl_ledger_t *lg);
 
