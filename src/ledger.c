@@ -3,6 +3,7 @@
 #include "sluice/ledger.h"
 
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,4 +216,57 @@ int sl_ledger_db_refs(sl_ledger_t *lg, const char *db) {
     }
     pthread_mutex_unlock(&lg->mu);
     return n;
+}
+
+void sl_ledger_fail_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const char *error,
+                            const char *code, int64_t ms) {
+    pthread_mutex_lock(&lg->mu);
+    snprintf(e->fail_error, sizeof e->fail_error, "%s", error);
+    snprintf(e->fail_code, sizeof e->fail_code, "%s", code);
+    e->fail_ms = ms;
+    atomic_store_explicit(&e->failed, true, memory_order_release);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_fail_clear(sl_ledger_t *lg, sl_ledger_pool_t *e) {
+    if (!atomic_load_explicit(&e->failed, memory_order_acquire)) return;
+    pthread_mutex_lock(&lg->mu);
+    atomic_store_explicit(&e->failed, false, memory_order_release);
+    e->fail_ms = 0;
+    pthread_mutex_unlock(&lg->mu);
+}
+
+bool sl_ledger_fail_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, char *error, size_t cap, char *code,
+                         int64_t *ms) {
+    if (!atomic_load_explicit(&e->failed, memory_order_acquire)) return false;
+    pthread_mutex_lock(&lg->mu);
+    bool failed = atomic_load_explicit(&e->failed, memory_order_relaxed);
+    if (failed) {
+        snprintf(error, cap, "%s", e->fail_error);
+        snprintf(code, 6, "%s", e->fail_code);
+        *ms = e->fail_ms;
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return failed;
+}
+
+sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t *e, bool by_db,
+                                         bool by_user, int not_loop, int *loop) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *o = sl_container_of(it, sl_ledger_pool_t, node);
+        if (o == e || !((by_db && o->by_db == e->by_db) || (by_user && o->by_user == e->by_user)))
+            continue;
+        for (int i = 0; i < o->nloops; i++) {
+            if (i == not_loop || atomic_load_explicit(&o->slot[i].idle, memory_order_acquire) <= 0)
+                continue;
+            o->refs++;
+            *loop = i;
+            pthread_mutex_unlock(&lg->mu);
+            return o;
+        }
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return NULL;
 }

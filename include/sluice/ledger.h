@@ -70,6 +70,12 @@ typedef struct sl_ledger_pool {
                                    parameters (a server moved in carries another client's) */
     sl_login_keys_t scram_keys; /* SCRAM keys derived from the configured password for the
                                    backend's salt (iterations 0: none yet); cleansed when freed */
+    atomic_bool failed;         /* a permanent login failure is recorded below (read without
+                                   the mutex, so that a loop with none looks no further) */
+    int64_t fail_ms;            /* when it happened (loop clock, ms: every loop's is the same
+                                   monotonic clock) */
+    char fail_error[480];       /* its message, as waiters are told it */
+    char fail_code[6];          /* its SQLSTATE */
     int nloops;                 /* entries in slot */
     sl_ledger_slot_t slot[];    /* per loop, by worker_index */
 } sl_ledger_pool_t;
@@ -116,6 +122,23 @@ void sl_ledger_pool_forget(sl_ledger_t *lg, sl_ledger_pool_t *e);
  * pools of db on every loop, and servers of them on their way between
  * loops. Takes the mutex. */
 int sl_ledger_db_refs(sl_ledger_t *lg, const char *db);
+/* A backend login of the pool failed for a reason a retry does not cure
+ * (wrong password, no such database): recorded for every loop, so that
+ * none tries again within server_login_retry. */
+void sl_ledger_fail_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const char *error,
+                            const char *code, int64_t ms);
+/* A login works again: the record goes. */
+void sl_ledger_fail_clear(sl_ledger_t *lg, sl_ledger_pool_t *e);
+/* The recorded failure, if any: true with its message (error, cap bytes),
+ * SQLSTATE (code, 6 bytes) and time. */
+bool sl_ledger_fail_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, char *error, size_t cap, char *code,
+                         int64_t *ms);
+/* Another entry than e whose servers count under the same database cap
+ * (by_db) or user cap (by_user) as e's, with an idle server on a loop
+ * other than not_loop: that entry with a reference for the caller, and
+ * the loop's index in *loop; NULL when none. Takes the mutex. */
+sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t *e, bool by_db,
+                                         bool by_user, int not_loop, int *loop);
 /* A new server id (S-<id>), unique over every loop of the process. */
 uint32_t sl_ledger_server_id(sl_ledger_t *lg);
 

@@ -97,6 +97,8 @@ typedef struct sl_pool {
     int64_t lp_oldest_ms;
     int lp_arrived;        /* servers adopted from other loops since the last publish */
     int64_t lp_pull_ms;    /* when it last asked other loops for an idle server */
+    int64_t lp_evict_ms;   /* when it last asked another loop to close an idle server of a
+                              pool under the same max_db/max_user_connections */
     uint64_t lp_moved_in;  /* servers taken over from other loops */
     uint64_t lp_moved_out; /* servers handed to other loops */
 } sl_pool_t;
