@@ -571,7 +571,12 @@ static void session_and_reload(void) {
     /* Reload without replicas: a connected client's reads go to the primary. */
     rewrite_ini(&s, to, "\n");
     kill(s.pid, SIGHUP);
-    IT_ASSERT(it_log_wait(&s, "replicas removed from the config", 1, 5) == 1, "taken");
+    IT_ASSERT(it_log_wait(&s, "replicas removed from the config", 1, 5) >= 1, "taken");
+    /* With workers, each takes the reload itself: the client's may come a
+     * moment after the line another one logged. */
+    double deadline = it_now() + 5;
+    while (port_of(c, "SELECT inet_server_port()") != it_cl.primary)
+        IT_ASSERT(it_now() < deadline, "the client's worker took the reload");
     IT_ASSERT(count_on(c, it_cl.primary, 20) == 20, "reads on the primary");
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
