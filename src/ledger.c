@@ -2,16 +2,19 @@
  * (once per pool a loop makes), then counted with atomics. */
 #include "sluice/ledger.h"
 
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct sl_ledger {
-    pthread_mutex_t mu; /* guards pools, counters and every refs */
-    sl_list_t pools;    /* sl_ledger_pool_t */
-    sl_list_t counters; /* sl_ledger_count_t */
-    atomic_int clients; /* clients of all loops (max_client_conn) */
-    int nloops;         /* loops it was made for */
-    sl_stmt_ids_t *ids; /* owned: statement ids shared by the loops' registries */
+    pthread_mutex_t mu;          /* guards pools, counters and every refs */
+    sl_list_t pools;             /* sl_ledger_pool_t */
+    sl_list_t counters;          /* sl_ledger_count_t */
+    atomic_int clients;          /* clients of all loops (max_client_conn) */
+    _Atomic uint32_t server_ids; /* the last S-<id> handed out, over all loops */
+    int nloops;                  /* loops it was made for */
+    sl_stmt_ids_t *ids;          /* owned: statement ids shared by the loops' registries */
     sl_loop_t *loops[SL_LEDGER_MAX_LOOPS]; /* borrowed, by worker_index; set before they run */
 };
 
@@ -39,6 +42,8 @@ static void count_free(sl_ledger_count_t *c) {
 
 static void pool_free(sl_ledger_pool_t *e) {
     sl_list_unlink(&e->node);
+    sl_params_clear(&e->defaults);
+    OPENSSL_cleanse(&e->scram_keys, sizeof e->scram_keys);
     free(e->db);
     free(e->user);
     free(e);
@@ -154,4 +159,114 @@ void sl_ledger_pool_put(sl_ledger_t *lg, sl_ledger_pool_t *e) {
 
 int sl_ledger_clients_add(sl_ledger_t *lg, int delta) {
     return atomic_fetch_add_explicit(&lg->clients, delta, memory_order_acq_rel) + delta;
+}
+
+void sl_ledger_defaults_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const sl_params_t *d) {
+    pthread_mutex_lock(&lg->mu);
+    if (e->defaults.n == 0)
+        for (int i = 0; i < d->n; i++)
+            if (sl_params_set(&e->defaults, d->v[i].name, d->v[i].value) != SL_OK) {
+                sl_params_clear(&e->defaults); /* all or nothing: a partial list misleads */
+                break;
+            }
+    pthread_mutex_unlock(&lg->mu);
+}
+
+bool sl_ledger_defaults_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_params_t *out) {
+    pthread_mutex_lock(&lg->mu);
+    for (int i = 0; i < e->defaults.n; i++)
+        if (sl_params_set(out, e->defaults.v[i].name, e->defaults.v[i].value) != SL_OK) {
+            sl_params_clear(out);
+            break;
+        }
+    pthread_mutex_unlock(&lg->mu);
+    return out->n > 0;
+}
+
+void sl_ledger_keys_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const sl_login_keys_t *k) {
+    pthread_mutex_lock(&lg->mu);
+    if (e->scram_keys.iterations == 0) e->scram_keys = *k;
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_keys_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_login_keys_t *out) {
+    pthread_mutex_lock(&lg->mu);
+    if (out->iterations == 0) *out = e->scram_keys;
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_pool_forget(sl_ledger_t *lg, sl_ledger_pool_t *e) {
+    pthread_mutex_lock(&lg->mu);
+    sl_params_clear(&e->defaults);
+    OPENSSL_cleanse(&e->scram_keys, sizeof e->scram_keys);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+uint32_t sl_ledger_server_id(sl_ledger_t *lg) {
+    return atomic_fetch_add_explicit(&lg->server_ids, 1, memory_order_relaxed) + 1;
+}
+
+int sl_ledger_db_refs(sl_ledger_t *lg, const char *db) {
+    int n = 0;
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *e = sl_container_of(it, sl_ledger_pool_t, node);
+        if (strcmp(e->db, db) == 0) n += e->refs;
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return n;
+}
+
+void sl_ledger_fail_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const char *error,
+                            const char *code, int64_t ms) {
+    pthread_mutex_lock(&lg->mu);
+    snprintf(e->fail_error, sizeof e->fail_error, "%s", error);
+    snprintf(e->fail_code, sizeof e->fail_code, "%s", code);
+    e->fail_ms = ms;
+    atomic_store_explicit(&e->failed, true, memory_order_release);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_fail_clear(sl_ledger_t *lg, sl_ledger_pool_t *e) {
+    if (!atomic_load_explicit(&e->failed, memory_order_acquire)) return;
+    pthread_mutex_lock(&lg->mu);
+    atomic_store_explicit(&e->failed, false, memory_order_release);
+    e->fail_ms = 0;
+    pthread_mutex_unlock(&lg->mu);
+}
+
+bool sl_ledger_fail_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, char *error, size_t cap, char *code,
+                         int64_t *ms) {
+    if (!atomic_load_explicit(&e->failed, memory_order_acquire)) return false;
+    pthread_mutex_lock(&lg->mu);
+    bool failed = atomic_load_explicit(&e->failed, memory_order_relaxed);
+    if (failed) {
+        snprintf(error, cap, "%s", e->fail_error);
+        snprintf(code, 6, "%s", e->fail_code);
+        *ms = e->fail_ms;
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return failed;
+}
+
+sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t *e, bool by_db,
+                                         bool by_user, int not_loop, int *loop) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *o = sl_container_of(it, sl_ledger_pool_t, node);
+        if (o == e || !((by_db && o->by_db == e->by_db) || (by_user && o->by_user == e->by_user)))
+            continue;
+        for (int i = 0; i < o->nloops; i++) {
+            if (i == not_loop || atomic_load_explicit(&o->slot[i].idle, memory_order_acquire) <= 0)
+                continue;
+            o->refs++;
+            *loop = i;
+            pthread_mutex_unlock(&lg->mu);
+            return o;
+        }
+    }
+    pthread_mutex_unlock(&lg->mu);
+    return NULL;
 }

@@ -158,6 +158,8 @@ static void login_failed(sl_pool_t *p, sl_server_t *s, const char *err, const ch
     snprintf(p->last_code, sizeof p->last_code, "%s", code);
     p->login_fail_ms = now;
     p->fail_permanent = !transient;
+    /* The other workers' pools of the entry do not try again either. */
+    if (p->lp && !transient) sl_ledger_fail_publish(p->w->ledger, p->lp, err, code, now);
     sl_server_close(s, err);
     /* The waiters learn it, and the next attempt is scheduled, from the
      * deferred queue (pool_dispatch). */
@@ -176,6 +178,21 @@ static void login_works(sl_pool_t *p) {
     p->retry_delay_ms = 0;
     p->login_fail_ms = 0;
     p->fail_permanent = false;
+    if (p->lp) sl_ledger_fail_clear(p->w->ledger, p->lp);
+}
+
+/* With several workers: a permanent login failure another worker's pool
+ * met within server_login_retry is this pool's too (its waiters are told
+ * it at once, and no login is tried), as with one worker. */
+static void lp_learn_failure(sl_pool_t *p, int64_t now) {
+    int64_t at;
+    if (p->login_fail_ms || !p->lp ||
+        !sl_ledger_fail_copy(p->w->ledger, p->lp, p->last_error, sizeof p->last_error,
+                             p->last_code, &at) ||
+        now - at >= p->w->cfg->server_login_retry_ms)
+        return;
+    p->login_fail_ms = at > 0 ? at : 1;
+    p->fail_permanent = true;
 }
 
 static void connect_done(sl_server_t *s, const char *err, const char *code) {
@@ -187,6 +204,9 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
                     "SCRAM keys derived from the configured password (PBKDF2, %d iterations, on "
                     "the event loop); later backend logins reuse them",
                     s->login->derived_iterations);
+    /* Other loops' logins reuse them instead of deriving their own. */
+    if (p->lp && p->scram_keys.iterations)
+        sl_ledger_keys_publish(p->w->ledger, p->lp, &p->scram_keys);
     if (err) {
         login_failed(p, s, err, code ? code : "08006");
         return;
@@ -196,6 +216,7 @@ static void connect_done(sl_server_t *s, const char *err, const char *code) {
         for (int i = 0; i < s->reported.n; i++)
             if (sl_params_set(&p->defaults, s->reported.v[i].name, s->reported.v[i].value) < 0)
                 break;
+    if (p->lp && p->defaults.n > 0) sl_ledger_defaults_publish(p->w->ledger, p->lp, &p->defaults);
     sl_log_debug(s->tag, "backend connection ready");
     s->fresh = true;
     sl_server_set_state(s, SL_SV_IDLE);
@@ -238,6 +259,8 @@ static bool can_open(sl_pool_t *p, int64_t now) {
 /* At a database or user cap, an idle server of a sibling pool is closed to
  * make room (as PgBouncer does), rather than letting idle servers starve a
  * pool that has waiters. Returns true if one was closed. */
+static void lp_evict_remote(sl_pool_t *p, int64_t now, int limit);
+
 static bool evict_idle_sibling(sl_pool_t *p) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &p->w->pools) {
@@ -260,6 +283,7 @@ static bool evict_idle_sibling(sl_pool_t *p) {
  * database): none within server_login_retry, asking again would not cure
  * it. */
 static bool login_allowed(sl_pool_t *p, int64_t now) {
+    lp_learn_failure(p, now);
     if (!p->login_fail_ms) return true;
     if (p->fail_permanent) return now - p->login_fail_ms >= p->w->cfg->server_login_retry_ms;
     if (n_connecting(p) > 0) return false;
@@ -364,6 +388,7 @@ sl_server_t *sl_pool_open_probe(sl_pool_t *p, void *owner, const char *tag,
                                 sl_server_done_cb done) {
     /* A probe may outlive the pool: its login keeps a copy of the pool's
      * keys (this one is gone once the backend's server-first comes). */
+    if (p->lp) sl_ledger_keys_copy(p->w->ledger, p->lp, &p->scram_keys);
     sl_login_keys_t keys = p->scram_keys;
     sl_server_t *s = open_with(p, owner, tag, done, &keys, true);
     OPENSSL_cleanse(&keys, sizeof keys);
@@ -405,6 +430,7 @@ static bool lp_take_slot(sl_pool_t *p, int limit) {
 /* With several loops the caller holds a place taken by lp_take_slot: the
  * server gives it back when it closes (server_gone). */
 static void open_server(sl_pool_t *p) {
+    if (p->lp) sl_ledger_keys_copy(p->w->ledger, p->lp, &p->scram_keys);
     sl_server_t *s = open_with(p, p, p->tag, connect_done, &p->scram_keys, false);
     if (p->lp) {
         if (!s || s->state == SL_SV_CLOSING) { /* failed at once, before its hook was set */
@@ -500,8 +526,10 @@ static void pool_dispatch(sl_pool_t *p) {
             break;
         }
         int limit = open_limit(p, now);
-        if (!open_if_room(p, now, limit) && !(evict_idle_sibling(p) && open_if_room(p, now, limit)))
+        if (!open_if_room(p, now, limit) && !(evict_idle_sibling(p) && open_if_room(p, now, limit))) {
+            if (p->lp) lp_evict_remote(p, now, limit);
             break;
+        }
     }
     if (p->lp) lp_balance(p, now);
 }
@@ -604,6 +632,11 @@ static void retire_stats(sl_pool_t *p) {
     bool others = false;
     for (sl_list_t *it = l->pools.next; it != &l->pools && !others; it = it->next)
         others = strcmp(sl_container_of(it, sl_pool_t, node)->db_alias, p->db_alias) == 0;
+    /* The database stays listed while another worker has a pool of it (its
+     * rows sum every loop's pools and retired counters): p's entry holds
+     * one reference still, so more means another pool, or a server of one
+     * on its way between loops (kept a little longer then: harmless). */
+    if (!others && p->lp) others = sl_ledger_db_refs(l->ledger, p->db_alias) > 1;
     sl_retired_stats_t *r = retired_of(l, p->db_alias);
     if (!others) {
         if (r) {
@@ -763,6 +796,7 @@ static int configure(sl_pool_t *p) {
         sl_params_clear(&p->defaults);
         /* The password may have changed: derive again. */
         OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
+        if (p->lp) sl_ledger_pool_forget(p->w->ledger, p->lp);
     }
     p->keys = keys;
     p->vals = vals;
@@ -1125,6 +1159,17 @@ static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted)
                                 : "the worker it was handed to is stopping");
     } else if (rc != SL_OK) {
         sl_server_close(s, "out of memory taking over a server from another worker");
+    } else if (!sl_pool_has_defaults(p)) {
+        /* The server carries the parameters its last client set: a client
+         * that logs in on it takes its unset ones from this pool's fresh
+         * login values (fill_defaults). This loop learns them from the
+         * ledger when its pool never connected; when nobody knows them (a
+         * reload changed the pool's settings and forgot them), the server
+         * would hand one client's settings to another: closed, and a fresh
+         * login (which learns them) takes its place. */
+        sl_server_close(s, "its pool's login values are unknown on the worker it was handed to "
+                           "(settings reloaded)");
+        pool_wake(p);
     } else {
         sl_log_debug(s->tag, "taken over by worker %d", l->worker_index);
         sl_server_adopt(s, &p->servers);
@@ -1218,4 +1263,75 @@ static void lp_balance(sl_pool_t *p, int64_t now) {
     if (p->n_waiting > n_connecting(p) + p->n_checking && p->servers.n[SL_SV_IDLE] == 0)
         lp_pull(p, now);
     lp_publish(p);
+}
+
+bool sl_pool_has_defaults(sl_pool_t *p) {
+    if (p->defaults.n > 0) return true;
+    return p->lp && sl_ledger_defaults_copy(p->w->ledger, p->lp, &p->defaults);
+}
+
+/* Closing an idle server of another pool on another loop, to make room
+ * under max_db/max_user_connections for the asker (a loop index and its
+ * entry), which is woken once it is done. */
+typedef struct lp_evict_msg {
+    sl_loop_msg_t msg;
+    sl_ledger_pool_t *victim; /* a reference: the entry whose idle server goes */
+    sl_ledger_pool_t *asker;  /* a reference: the entry whose waiters want the room */
+    int asker_loop;           /* worker index of the asker's loop */
+} lp_evict_msg_t;
+
+static void evict_back_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    lp_evict_msg_t *em = sl_container_of(m, lp_evict_msg_t, msg);
+    sl_pool_t *p = live ? pool_of(l, em->asker) : NULL;
+    if (p) pool_wake(p);
+    sl_ledger_pool_put(l->ledger, em->asker);
+    free(em);
+}
+
+static void evict_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    lp_evict_msg_t *em = sl_container_of(m, lp_evict_msg_t, msg);
+    sl_pool_t *q = live ? pool_of(l, em->victim) : NULL;
+    if (q && q->servers.n[SL_SV_IDLE] > 0) {
+        sl_server_t *s = sl_container_of(q->servers.in[SL_SV_IDLE].prev, sl_server_t, node);
+        /* Its places under the caps are given back as it starts closing
+         * (server_gone), before the asker is woken below. */
+        sl_server_close(s, "making room for another worker's pool under "
+                           "max_db/max_user_connections");
+        lp_publish(q);
+    }
+    sl_ledger_pool_put(l->ledger, em->victim);
+    sl_loop_t *to = sl_ledger_loop(l->ledger, em->asker_loop);
+    em->msg.run = evict_back_run;
+    if (!to || !sl_loop_post(to, &em->msg)) {
+        sl_ledger_pool_put(l->ledger, em->asker);
+        free(em);
+    }
+}
+
+/* Waiters here, no room under max_db/max_user_connections (this pool's own
+ * pool_size is not what stops it), and no idle sibling on this loop to
+ * close: one on another loop is asked to close (at most once per
+ * millisecond of this loop's clock; the next dispatch asks again). */
+static void lp_evict_remote(sl_pool_t *p, int64_t now, int limit) {
+    if ((!p->max_db && !p->max_user) || now == p->lp_evict_ms ||
+        sl_ledger_read(&p->lp->servers) >= limit)
+        return;
+    p->lp_evict_ms = now;
+    int at;
+    sl_ledger_pool_t *victim = sl_ledger_idle_sibling(p->w->ledger, p->lp, p->max_db > 0,
+                                                      p->max_user > 0, p->w->worker_index, &at);
+    if (!victim) return;
+    lp_evict_msg_t *em = malloc(sizeof *em);
+    sl_loop_t *to = sl_ledger_loop(p->w->ledger, at);
+    if (em) {
+        em->msg.run = evict_run;
+        em->victim = victim;
+        em->asker = p->lp;
+        em->asker_loop = p->w->worker_index;
+        sl_ledger_pool_ref(p->w->ledger, p->lp);
+        if (to && sl_loop_post(to, &em->msg)) return;
+        sl_ledger_pool_put(p->w->ledger, p->lp);
+        free(em);
+    }
+    sl_ledger_pool_put(p->w->ledger, victim);
 }

@@ -267,6 +267,9 @@ static void update_writer(sl_route_t *r) {
         if (r->b[i].up && !r->b[i].in_recovery) next = i;
     if (next == cur) return;
     r->writer = next;
+    /* Other workers copy it before the line below is read: a client that
+     * acts on the log (an operator, a test) finds every worker agreeing. */
+    sl_route_publish(r);
     if (next < 0) {
         sl_log_warn(r->tag, "no primary is up: writes fail until one answers or a replica is "
                             "promoted");

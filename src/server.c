@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "sluice/ledger.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 
@@ -453,7 +454,9 @@ static sl_server_t *server_new(sl_loop_t *w, void *owner, const char *tag, sl_se
     sl_stmt_cache_init(&s->stmts);
     s->w = w;
     s->owner = owner;
-    s->id = ++w->next_server_id;
+    /* With several loops, ids come from the ledger so that S-<id> names one
+     * server in every log line and console row, whichever loop it is on. */
+    s->id = w->ledger ? sl_ledger_server_id(w->ledger) : ++w->next_server_id;
     sl_conn_init(&s->sock, w->loop, &w->kicks, server_event_cb, sock_closed_cb, s);
     s->done = done;
     s->state = SL_SV_RESOLVING; /* the first state: on no list until a pool adopts it */

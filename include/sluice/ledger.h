@@ -18,7 +18,9 @@
 #include <stdint.h>
 
 #include "sluice/list.h"
+#include "sluice/login.h"
 #include "sluice/loop.h"
+#include "sluice/params.h"
 #include "sluice/stmt.h"
 
 /* More loops than this are refused by sl_ledger_new. */
@@ -60,6 +62,20 @@ typedef struct sl_ledger_pool {
     sl_ledger_count_t *by_user; /* owned reference: servers and logins of (user, backend) */
     atomic_int servers;         /* backend connections of this pool in all loops: a slot is
                                    taken before a login starts and given back when it closes */
+    /* What one loop learned that the others need, under the ledger's mutex
+     * (read only when a loop's own copy is empty: a first login there, or
+     * after a reload): */
+    sl_params_t defaults;       /* owned: the ParameterStatus values of a fresh backend login,
+                                   so that any loop answers logins and fills a client's unset
+                                   parameters (a server moved in carries another client's) */
+    sl_login_keys_t scram_keys; /* SCRAM keys derived from the configured password for the
+                                   backend's salt (iterations 0: none yet); cleansed when freed */
+    atomic_bool failed;         /* a permanent login failure is recorded below (read without
+                                   the mutex, so that a loop with none looks no further) */
+    int64_t fail_ms;            /* when it happened (loop clock, ms: every loop's is the same
+                                   monotonic clock) */
+    char fail_error[480];       /* its message, as waiters are told it */
+    char fail_code[6];          /* its SQLSTATE */
     int nloops;                 /* entries in slot */
     sl_ledger_slot_t slot[];    /* per loop, by worker_index */
 } sl_ledger_pool_t;
@@ -86,6 +102,45 @@ sl_ledger_pool_t *sl_ledger_pool_get(sl_ledger_t *lg, const char *db, const char
 void sl_ledger_pool_ref(sl_ledger_t *lg, sl_ledger_pool_t *e);
 /* Drops a reference; the entry is freed with its last one. */
 void sl_ledger_pool_put(sl_ledger_t *lg, sl_ledger_pool_t *e);
+
+/* Publishes a fresh backend's reported parameters for every loop, unless
+ * some loop did already (they are the same for one pool's settings). */
+void sl_ledger_defaults_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const sl_params_t *d);
+/* Copies the published parameters into *out (which must be empty): true
+ * when there were some; false when none yet or out of memory (*out stays
+ * empty). */
+bool sl_ledger_defaults_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_params_t *out);
+/* SCRAM keys derived by a loop, for the others' logins: published once
+ * (the first derivation wins; a reload that changes the password forgets
+ * them, sl_ledger_pool_forget); copy gives them when *out is empty. */
+void sl_ledger_keys_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const sl_login_keys_t *k);
+void sl_ledger_keys_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_login_keys_t *out);
+/* The pool's connection settings changed (reload): the shared parameters
+ * and keys were learned with the old ones, and are dropped. */
+void sl_ledger_pool_forget(sl_ledger_t *lg, sl_ledger_pool_t *e);
+/* References to the entries of database db (any user, any backend): the
+ * pools of db on every loop, and servers of them on their way between
+ * loops. Takes the mutex. */
+int sl_ledger_db_refs(sl_ledger_t *lg, const char *db);
+/* A backend login of the pool failed for a reason a retry does not cure
+ * (wrong password, no such database): recorded for every loop, so that
+ * none tries again within server_login_retry. */
+void sl_ledger_fail_publish(sl_ledger_t *lg, sl_ledger_pool_t *e, const char *error,
+                            const char *code, int64_t ms);
+/* A login works again: the record goes. */
+void sl_ledger_fail_clear(sl_ledger_t *lg, sl_ledger_pool_t *e);
+/* The recorded failure, if any: true with its message (error, cap bytes),
+ * SQLSTATE (code, 6 bytes) and time. */
+bool sl_ledger_fail_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, char *error, size_t cap, char *code,
+                         int64_t *ms);
+/* Another entry than e whose servers count under the same database cap
+ * (by_db) or user cap (by_user) as e's, with an idle server on a loop
+ * other than not_loop: that entry with a reference for the caller, and
+ * the loop's index in *loop; NULL when none. Takes the mutex. */
+sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t *e, bool by_db,
+                                         bool by_user, int not_loop, int *loop);
+/* A new server id (S-<id>), unique over every loop of the process. */
+uint32_t sl_ledger_server_id(sl_ledger_t *lg);
 
 /* Adds one to *n if that keeps it at or below cap (cap <= 0: no cap), as
  * one compare-and-swap, so that racing loops never overshoot; false when

@@ -97,6 +97,8 @@ typedef struct sl_pool {
     int64_t lp_oldest_ms;
     int lp_arrived;        /* servers adopted from other loops since the last publish */
     int64_t lp_pull_ms;    /* when it last asked other loops for an idle server */
+    int64_t lp_evict_ms;   /* when it last asked another loop to close an idle server of a
+                              pool under the same max_db/max_user_connections */
     uint64_t lp_moved_in;  /* servers taken over from other loops */
     uint64_t lp_moved_out; /* servers handed to other loops */
 } sl_pool_t;
@@ -154,6 +156,10 @@ void sl_pool_close_all(sl_loop_t *w);
  * query_wait_timeout, surplus idle servers of a smaller pool closed). */
 void sl_pool_reconfigure_all(sl_loop_t *w);
 int sl_pool_total(const sl_pool_t *p);
+/* True when the pool knows what a fresh backend login reports (defaults):
+ * learned by its own first login, or copied here from another loop's
+ * (workers share them through the ledger). */
+bool sl_pool_has_defaults(sl_pool_t *p);
 /* PAUSE and RESUME (control.c): a paused pool keeps its waiters queued,
  * hands out and opens no server, closes its idle and connecting servers
  * now and the others as they are released. */

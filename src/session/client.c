@@ -412,7 +412,7 @@ static void auth_ok(sl_client_t *c) {
     /* As PgBouncer does: once the pool knows what a fresh backend reports,
      * the login needs no server, and a busy pool does not hold it up. */
     sl_pool_t *lp = sl_router_login_pool(c);
-    if (lp && lp->defaults.n > 0) {
+    if (lp && sl_pool_has_defaults(lp)) {
         sl_relay_welcome(c, lp);
         return;
     }

@@ -426,6 +426,10 @@ static const char *test_workers(void) {
     return v && *v ? v : "1";
 }
 
+int it_workers(void) {
+    return atoi(test_workers());
+}
+
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
     char workers[64] = "";

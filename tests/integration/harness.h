@@ -32,6 +32,9 @@ void it_init(const char *name);
  * verbose level set before opts; SLUICE_TEST_WRAPPER, a command sluice runs
  * under ("valgrind --error-exitcode=99 ...", given SLUICE_TEST_NAME). */
 void it_sluice_start(it_sluice_t *s, const char *opts, const char *dbs);
+/* The workers a sluice runs when its test's options do not set them
+ * (SLUICE_TEST_WORKERS, else 1). */
+int it_workers(void);
 /* Starts sluice as it_sluice_start does, but in dir (the caller's; the
  * Unix socket is made there) on port, which another sluice may share
  * (so_reuseport): for instances that must know each other's addresses

@@ -4,12 +4,14 @@
  * a pool of one server with clients waiting, typed columns, counters,
  * RELOAD of a broken file, SET, KILL_CLIENT, the Unix-socket peer login,
  * the extended protocol refused, and several statements in one Query. */
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,6 +50,42 @@ static int find_row(const PGresult *r, const char *c1, const char *v1, const cha
     return -1;
 }
 
+/* The row of SHOW CLIENTS result r that is connection c, or -1. Its id
+ * column is not c's BackendKeyData pid: that pid holds only the id's low
+ * bits, next to the worker's index (cancelkey.h). Over TCP the row is the
+ * one whose port is c's own end of the connection; over the Unix socket,
+ * the one whose id has the pid's low bits (the test makes fewer than 1024
+ * clients, so they name one). */
+static int client_row(const PGresult *r, PGconn *c) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    IT_ASSERT(getsockname(PQsocket(c), (struct sockaddr *)&ss, &len) == 0, "getsockname");
+    int port = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+               : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                          : -1;
+    long low = PQbackendPID(c) & 0x3FF;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (port >= 0 ? atoi(PQgetvalue(r, i, col(r, "port"))) == port
+                      : !strcmp(PQgetvalue(r, i, col(r, "addr")), "unix") &&
+                            (atol(PQgetvalue(r, i, col(r, "id"))) & 0x3FF) == low)
+            return i;
+    }
+    return -1;
+}
+
+/* Connection c's client id (SHOW CLIENTS id, C-<id>, KILL_CLIENT's
+ * argument) as text, looked up with console connection adm. */
+static const char *client_id(PGconn *adm, PGconn *c) {
+    static char id[16];
+    PGresult *r = PQexec(adm, "SHOW CLIENTS");
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "SHOW CLIENTS: %s", PQresultErrorMessage(r));
+    int row = client_row(r, c);
+    IT_ASSERT(row >= 0, "connection with BackendKeyData pid %d listed", PQbackendPID(c));
+    snprintf(id, sizeof id, "%s", PQgetvalue(r, row, col(r, "id")));
+    PQclear(r);
+    return id;
+}
+
 static long num(const PGresult *r, int row, const char *name) {
     return atol(PQgetvalue(r, row, col(r, name)));
 }
@@ -76,12 +114,11 @@ static const char *fails(PGconn *c, const char *sql) {
 static void access_control(it_sluice_t *s) {
     PGconn *app = it_connect(s, "sl_scram", NULL);
     it_exec(app, "SELECT 1");
-    int app_id = PQbackendPID(app);
     PGconn *st = console(s, "sl_md5");
     PGresult *r = show(st, "SHOW POOLS");
     PQclear(r);
     char sql[64];
-    snprintf(sql, sizeof sql, "KILL_CLIENT %d", app_id);
+    snprintf(sql, sizeof sql, "KILL_CLIENT %s", client_id(st, app));
     IT_ASSERT(!strcmp(fails(st, sql), "42501"), "stats user's KILL_CLIENT refused");
     IT_ASSERT(!strcmp(it_value(app, "SELECT 2"), "2"), "the client it named still works");
     int reloads = it_log_count(s, "configuration reloaded");
@@ -173,10 +210,10 @@ static void pools_clients_servers(it_sluice_t *s) {
 
     r = show(adm, "SHOW CLIENTS");
     IT_ASSERT(PQnfields(r) == 21 && !strcmp(PQfname(r, 20), "id"), "21 columns ending in id");
+    int ra = client_row(r, a);
+    IT_ASSERT(ra >= 0, "A is listed (BackendKeyData pid %d)", PQbackendPID(a));
     char id[16];
-    snprintf(id, sizeof id, "%d", PQbackendPID(a));
-    int ra = find_row(r, "id", id, NULL, NULL);
-    IT_ASSERT(ra >= 0, "A is listed under its BackendKeyData pid %s", id);
+    snprintf(id, sizeof id, "%s", PQgetvalue(r, ra, col(r, "id")));
     IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "state")), "active"), "A is active");
     IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "type")), "C"), "type C");
     char link[24];
@@ -392,7 +429,8 @@ static void reload_and_set(it_sluice_t *s) {
     PGconn *st = console(s, "sl_md5");
     PQclear(show(st, "SHOW VERSION"));
     r = PQexec(adm, "SET stats_users = ''");
-    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET stats_users: %s", PQresultErrorMessage(r));
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET stats_users: %s",
+              PQresultErrorMessage(r));
     PQclear(r);
     r = PQexec(st, "SHOW VERSION");
     IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK && strstr(PQerrorMessage(st), "no longer"),
@@ -409,8 +447,9 @@ static void kill_client(it_sluice_t *s) {
     PGconn *adm = console(s, "sl_scram");
     PGconn *c = it_connect(s, "sl_scram", NULL);
     it_exec(c, "SELECT 1");
-    char sql[64];
-    snprintf(sql, sizeof sql, "KILL_CLIENT %d", PQbackendPID(c));
+    char sql[64], id[16];
+    snprintf(id, sizeof id, "%s", client_id(adm, c));
+    snprintf(sql, sizeof sql, "KILL_CLIENT %s", id);
     PGresult *r = PQexec(adm, sql);
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "KILL_CLIENT: %s", PQresultErrorMessage(r));
     PQclear(r);
@@ -418,13 +457,11 @@ static void kill_client(it_sluice_t *s) {
     IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "the killed client is gone");
     PQclear(r);
     r = show(adm, "SHOW CLIENTS");
-    char id[16];
-    snprintf(id, sizeof id, "%d", PQbackendPID(c));
     IT_ASSERT(find_row(r, "id", id, NULL, NULL) < 0, "and no longer listed");
     PQclear(r);
     PQfinish(c);
     IT_ASSERT(!strcmp(fails(adm, "KILL_CLIENT 999999"), "42704"), "no such client");
-    snprintf(sql, sizeof sql, "KILL_CLIENT %d", PQbackendPID(adm));
+    snprintf(sql, sizeof sql, "KILL_CLIENT %s", client_id(adm, adm));
     IT_ASSERT(!strcmp(fails(adm, sql), "42601"), "not itself");
     IT_ASSERT(!strcmp(fails(adm, "KILL_CLIENT"), "42601"), "an id is needed");
     PQfinish(adm);
@@ -439,9 +476,7 @@ static void peer_and_protocol(it_sluice_t *s) {
     PGresult *r = show(p, "SHOW FDS"); /* admin only: the peer is admin */
     PQclear(r);
     r = show(p, "SHOW CLIENTS");
-    char id[16];
-    snprintf(id, sizeof id, "%d", PQbackendPID(p));
-    int row = find_row(r, "id", id, NULL, NULL);
+    int row = client_row(r, p);
     IT_ASSERT(row >= 0 && !strcmp(PQgetvalue(r, row, col(r, "addr")), "unix"),
               "listed with addr unix");
     PQclear(r);
@@ -592,8 +627,7 @@ static void retired_pools(void) {
     IT_ASSERT(it_log_wait(&s, "pool removed after autodb_idle_timeout", 1, 10) == 1,
               "sl_scram's pool of template1 removed");
     long after = xacts_of(adm, "template1");
-    IT_ASSERT(after >= before, "template1's transactions went back from %ld to %ld", before,
-              after);
+    IT_ASSERT(after >= before, "template1's transactions went back from %ld to %ld", before, after);
     PQfinish(keep);
     PQfinish(adm);
     IT_ASSERT(it_sluice_stop(&s, SIGINT) == 0, "exit");
@@ -683,9 +717,7 @@ static void over_tls(void) {
     IT_ASSERT(!strcmp(config_value(adm, "pkt_buf"), "2048"), "SHOW CONFIG whole");
     PQclear(r);
     r = show(adm, "SHOW CLIENTS");
-    char id[16];
-    snprintf(id, sizeof id, "%d", PQbackendPID(adm));
-    int row = find_row(r, "id", id, NULL, NULL);
+    int row = client_row(r, adm);
     IT_ASSERT(row >= 0 && !strncmp(PQgetvalue(r, row, col(r, "tls")), "TLSv1.", 6),
               "its tls column names the protocol");
     PQclear(r);

@@ -102,7 +102,9 @@ int main(void) {
     IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR, "the write fails");
     IT_ASSERT(took < 3, "the error comes quickly (%.2f s)", took);
     PQclear(r);
-    IT_ASSERT(it_log_wait(&s, "no primary is up", 1, 5) == 1, "sluice notices and says so");
+    /* Once per route of the database that saw it: with workers, the client's
+     * may say so too. */
+    IT_ASSERT(it_log_wait(&s, "no primary is up", 1, 5) >= 1, "sluice notices and says so");
     r = try_exec(&c, &s, "INSERT INTO fo_t VALUES (2)");
     printf("once noticed: %s", PQresultErrorMessage(r));
     IT_ASSERT(strstr(PQresultErrorMessage(r), "no primary is available"), "a clear error");

@@ -360,13 +360,18 @@ int main(void) {
               works);
     /* (c) sl_scram's password is in auth_file: every backend login of its
      * pool (one per server, again after each restart) was sluice's own,
-     * with the keys derived once. */
+     * with the keys derived once per worker at most. Workers share the
+     * keys through the ledger, but two workers whose first logins run at
+     * the same moment each derive them: PBKDF2 runs on the event loop, and
+     * waiting there for another worker's derivation would stall every
+     * client of the loop for as long. */
     int own = log_count2(&s, "user=sl_scram", "sluice's own exchange"),
         derived = it_log_count(&s, "SCRAM keys derived");
     printf("(c) %d backend logins with a configured password, SCRAM keys derived %d time(s)\n", own,
            derived);
-    IT_ASSERT(own >= 4 && derived == 1, "own logins (%d) with keys derived once (%d)", own,
-              derived);
+    IT_ASSERT(own >= 4 && derived >= 1 && derived <= it_workers(),
+              "own logins (%d) with keys derived once per worker at most (%d, %d worker(s))", own,
+              derived, it_workers());
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     it_on_fail(NULL);
     it_own_pg_remove();
