@@ -1213,19 +1213,33 @@ static bool lp_send(sl_pool_t *p, sl_server_t *s, int i) {
     return true;
 }
 
-/* A loop asked to look at its pool of lp: an idle server there may go to
- * the asker (pool_dispatch then lp_balance). */
-typedef struct lp_pull_msg {
+/* A loop asked to look at its pool of lp (pool_dispatch, then lp_balance):
+ * an idle server there may go to the asker, or the asker finds room. */
+typedef struct lp_wake_msg {
     sl_loop_msg_t msg;
     sl_ledger_pool_t *lp; /* a reference */
-} lp_pull_msg_t;
+} lp_wake_msg_t;
 
-static void pull_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
-    lp_pull_msg_t *pm = sl_container_of(m, lp_pull_msg_t, msg);
-    sl_pool_t *p = live ? pool_of(l, pm->lp) : NULL;
+static void wake_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
+    lp_wake_msg_t *wm = sl_container_of(m, lp_wake_msg_t, msg);
+    sl_pool_t *p = live ? pool_of(l, wm->lp) : NULL;
     if (p) pool_wake(p);
-    sl_ledger_pool_put(l->ledger, pm->lp);
-    free(pm);
+    sl_ledger_pool_put(l->ledger, wm->lp);
+    free(wm);
+}
+
+/* Asks loop `to` (from loop `from`) to wake its pool of lp; false when the
+ * message could not go (the caller's next dispatch asks again). */
+static bool post_wake(sl_loop_t *from, sl_loop_t *to, sl_ledger_pool_t *lp) {
+    lp_wake_msg_t *wm = to ? malloc(sizeof *wm) : NULL;
+    if (!wm) return false;
+    wm->msg.run = wake_run;
+    wm->lp = lp;
+    sl_ledger_pool_ref(from->ledger, lp);
+    if (sl_loop_post(to, &wm->msg)) return true;
+    sl_ledger_pool_put(from->ledger, lp);
+    free(wm);
+    return false;
 }
 
 /* Waiters here that no server here will serve, while another loop has
@@ -1237,16 +1251,8 @@ static void lp_pull(sl_pool_t *p, int64_t now) {
     int n = p->lp->nloops, me = p->w->worker_index;
     for (int i = 0; i < n; i++) {
         sl_loop_t *to = i != me ? sl_ledger_loop(p->w->ledger, i) : NULL;
-        if (!to || atomic_load_explicit(&p->lp->slot[i].idle, memory_order_acquire) <= 0) continue;
-        lp_pull_msg_t *pm = malloc(sizeof *pm);
-        if (!pm) return; /* the next dispatch asks again */
-        pm->msg.run = pull_run;
-        pm->lp = p->lp;
-        sl_ledger_pool_ref(p->w->ledger, p->lp);
-        if (!sl_loop_post(to, &pm->msg)) {
-            sl_ledger_pool_put(p->w->ledger, p->lp);
-            free(pm);
-        }
+        if (to && atomic_load_explicit(&p->lp->slot[i].idle, memory_order_acquire) > 0)
+            (void)post_wake(p->w, to, p->lp);
     }
 }
 
@@ -1280,14 +1286,6 @@ typedef struct lp_evict_msg {
     int asker_loop;           /* worker index of the asker's loop */
 } lp_evict_msg_t;
 
-static void evict_back_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
-    lp_evict_msg_t *em = sl_container_of(m, lp_evict_msg_t, msg);
-    sl_pool_t *p = live ? pool_of(l, em->asker) : NULL;
-    if (p) pool_wake(p);
-    sl_ledger_pool_put(l->ledger, em->asker);
-    free(em);
-}
-
 static void evict_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
     lp_evict_msg_t *em = sl_container_of(m, lp_evict_msg_t, msg);
     sl_pool_t *q = live ? pool_of(l, em->victim) : NULL;
@@ -1300,12 +1298,9 @@ static void evict_run(sl_loop_t *l, sl_loop_msg_t *m, bool live) {
         lp_publish(q);
     }
     sl_ledger_pool_put(l->ledger, em->victim);
-    sl_loop_t *to = sl_ledger_loop(l->ledger, em->asker_loop);
-    em->msg.run = evict_back_run;
-    if (!to || !sl_loop_post(to, &em->msg)) {
-        sl_ledger_pool_put(l->ledger, em->asker);
-        free(em);
-    }
+    (void)post_wake(l, sl_ledger_loop(l->ledger, em->asker_loop), em->asker);
+    sl_ledger_pool_put(l->ledger, em->asker);
+    free(em);
 }
 
 /* Waiters here, no room under max_db/max_user_connections (this pool's own
