@@ -512,15 +512,20 @@ int it_sluice_stop(it_sluice_t *s, int sig) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-long it_sluice_vmhwm_kb(const it_sluice_t *s) {
+long it_sluice_status_kb(const it_sluice_t *s, const char *field) {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
     FILE *f = fopen(path, "r");
     long kb = -1;
+    size_t n = strlen(field);
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmHWM:", 6)) kb = atol(line + 6);
+        if (!strncmp(line, field, n) && line[n] == ':') kb = atol(line + n + 1);
     if (f) fclose(f);
     return kb;
+}
+
+long it_sluice_vmhwm_kb(const it_sluice_t *s) {
+    return it_sluice_status_kb(s, "VmHWM");
 }
 
 int it_log_count(const it_sluice_t *s, const char *needle) {

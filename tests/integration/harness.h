@@ -48,6 +48,23 @@ void it_dir_remove_on_pass(const char *dir);
 /* Sends sig and waits; returns the exit status (or 128+signal). */
 int it_sluice_stop(it_sluice_t *s, int sig);
 long it_sluice_vmhwm_kb(const it_sluice_t *s);
+/* A field of sluice's /proc/<pid>/status in kB (field without its colon:
+ * "VmRSS", "VmHWM"); -1 when it cannot be read. */
+long it_sluice_status_kb(const it_sluice_t *s, const char *field);
+
+/* Under AddressSanitizer (a test is built as sluice is) RSS says little:
+ * its quarantine keeps freed memory and its shadow adds more. Tests print
+ * RSS figures and check their bounds only when IT_RSS_CHECKED. */
+#if defined(__SANITIZE_ADDRESS__)
+#define IT_RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define IT_RSS_CHECKED 0
+#endif
+#endif
+#ifndef IT_RSS_CHECKED
+#define IT_RSS_CHECKED 1
+#endif
 /* Count of lines in sluice's log containing needle. */
 int it_log_count(const it_sluice_t *s, const char *needle);
 
@@ -126,7 +143,8 @@ void it_copy_round_trip(PGconn *c, const char *table);
 /* 200 MB as COPY OUT and 200 MB as a single-row-mode SELECT, all checked. */
 void it_stream_400mb(PGconn *c);
 
-void it_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void it_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 #define IT_ASSERT(cond, ...)                                                                       \
     do {                                                                                           \
         if (!(cond)) it_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \

@@ -35,14 +35,7 @@
 static it_sluice_t sl;
 
 static long rss_kb(void) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)sl.pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
-    if (f) fclose(f);
-    return kb;
+    return it_sluice_status_kb(&sl, "VmRSS");
 }
 
 static void next_client_served(const char *after) {

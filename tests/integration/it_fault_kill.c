@@ -561,26 +561,8 @@ static void during_health(void) {
 
 /* ---- 1,000 terminations, then fds and RSS ---- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_CHECKED 0 /* ASan's quarantine and shadow: RSS says little */
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_CHECKED 0
-#endif
-#endif
-#ifndef RSS_CHECKED
-#define RSS_CHECKED 1
-#endif
-
 static long rss_kb(void) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)sl.pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
-    if (f) fclose(f);
-    return kb;
+    return it_sluice_status_kb(&sl, "VmRSS");
 }
 
 /* sluice's open fds less its server connections to the own PostgreSQL
@@ -707,7 +689,7 @@ static void churn(void) {
     printf("churn: %d terminations in %.1f s; fds less servers %d -> %d; RSS %ld -> %ld kB\n",
            events, it_now() - t0, fd0, fd1, rss0, rss1);
     IT_ASSERT(fd1 <= fd0 + FD_SLACK, "fds back to their start: %d -> %d", fd0, fd1);
-    if (RSS_CHECKED)
+    if (IT_RSS_CHECKED)
         IT_ASSERT(rss1 - rss0 <= RSS_SLACK_KB, "RSS back to its start: %ld -> %ld kB", rss0, rss1);
     PQfinish(d);
 }

@@ -23,32 +23,11 @@
 #define CLIENT_MAX 10000         /* max_client_prepared_statements' default */
 #define MANY_MAX_KB (32 * 1024)  /* documented bound on what 10,000 cost */
 
-/* Under AddressSanitizer (the test is built as sluice is) RSS says little:
- * its quarantine keeps freed memory and its shadow adds more. The figures
- * are printed, the bounds checked only in a normal build. */
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_CHECKED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_CHECKED 0
-#endif
-#endif
-#ifndef RSS_CHECKED
-#define RSS_CHECKED 1
-#endif
-
 static it_sluice_t sl;
 
 static long status_kb(const char *field) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)sl.pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, n)) kb = atol(line + n);
-    if (f) fclose(f);
-    IT_ASSERT(kb >= 0, "no %s in %s", field, path);
+    long kb = it_sluice_status_kb(&sl, field);
+    IT_ASSERT(kb >= 0, "no %s in sluice's /proc status", field);
     return kb;
 }
 
@@ -62,10 +41,10 @@ static void reset_peak(void) {
 
 /* RSS settles once sluice has released what the last client used. */
 static long settled_rss_kb(void) {
-    long kb = status_kb("VmRSS:");
+    long kb = status_kb("VmRSS");
     for (int i = 0; i < 20; i++) {
         usleep(50000);
-        long now = status_kb("VmRSS:");
+        long now = status_kb("VmRSS");
         if (now == kb) break;
         kb = now;
     }
@@ -121,7 +100,7 @@ static void report(const char *what, const rss_t *m) {
 
 static void check_bounded(const char *what, const rss_t *m) {
     report(what, m);
-    if (!RSS_CHECKED) return;
+    if (!IT_RSS_CHECKED) return;
     IT_ASSERT(m->peak - m->base < PEAK_MAX_KB, "%s: sluice's RSS rose by %ld kB (limit %d kB)",
               what, m->peak - m->base, PEAK_MAX_KB);
     IT_ASSERT(m->after - m->base < KEEP_MAX_KB,
@@ -147,7 +126,7 @@ static void big_query(void) {
     expect_length(PQexec(c, sql), "100 MB Query");
     IT_ASSERT(!strcmp(it_value(c, "SELECT 3"), "3"), "after the 100 MB Query");
     PQfinish(c);
-    m.peak = status_kb("VmHWM:");
+    m.peak = status_kb("VmHWM");
     m.after = settled_rss_kb();
     free(sql);
     check_bounded("100 MB Query", &m);
@@ -181,10 +160,10 @@ static void big_parse(void) {
     IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "42"),
               "statement prepared after: %s", PQresultErrorMessage(r));
     PQclear(r);
-    long named_peak = status_kb("VmHWM:");
+    long named_peak = status_kb("VmHWM");
     expect_length(PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0), "100 MB unnamed Parse");
     PQfinish(c);
-    m.peak = status_kb("VmHWM:");
+    m.peak = status_kb("VmHWM");
     m.after = settled_rss_kb();
     free(sql);
     printf("100 MB named Parse alone: peak +%ld kB\n", named_peak - m.base);
@@ -233,13 +212,13 @@ static void many_statements(void) {
     r = PQprepare(c, "again", "SELECT 'again'", 0, NULL);
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "after a Close: %s", PQerrorMessage(c));
     PQclear(r);
-    m.peak = status_kb("VmHWM:");
+    m.peak = status_kb("VmHWM");
     PQfinish(c);
     m.after = settled_rss_kb();
     report("10,000 named statements", &m);
-    IT_ASSERT(!RSS_CHECKED || m.peak - m.base < MANY_MAX_KB,
+    IT_ASSERT(!IT_RSS_CHECKED || m.peak - m.base < MANY_MAX_KB,
               "10,000 statements: RSS rose by %ld kB (limit %d kB)", m.peak - m.base, MANY_MAX_KB);
-    IT_ASSERT(!RSS_CHECKED || m.after - m.base < KEEP_MAX_KB, "10,000 statements: %ld kB stayed",
+    IT_ASSERT(!IT_RSS_CHECKED || m.after - m.base < KEEP_MAX_KB, "10,000 statements: %ld kB stayed",
               m.after - m.base);
     stop();
 }
