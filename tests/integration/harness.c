@@ -512,6 +512,18 @@ int it_sluice_stop(it_sluice_t *s, int sig) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+PGresult *it_show(PGconn *c, const char *what) {
+    PGresult *r = PQexec(c, what);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", what, PQresultErrorMessage(r));
+    return r;
+}
+
+int it_col(const PGresult *r, const char *name) {
+    int i = PQfnumber(r, name);
+    IT_ASSERT(i >= 0, "column %s missing", name);
+    return i;
+}
+
 long it_sluice_status_kb(const it_sluice_t *s, const char *field) {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);

@@ -48,6 +48,11 @@ void it_dir_remove_on_pass(const char *dir);
 /* Sends sig and waits; returns the exit status (or 128+signal). */
 int it_sluice_stop(it_sluice_t *s, int sig);
 long it_sluice_vmhwm_kb(const it_sluice_t *s);
+/* Runs a query that must return rows (SHOW on the console, say); the
+ * result is the caller's to PQclear. */
+PGresult *it_show(PGconn *c, const char *what);
+/* The index of column name in r; the test fails when r has none. */
+int it_col(const PGresult *r, const char *name);
 /* A field of sluice's /proc/<pid>/status in kB (field without its colon:
  * "VmRSS", "VmHWM"); -1 when it cannot be read. */
 long it_sluice_status_kb(const it_sluice_t *s, const char *field);

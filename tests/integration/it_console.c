@@ -28,24 +28,11 @@ static PGconn *console(const it_sluice_t *s, const char *user) {
     return c;
 }
 
-static int col(const PGresult *r, const char *name) {
-    int i = PQfnumber(r, name);
-    IT_ASSERT(i >= 0, "column %s missing", name);
-    return i;
-}
-
-/* SHOW POOLS' row for sluice_test/sl_scram, as a result with one row. */
-static PGresult *show(PGconn *c, const char *what) {
-    PGresult *r = PQexec(c, what);
-    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", what, PQresultErrorMessage(r));
-    return r;
-}
-
 static int find_row(const PGresult *r, const char *c1, const char *v1, const char *c2,
                     const char *v2) {
     for (int i = 0; i < PQntuples(r); i++)
-        if (!strcmp(PQgetvalue(r, i, col(r, c1)), v1) &&
-            (!c2 || !strcmp(PQgetvalue(r, i, col(r, c2)), v2)))
+        if (!strcmp(PQgetvalue(r, i, it_col(r, c1)), v1) &&
+            (!c2 || !strcmp(PQgetvalue(r, i, it_col(r, c2)), v2)))
             return i;
     return -1;
 }
@@ -65,9 +52,9 @@ static int client_row(const PGresult *r, PGconn *c) {
                                           : -1;
     long low = PQbackendPID(c) & 0x3FF;
     for (int i = 0; i < PQntuples(r); i++) {
-        if (port >= 0 ? atoi(PQgetvalue(r, i, col(r, "port"))) == port
-                      : !strcmp(PQgetvalue(r, i, col(r, "addr")), "unix") &&
-                            (atol(PQgetvalue(r, i, col(r, "id"))) & 0x3FF) == low)
+        if (port >= 0 ? atoi(PQgetvalue(r, i, it_col(r, "port"))) == port
+                      : !strcmp(PQgetvalue(r, i, it_col(r, "addr")), "unix") &&
+                            (atol(PQgetvalue(r, i, it_col(r, "id"))) & 0x3FF) == low)
             return i;
     }
     return -1;
@@ -81,18 +68,18 @@ static const char *client_id(PGconn *adm, PGconn *c) {
     IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "SHOW CLIENTS: %s", PQresultErrorMessage(r));
     int row = client_row(r, c);
     IT_ASSERT(row >= 0, "connection with BackendKeyData pid %d listed", PQbackendPID(c));
-    snprintf(id, sizeof id, "%s", PQgetvalue(r, row, col(r, "id")));
+    snprintf(id, sizeof id, "%s", PQgetvalue(r, row, it_col(r, "id")));
     PQclear(r);
     return id;
 }
 
 static long num(const PGresult *r, int row, const char *name) {
-    return atol(PQgetvalue(r, row, col(r, name)));
+    return atol(PQgetvalue(r, row, it_col(r, name)));
 }
 
 static const char *config_value(PGconn *c, const char *key) {
     static char v[256];
-    PGresult *r = show(c, "SHOW CONFIG");
+    PGresult *r = it_show(c, "SHOW CONFIG");
     int i = find_row(r, "key", key, NULL, NULL);
     IT_ASSERT(i >= 0, "SHOW CONFIG has %s", key);
     snprintf(v, sizeof v, "%s", PQgetvalue(r, i, 1));
@@ -115,7 +102,7 @@ static void access_control(it_sluice_t *s) {
     PGconn *app = it_connect(s, "sl_scram", NULL);
     it_exec(app, "SELECT 1");
     PGconn *st = console(s, "sl_md5");
-    PGresult *r = show(st, "SHOW POOLS");
+    PGresult *r = it_show(st, "SHOW POOLS");
     PQclear(r);
     char sql[64];
     snprintf(sql, sizeof sql, "KILL_CLIENT %s", client_id(st, app));
@@ -165,7 +152,7 @@ static void pools_clients_servers(it_sluice_t *s) {
     int row = -1;
     double deadline = it_now() + 10;
     for (;;) {
-        r = show(adm, "SHOW POOLS");
+        r = it_show(adm, "SHOW POOLS");
         row = find_row(r, "database", "sluice_test", "user", "sl_scram");
         if (row >= 0 && num(r, row, "cl_waiting") == 3) break;
         IT_ASSERT(it_now() < deadline, "three clients wait (cl_waiting=%ld)",
@@ -178,13 +165,13 @@ static void pools_clients_servers(it_sluice_t *s) {
     IT_ASSERT(num(r, row, "sv_idle") == 0 && num(r, row, "sv_login") == 0, "no other server");
     IT_ASSERT(num(r, row, "maxwait") * 1000000 + num(r, row, "maxwait_us") > 0,
               "the oldest waiter has waited");
-    IT_ASSERT(!strcmp(PQgetvalue(r, row, col(r, "pool_mode")), "transaction"), "pool_mode");
-    IT_ASSERT(PQgetisnull(r, row, col(r, "load_balance_hosts")), "load_balance_hosts is NULL");
+    IT_ASSERT(!strcmp(PQgetvalue(r, row, it_col(r, "pool_mode")), "transaction"), "pool_mode");
+    IT_ASSERT(PQgetisnull(r, row, it_col(r, "load_balance_hosts")), "load_balance_hosts is NULL");
     /* Typed columns: integers are int8, names text. */
-    IT_ASSERT(PQftype(r, col(r, "cl_waiting")) == 20, "cl_waiting is int8 (%u)",
-              PQftype(r, col(r, "cl_waiting")));
-    IT_ASSERT(PQftype(r, col(r, "maxwait_us")) == 20, "maxwait_us is int8");
-    IT_ASSERT(PQftype(r, col(r, "database")) == 25, "database is text");
+    IT_ASSERT(PQftype(r, it_col(r, "cl_waiting")) == 20, "cl_waiting is int8 (%u)",
+              PQftype(r, it_col(r, "cl_waiting")));
+    IT_ASSERT(PQftype(r, it_col(r, "maxwait_us")) == 20, "maxwait_us is int8");
+    IT_ASSERT(PQftype(r, it_col(r, "database")) == 25, "database is text");
     static const char *const pool_cols[] = {"database",
                                             "user",
                                             "cl_active",
@@ -208,42 +195,42 @@ static void pools_clients_servers(it_sluice_t *s) {
                   PQfname(r, i));
     PQclear(r);
 
-    r = show(adm, "SHOW CLIENTS");
+    r = it_show(adm, "SHOW CLIENTS");
     IT_ASSERT(PQnfields(r) == 21 && !strcmp(PQfname(r, 20), "id"), "21 columns ending in id");
     int ra = client_row(r, a);
     IT_ASSERT(ra >= 0, "A is listed (BackendKeyData pid %d)", PQbackendPID(a));
     char id[16];
-    snprintf(id, sizeof id, "%s", PQgetvalue(r, ra, col(r, "id")));
-    IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "state")), "active"), "A is active");
-    IT_ASSERT(!strcmp(PQgetvalue(r, ra, col(r, "type")), "C"), "type C");
+    snprintf(id, sizeof id, "%s", PQgetvalue(r, ra, it_col(r, "id")));
+    IT_ASSERT(!strcmp(PQgetvalue(r, ra, it_col(r, "state")), "active"), "A is active");
+    IT_ASSERT(!strcmp(PQgetvalue(r, ra, it_col(r, "type")), "C"), "type C");
     char link[24];
-    snprintf(link, sizeof link, "%s", PQgetvalue(r, ra, col(r, "link")));
+    snprintf(link, sizeof link, "%s", PQgetvalue(r, ra, it_col(r, "link")));
     IT_ASSERT(!strncmp(link, "S-", 2), "A is linked to a server (%s)", link);
     int waiting = 0, own = -1;
     for (int i = 0; i < PQntuples(r); i++) {
-        if (!strcmp(PQgetvalue(r, i, col(r, "state")), "waiting")) {
+        if (!strcmp(PQgetvalue(r, i, it_col(r, "state")), "waiting")) {
             waiting++;
-            IT_ASSERT(PQgetisnull(r, i, col(r, "link")), "a waiting client has no link");
+            IT_ASSERT(PQgetisnull(r, i, it_col(r, "link")), "a waiting client has no link");
         }
-        if (!strcmp(PQgetvalue(r, i, col(r, "database")), "pgbouncer")) own = i;
+        if (!strcmp(PQgetvalue(r, i, it_col(r, "database")), "pgbouncer")) own = i;
     }
     IT_ASSERT(waiting == 3, "three waiting clients listed (%d)", waiting);
     IT_ASSERT(own >= 0, "the console's own connection is listed");
-    IT_ASSERT(PQftype(r, col(r, "port")) == 20 && PQftype(r, col(r, "id")) == 20, "int8");
-    IT_ASSERT(PQftype(r, col(r, "connect_time")) == 1114, "connect_time is a timestamp");
+    IT_ASSERT(PQftype(r, it_col(r, "port")) == 20 && PQftype(r, it_col(r, "id")) == 20, "int8");
+    IT_ASSERT(PQftype(r, it_col(r, "connect_time")) == 1114, "connect_time is a timestamp");
     PQclear(r);
 
-    r = show(adm, "SHOW SERVERS");
+    r = it_show(adm, "SHOW SERVERS");
     IT_ASSERT(PQntuples(r) == 1, "one server (%d)", PQntuples(r));
-    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "state")), "active"), "it is active");
-    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "ptr")), link), "it is A's link (%s vs %s)",
-              PQgetvalue(r, 0, col(r, "ptr")), link);
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, it_col(r, "state")), "active"), "it is active");
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, it_col(r, "ptr")), link), "it is A's link (%s vs %s)",
+              PQgetvalue(r, 0, it_col(r, "ptr")), link);
     char clink[24];
     snprintf(clink, sizeof clink, "C-%s", id);
-    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "link")), clink), "linked to A");
-    IT_ASSERT(!strcmp(PQgetvalue(r, 0, col(r, "remote_pid")), backend_pid),
-              "remote_pid is the backend's pid (%s vs %s)", PQgetvalue(r, 0, col(r, "remote_pid")),
-              backend_pid);
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, it_col(r, "link")), clink), "linked to A");
+    IT_ASSERT(!strcmp(PQgetvalue(r, 0, it_col(r, "remote_pid")), backend_pid),
+              "remote_pid is the backend's pid (%s vs %s)",
+              PQgetvalue(r, 0, it_col(r, "remote_pid")), backend_pid);
     PQclear(r);
 
     it_exec(a, "COMMIT");
@@ -257,7 +244,7 @@ static void pools_clients_servers(it_sluice_t *s) {
         }
         PQfinish(w[i]);
     }
-    r = show(adm, "SHOW POOLS");
+    r = it_show(adm, "SHOW POOLS");
     row = find_row(r, "database", "sluice_test", "user", "sl_scram");
     IT_ASSERT(num(r, row, "cl_waiting") == 0 && num(r, row, "sv_idle") == 1, "all served");
     PQclear(r);
@@ -268,7 +255,7 @@ static void pools_clients_servers(it_sluice_t *s) {
 /* Known traffic moves the counters by as much. */
 static void counters(it_sluice_t *s) {
     PGconn *adm = console(s, "sl_scram");
-    PGresult *r = show(adm, "SHOW STATS_TOTALS");
+    PGresult *r = it_show(adm, "SHOW STATS_TOTALS");
     int row = find_row(r, "database", "sluice_test", NULL, NULL);
     IT_ASSERT(row >= 0, "sluice_test has stats");
     long x0 = num(r, row, "xact_count"), q0 = num(r, row, "query_count");
@@ -276,7 +263,7 @@ static void counters(it_sluice_t *s) {
     long recv0 = num(r, row, "bytes_received");
     long p0 = num(r, row, "client_parse_count"), sp0 = num(r, row, "server_parse_count");
     long b0 = num(r, row, "bind_count");
-    IT_ASSERT(PQftype(r, col(r, "xact_count")) == 1700, "STATS counters are numeric");
+    IT_ASSERT(PQftype(r, it_col(r, "xact_count")) == 1700, "STATS counters are numeric");
     PQclear(r);
     PGconn *c = it_connect(s, "sl_scram", NULL);
     for (int i = 0; i < 50; i++)
@@ -318,7 +305,7 @@ static void counters(it_sluice_t *s) {
     }
     IT_ASSERT(PQexitPipelineMode(c), "leave pipeline mode: %s", PQerrorMessage(c));
     PQfinish(c);
-    r = show(adm, "SHOW STATS_TOTALS");
+    r = it_show(adm, "SHOW STATS_TOTALS");
     row = find_row(r, "database", "sluice_test", NULL, NULL);
     /* 50 + BEGIN..COMMIT + three executions + one pipeline (sluice answers
      * the Parse itself, with no server: the statement goes to one at its
@@ -346,7 +333,7 @@ static void counters(it_sluice_t *s) {
     long avg = 0;
     while (it_now() < deadline && avg == 0) {
         usleep(200000);
-        r = show(adm, "SHOW STATS");
+        r = it_show(adm, "SHOW STATS");
         row = find_row(r, "database", "sluice_test", NULL, NULL);
         avg = num(r, row, "avg_xact_time");
         PQclear(r);
@@ -357,7 +344,7 @@ static void counters(it_sluice_t *s) {
 
 /* The errors count of class cls for database db in SHOW ERRORS (0: none). */
 static long errors_of(PGconn *adm, const char *db, const char *cls) {
-    PGresult *r = show(adm, "SHOW ERRORS");
+    PGresult *r = it_show(adm, "SHOW ERRORS");
     int row = find_row(r, "database", db, "class", cls);
     long n = row >= 0 ? num(r, row, "count") : 0;
     PQclear(r);
@@ -427,7 +414,7 @@ static void reload_and_set(it_sluice_t *s) {
     /* Rights follow the running config: a stats user taken out of
      * stats_users loses its open session at its next command. */
     PGconn *st = console(s, "sl_md5");
-    PQclear(show(st, "SHOW VERSION"));
+    PQclear(it_show(st, "SHOW VERSION"));
     r = PQexec(adm, "SET stats_users = ''");
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SET stats_users: %s",
               PQresultErrorMessage(r));
@@ -456,7 +443,7 @@ static void kill_client(it_sluice_t *s) {
     r = PQexec(c, "SELECT 1");
     IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "the killed client is gone");
     PQclear(r);
-    r = show(adm, "SHOW CLIENTS");
+    r = it_show(adm, "SHOW CLIENTS");
     IT_ASSERT(find_row(r, "id", id, NULL, NULL) < 0, "and no longer listed");
     PQclear(r);
     PQfinish(c);
@@ -473,11 +460,11 @@ static void peer_and_protocol(it_sluice_t *s) {
     snprintf(ci, sizeof ci, "host=%s port=%d dbname=pgbouncer user=pgbouncer", s->dir, s->port);
     PGconn *p = PQconnectdb(ci);
     IT_ASSERT(PQstatus(p) == CONNECTION_OK, "peer login: %s", PQerrorMessage(p));
-    PGresult *r = show(p, "SHOW FDS"); /* admin only: the peer is admin */
+    PGresult *r = it_show(p, "SHOW FDS"); /* admin only: the peer is admin */
     PQclear(r);
-    r = show(p, "SHOW CLIENTS");
+    r = it_show(p, "SHOW CLIENTS");
     int row = client_row(r, p);
-    IT_ASSERT(row >= 0 && !strcmp(PQgetvalue(r, row, col(r, "addr")), "unix"),
+    IT_ASSERT(row >= 0 && !strcmp(PQgetvalue(r, row, it_col(r, "addr")), "unix"),
               "listed with addr unix");
     PQclear(r);
     /* Several statements in one Query: each runs, each has its result. */
@@ -585,7 +572,7 @@ static void hostile_console(void) {
         PQclear(r);
     }
     IT_ASSERT(tuples == 16 && errors == 1, "16 results then one error (%d, %d)", tuples, errors);
-    r = show(c, "SHOW VERSION");
+    r = it_show(c, "SHOW VERSION");
     PQclear(r);
     /* client_idle_timeout applies to console clients too (they have no
      * pool whose value would). */
@@ -599,7 +586,7 @@ static void hostile_console(void) {
 
 /* xact_count of db in SHOW STATS_TOTALS (-1: no row). */
 static long xacts_of(PGconn *adm, const char *db) {
-    PGresult *r = show(adm, "SHOW STATS_TOTALS");
+    PGresult *r = it_show(adm, "SHOW STATS_TOTALS");
     int row = find_row(r, "database", db, NULL, NULL);
     long n = row >= 0 ? num(r, row, "xact_count") : -1;
     PQclear(r);
@@ -673,7 +660,7 @@ static void shutdown_wait_for_clients(void) {
     IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "SHUTDOWN WAIT_FOR_CLIENTS: %s",
               PQresultErrorMessage(r));
     PQclear(r);
-    r = show(adm, "SHOW STATE");
+    r = it_show(adm, "SHOW STATE");
     IT_ASSERT(find_row(r, "key", "active", "value", "no") >= 0, "SHOW STATE says not active");
     PQclear(r);
     usleep(100000); /* the listeners close after the command's round */
@@ -708,7 +695,7 @@ static void over_tls(void) {
     PGconn *adm = it_connect_db(&s, "sl_scram", "pgbouncer", extra);
     IT_ASSERT(PQstatus(adm) == CONNECTION_OK && PQsslInUse(adm), "console over TLS: %s",
               PQerrorMessage(adm));
-    PGresult *r = show(adm, "SHOW CONFIG");
+    PGresult *r = it_show(adm, "SHOW CONFIG");
     size_t bytes = 0;
     for (int i = 0; i < PQntuples(r); i++)
         for (int j = 0; j < PQnfields(r); j++)
@@ -716,9 +703,9 @@ static void over_tls(void) {
     IT_ASSERT(bytes > 2048, "SHOW CONFIG is longer than a buffer (%zu bytes)", bytes);
     IT_ASSERT(!strcmp(config_value(adm, "pkt_buf"), "2048"), "SHOW CONFIG whole");
     PQclear(r);
-    r = show(adm, "SHOW CLIENTS");
+    r = it_show(adm, "SHOW CLIENTS");
     int row = client_row(r, adm);
-    IT_ASSERT(row >= 0 && !strncmp(PQgetvalue(r, row, col(r, "tls")), "TLSv1.", 6),
+    IT_ASSERT(row >= 0 && !strncmp(PQgetvalue(r, row, it_col(r, "tls")), "TLSv1.", 6),
               "its tls column names the protocol");
     PQclear(r);
     PQfinish(adm);
@@ -780,10 +767,10 @@ static void replicas(void) {
     PGresult *r = NULL;
     double deadline = it_now() + 15;
     for (;;) {
-        r = show(adm, "SHOW REPLICAS");
+        r = it_show(adm, "SHOW REPLICAS");
         int up = 0;
         for (int i = 0; i < PQntuples(r); i++)
-            up += !strcmp(PQgetvalue(r, i, col(r, "healthy")), "yes");
+            up += !strcmp(PQgetvalue(r, i, it_col(r, "healthy")), "yes");
         if (PQntuples(r) == 3 && up == 3) break;
         IT_ASSERT(it_now() < deadline, "three healthy backends (%d rows, %d up)", PQntuples(r), up);
         PQclear(r);
@@ -794,17 +781,17 @@ static void replicas(void) {
     char port[16];
     snprintf(port, sizeof port, "127.0.0.1:%d", it_cl.replica1);
     int r1 = find_row(r, "address", port, NULL, NULL);
-    IT_ASSERT(r1 >= 0 && !strcmp(PQgetvalue(r, r1, col(r, "role")), "replica"),
+    IT_ASSERT(r1 >= 0 && !strcmp(PQgetvalue(r, r1, it_col(r, "role")), "replica"),
               "replica 1 listed as a replica");
     PQclear(r);
     for (int i = 0; i < 10; i++)
         it_value(c, "SELECT 1");
     it_exec(c, "CREATE TEMP TABLE IF NOT EXISTS t_console (x int)");
     PQfinish(c);
-    r = show(adm, "SHOW ROUTING");
+    r = it_show(adm, "SHOW ROUTING");
     int row = find_row(r, "database", "rw", NULL, NULL);
     IT_ASSERT(row >= 0, "SHOW ROUTING lists rw");
-    IT_ASSERT(!strcmp(PQgetvalue(r, row, col(r, "routing")), "auto"), "routing auto");
+    IT_ASSERT(!strcmp(PQgetvalue(r, row, it_col(r, "routing")), "auto"), "routing auto");
     IT_ASSERT(num(r, row, "backends") == 3 && num(r, row, "healthy_backends") == 3, "3 backends");
     IT_ASSERT(num(r, row, "replica_reads") + num(r, row, "primary_reads") == 10,
               "ten reads routed (%ld + %ld)", num(r, row, "replica_reads"),
@@ -812,7 +799,7 @@ static void replicas(void) {
     IT_ASSERT(num(r, row, "replica_reads") >= 1, "replicas served reads");
     IT_ASSERT(num(r, row, "writes") == 1, "one write (%ld)", num(r, row, "writes"));
     PQclear(r);
-    r = show(adm, "SHOW REPLICAS");
+    r = it_show(adm, "SHOW REPLICAS");
     long reads = 0;
     for (int i = 0; i < PQntuples(r); i++)
         reads += num(r, i, "reads_routed");
@@ -822,17 +809,18 @@ static void replicas(void) {
      * fresh standby may report none before its first record). */
     deadline = it_now() + 10;
     for (;;) {
-        r = show(adm, "SHOW REPLICAS");
+        r = it_show(adm, "SHOW REPLICAS");
         r1 = find_row(r, "address", port, NULL, NULL);
-        if (!PQgetisnull(r, r1, col(r, "replay_lsn")) && !PQgetisnull(r, r1, col(r, "lag_bytes")))
+        if (!PQgetisnull(r, r1, it_col(r, "replay_lsn")) &&
+            !PQgetisnull(r, r1, it_col(r, "lag_bytes")))
             break;
         IT_ASSERT(it_now() < deadline, "replica 1 reports its replay position and lag");
         PQclear(r);
         usleep(100000);
     }
     unsigned hi, lo;
-    IT_ASSERT(sscanf(PQgetvalue(r, r1, col(r, "replay_lsn")), "%X/%X", &hi, &lo) == 2,
-              "replay_lsn is an LSN: %s", PQgetvalue(r, r1, col(r, "replay_lsn")));
+    IT_ASSERT(sscanf(PQgetvalue(r, r1, it_col(r, "replay_lsn")), "%X/%X", &hi, &lo) == 2,
+              "replay_lsn is an LSN: %s", PQgetvalue(r, r1, it_col(r, "replay_lsn")));
     PQclear(r);
     PQfinish(adm);
     it_sluice_stop(&s, SIGTERM);

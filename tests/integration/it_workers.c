@@ -49,30 +49,18 @@ static void spread_clients(int *per) {
     }
 }
 
-static int col(const PGresult *r, const char *name) {
-    int i = PQfnumber(r, name);
-    IT_ASSERT(i >= 0, "column %s missing", name);
-    return i;
-}
-
-static PGresult *show(PGconn *c, const char *what) {
-    PGresult *r = PQexec(c, what);
-    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", what, PQresultErrorMessage(r));
-    return r;
-}
-
 /* SHOW CLIENTS lists every client of every worker, each id once, and SHOW
  * POOLS counts them all in one row. */
 static void console_sees_all(PGconn *adm) {
-    PGresult *r = show(adm, "SHOW CLIENTS");
+    PGresult *r = it_show(adm, "SHOW CLIENTS");
     int app = 0, ncon = 0;
     uint32_t ids[MAX_CLIENTS + 8];
     for (int i = 0; i < PQntuples(r); i++) {
-        uint32_t id = (uint32_t)atol(PQgetvalue(r, i, col(r, "id")));
+        uint32_t id = (uint32_t)atol(PQgetvalue(r, i, it_col(r, "id")));
         for (int k = 0; k < app + ncon; k++)
             IT_ASSERT(ids[k] != id, "SHOW CLIENTS lists id %u twice", id);
         if (app + ncon < (int)(sizeof ids / sizeof *ids)) ids[app + ncon] = id;
-        if (!strcmp(PQgetvalue(r, i, col(r, "database")), "sluice_test"))
+        if (!strcmp(PQgetvalue(r, i, it_col(r, "database")), "sluice_test"))
             app++;
         else
             ncon++;
@@ -81,19 +69,19 @@ static void console_sees_all(PGconn *adm) {
     IT_ASSERT(app == ncl, "SHOW CLIENTS lists %d clients of sluice_test, %d are connected", app,
               ncl);
     IT_ASSERT(ncon == 1, "SHOW CLIENTS lists %d console clients", ncon);
-    r = show(adm, "SHOW POOLS");
+    r = it_show(adm, "SHOW POOLS");
     int row = -1;
     for (int i = 0; i < PQntuples(r); i++)
-        if (!strcmp(PQgetvalue(r, i, col(r, "database")), "sluice_test") &&
-            !strcmp(PQgetvalue(r, i, col(r, "user")), "sl_scram")) {
+        if (!strcmp(PQgetvalue(r, i, it_col(r, "database")), "sluice_test") &&
+            !strcmp(PQgetvalue(r, i, it_col(r, "user")), "sl_scram")) {
             IT_ASSERT(row < 0, "SHOW POOLS has two rows for sluice_test/sl_scram");
             row = i;
         }
     IT_ASSERT(row >= 0, "SHOW POOLS has a row for sluice_test/sl_scram");
-    long active = atol(PQgetvalue(r, row, col(r, "cl_active")));
+    long active = atol(PQgetvalue(r, row, it_col(r, "cl_active")));
     IT_ASSERT(active == ncl, "SHOW POOLS cl_active = %ld, %d clients are connected", active, ncl);
     PQclear(r);
-    r = show(adm, "SHOW LISTS");
+    r = it_show(adm, "SHOW LISTS");
     for (int i = 0; i < PQntuples(r); i++)
         if (!strcmp(PQgetvalue(r, i, 0), "used_clients"))
             IT_ASSERT(atol(PQgetvalue(r, i, 1)) == ncl + 1, "SHOW LISTS used_clients = %s",
