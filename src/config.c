@@ -19,11 +19,11 @@
 #include "sluice/tls.h"
 
 const char *const sl_pool_mode_names[] = {"session", "transaction", "statement", NULL};
-const char *const sl_auth_type_names[] = {"any", "trust", "plain", "md5", "scram-sha-256",
-                                          "cert", "hba", NULL};
+const char *const sl_auth_type_names[] = {"any",           "trust", "plain", "md5",
+                                          "scram-sha-256", "cert",  "hba",   NULL};
 const char *const sl_pin_mode_names[] = {"off", "on", "error", NULL};
-const char *const sl_tls_mode_names[] = {"disable", "allow", "prefer", "require", "verify-ca",
-                                         "verify-full", NULL};
+const char *const sl_tls_mode_names[] = {"disable",   "allow",       "prefer", "require",
+                                         "verify-ca", "verify-full", NULL};
 const char *const sl_routing_names[] = {"primary", "auto", "replica", NULL};
 const char *const sl_balance_names[] = {"least_outstanding", "latency", "round_robin", "random",
                                         NULL};
@@ -234,7 +234,8 @@ static int64_t parse_bytes(const char *v) {
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || x < 0) return -1;
-    while (isspace((unsigned char)*end)) end++;
+    while (isspace((unsigned char)*end))
+        end++;
     static const struct {
         const char *unit;
         int shift;
@@ -262,8 +263,8 @@ static int set_opt(parse_ctx_t *ctx, const opt_t *o, const char *v) {
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x) || x < o->min || x > o->max)
-            return fail(ctx, "%s: invalid value '%s' (expected seconds from 0 to %.0f)", o->name,
-                        v, o->max);
+            return fail(ctx, "%s: invalid value '%s' (expected seconds from 0 to %.0f)", o->name, v,
+                        o->max);
         *(int64_t *)field = (int64_t)llround(x * 1000.0);
         return 1;
     }
@@ -283,8 +284,10 @@ static int set_opt(parse_ctx_t *ctx, const opt_t *o, const char *v) {
     case OPT_BYTES: {
         int64_t x = parse_bytes(v);
         if (x < 0)
-            return fail(ctx, "%s: invalid value '%s' (expected bytes, with an optional kB, MB or "
-                             "GB unit)", o->name, v);
+            return fail(ctx,
+                        "%s: invalid value '%s' (expected bytes, with an optional kB, MB or "
+                        "GB unit)",
+                        o->name, v);
         *(int64_t *)field = x;
         return 1;
     }
@@ -313,7 +316,8 @@ typedef struct kvlist {
 } kvlist_t;
 
 static void kvlist_free(kvlist_t *l) {
-    for (int i = 0; i < l->n; i++) free(l->keys[i]), free(l->vals[i]);
+    for (int i = 0; i < l->n; i++)
+        free(l->keys[i]), free(l->vals[i]);
     l->n = 0;
 }
 
@@ -322,15 +326,19 @@ static int split_kv_pairs(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
     out->n = 0;
     size_t cap = strlen(s) + 1;
     while (*s) {
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         if (!*s) break;
         const char *k = s;
-        while (*s && *s != '=' && !isspace((unsigned char)*s)) s++;
+        while (*s && *s != '=' && !isspace((unsigned char)*s))
+            s++;
         size_t klen = (size_t)(s - k);
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         if (*s != '=' || klen == 0) return fail(ctx, "expected key=value near '%.20s'", k);
         s++;
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         char *v = malloc(cap), *w = v;
         if (!v) return fail(ctx, "out of memory");
         if (*s == '\'') {
@@ -452,13 +460,15 @@ static int parse_replicas(parse_ctx_t *ctx, const char *v, sl_db_cfg_t *db) {
     snprintf(buf, sizeof buf, "%s", v);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        while (isspace((unsigned char)*item)) item++;
+        while (isspace((unsigned char)*item))
+            item++;
         if (!*item) continue;
         if (db->nreplicas == SL_MAX_REPLICAS)
             return fail(ctx, "replicas: more than %d replicas", SL_MAX_REPLICAS);
         sl_replica_cfg_t *r = &db->replicas[db->nreplicas];
         char *host = item, *rest = "";
-        for (char *e = item + strlen(item); e > item && isspace((unsigned char)e[-1]);) *--e = '\0';
+        for (char *e = item + strlen(item); e > item && isspace((unsigned char)e[-1]);)
+            *--e = '\0';
         if (*item == '[') {
             host = item + 1;
             char *close = strchr(host, ']');
@@ -481,10 +491,10 @@ static int parse_replicas(parse_ctx_t *ctx, const char *v, sl_db_cfg_t *db) {
             r->port = (int)port;
             if (*end == ':') {
                 long wgt = strtol(end + 1, &end, 10);
-                while (isspace((unsigned char)*end)) end++;
+                while (isspace((unsigned char)*end))
+                    end++;
                 if (wgt < 1 || wgt > 100 || *end)
-                    return fail(ctx, "replicas: invalid weight for '%s' (expected 1 to 100)",
-                                host);
+                    return fail(ctx, "replicas: invalid weight for '%s' (expected 1 to 100)", host);
                 r->weight = (int)wgt;
             }
         }
@@ -533,17 +543,22 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
         else if (!strcmp(k, "pool_mode")) {
             db.pool_mode = enum_index(sl_pool_mode_names, v);
             if (db.pool_mode < 0)
-                ok = fail(ctx, "pool_mode: invalid value '%s' (expected session, transaction or "
-                               "statement)", v);
+                ok = fail(ctx,
+                          "pool_mode: invalid value '%s' (expected session, transaction or "
+                          "statement)",
+                          v);
         } else if (!strcmp(k, "routing")) {
             db.routing = enum_index(sl_routing_names, v);
             if (db.routing < 0)
-                ok = fail(ctx, "routing: invalid value '%s' (expected primary, auto or replica)", v);
+                ok =
+                    fail(ctx, "routing: invalid value '%s' (expected primary, auto or replica)", v);
         } else if (!strcmp(k, "load_balance")) {
             db.load_balance = enum_index(sl_balance_names, v);
             if (db.load_balance < 0)
-                ok = fail(ctx, "load_balance: invalid value '%s' (expected least_outstanding, "
-                               "latency, round_robin or random)", v);
+                ok = fail(ctx,
+                          "load_balance: invalid value '%s' (expected least_outstanding, "
+                          "latency, round_robin or random)",
+                          v);
         } else if (!strcmp(k, "replicas")) {
             ok &= parse_replicas(ctx, v, &db);
         } else if (!libpq_knows(k)) {
@@ -565,7 +580,8 @@ static int add_database(parse_ctx_t *ctx, const char *name, const char *value, i
     if (!grown) ok = fail(ctx, "out of memory");
     if (grown) cfg->dbs = grown;
     if (!ok) {
-        for (int i = 0; i < db.nkv; i++) free(db.keys[i]), free(db.vals[i]);
+        for (int i = 0; i < db.nkv; i++)
+            free(db.keys[i]), free(db.vals[i]);
         free(db.keys), free(db.vals), free(db.name), free(db.replicas);
         return 0;
     }
@@ -759,20 +775,23 @@ static sl_config_t *config_new(void) {
 static const char *bad_function_entry(const char *list) {
     const char *p = list;
     while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
         if (!*p) break;
         const char *start = p;
         int parts = 0;
         for (;;) {
             if (!isalpha((unsigned char)*p) && *p != '_') return start;
-            while (isalnum((unsigned char)*p) || *p == '_' || *p == '$') p++;
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+                p++;
             parts++;
             if (*p != '.' || parts == 2) break;
             p++;
             if (*p == '*') break; /* schema.*: every function in that schema */
         }
         if (*p == '*') p++;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (*p && *p != ',') return start;
     }
     return NULL;
@@ -965,10 +984,12 @@ void sl_config_free(sl_config_t *cfg) {
         if (opts[i].type == OPT_STR) free(*(char **)((char *)cfg + opts[i].off));
     for (int i = 0; i < cfg->ndbs; i++) {
         sl_db_cfg_t *d = &cfg->dbs[i];
-        for (int k = 0; k < d->nkv; k++) free(d->keys[k]), free(d->vals[k]);
+        for (int k = 0; k < d->nkv; k++)
+            free(d->keys[k]), free(d->vals[k]);
         free(d->keys), free(d->vals), free(d->name), free(d->replicas);
     }
-    for (int i = 0; i < cfg->nusers; i++) free(cfg->users[i].name);
+    for (int i = 0; i < cfg->nusers; i++)
+        free(cfg->users[i].name);
     free(cfg->dbs);
     free(cfg->users);
     free(cfg->peers);
@@ -1018,8 +1039,8 @@ const char *sl_db_cfg_get(const sl_db_cfg_t *db, const char *key) {
  * refuses those; RELOAD applies the second kind. */
 static const char *const fixed_keys[] = {
     "peer_id", /* the cancel keys clients hold name it */
-    "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "pidfile", "pkt_buf",
-    "metrics_listen", "so_reuseport", "workers", NULL};
+    "listen_addr", "listen_port",    "listen_backlog", "unix_socket_dir", "pidfile",
+    "pkt_buf",     "metrics_listen", "so_reuseport",   "workers",         NULL};
 static const char *const file_keys[] = {"auth_file",
                                         "auth_hba_file",
                                         "auth_type",
@@ -1075,10 +1096,17 @@ void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap) {
     case OPT_MS: {
         /* Seconds, as the file has them; fractions only where there are. */
         int64_t ms = *(const int64_t *)field;
-        if (ms % 1000 == 0)
+        if (ms % 1000 == 0) {
             snprintf(buf, cap, "%lld", (long long)(ms / 1000));
-        else
-            snprintf(buf, cap, "%g", (double)ms / 1000.0);
+            return;
+        }
+        /* Exact to the millisecond (%g rounded 5555555.5 s to 5.55556e+06,
+         * which reads back as another value), trailing zeros dropped. */
+        long long frac = ms % 1000 < 0 ? -(ms % 1000) : ms % 1000;
+        int n = snprintf(buf, cap, "%s%lld.%03lld", ms < 0 && ms > -1000 ? "-" : "",
+                         (long long)(ms / 1000), frac);
+        while (n > 0 && (size_t)n < cap && buf[n - 1] == '0')
+            buf[--n] = '\0';
         return;
     }
     case OPT_STR:
@@ -1100,10 +1128,14 @@ void sl_config_key_value(const sl_config_t *cfg, int i, char *buf, size_t cap) {
 static size_t field_size(enum opt_type t) {
     switch (t) {
     case OPT_MS:
-    case OPT_BYTES: return sizeof(int64_t);
-    case OPT_STR: return sizeof(char *);
-    case OPT_BOOL: return sizeof(bool);
-    default: return sizeof(int);
+    case OPT_BYTES:
+        return sizeof(int64_t);
+    case OPT_STR:
+        return sizeof(char *);
+    case OPT_BOOL:
+        return sizeof(bool);
+    default:
+        return sizeof(int);
     }
 }
 
