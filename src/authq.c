@@ -38,6 +38,13 @@ sl_user_secret_t *sl_authq_find(sl_loop_t *w, const char *user) {
     return NULL;
 }
 
+sl_user_secret_t *sl_authq_find_for_backend(sl_loop_t *w, const char *user) {
+    sl_user_secret_t *u = sl_userlist_find(&w->users, user);
+    if (u) return u;
+    entry_t *e = cached(w, user);
+    return e ? &e->sec : NULL;
+}
+
 static const char *auth_user_for(sl_loop_t *w, const char *db) {
     const sl_db_cfg_t *d = sl_config_find_db(w->cfg, db);
     if (!d) d = sl_config_find_db(w->cfg, "*");
@@ -45,7 +52,9 @@ static const char *auth_user_for(sl_loop_t *w, const char *db) {
     return u && *u ? u : *w->cfg->auth_user ? w->cfg->auth_user : NULL;
 }
 
-bool sl_authq_enabled(sl_loop_t *w, const char *db) { return auth_user_for(w, db) != NULL; }
+bool sl_authq_enabled(sl_loop_t *w, const char *db) {
+    return auth_user_for(w, db) != NULL;
+}
 
 static void entry_free(entry_t *e) {
     free(e->sec.name);

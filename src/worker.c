@@ -297,7 +297,7 @@ int sl_worker_init(sl_worker_t *w, sl_config_t *cfg, const sl_worker_place_t *pl
     }
     w->core.on_drained = drained_cb;
     sl_defer_init(&w->shutdown_job, shutdown_cb);
-    w->core.find_secret = sl_authq_find;
+    w->core.find_secret = sl_authq_find_for_backend;
     w->core.release_db = sl_route_release_idle;
     w->core.peer_id = cfg->peer_id; /* named in every cancel key (cancelkey.h) */
     if (sl_peers_init(&w->core) != SL_OK) {

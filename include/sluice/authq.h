@@ -21,6 +21,12 @@ typedef void (*sl_authq_done_cb)(void *arg, sl_user_secret_t *secret, const char
 /* The secret for user: auth_file first, then a cached auth_query answer
  * that is still fresh. NULL when neither has it. */
 sl_user_secret_t *sl_authq_find(sl_loop_t *w, const char *user);
+/* The secret a backend login of user uses: auth_file first, then the
+ * latest auth_query answer however old. auth_cache_ttl says how long a
+ * client login may trust an answer without asking again; the backend login
+ * that follows a client's must not find it gone (auth_cache_ttl = 0 would
+ * leave every pooled login of such a user without a password). */
+sl_user_secret_t *sl_authq_find_for_backend(sl_loop_t *w, const char *user);
 /* Whether a user missing from auth_file is looked up for database db. */
 bool sl_authq_enabled(sl_loop_t *w, const char *db);
 /* Starts a lookup of user for database db (asker: its log tag);

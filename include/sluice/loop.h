@@ -140,8 +140,9 @@ typedef struct sl_loop {
     /* What pool (floor 3) asks of route and authq, which sit above it (they
      * open their servers through pools): set by whoever wires the floors
      * together (the worker), so that pool never calls up into them. */
-    /* The secret of user as a login finds it (auth_file, then a fresh
-     * auth_query answer); NULL: none. Unset: the auth_file alone. */
+    /* The secret a backend login of user uses (auth_file, then the latest
+     * auth_query answer, fresh or not); NULL: none. Unset: the auth_file
+     * alone. */
     sl_user_secret_t *(*find_secret)(struct sl_loop *l, const char *user);
     /* The automatic pool of database db is about to be freed, unused since
      * before now_ms - autodb_idle_timeout: lets go of db's routing, if any;

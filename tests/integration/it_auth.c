@@ -3,6 +3,7 @@
  * in auth_file works; an md5 hash in auth_file works for md5. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,8 +22,7 @@ static void expect_login(const it_sluice_t *s, const char *user, const char *pw,
         IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "%s: login should fail", what);
         char want[128];
         snprintf(want, sizeof want, "password authentication failed for user \"%s\"", user);
-        IT_ASSERT(strstr(PQerrorMessage(c), want), "%s: message was: %s", what,
-                  PQerrorMessage(c));
+        IT_ASSERT(strstr(PQerrorMessage(c), want), "%s: message was: %s", what, PQerrorMessage(c));
     }
     PQfinish(c);
 }
@@ -81,7 +81,8 @@ static void passthrough(void) {
     fclose(f);
     snprintf(opts, sizeof opts,
              "auth_type = scram-sha-256\nauth_file = %s\npool_mode = transaction\n"
-             "default_pool_size = 2\n", path);
+             "default_pool_size = 2\n",
+             path);
     it_sluice_start(&s, opts, NULL);
     PGconn *c[4];
     for (int i = 0; i < 4; i++) {
@@ -92,7 +93,8 @@ static void passthrough(void) {
         it_exec(c[i], "COMMIT");
     }
     for (int round = 0; round < 20; round++)
-        for (int i = 0; i < 4; i++) it_exec(c[i], "SELECT 1");
+        for (int i = 0; i < 4; i++)
+            it_exec(c[i], "SELECT 1");
     /* A cancel reaches a server sluice logged in to itself. */
     IT_ASSERT(PQsendQuery(c[0], "SELECT pg_sleep(30)"), "send");
     usleep(300000);
@@ -101,11 +103,16 @@ static void passthrough(void) {
     IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
     PQfreeCancel(pc);
     PGresult *r = PQgetResult(c[0]);
-    IT_ASSERT(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "", "57014"),
+    IT_ASSERT(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                               ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                               : "",
+                           "57014"),
               "canceled: %s", PQresultErrorMessage(r));
     PQclear(r);
-    while ((r = PQgetResult(c[0]))) PQclear(r);
-    for (int i = 0; i < 4; i++) PQfinish(c[i]);
+    while ((r = PQgetResult(c[0])))
+        PQclear(r);
+    for (int i = 0; i < 4; i++)
+        PQfinish(c[i]);
     /* A wrong password still fails at sluice, before any backend login. */
     PGconn *bad = it_connect_db(&s, "sl_scram", "sluice_test", "password=wrong");
     IT_ASSERT(PQstatus(bad) == CONNECTION_BAD && strstr(PQerrorMessage(bad), "password"),
@@ -121,14 +128,20 @@ static void passthrough(void) {
 /* auth_user + auth_query: roles created in PostgreSQL after sluice started
  * log in (SCRAM and md5) with no file change, their queries run as them;
  * wrong passwords and unknown users fail alike; a dropped role cannot log
- * in once the cached answer expires. */
-static void auth_query(void) {
+ * in once the cached answer expires. With auth_cache_ttl = 0 (every client
+ * login asks again) the backend login still has the answer the client
+ * logged in with. */
+static void auth_query(const char *ttl) {
     PGconn *d = it_direct();
     it_exec(d, "DROP ROLE IF EXISTS sl_aq_scram");
     it_exec(d, "DROP ROLE IF EXISTS sl_aq_md5");
     it_sluice_t s;
-    it_sluice_start(&s, "auth_type = scram-sha-256\nauth_user = postgres\nauth_cache_ttl = 1\n"
-                        "pool_mode = transaction\n", NULL);
+    char opts[160];
+    snprintf(opts, sizeof opts,
+             "auth_type = scram-sha-256\nauth_user = postgres\nauth_cache_ttl = %s\n"
+             "pool_mode = transaction\n",
+             ttl);
+    it_sluice_start(&s, opts, NULL);
     it_exec(d, "SET password_encryption = 'scram-sha-256'");
     it_exec(d, "CREATE ROLE sl_aq_scram LOGIN PASSWORD 'aq_pw'");
     it_exec(d, "SET password_encryption = 'md5'");
@@ -138,9 +151,10 @@ static void auth_query(void) {
         char extra[64];
         snprintf(extra, sizeof extra, "password=%s", pws[i]);
         PGconn *c = it_connect_db(&s, users[i], "sluice_test", extra);
-        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "%s via auth_query: %s", users[i],
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "%s via auth_query (ttl %s): %s", users[i], ttl,
                   PQerrorMessage(c));
-        IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), users[i]), "runs as %s", users[i]);
+        IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), users[i]), "runs as %s (ttl %s)",
+                  users[i], ttl);
         PQfinish(c);
         c = it_connect_db(&s, users[i], "sluice_test", "password=wrong");
         IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
@@ -154,7 +168,7 @@ static void auth_query(void) {
               "unknown user fails like a wrong password: %s", PQerrorMessage(c));
     PQfinish(c);
     it_exec(d, "DROP ROLE sl_aq_scram");
-    usleep(1200 * 1000); /* auth_cache_ttl */
+    usleep((useconds_t)(atof(ttl) * 1e6) + 200 * 1000); /* auth_cache_ttl */
     c = it_connect_db(&s, "sl_aq_scram", "sluice_test", "password=aq_pw");
     IT_ASSERT(PQstatus(c) == CONNECTION_BAD, "a dropped role cannot log in any more");
     PQfinish(c);
@@ -212,7 +226,8 @@ int main(void) {
     fclose(f);
     kill(s.pid, SIGHUP); /* reload picks up the new auth_file */
     double deadline = it_now() + 5;
-    while (it_log_count(&s, "configuration reloaded") == 0 && it_now() < deadline) usleep(20000);
+    while (it_log_count(&s, "configuration reloaded") == 0 && it_now() < deadline)
+        usleep(20000);
     IT_ASSERT(it_log_count(&s, "configuration reloaded") == 1, "reload logged");
     PGconn *c = it_connect_db(&s, "sl_scram", "scramdb", NULL);
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "verifier login: %s", PQerrorMessage(c));
@@ -223,6 +238,7 @@ int main(void) {
     PQfinish(c);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
     passthrough();
-    auth_query();
+    auth_query("1");
+    auth_query("0");
     return it_done();
 }
