@@ -363,7 +363,12 @@ static int split_kv_pairs(parse_ctx_t *ctx, const char *s, kvlist_t *out) {
             free(v);
             return fail(ctx, "too many parameters");
         }
-        out->keys[out->n] = strndup(k, klen);
+        char *key = strndup(k, klen);
+        if (!key) {
+            free(v);
+            return fail(ctx, "out of memory");
+        }
+        out->keys[out->n] = key;
         out->vals[out->n] = v;
         out->n++;
     }

@@ -1,10 +1,12 @@
 /* SCRAM-SHA-256 server exchange with OpenSSL's primitives. */
 #include "sluice/scram.h"
 
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +16,27 @@ int sl_base64_encode(const uint8_t *in, size_t n, char *out, size_t cap) {
     return EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
+/* Strict RFC 4648 base64: only the alphabet, then at most two '=' that end
+ * the text. EVP_DecodeBlock alone skips whitespace around the text and
+ * counts padding as zero bytes, so "QUJD=\n" style input would decode to a
+ * length off by the padding it failed to see. */
+static bool base64_valid(const char *in, size_t n) {
+    size_t pad = 0;
+    if (n >= 1 && in[n - 1] == '=') pad++;
+    if (n >= 2 && in[n - 2] == '=') pad++;
+    for (size_t i = 0; i < n - pad; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return false;
+    }
+    return true;
+}
+
 int sl_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap) {
-    if (n % 4 != 0) return -1;
+    if (n % 4 != 0 || n > INT_MAX) return -1;
     if (cap < n / 4 * 3) return -1;
+    if (!base64_valid(in, n)) return -1;
     int len = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
     if (len < 0) return -1;
     /* EVP_DecodeBlock counts padding as zero bytes: take them off. */
@@ -33,7 +53,8 @@ void sl_md5_hex(const void *a, size_t an, const void *b, size_t bn, char out[33]
     EVP_DigestUpdate(ctx, b, bn);
     EVP_DigestFinal_ex(ctx, d, NULL);
     EVP_MD_CTX_free(ctx);
-    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 static void hmac(const uint8_t *key, size_t klen, const void *msg, size_t n, uint8_t *out) {
@@ -174,7 +195,8 @@ int sl_scram_server_final(sl_scram_server_t *st, const uint8_t *msg, size_t n, c
     if (alen < 0 || (size_t)alen >= sizeof auth) return SL_EPROTO;
     uint8_t client_sig[SL_SCRAM_KEY_LEN], stored[SL_SCRAM_KEY_LEN], server_sig[SL_SCRAM_KEY_LEN];
     hmac(st->secret.stored_key, SL_SCRAM_KEY_LEN, auth, (size_t)alen, client_sig);
-    for (int i = 0; i < SL_SCRAM_KEY_LEN; i++) st->client_key[i] = proof[i] ^ client_sig[i];
+    for (int i = 0; i < SL_SCRAM_KEY_LEN; i++)
+        st->client_key[i] = proof[i] ^ client_sig[i];
     SHA256(st->client_key, SL_SCRAM_KEY_LEN, stored);
     st->state = SL_SCRAM_DONE;
     if (CRYPTO_memcmp(stored, st->secret.stored_key, SL_SCRAM_KEY_LEN) != 0) {
@@ -204,8 +226,7 @@ int sl_scram_client_final(sl_scram_client_t *st, const uint8_t *client_key,
                           const uint8_t *server_key, const uint8_t *msg, size_t n, char *out,
                           size_t cap) {
     char first[512];
-    if (to_cstr(msg, n, first, sizeof first) < 0 || strncmp(first, "r=", 2) != 0)
-        return SL_EPROTO;
+    if (to_cstr(msg, n, first, sizeof first) < 0 || strncmp(first, "r=", 2) != 0) return SL_EPROTO;
     const char *r = first + 2;
     size_t rlen = strcspn(r, ",");
     size_t mine = strlen(st->nonce);
@@ -220,7 +241,8 @@ int sl_scram_client_final(sl_scram_client_t *st, const uint8_t *client_key,
     uint8_t stored[SL_SCRAM_KEY_LEN], sig[SL_SCRAM_KEY_LEN], proof[SL_SCRAM_KEY_LEN];
     SHA256(client_key, SL_SCRAM_KEY_LEN, stored);
     hmac(stored, SL_SCRAM_KEY_LEN, auth, (size_t)alen, sig);
-    for (int i = 0; i < SL_SCRAM_KEY_LEN; i++) proof[i] = client_key[i] ^ sig[i];
+    for (int i = 0; i < SL_SCRAM_KEY_LEN; i++)
+        proof[i] = client_key[i] ^ sig[i];
     hmac(server_key, SL_SCRAM_KEY_LEN, auth, (size_t)alen, st->server_sig);
     char proof64[64];
     if (sl_base64_encode(proof, sizeof proof, proof64, sizeof proof64) < 0) return SL_EPROTO;

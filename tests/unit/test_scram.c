@@ -69,8 +69,12 @@ static void test_verifier(void) {
 static void test_malformed(void) {
     sl_scram_secret_t sec;
     rfc_secret(&sec);
-    const char *bad_first[] = {"p=tls-server-end-point,,n=,r=abc", "x,,n=,r=abc", "n,,r=abc",
-                               "n,,n=,r=", "n,a=admin,n=,r=abc", ""};
+    const char *bad_first[] = {"p=tls-server-end-point,,n=,r=abc",
+                               "x,,n=,r=abc",
+                               "n,,r=abc",
+                               "n,,n=,r=",
+                               "n,a=admin,n=,r=abc",
+                               ""};
     for (size_t i = 0; i < sizeof bad_first / sizeof *bad_first; i++) {
         sl_scram_server_t st = {0};
         char out[512];
@@ -79,15 +83,15 @@ static void test_malformed(void) {
                   SL_EPROTO);
     }
     /* A wrong nonce or channel-binding echo in the final message. */
-    const char *bad_final[] = {"c=biws,r=wrongnonce,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
-                               "c=eSws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=AA==",
-                               "r=x", "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"};
+    const char *bad_final[] = {
+        "c=biws,r=wrongnonce,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        "c=eSws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=AA==", "r=x",
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"};
     for (size_t i = 0; i < sizeof bad_final / sizeof *bad_final; i++) {
         sl_scram_server_t st = {0};
         char out[512];
         ASSERT_TRUE(sl_scram_server_first(&st, &sec, (const uint8_t *)client_first,
-                                          strlen(client_first), server_nonce, out,
-                                          sizeof out) > 0);
+                                          strlen(client_first), server_nonce, out, sizeof out) > 0);
         ASSERT_EQ(sl_scram_server_final(&st, (const uint8_t *)bad_final[i], strlen(bad_final[i]),
                                         out, sizeof out),
                   SL_EPROTO);
@@ -146,7 +150,24 @@ static void client_round_trip(void) {
               SL_EPROTO);
 }
 
+/* Only strict base64 decodes: whitespace around the text, padding in the
+ * middle or characters outside the alphabet are refused, so a decoded
+ * length can never count padding as bytes. */
+static void test_base64_strict(void) {
+    uint8_t out[64];
+    ASSERT_EQ(sl_base64_decode("QUJD", 4, out, sizeof out), 3);
+    ASSERT_EQ(sl_base64_decode("QUI=", 4, out, sizeof out), 2);
+    ASSERT_EQ(sl_base64_decode("QQ==", 4, out, sizeof out), 1);
+    ASSERT_EQ(sl_base64_decode("QUI ", 4, out, sizeof out), -1);
+    ASSERT_EQ(sl_base64_decode(" QUI", 4, out, sizeof out), -1);
+    ASSERT_EQ(sl_base64_decode("QQ=\n", 4, out, sizeof out), -1);
+    ASSERT_EQ(sl_base64_decode("Q=QQ", 4, out, sizeof out), -1);
+    ASSERT_EQ(sl_base64_decode("QUJDQUI=\n\n\n\n", 12, out, sizeof out), -1);
+    ASSERT_EQ(sl_base64_decode("QU*D", 4, out, sizeof out), -1);
+}
+
 int main(void) {
+    test_base64_strict();
     client_round_trip();
     test_rfc7677();
     test_wrong_proof();
