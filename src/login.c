@@ -123,9 +123,16 @@ static enum sl_login_result sasl_start(sl_login_t *l, const uint8_t *body, size_
     return reply(l, out, cap, out_len, mid, sizeof mid, first, (size_t)fl);
 }
 
+/* PBKDF2 runs on the event loop, once per backend salt (then cached and
+ * shared by the workers): PostgreSQL's 4,096 rounds take a few ms; this
+ * bound keeps a backend (or a role given a huge scram_iterations) from
+ * stalling every client of the loop for seconds. */
+#define SL_LOGIN_MAX_ITERATIONS 100000
+
 /* The salt and iteration count of a server-first-message
- * ("r=<nonce>,s=<base64 salt>,i=<count>[,...]"); false if malformed. */
-static bool parse_server_first(const uint8_t *msg, size_t n, sl_login_keys_t *k) {
+ * ("r=<nonce>,s=<base64 salt>,i=<count>[,...]"): NULL, or what is wrong
+ * with it, for the client and the log. */
+static const char *parse_server_first(const uint8_t *msg, size_t n, sl_login_keys_t *k) {
     k->salt_len = 0;
     k->iterations = 0;
     bool salted = false;
@@ -136,44 +143,49 @@ static bool parse_server_first(const uint8_t *msg, size_t n, sl_login_keys_t *k)
         if (msg[o + 1] == '=' && msg[o] == 's') {
             int len =
                 sl_base64_decode((const char *)msg + o + 2, end - o - 2, k->salt, sizeof k->salt);
-            if (len <= 0) return false;
+            if (len <= 0) return "malformed SCRAM server-first-message (salt)";
             k->salt_len = (size_t)len;
             salted = true;
         } else if (msg[o + 1] == '=' && msg[o] == 'i') {
             char num[12];
             size_t len = end - o - 2;
-            if (len == 0 || len >= sizeof num) return false;
+            if (len == 0 || len >= sizeof num)
+                return "malformed SCRAM server-first-message (iteration count)";
             memcpy(num, msg + o + 2, len);
             num[len] = '\0';
             char *e;
             long it = strtol(num, &e, 10);
-            /* PostgreSQL uses 4096; a bound keeps a rogue backend from
-             * making sluice spin. */
-            if (*e || it < 1 || it > 10000000) return false;
+            if (*e || it < 1) return "malformed SCRAM server-first-message (iteration count)";
+            if (it > SL_LOGIN_MAX_ITERATIONS)
+                return "the backend asks for more than 100000 SCRAM iterations, which sluice "
+                       "will not compute on its event loop: set the role's password with a lower "
+                       "scram_iterations, or give sluice the role's SCRAM verifier in auth_file";
             k->iterations = (int)it;
         }
         o = end + 1;
     }
-    return salted && k->iterations > 0;
+    return salted && k->iterations > 0 ? NULL : "malformed SCRAM server-first-message";
 }
 
 /* ClientKey and ServerKey for the backend's salt: from the cache when it
  * holds this salt, else by PBKDF2 over the password (on the caller's
- * thread: the event loop, once per salt), filling the cache. */
-static bool password_keys(sl_login_t *l, const uint8_t *msg, size_t n, sl_login_keys_t *k) {
-    if (!parse_server_first(msg, n, k)) return false;
+ * thread: the event loop, once per salt), filling the cache. NULL, or what
+ * went wrong. */
+static const char *password_keys(sl_login_t *l, const uint8_t *msg, size_t n, sl_login_keys_t *k) {
+    const char *bad = parse_server_first(msg, n, k);
+    if (bad) return bad;
     const sl_login_keys_t *c = l->secret.cache;
     if (c && c->iterations == k->iterations && c->salt_len == k->salt_len &&
         !memcmp(c->salt, k->salt, k->salt_len)) {
         *k = *c;
-        return true;
+        return NULL;
     }
     if (sl_scram_keys_from_password(l->secret.password, k->salt, k->salt_len, k->iterations,
                                     k->client_key, k->server_key) != SL_OK)
-        return false;
+        return "out of memory deriving the SCRAM keys";
     l->derived_iterations = k->iterations;
     if (l->secret.cache) *l->secret.cache = *k;
-    return true;
+    return NULL;
 }
 
 enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *body, size_t n,
@@ -212,8 +224,8 @@ enum sl_login_result sl_login_feed(sl_login_t *l, uint8_t type, const uint8_t *b
         sl_login_keys_t k;
         const uint8_t *ck = l->secret.client_key, *sk = l->secret.server_key;
         if (l->secret.password[0]) {
-            if (!password_keys(l, body + 4, n - 4, &k))
-                return fail(l, "08P01", "malformed SCRAM server-first-message");
+            const char *bad = password_keys(l, body + 4, n - 4, &k);
+            if (bad) return fail(l, "08P01", bad);
             ck = k.client_key, sk = k.server_key;
         }
         int fl = sl_scram_client_final(&l->scram, ck, sk, body + 4, n - 4, final, sizeof final);

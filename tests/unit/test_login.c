@@ -33,12 +33,14 @@ int main(void) {
     EVP_DigestFinal_ex(ctx, d, NULL);
     EVP_MD_CTX_free(ctx);
     char hex[33];
-    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
     ASSERT_TRUE(!memcmp(out + 8, hex, 32));
     msg(body, &n, 0, "", 0);
     ASSERT_EQ(sl_login_feed(&l, 'R', body, n, out, sizeof out, &olen), SL_LOGIN_MORE);
-    ASSERT_EQ(sl_login_feed(&l, 'K', (const uint8_t *)"\0\0\0\7\0\0\0\11", 8, out, sizeof out, &olen),
-              SL_LOGIN_MORE);
+    ASSERT_EQ(
+        sl_login_feed(&l, 'K', (const uint8_t *)"\0\0\0\7\0\0\0\11", 8, out, sizeof out, &olen),
+        SL_LOGIN_MORE);
     ASSERT_EQ(sl_login_feed(&l, 'Z', (const uint8_t *)"I", 1, out, sizeof out, &olen),
               SL_LOGIN_DONE);
     ASSERT_TRUE(l.backend_pid == 7 && l.backend_key == 9);
@@ -88,5 +90,21 @@ int main(void) {
     ASSERT_STREQ(l.code, "28P01");
     ASSERT_EQ(sl_login_feed(&l, 'Z', (const uint8_t *)"I", 1, out, sizeof out, &olen),
               SL_LOGIN_FAIL);
+
+    /* A backend asking for more PBKDF2 rounds than sluice runs on its loop
+     * is refused, saying what to change; the malformed one says so. */
+    memset(&sec, 0, sizeof sec);
+    snprintf(sec.password, sizeof sec.password, "pw");
+    static const char *const firsts[] = {"r=abc,s=MDEyMzQ1Njc4OWFiY2RlZg==,i=10000000",
+                                         "r=abc,s=MDEyMzQ1Njc4OWFiY2RlZg==,i=x"};
+    static const char *const says[] = {"more than 100000 SCRAM iterations", "iteration count"};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_TRUE(sl_login_start(&l, "bob", "app", &sec, out, sizeof out) > 0);
+        msg(body, &n, 10, "SCRAM-SHA-256\0", 15);
+        ASSERT_EQ(sl_login_feed(&l, 'R', body, n, out, sizeof out, &olen), SL_LOGIN_MORE);
+        msg(body, &n, 11, firsts[i], strlen(firsts[i]));
+        ASSERT_EQ(sl_login_feed(&l, 'R', body, n, out, sizeof out, &olen), SL_LOGIN_FAIL);
+        ASSERT_TRUE(strstr(l.error, says[i]) != NULL);
+    }
     return check_done("test_login");
 }
