@@ -21,6 +21,7 @@ import time
 from decimal import Decimal
 
 import psycopg2
+from sluicepy import log_path
 
 # collector.go's metricMaps: namespace -> columns it reads (labels first).
 # "databases" takes reserve_pool or reserve_pool_size; stats_totals'
@@ -88,7 +89,7 @@ class Sluice:
         self.dir = tempfile.mkdtemp(prefix="sluice-py-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
-        self.log = os.path.join(self.dir, "sluice.log")
+        self.log = log_path(self.dir)
         users = os.path.join(self.dir, "userlist.txt")
         with open(users, "w") as f:
             f.write('"sl_scram" "scram_pw"\n"sl_md5" "md5_pw"\n"postgres" "unused"\n')

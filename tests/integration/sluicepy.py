@@ -22,6 +22,23 @@ def test_workers(opts):
     return f"workers = {os.environ.get('SLUICE_TEST_WORKERS') or '1'}\n"
 
 
+_logs = 0
+
+
+def log_path(tmpdir):
+    """Where a sluice's log goes: SLUICE_TEST_LOG_DIR when CTest sets it
+    (kept, so that tests/check_secrets.py reads every log of the run, as
+    harness.c's log_path does), else tmpdir/sluice.log."""
+    global _logs
+    d = os.environ.get("SLUICE_TEST_LOG_DIR")
+    if not d:
+        return os.path.join(tmpdir, "sluice.log")
+    os.makedirs(d, exist_ok=True)
+    _logs += 1
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    return os.path.join(d, f"{name}.{os.getpid()}.{_logs}.log")
+
+
 def fail(msg, sl=None):
     print("FAIL: " + msg, file=sys.stderr)
     if sl is not None:
@@ -55,7 +72,7 @@ class Sluice:
 
     def __init__(self, opts="", dbs=""):
         self.dir = tempfile.mkdtemp(prefix="sluice-py-")
-        self.log = os.path.join(self.dir, "sluice.log")
+        self.log = log_path(self.dir)
         self.port = free_port()
         self.mport = free_port()
         cl = cluster()
