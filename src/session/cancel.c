@@ -73,7 +73,7 @@ static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
         free(job);
         return 0;
     }
-    snprintf(job->tag, sizeof job->tag, "%s", c->tag);
+    snprintf(job->tag, sizeof job->tag, "%s", sl_client_tag(c));
     job->req.data = job;
     s->cancel_sent = true;
     if (uv_queue_work(w->loop, &job->req, cancel_work, cancel_after) != 0) {
@@ -86,7 +86,8 @@ static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
 
 void sl_cancel_running(sl_client_t *c, sl_server_t *s) {
     if (s->state == SL_SV_ACTIVE && c->pending > 0 && cancel_server(c->w, c, s))
-        sl_log_info(c->tag, "cancel sent to %s, so that it stops the query at once", s->tag);
+        sl_log_info(sl_client_tag(c), "cancel sent to %s, so that it stops the query at once",
+                    s->tag);
 }
 
 int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer) {
@@ -106,16 +107,17 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
         if (!sl_cancelkey_matches(pid, key, sl_client_cancel_pid(c), c->cancel_key)) continue;
         if (c->state == SL_CL_WAITING) {
             sl_client_cancel_wait(c);
-            sl_log_info(c->tag, "cancel request from %s: dropped its queued request", peer);
+            sl_log_info(sl_client_tag(c), "cancel request from %s: dropped its queued request",
+                        peer);
             return 1;
         }
         sl_server_t *s = c->server;
         if (!s || s->state != SL_SV_ACTIVE || c->pending == 0) {
-            sl_log_debug(c->tag, "cancel request from %s: nothing running", peer);
+            sl_log_debug(sl_client_tag(c), "cancel request from %s: nothing running", peer);
             return 0;
         }
         if (!cancel_server(w, c, s)) return 0;
-        sl_log_info(c->tag, "cancel request from %s forwarded to %s", peer, s->tag);
+        sl_log_info(sl_client_tag(c), "cancel request from %s forwarded to %s", peer, s->tag);
         return 1;
     }
     sl_log_debug(NULL, "cancel request from %s matched no client", peer);

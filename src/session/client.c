@@ -3,6 +3,7 @@
  * Relaying bytes while linked to a server lives in relay.c. */
 #include "session.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -74,7 +75,7 @@ static void client_list(sl_client_t *c, enum sl_client_state st) {
 
 bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
     if ((unsigned)st >= SL_CL_NSTATES || !(cl_next[c->state] & (1u << st))) {
-        sl_log_error(c->tag,
+        sl_log_error(sl_client_tag(c),
                      "internal error: refused client state change %s -> %s; the connection "
                      "stays %s (please report this with the log lines before it)",
                      sl_client_state_names[c->state],
@@ -186,9 +187,7 @@ static void client_closed_cb(sl_conn_t *cn) {
     sl_params_clear(&c->dirty);
     sl_ps_unlink(c);
     sl_stmt_names_clear(&c->stmt_names, &w->stmts);
-    free(c->user);
-    free(c->dbname);
-    free(c->tag);
+    free(c->user); /* and dbname, in the same block */
     free(c);
     if ((w->shutting_down || w->draining) && w->nclients == 0 && w->on_drained) w->on_drained(w);
 }
@@ -198,9 +197,9 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     char reason[512];
     vsnprintf(reason, sizeof reason, fmt, ap);
     if (c->quiet_close)
-        sl_log_debug(c->tag, "closing: %s", reason);
+        sl_log_debug(sl_client_tag(c), "closing: %s", reason);
     else if (c->w->cfg->log_disconnections)
-        sl_log_info(c->tag, "closing: %s", reason);
+        sl_log_info(sl_client_tag(c), "closing: %s", reason);
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_authq_forget(c->authq);
     c->authq = NULL;
@@ -298,38 +297,73 @@ bool sl_session_settle(sl_client_t *c) {
     return true;
 }
 
-/* (Re)builds c's tag, in a block of its exact size (an idle client's
- * memory is mostly its struct: no fixed-size name buffers in it); peer may
- * point into the old tag. False when out of memory: the old tag stays. */
-static bool set_tag(sl_client_t *c, const char *peer) {
-    const char *db = c->dbname ? c->dbname : "?", *user = c->user ? c->user : "?";
-    int n = snprintf(NULL, 0, "C-%u db=%s user=%s peer=%s", c->id, db, user, peer);
-    char *t = n > 0 ? malloc((size_t)n + 1) : NULL;
-    if (!t) return false;
-    snprintf(t, (size_t)n + 1, "C-%u db=%s user=%s peer=%s", c->id, db, user, peer);
-    size_t plen = strlen(peer);
-    free(c->tag);
-    c->tag = t;
-    c->peer = t + n - plen;
-    return true;
+/* Per-thread buffers for tags and peers formatted on demand (each worker
+ * is a thread): a few, so that one log call may format more than one. */
+#define TAG_BUFS 4
+static _Thread_local char tag_bufs[TAG_BUFS][256];
+static _Thread_local unsigned tag_next;
+
+static char *tag_buf(void) {
+    return tag_bufs[tag_next++ % TAG_BUFS];
+}
+
+static void format_peer(const sl_client_t *c, char *out, size_t cap) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (c->peer_family == 0 || c->peer_family == SL_PEER_UNKNOWN) {
+        snprintf(out, cap, c->peer_family ? "?" : "unix");
+        return;
+    }
+    inet_ntop(c->peer_family, c->peer_addr, host, sizeof host);
+    snprintf(out, cap, c->peer_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, c->peer_port);
+}
+
+const char *sl_client_peer(const sl_client_t *c) {
+    char *b = tag_buf();
+    format_peer(c, b, sizeof tag_bufs[0]);
+    return b;
+}
+
+const char *sl_client_tag(const sl_client_t *c) {
+    char peer[INET6_ADDRSTRLEN + 8], *b = tag_buf();
+    format_peer(c, peer, sizeof peer);
+    snprintf(b, sizeof tag_bufs[0], "C-%u db=%s user=%s peer=%s", c->id,
+             c->dbname ? c->dbname : "?", c->user ? c->user : "?", peer);
+    return b;
+}
+
+/* Keeps the listener's "address:port", "[v6]:port" or "unix" compactly.
+ * False for any other form (the listener makes none; unit tests do). */
+static bool parse_peer(sl_client_t *c, const char *peer) {
+    if (strcmp(peer, "unix") == 0) return true;
+    char host[INET6_ADDRSTRLEN];
+    const char *colon = strrchr(peer, ':');
+    bool v6 = peer[0] == '[';
+    size_t hlen = colon ? (size_t)(colon - peer) - (v6 ? 2 : 0) : 0;
+    if (!colon || hlen == 0 || hlen >= sizeof host || (v6 && colon[-1] != ']')) return false;
+    memcpy(host, peer + (v6 ? 1 : 0), hlen);
+    host[hlen] = 0;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (*end || port > 65535) return false;
+    c->peer_family = v6 ? AF_INET6 : AF_INET;
+    c->peer_port = (uint16_t)port;
+    return inet_pton(c->peer_family, host, c->peer_addr) == 1;
 }
 
 void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
     sl_client_t *c = calloc(1, sizeof *c);
-    if (c) c->id = w->next_client_id + 1;
-    if (!c || !set_tag(c, peer)) {
+    if (!c) {
         sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
-        free(c);
         close(fd);
         return;
     }
+    if (!parse_peer(c, peer)) c->peer_family = SL_PEER_UNKNOWN;
     sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
     if (sl_conn_attach(&c->sock, fd) != SL_OK) {
         sl_log_error(NULL,
                      "cannot accept client from %s: the event loop refused to watch its "
                      "socket",
                      peer);
-        free(c->tag);
         free(c);
         close(fd);
         return;
@@ -394,7 +428,7 @@ static void auth_ok(sl_client_t *c) {
     char detail[200];
     const char *refusal = sl_pool_admit(c->pool, detail, sizeof detail);
     if (refusal) {
-        sl_log_info(c->tag, "login refused: %s", detail);
+        sl_log_info(sl_client_tag(c), "login refused: %s", detail);
         sl_client_fatal(c, "53300", "%s", refusal);
         return;
     }
@@ -407,7 +441,7 @@ static void auth_ok(sl_client_t *c) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
-    if (c->w->cfg->log_connections) sl_log_info(c->tag, "login ok");
+    if (c->w->cfg->log_connections) sl_log_info(sl_client_tag(c), "login ok");
     if (!sl_client_flush(c)) return;
     /* As PgBouncer does: once the pool knows what a fresh backend reports,
      * the login needs no server, and a busy pool does not hold it up. */
@@ -438,7 +472,7 @@ static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
     sl_client_t *c = arg;
     c->authq = NULL; /* authq frees the job once this returns */
     if (c->state == SL_CL_CLOSING) return;
-    if (err) sl_log_warn(c->tag, "%s", err);
+    if (err) sl_log_warn(sl_client_tag(c), "%s", err);
     if (err && !secret) {
         /* The lookup itself failed (its server lost, auth_user refused):
          * "password authentication failed" would send the user after a
@@ -459,8 +493,8 @@ static int auth_method(sl_client_t *c) {
     if (method == SL_AUTH_HBA) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        bool local = strcmp(c->peer, "unix") == 0 ||
-                     getpeername(c->sock.fd, (struct sockaddr *)&ss, &sl) != 0;
+        bool local =
+            sl_client_is_unix(c) || getpeername(c->sock.fd, (struct sockaddr *)&ss, &sl) != 0;
         int line;
         enum sl_hba_method m = sl_hba_match(c->w->hba, local ? NULL : (struct sockaddr *)&ss,
                                             c->sock.ssl != NULL, c->dbname, c->user, &line);
@@ -476,7 +510,7 @@ static int auth_method(sl_client_t *c) {
                             c->sock.ssl ? "TLS" : "no TLS", local ? ", Unix socket" : "");
             return -1;
         }
-        sl_log_debug(c->tag, "auth_hba_file line %d: %s", line, sl_hba_method_names[m]);
+        sl_log_debug(sl_client_tag(c), "auth_hba_file line %d: %s", line, sl_hba_method_names[m]);
     }
     if (method == SL_AUTH_CERT) {
         char cn[256];
@@ -499,8 +533,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     /* Unix-socket clients are local: TLS is not offered there. */
-    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->sock.ssl &&
-        strcmp(c->peer, "unix") != 0) {
+    if (c->w->cfg->client_tls_sslmode >= SL_TLS_REQUIRE && !c->sock.ssl && !sl_client_is_unix(c)) {
         sl_client_fatal(c, "28000",
                         "TLS required: client_tls_sslmode = %s; connect with "
                         "sslmode=require or stronger",
@@ -525,13 +558,21 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         return;
     }
     const char *db = sl_startup_get(su, "database");
-    c->user = strdup(user);
-    c->dbname = strdup(db && *db ? db : user);
-    if (!c->user || !c->dbname) {
+    if (!db || !*db) db = user;
+    /* One block for both names: an idle client keeps them all its life. */
+    size_t ulen = strlen(user), dlen = strlen(db);
+    char *names = strdup(user), *grown = names ? realloc(names, ulen + dlen + 2) : NULL;
+    if (grown) {
+        c->user = grown;
+        c->dbname = grown + ulen + 1;
+        memcpy(c->dbname, db, dlen + 1);
+    } else {
+        free(names);
+    }
+    if (!c->user) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
-    (void)set_tag(c, c->peer); /* out of memory: the tag keeps db=? user=? */
     for (int i = 0; i < su->nparams; i++) {
         const char *n = su->params[i].name, *v = su->params[i].value;
         if (!strcmp(n, "user") || !strcmp(n, "database") || !strcmp(n, "replication")) continue;
@@ -586,7 +627,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
          * authq_done. */
         c->auth_method = method;
-        c->authq = sl_authq_lookup(c->w, c->tag, c->dbname, c->user, authq_done, c);
+        c->authq = sl_authq_lookup(c->w, sl_client_tag(c), c->dbname, c->user, authq_done, c);
         if (c->authq) return;
     }
     begin_auth(c, method, sl_authq_find(c->w, c->user));
@@ -644,7 +685,7 @@ static bool tls_step(sl_client_t *c) {
         return false;
     }
     c->tls_accepting = false;
-    sl_log_debug(c->tag, "TLS handshake done: %s, %s", SSL_get_version(c->sock.ssl),
+    sl_log_debug(sl_client_tag(c), "TLS handshake done: %s, %s", SSL_get_version(c->sock.ssl),
                  SSL_get_cipher_name(c->sock.ssl));
     sl_client_update_poll(c);
     return true;
@@ -699,8 +740,8 @@ static bool login_step(sl_client_t *c) {
         }
         if (su.kind == SL_SU_CANCEL) {
             /* A key naming another instance goes on to it (peers.c). */
-            if (!sl_peers_route_cancel(c->w, su.cancel_pid, su.cancel_key, c->tag))
-                sl_cancel_forward(c->w, su.cancel_pid, su.cancel_key, c->peer);
+            if (!sl_peers_route_cancel(c->w, su.cancel_pid, su.cancel_key, sl_client_tag(c)))
+                sl_cancel_forward(c->w, su.cancel_pid, su.cancel_key, sl_client_peer(c));
             sl_client_close(c, "cancel request handled");
             return false;
         }
@@ -1061,7 +1102,7 @@ void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
         /* Every entry point settles what it recorded: one left for the
          * janitor is a bug, yet the client still gets its reply. */
         if (c->fail_code[0] && c->state != SL_CL_CLOSING) {
-            sl_log_error(c->tag,
+            sl_log_error(sl_client_tag(c),
                          "internal error: a failure (sqlstate %s) was left for the janitor by "
                          "an entry point that does not settle it (please report this with the "
                          "log lines before it)",

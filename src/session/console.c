@@ -28,7 +28,7 @@ bool sl_console_wanted(const sl_client_t *c) {
 bool sl_console_peer_ok(const sl_client_t *c) {
     /* As PgBouncer: only under the console's own user name, so that the
      * log's user= says who it was (any name would pass otherwise). */
-    if (strcmp(c->peer, "unix") != 0 || !c->user ||
+    if (!sl_client_is_unix(c) || !c->user ||
         (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "sluice") != 0))
         return false;
     struct ucred cred;
@@ -85,7 +85,7 @@ void sl_console_login(sl_client_t *c, bool peer) {
         return;
     }
     if (c->w->cfg->log_connections)
-        sl_log_info(c->tag, "admin console login ok (%s%s)",
+        sl_log_info(sl_client_tag(c), "admin console login ok (%s%s)",
                     c->console == SL_CONSOLE_ADMIN ? "admin" : "stats only",
                     peer ? ", Unix-socket peer running sluice" : "");
     /* Anything sent after the login is the first Query. */

@@ -12,7 +12,7 @@ static void describe(const sl_client_t *c, sl_client_info_t *ci) {
     ci->state = c->state;
     ci->user = c->user;
     ci->dbname = c->dbname;
-    ci->peer = c->peer;
+    ci->peer = sl_client_peer(c); /* a per-thread buffer: good while visit runs */
     ci->fd = c->sock.fd;
     ci->ssl = c->sock.ssl;
     ci->application_name = sl_params_get(&c->params, "application_name");

@@ -142,8 +142,9 @@ static void name_undo_end(sl_client_t *c, name_undo_t *u, enum sl_ex_outcome how
             /* Forgotten instead: the client's next use of the name gets
              * PostgreSQL's "does not exist", never another statement. */
             (void)sl_stmt_names_remove(n, &c->w->stmts, u->name);
-            sl_log_warn(c->tag, "out of memory restoring a prepared statement name skipped "
-                                "after an error: it is forgotten");
+            sl_log_warn(sl_client_tag(c),
+                        "out of memory restoring a prepared statement name skipped "
+                        "after an error: it is forgotten");
         }
     }
     name_undo_free(c, u);
@@ -1009,7 +1010,7 @@ bool sl_ps_flush_c2s(sl_client_t *c) {
                 return true;
             }
             if (n <= 0) {
-                sl_log_warn(c->tag, "write to server failed: %s",
+                sl_log_warn(sl_client_tag(c), "write to server failed: %s",
                             strerror(n < 0 ? (int)-n : EPIPE));
                 sl_relay_server_lost(c, "write to server failed");
                 return !sl_client_done(c);

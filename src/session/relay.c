@@ -240,8 +240,9 @@ static bool may_reset(const char *sql) {
 static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
     if (!info->resets_all && !info->resets[0] && !info->resets_overflow) return; /* most */
     if (info->resets_overflow)
-        sl_log_warn(c->tag, "more settings RESET in one query than sluice follows: some may "
-                            "stay on the server's login values instead of the client's");
+        sl_log_warn(sl_client_tag(c),
+                    "more settings RESET in one query than sluice follows: some may "
+                    "stay on the server's login values instead of the client's");
     bool any = info->resets_all;
     if (info->resets_all) {
         c->fix_all = true;
@@ -333,7 +334,7 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
         const char *seen = sl_params_get(&c->params, r->name);
         if (seen && strcmp(seen, r->value) == 0) continue;
         if (sl_proto_put_param_status(&c->out, r->name, r->value) < 0) {
-            sl_log_warn(c->tag, "no room to report %s to the client", r->name);
+            sl_log_warn(sl_client_tag(c), "no room to report %s to the client", r->name);
             continue;
         }
         (void)sl_params_set(&c->params, r->name, r->value);
@@ -395,8 +396,8 @@ static bool fix_start(sl_client_t *c) {
              sbuf_add_quoted(&b, todo.v[i].name, false) && sbuf_add(&b, ", ") &&
              sbuf_add_quoted(&b, todo.v[i].value, false) && sbuf_add(&b, ", false)");
     if (todo.n && ok) {
-        sl_log_debug(c->tag, "putting %d startup parameter(s) back after RESET on %s", todo.n,
-                     s->tag);
+        sl_log_debug(sl_client_tag(c), "putting %d startup parameter(s) back after RESET on %s",
+                     todo.n, s->tag);
         if (sl_server_query(s, b.p, fix_done) == SL_OK) {
             c->fix = FIX_RUNNING;
             free(b.p);
@@ -404,8 +405,8 @@ static bool fix_start(sl_client_t *c) {
         }
     }
     if (todo.n)
-        sl_log_warn(c->tag, "out of memory: RESET stays on the server's login values on %s",
-                    s->tag);
+        sl_log_warn(sl_client_tag(c),
+                    "out of memory: RESET stays on the server's login values on %s", s->tag);
     free(b.p);
     fix_finish(c, s);
     return !sl_client_done(c);
@@ -424,7 +425,7 @@ static void fix_finish_query(sl_server_t *s, const char *err, const char *code) 
         return;
     }
     if (err) {
-        sl_log_warn(c->tag,
+        sl_log_warn(sl_client_tag(c),
                     "putting the client's startup values back after RESET failed (SQLSTATE %s): "
                     "%s; its settings stay on the server's login values",
                     code && *code ? code : "XX000", err);
@@ -484,7 +485,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
         setup_done(s, NULL, NULL);
         return;
     }
-    sl_log_debug(c->tag, "applying client parameters on %s", s->tag);
+    sl_log_debug(sl_client_tag(c), "applying client parameters on %s", s->tag);
     int rc = sl_server_query(s, sql, setup_done);
     free(sql);
     if (rc < 0) sl_session_fail(c, "53200", "out of memory");
@@ -813,7 +814,8 @@ static void pin(sl_client_t *c, uint32_t creates) {
     if ((c->pins | creates) != c->pins) {
         for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++)
             if (creates & pin_kinds[i].creates & ~c->pins) c->w->stats.pins[i]++;
-        sl_log_debug(c->tag, "pinned to its server by %s", pin_names(creates, what, sizeof what));
+        sl_log_debug(sl_client_tag(c), "pinned to its server by %s",
+                     pin_names(creates, what, sizeof what));
     }
     c->pins |= creates;
 }
@@ -1103,7 +1105,8 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
             return true;
         }
         if (n <= 0) {
-            sl_log_warn(c->tag, "write to server failed: %s", strerror(n < 0 ? (int)-n : EPIPE));
+            sl_log_warn(sl_client_tag(c), "write to server failed: %s",
+                        strerror(n < 0 ? (int)-n : EPIPE));
             sl_relay_server_lost(c, "write to server failed");
             return !sl_client_done(c);
         }
@@ -1289,7 +1292,7 @@ static bool start_capture(sl_client_t *c, sl_server_t *s) {
         ok = add_name(&b, c->dirty.v[i].name, i == 0);
     c->capturing = (uint32_t)c->dirty.n;
     if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
-        sl_log_warn(c->tag, "cannot read back changed settings; they stay on %s", s->tag);
+        sl_log_warn(sl_client_tag(c), "cannot read back changed settings; they stay on %s", s->tag);
         sl_params_clear(&c->dirty);
     }
     free(b.p);
@@ -1303,7 +1306,7 @@ static void capture_finish(sl_server_t *s, const char *err) {
         return;
     }
     if (err) {
-        sl_log_warn(c->tag, "reading back changed settings failed: %s", err);
+        sl_log_warn(sl_client_tag(c), "reading back changed settings failed: %s", err);
     } else if (s->row && s->row_len >= 2) {
         const uint8_t *p = s->row, *end = s->row + s->row_len;
         int ncols = p[0] << 8 | p[1];
@@ -1416,7 +1419,7 @@ bool sl_relay_settle(sl_client_t *c) {
 void sl_relay_server_lost(sl_client_t *c, const char *why) {
     sl_server_t *s = c->server;
     bool mid_message = s && !sl_scan_at_boundary(&s->scan);
-    sl_log_warn(c->tag, "server connection lost: %s", why);
+    sl_log_warn(sl_client_tag(c), "server connection lost: %s", why);
     sl_relay_forget_fix(c);
     sl_ps_unlink(c);
     if (s) {

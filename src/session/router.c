@@ -235,7 +235,8 @@ int sl_router_request(sl_client_t *c) {
             if (login || !sl_scan_at_boundary(&c->scan)) {
                 sl_session_fail(c, "57P03", "%s", msg);
             } else {
-                sl_log_warn(c->tag, "%s refused: no backend can take it", write ? "write" : "read");
+                sl_log_warn(sl_client_tag(c), "%s refused: no backend can take it",
+                            write ? "write" : "read");
                 sl_client_abort_requests(c, "57P03", msg);
             }
             return -1;
@@ -334,8 +335,8 @@ static sl_pool_t *move_read(sl_client_t *c, const char *what, const char *why) {
     sl_pool_t *p = nb >= 0 && nb != b ? backend_pool(c, nb) : NULL;
     if (!p) return NULL;
     end_tx(c);
-    sl_log_info(c->tag, "%s %s (%s): its read goes to %s instead", r->b[b].addr, what, why,
-                r->b[nb].addr);
+    sl_log_info(sl_client_tag(c), "%s %s (%s): its read goes to %s instead", r->b[b].addr, what,
+                why, r->b[nb].addr);
     queue_on(c, nb, false, true);
     c->tx_retried = true;
     c->wait_pool = p;

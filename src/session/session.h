@@ -38,17 +38,22 @@ typedef struct sl_client {
     sl_loop_t *w;         /* borrowed */
     uint32_t id;          /* C-<id>; also the BackendKeyData pid */
     uint32_t cancel_key;  /* random; with id, what a CancelRequest must match */
-    char *tag;            /* owned, exactly sized: "C-1 db=app user=bob peer=127.0.0.1:5544" */
-    const char *peer;     /* address:port or "unix": the end of tag, after "peer=" */
     enum sl_client_state state;
-    sl_conn_t sock;       /* its socket; sock.fd and sock.ssl (set once the client asked
-                             for TLS) are owned, freed once the poll handle closed, whose
-                             close callback frees the client */
-    char *user, *dbname;  /* owned; set after the startup packet */
-    sl_pool_t *pool;      /* borrowed; set after authentication */
-    sl_server_t *server;  /* borrowed while linked */
-    sl_waiter_t waiter;   /* its place in the pool's queue */
-    sl_pool_t *wait_pool; /* borrowed: the pool it is queued on (or was last) */
+    /* Its address, kept compact (the tag and SHOW CLIENTS format it): no
+     * string per idle client. */
+    uint8_t peer_addr[16]; /* IPv4 (4 bytes) or IPv6, network order */
+    uint16_t peer_port;    /* host order */
+    uint8_t peer_family;   /* AF_INET, AF_INET6, 0: the Unix socket ("unix"), or
+                              SL_PEER_UNKNOWN ("?") */
+    sl_conn_t sock;        /* its socket; sock.fd and sock.ssl (set once the client asked
+                              for TLS) are owned, freed once the poll handle closed, whose
+                              close callback frees the client */
+    char *user, *dbname;   /* set after the startup packet: one block "user\0dbname\0", owned
+                              through user (dbname points into it) */
+    sl_pool_t *pool;       /* borrowed; set after authentication */
+    sl_server_t *server;   /* borrowed while linked */
+    sl_waiter_t waiter;    /* its place in the pool's queue */
+    sl_pool_t *wait_pool;  /* borrowed: the pool it is queued on (or was last) */
     /* read/write splitting (router.c), for databases with replicas */
     sl_route_t *route;          /* borrowed: its database's routing, or NULL */
     struct sl_client_route *rt; /* owned with route: pools, fence, kept request (router.c) */
@@ -153,6 +158,9 @@ static inline bool sl_client_done(const sl_client_t *c) {
     return c->state == SL_CL_CLOSING || c->fail_code[0] != 0;
 }
 
+/* A peer_family for an address given in no form sl_session_accept reads. */
+#define SL_PEER_UNKNOWN 255
+
 /* Console clients, by what they may do. */
 enum sl_console_level { SL_CONSOLE_NONE, SL_CONSOLE_ASKED, SL_CONSOLE_STATS, SL_CONSOLE_ADMIN };
 
@@ -186,6 +194,17 @@ static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
  * held until whole, is no reason to ask for a server. */
 static inline bool sl_client_has_request(const sl_client_t *c) {
     return sl_client_fwd_limit(c) > c->in.head;
+}
+
+/* c's log tag, "C-1 db=app user=bob peer=127.0.0.1:5544", formatted now
+ * into one of a few per-thread buffers: valid until this thread formats a
+ * few more (enough for the arguments of one log call). */
+const char *sl_client_tag(const sl_client_t *c);
+/* c's address as "address:port", "[v6]:port" or "unix", likewise. */
+const char *sl_client_peer(const sl_client_t *c);
+/* Whether c came in over the Unix socket. */
+static inline bool sl_client_is_unix(const sl_client_t *c) {
+    return c->peer_family == 0;
 }
 
 /* The one exit: logs reason, releases or closes the server, frees later. */
