@@ -114,6 +114,12 @@ typedef struct sl_loop {
     sl_stmt_registry_t stmts;  /* named prepared statements of every client */
     struct sl_ps *ps_free;     /* owned: relay states kept for reuse (prepare.c) */
     int ps_nfree;
+    /* Clients' activity states (session.h, sl_client_act_t): the resting
+     * copy every idle client points at (owned, all zero, read-only; NULL
+     * before the first client), and spare ones kept for reuse. */
+    struct sl_client_act *act_rest;
+    struct sl_client_act *act_free; /* owned, by next_free */
+    int act_nfree;                  /* on act_free, at most a few dozen */
     SSL_CTX *client_tls;     /* owned reference; NULL when client TLS is off */
     uint8_t mock_secret[32]; /* random at start: salts of users that do not exist */
     sl_conn_kicks_t kicks;   /* sockets with TLS bytes poll cannot see (conn.c) */

@@ -85,7 +85,7 @@ static int cancel_server(sl_loop_t *w, sl_client_t *c, sl_server_t *s) {
 }
 
 void sl_cancel_running(sl_client_t *c, sl_server_t *s) {
-    if (s->state == SL_SV_ACTIVE && c->pending > 0 && cancel_server(c->w, c, s))
+    if (s->state == SL_SV_ACTIVE && c->a->pending > 0 && cancel_server(c->w, c, s))
         sl_log_info(sl_client_tag(c), "cancel sent to %s, so that it stops the query at once",
                     s->tag);
 }
@@ -112,7 +112,7 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
             return 1;
         }
         sl_server_t *s = c->server;
-        if (!s || s->state != SL_SV_ACTIVE || c->pending == 0) {
+        if (!s || s->state != SL_SV_ACTIVE || c->a->pending == 0) {
             sl_log_debug(sl_client_tag(c), "cancel request from %s: nothing running", peer);
             return 0;
         }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sluice/authq.h"
@@ -29,8 +30,74 @@ const char *const sl_client_state_names[] = {"login",   "auth",   "login_wait", 
 
 static void client_event_cb(sl_conn_t *cn, int status, int events);
 
+/* ---- activity state (sl_client_act_t) ---- */
+
+/* At most this many spare activity states per loop: enough for the
+ * clients that turn active in one loop round, bounded for memory. */
+#define ACT_FREE_MAX 32
+
+/* The resting copy idle clients point at: all zero, in pages of its own.
+ * A write to it through an idle client is a bug (it would reach every idle
+ * client). Debug builds (the sanitizer suite) map it read-only, so that
+ * the write stops sluice where it happens; release builds keep serving,
+ * and the janitor finds and undoes it (sl_session_tick_all). */
+#ifdef NDEBUG
+#define ACT_REST_PROT (PROT_READ | PROT_WRITE)
+#else
+#define ACT_REST_PROT PROT_READ
+#endif
+static sl_client_act_t *act_rest_new(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len = ((sizeof(sl_client_act_t) + (size_t)page - 1) / (size_t)page) * (size_t)page;
+    void *p = mmap(NULL, len, ACT_REST_PROT, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p; /* anonymous pages are zero */
+}
+
+static void act_rest_free(sl_client_act_t *r) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len = ((sizeof(sl_client_act_t) + (size_t)page - 1) / (size_t)page) * (size_t)page;
+    if (r) munmap(r, len);
+}
+
+bool sl_client_own_slow(sl_client_t *c) {
+    sl_loop_t *w = c->w;
+    sl_client_act_t *a = w->act_free;
+    if (a) {
+        w->act_free = a->next_free;
+        w->act_nfree--;
+        a->next_free = NULL; /* given back all zero: nothing else to set */
+    } else if (!(a = calloc(1, sizeof *a))) {
+        return false;
+    }
+    c->a = a;
+    return true;
+}
+
+/* Gives c's activity state back once every field is at rest: what an idle
+ * client reads then is what it read in its own copy. A copy left as
+ * something else (a partial message, a setting read back later) stays. */
+static void act_maybe_give(sl_client_t *c) {
+    sl_client_act_t *a = c->a, *rest = c->w->act_rest;
+    if (a == rest) return;
+    /* Forms of "nothing" that are not all zero: an empty list that kept its
+     * array, a framer between messages. */
+    if (a->dirty.n == 0 && a->dirty.v) sl_params_clear(&a->dirty);
+    if (a->fix_names.n == 0 && a->fix_names.v) sl_params_clear(&a->fix_names);
+    if (a->scan_new == 0 && a->scan.hdr_len == 0 && !a->scan.in_body) a->scan = (sl_scan_t){0};
+    if (memcmp(a, rest, sizeof *a) != 0) return;
+    c->a = rest;
+    if (c->w->act_nfree >= ACT_FREE_MAX) {
+        free(a);
+        return;
+    }
+    a->next_free = c->w->act_free;
+    c->w->act_free = a;
+    c->w->act_nfree++;
+}
+
 static bool buffers_take(sl_client_t *c) {
-    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+    if (!sl_client_own(c) || sl_buf_take(&c->w->bufs, &c->a->in) < 0 ||
+        sl_buf_take(&c->w->bufs, &c->a->out) < 0) {
         sl_client_close(c, "out of memory for connection buffers");
         return false;
     }
@@ -39,10 +106,12 @@ static bool buffers_take(sl_client_t *c) {
 
 /* An idle client keeps no buffers: that is what makes idle clients cheap. */
 static void buffers_maybe_give(sl_client_t *c) {
-    if (c->state != SL_CL_IDLE || sl_buf_len(&c->in) || sl_buf_len(&c->out) || sl_console_busy(c))
+    if (c->state != SL_CL_IDLE || sl_buf_len(&c->a->in) || sl_buf_len(&c->a->out) ||
+        sl_console_busy(c))
         return;
-    sl_buf_give(&c->w->bufs, &c->in);
-    sl_buf_give(&c->w->bufs, &c->out);
+    sl_buf_give(&c->w->bufs, &c->a->in);
+    sl_buf_give(&c->w->bufs, &c->a->out);
+    act_maybe_give(c);
 }
 
 #define TO(st) (1u << (st))
@@ -93,7 +162,7 @@ bool sl_client_set_state(sl_client_t *c, enum sl_client_state st) {
         c->last_io_ms = sl_now_ms(c->w);
         /* Nothing in flight: whatever answered the last request (a server
          * or sluice itself) ended the transaction. */
-        if (c->pending == 0) c->xact_ms = 0;
+        if (c->a->pending == 0 && c->a->xact_ms) c->a->xact_ms = 0; /* never the resting copy */
         buffers_maybe_give(c);
     }
     return true;
@@ -113,15 +182,15 @@ void sl_client_update_poll(sl_client_t *c) {
         /* A console client reads its next Query once the reply is out;
          * while a command is held (PAUSE) it reads too, into its buffer
          * only, so that its leaving is seen and the wait dropped. */
-        rd = !c->console || ((!sl_console_busy(c) || (c->console_held && !c->console_out)) &&
-                             (!c->in.data || sl_buf_space(&c->in) > 0 || c->in.head > 0));
+        rd = !c->console || ((!sl_console_busy(c) || (c->console_held && !c->a->console_out)) &&
+                             (!c->a->in.data || sl_buf_space(&c->a->in) > 0 || c->a->in.head > 0));
         break;
     case SL_CL_LOGIN_WAIT:
         rd = !c->early_bytes;
         break;
     case SL_CL_WAITING:
     case SL_CL_ACTIVE:
-        rd = !c->terminated && c->in.data && sl_buf_len(&c->in) < c->in.cap;
+        rd = !c->terminated && c->a->in.data && sl_buf_len(&c->a->in) < c->a->in.cap;
         break;
     default:
         break;
@@ -129,12 +198,12 @@ void sl_client_update_poll(sl_client_t *c) {
     if (c->w->suspended && !c->console) rd = false; /* the console stays: it RESUMEs */
     /* Writable also when the pump holds server bytes that fit: its turn
      * comes with the event (see sl_relay_resume). */
-    bool wr = (c->out.data && sl_buf_len(&c->out) > 0) || sl_ps_can_pump(c);
+    bool wr = (c->a->out.data && sl_buf_len(&c->a->out) > 0) || sl_ps_can_pump(c);
     sl_conn_update(&c->sock, rd, wr);
     sl_server_t *s = c->server;
     if (s && s->state == SL_SV_ACTIVE) {
         /* With statement tracking, server bytes first land in the pump's buffer. */
-        const sl_buf_t *to = c->ps ? &c->ps->sin : &c->out;
+        const sl_buf_t *to = c->ps ? &c->ps->sin : &c->a->out;
         sl_conn_update(&s->sock, !c->w->suspended && to->data && to->cap - sl_buf_len(to) > 0,
                        c->c2s_blocked);
     }
@@ -142,19 +211,19 @@ void sl_client_update_poll(sl_client_t *c) {
 
 bool sl_client_flush(sl_client_t *c) {
     if (sl_client_done(c)) return false;
-    while (c->out.data && sl_buf_len(&c->out) > 0) {
-        ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
+    while (c->a->out.data && sl_buf_len(&c->a->out) > 0) {
+        ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->a->out), sl_buf_len(&c->a->out));
         if (n == -EAGAIN) break;
         if (n <= 0)
             return sl_session_drop(c, "write to client failed: %s",
                                    strerror(n < 0 ? (int)-n : EPIPE));
-        sl_buf_consume(&c->out, (uint32_t)n);
+        sl_buf_consume(&c->a->out, (uint32_t)n);
         sl_pool_stats_t *ps = sl_client_stats(c);
         if (ps) ps->bytes_sent += (uint64_t)n;
     }
     /* A client that sent Terminate goes once everything owed to it is out. */
-    if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->in) == 0 &&
-        (!c->out.data || sl_buf_len(&c->out) == 0))
+    if (c->terminated && c->state == SL_CL_IDLE && sl_buf_len(&c->a->in) == 0 &&
+        (!c->a->out.data || sl_buf_len(&c->a->out) == 0))
         return sl_session_drop(c, "client disconnected");
     buffers_maybe_give(c);
     sl_client_update_poll(c);
@@ -172,20 +241,24 @@ static void client_closed_cb(sl_conn_t *cn) {
         SSL_free(c->sock.ssl);
     }
     close(c->sock.fd);
-    sl_buf_give(&w->bufs, &c->in);
-    sl_buf_give(&w->bufs, &c->out);
-    if (c->auth) {
-        sl_auth_clear(c->auth);
-        free(c->auth);
+    sl_ps_unlink(c);
+    if (c->a != w->act_rest) { /* the resting copy holds nothing */
+        sl_client_act_t *act = c->a;
+        sl_buf_give(&w->bufs, &act->in);
+        sl_buf_give(&w->bufs, &act->out);
+        if (act->auth) {
+            sl_auth_clear(act->auth);
+            free(act->auth);
+        }
+        free(act->login_buf);
+        free(act->console_out);
+        sl_params_clear(&act->fix_names);
+        sl_params_clear(&act->dirty);
+        free(act);
     }
-    free(c->login_buf);
     free(c->fail_msg);
-    free(c->console_out);
     sl_params_clear(&c->params);
     sl_params_clear(&c->startup);
-    sl_params_clear(&c->fix_names);
-    sl_params_clear(&c->dirty);
-    sl_ps_unlink(c);
     sl_stmt_names_clear(&c->stmt_names, &w->stmts);
     free(c->user); /* and dbname, in the same block */
     free(c);
@@ -201,8 +274,10 @@ static void close_v(sl_client_t *c, const char *fmt, va_list ap) {
     else if (c->w->cfg->log_disconnections)
         sl_log_info(sl_client_tag(c), "closing: %s", reason);
     if (c->wait_pool) sl_pool_cancel(c->wait_pool, &c->waiter);
-    sl_authq_forget(c->authq);
-    c->authq = NULL;
+    if (c->a->authq) { /* only a login's: an idle client's copy is read-only */
+        sl_authq_forget(c->a->authq);
+        c->a->authq = NULL;
+    }
     if (c->server) sl_relay_unlink(c);
     sl_router_detach(c);
     if (c->counted) sl_pool_leave(c->pool);
@@ -236,15 +311,15 @@ void sl_client_fatal(sl_client_t *c, const char *code, const char *fmt, ...) {
         !c->server || c->server->state != SL_SV_ACTIVE || sl_scan_at_boundary(&c->server->scan);
     /* A console reply goes out in pieces of any size: only once all of it
      * is in the buffer does the buffer end between messages. */
-    if (c->console_out && c->console_off < c->console_len) boundary = false;
-    if (boundary && sl_buf_take(&c->w->bufs, &c->out) == SL_OK &&
-        sl_proto_put_error(&c->out, "FATAL", code, msg) == SL_OK) {
+    if (c->a->console_out && c->a->console_off < c->a->console_len) boundary = false;
+    if (boundary && sl_client_own(c) && sl_buf_take(&c->w->bufs, &c->a->out) == SL_OK &&
+        sl_proto_put_error(&c->a->out, "FATAL", code, msg) == SL_OK) {
         sl_session_count_error(c, code);
         /* Best effort, never blocking: the socket buffer almost always has room. */
-        while (sl_buf_len(&c->out) > 0) {
-            ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->out), sl_buf_len(&c->out));
+        while (sl_buf_len(&c->a->out) > 0) {
+            ssize_t n = sl_conn_write(&c->sock, sl_buf_rptr(&c->a->out), sl_buf_len(&c->a->out));
             if (n <= 0) break;
-            sl_buf_consume(&c->out, (uint32_t)n);
+            sl_buf_consume(&c->a->out, (uint32_t)n);
         }
     }
     sl_client_close(c, "%s (sqlstate %s)", msg, code);
@@ -358,33 +433,42 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
         return;
     }
     if (!parse_peer(c, peer)) c->peer_family = SL_PEER_UNKNOWN;
+    if (!w->act_rest) w->act_rest = act_rest_new();
+    c->w = w;
+    c->a = w->act_rest;
+    /* A login writes its state at once: it starts with its own copy. */
+    if (!c->a || !sl_client_own(c)) {
+        sl_log_error(NULL, "cannot accept client from %s: out of memory", peer);
+        free(c);
+        close(fd);
+        return;
+    }
     sl_conn_init(&c->sock, w->loop, &w->kicks, client_event_cb, client_closed_cb, c);
     if (sl_conn_attach(&c->sock, fd) != SL_OK) {
         sl_log_error(NULL,
                      "cannot accept client from %s: the event loop refused to watch its "
                      "socket",
                      peer);
+        free(c->a);
         free(c);
         close(fd);
         return;
     }
-    c->w = w;
     c->id = sl_loop_client_id(w);
     c->tx_backend = -1;
     if (RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1)
         c->cancel_key = (uint32_t)rand();
     c->cancel_key = sl_cancelkey_secret(c->cancel_key);
     sl_list_init(&c->waiter.node);
-    c->scan = (sl_scan_t){0};
     c->connect_ms = c->last_io_ms = sl_now_ms(w);
     client_list(c, SL_CL_LOGIN);
     sl_list_push_back(&w->clients, &c->node);
     w->nclients++;
     /* With several loops, max_client_conn counts the clients of all. */
     if ((w->ledger ? sl_ledger_clients_add(w->ledger, 1) : w->nclients) > w->cfg->max_client_conn)
-        c->reject = "no more connections allowed (max_client_conn)";
-    c->login_buf = malloc(SL_STARTUP_MAX_BYTES);
-    if (!c->login_buf) {
+        c->a->reject = "no more connections allowed (max_client_conn)";
+    c->a->login_buf = malloc(SL_STARTUP_MAX_BYTES);
+    if (!c->a->login_buf) {
         sl_client_close(c, "out of memory");
         return;
     }
@@ -394,8 +478,8 @@ void sl_session_accept(sl_loop_t *w, int fd, const char *peer) {
 /* ---- startup and authentication ---- */
 
 static void login_consume(sl_client_t *c, uint32_t n) {
-    memmove(c->login_buf, c->login_buf + n, c->login_len - n);
-    c->login_len -= n;
+    memmove(c->a->login_buf, c->a->login_buf + n, c->a->login_len - n);
+    c->a->login_len -= n;
 }
 
 static void waiter_cb(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code);
@@ -405,9 +489,9 @@ static void auth_ok(sl_client_t *c) {
         sl_console_login(c, false);
         return;
     }
-    sl_auth_clear(c->auth);
-    free(c->auth);
-    c->auth = NULL;
+    sl_auth_clear(c->a->auth);
+    free(c->a->auth);
+    c->a->auth = NULL;
     char err[256];
     if (sl_control_disabled(c->w, c->dbname)) {
         sl_client_fatal(c, "57P03",
@@ -470,7 +554,7 @@ static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret);
  * which then fails like a wrong password). */
 static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
     sl_client_t *c = arg;
-    c->authq = NULL; /* authq frees the job once this returns */
+    c->a->authq = NULL; /* authq frees the job once this returns */
     if (c->state == SL_CL_CLOSING) return;
     if (err) sl_log_warn(sl_client_tag(c), "%s", err);
     if (err && !secret) {
@@ -481,7 +565,7 @@ static void authq_done(void *arg, sl_user_secret_t *secret, const char *err) {
         sl_session_fail(c, "08006", "the password lookup (auth_query) failed; retry, and if it "
                                     "persists ask the operator to check sluice's log");
     } else {
-        begin_auth(c, c->auth_method, secret);
+        begin_auth(c, c->a->auth_method, secret);
     }
     sl_session_settle(c);
 }
@@ -528,8 +612,8 @@ static int auth_method(sl_client_t *c) {
 }
 
 static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
-    if (c->reject) {
-        sl_client_fatal(c, "53300", "%s", c->reject);
+    if (c->a->reject) {
+        sl_client_fatal(c, "53300", "%s", c->a->reject);
         return;
     }
     /* Unix-socket clients are local: TLS is not offered there. */
@@ -553,7 +637,7 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
     /* PostgreSQL 15 answers a newer 3.x or protocol options ("_pq_.") with
      * NegotiateProtocolVersion right here, before authentication: the
      * client then carries on in 3.0 without those options. */
-    if (sl_proto_put_negotiate_version(&c->out, su) < 0) {
+    if (sl_proto_put_negotiate_version(&c->a->out, su) < 0) {
         sl_client_fatal(c, "53200", "out of memory for the protocol negotiation");
         return;
     }
@@ -611,8 +695,8 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
             return;
         }
     }
-    c->auth = calloc(1, sizeof *c->auth);
-    if (!c->auth) {
+    c->a->auth = calloc(1, sizeof *c->a->auth);
+    if (!c->a->auth) {
         sl_client_fatal(c, "53200", "out of memory");
         return;
     }
@@ -626,15 +710,15 @@ static void on_startup(sl_client_t *c, const sl_startup_t *su, uint32_t len) {
         sl_authq_enabled(c->w, c->dbname)) {
         /* Not in auth_file: ask PostgreSQL (auth_query); login goes on in
          * authq_done. */
-        c->auth_method = method;
-        c->authq = sl_authq_lookup(c->w, sl_client_tag(c), c->dbname, c->user, authq_done, c);
-        if (c->authq) return;
+        c->a->auth_method = method;
+        c->a->authq = sl_authq_lookup(c->w, sl_client_tag(c), c->dbname, c->user, authq_done, c);
+        if (c->a->authq) return;
     }
     begin_auth(c, method, sl_authq_find(c->w, c->user));
 }
 
 static void begin_auth(sl_client_t *c, int method, sl_user_secret_t *secret) {
-    enum sl_auth_result r = sl_auth_begin(c->auth, c->w, method, c->user, secret, &c->out);
+    enum sl_auth_result r = sl_auth_begin(c->a->auth, c->w, method, c->user, secret, &c->a->out);
     if (r == SL_AUTH_OK) {
         auth_ok(c);
     } else if (r == SL_AUTH_CONTINUE) {
@@ -651,7 +735,7 @@ static bool tls_step(sl_client_t *c);
 static bool start_tls(sl_client_t *c) {
     /* Bytes sent after the request, before the handshake, were not
      * encrypted: accepting them would let a man in the middle inject them. */
-    if (c->login_len > 0) {
+    if (c->a->login_len > 0) {
         sl_client_fatal(c, "08P01", "received unencrypted data after the SSL request");
         return false;
     }
@@ -696,7 +780,7 @@ static bool login_step(sl_client_t *c) {
     if (sl_client_done(c)) return false; /* a recorded failure ends the login */
     if (c->state == SL_CL_LOGIN) {
         sl_startup_t su;
-        ssize_t r = sl_proto_parse_startup(c->login_buf, c->login_len, &su);
+        ssize_t r = sl_proto_parse_startup(c->a->login_buf, c->a->login_len, &su);
         switch (r) {
         case SL_ENEEDMORE:
             return false;
@@ -735,7 +819,7 @@ static bool login_step(sl_client_t *c) {
             /* No GSS encryption, and TLS only when configured: the client
              * carries on in plain text (or gives up, if it demands it). */
             login_consume(c, (uint32_t)r);
-            if (sl_proto_put_byte(&c->out, 'N') < 0 || !sl_client_flush(c)) return false;
+            if (sl_proto_put_byte(&c->a->out, 'N') < 0 || !sl_client_flush(c)) return false;
             return true;
         }
         if (su.kind == SL_SU_CANCEL) {
@@ -746,12 +830,12 @@ static bool login_step(sl_client_t *c) {
             return false;
         }
         on_startup(c, &su, (uint32_t)r);
-        return c->state == SL_CL_AUTH && c->login_len > 0;
+        return c->state == SL_CL_AUTH && c->a->login_len > 0;
     }
     if (c->state != SL_CL_AUTH) return false;
-    if (c->login_len < 5) return false;
-    uint8_t type = c->login_buf[0];
-    uint32_t len = sl_be32(c->login_buf + 1);
+    if (c->a->login_len < 5) return false;
+    uint8_t type = c->a->login_buf[0];
+    uint32_t len = sl_be32(c->a->login_buf + 1);
     if (type != 'p') {
         sl_client_fatal(c, "08P01", "expected a password message, got message type '%c'",
                         type >= 32 && type < 127 ? type : '?');
@@ -761,15 +845,16 @@ static bool login_step(sl_client_t *c) {
         sl_client_fatal(c, "08P01", "invalid password message length %u", len);
         return false;
     }
-    if (c->login_len < len + 1) return false;
-    enum sl_auth_result r = sl_auth_step(c->auth, c->user, c->login_buf + 5, len - 4, &c->out);
+    if (c->a->login_len < len + 1) return false;
+    enum sl_auth_result r =
+        sl_auth_step(c->a->auth, c->user, c->a->login_buf + 5, len - 4, &c->a->out);
     login_consume(c, len + 1);
     switch (r) {
     case SL_AUTH_OK:
         auth_ok(c);
         return false;
     case SL_AUTH_CONTINUE:
-        return sl_client_flush(c) && c->login_len > 0;
+        return sl_client_flush(c) && c->a->login_len > 0;
     case SL_AUTH_FAIL:
         sl_client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
         return false;
@@ -781,10 +866,10 @@ static bool login_step(sl_client_t *c) {
 }
 
 static void on_login_readable(sl_client_t *c) {
-    if (!c->out.data && !buffers_take(c)) return;
+    if (!c->a->out.data && !buffers_take(c)) return;
     if (c->tls_accepting && !tls_step(c)) return;
-    ssize_t n =
-        sl_conn_read(&c->sock, c->login_buf + c->login_len, SL_STARTUP_MAX_BYTES - c->login_len);
+    ssize_t n = sl_conn_read(&c->sock, c->a->login_buf + c->a->login_len,
+                             SL_STARTUP_MAX_BYTES - c->a->login_len);
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
         return;
@@ -792,7 +877,7 @@ static void on_login_readable(sl_client_t *c) {
     if (n <= 0) {
         /* A connect-and-close with no byte sent is a port probe (load
          * balancer, monitoring): not worth an info line each time. */
-        if (n == 0 && c->state == SL_CL_LOGIN && c->login_len == 0) {
+        if (n == 0 && c->state == SL_CL_LOGIN && c->a->login_len == 0) {
             c->quiet_close = true;
             sl_client_close(c, "connection closed before a startup packet");
             return;
@@ -802,10 +887,10 @@ static void on_login_readable(sl_client_t *c) {
             strerror((int)-n));
         return;
     }
-    c->login_len += (uint32_t)n;
+    c->a->login_len += (uint32_t)n;
     while (login_step(c)) {
     }
-    if (c->state == SL_CL_LOGIN && c->login_len == SL_STARTUP_MAX_BYTES)
+    if (c->state == SL_CL_LOGIN && c->a->login_len == SL_STARTUP_MAX_BYTES)
         sl_client_fatal(c, "08P01", "startup packet too large");
 }
 
@@ -813,7 +898,7 @@ static void on_login_readable(sl_client_t *c) {
 
 static void waiter_wake(sl_client_t *c, sl_server_t *s, const char *err, const char *code) {
     if (err && sl_router_retry(c, err)) return;
-    if (err && c->route && c->state == SL_CL_WAITING && sl_scan_at_boundary(&c->scan)) {
+    if (err && c->route && c->state == SL_CL_WAITING && sl_scan_at_boundary(&c->a->scan)) {
         /* With replicas, the primary may be back or replaced soon: the
          * client keeps its connection and can retry. */
         sl_client_abort_requests(c, code ? code : "08006", err);
@@ -846,16 +931,16 @@ void sl_client_request_server(sl_client_t *c) {
 
 /* Reads client bytes in IDLE, WAITING and ACTIVE. */
 static void on_readable(sl_client_t *c) {
-    if ((!c->in.data || !c->out.data) && !buffers_take(c)) return;
-    if (sl_buf_space(&c->in) == 0) {
-        uint32_t shift = c->in.head;
-        sl_buf_compact(&c->in);
-        if (c->holding) c->hold_start -= shift;
-        if (c->barrier) c->barrier_off -= shift;
-        if (c->fix_fence) c->fix_fence_off -= shift;
+    if ((!c->a->in.data || !c->a->out.data) && !buffers_take(c)) return;
+    if (sl_buf_space(&c->a->in) == 0) {
+        uint32_t shift = c->a->in.head;
+        sl_buf_compact(&c->a->in);
+        if (c->holding) c->a->hold_start -= shift;
+        if (c->barrier) c->a->barrier_off -= shift;
+        if (c->fix_fence) c->a->fix_fence_off -= shift;
     }
-    if (sl_buf_space(&c->in) == 0) return;
-    ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+    if (sl_buf_space(&c->a->in) == 0) return;
+    ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->a->in), sl_buf_space(&c->a->in));
     if (n == -EAGAIN) {
         sl_client_update_poll(c);
         return;
@@ -865,8 +950,8 @@ static void on_readable(sl_client_t *c) {
                         strerror((int)-n));
         return;
     }
-    c->in.tail += (uint32_t)n;
-    c->scan_new += (uint32_t)n;
+    c->a->in.tail += (uint32_t)n;
+    c->a->scan_new += (uint32_t)n;
     sl_pool_stats_t *ps = sl_client_stats(c);
     if (ps) ps->bytes_received += (uint64_t)n;
     if (c->tx_kept) sl_router_forget_replay(c);
@@ -875,14 +960,14 @@ static void on_readable(sl_client_t *c) {
     if ((c->state == SL_CL_IDLE || c->state == SL_CL_WAITING) && !sl_ps_answer_unlinked(c)) return;
     /* sluice may have answered the client itself (a refused statement, a
      * statement prepared without a server). */
-    if (sl_buf_len(&c->out) > 0 && !sl_client_flush(c)) return;
-    if (c->state == SL_CL_WAITING && sl_buf_len(&c->in) == 0) {
+    if (sl_buf_len(&c->a->out) > 0 && !sl_client_flush(c)) return;
+    if (c->state == SL_CL_WAITING && sl_buf_len(&c->a->in) == 0) {
         sl_pool_cancel(c->wait_pool, &c->waiter);
         sl_router_done(c);
         sl_client_set_state(c, SL_CL_IDLE);
     }
     if (c->state == SL_CL_IDLE) {
-        if (c->terminated && sl_buf_len(&c->in) == 0) {
+        if (c->terminated && sl_buf_len(&c->a->in) == 0) {
             sl_client_close(c, "client disconnected");
             return;
         }
@@ -961,28 +1046,30 @@ static void client_event_cb(sl_conn_t *cn, int status, int events) {
 }
 
 bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg) {
+    if (!sl_client_own(c)) return sl_session_fail(c, "53200", "out of memory");
     sl_router_done(c);
     sl_relay_forget_fix(c);                   /* a ReadyForQuery it held is owed again */
-    c->xact_start_us = c->query_start_us = 0; /* answered here: no server time to count */
-    int rc = msg ? sl_proto_put_error(&c->out, "ERROR", code, msg) : SL_OK;
+    c->a->xact_start_us = c->a->query_start_us = 0; /* answered here: no server time to count */
+    int rc = msg ? sl_proto_put_error(&c->a->out, "ERROR", code, msg) : SL_OK;
     if (msg && rc == SL_OK) sl_session_count_error(c, code);
-    for (; c->pending > 0 && rc == SL_OK; c->pending--)
-        rc = sl_proto_put_ready(&c->out, 'I');
+    for (; c->a->pending > 0 && rc == SL_OK; c->a->pending--)
+        rc = sl_proto_put_ready(&c->a->out, 'I');
     if (rc != SL_OK) return sl_session_fail(c, code, "%s", msg ? msg : "request aborted");
     c->server_error = false;
-    c->in.head = c->in.tail = 0;
-    c->scan_new = 0;
+    c->a->in.head = c->a->in.tail = 0;
+    c->a->scan_new = 0;
     c->holding = false;
     c->barrier = false;
     c->ext_open = false;
-    sl_params_clear(&c->dirty);
+    sl_params_clear(&c->a->dirty);
     sl_client_set_state(c, SL_CL_IDLE);
     return sl_client_flush(c);
 }
 
 void sl_client_cancel_wait(sl_client_t *c) {
     /* Only whole messages can be dropped; a half-received one has to go on. */
-    if (c->state != SL_CL_WAITING || c->pending == 0 || !sl_scan_at_boundary(&c->scan)) return;
+    if (c->state != SL_CL_WAITING || c->a->pending == 0 || !sl_scan_at_boundary(&c->a->scan))
+        return;
     sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_client_abort_requests(c, "57014",
                              "canceling statement due to user request (it was waiting for a "
@@ -998,8 +1085,8 @@ void sl_client_cancel_wait(sl_client_t *c) {
  * longer than client_partial_message_timeout. */
 static bool partial_expired(const sl_client_t *c, int64_t now) {
     int64_t limit = c->w->cfg->client_partial_message_timeout_ms;
-    return limit > 0 && c->partial_ms && !sl_scan_at_boundary(&c->scan) &&
-           now - c->partial_ms >= limit;
+    return limit > 0 && c->a->partial_ms && !sl_scan_at_boundary(&c->a->scan) &&
+           now - c->a->partial_ms >= limit;
 }
 
 /* query_wait_notify: one NOTICE to a client that has waited that long for a
@@ -1008,10 +1095,10 @@ static bool partial_expired(const sl_client_t *c, int64_t now) {
 static void notify_waiting(sl_client_t *c, int64_t now) {
     int64_t after = c->w->cfg->query_wait_notify_ms;
     if (after <= 0 || c->wait_notified || !c->waiter.queued || now - c->waiter.since_ms < after ||
-        !c->out.data)
+        !c->a->out.data)
         return;
     c->wait_notified = true;
-    if (sl_proto_put_notice(&c->out, "00000", SL_WAIT_NOTICE) == SL_OK) sl_client_flush(c);
+    if (sl_proto_put_notice(&c->a->out, "00000", SL_WAIT_NOTICE) == SL_OK) sl_client_flush(c);
 }
 
 void sl_client_tick(sl_client_t *c, int64_t now) {
@@ -1021,7 +1108,8 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
     const sl_pool_t *p = c->pool;
     /* A full input buffer: sluice reads nothing more from the client until
      * its server takes bytes. That wait is the server's, not the client's. */
-    if (c->partial_ms && c->in.data && sl_buf_len(&c->in) >= c->in.cap) c->partial_ms = now;
+    if (c->a->partial_ms && c->a->in.data && sl_buf_len(&c->a->in) >= c->a->in.cap)
+        c->a->partial_ms = now;
     if (c->state != SL_CL_CLOSING && partial_expired(c, now)) {
         /* Its server, if any, got part of the message: it is closed. */
         sl_client_fatal(c, "08P01",
@@ -1055,8 +1143,8 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
     case SL_CL_ACTIVE: {
         if (!p) return;
         char tx = c->server ? c->server->tx_status : 'I';
-        if (p->transaction_timeout_ms > 0 && c->xact_ms &&
-            now - c->xact_ms >= p->transaction_timeout_ms) {
+        if (p->transaction_timeout_ms > 0 && c->a->xact_ms &&
+            now - c->a->xact_ms >= p->transaction_timeout_ms) {
             /* PgBouncer's "transaction timeout" closes the server and the
              * client; the server here is closed too (released dirty), so
              * the transaction is rolled back and nobody else gets it. */
@@ -1064,8 +1152,8 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
                             "transaction timeout: the transaction stayed open longer than "
                             "transaction_timeout (%lld ms); it was rolled back",
                             (long long)p->transaction_timeout_ms);
-        } else if (c->pending > 0) {
-            if (p->query_timeout_ms > 0 && now - c->query_ms >= p->query_timeout_ms)
+        } else if (c->a->pending > 0) {
+            if (p->query_timeout_ms > 0 && now - c->a->query_ms >= p->query_timeout_ms)
                 sl_client_fatal(c, "57014", "query_timeout: query ran longer than %lld ms",
                                 (long long)p->query_timeout_ms);
         } else if (tx != 'I') {
@@ -1086,16 +1174,26 @@ void sl_client_tick(sl_client_t *c, int64_t now) {
 }
 
 void sl_client_shutdown(sl_client_t *c) {
-    bool between =
-        c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH || c->state == SL_CL_IDLE ||
-        c->state == SL_CL_LOGIN_WAIT ||
-        (c->state == SL_CL_ACTIVE && c->pending == 0 && c->server && c->server->tx_status == 'I');
+    bool between = c->state == SL_CL_LOGIN || c->state == SL_CL_AUTH || c->state == SL_CL_IDLE ||
+                   c->state == SL_CL_LOGIN_WAIT ||
+                   (c->state == SL_CL_ACTIVE && c->a->pending == 0 && c->server &&
+                    c->server->tx_status == 'I');
     if (between) sl_client_fatal(c, "57P01", "sluice is shutting down; reconnect later");
 }
 
 /* ---- the module's entry points for the floors above (session.h) ---- */
 
+/* The resting copy must still be all zero (see act_rest_new). */
+static void act_rest_check(sl_loop_t *w) {
+    static const sl_client_act_t zero;
+    if (!w->act_rest || memcmp(w->act_rest, &zero, sizeof zero) == 0) return;
+    sl_log_error(NULL, "internal error: the state shared by idle clients was written to; it is "
+                       "reset (please report this with the log lines before it)");
+    memset(w->act_rest, 0, sizeof *w->act_rest);
+}
+
 void sl_session_tick_all(sl_loop_t *w, int64_t now_ms) {
+    act_rest_check(w);
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
@@ -1135,13 +1233,21 @@ void sl_session_users_reloaded(sl_loop_t *w, sl_userlist_t *fresh) {
     sl_list_t *it, *tmp;
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
-        if (c->auth && c->user && sl_userlist_find(&w->users, c->user))
-            c->auth->user = sl_userlist_find(fresh, c->user);
+        if (c->a->auth && c->user && sl_userlist_find(&w->users, c->user))
+            c->a->auth->user = sl_userlist_find(fresh, c->user);
     }
 }
 
 void sl_session_free(sl_loop_t *w) {
     sl_ps_free_all(w);
+    while (w->act_free) {
+        sl_client_act_t *a = w->act_free;
+        w->act_free = a->next_free;
+        free(a);
+    }
+    w->act_nfree = 0;
+    act_rest_free(w->act_rest);
+    w->act_rest = NULL;
 }
 
 bool sl_client_drain_due(const sl_client_t *c) {
@@ -1173,7 +1279,7 @@ bool sl_session_flushed(const sl_loop_t *w) {
     for (const sl_list_t *it = w->clients.next; it != &w->clients; it = it->next) {
         const sl_client_t *c = sl_container_of(it, sl_client_t, node);
         if (c->console) continue; /* the console's own replies go on */
-        if ((c->out.data && sl_buf_len(&c->out) > 0) || c->c2s_blocked) return false;
+        if ((c->a->out.data && sl_buf_len(&c->a->out) > 0) || c->c2s_blocked) return false;
     }
     return true;
 }

@@ -64,22 +64,24 @@ void sl_console_login(sl_client_t *c, bool peer) {
                         c->user);
         return;
     }
-    if (c->auth) {
-        sl_auth_clear(c->auth);
-        free(c->auth);
-        c->auth = NULL;
+    if (c->a->auth) {
+        sl_auth_clear(c->a->auth);
+        free(c->a->auth);
+        c->a->auth = NULL;
     }
-    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+    if (!sl_client_own(c) || sl_buf_take(&c->w->bufs, &c->a->in) < 0 ||
+        sl_buf_take(&c->w->bufs, &c->a->out) < 0) {
         sl_client_fatal(c, "53200", "out of memory for connection buffers");
         return;
     }
     /* A peer login skipped the password exchange, whose success message
      * the auth module sends otherwise. */
-    int rc = peer ? sl_proto_put_auth(&c->out, 0, NULL, 0) : SL_OK;
+    int rc = peer ? sl_proto_put_auth(&c->a->out, 0, NULL, 0) : SL_OK;
     for (size_t i = 0; i < sizeof console_params / sizeof *console_params && rc == SL_OK; i++)
-        rc = sl_proto_put_param_status(&c->out, console_params[i][0], console_params[i][1]);
-    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, sl_client_cancel_pid(c), c->cancel_key);
-    if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
+        rc = sl_proto_put_param_status(&c->a->out, console_params[i][0], console_params[i][1]);
+    if (rc == SL_OK)
+        rc = sl_proto_put_backend_key(&c->a->out, sl_client_cancel_pid(c), c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_ready(&c->a->out, 'I');
     if (rc != SL_OK) {
         sl_client_fatal(c, "53200", "the console's login reply does not fit in pkt_buf");
         return;
@@ -89,15 +91,15 @@ void sl_console_login(sl_client_t *c, bool peer) {
                     c->console == SL_CONSOLE_ADMIN ? "admin" : "stats only",
                     peer ? ", Unix-socket peer running sluice" : "");
     /* Anything sent after the login is the first Query. */
-    if (c->login_len) {
-        if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
+    if (c->a->login_len) {
+        if (sl_buf_append(&c->a->in, c->a->login_buf, c->a->login_len) < 0) {
             sl_client_fatal(c, "08P01", "too much data sent before login completed");
             return;
         }
     }
-    free(c->login_buf);
-    c->login_buf = NULL;
-    c->login_len = 0;
+    free(c->a->login_buf);
+    c->a->login_buf = NULL;
+    c->a->login_len = 0;
     sl_client_set_state(c, SL_CL_IDLE);
     sl_console_pump(c);
 }
@@ -120,37 +122,37 @@ static bool run_query(sl_client_t *c, const char *sql) {
     size_t len = 0;
     uint8_t *reply = c->w->console_query(c->w, &who, sql, &len);
     if (!reply) return sl_session_fail(c, "53200", "out of memory for the console's reply");
-    c->console_out = reply;
-    c->console_len = len;
-    c->console_off = 0;
+    c->a->console_out = reply;
+    c->a->console_len = len;
+    c->a->console_off = 0;
     c->console_ready = !c->console_held; /* a held command's comes with its end */
     c->last_io_ms = sl_now_ms(c->w);
     return true;
 }
 
-/* Takes the next whole message from c->in; false when there is none (or
+/* Takes the next whole message from c->a->in; false when there is none (or
  * c failed). */
 static bool next_message(sl_client_t *c) {
-    uint32_t have = sl_buf_len(&c->in);
+    uint32_t have = sl_buf_len(&c->a->in);
     if (have < 5) return false;
-    const uint8_t *m = sl_buf_rptr(&c->in);
+    const uint8_t *m = sl_buf_rptr(&c->a->in);
     uint8_t type = m[0];
     uint32_t len = sl_be32(m + 1);
     /* len + 1 would wrap for a length near UINT32_MAX: compare without it. */
-    if (len < 4 || len > c->in.cap - 1)
+    if (len < 4 || len > c->a->in.cap - 1)
         return sl_session_fail(c, "08P01",
                                "console message of %u bytes does not fit in pkt_buf (%u): "
                                "send shorter commands",
-                               len, c->in.cap);
+                               len, c->a->in.cap);
     if (have < len + 1) return false;
     switch (type) {
     case 'Q': {
         /* The text ends in a NUL inside the message, or it is malformed. */
         if (len < 5 || m[len] != '\0')
             return sl_session_fail(c, "08P01", "malformed Query message");
-        /* The reply owns nothing of c->in: the text is consumed after. */
+        /* The reply owns nothing of c->a->in: the text is consumed after. */
         bool ok = run_query(c, (const char *)m + 5);
-        sl_buf_consume(&c->in, len + 1);
+        sl_buf_consume(&c->a->in, len + 1);
         return ok;
     }
     case 'X':
@@ -178,44 +180,46 @@ void sl_console_pump(sl_client_t *c) {
     for (;;) {
         if (sl_client_done(c)) return;
         /* The reply in progress goes out first, as the socket takes it. */
-        while (c->console_out && c->console_off < c->console_len) {
-            if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
-            uint32_t room = sl_buf_space(&c->out);
+        while (c->a->console_out && c->a->console_off < c->a->console_len) {
+            if (sl_buf_space(&c->a->out) == 0) sl_buf_compact(&c->a->out);
+            uint32_t room = sl_buf_space(&c->a->out);
             if (room == 0) break;
-            size_t n = c->console_len - c->console_off;
+            size_t n = c->a->console_len - c->a->console_off;
             if (n > room) n = room;
-            if (sl_buf_append(&c->out, c->console_out + c->console_off, (uint32_t)n) < 0) break;
-            c->console_off += n;
+            if (sl_buf_append(&c->a->out, c->a->console_out + c->a->console_off, (uint32_t)n) < 0)
+                break;
+            c->a->console_off += n;
             if (!sl_client_flush(c)) return;
-            if (sl_buf_len(&c->out) > 0) return; /* EAGAIN: the writable event resumes */
+            if (sl_buf_len(&c->a->out) > 0) return; /* EAGAIN: the writable event resumes */
         }
-        if (c->console_out && c->console_off >= c->console_len) {
-            free(c->console_out);
-            c->console_out = NULL;
+        if (c->a->console_out && c->a->console_off >= c->a->console_len) {
+            free(c->a->console_out);
+            c->a->console_out = NULL;
         }
         if (c->console_ready) {
-            if (sl_proto_put_ready(&c->out, 'I') < 0) {
-                if (!sl_client_flush(c) || sl_buf_len(&c->out) > 0) return;
+            if (sl_proto_put_ready(&c->a->out, 'I') < 0) {
+                if (!sl_client_flush(c) || sl_buf_len(&c->a->out) > 0) return;
                 continue;
             }
             c->console_ready = false;
         }
         if (!sl_client_flush(c)) return;
-        if (sl_buf_len(&c->out) > 0) return;
+        if (sl_buf_len(&c->a->out) > 0) return;
         if (c->console_held || !next_message(c)) break;
     }
     if (!sl_client_done(c)) sl_client_update_poll(c);
 }
 
 void sl_console_readable(sl_client_t *c) {
-    if ((!c->in.data || !c->out.data) &&
-        (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0)) {
+    if ((!c->a->in.data || !c->a->out.data) &&
+        (!sl_client_own(c) || sl_buf_take(&c->w->bufs, &c->a->in) < 0 ||
+         sl_buf_take(&c->w->bufs, &c->a->out) < 0)) {
         sl_client_close(c, "out of memory for connection buffers");
         return;
     }
-    if (sl_buf_space(&c->in) == 0) sl_buf_compact(&c->in);
-    if (sl_buf_space(&c->in) > 0) {
-        ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->in), sl_buf_space(&c->in));
+    if (sl_buf_space(&c->a->in) == 0) sl_buf_compact(&c->a->in);
+    if (sl_buf_space(&c->a->in) > 0) {
+        ssize_t n = sl_conn_read(&c->sock, sl_buf_wptr(&c->a->in), sl_buf_space(&c->a->in));
         if (n == -EAGAIN) {
             sl_client_update_poll(c);
             return;
@@ -225,13 +229,13 @@ void sl_console_readable(sl_client_t *c) {
                             strerror((int)-n));
             return;
         }
-        c->in.tail += (uint32_t)n;
+        c->a->in.tail += (uint32_t)n;
     }
     sl_console_pump(c);
 }
 
 bool sl_console_busy(const sl_client_t *c) {
-    return c->console_out != NULL || c->console_ready || c->console_held;
+    return c->a->console_out != NULL || c->console_ready || c->console_held;
 }
 
 /* The console client with this id, or NULL (it went away). */
@@ -261,26 +265,31 @@ void sl_console_finish(sl_loop_t *w, uint32_t client_id, uint8_t *reply, size_t 
         free(reply);
         return;
     }
+    if (!sl_client_own(c)) {
+        free(reply);
+        sl_client_close(c, "out of memory for a console reply");
+        return;
+    }
     c->console_held = false;
     c->console_ready = true;
-    if (c->console_out && c->console_off < c->console_len) {
+    if (c->a->console_out && c->a->console_off < c->a->console_len) {
         /* The command's first part is still going out: the end follows it. */
-        uint8_t *all = realloc(c->console_out, c->console_len + len);
+        uint8_t *all = realloc(c->a->console_out, c->a->console_len + len);
         if (!all) {
             free(reply);
             sl_session_fail(c, "53200", "out of memory for the console's reply");
             sl_session_settle(c);
             return;
         }
-        memcpy(all + c->console_len, reply, len);
-        c->console_out = all;
-        c->console_len += len;
+        memcpy(all + c->a->console_len, reply, len);
+        c->a->console_out = all;
+        c->a->console_len += len;
         free(reply);
     } else {
-        free(c->console_out);
-        c->console_out = reply;
-        c->console_len = len;
-        c->console_off = 0;
+        free(c->a->console_out);
+        c->a->console_out = reply;
+        c->a->console_len = len;
+        c->a->console_off = 0;
     }
     /* An entry point for c: a timer of the admin module called. */
     sl_console_pump(c);

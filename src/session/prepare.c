@@ -88,7 +88,7 @@ static bool awaits_whole(const sl_ps_t *ps);
 
 bool sl_ps_can_pump(const sl_client_t *c) {
     const sl_ps_t *ps = c->ps;
-    if (!ps || !c->server || c->out.cap - sl_buf_len(&c->out) < 6) return false;
+    if (!ps || !c->server || c->a->out.cap - sl_buf_len(&c->a->out) < 6) return false;
     uint32_t have = sl_buf_len(&ps->sin);
     if (ps->s_mid) return have > 0; /* answers wait for the message's end */
     return (have >= 5 && !awaits_whole(ps)) || sl_expect_answer_due(&ps->replies);
@@ -255,8 +255,8 @@ static void end_cb(void *ctx, const sl_ex_t *e, enum sl_ex_outcome how) {
     }
     if (e->undo) name_undo_end(c, e->undo, how);
     sl_stmt_t *st = e->data;
-    if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->pending > 0)
-        c->pending--; /* skipped after an error: no ReadyForQuery will come for it */
+    if (how == SL_EX_SKIPPED && e->kind == SL_EX_QUERY && c->a->pending > 0)
+        c->a->pending--; /* skipped after an error: no ReadyForQuery will come for it */
     if (st && e->kind == SL_EX_PARSE && how == SL_EX_DONE) st->valid = true;
     if (st && s && how != SL_EX_DONE) {
         if (e->kind == SL_EX_PARSE) {
@@ -691,12 +691,12 @@ static bool walk_deallocate(sl_client_t *c, const uint8_t *m, uint32_t len) {
 /* CommandComplete "DEALLOCATE" and ReadyForQuery with status, both or
  * neither (32 bytes hold them). */
 static bool put_deallocated(sl_client_t *c, char status) {
-    if (sl_buf_space(&c->out) < 32) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < 32 ||
-        sl_proto_put_command_complete(&c->out, "DEALLOCATE") < 0 ||
-        sl_proto_put_ready(&c->out, status) < 0)
+    if (sl_buf_space(&c->a->out) < 32) sl_buf_compact(&c->a->out);
+    if (sl_buf_space(&c->a->out) < 32 ||
+        sl_proto_put_command_complete(&c->a->out, "DEALLOCATE") < 0 ||
+        sl_proto_put_ready(&c->a->out, status) < 0)
         return false;
-    if (c->pending > 0) c->pending--;
+    if (c->a->pending > 0) c->a->pending--;
     return true;
 }
 
@@ -821,7 +821,7 @@ static bool uses_names(const uint8_t *p, uint32_t len, uint32_t avail) {
 static void skip_assembled(sl_client_t *c) {
     sl_ps_t *ps = c->ps;
     /* A Query: no ReadyForQuery will come for it. */
-    if (ps->msg.p[0] == SL_MSG_DEALLOCATE && c->pending > 0) c->pending--;
+    if (ps->msg.p[0] == SL_MSG_DEALLOCATE && c->a->pending > 0) c->a->pending--;
     ps->assembling = false;
     ps->remain = ps->msg_need - ps->msg.len;
     ps->msg.len = 0;
@@ -857,7 +857,7 @@ static enum barrier walk_barrier(sl_client_t *c, const uint8_t *p, uint32_t len,
         oom(c);
         return B_CLOSED;
     }
-    sl_buf_consume(&c->in, len);
+    sl_buf_consume(&c->a->in, len);
     if (!owe(c, t == 'Q' ? SL_EX_QUERY : SL_EX_EXECUTE, SL_EX_RELAY, NULL)) return B_CLOSED;
     sl_expect_mark_barrier(&ps->replies);
     return B_SENT;
@@ -870,17 +870,17 @@ static enum barrier walk_barrier(sl_client_t *c, const uint8_t *p, uint32_t len,
  * closed. */
 static bool walk(sl_client_t *c, sl_server_t *s) {
     sl_ps_t *ps = c->ps;
-    while (ps->stage.len < c->in.cap && ps->replies.n < MAX_OWED) {
+    while (ps->stage.len < c->a->in.cap && ps->replies.n < MAX_OWED) {
         uint32_t limit = sl_client_fwd_limit(c);
-        uint32_t avail = limit - c->in.head;
-        const uint8_t *p = sl_buf_rptr(&c->in);
+        uint32_t avail = limit - c->a->in.head;
+        const uint8_t *p = sl_buf_rptr(&c->a->in);
         if (ps->remain > 0 || ps->assembling) {
             sl_bytes_t *to = ps->assembling ? &ps->msg : &ps->stage;
             uint32_t want = ps->assembling ? ps->msg_max - ps->msg.len : ps->remain;
             uint32_t n = want < avail ? want : avail;
             if (n == 0) return true;
             if (!ps->discard && !bytes_put(to, p, n)) return oom(c);
-            sl_buf_consume(&c->in, n);
+            sl_buf_consume(&c->a->in, n);
             if (!ps->assembling) {
                 ps->remain -= n;
                 continue;
@@ -909,7 +909,8 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
          * Sync was walked: dropped up to the Sync, as PostgreSQL skips it. */
         ps->discard = (ps->skip_to_sync || sl_expect_skipping(&ps->replies)) && t != 'S';
         if (ps->discard) {
-            if ((t == 'Q' || t == 'F' || t == SL_MSG_DEALLOCATE) && c->pending > 0) c->pending--;
+            if ((t == 'Q' || t == 'F' || t == SL_MSG_DEALLOCATE) && c->a->pending > 0)
+                c->a->pending--;
             ps->remain = len;
             continue;
         }
@@ -962,16 +963,22 @@ static bool walk(sl_client_t *c, sl_server_t *s) {
  * sluice answers itself: a Parse or Close of a named statement, or the
  * Bind, Describe and Execute of a DEALLOCATE sent as an unnamed statement
  * (it has no parameters and no result columns). All or nothing of it;
- * false when c->out has no room. */
+ * false when c->a->out has no room. */
 static bool put_answer(sl_client_t *c, uint8_t kind) {
     static const uint8_t describe[] = {'t', 0, 0, 0, 6, 0, 0, 'n', 0, 0, 0, 4};
     switch (kind) {
-    case SL_EX_PARSE: return sl_proto_put_empty(&c->out, '1') == SL_OK;
-    case SL_EX_BIND: return sl_proto_put_empty(&c->out, '2') == SL_OK;
-    case SL_EX_DESC_PORTAL: return sl_proto_put_empty(&c->out, 'n') == SL_OK;
-    case SL_EX_DESC_STMT: return sl_buf_append(&c->out, describe, sizeof describe) == SL_OK;
-    case SL_EX_EXECUTE: return sl_proto_put_command_complete(&c->out, "DEALLOCATE") == SL_OK;
-    default: return sl_proto_put_empty(&c->out, '3') == SL_OK;
+    case SL_EX_PARSE:
+        return sl_proto_put_empty(&c->a->out, '1') == SL_OK;
+    case SL_EX_BIND:
+        return sl_proto_put_empty(&c->a->out, '2') == SL_OK;
+    case SL_EX_DESC_PORTAL:
+        return sl_proto_put_empty(&c->a->out, 'n') == SL_OK;
+    case SL_EX_DESC_STMT:
+        return sl_buf_append(&c->a->out, describe, sizeof describe) == SL_OK;
+    case SL_EX_EXECUTE:
+        return sl_proto_put_command_complete(&c->a->out, "DEALLOCATE") == SL_OK;
+    default:
+        return sl_proto_put_empty(&c->a->out, '3') == SL_OK;
     }
 }
 
@@ -985,7 +992,7 @@ static void answer_due(sl_client_t *c) {
             char code[6];
             memcpy(code, text, 5);
             code[5] = '\0';
-            if (sl_proto_put_error(&c->out, "ERROR", code, text + 5) < 0) return;
+            if (sl_proto_put_error(&c->a->out, "ERROR", code, text + 5) < 0) return;
             sl_session_count_error(c, code);
         } else if (e->kind == SL_EX_QUERY) {
             if (!put_deallocated(c, c->server ? c->server->tx_status : 'I')) return;
@@ -1067,7 +1074,7 @@ static uint32_t batch_local(const uint8_t *p, uint32_t avail) {
  * sluice read back), else what the pool's servers reported at login. NULL
  * when not known: SET since and not read back yet, or a cold pool. */
 static const char *client_setting(const sl_client_t *c, const char *name) {
-    if (c->capture_all || sl_params_get(&c->dirty, name)) return NULL;
+    if (c->capture_all || sl_params_get(&c->a->dirty, name)) return NULL;
     const char *v = sl_params_get(&c->params, name);
     return v ? v : sl_params_get(&c->pool->defaults, name);
 }
@@ -1136,11 +1143,11 @@ static bool answer_syntax_error(sl_client_t *c, const PgQueryError *e, uint32_t 
               put_field(&b, 'R', e->funcname) && bytes_put(&b, "", 1);
     if (ok) sl_put_be32(b.p + 1, b.len - 1);
     ok = ok && put_msg(&b, 'Z', "I", 1, NULL, 0, NULL, 0) &&
-         sl_buf_append(&c->out, b.p, b.len) == SL_OK;
+         sl_buf_append(&c->a->out, b.p, b.len) == SL_OK;
     bytes_free(&b);
     if (!ok) return false;
-    sl_buf_consume(&c->in, batch);
-    if (c->pending > 0) c->pending--;
+    sl_buf_consume(&c->a->in, batch);
+    if (c->a->pending > 0) c->a->pending--;
     return true;
 }
 
@@ -1192,22 +1199,22 @@ static int answer_parse(sl_client_t *c, const uint8_t *p, uint32_t len, uint32_t
         return -1;
     }
     st->parsed = true;
-    int rc = sl_proto_put_empty(&c->out, '1') < 0 ? 0 : 1;
+    int rc = sl_proto_put_empty(&c->a->out, '1') < 0 ? 0 : 1;
     if (rc && sl_stmt_names_set(&c->stmt_names, &c->w->stmts, (const char *)p + 5, st) < 0) rc = -1;
     sl_stmt_unref(&c->w->stmts, st);
     if (rc < 0) oom(c);
     if (rc <= 0) return rc;
     c->w->stats.parse_answered++;
-    sl_buf_consume(&c->in, len);
+    sl_buf_consume(&c->a->in, len);
     return 1;
 }
 
 bool sl_ps_answer_unlinked(sl_client_t *c) {
-    if (!sl_ps_wanted(c) || !c->out.data) return true;
+    if (!sl_ps_wanted(c) || !c->a->out.data) return true;
     for (;;) {
         uint32_t limit = sl_client_fwd_limit(c);
-        uint32_t avail = limit - c->in.head;
-        const uint8_t *p = sl_buf_rptr(&c->in);
+        uint32_t avail = limit - c->a->in.head;
+        const uint8_t *p = sl_buf_rptr(&c->a->in);
         if (avail < 5) return true;
         uint8_t t = p[0];
         uint32_t len = sl_be32(p + 1) + 1;
@@ -1218,7 +1225,7 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             if (rc <= 0) return rc == 0;
             continue; /* consumed */
         } else if (t == 'C' && len >= 8 && p[5] == 'S' && p[6] && !end[-1]) {
-            if (sl_proto_put_empty(&c->out, '3') < 0) return true;
+            if (sl_proto_put_empty(&c->a->out, '3') < 0) return true;
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, (const char *)p + 6);
         } else if (t == SL_MSG_DEALLOCATE) {
             char name[128];
@@ -1230,12 +1237,12 @@ bool sl_ps_answer_unlinked(sl_client_t *c) {
             if (!put_deallocated(c, 'I')) return true;
             (void)sl_stmt_names_remove(&c->stmt_names, &c->w->stmts, name);
         } else if (t == 'S') {
-            if (sl_proto_put_ready(&c->out, 'I') < 0) return true;
-            if (c->pending > 0) c->pending--;
+            if (sl_proto_put_ready(&c->a->out, 'I') < 0) return true;
+            if (c->a->pending > 0) c->a->pending--;
         } else if (t != 'H') {
             return true;
         }
-        sl_buf_consume(&c->in, len);
+        sl_buf_consume(&c->a->in, len);
     }
 }
 
@@ -1370,10 +1377,10 @@ enum rename { R_PASS, R_WAIT, R_DONE, R_CLOSED };
 
 /* The ErrorResponse or NoticeResponse at the head of the pump's input,
  * about the statement the client named ne: held until whole, then written
- * to c->out with the client's name for the statement in place of
+ * to c->a->out with the client's name for the statement in place of
  * sluice's. R_PASS: it streams through unchanged (it does not name the
  * statement, or it is longer than a buffer holds); R_WAIT: more bytes from
- * the server, or room in c->out, are needed first. */
+ * the server, or room in c->a->out, are needed first. */
 static enum rename rename_reply(sl_client_t *c, sl_server_t *s, const sl_stmt_name_t *ne) {
     sl_ps_t *ps = c->ps;
     sl_buf_t *in = &ps->sin;
@@ -1392,14 +1399,14 @@ static enum rename rename_reply(sl_client_t *c, sl_server_t *s, const sl_stmt_na
     if (p[0] == 'E') heal(c, s, sl_stmt_name_target(ne), body, total - 5);
     const char *cname = sl_stmt_name_client(ne);
     uint32_t len = 5 + rename_fields(body, total - 5, from, cname, NULL);
-    if (len > c->out.cap) return R_PASS;
-    if (sl_buf_space(&c->out) < len) sl_buf_compact(&c->out);
-    if (sl_buf_space(&c->out) < len) return R_WAIT; /* the client reads first */
-    uint8_t *dst = sl_buf_wptr(&c->out);
+    if (len > c->a->out.cap) return R_PASS;
+    if (sl_buf_space(&c->a->out) < len) sl_buf_compact(&c->a->out);
+    if (sl_buf_space(&c->a->out) < len) return R_WAIT; /* the client reads first */
+    uint8_t *dst = sl_buf_wptr(&c->a->out);
     dst[0] = p[0];
     sl_put_be32(dst + 1, len - 1);
     (void)rename_fields(body, total - 5, from, cname, dst + 5);
-    c->out.tail += len;
+    c->a->out.tail += len;
     uint8_t type = p[0];
     sl_buf_consume(in, total);
     /* Only now: ending the Bind's entry may free ne. */
@@ -1435,14 +1442,14 @@ bool sl_ps_pump(sl_client_t *c, sl_server_t *s) {
             ps->s_mid = true;
             ps->s_remain = len + 1;
         }
-        if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
+        if (sl_buf_space(&c->a->out) == 0) sl_buf_compact(&c->a->out);
         uint32_t n = ps->s_remain;
         if (n > sl_buf_len(in)) n = sl_buf_len(in);
-        if (n > sl_buf_space(&c->out)) n = sl_buf_space(&c->out);
+        if (n > sl_buf_space(&c->a->out)) n = sl_buf_space(&c->a->out);
         if (n == 0) break;
-        uint8_t *dst = sl_buf_wptr(&c->out);
+        uint8_t *dst = sl_buf_wptr(&c->a->out);
         memcpy(dst, sl_buf_rptr(in), n);
-        c->out.tail += n;
+        c->a->out.tail += n;
         sl_buf_consume(in, n);
         ps->s_remain -= n;
         if (ps->s_remain == 0) ps->s_mid = false;

@@ -209,13 +209,14 @@ static bool in_list(const char *const *list, const char *name) {
 }
 
 void sl_relay_forget_fix(sl_client_t *c) {
+    if (c->a == c->w->act_rest) return; /* an idle client's: nothing held */
     /* A held ReadyForQuery is owed again: whoever answers the client's
      * requests instead (an abort, a lost server) must send it. */
-    if (c->fix == FIX_DUE || c->fix == FIX_RUNNING) c->pending++;
-    c->fix = FIX_NONE;
+    if (c->a->fix == FIX_DUE || c->a->fix == FIX_RUNNING) c->a->pending++;
+    c->a->fix = FIX_NONE;
     c->fix_all = c->fix_failed = c->fix_cut = c->fix_fence = false;
-    c->fix_after = 0;
-    sl_params_clear(&c->fix_names);
+    c->a->fix_after = 0;
+    sl_params_clear(&c->a->fix_names);
 }
 
 /* Whether a text can hold a RESET, SET ... TO DEFAULT or DISCARD ALL: only
@@ -246,17 +247,17 @@ static void note_resets(sl_client_t *c, const sl_sql_info_t *info) {
     bool any = info->resets_all;
     if (info->resets_all) {
         c->fix_all = true;
-        sl_params_clear(&c->fix_names);
+        sl_params_clear(&c->a->fix_names);
     }
     for (const char *p = info->resets, *e; *p; p = *e ? e + 1 : e) {
         e = strchr(p, ',');
         if (!e) e = p + strlen(p);
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)(e - p - 1), p + 1);
-        (void)sl_params_set(&c->fix_names, name, *p == '-' ? "-" : "+");
+        (void)sl_params_set(&c->a->fix_names, name, *p == '-' ? "-" : "+");
         if (*p == '-') any = true;
     }
-    if (any && c->fix == FIX_NONE) c->fix = FIX_OPEN;
+    if (any && c->a->fix == FIX_NONE) c->a->fix = FIX_OPEN;
 }
 
 /* Looks for RESETs in a whole Query, or Parse of the unnamed statement (it
@@ -288,7 +289,7 @@ static void message_resets(sl_client_t *c, const uint8_t *m, uint32_t len,
 /* A message of type t was framed whole: a Query, Sync or FunctionCall ends
  * the request, whose ReadyForQuery the fix-up then waits for. */
 static void request_end(sl_client_t *c, uint8_t t) {
-    if (c->fix == FIX_OPEN && (t == 'Q' || t == 'S' || t == 'F')) c->fix = FIX_SENT;
+    if (c->a->fix == FIX_OPEN && (t == 'Q' || t == 'S' || t == 'F')) c->a->fix = FIX_SENT;
 }
 
 /* After a fix-up: the requests held behind the fence are looked at now, in
@@ -296,22 +297,22 @@ static void request_end(sl_client_t *c, uint8_t t) {
  * after it), and may go to the server. */
 static void lift_fence(sl_client_t *c) {
     if (!c->fix_fence) return;
-    uint32_t off = c->fix_fence_off;
+    uint32_t off = c->a->fix_fence_off;
     c->fix_fence = false;
-    c->fix_after = 0;
-    while (c->in.tail - off >= 5) {
-        const uint8_t *m = c->in.data + off;
+    c->a->fix_after = 0;
+    while (c->a->in.tail - off >= 5) {
+        const uint8_t *m = c->a->in.data + off;
         uint64_t len = (uint64_t)sl_be32(m + 1) + 1;
-        bool whole = len <= c->in.tail - off;
+        bool whole = len <= c->a->in.tail - off;
         bool request = m[0] == 'Q' || m[0] == 'S' || m[0] == 'F' || m[0] == SL_MSG_DEALLOCATE;
         if (c->fix_fence) {
-            if (request) c->fix_after++; /* counted in pending when its header came */
+            if (request) c->a->fix_after++; /* counted in pending when its header came */
         } else if (whole) {
             message_resets(c, m, (uint32_t)len, NULL);
             request_end(c, m[0] == SL_MSG_DEALLOCATE ? 'Q' : m[0]);
-            if (c->fix == FIX_SENT && len < c->in.tail - off) {
+            if (c->a->fix == FIX_SENT && len < c->a->in.tail - off) {
                 c->fix_fence = true;
-                c->fix_fence_off = off + (uint32_t)len;
+                c->a->fix_fence_off = off + (uint32_t)len;
             }
         }
         if (!whole) break; /* the scan looks at it when it is whole */
@@ -330,10 +331,10 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
     bool changed = false;
     for (int i = 0; i < s->reported.n; i++) {
         const sl_param_t *r = &s->reported.v[i];
-        if (!sl_params_get(&c->fix_names, r->name)) continue;
+        if (!sl_params_get(&c->a->fix_names, r->name)) continue;
         const char *seen = sl_params_get(&c->params, r->name);
         if (seen && strcmp(seen, r->value) == 0) continue;
-        if (sl_proto_put_param_status(&c->out, r->name, r->value) < 0) {
+        if (sl_proto_put_param_status(&c->a->out, r->name, r->value) < 0) {
             sl_log_warn(sl_client_tag(c), "no room to report %s to the client", r->name);
             continue;
         }
@@ -344,12 +345,12 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
         c->params_fp = sl_params_fingerprint(&c->params);
         if (matched) s->params_fp = c->params_fp;
     }
-    char status = c->fix_status;
+    char status = c->a->fix_status;
     bool fence = c->fix_fence;
-    c->fix = FIX_NONE; /* its ReadyForQuery goes now */
+    c->a->fix = FIX_NONE; /* its ReadyForQuery goes now */
     sl_relay_forget_fix(c);
     c->fix_fence = fence; /* for lift_fence, below */
-    if (sl_proto_put_ready(&c->out, status) < 0) {
+    if (sl_proto_put_ready(&c->a->out, status) < 0) {
         sl_session_fail(c, "53200", "no room in pkt_buf for a ReadyForQuery");
         return;
     }
@@ -358,7 +359,7 @@ static void fix_finish(sl_client_t *c, sl_server_t *s) {
 
 /* The request's ReadyForQuery is held: SETs the client's startup values
  * back on the server where the request reset them. True when that is over
- * at once (nothing to put back: the ReadyForQuery is in c->out), false when
+ * at once (nothing to put back: the ReadyForQuery is in c->a->out), false when
  * sluice's query runs, or the fix-up waits for the server's bytes to be
  * relayed or for the client to read (sl_relay_resume). */
 static bool fix_start(sl_client_t *c) {
@@ -370,12 +371,12 @@ static bool fix_start(sl_client_t *c) {
         return false;
     /* Nothing to put back when the request failed: its transaction (and
      * the RESET with it) rolls back. */
-    bool run = !c->fix_failed && c->fix_status != 'E';
+    bool run = !c->fix_failed && c->a->fix_status != 'E';
     sl_params_t todo = {0};
     size_t need = 6;
     for (int i = 0; run && i < c->startup.n; i++) {
         const sl_param_t *p = &c->startup.v[i];
-        const char *mark = sl_params_get(&c->fix_names, p->name);
+        const char *mark = sl_params_get(&c->a->fix_names, p->name);
         if (mark ? *mark != '-' : !c->fix_all || in_list(no_reset_all, p->name)) continue;
         if (sl_params_set(&todo, p->name, p->value) < 0) run = false;
         need += strlen(p->name) + strlen(p->value) + 64;
@@ -383,12 +384,12 @@ static bool fix_start(sl_client_t *c) {
     if (!run) sl_params_clear(&todo);
     /* Room for the ParameterStatus and ReadyForQuery: else wait for the
      * client to read what it has (an empty buffer always takes them). */
-    if (sl_buf_len(&c->out) > 0 && sl_buf_len(&c->out) + need > c->out.cap) {
+    if (sl_buf_len(&c->a->out) > 0 && sl_buf_len(&c->a->out) + need > c->a->out.cap) {
         sl_params_clear(&todo);
         return false;
     }
-    sl_params_clear(&c->fix_names);
-    c->fix_names = todo;
+    sl_params_clear(&c->a->fix_names);
+    c->a->fix_names = todo;
     sbuf_t b = {0};
     bool ok = true;
     for (int i = 0; i < todo.n && ok; i++)
@@ -399,7 +400,7 @@ static bool fix_start(sl_client_t *c) {
         sl_log_debug(sl_client_tag(c), "putting %d startup parameter(s) back after RESET on %s",
                      todo.n, s->tag);
         if (sl_server_query(s, b.p, fix_done) == SL_OK) {
-            c->fix = FIX_RUNNING;
+            c->a->fix = FIX_RUNNING;
             free(b.p);
             return false;
         }
@@ -435,12 +436,12 @@ static void fix_finish_query(sl_server_t *s, const char *err, const char *code) 
             char msg[400];
             snprintf(msg, sizeof msg,
                      "could not put the connection's startup setting back after RESET: %s", err);
-            if (sl_proto_put_error(&c->out, "ERROR", code && *code ? code : "XX000", msg) < 0) {
+            if (sl_proto_put_error(&c->a->out, "ERROR", code && *code ? code : "XX000", msg) < 0) {
                 sl_session_fail(c, "53200", "no room in pkt_buf for an ErrorResponse");
                 return;
             }
             sl_session_count_error(c, code && *code ? code : "XX000");
-            c->fix_status = 'E';
+            c->a->fix_status = 'E';
         }
     }
     fix_finish(c, s);
@@ -465,7 +466,7 @@ void sl_relay_link(sl_client_t *c, sl_server_t *s) {
     s->link = c;
     if (c->pool && c->pool->mode == SL_POOL_SESSION) c->session_held = true;
     if (c->state == SL_CL_LOGIN_WAIT) fill_defaults(c, s->owner);
-    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+    if (sl_buf_take(&c->w->bufs, &c->a->in) < 0 || sl_buf_take(&c->w->bufs, &c->a->out) < 0) {
         sl_session_fail(c, "53200", "out of memory");
         return;
     }
@@ -496,13 +497,13 @@ static bool server_clean(sl_client_t *c, sl_server_t *s) {
      * the last ReadyForQuery does not show. Bytes behind the routing
      * barrier belong to the next transaction. */
     if (c->barrier)
-        return c->pending == sl_router_held_pending(c) && s->tx_status == 'I' &&
-               sl_scan_at_boundary(&s->scan) && c->in.head == c->barrier_off && sl_ps_idle(c);
+        return c->a->pending == sl_router_held_pending(c) && s->tx_status == 'I' &&
+               sl_scan_at_boundary(&s->scan) && c->a->in.head == c->a->barrier_off && sl_ps_idle(c);
     /* The start of a header the client sent was never forwarded (see
      * sl_client_fwd_limit): it waits for the next server, and holds none. */
-    return c->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
-           sl_scan_at_boundary(&s->scan) && !c->scan.in_body &&
-           sl_buf_len(&c->in) == c->scan.hdr_len && !c->holding && sl_ps_idle(c);
+    return c->a->pending == 0 && !c->ext_open && s->tx_status == 'I' &&
+           sl_scan_at_boundary(&s->scan) && !c->a->scan.in_body &&
+           sl_buf_len(&c->a->in) == c->a->scan.hdr_len && !c->holding && sl_ps_idle(c);
 }
 
 void sl_relay_unlink(sl_client_t *c) {
@@ -513,7 +514,7 @@ void sl_relay_unlink(sl_client_t *c) {
     c->c2s_blocked = false;
     /* A transaction or request cut short here (aborted, its server lost)
      * must not lend its start to the client's next one in the stats. */
-    c->xact_start_us = c->query_start_us = 0;
+    c->a->xact_start_us = c->a->query_start_us = 0;
     sl_relay_forget_fix(c);
     /* Temp tables, SQL prepared statements, LISTEN, advisory locks, WITH
      * HOLD cursors: another client must never see them. */
@@ -551,9 +552,9 @@ static void count_assignment(sl_client_t *c, sl_server_t *s) {
         ps->wait_time_us += waited;
         sl_hist_observe(&ps->wait_hist, waited);
     }
-    if (c->pending > 0) {
-        c->query_start_us = now;
-        if (!c->xact_start_us) c->xact_start_us = now;
+    if (c->a->pending > 0) {
+        c->a->query_start_us = now;
+        if (!c->a->xact_start_us) c->a->xact_start_us = now;
     }
 }
 
@@ -563,23 +564,24 @@ static void count_ready(sl_client_t *c, char status) {
     sl_pool_stats_t *ps = sl_client_stats(c);
     if (!ps) return;
     uint64_t now = sl_now_us(c->w);
-    if (c->query_start_us) {
+    if (c->a->query_start_us) {
         /* One query per request, as PgBouncer counts and as the query-time
          * histogram observes: a pipeline of Executes up to one Sync is one. */
         ps->query_count++;
         c->w->stats.query_count++;
-        uint64_t took = now > c->query_start_us ? now - c->query_start_us : 0;
+        uint64_t took = now > c->a->query_start_us ? now - c->a->query_start_us : 0;
         ps->query_time_us += took;
         sl_hist_observe(&ps->query_hist, took);
         /* A pipelined request behind it starts now. */
-        c->query_start_us = c->pending > 0 ? now : 0;
+        c->a->query_start_us = c->a->pending > 0 ? now : 0;
     }
     if (status == 'I') {
         ps->xact_count++;
-        if (c->xact_start_us && now > c->xact_start_us) ps->xact_time_us += now - c->xact_start_us;
-        c->xact_start_us = 0;
-    } else if (!c->xact_start_us) {
-        c->xact_start_us = now;
+        if (c->a->xact_start_us && now > c->a->xact_start_us)
+            ps->xact_time_us += now - c->a->xact_start_us;
+        c->a->xact_start_us = 0;
+    } else if (!c->a->xact_start_us) {
+        c->a->xact_start_us = now;
     }
 }
 
@@ -607,26 +609,27 @@ static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
     int rc = SL_OK;
     for (int i = 0; i < reported->n && rc == SL_OK; i++) {
         const char *name = reported->v[i].name, *own = sl_params_get(&c->params, name);
-        rc = sl_proto_put_param_status(&c->out, name, own ? own : reported->v[i].value);
+        rc = sl_proto_put_param_status(&c->a->out, name, own ? own : reported->v[i].value);
     }
-    if (rc == SL_OK) rc = sl_proto_put_backend_key(&c->out, sl_client_cancel_pid(c), c->cancel_key);
-    if (rc == SL_OK) rc = sl_proto_put_ready(&c->out, 'I');
+    if (rc == SL_OK)
+        rc = sl_proto_put_backend_key(&c->a->out, sl_client_cancel_pid(c), c->cancel_key);
+    if (rc == SL_OK) rc = sl_proto_put_ready(&c->a->out, 'I');
     if (rc != SL_OK) {
         sl_session_fail(c, "53200", "startup parameters do not fit in pkt_buf");
         return false;
     }
     if (c->pool) c->pool->stats.client_login_count++;
     /* Anything the client sent after authenticating becomes its first request. */
-    if (c->login_len) {
-        if (sl_buf_append(&c->in, c->login_buf, c->login_len) < 0) {
+    if (c->a->login_len) {
+        if (sl_buf_append(&c->a->in, c->a->login_buf, c->a->login_len) < 0) {
             sl_session_fail(c, "08P01", "too much data sent before login completed");
             return false;
         }
-        c->scan_new += c->login_len;
+        c->a->scan_new += c->a->login_len;
     }
-    free(c->login_buf);
-    c->login_buf = NULL;
-    c->login_len = 0;
+    free(c->a->login_buf);
+    c->a->login_buf = NULL;
+    c->a->login_len = 0;
     return true;
 }
 
@@ -635,7 +638,7 @@ static bool send_welcome(sl_client_t *c, const sl_params_t *reported) {
  * in, see sl_client_has_request). */
 static void welcomed(sl_client_t *c) {
     if (!sl_client_flush(c)) return;
-    if (sl_buf_len(&c->in) > 0 && sl_relay_scan_client(c)) {
+    if (sl_buf_len(&c->a->in) > 0 && sl_relay_scan_client(c)) {
         if (c->state == SL_CL_IDLE && sl_client_has_request(c)) {
             sl_client_request_server(c);
             return;
@@ -685,7 +688,7 @@ static void setup_done(sl_server_t *s, const char *err, const char *code) {
 }
 
 bool sl_relay_welcome(sl_client_t *c, const sl_pool_t *p) {
-    if (sl_buf_take(&c->w->bufs, &c->in) < 0 || sl_buf_take(&c->w->bufs, &c->out) < 0) {
+    if (sl_buf_take(&c->w->bufs, &c->a->in) < 0 || sl_buf_take(&c->w->bufs, &c->a->out) < 0) {
         sl_session_fail(c, "53200", "out of memory");
         return false;
     }
@@ -748,15 +751,15 @@ void sl_relay_pin_refusal(sl_client_t *c, const char *sql, char *msg, size_t cap
  * Returns false if the client was closed. */
 static bool refuse_held(sl_client_t *c, uint32_t start, uint32_t end, const char *code,
                         const char *msg) {
-    if (c->pending > 1 || c->ext_open || (c->server && c->server->tx_status != 'I')) {
+    if (c->a->pending > 1 || c->ext_open || (c->server && c->server->tx_status != 'I')) {
         sl_session_fail(c, code, "%s", msg);
         return false;
     }
-    memmove(c->in.data + start, c->in.data + end, c->in.tail - end);
-    c->in.tail -= end - start;
-    c->pending--;
-    if (sl_proto_put_error(&c->out, "ERROR", code, msg) < 0 ||
-        sl_proto_put_ready(&c->out, 'I') < 0) {
+    memmove(c->a->in.data + start, c->a->in.data + end, c->a->in.tail - end);
+    c->a->in.tail -= end - start;
+    c->a->pending--;
+    if (sl_proto_put_error(&c->a->out, "ERROR", code, msg) < 0 ||
+        sl_proto_put_ready(&c->a->out, 'I') < 0) {
         sl_session_fail(c, code, "%s", msg);
         return false;
     }
@@ -791,7 +794,7 @@ static uint32_t note_state(sl_client_t *c, const sl_sql_info_t *info) {
         if (!e) e = p + strlen(p);
         char name[64];
         snprintf(name, sizeof name, "%.*s", (int)(e - p), p);
-        (void)sl_params_set(&c->dirty, name, "");
+        (void)sl_params_set(&c->a->dirty, name, "");
     }
     uint32_t creates = 0;
     for (size_t i = 0; i < sizeof pin_kinds / sizeof *pin_kinds; i++) {
@@ -848,14 +851,14 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
                           sl_sql_info_t *info_out, bool *classified) {
     *removed = false;
     *classified = false;
-    const char *body = (const char *)c->in.data + start + 5;
+    const char *body = (const char *)c->a->in.data + start + 5;
     size_t n = end - start - 5;
-    if (c->in.data[start] == 'B') {
+    if (c->a->in.data[start] == 'B') {
         (void)analyse_bind(c, body, n); /* a malformed one: the server refuses it */
         return true;
     }
     const char *sql = body;
-    bool parse = c->in.data[start] == 'P';
+    bool parse = c->a->in.data[start] == 'P';
     if (parse) {
         /* Parse: statement name, then the query text, then parameter types. */
         const char *z = memchr(body, '\0', n);
@@ -877,7 +880,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
      * someone else's text). */
     if (info->names_pooler_statement) {
         if (parse && sl_ps_wanted(c)) {
-            c->in.data[start] = SL_MSG_REFUSED; /* the walker answers it in order */
+            c->a->in.data[start] = SL_MSG_REFUSED; /* the walker answers it in order */
             return true;
         }
         if (parse) {
@@ -892,7 +895,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
      * walker answers it, or sends it on as the Query it is. */
     char dname[128];
     if (sl_ps_wanted(c) && sl_ps_deallocate_name(sql, dname, sizeof dname)) {
-        c->in.data[start] = parse ? SL_MSG_DEALLOCATE_PARSE : SL_MSG_DEALLOCATE; /* prepare.c */
+        c->a->in.data[start] = parse ? SL_MSG_DEALLOCATE_PARSE : SL_MSG_DEALLOCATE; /* prepare.c */
         return true;
     }
     uint32_t creates = note_state(c, info);
@@ -902,7 +905,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
         if (parse && sl_ps_wanted(c)) {
             /* The walker answers it with the error, in its place among the
              * replies, and skips the rest of the pipeline up to its Sync. */
-            c->in.data[start] = SL_MSG_REFUSED;
+            c->a->in.data[start] = SL_MSG_REFUSED;
             return true;
         }
         if (parse) { /* without the walker, the replies could not stay in order */
@@ -925,7 +928,7 @@ static bool analyse_query(sl_client_t *c, uint32_t start, uint32_t end, bool *re
  * read as negative (it takes the field as a signed 32-bit integer). The
  * scanner already refused lengths under 4. False if c was closed. */
 static bool length_ok(sl_client_t *c) {
-    uint64_t len = c->scan.len; /* the length field: body and its 4 bytes */
+    uint64_t len = c->a->scan.len; /* the length field: body and its 4 bytes */
     uint64_t max = (uint64_t)c->w->cfg->max_packet_size;
     if (len - 4 > max) {
         sl_session_fail(c, "08P01", "message of %llu bytes exceeds max_packet_size (%llu bytes)",
@@ -957,18 +960,18 @@ static void mark_unvetted(sl_client_t *c) {
  * client_partial_message_timeout: now if it began in the bytes just framed
  * (after a boundary), kept if it was already incomplete before them. */
 static void note_partial(sl_client_t *c, bool began) {
-    if (sl_scan_at_boundary(&c->scan))
-        c->partial_ms = 0;
-    else if (began || !c->partial_ms)
-        c->partial_ms = sl_now_ms(c->w);
+    if (sl_scan_at_boundary(&c->a->scan))
+        c->a->partial_ms = 0;
+    else if (began || !c->a->partial_ms)
+        c->a->partial_ms = sl_now_ms(c->w);
 }
 
 bool sl_relay_scan_client(sl_client_t *c) {
     /* Frames the scan_new bytes last appended at the tail; the scanner's
      * state carries a message split across reads. */
-    bool began = sl_scan_at_boundary(&c->scan); /* a message starts in these bytes */
-    uint32_t off = c->in.tail - c->scan_new;
-    c->scan_new = 0;
+    bool began = sl_scan_at_boundary(&c->a->scan); /* a message starts in these bytes */
+    uint32_t off = c->a->in.tail - c->a->scan_new;
+    c->a->scan_new = 0;
     /* Session state matters only when servers are shared; RESETs matter in
      * every mode (see the fix-up), so a Query or Parse is held whole in
      * session pooling too. */
@@ -979,12 +982,12 @@ bool sl_relay_scan_client(sl_client_t *c) {
     bool analyse = c->pool && sl_client_mode(c) != SL_POOL_SESSION;
     bool hold = c->pool != NULL;
     /* An empty body ends without another byte: report that END too. */
-    while (off < c->in.tail || (c->scan.in_body && c->scan.remain == 0)) {
+    while (off < c->a->in.tail || (c->a->scan.in_body && c->a->scan.remain == 0)) {
         enum sl_scan_ev ev;
-        off += (uint32_t)sl_scan_feed(&c->scan, c->in.data + off, c->in.tail - off, &ev);
+        off += (uint32_t)sl_scan_feed(&c->a->scan, c->a->in.data + off, c->a->in.tail - off, &ev);
         if (ev == SL_SCAN_ERROR) {
             sl_session_fail(c, "08P01", "invalid message length %u from client (under 4)",
-                            c->scan.len);
+                            c->a->scan.len);
             return false;
         }
         if (ev == SL_SCAN_END) began = true;
@@ -992,26 +995,26 @@ bool sl_relay_scan_client(sl_client_t *c) {
             c->holding = false;
             bool removed = false, classified = false;
             sl_sql_info_t info;
-            if (analyse && !analyse_query(c, c->hold_start, off, &removed, &info, &classified))
+            if (analyse && !analyse_query(c, c->a->hold_start, off, &removed, &info, &classified))
                 return false;
             if (removed) {
-                off = c->hold_start;
+                off = c->a->hold_start;
                 continue;
             }
             /* Behind the fence, it is looked at when the fence lifts. */
-            if (!c->fix_fence || c->hold_start < c->fix_fence_off)
-                message_resets(c, c->in.data + c->hold_start, off - c->hold_start,
+            if (!c->fix_fence || c->a->hold_start < c->a->fix_fence_off)
+                message_resets(c, c->a->in.data + c->a->hold_start, off - c->a->hold_start,
                                classified ? &info : NULL);
-            request_end(c, c->scan.type);
+            request_end(c, c->a->scan.type);
             continue;
         }
-        if (ev == SL_SCAN_END) request_end(c, c->scan.type);
+        if (ev == SL_SCAN_END) request_end(c, c->a->scan.type);
         if (ev != SL_SCAN_START) continue;
-        uint8_t t = c->scan.type;
+        uint8_t t = c->a->scan.type;
         /* A RESET's values are not back yet: nothing from here on may run. */
-        if (c->fix >= FIX_SENT && !c->fix_fence) {
+        if (c->a->fix >= FIX_SENT && !c->fix_fence) {
             c->fix_fence = true;
-            c->fix_fence_off = off - 5;
+            c->a->fix_fence_off = off - 5;
         }
         if (!length_ok(c)) return false;
         if (!frontend_type_ok(t)) {
@@ -1027,24 +1030,24 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         if (t == 'X') {
             /* Terminate is for sluice, never for a pooled server. */
-            c->in.tail = off - 5;
-            c->scan = (sl_scan_t){0};
+            c->a->in.tail = off - 5;
+            c->a->scan = (sl_scan_t){0};
             c->terminated = true;
             note_partial(c, true);
             return true;
         }
         if (t == 'Q' || t == 'S' || t == 'F') {
-            if (c->pending++ == 0) {
-                c->query_ms = sl_now_ms(c->w);
+            if (c->a->pending++ == 0) {
+                c->a->query_ms = sl_now_ms(c->w);
                 /* Linked already (session pooling, or more in one
                  * transaction): the request starts on the server now. */
                 if (c->state == SL_CL_ACTIVE) {
-                    c->query_start_us = sl_now_us(c->w);
-                    if (!c->xact_start_us) c->xact_start_us = c->query_start_us;
+                    c->a->query_start_us = sl_now_us(c->w);
+                    if (!c->a->xact_start_us) c->a->xact_start_us = c->a->query_start_us;
                 }
             }
-            if (!c->xact_ms) c->xact_ms = c->query_ms;
-            if (c->fix_fence) c->fix_after++;
+            if (!c->a->xact_ms) c->a->xact_ms = c->a->query_ms;
+            if (c->fix_fence) c->a->fix_after++;
         }
         /* Copy data and a Flush start no request of their own. */
         if (c->rt && !c->ext_open && t != 'd' && t != 'c' && t != 'f' && t != 'H')
@@ -1069,19 +1072,19 @@ bool sl_relay_scan_client(sl_client_t *c) {
         }
         /* A Query or Parse that fits the buffer is held until complete and
          * analysed; a longer one streams through unexamined. */
-        if ((t == 'Q' || t == 'P') && hold && c->scan.len + 1 <= c->in.cap) {
+        if ((t == 'Q' || t == 'P') && hold && c->a->scan.len + 1 <= c->a->in.cap) {
             c->holding = true;
-            c->hold_start = off - 5;
+            c->a->hold_start = off - 5;
         } else if ((t == 'Q' || t == 'P') && analyse) {
             mark_unvetted(c);
         } else if (t == 'B' && analyse && sl_ps_wanted(c)) {
             /* So is a Bind of a named statement (tracked ones only: others
              * stay on the server that parsed them). A longer one is looked
              * at from the bytes in now. */
-            if (c->scan.len + 1 <= c->in.cap) {
+            if (c->a->scan.len + 1 <= c->a->in.cap) {
                 c->holding = true;
-                c->hold_start = off - 5;
-            } else if (!analyse_bind(c, (const char *)c->in.data + off, c->in.tail - off)) {
+                c->a->hold_start = off - 5;
+            } else if (!analyse_bind(c, (const char *)c->a->in.data + off, c->a->in.tail - off)) {
                 mark_unvetted(c);
             }
         }
@@ -1097,9 +1100,9 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
     /* A partial header stays here (it might be a Terminate), and so does a
      * Query held for analysis. */
     uint32_t limit = sl_client_fwd_limit(c);
-    uint32_t fwd = limit - c->in.head;
+    uint32_t fwd = limit - c->a->in.head;
     while (fwd > 0) {
-        ssize_t n = sl_conn_write(&s->sock, sl_buf_rptr(&c->in), fwd);
+        ssize_t n = sl_conn_write(&s->sock, sl_buf_rptr(&c->a->in), fwd);
         if (n == -EAGAIN) {
             c->c2s_blocked = true;
             return true;
@@ -1110,7 +1113,7 @@ bool sl_relay_flush_c2s(sl_client_t *c) {
             sl_relay_server_lost(c, "write to server failed");
             return !sl_client_done(c);
         }
-        sl_buf_consume(&c->in, (uint32_t)n);
+        sl_buf_consume(&c->a->in, (uint32_t)n);
         fwd -= (uint32_t)n;
     }
     c->c2s_blocked = false;
@@ -1127,24 +1130,25 @@ static bool is_settable(const char *name) {
 
 /* A ParameterStatus without its two strings: the server is closed with the
  * client. The message never reaches the client when it came whole in this
- * read (msg_at: where it begins in c->out, the client then between
+ * read (msg_at: where it begins in c->a->out, the client then between
  * messages and told why); else the client sees the close. */
 static bool bad_param_status(sl_client_t *c, sl_server_t *s, uint8_t *msg_at) {
     sl_log_warn(s->tag, "backend sent a malformed ParameterStatus (%u bytes)", s->scan.len);
     if (!msg_at) return sl_session_drop(c, "server sent a malformed ParameterStatus");
-    c->out.tail = (uint32_t)(msg_at - c->out.data);
+    c->a->out.tail = (uint32_t)(msg_at - c->a->out.data);
     return sl_session_fail(c, "08P01", "server sent a malformed message; reconnect and retry");
 }
 
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n) {
     size_t off = 0;
-    /* The bytes are the tail of c->out. The ReadyForQuery a fix-up holds
+    /* The bytes are the tail of c->a->out. The ReadyForQuery a fix-up holds
      * is cut out of them (the bytes after it move down over it). */
-    uint8_t *keep = c->out.data + (p - c->out.data);
-    uint8_t *msg_at = NULL; /* in c->out: the current message's header, when in this read */
+    uint8_t *keep = c->a->out.data + (p - c->a->out.data);
+    uint8_t *msg_at = NULL; /* in c->a->out: the current message's header, when in this read */
     while (off < n) {
         if (sl_scan_at_boundary(&s->scan)) {
-            c->fix_cut = p[off] == 'Z' && c->fix == FIX_SENT && c->pending == c->fix_after + 1;
+            c->fix_cut =
+                p[off] == 'Z' && c->a->fix == FIX_SENT && c->a->pending == c->a->fix_after + 1;
             /* Fast path: a whole message sluice only passes along (not a
              * ReadyForQuery, ParameterStatus or error, which it reads) is
              * stepped over at once instead of framed in two scan calls. */
@@ -1173,7 +1177,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             /* The bad header never reaches the client: cut it and the rest
              * of the read. When all of it came in this read, the client is
              * between messages and can be told; else it sees the close. */
-            c->out.tail = (uint32_t)(keep - c->out.data) - (uint32_t)used;
+            c->a->out.tail = (uint32_t)(keep - c->a->out.data) - (uint32_t)used;
             s->scan.hdr_len = 0;
             s->scan.in_body = false;
             sl_log_warn(s->tag, "backend sent a malformed message (type 0x%02x, length %u)",
@@ -1216,17 +1220,17 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             /* Portals are gone, unless later requests are already on their way. */
             if (s->tx_status == 'I' && (!c->ps || c->ps->replies.n == 0)) s->stmts.epoch++;
             if (s->tx_status == 'I') c->w->stats.xact_count++;
-            if (c->pending > 0) c->pending--;
+            if (c->a->pending > 0) c->a->pending--;
             count_ready(c, s->tx_status);
             /* The transaction is over; a request already sent begins the next. */
-            if (s->tx_status == 'I') c->xact_ms = c->pending > 0 ? sl_now_ms(c->w) : 0;
+            if (s->tx_status == 'I') c->a->xact_ms = c->a->pending > 0 ? sl_now_ms(c->w) : 0;
             if (c->fix_cut) { /* the end of a request that reset settings: held */
                 c->fix_cut = false;
-                c->fix = FIX_DUE;
-                c->fix_status = s->tx_status;
+                c->a->fix = FIX_DUE;
+                c->a->fix_status = s->tx_status;
                 c->fix_failed = c->server_error;
             }
-            if (c->reset_seen && c->pending == 0) {
+            if (c->reset_seen && c->a->pending == 0) {
                 /* DISCARD ALL reverted what sluice had SET on this server. */
                 sl_params_clear(&s->applied);
                 s->params_fp = 0;
@@ -1248,7 +1252,7 @@ bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size
             }
         }
     }
-    c->out.tail -= (uint32_t)(p + n - keep);
+    c->a->out.tail -= (uint32_t)(p + n - keep);
     return true;
 }
 
@@ -1277,23 +1281,23 @@ static bool follows_report(const sl_client_t *c, const sl_server_t *s, const cha
 static bool start_capture(sl_client_t *c, sl_server_t *s) {
     if (c->capture_all) {
         for (int i = 0; i < c->params.n; i++)
-            (void)sl_params_set(&c->dirty, c->params.v[i].name, "");
+            (void)sl_params_set(&c->a->dirty, c->params.v[i].name, "");
         for (int i = 0; i < s->applied.n; i++)
-            (void)sl_params_set(&c->dirty, s->applied.v[i].name, "");
+            (void)sl_params_set(&c->a->dirty, s->applied.v[i].name, "");
         c->capture_all = false;
     }
-    for (int i = c->dirty.n - 1; i >= 0; i--)
-        if (follows_report(c, s, c->dirty.v[i].name))
-            sl_params_remove(&c->dirty, c->dirty.v[i].name);
-    if (c->dirty.n == 0) return false;
+    for (int i = c->a->dirty.n - 1; i >= 0; i--)
+        if (follows_report(c, s, c->a->dirty.v[i].name))
+            sl_params_remove(&c->a->dirty, c->a->dirty.v[i].name);
+    if (c->a->dirty.n == 0) return false;
     sbuf_t b = {0};
     bool ok = true;
-    for (int i = 0; i < c->dirty.n && ok; i++)
-        ok = add_name(&b, c->dirty.v[i].name, i == 0);
-    c->capturing = (uint32_t)c->dirty.n;
+    for (int i = 0; i < c->a->dirty.n && ok; i++)
+        ok = add_name(&b, c->a->dirty.v[i].name, i == 0);
+    c->a->capturing = (uint32_t)c->a->dirty.n;
     if (!ok || !b.p || sl_server_query(s, b.p, capture_done) < 0) {
         sl_log_warn(sl_client_tag(c), "cannot read back changed settings; they stay on %s", s->tag);
-        sl_params_clear(&c->dirty);
+        sl_params_clear(&c->a->dirty);
     }
     free(b.p);
     return true;
@@ -1311,7 +1315,7 @@ static void capture_finish(sl_server_t *s, const char *err) {
         const uint8_t *p = s->row, *end = s->row + s->row_len;
         int ncols = p[0] << 8 | p[1];
         p += 2;
-        for (int i = 0; i < ncols && i < (int)c->capturing && p + 4 <= end; i++) {
+        for (int i = 0; i < ncols && i < (int)c->a->capturing && p + 4 <= end; i++) {
             int32_t len = (int32_t)sl_be32(p);
             p += 4;
             if (len < 0) continue; /* unknown setting */
@@ -1319,7 +1323,7 @@ static void capture_finish(sl_server_t *s, const char *err) {
             char *v = strndup((const char *)p, (size_t)len);
             p += len;
             if (!v) break;
-            const char *name = c->dirty.v[i].name;
+            const char *name = c->a->dirty.v[i].name;
             (void)sl_params_set(&c->params, name, v);
             if (!sl_params_get(&s->reported, name)) (void)sl_params_set(&s->applied, name, v);
             free(v);
@@ -1328,9 +1332,9 @@ static void capture_finish(sl_server_t *s, const char *err) {
         s->params_fp = c->params_fp;
     }
     /* Names SET while this ran stay listed for the next read-back. */
-    for (uint32_t i = 0; i < c->capturing && c->dirty.n > 0; i++)
-        sl_params_remove(&c->dirty, c->dirty.v[0].name);
-    c->capturing = 0;
+    for (uint32_t i = 0; i < c->a->capturing && c->a->dirty.n > 0; i++)
+        sl_params_remove(&c->a->dirty, c->a->dirty.v[0].name);
+    c->a->capturing = 0;
     sl_server_set_state(s, SL_SV_ACTIVE);
     s->io = server_io_cb;
     maybe_release(c);
@@ -1351,14 +1355,14 @@ static void capture_done(sl_server_t *s, const char *err, const char *code) {
 /* After a ReadyForQuery: give the server back when the transaction is over. */
 static void maybe_release(sl_client_t *c) {
     sl_server_t *s = c->server;
-    if (c->fix == FIX_DUE) {
+    if (c->a->fix == FIX_DUE) {
         /* The rest (a release, in transaction pooling) comes through the
          * settle at the end of the forwarding of what the fence held. */
         if (fix_start(c)) sl_relay_flush_c2s(c);
         return;
     }
-    if (c->fix == FIX_RUNNING) return;
-    if (!s || c->pending > sl_router_held_pending(c)) return;
+    if (c->a->fix == FIX_RUNNING) return;
+    if (!s || c->a->pending > sl_router_held_pending(c)) return;
     if (c->barrier && (s->tx_status != 'I' || c->pins || sl_client_mode(c) == SL_POOL_SESSION)) {
         /* The transaction goes on (or the client is tied to this server):
          * what was held belongs to it after all. */
@@ -1389,7 +1393,7 @@ static void maybe_release(sl_client_t *c) {
         return;
     }
     if (mode == SL_POOL_SESSION) return;
-    if ((c->dirty.n || c->capture_all) && start_capture(c, s)) return;
+    if ((c->a->dirty.n || c->capture_all) && start_capture(c, s)) return;
     if (c->pins) return;
     bool held = c->barrier;
     sl_relay_unlink(c);
@@ -1411,7 +1415,7 @@ static bool end_terminated(sl_client_t *c) {
 
 bool sl_relay_settle(sl_client_t *c) {
     if (c->state != SL_CL_ACTIVE) return !sl_client_done(c);
-    if (c->terminated && c->pending == 0 && sl_buf_len(&c->in) == 0) return end_terminated(c);
+    if (c->terminated && c->a->pending == 0 && sl_buf_len(&c->a->in) == 0) return end_terminated(c);
     maybe_release(c);
     return !sl_client_done(c);
 }
@@ -1440,8 +1444,8 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
         return;
     }
     /* A pinned client lost session state it relied on: it must know. */
-    if (sl_client_mode(c) == SL_POOL_SESSION || c->pending == 0 || c->pins ||
-        !sl_scan_at_boundary(&c->scan)) {
+    if (sl_client_mode(c) == SL_POOL_SESSION || c->a->pending == 0 || c->pins ||
+        !sl_scan_at_boundary(&c->a->scan)) {
         sl_session_fail(c, "08006", "server connection lost (%s); reconnect and retry", why);
         return;
     }
@@ -1454,7 +1458,7 @@ void sl_relay_server_lost(sl_client_t *c, const char *why) {
 }
 
 /* Transaction pooling with statement tracking: server bytes go through
- * the pump, which fixes up replies on their way into c->out. */
+ * the pump, which fixes up replies on their way into c->a->out. */
 static void read_server_ps(sl_client_t *c, sl_server_t *s) {
     for (int rounds = 0; rounds < 4 && c->server == s; rounds++) {
         sl_buf_t *in = &c->ps->sin;
@@ -1484,8 +1488,8 @@ void sl_relay_resume(sl_client_t *c) {
     sl_server_t *s = c->server;
     if (!s || s->state != SL_SV_ACTIVE) return;
     if (!c->ps) {
-        /* A fix-up that waited for room in c->out. */
-        if (c->fix != FIX_DUE) return;
+        /* A fix-up that waited for room in c->a->out. */
+        if (c->a->fix != FIX_DUE) return;
         maybe_release(c);
         if (!sl_client_done(c)) sl_client_update_poll(c);
         return;
@@ -1503,17 +1507,17 @@ static void read_server(sl_client_t *c, sl_server_t *s) {
         return;
     }
     for (int rounds = 0; rounds < 4 && c->server == s; rounds++) {
-        if (sl_buf_space(&c->out) == 0) sl_buf_compact(&c->out);
-        uint32_t space = sl_buf_space(&c->out);
+        if (sl_buf_space(&c->a->out) == 0) sl_buf_compact(&c->a->out);
+        uint32_t space = sl_buf_space(&c->a->out);
         if (space == 0) return;
-        ssize_t n = sl_conn_read(&s->sock, sl_buf_wptr(&c->out), space);
+        ssize_t n = sl_conn_read(&s->sock, sl_buf_wptr(&c->a->out), space);
         if (n == -EAGAIN) return;
         if (n <= 0) {
             sl_relay_server_lost(c, n == 0 ? "backend closed the connection" : "read error");
             return;
         }
-        uint8_t *p = sl_buf_wptr(&c->out);
-        c->out.tail += (uint32_t)n;
+        uint8_t *p = sl_buf_wptr(&c->a->out);
+        c->a->out.tail += (uint32_t)n;
         if (!sl_relay_scan_server(c, s, p, (size_t)n)) return;
         maybe_release(c);
         if (sl_client_done(c) || !sl_client_flush(c)) return;

@@ -94,7 +94,7 @@ static const char *message_sql(sl_client_t *c, uint8_t t, const char *body, size
  * a read only if all of them are reads. */
 static int classify_pending(sl_client_t *c, uint32_t from) {
     const sl_config_t *cfg = c->w->cfg;
-    const uint8_t *p = c->in.data + from, *end = c->in.data + c->in.tail;
+    const uint8_t *p = c->a->in.data + from, *end = c->a->in.data + c->a->in.tail;
     bool any = false, write = false, parse_seen = false;
     enum sl_sql_hint hint = SL_HINT_NONE;
     while (end - p >= 5) {
@@ -104,7 +104,7 @@ static int classify_pending(sl_client_t *c, uint32_t from) {
         if ((uint64_t)(end - p) < 1 + (uint64_t)len) {
             /* One that can never be whole in the buffer streams through
              * unexamined: the primary takes it. */
-            if (1 + (uint64_t)len > c->in.cap - 5) return WRITE;
+            if (1 + (uint64_t)len > c->a->in.cap - 5) return WRITE;
             if (t == 'Q' || t == 'P' || t == 'B') return NEED_MORE;
             break;
         }
@@ -197,7 +197,7 @@ int sl_router_request(sl_client_t *c) {
         /* What is in the buffer now is looked at here, as one request. */
         c->rt->new_request = SL_ROUTER_NO_NEW;
         if (routing != SL_ROUTE_PRIMARY && !login && !session) {
-            int k = classify_pending(c, c->in.head);
+            int k = classify_pending(c, c->a->in.head);
             if (k == NEED_MORE) return 0;
             wants_write = k == WRITE;
             hinted = k == READ_HINTED;
@@ -213,7 +213,7 @@ int sl_router_request(sl_client_t *c) {
                      "database \"%s\" is read-only (routing = replica) and no replica is up "
                      "to run this; it is not sent to the primary",
                      c->dbname);
-            if (!sl_scan_at_boundary(&c->scan))
+            if (!sl_scan_at_boundary(&c->a->scan))
                 sl_session_fail(c, "25006", "%s", msg);
             else
                 sl_client_abort_requests(c, "25006", msg);
@@ -232,7 +232,7 @@ int sl_router_request(sl_client_t *c) {
                          "replica are down or lagging; retry later",
                          c->dbname);
             /* An error can only answer whole requests. */
-            if (login || !sl_scan_at_boundary(&c->scan)) {
+            if (login || !sl_scan_at_boundary(&c->a->scan)) {
                 sl_session_fail(c, "57P03", "%s", msg);
             } else {
                 sl_log_warn(sl_client_tag(c), "%s refused: no backend can take it",
@@ -266,21 +266,21 @@ void sl_router_guard(sl_client_t *c) {
     uint32_t from = c->rt->new_request;
     c->rt->new_request = SL_ROUTER_NO_NEW;
     if (from == SL_ROUTER_NO_NEW || c->barrier || !on_replica_read(c) || c->pins ||
-        from >= c->in.tail)
+        from >= c->a->in.tail)
         return;
     if (c->route->routing != SL_ROUTE_AUTO) return;
     int k = classify_pending(c, from);
     if (k == READ || k == READ_HINTED) return;
     c->barrier = true;
-    c->barrier_off = from;
+    c->a->barrier_off = from;
 }
 
 int sl_router_held_pending(const sl_client_t *c) {
     if (!c->barrier) return 0;
     int n = 0;
-    const uint8_t *p = c->in.data + c->barrier_off, *end = c->in.data + c->in.tail;
+    const uint8_t *p = c->a->in.data + c->a->barrier_off, *end = c->a->in.data + c->a->in.tail;
     while (end - p >= 5) {
-        /* What the scan counted in c->pending (a Query answered by sluice
+        /* What the scan counted in c->a->pending (a Query answered by sluice
          * as DEALLOCATE was a Query then). */
         if (p[0] == 'Q' || p[0] == 'S' || p[0] == 'F' || p[0] == SL_MSG_DEALLOCATE) n++;
         uint64_t len = 1 + (uint64_t)sl_be32(p + 1);
@@ -303,15 +303,15 @@ void sl_router_linked(sl_client_t *c) {
     sl_router_forget_replay(c);
     sl_route_t *r = c->route;
     int b = c->tx_backend;
-    uint32_t n = sl_buf_len(&c->in);
+    uint32_t n = sl_buf_len(&c->a->in);
     /* Only a whole request that fits one buffer: then it can be put back. */
     /* Nor when requests wait behind the barrier: they are not the read's. */
     if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding || c->barrier ||
-        !sl_scan_at_boundary(&c->scan) || sl_client_mode(c) == SL_POOL_SESSION)
+        !sl_scan_at_boundary(&c->a->scan) || sl_client_mode(c) == SL_POOL_SESSION)
         return;
     c->rt->replay = malloc(n);
     if (!c->rt->replay) return;
-    memcpy(c->rt->replay, sl_buf_rptr(&c->in), n);
+    memcpy(c->rt->replay, sl_buf_rptr(&c->a->in), n);
     c->rt->replay_len = n;
     c->tx_kept = true;
 }
@@ -349,9 +349,9 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_pool_t *p = move_read(c, "went away before answering", why);
     if (!p) return false;
     /* What is left of the request in the buffer is a tail of the copy. */
-    memcpy(c->in.data, c->rt->replay, c->rt->replay_len);
-    c->in.head = 0;
-    c->in.tail = c->rt->replay_len;
+    memcpy(c->a->in.data, c->rt->replay, c->rt->replay_len);
+    c->a->in.head = 0;
+    c->a->in.tail = c->rt->replay_len;
     sl_router_forget_replay(c);
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);

@@ -32,6 +32,51 @@
 
 /* enum sl_client_state is in loop.h: the loop keeps a list of clients per state. */
 
+/* What a client holds only while it does something: logging in,
+ * exchanging bytes with a server or with sluice, a console reply going
+ * out. An idle client points at its loop's resting copy, all zero and
+ * never written (an idle client is mostly its struct: issue 13); it takes
+ * its own (sl_client_own) before it writes any of this, from a small
+ * per-loop free list, and gives it back once all of it is at rest again
+ * (zero, as the resting copy: see client.c, buffers_maybe_give). */
+typedef struct sl_client_act {
+    uint32_t barrier_off; /* where the barrier (see barrier) starts in `in` */
+    sl_buf_t in;          /* client -> server bytes; held while active */
+    sl_buf_t out;         /* server/sluice -> client bytes; held while active */
+    uint8_t *login_buf;   /* owned during login: startup and auth messages */
+    uint32_t login_len;   /* bytes in login_buf */
+    sl_scan_t scan;       /* framing of client -> server bytes */
+    uint32_t scan_new;    /* bytes appended to `in` and not framed yet */
+    int pending;          /* ReadyForQuery replies the client still expects */
+    uint32_t hold_start;  /* offset in `in` of the held Query */
+    sl_params_t dirty;    /* names the client SET or RESET since its server last settled */
+    uint32_t capturing;   /* leading entries of `dirty` being read back now */
+    /* RESET fix-up (relay.c): a request that RESETs startup parameters has its
+     * ReadyForQuery held until sluice SETs the client's values back. */
+    uint8_t fix;           /* enum fix_state in relay.c */
+    char fix_status;       /* its transaction status */
+    sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
+                              while the SETs run, name -> the value being applied */
+    int fix_after;         /* requests behind the fence, counted in `pending` */
+    uint32_t fix_fence_off;
+    const char *reject;    /* refuse after the startup packet with this 53300 message */
+    sl_auth_t *auth;       /* owned during authentication */
+    int auth_method;       /* enum sl_auth_type, kept while auth_query runs */
+    sl_authq_job_t *authq; /* its auth_query lookup in flight (authq.c), or NULL */
+    /* times, on the loop clock (ms) */
+    int64_t query_ms;   /* the oldest request still unanswered was sent */
+    int64_t xact_ms;    /* the first request of its open transaction came; 0: none
+                           (transaction_timeout counts from it, as PgBouncer's) */
+    int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
+    /* per-pool stats (SHOW STATS): monotonic microseconds (uv_hrtime) */
+    uint64_t xact_start_us;          /* its transaction began on a server; 0: none running */
+    uint64_t query_start_us;         /* its oldest unanswered request began on a server; 0: none */
+    uint8_t *console_out;            /* owned: the console reply going out, or NULL */
+    size_t console_len;              /* its bytes */
+    size_t console_off;              /* bytes of it copied to `out` so far */
+    struct sl_client_act *next_free; /* on the loop's free list */
+} sl_client_act_t;
+
 typedef struct sl_client {
     sl_list_t node;       /* on the loop's clients list until it starts closing */
     sl_list_t state_node; /* on the loop's clients_in[state]: moved by sl_client_set_state */
@@ -45,6 +90,7 @@ typedef struct sl_client {
     uint16_t peer_port;    /* host order */
     uint8_t peer_family;   /* AF_INET, AF_INET6, 0: the Unix socket ("unix"), or
                               SL_PEER_UNKNOWN ("?") */
+    sl_client_act_t *a;    /* owned, or the loop's resting copy while idle (see above) */
     sl_conn_t sock;        /* its socket; sock.fd and sock.ssl (set once the client asked
                               for TLS) are owned, freed once the poll handle closed, whose
                               close callback frees the client */
@@ -58,52 +104,20 @@ typedef struct sl_client {
     sl_route_t *route;          /* borrowed: its database's routing, or NULL */
     struct sl_client_route *rt; /* owned with route: pools, fence, kept request (router.c) */
     int tx_backend;             /* backend of the transaction in flight; -1: none */
-    uint32_t barrier_off;       /* where the barrier (see barrier) starts in `in` */
     sl_params_t params;         /* session parameters the client asked for */
     sl_params_t startup;        /* the ones it gave at login, as given: where RESET, RESET ALL
                                    and DISCARD ALL put them back (see relay.c, "fix-up") */
     uint64_t params_fp;         /* their fingerprint; 0: to recompute */
-    sl_buf_t in;                /* client -> server bytes; held while active */
-    sl_buf_t out;               /* server/sluice -> client bytes; held while active */
-    uint8_t *login_buf;         /* owned during login: startup and auth messages */
-    uint32_t login_len;         /* bytes in login_buf */
-    sl_scan_t scan;             /* framing of client -> server bytes */
-    uint32_t scan_new;          /* bytes appended to `in` and not framed yet */
-    int pending;                /* ReadyForQuery replies the client still expects */
-    uint32_t hold_start;        /* offset in `in` of the held Query */
     uint32_t pins;              /* SL_STATE_* session state tying it to its server */
-    sl_params_t dirty;          /* names the client SET or RESET since its server last settled */
-    uint32_t capturing;         /* leading entries of `dirty` being read back now */
-    /* RESET fix-up (relay.c): a request that RESETs startup parameters has its
-     * ReadyForQuery held until sluice SETs the client's values back. */
-    uint8_t fix;           /* enum fix_state in relay.c */
-    char fix_status;       /* its transaction status */
-    sl_params_t fix_names; /* name -> "-": put back; "+": SET after RESET ALL, kept;
-                              while the SETs run, name -> the value being applied */
-    int fix_after;         /* requests behind the fence, counted in `pending` */
-    uint32_t fix_fence_off;
     sl_stmt_names_t stmt_names; /* its named prepared statements (transaction pooling) */
-    struct sl_ps *ps;      /* owned while linked with statement tracking; see prepare.c below */
-    const char *reject;    /* refuse after the startup packet with this 53300 message */
-    sl_auth_t *auth;       /* owned during authentication */
-    int auth_method;       /* enum sl_auth_type, kept while auth_query runs */
-    sl_authq_job_t *authq; /* its auth_query lookup in flight (authq.c), or NULL */
+    struct sl_ps *ps; /* owned while linked with statement tracking; see prepare.c below */
     /* times, on the loop clock (ms) */
     int64_t connect_ms; /* accepted */
-    int64_t query_ms;   /* the oldest request still unanswered was sent */
     int64_t last_io_ms; /* last request sent or last ReadyForQuery relayed */
-    int64_t xact_ms;    /* the first request of its open transaction came; 0: none
-                           (transaction_timeout counts from it, as PgBouncer's) */
-    int64_t partial_ms; /* the incomplete message `in` ends in began to arrive; 0: none */
     /* per-pool stats (SHOW STATS): monotonic microseconds (uv_hrtime) */
-    uint64_t wait_start_us;  /* it last became WAITING */
-    uint64_t xact_start_us;  /* its transaction began on a server; 0: none running */
-    uint64_t query_start_us; /* its oldest unanswered request began on a server; 0: none */
+    uint64_t wait_start_us; /* it last became WAITING */
     /* the admin console (console.c) */
-    uint8_t console;      /* enum sl_console_level: 0 for a client of a real database */
-    uint8_t *console_out; /* owned: the console reply going out, or NULL */
-    size_t console_len;   /* its bytes */
-    size_t console_off;   /* bytes of it copied to `out` so far */
+    uint8_t console; /* enum sl_console_level: 0 for a client of a real database */
     /* A failure recorded by a helper (sl_session_fail), for the entry point
      * that called it to turn into the FATAL reply and the close. */
     char fail_code[6]; /* its SQLSTATE; "": none */
@@ -152,6 +166,13 @@ typedef struct sl_client {
     bool fail_silent : 1;   /* close without the FATAL (sl_session_drop) */
 } sl_client_t;
 
+/* Makes c->a c's own copy (see sl_client_act_t) before c writes to it;
+ * false when out of memory. Cheap when it already is. */
+bool sl_client_own_slow(sl_client_t *c);
+static inline bool sl_client_own(sl_client_t *c) {
+    return c->a != c->w->act_rest || sl_client_own_slow(c);
+}
+
 /* True once c is closing, or a helper recorded a failure that the entry
  * point will end it with: nothing more is done for c then. */
 static inline bool sl_client_done(const sl_client_t *c) {
@@ -185,15 +206,15 @@ static inline sl_pool_stats_t *sl_client_stats(const sl_client_t *c) {
  * or Parse, a partial header, the RESET fix-up's fence, or the routing
  * barrier. */
 static inline uint32_t sl_client_fwd_limit(const sl_client_t *c) {
-    uint32_t limit = c->holding ? c->hold_start : c->in.tail - c->scan.hdr_len;
-    if (c->fix_fence && c->fix_fence_off < limit) limit = c->fix_fence_off;
-    return c->barrier && c->barrier_off < limit ? c->barrier_off : limit;
+    uint32_t limit = c->holding ? c->a->hold_start : c->a->in.tail - c->a->scan.hdr_len;
+    if (c->fix_fence && c->a->fix_fence_off < limit) limit = c->a->fix_fence_off;
+    return c->barrier && c->a->barrier_off < limit ? c->a->barrier_off : limit;
 }
 
 /* Bytes a server could take now: a partial header, or the start of a Query
  * held until whole, is no reason to ask for a server. */
 static inline bool sl_client_has_request(const sl_client_t *c) {
-    return sl_client_fwd_limit(c) > c->in.head;
+    return sl_client_fwd_limit(c) > c->a->in.head;
 }
 
 /* c's log tag, "C-1 db=app user=bob peer=127.0.0.1:5544", formatted now
@@ -287,7 +308,7 @@ bool sl_relay_welcome(sl_client_t *c, const sl_pool_t *p);
 bool sl_relay_scan_client(sl_client_t *c);
 /* Forwards framed client bytes to the linked server; false if c was closed. */
 bool sl_relay_flush_c2s(sl_client_t *c);
-/* Frames n bytes from the server just placed in c->out at p (ReadyForQuery,
+/* Frames n bytes from the server just placed in c->a->out at p (ReadyForQuery,
  * ParameterStatus, errors); false if c was closed. */
 bool sl_relay_scan_server(sl_client_t *c, sl_server_t *s, const uint8_t *p, size_t n);
 /* The refusal text for a statement pin_session_state = error refuses. */
@@ -304,7 +325,7 @@ void sl_relay_resume(sl_client_t *c);
 void sl_relay_server_lost(sl_client_t *c, const char *why);
 /* Drops a RESET fix-up in flight (see relay.c): its request was answered
  * otherwise, or the client's input was dropped. A ReadyForQuery it held
- * is counted in c->pending again, for whoever answers instead. */
+ * is counted in c->a->pending again, for whoever answers instead. */
 void sl_relay_forget_fix(sl_client_t *c);
 /* Unlinks the server on client exit: back to the pool if clean, else closed. */
 void sl_relay_unlink(sl_client_t *c);
@@ -412,18 +433,18 @@ bool sl_ps_link(sl_client_t *c, sl_server_t *s) SL_MUST_USE;
 bool sl_ps_flush_c2s(sl_client_t *c);
 /* A client without a server (between transactions): Parse of a statement a
  * server already accepted, Close of a statement, Flush and the Sync ending
- * them are answered by sluice from the head of c->in, taking no server (a
+ * them are answered by sluice from the head of c->a->in, taking no server (a
  * driver that prepares synchronously must not wait for one). A Parse of a
  * new statement is answered too when nothing up to its Sync needs a server
  * and libpg_query reads its text as the server would: a syntax error as
  * PostgreSQL reports it (42601), other errors (an unknown table) by the
  * server at the first Bind or Describe. False if c was closed. */
 bool sl_ps_answer_unlinked(sl_client_t *c);
-/* Relays buffered server bytes into c->out as far as room allows; false if
+/* Relays buffered server bytes into c->a->out as far as room allows; false if
  * c was closed. */
 bool sl_ps_pump(sl_client_t *c, sl_server_t *s);
 /* True when the pump has server bytes it could relay now (there is room
- * in c->out): the client's poll then asks for writability to resume it. */
+ * in c->a->out): the client's poll then asks for writability to resume it. */
 bool sl_ps_can_pump(const sl_client_t *c);
 /* True when nothing is in flight either way. */
 bool sl_ps_idle(const sl_client_t *c);

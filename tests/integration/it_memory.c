@@ -6,12 +6,15 @@
  * max_client_prepared_statements); and Query messages whose length field is
  * 0xFFFFFFFF or 0x80000003, refused with 08P01 before the server sees them.
  * A Query too long to analyse closes its server after the transaction.
- * Set IT_MEMORY_ONLY=query|parse|many|length|unvetted|wire to run one case. */
+ * 2,000 idle clients cost little each, and one of them keeps its session.
+ * Set IT_MEMORY_ONLY=query|parse|many|length|unvetted|wire|idle to run one case. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -22,6 +25,8 @@
 #define MANY 20000               /* named statements one client tries */
 #define CLIENT_MAX 10000         /* max_client_prepared_statements' default */
 #define MANY_MAX_KB (32 * 1024)  /* documented bound on what 10,000 cost */
+#define IDLE_CLIENTS 2000        /* idle clients held at once */
+#define IDLE_MAX_BYTES 700       /* what each may cost at most (RSS): 992 before issue 13 */
 
 static it_sluice_t sl;
 
@@ -377,6 +382,86 @@ static void unvetted(void) {
     stop();
 }
 
+/* Idle clients are cheap (issue 13): sluice's RSS grows by less than
+ * IDLE_MAX_BYTES per logged-in idle client (992 bytes before the clients'
+ * activity state, tag and poll handle were made to go with idleness). And
+ * a client idle among them, whose activity state went back to its loop,
+ * still has everything a session keeps: its SET, its prepared statement,
+ * its cancel key, on a pool of ONE server that the others use meanwhile. */
+static void idle_clients(void) {
+    struct rlimit lim;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = lim.rlim_max;
+    IT_ASSERT(setrlimit(RLIMIT_NOFILE, &lim) == 0, "setrlimit: %s", strerror(errno));
+    int n = IDLE_CLIENTS;
+    if (lim.rlim_cur < (rlim_t)n + 200) n = (int)lim.rlim_cur - 200;
+    char opts[160];
+    snprintf(opts, sizeof opts,
+             "pool_mode = transaction\ndefault_pool_size = 1\nauth_type = trust\n"
+             "max_client_conn = %d\nlog_connections = 0\nlog_disconnections = 0\n",
+             n + 100);
+    it_sluice_start(&sl, opts, NULL);
+    IT_ASSERT(prlimit(sl.pid, RLIMIT_NOFILE, &lim, NULL) == 0, "prlimit: %s", strerror(errno));
+    PGconn *keep = it_connect(&sl, "sl_scram", NULL);
+    it_exec(keep, "SET statement_timeout = '12345'");
+    PGresult *r = PQprepare(keep, "kept", "SELECT $1::int + 1", 0, NULL);
+    IT_ASSERT(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare: %s", PQerrorMessage(keep));
+    PQclear(r);
+    /* Warm up the rest (a raw login, a worker's buffers) before the base. */
+    int warm = it_raw_login(&sl, "sl_scram", "sluice_test");
+    close(warm);
+    long base = settled_rss_kb();
+    int *fds = calloc((size_t)n, sizeof *fds);
+    IT_ASSERT(fds, "out of memory");
+    for (int i = 0; i < n; i++)
+        fds[i] = it_raw_login(&sl, "sl_scram", "sluice_test");
+    long after = settled_rss_kb();
+    long per = (after - base) * 1024 / n;
+    printf("%d idle clients: RSS %ld -> %ld kB, %ld bytes each\n", n, base, after, per);
+    IT_ASSERT(!IT_RSS_CHECKED || per < IDLE_MAX_BYTES, "%ld bytes per idle client (at most %d)",
+              per, IDLE_MAX_BYTES);
+
+    /* Others take the one server, with settings of their own. */
+    it_wire_t w = {0};
+    char v[64];
+    for (int i = 0; i < 5; i++) {
+        it_wire_query(&w, "SET statement_timeout = '777'; SELECT 42");
+        IT_ASSERT(!strcmp(it_wire_exchange(fds[i], &w, 10, v, sizeof v), "CTDCZ") &&
+                      !strcmp(v, "42"),
+                  "idle client %d runs a query", i);
+    }
+    IT_ASSERT(!strcmp(it_value(keep, "SHOW statement_timeout"), "12345ms"),
+              "the SET of a client that was idle is kept: %s",
+              it_value(keep, "SHOW statement_timeout"));
+    const char *arg = "41";
+    r = PQexecPrepared(keep, "kept", 1, &arg, NULL, NULL, 0);
+    IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "42"),
+              "its prepared statement is kept: %s", PQerrorMessage(keep));
+    PQclear(r);
+    /* Its cancel key still names it. */
+    IT_ASSERT(PQsendQuery(keep, "SELECT pg_sleep(20)"), "send: %s", PQerrorMessage(keep));
+    usleep(300000);
+    PGcancel *pc = PQgetCancel(keep);
+    char err[256];
+    IT_ASSERT(PQcancel(pc, err, sizeof err), "cancel sent: %s", err);
+    PQfreeCancel(pc);
+    r = PQgetResult(keep);
+    IT_ASSERT(r && !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                               ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                               : "",
+                           "57014"),
+              "the cancel reached its query: %s", PQerrorMessage(keep));
+    PQclear(r);
+    while ((r = PQgetResult(keep)))
+        PQclear(r);
+    IT_ASSERT(!strcmp(it_value(keep, "SELECT 7"), "7"), "usable after the cancel");
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    PQfinish(keep);
+    stop();
+}
+
 int main(void) {
     it_init("it_memory");
     const char *only = getenv("IT_MEMORY_ONLY");
@@ -386,5 +471,6 @@ int main(void) {
     if (!only || !strcmp(only, "query")) big_query();
     if (!only || !strcmp(only, "parse")) big_parse();
     if (!only || !strcmp(only, "many")) many_statements();
+    if (!only || !strcmp(only, "idle")) idle_clients();
     return it_done();
 }
