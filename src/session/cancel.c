@@ -105,6 +105,14 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
         if (!sl_cancelkey_matches(pid, key, sl_client_cancel_pid(c), c->cancel_key)) continue;
+        if (c->state == SL_CL_WAITING && c->server) {
+            /* Linked, its settings being applied (relay.c, setup): its
+             * request has not started; dropping it now would leave the
+             * link to finish on an idle client. */
+            sl_log_debug(sl_client_tag(c), "cancel request from %s: its server is being set up",
+                         peer);
+            return 0;
+        }
         if (c->state == SL_CL_WAITING) {
             sl_client_cancel_wait(c);
             sl_log_info(sl_client_tag(c), "cancel request from %s: dropped its queued request",

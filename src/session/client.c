@@ -1068,7 +1068,9 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
 
 void sl_client_cancel_wait(sl_client_t *c) {
     /* Only whole messages can be dropped; a half-received one has to go on. */
-    if (c->state != SL_CL_WAITING || c->a->pending == 0 || !sl_scan_at_boundary(&c->a->scan))
+    /* Nor one whose server is linked already (its settings being applied). */
+    if (c->state != SL_CL_WAITING || c->server || c->a->pending == 0 ||
+        !sl_scan_at_boundary(&c->a->scan))
         return;
     sl_pool_cancel(c->wait_pool, &c->waiter);
     sl_client_abort_requests(c, "57014",
