@@ -105,18 +105,19 @@ int sl_cancel_forward(sl_loop_t *w, uint32_t pid, uint32_t key, const char *peer
     sl_list_each(it, tmp, &w->clients) {
         sl_client_t *c = sl_container_of(it, sl_client_t, node);
         if (!sl_cancelkey_matches(pid, key, sl_client_cancel_pid(c), c->cancel_key)) continue;
-        if (c->state == SL_CL_WAITING && c->server) {
-            /* Linked, its settings being applied (relay.c, setup): its
-             * request has not started; dropping it now would leave the
-             * link to finish on an idle client. */
-            sl_log_debug(sl_client_tag(c), "cancel request from %s: its server is being set up",
-                         peer);
-            return 0;
-        }
         if (c->state == SL_CL_WAITING) {
-            sl_client_cancel_wait(c);
-            sl_log_info(sl_client_tag(c), "cancel request from %s: dropped its queued request",
-                        peer);
+            /* Its request has not reached a server: dropped now, or, when
+             * its server is linked and still being given its settings,
+             * once that is done (relay.c, setup_finish). */
+            bool later = c->server != NULL;
+            if (!sl_client_cancel_wait(c)) {
+                sl_log_debug(sl_client_tag(c), "cancel request from %s: no whole request waits",
+                             peer);
+                return 0;
+            }
+            sl_log_info(sl_client_tag(c), "cancel request from %s: %s", peer,
+                        later ? "its request is dropped once its server is set up"
+                              : "dropped its queued request");
             return 1;
         }
         sl_server_t *s = c->server;

@@ -1066,18 +1066,21 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
     return sl_client_flush(c);
 }
 
-void sl_client_cancel_wait(sl_client_t *c) {
+bool sl_client_cancel_wait(sl_client_t *c) {
     /* Only whole messages can be dropped; a half-received one has to go on. */
-    /* Nor one whose server is linked already (its settings being applied). */
-    if (c->state != SL_CL_WAITING || c->server || c->a->pending == 0 ||
-        !sl_scan_at_boundary(&c->a->scan))
-        return;
+    if (c->state != SL_CL_WAITING || c->a->pending == 0 || !sl_scan_at_boundary(&c->a->scan))
+        return false;
+    if (c->server) {
+        /* Linked, its settings being applied: dropping the request now
+         * would leave that step to finish on an idle client. */
+        c->cancel_asked = true;
+        return true;
+    }
     sl_pool_cancel(c->wait_pool, &c->waiter);
-    sl_client_abort_requests(c, "57014",
-                             "canceling statement due to user request (it was waiting for a "
-                             "server connection)");
+    sl_client_abort_requests(c, "57014", SL_CANCELLED_WAITING);
     /* An entry point for c: the cancel came on another connection. */
     sl_session_settle(c);
+    return true;
 }
 
 /* ---- timeouts and shutdown ---- */

@@ -663,6 +663,16 @@ static void setup_finish(sl_server_t *s, const char *err, const char *code) {
         return;
     }
     if (!c->params_fp || c->params_fp != s->params_fp) params_settled(c, s);
+    if (c->cancel_asked) {
+        /* Cancelled before its request reached the server: the server goes
+         * back as it is, the request is answered as a cancelled one. */
+        c->cancel_asked = false;
+        c->server = NULL;
+        s->link = NULL;
+        sl_pool_release(s, s->tx_status == 'I');
+        sl_client_abort_requests(c, "57014", SL_CANCELLED_WAITING);
+        return;
+    }
     if (c->state == SL_CL_LOGIN_WAIT) {
         if (!send_welcome(c, &s->reported)) return;
         if (sl_client_mode(c) == SL_POOL_SESSION) {

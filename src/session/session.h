@@ -164,6 +164,8 @@ typedef struct sl_client {
     bool console_held : 1;  /* a command completes later (PAUSE, WAIT_CLOSE, SUSPEND): its
                                ReadyForQuery and the next Query wait for sl_console_finish */
     bool fail_silent : 1;   /* close without the FATAL (sl_session_drop) */
+    bool cancel_asked : 1;  /* a cancel came while its linked server was being set up: the request
+                               is dropped when that ends (relay.c, setup_finish) */
 } sl_client_t;
 
 /* Makes c->a c's own copy (see sl_client_act_t) before c writes to it;
@@ -271,8 +273,13 @@ bool sl_client_abort_requests(sl_client_t *c, const char *code, const char *msg)
  * its database has replicas). */
 void sl_client_request_server(sl_client_t *c);
 /* A cancel for a client still waiting for a server: its queued request is
- * dropped and answered with 57014, as PostgreSQL would answer a cancel. */
-void sl_client_cancel_wait(sl_client_t *c);
+ * dropped and answered with 57014, as PostgreSQL would answer a cancel;
+ * when a server is linked and still being given the client's settings, once
+ * that is done (cancel_asked). False when there is no whole request to drop. */
+bool sl_client_cancel_wait(sl_client_t *c);
+/* What such a client is answered (57014). */
+#define SL_CANCELLED_WAITING                                                                      \
+    "canceling statement due to user request (it was waiting for a server connection)"
 /* Called by the janitor. */
 void sl_client_tick(sl_client_t *c, int64_t now_ms);
 /* SIGTERM: close now if between transactions, else after the current one. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "delay.h"
 #include "harness.h"
 
 static it_sluice_t sl;
@@ -88,6 +89,44 @@ static void cancel_waiting(void) {
     it_exec(a2, "COMMIT");
     IT_ASSERT(!strcmp(it_value(b, "SELECT 'after'"), "after"), "usable after the cancel");
     PQfinish(a), PQfinish(a2), PQfinish(b);
+}
+
+/* A cancel that comes while the client's server is linked and still being
+ * given the client's settings (the SET, slowed by a delayed link to the
+ * backend) drops the request as for a waiting client: 57014 at once, the
+ * server back in the pool, the client and the other client usable. */
+static void cancel_during_setup(void) {
+    it_delay_t *d = it_delay_start(it_cl.primary);
+    char db[160];
+    snprintf(db, sizeof db, "slowdb = host=127.0.0.1 port=%d dbname=sluice_test", it_delay_port(d));
+    it_sluice_t s;
+    it_sluice_start(&s, "pool_mode = transaction\ndefault_pool_size = 1\n", db);
+    PGconn *other = it_connect_db(&s, "sl_scram", "slowdb", "application_name=other_app");
+    PGconn *c = it_connect_db(&s, "sl_scram", "slowdb", "application_name=victim_app");
+    it_exec(other, "SELECT 1"); /* the one server now carries other_app */
+    it_delay_set(d, 400);       /* the victim's SET takes at least 800 ms */
+    IT_ASSERT(PQsendQuery(c, "SELECT pg_sleep(5)"), "send");
+    usleep(250 * 1000);
+    double t0 = it_now();
+    send_cancel(c);
+    PGresult *r = PQgetResult(c);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(code && !strcmp(code, "57014"), "cancelled during its server's setup, got %s",
+              code                                   ? code
+              : PQresultStatus(r) == PGRES_TUPLES_OK ? "a result"
+                                                     : "none");
+    IT_ASSERT(it_now() - t0 < 3, "promptly (%.1f s, not pg_sleep's 5)", it_now() - t0);
+    PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
+    it_delay_set(d, 0);
+    IT_ASSERT(!strcmp(it_value(c, "SHOW application_name"), "victim_app"),
+              "the cancelled client is usable and keeps its setting");
+    IT_ASSERT(!strcmp(it_value(other, "SHOW application_name"), "other_app"),
+              "the other client is served, with its own setting");
+    IT_ASSERT(it_log_count(&s, "refused client state change") == 0, "no state slip");
+    PQfinish(other), PQfinish(c);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
 }
 
 static void backend_killed(void) {
@@ -227,6 +266,7 @@ int main(void) {
         &sl, "pool_mode = transaction\ndefault_pool_size = 2\nmax_packet_size = 100000\n", NULL);
     cancel_sleep();
     cancel_waiting();
+    cancel_during_setup();
     backend_killed();
     client_gone_in_transaction();
     bad_input();
