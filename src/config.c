@@ -138,8 +138,9 @@ static const opt_t opts[] = {
     O_MS("transaction_timeout", transaction_timeout_ms, "0", 86400 * 365),
     O_STR("unix_socket_dir", unix_socket_dir, "/tmp"),
     O_INT("verbose", verbose, "0", 0, 3),
-    /* 0: one per online CPU; at most what a cancel key can name */
-    O_INT("workers", workers, "1", 0, SL_CANCELKEY_WORKERS_MAX),
+    /* 0 (the default): one per online CPU; at most what a cancel key can
+     * name. The start log line says how many were started. */
+    O_INT("workers", workers, "0", 0, SL_CANCELKEY_WORKERS_MAX),
     O_STR("write_functions", write_functions, SL_SQL_DEFAULT_WRITE_FUNCTIONS),
     O_MS("query_timeout", query_timeout_ms, "0", 86400 * 365),
     O_MS("query_wait_notify", query_wait_notify_ms, "5", 86400),

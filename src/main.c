@@ -134,8 +134,11 @@ int main(int argc, char **argv) {
             sl_config_free(cfg);
             return 1;
         }
+        /* What workers = 0 means here, so an operator sees it before start. */
+        int nw = sl_workers_wanted(cfg);
+        printf("sluice: %s is valid (workers = %d: %d worker%s%s)\n", path, cfg->workers, nw,
+               nw == 1 ? "" : "s", cfg->workers == 0 ? ", one per online CPU" : "");
         sl_config_free(cfg);
-        printf("sluice: %s is valid\n", path);
         return 0;
     }
     verbose += cfg->verbose;
@@ -164,14 +167,15 @@ int main(int argc, char **argv) {
         fclose(f);
     }
     int nworkers = sl_workers_wanted(cfg);
+    bool per_cpu = cfg->workers == 0; /* cfg belongs to the workers from here */
     sl_workers_t *g = sl_workers_start(cfg, nworkers, err, sizeof err);
     if (!g) {
         sl_log_error(NULL, "cannot start: %s", err);
         if (!daemon) fprintf(stderr, "sluice: cannot start: %s\n", err);
         return 1;
     }
-    sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d workers=%d", (int)getpid(),
-                nworkers);
+    sl_log_info(NULL, "sluice " SLUICE_VERSION " started pid=%d workers=%d%s", (int)getpid(),
+                nworkers, per_cpu ? " (workers = 0: one per online CPU)" : "");
     int rc = sl_workers_run(g);
     if (pidfile) unlink(pidfile);
     free(pidfile);

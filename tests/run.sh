@@ -17,9 +17,10 @@ cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 (cd build && ctest --output-on-failure --timeout 300) >build/ctest.log 2>&1 &
 plain=$!
 # The sanitizer build compiles (at a lower priority) while the plain pass
-# runs, then runs its own pass. SLUICE_TEST_WORKERS=N runs every sluice a
-# test starts with N workers (default 1, tests/integration/harness.c); the
-# worker tests choose theirs.
+# runs, then runs its own pass. Both run every sluice a test starts with
+# sluice's default workers (one per online CPU: two on the 2-core CI
+# machine), unless SLUICE_TEST_WORKERS=N sets N for all of them
+# (tests/integration/harness.c); the worker tests choose theirs.
 (nice -n 10 cmake --build build-asan -j"$jobs" && cd build-asan &&
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure --timeout 600) \

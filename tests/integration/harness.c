@@ -417,23 +417,28 @@ static bool sets_key(const char *opts, const char *key) {
 }
 
 /* The workers of a sluice whose test does not choose: SLUICE_TEST_WORKERS
- * (tests/run.sh's sanitizer pass runs the suite with 2), else 1. Not the
- * default (one per CPU): the plain pass then runs the one-loop path, the
- * sanitizer pass the threaded one, and what a test sees does not depend
- * on the machine it runs on. */
+ * when set (a "workers = N" line in every config), else sluice's own
+ * default (no line: one per online CPU, so two on the 2-core CI machine
+ * and the threaded path is what the suite tests). NULL: no line. */
 static const char *test_workers(void) {
     const char *v = getenv("SLUICE_TEST_WORKERS");
-    return v && *v ? v : "1";
+    return v && *v ? v : NULL;
 }
 
 int it_workers(void) {
-    return atoi(test_workers());
+    const char *v = test_workers();
+    long n = v ? atol(v) : 0;
+    /* As sl_workers_wanted: 0 is one per online CPU, capped at what a
+     * cancel key can name (64). */
+    if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    return n > 64 ? 64 : (int)n;
 }
 
 void it_sluice_start(it_sluice_t *s, const char *opts_in, const char *dbs_in) {
     char *opts = expand(opts_in), *dbs = expand(dbs_in);
     char workers[64] = "";
-    if (!sets_key(opts, "workers"))
+    if (!sets_key(opts, "workers") && test_workers())
         snprintf(workers, sizeof workers, "workers = %s\n", test_workers());
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "%s", start_dir ? start_dir : "/tmp/sluice-it-XXXXXX");

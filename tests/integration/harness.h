@@ -33,7 +33,7 @@ void it_init(const char *name);
  * under ("valgrind --error-exitcode=99 ...", given SLUICE_TEST_NAME). */
 void it_sluice_start(it_sluice_t *s, const char *opts, const char *dbs);
 /* The workers a sluice runs when its test's options do not set them
- * (SLUICE_TEST_WORKERS, else 1). */
+ * (SLUICE_TEST_WORKERS, else sluice's default: one per online CPU). */
 int it_workers(void);
 /* Starts sluice as it_sluice_start does, but in dir (the caller's; the
  * Unix socket is made there) on port, which another sluice may share
