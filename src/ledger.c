@@ -126,6 +126,7 @@ sl_ledger_pool_t *sl_ledger_pool_get(sl_ledger_t *lg, const char *db, const char
         e->by_db = count_get(lg, 0, db, backend);
         e->by_user = count_get(lg, 1, user, backend);
         sl_list_init(&e->node);
+        sl_list_init(&e->moving);
         if (!e->db || !e->user || !e->by_db || !e->by_user) {
             count_put(e->by_db);
             count_put(e->by_user);
@@ -269,4 +270,27 @@ sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t
     }
     pthread_mutex_unlock(&lg->mu);
     return NULL;
+}
+
+void sl_ledger_moving_begin(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_list_t *node) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_push_back(&e->moving, node);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_moving_end(sl_ledger_t *lg, sl_list_t *node) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_unlink(node);
+    pthread_mutex_unlock(&lg->mu);
+}
+
+void sl_ledger_moving_walk(sl_ledger_t *lg,
+                           void (*fn)(sl_ledger_pool_t *e, sl_list_t *node, void *arg), void *arg) {
+    pthread_mutex_lock(&lg->mu);
+    sl_list_t *it, *tmp, *m, *mtmp;
+    sl_list_each(it, tmp, &lg->pools) {
+        sl_ledger_pool_t *e = sl_container_of(it, sl_ledger_pool_t, node);
+        sl_list_each(m, mtmp, &e->moving) fn(e, m, arg);
+    }
+    pthread_mutex_unlock(&lg->mu);
 }

@@ -187,8 +187,8 @@ static void login_works(sl_pool_t *p) {
 static void lp_learn_failure(sl_pool_t *p, int64_t now) {
     int64_t at;
     if (p->login_fail_ms || !p->lp ||
-        !sl_ledger_fail_copy(p->w->ledger, p->lp, p->last_error, sizeof p->last_error,
-                             p->last_code, &at) ||
+        !sl_ledger_fail_copy(p->w->ledger, p->lp, p->last_error, sizeof p->last_error, p->last_code,
+                             &at) ||
         now - at >= p->w->cfg->server_login_retry_ms)
         return;
     p->login_fail_ms = at > 0 ? at : 1;
@@ -526,7 +526,8 @@ static void pool_dispatch(sl_pool_t *p) {
             break;
         }
         int limit = open_limit(p, now);
-        if (!open_if_room(p, now, limit) && !(evict_idle_sibling(p) && open_if_room(p, now, limit))) {
+        if (!open_if_room(p, now, limit) &&
+            !(evict_idle_sibling(p) && open_if_room(p, now, limit))) {
             if (p->lp) lp_evict_remote(p, now, limit);
             break;
         }
@@ -1146,6 +1147,7 @@ static sl_pool_t *pool_of(sl_loop_t *l, const sl_ledger_pool_t *lp) {
  * it is closed here. */
 static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted) {
     sl_ledger_pool_t *lp = s->share;
+    sl_ledger_moving_end(l->ledger, &s->node); /* this loop's now: its node goes on a list here */
     sl_pool_t *p = live ? pool_of(l, lp) : NULL;
     int rc = sl_server_join_loop(s, l, p);
     if (counted) {
@@ -1208,6 +1210,9 @@ static bool lp_send(sl_pool_t *p, sl_server_t *s, int i) {
         sl_ledger_pool_put(p->w->ledger, p->lp);
         return false;
     }
+    /* Off this pool's lists and on no other loop's yet: listed in the
+     * ledger meanwhile, so that SHOW SERVERS does not miss it. */
+    sl_ledger_moving_begin(p->w->ledger, p->lp, &s->node);
     p->lp_moved_out++;
     sl_log_debug(s->tag, "handed to worker %d, whose clients wait", i);
     return true;

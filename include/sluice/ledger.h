@@ -76,6 +76,8 @@ typedef struct sl_ledger_pool {
                                    monotonic clock) */
     char fail_error[480];       /* its message, as waiters are told it */
     char fail_code[6];          /* its SQLSTATE */
+    sl_list_t moving;           /* list nodes of its servers between two loops (on no loop's
+                                   list then), under the mutex: sl_ledger_moving_begin */
     int nloops;                 /* entries in slot */
     sl_ledger_slot_t slot[];    /* per loop, by worker_index */
 } sl_ledger_pool_t;
@@ -139,6 +141,19 @@ bool sl_ledger_fail_copy(sl_ledger_t *lg, sl_ledger_pool_t *e, char *error, size
  * the loop's index in *loop; NULL when none. Takes the mutex. */
 sl_ledger_pool_t *sl_ledger_idle_sibling(sl_ledger_t *lg, const sl_ledger_pool_t *e, bool by_db,
                                          bool by_user, int not_loop, int *loop);
+/* A server of e leaves its loop for another one: from its handles' close
+ * to its adoption there it is on no loop's list, so its list node (free
+ * meanwhile) is kept here, and the console, which reads every loop under
+ * the freeze, still lists it (SHOW SERVERS). end: it arrived (or is
+ * closed on the way); on the thread that now owns it, before the node is
+ * used again. Take the mutex. */
+void sl_ledger_moving_begin(sl_ledger_t *lg, sl_ledger_pool_t *e, sl_list_t *node);
+void sl_ledger_moving_end(sl_ledger_t *lg, sl_list_t *node);
+/* Calls fn for every moving node (with its entry), under the mutex. Only
+ * while every other loop is frozen: the structs the nodes sit in do not
+ * change then; fn must not call the ledger. */
+void sl_ledger_moving_walk(sl_ledger_t *lg,
+                           void (*fn)(sl_ledger_pool_t *e, sl_list_t *node, void *arg), void *arg);
 /* A new server id (S-<id>), unique over every loop of the process. */
 uint32_t sl_ledger_server_id(sl_ledger_t *lg);
 

@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "sluice/control.h"
+#include "sluice/ledger.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
@@ -388,6 +389,8 @@ static int show_clients(sl_admin_ctx_t *ctx) {
     return 0;
 }
 
+/* One row of SHOW SERVERS: server s of pool p (user, database, backend
+ * host and port) on loop l (its clock and settings). */
 static void server_row(sl_admin_ctx_t *ctx, sl_loop_t *l, const sl_pool_t *p,
                        const sl_server_t *s) {
     sl_res_t *r = ctx->res;
@@ -426,6 +429,29 @@ static void server_row(sl_admin_ctx_t *ctx, sl_loop_t *l, const sl_pool_t *p,
     sl_res_row_end(r);
 }
 
+/* A pool of ledger entry e on any running loop (the same database, user
+ * and backend on each), or NULL when no loop has one any more. */
+static const sl_pool_t *pool_of_entry(sl_admin_ctx_t *ctx, const sl_ledger_pool_t *e) {
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (p->lp == e) return p;
+        }
+    }
+    return NULL;
+}
+
+/* A server on its way from one worker to another (pool.c's lp_send): on no
+ * loop's list, but open and idle, bound for a waiting client. */
+static void moving_row(sl_ledger_pool_t *e, sl_list_t *node, void *arg) {
+    sl_admin_ctx_t *ctx = arg;
+    const sl_pool_t *p = pool_of_entry(ctx, e);
+    /* Without any pool of its entry left it is closed as it lands ("its
+     * pool is gone"): nothing to show it under. */
+    if (p) server_row(ctx, core(ctx), p, sl_container_of(node, sl_server_t, node));
+}
+
 static int show_servers(sl_admin_ctx_t *ctx) {
     sl_loop_t *l;
     sl_res_begin(ctx->res, conn_cols, NCOLS(conn_cols));
@@ -439,6 +465,9 @@ static int show_servers(sl_admin_ctx_t *ctx) {
             }
         }
     }
+    /* Every other loop is frozen while the console reads: a server between
+     * two of them stays where it is meanwhile. */
+    if (core(ctx)->ledger) sl_ledger_moving_walk(core(ctx)->ledger, moving_row, ctx);
     sl_res_complete(ctx->res, "SHOW");
     return 0;
 }
