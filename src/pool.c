@@ -946,6 +946,11 @@ void sl_pool_backend_up(sl_loop_t *w, const char *db, int backend) {
             /* The next request tries at once; the streak stays for its log line. */
             p->login_fail_ms = 0;
             p->fail_permanent = false;
+            /* And the failure another worker recorded goes too: otherwise
+             * the next dispatch learns it again (lp_learn_failure) and the
+             * backend stays refused for the rest of server_login_retry
+             * although its health checks pass. */
+            if (p->lp) sl_ledger_fail_clear(w->ledger, p->lp);
         }
     }
 }

@@ -13,7 +13,12 @@
  *     never more than 3 backends (the reserve is taken by compare-and-swap
  *     too), the cap is reached, and every request is served.
  *  4. max_db_client_connections = 3 counts the logins of both loops.
- *  5. max_client_conn = 2 counts the clients of both loops. */
+ *  5. max_client_conn = 2 counts the clients of both loops.
+ *  6. A permanent login failure loop A met (a role that may not log in)
+ *     is recorded for both loops; once the backend is known to answer
+ *     again (sl_pool_backend_up, as health checks call it on every loop)
+ *     and the cause is fixed, loop B logs in at once instead of learning
+ *     the old failure again for the rest of server_login_retry. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +37,7 @@
 
 #define ROLE1 "sl_ledger1"
 #define ROLE2 "sl_ledger2"
+#define ROLE3 "sl_ledger3"
 
 typedef struct tloop {
     sl_loop_t l;
@@ -500,6 +506,61 @@ static void client_cap(void) {
     printf("max_client_conn = 2 held over both loops\n");
 }
 
+/* ---- 6: a recorded failure forgotten when the backend is up again ---- */
+
+static struct {
+    sl_waiter_t wt;
+    char error[200];
+    int got; /* 1: a server, -1: an error */
+    atomic_int done;
+} f6;
+
+static void f6_got(sl_waiter_t *wt, sl_server_t *s, const char *err, const char *code) {
+    (void)wt, (void)code;
+    snprintf(f6.error, sizeof f6.error, "%s", err ? err : "");
+    f6.got = s ? 1 : -1;
+    if (s) sl_pool_release(s, true);
+    atomic_store(&f6.done, 1);
+}
+
+static void f6_request(tloop_t *t, void *arg) {
+    (void)arg;
+    char err[200];
+    sl_pool_t *p = sl_pool_get(&t->l, "ledgerdb", ROLE3, err, sizeof err);
+    IT_ASSERT(p, "pool: %s", err);
+    f6.wt.cb = f6_got;
+    sl_pool_request(p, &f6.wt);
+}
+
+static void f6_backend_up(tloop_t *t, void *arg) {
+    (void)arg;
+    sl_pool_backend_up(&t->l, "ledgerdb", 0);
+    atomic_store(&f6.done, 1);
+}
+
+/* Runs fn on loop i and waits for it to set f6.done. */
+static void f6_on(int i, void (*fn)(tloop_t *, void *)) {
+    atomic_store(&f6.done, 0);
+    on_loop(&loops[i], fn, NULL);
+    IT_ASSERT(wait_for(&f6.done, 1, 10), "loop %d answered", i);
+}
+
+static void failure_forgotten(PGconn *d) {
+    it_exec(d, "ALTER ROLE " ROLE3 " NOLOGIN");
+    f6_on(0, f6_request);
+    IT_ASSERT(f6.got == -1 && strstr(f6.error, "not permitted to log in"),
+              "loop 0: a role that may not log in fails at once: %s", f6.error);
+    it_exec(d, "ALTER ROLE " ROLE3 " LOGIN");
+    for (int i = 0; i < 2; i++)
+        f6_on(i, f6_backend_up);
+    f6_on(1, f6_request);
+    printf("after the backend is up again, loop 1: %s\n", f6.got == 1 ? "served" : f6.error);
+    IT_ASSERT(f6.got == 1,
+              "loop 1 logs in once the backend is up again, not failing with loop 0's recorded "
+              "failure: %s",
+              f6.error);
+}
+
 static void setup_loop(tloop_t *t, int index, const char *ini) {
     char err[512];
     t->cfg = sl_config_load_string("ledger.ini", ini, err, sizeof err);
@@ -521,6 +582,8 @@ int main(void) {
     it_exec(d, "DO $$BEGIN CREATE ROLE " ROLE1 " LOGIN; EXCEPTION WHEN duplicate_object THEN "
                "NULL; END$$");
     it_exec(d, "DO $$BEGIN CREATE ROLE " ROLE2 " LOGIN; EXCEPTION WHEN duplicate_object THEN "
+               "NULL; END$$");
+    it_exec(d, "DO $$BEGIN CREATE ROLE " ROLE3 " NOLOGIN; EXCEPTION WHEN duplicate_object THEN "
                "NULL; END$$");
     IT_ASSERT(backends(d, ROLE1) == 0 && backends(d, ROLE2) == 0, "no backend of ours yet");
 
@@ -575,6 +638,7 @@ int main(void) {
 
     client_caps();
     client_cap();
+    failure_forgotten(d);
 
     for (int i = 0; i < 2; i++)
         on_loop(&loops[i], stop_fn, NULL);
@@ -587,9 +651,10 @@ int main(void) {
     }
     sl_ledger_free(ledger);
     double end = it_now() + 5;
-    while ((backends(d, ROLE1) || backends(d, ROLE2)) && it_now() < end)
+    while ((backends(d, ROLE1) || backends(d, ROLE2) || backends(d, ROLE3)) && it_now() < end)
         usleep(20000);
-    IT_ASSERT(!backends(d, ROLE1) && !backends(d, ROLE2), "every server closed at the end");
+    IT_ASSERT(!backends(d, ROLE1) && !backends(d, ROLE2) && !backends(d, ROLE3),
+              "every server closed at the end");
     PQfinish(d);
     return it_done();
 }
