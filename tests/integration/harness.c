@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -597,6 +598,22 @@ PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra) {
     PGconn *c = it_connect_db(s, user, "sluice_test", extra);
     IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect as %s failed: %s", user, PQerrorMessage(c));
     return c;
+}
+
+int it_worker_of(PGconn *c) {
+    return (int)(((uint32_t)PQbackendPID(c) >> 10) & 0x3F);
+}
+
+PGconn *it_connect_on_worker(const it_sluice_t *s, const char *user, const char *db, int worker) {
+    for (int i = 0; i < 64; i++) {
+        PGconn *c = it_connect_db(s, user, db, NULL);
+        IT_ASSERT(PQstatus(c) == CONNECTION_OK, "connect as %s failed: %s", user,
+                  PQerrorMessage(c));
+        if (it_worker_of(c) == worker) return c;
+        PQfinish(c);
+    }
+    IT_ASSERT(false, "64 connections of %s: none landed on worker %d", user, worker);
+    return NULL;
 }
 
 static char own_pg[64];

@@ -81,6 +81,13 @@ int it_log_wait(const it_sluice_t *s, const char *needle, int atleast, double se
 long it_stats_value(const it_sluice_t *s, const char *key);
 
 PGconn *it_connect(const it_sluice_t *s, const char *user, const char *extra);
+/* The worker a client of sluice is on (its BackendKeyData names it:
+ * cancelkey.h, bits 15..10 of the process id). */
+int it_worker_of(PGconn *c);
+/* A client of user to db (as it_connect_db) on worker `worker`: the kernel
+ * spreads connections over the workers' sockets, so new ones are opened
+ * (and the others closed) until one lands there; fails the test after 64. */
+PGconn *it_connect_on_worker(const it_sluice_t *s, const char *user, const char *db, int worker);
 PGconn *it_connect_db(const it_sluice_t *s, const char *user, const char *db, const char *extra);
 /* Superuser connection straight to the primary, or to the server on port. */
 PGconn *it_direct(void);

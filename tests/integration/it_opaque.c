@@ -288,7 +288,9 @@ static void carried_to_another_server(void) {
     it_sluice_start(&s, "auth_type = trust\npool_mode = transaction\ndefault_pool_size = 2\n",
                     NULL);
     PGconn *a = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
-    PGconn *other = it_connect_db(&s, "sl_scram", "sluice_test", NULL);
+    /* On a's worker: the two share that worker's idle servers (with two
+     * workers each would otherwise keep reusing its own worker's). */
+    PGconn *other = it_connect_on_worker(&s, "sl_scram", "sluice_test", it_worker_of(a));
     it_exec(a, "SELECT set_config('myapp.secret', 'carried', false), "
                "set_config('search_path', 'opq_leak, public', false)");
     it_exec(a, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, "

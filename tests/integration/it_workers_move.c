@@ -25,19 +25,13 @@
 
 static it_sluice_t sl;
 
-/* The worker a client's BackendKeyData names (cancelkey.h: bits 15..10 of
- * the process id). */
-static int worker_of(PGconn *c) {
-    return (int)(((uint32_t)PQbackendPID(c) >> 10) & 0x3F);
-}
-
 /* A client of user to database sluice_test on worker `want` (>= 0), or on
  * any worker but `-1 - want` (< 0): the kernel spreads connections over
  * the workers' sockets, so new ones are opened until one lands there. */
 static PGconn *connect_on(const char *user, int want) {
     for (int i = 0; i < MAX_TRIES; i++) {
         PGconn *c = it_connect(&sl, user, NULL);
-        int w = worker_of(c);
+        int w = it_worker_of(c);
         if (want >= 0 ? w == want : w != -1 - want) return c;
         PQfinish(c);
     }
@@ -99,11 +93,14 @@ static void moving_server_listed(void) {
         pthread_create(&run[i].th, NULL, run_main, &run[i]);
     int samples = 0, missed = 0, extra = 0;
     double t0 = it_now();
+    /* A pause between samples: each freezes both workers, and back to
+     * back they would leave the clients little time to move the server. */
     while (it_now() - t0 < 3.0 && samples < 3000) {
         int n = server_rows(adm);
         missed += n == 0;
         extra += n > 1;
         samples++;
+        usleep(500);
     }
     atomic_store(&stop, true);
     for (int i = 0; i < 2; i++)
@@ -111,7 +108,7 @@ static void moving_server_listed(void) {
     printf("(1) %d samples of SHOW SERVERS: %d without the server, %d with more; %d and %d "
            "statements on workers 0 and 1; pids %d / %d\n",
            samples, missed, extra, run[0].runs, run[1].runs, run[0].pids[0], run[1].pids[0]);
-    IT_ASSERT(run[0].runs > 10 && run[1].runs > 10, "both clients ran statements (%d, %d)",
+    IT_ASSERT(run[0].runs >= 5 && run[1].runs >= 5, "both clients ran statements (%d, %d)",
               run[0].runs, run[1].runs);
     /* One backend for both: the server went from worker to worker. */
     IT_ASSERT(run[0].pids[0] == run[1].pids[0] && run[0].npids == 1 && run[1].npids == 1,
@@ -153,7 +150,7 @@ static void evict_across_workers(PGconn *direct) {
     /* sl_md5's pool then gets the database's one server (making room the
      * same way), idle after the statement, on its client's worker. */
     PGconn *holder = it_connect(&sl, "sl_md5", NULL);
-    int hw = worker_of(holder);
+    int hw = it_worker_of(holder);
     it_value(holder, "SELECT 1");
     IT_ASSERT(backends_of(direct, "sl_md5") == 1, "sl_md5's pool holds the database's server");
     /* sl_scram's client on the other worker: nothing there to close. */
@@ -163,7 +160,7 @@ static void evict_across_workers(PGconn *direct) {
     PGresult *r = PQexec(asker, "SELECT 1");
     double took = it_now() - t0;
     printf("(2) sl_md5 on worker %d, sl_scram on worker %d: served in %.3f s: %s\n", hw,
-           worker_of(asker), took,
+           it_worker_of(asker), took,
            PQresultStatus(r) == PGRES_TUPLES_OK ? "ok" : PQresultErrorMessage(r));
     IT_ASSERT(PQresultStatus(r) == PGRES_TUPLES_OK,
               "a client waiting at max_db_connections on one worker is served when another "
