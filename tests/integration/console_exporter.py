@@ -55,11 +55,13 @@ failures = []
 
 
 def test_workers(opts):
-    """workers = SLUICE_TEST_WORKERS (else 1) unless opts sets it, as the C
-    harness does (harness.c test_workers)."""
-    if re.search(r"^\s*workers\s*=", opts, re.M):
+    """workers = SLUICE_TEST_WORKERS unless opts sets it, else no line
+    (sluice's default, one per online CPU), as the C harness does
+    (harness.c test_workers)."""
+    n = os.environ.get('SLUICE_TEST_WORKERS')
+    if not n or re.search(r"^\s*workers\s*=", opts, re.M):
         return ""
-    return f"workers = {os.environ.get('SLUICE_TEST_WORKERS') or '1'}\n"
+    return f"workers = {n}\n"
 
 
 def check(cond, what):

@@ -395,9 +395,9 @@ static int slow_peers_bounded(it_sluice_t *a) {
 
     /* pool_size counts per worker (each loop its own forwards), and the
      * kernel picks the worker of each cancel connection: 2W + 1 cancels
-     * put 3 on one of W workers. The harness runs SLUICE_TEST_WORKERS. */
-    const char *wv = getenv("SLUICE_TEST_WORKERS");
-    int workers = wv && atoi(wv) > 0 ? atoi(wv) : 1, sent = 2 * workers + 1;
+     * put 3 on one of W workers. The harness runs SLUICE_TEST_WORKERS,
+     * else sluice's default (one per online CPU): it_workers says which. */
+    int workers = it_workers(), sent = 2 * workers + 1;
     uint32_t key = 0x2345u | 0xC0u;
     for (int i = 0; i < sent; i++)
         cancel_at(dir_a, 4u << 16 | (uint32_t)i, key);
