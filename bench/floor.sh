@@ -22,9 +22,12 @@
 # The order of the three targets rotates from one run to the next so that
 # drift on the shared machine evens out.
 #
+# WORKERS=N sets sluice's `workers` (unset: sluice's default); the table
+# gives the count sluice logged at start. PgBouncer stays one process.
+#
 # pgbench runs SECONDS + 30 s and is stopped (SIGINT) after the measured
-# window. Prints a row per run and protocol: CPU us/tx of each, sluice/relay and
-# sluice/PgBouncer.
+# window. Prints a row per run and protocol: sluice's workers, CPU us/tx of
+# each, sluice/relay and sluice/PgBouncer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -67,6 +70,7 @@ max_prepared_statements = 200
 log_connections = 0
 log_disconnections = 0
 logfile = $4
+$([ "$2" = sluice ] && bench_workers_ini)
 INI
 }
 
@@ -83,6 +87,7 @@ write_ini "$dir/sluice.ini" sluice "$SLUICE_PORT" "$dir/sluice.log" "$db_opts"
 pids+=($!)
 SLUICE_PID=$!
 wait_port "$SLUICE_PORT"
+nworkers=$(sluice_workers "$dir/sluice.log")
 
 RELAY_PORT=$(free_port)
 [ "$RELAY_PORT" = "$SLUICE_PORT" ] && RELAY_PORT=$((RELAY_PORT + 1))
@@ -155,11 +160,11 @@ for t in "${targets[@]}"; do
     PGSSLMODE=disable PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "${port[$t]}" -U sl_scram -S \
         -c "$clients" -j 2 -T 2 sluice_test >/dev/null 2>&1 || echo "warm-up through $t failed" >&2
 done
-echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), routing=$routing," \
+echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, routing=$routing," \
     "PgBouncer $(/usr/sbin/pgbouncer --version | head -n 1 | awk '{print $2}'), $clients clients, ${secs} s per run"
 echo
-echo "| run | -M | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for r in $(seq 1 "$runs"); do
     for mode in simple extended; do
         declare -A us=()
@@ -168,7 +173,7 @@ for r in $(seq 1 "$runs"); do
             t=${targets[$(((i + r - 1) % 3))]}
             us[$t]=$(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
         done
-        echo "| $r | $mode | ${us[relay]} | ${us[sluice]} | ${us[pgbouncer]} |" \
+        echo "| $r | $mode | $nworkers | ${us[relay]} | ${us[sluice]} | ${us[pgbouncer]} |" \
             "$(ratio "${us[sluice]}" "${us[relay]}") | $(ratio "${us[sluice]}" "${us[pgbouncer]}") |"
     done
 done

@@ -1,10 +1,14 @@
 # Shared by the bench scripts (sourced, not run): a temp dir with a throwaway
 # PostgreSQL cluster initialised for pgbench, stopped with every process the
 # script started when it exits; a sluice.ini in front of it; free ports;
-# CPU ticks of a process.
+# CPU ticks of a process, of its threads, of a process tree and of the
+# machine; the worker count of a sluice.
 #
 #   bench_cluster PREFIX [TLS]   sets dir, pids (append proxy pids to it) and
 #                                the cluster.env variables (PRIMARY_PORT, ...)
+#   WORKERS=N                    (environment) sluice's `workers` in every
+#                                sluice.ini the scripts write; unset: the key
+#                                is left out and sluice's default applies
 
 bench_cleanup() {
     for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
@@ -26,8 +30,36 @@ bench_cluster() {
     printf '"sl_scram" "scram_pw"\n' >"$dir/userlist.txt"
 }
 
+# WORKERS is checked when this file is sourced (a bad value stops the
+# script before any cluster starts; sluice itself accepts 0..64).
+case "${WORKERS:-}" in
+*[!0-9]*) echo "WORKERS is a number (sluice's workers, 0..64), not '$WORKERS'" >&2; exit 2 ;;
+esac
+
+# The `workers = N` line for a sluice.ini when WORKERS is set, nothing when
+# it is not.
+bench_workers_ini() {
+    [ -z "${WORKERS:-}" ] || echo "workers = $WORKERS"
+}
+
+# sluice_workers LOGFILE: the worker count sluice logged at start ("started
+# pid=... workers=N"), waiting up to 5 s for the line; "?" without it.
+sluice_workers() {
+    local n=""
+    for _ in $(seq 1 50); do
+        n=$(sed -n 's/.* started pid=[0-9]* workers=\([0-9]*\).*/\1/p' "$1" 2>/dev/null | tail -n 1)
+        [ -n "$n" ] && break
+        sleep 0.1
+    done
+    echo "${n:-?}"
+}
+
 # bench_ini FILE PORT POOL_SIZE LOG: a transaction-pooling sluice.ini in
-# front of the cluster's primary, SCRAM on both sides, quiet logs.
+# front of the cluster's primary, SCRAM on both sides, quiet logs, and
+# WORKERS's workers line. The backend password is the auth_file's plaintext
+# entry: sluice logs in to PostgreSQL itself with SCRAM keys it derives once
+# per salt and caches (shared with the other workers through the ledger),
+# not with PBKDF2 per backend login.
 bench_ini() {
     cat >"$1" <<INI
 [databases]
@@ -43,6 +75,7 @@ default_pool_size = $3
 log_connections = 0
 log_disconnections = 0
 logfile = $4
+$(bench_workers_ini)
 INI
 }
 
@@ -62,6 +95,33 @@ wait_port() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# The fields of /proc/.../stat after the command name (which may hold
+# spaces): $12 is utime, $13 stime, in clock ticks.
+stat_tail() { sed 's/^.*) //' "$1" 2>/dev/null; }
+
+# task_ticks PID: "TID UTIME STIME" per thread of PID, by thread id.
+task_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        echo "${t##*/} $(stat_tail "$t/stat" | awk '{print $12, $13}')"
+    done | sort -n
+}
+
+# tree_ticks PID: utime+stime of PID and its children (a postmaster and its
+# backends); a child that ended between two reads takes its ticks with it.
+tree_ticks() {
+    {
+        stat_tail "/proc/$1/stat" | awk '{print $12 + $13}'
+        for c in $(ps -o pid= --ppid "$1"); do stat_tail "/proc/$c/stat" | awk '{print $12 + $13}'; done
+    } | awk '{n += $1} END {print n + 0}'
+}
+
+# machine_ticks: "BUSY TOTAL STEAL" jiffies of all CPUs since boot (busy:
+# all but idle, iowait and steal).
+machine_ticks() {
+    awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6 - $9, t, $9}' /proc/stat
+}
 
 # Starts PgBouncer (Debian's, as the postgres user when run as root) on the
 # ini file $1 written by write_ini, listening on port $2; sets PGB_PID.

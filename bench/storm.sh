@@ -9,8 +9,12 @@
 #
 # pgbench -S -C, 16 clients, -j 2, SCRAM for clients (the client side's
 # PBKDF2 is the same for both targets) and for sluice's backend logins;
-# transaction pooling, pool of 20. Prints connections (= transactions) per
-# second of each run and the ratio sluice/direct.
+# transaction pooling, pool of 20. sluice logs in to PostgreSQL with the
+# auth_file's plaintext password through SCRAM keys derived once per salt
+# and cached (bench_ini in lib.sh; the other workers take them from the
+# ledger): the script counts the derivations sluice logged. WORKERS=N sets
+# sluice's `workers` (unset: its default). Prints connections (=
+# transactions) per second of each run and the ratio sluice/direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -34,15 +38,23 @@ bench_ini "$dir/sluice.ini" "$port" 20 "$dir/sluice.log"
 "$bin" "$dir/sluice.ini" &
 pids+=($!)
 wait_port "$port"
+nworkers=$(sluice_workers "$dir/sluice.log")
 
 rate() { # port -> transactions (each on a new connection) per second
     PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$1" -U sl_scram -S -C -c "$clients" -j 2 \
         -T "$secs" sluice_test 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 
-echo "| round | direct conn/s | sluice conn/s | sluice/direct |"
-echo "| --- | --- | --- | --- |"
+echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, $clients clients, ${secs} s per target and round"
+echo
+echo "| round | workers | direct conn/s | sluice conn/s | sluice/direct |"
+echo "| --- | --- | --- | --- | --- |"
 for r in $(seq 1 "$rounds"); do
     if [ $((r % 2)) = 1 ]; then d=$(rate "$PRIMARY_PORT"); s=$(rate "$port"); else s=$(rate "$port"); d=$(rate "$PRIMARY_PORT"); fi
-    echo "| $r | ${d:-?} | ${s:-?} | $(awk -v a="${s:-0}" -v b="${d:-0}" 'BEGIN{if (b > 0) printf "%.2f", a / b; else print "?"}') |"
+    echo "| $r | $nworkers | ${d:-?} | ${s:-?} | $(awk -v a="${s:-0}" -v b="${d:-0}" 'BEGIN{if (b > 0) printf "%.2f", a / b; else print "?"}') |"
 done
+# The backend logins' path: one derivation per salt (the pool's first
+# login; a worker that logs in before the keys are shared derives its own).
+echo
+echo "backend logins: $(grep -c 'SCRAM keys derived from the configured password' "$dir/sluice.log" || true)" \
+    "PBKDF2 derivation(s) logged by sluice, $(grep -c 'started pid' "$dir/sluice.log" || true) start"
