@@ -79,9 +79,19 @@ $(bench_workers_ini)
 INI
 }
 
+# A port nothing uses, below the kernel's range for outgoing connections:
+# a port in that range may be the local end of a connection, or of one in
+# TIME_WAIT (tens of thousands after a connection storm), and a listener
+# cannot bind it although nothing listens there.
 free_port() {
-    local p=$((20000 + RANDOM % 30000))
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    local low top p
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    top=$((low > 20000 ? low : 60000))
+    p=$((20000 + RANDOM % (top - 20000)))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null ||
+        [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null | head -n 1)" ]; do
+        p=$((20000 + (p - 20000 + 1) % (top - 20000)))
+    done
     echo "$p"
 }
 

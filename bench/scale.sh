@@ -35,7 +35,8 @@
 #   CALLGRIND=1    instead of the timed runs: instructions per transaction
 #                  per thread under callgrind --separate-threads=yes (fixed
 #                  transaction counts, two lengths so that start and logins
-#                  cancel out; CG_CLIENTS=16 clients, CG_TX=1200 per client)
+#                  cancel out; CG_CLIENTS=32 clients, more than the pool,
+#                  so that clients queue; CG_TX=1200 per client)
 #   OUT=DIR        where the perf and callgrind files are kept
 #                  (default /tmp/sluice-scale.out)
 #
@@ -75,11 +76,20 @@ none) db_opts="" ;;
 *) echo "ROUTING is auto, primary or none" >&2; exit 2 ;;
 esac
 
+# The backend password of the database entry: sluice logs in with keys
+# derived from it once per salt. Under callgrind there is none (backend
+# logins then use the ClientKey a client's SCRAM login revealed): which
+# worker derives, and whether two race to, differs from run to run, and
+# one PBKDF2 (about 12 million instructions) would swamp the difference
+# of two runs.
+backend_pw="password=scram_pw"
+[ "${CALLGRIND:-0}" = 1 ] && backend_pw=""
+
 # write_ini FILE PORT LOGFILE WORKERS
 write_ini() {
     cat >"$1" <<INI
 [databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT password=scram_pw $db_opts
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT $backend_pw $db_opts
 [sluice]
 listen_addr = 127.0.0.1
 listen_port = $2
@@ -98,19 +108,18 @@ INI
 }
 
 declare -A port=() pid=()
-used=""
-for w in $counts; do
-    p=$(free_port)
-    while [[ " $used " == *" $p "* ]]; do p=$((p + 1)); done
-    used="$used $p"
-    port[$w]=$p
-    write_ini "$dir/sluice.$w.ini" "$p" "$dir/sluice.$w.log" "$w"
-done
 
-# start_sluice W [WRAPPER...]: sluice with `workers = W`, pid in pid[W].
+# start_sluice W [WRAPPER...]: sluice with `workers = W` on a port picked
+# now (other work on the machine takes ports too), in port[W]; pid in
+# pid[W].
 start_sluice() {
-    local w=$1
+    local w=$1 p
     shift
+    p=$(free_port)
+    for o in "${port[@]}"; do [ "$o" = "$p" ] && p=$((p + 1)); done
+    port[$w]=$p
+    : >"$dir/sluice.$w.log"
+    write_ini "$dir/sluice.$w.ini" "$p" "$dir/sluice.$w.log" "$w"
     "$@" "$top/build-bench/sluice" "$dir/sluice.$w.ini" &
     pid[$w]=$!
     pids+=($!)
@@ -234,30 +243,65 @@ cg_total() { # W TX -> one line "THREAD IR" per thread file, thread 1 first
     local w=$1 tx=$2 f="$out/cg.w$1.t$2"
     rm -f "$f"*
     start_sluice "$w" valgrind -q --tool=callgrind --separate-threads=yes --callgrind-out-file="$f"
-    (pgb "${port[$w]}" -c "${CG_CLIENTS:-16}" -j 1 -t "$tx") >/dev/null 2>&1
+    (pgb "${port[$w]}" -c "${CG_CLIENTS:-32}" -j 1 -t "$tx") >/dev/null 2>&1
     stop_sluice "$w"
     for t in "$f"-*; do
         echo "${t##*-} $(awk '/^(summary|totals):/ {print $2; exit}' "$t")"
     done | sort -n
 }
 
+# cg_funcs FILE... -> "IR<TAB>FUNCTION" summed over the threads' files
+cg_funcs() {
+    for t in "$@"; do
+        callgrind_annotate --inclusive=no --threshold=100 "$t" 2>/dev/null |
+            sed -n 's/^ *\([0-9,]*\) ( *[0-9.]*%)  \(.*\) \[.*$/\1\t\2/p'
+    done | awk -F'\t' '{gsub(",", "", $1); sub(/^\?\?\?:/, "", $2); a[$2] += $1} END {for (k in a) print a[k] "\t" k}'
+}
+
+# cg_per_tx W SMALL BIG TX -> "FUNCTION<TAB>IR/TX", sorted by function
+cg_per_tx() {
+    cg_funcs "$out/cg.w$1.t$2"-* >"$dir/cgf.small"
+    cg_funcs "$out/cg.w$1.t$3"-* >"$dir/cgf.big"
+    awk -F'\t' -v tx="$4" 'NR == FNR {s[$2] = $1; next} {print $2 "\t" ($1 - s[$2]) / tx}' \
+        "$dir/cgf.small" "$dir/cgf.big" | sort -t$'\t' -k1,1
+}
+
 callgrind() {
     command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
     local big=${CG_TX:-1200} small tx
     small=$((big / 4))
-    tx=$(((big - small) * ${CG_CLIENTS:-16}))
-    echo "sluice $commit, callgrind --separate-threads=yes, pgbench -S -M $mode, ${CG_CLIENTS:-16} clients," \
+    tx=$(((big - small) * ${CG_CLIENTS:-32}))
+    echo "sluice $commit, callgrind --separate-threads=yes, pgbench -S -M $mode, ${CG_CLIENTS:-32} clients," \
         "pool $pool, $small and $big transactions per client: Ir per transaction = difference / $tx"
     echo
     echo "| workers | Ir/tx, all threads | per thread (1 = main, then the workers) |"
     echo "| --- | --- | --- |"
+    local first="" last=""
     for w in $counts; do
         cg_total "$w" "$small" >"$dir/cg.small"
         cg_total "$w" "$big" >"$dir/cg.big"
+        # Which worker a client lands on differs from run to run (the
+        # kernel's SO_REUSEPORT hash of its port): per thread, the long
+        # run's share of the instructions, not a per-thread difference.
         join "$dir/cg.small" "$dir/cg.big" | awk -v tx="$tx" -v w="$w" '
-            { d = ($3 - $2) / tx; all += d; th = th (th ? ", " : "") sprintf("%d: %.0f", $1, d) }
-            END { printf "| %d | %.0f | %s |\n", w, all, th }'
+            { d[$1] = $3; all += $3 - $2; big += $3 }
+            END {
+                for (t in d) if (d[t] * 1000 >= big) th = th (th ? ", " : "") sprintf("%d: %.0f %%", t, d[t] * 100 / big)
+                printf "| %d | %.0f | %s |\n", w, all / tx, th
+            }'
+        cg_per_tx "$w" "$small" "$big" "$tx" >"$dir/cgf.w$w"
+        [ -z "$first" ] && first=$w
+        last=$w
     done
+    [ "$first" = "$last" ] && return
+    echo
+    echo "Functions whose instructions per transaction differ by 20 or more, workers=$first against workers=$last:"
+    echo
+    echo "| function | workers=$first Ir/tx | workers=$last Ir/tx | difference |"
+    echo "| --- | --- | --- | --- |"
+    join -t$'\t' -a1 -a2 -e0 -o 0,1.2,2.2 "$dir/cgf.w$first" "$dir/cgf.w$last" |
+        awk -F'\t' '{d = $3 - $2; if (d >= 20 || d <= -20) printf "%.0f\t| %s | %.0f | %.0f | %+.0f |\n", d, $1, $2, $3, d}' |
+        sort -g -r | cut -f2
 }
 
 if [ "${CALLGRIND:-0}" = 1 ]; then
