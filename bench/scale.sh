@@ -284,9 +284,10 @@ callgrind() {
         # kernel's SO_REUSEPORT hash of its port): per thread, the long
         # run's share of the instructions, not a per-thread difference.
         join "$dir/cg.small" "$dir/cg.big" | awk -v tx="$tx" -v w="$w" '
-            { d[$1] = $3; all += $3 - $2; big += $3 }
+            { id[NR] = $1; d[NR] = $3; all += $3 - $2; big += $3 }
             END {
-                for (t in d) if (d[t] * 1000 >= big) th = th (th ? ", " : "") sprintf("%d: %.0f %%", t, d[t] * 100 / big)
+                for (i = 1; i <= NR; i++)
+                    if (d[i] * 1000 >= big) th = th (th ? ", " : "") sprintf("%d: %.0f %%", id[i], d[i] * 100 / big)
                 printf "| %d | %.0f | %s |\n", w, all / tx, th
             }'
         cg_per_tx "$w" "$small" "$big" "$tx" >"$dir/cgf.w$w"
