@@ -237,7 +237,7 @@ profile() {
     echo
     echo '```'
     for k in threads:6 dso:6 sym:25; do
-        sed -e '/^#/d' -e '/^$/d' "$out/perf.w$w.${k%:*}.txt" | head -n "${k#*:}"
+        sed -e '/^#/d' -e '/^$/d' "$out/perf.w$w.${k%:*}.txt" | head -n "${k#*:}" || true
     done
     echo '```'
 }
