@@ -14,10 +14,11 @@
 # and cached (bench_ini in lib.sh; the other workers take them from the
 # ledger): the script counts the derivations sluice logged. WORKERS=N sets
 # sluice's `workers` (unset: its default). Prints connections (=
-# transactions) per second of each run, the ratio sluice/direct, and
-# sluice's own CPU per connection (its side of the SCRAM login, the
-# transaction, the close) and pgbench's (what bounds the rate through a
-# fast proxy on this machine).
+# transactions) per second of each run, the ratio sluice/direct, the CPU
+# per connection of the primary (direct: a forked backend each) and of
+# sluice (its side of the SCRAM login, the transaction, the close), and
+# pgbench's own: when the machine's cores are the limit, sluice/direct
+# cannot exceed (pgbench + PostgreSQL) / (pgbench + sluice) per connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -46,40 +47,47 @@ nworkers=$(sluice_workers "$dir/sluice.log")
 sluice_pid=${pids[-1]}
 tck=$(getconf CLK_TCK)
 
+postmaster=$(head -n 1 "$dir/pg/primary/postmaster.pid")
+# The primary's CPU: the postmaster's own and that of the children it
+# reaped (cutime, cstime), where each ended connection's backend is.
+pg_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"; }
+
 # rate PORT [PID] -> "CONN/S US/CONN PGB_US/CONN": transactions (each on a
 # new connection) per second, the CPU microseconds per connection of
-# process PID (sluice; "-" without one), and pgbench's own (its client
-# side of each SCRAM login is a PBKDF2 of 4,096 rounds, on the same cores).
+# process PID (sluice), or without one of the primary (its backends, forked
+# per connection), and pgbench's own (its client side of each SCRAM login
+# is a PBKDF2 of 4,096 rounds, on the same cores).
 rate() {
-    local before=0 after=0 out n pgb
-    [ -n "${2:-}" ] && before=$(cpu_ticks "$2")
+    local before after out n pgb
+    before=$([ -n "${2:-}" ] && cpu_ticks "$2" || pg_ticks)
     # `times` after pgbench: the subshell's children's user and system time.
     out=$(PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$1" -U sl_scram -S -C -c "$clients" -j 2 \
         -T "$secs" sluice_test 2>&1; times)
-    [ -n "${2:-}" ] && after=$(cpu_ticks "$2")
+    sleep 0.3 # the last backends exit and are reaped
+    after=$([ -n "${2:-}" ] && cpu_ticks "$2" || pg_ticks)
     n=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
     pgb=$(echo "$out" | tail -n 1 | awk '{s = 0; for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); s += a[1] * 60 + a[2]} print s}')
     echo "$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p') $(awk -v p="${2:-}" -v t=$((after - before)) \
         -v n="${n:-0}" -v hz="$tck" -v g="$pgb" 'BEGIN{
-            if (p != "" && n > 0) printf "%.0f ", t * 1e6 / hz / n; else printf "- "
+            if (n > 0) printf "%.0f ", t * 1e6 / hz / n; else printf "? "
             if (n > 0) printf "%.0f", g * 1e6 / n; else printf "?"}')"
 }
 
 echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, $clients clients, ${secs} s per target and round"
 echo
-echo "| round | workers | direct conn/s | sluice conn/s | sluice/direct | sluice CPU us/conn | pgbench CPU us/conn direct / sluice |"
+echo "| round | workers | direct conn/s | sluice conn/s | sluice/direct | CPU us/conn: PostgreSQL direct / sluice | pgbench CPU us/conn: direct / through sluice |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 for r in $(seq 1 "$rounds"); do
     if [ $((r % 2)) = 1 ]; then
-        read -r d _ dg <<<"$(rate "$PRIMARY_PORT")"
+        read -r d dcpu dg <<<"$(rate "$PRIMARY_PORT")"
         read -r s scpu sg <<<"$(rate "$port" "$sluice_pid")"
     else
         read -r s scpu sg <<<"$(rate "$port" "$sluice_pid")"
-        read -r d _ dg <<<"$(rate "$PRIMARY_PORT")"
+        read -r d dcpu dg <<<"$(rate "$PRIMARY_PORT")"
     fi
     echo "| $r | $nworkers | ${d:-?} | ${s:-?} |" \
-        "$(awk -v a="${s:-0}" -v b="${d:-0}" 'BEGIN{if (b > 0) printf "%.2f", a / b; else print "?"}') | ${scpu:-?} |" \
-        "${dg:-?} / ${sg:-?} |"
+        "$(awk -v a="${s:-0}" -v b="${d:-0}" 'BEGIN{if (b > 0) printf "%.2f", a / b; else print "?"}') |" \
+        "${dcpu:-?} / ${scpu:-?} | ${dg:-?} / ${sg:-?} |"
 done
 # The backend logins' path: one derivation per salt (the pool's first
 # login; a worker that logs in before the keys are shared derives its own).
