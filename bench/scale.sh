@@ -35,7 +35,10 @@
 #                  (RUNS=0: the profiles alone). In a VM the timer's samples
 #                  in the kernel land where interrupts are enabled again
 #                  (finish_task_switch, _raw_spin_unlock_irqrestore): read
-#                  the kernel's share, not its split
+#                  the kernel's share, not its split. Then syscalls per
+#                  transaction per count (perf stat on the syscall
+#                  tracepoints): epoll_ctl and eventfd writes show servers
+#                  moving between workers
 #   CALLGRIND=1    instead of the timed runs: instructions per transaction
 #                  per thread under callgrind --separate-threads=yes (fixed
 #                  transaction counts, two lengths so that start and logins
@@ -242,6 +245,36 @@ profile() {
     echo '```'
 }
 
+# Syscalls per transaction of the sluice with W workers, counted by the
+# kernel's syscall tracepoints (perf stat: counting only) over a run of its
+# own. With one worker a server never changes loops and the steady state
+# makes no epoll_ctl; with several, a server handed to another worker leaves
+# its loop's epoll set and joins the other's (epoll_ctl), and the message
+# that carries it wakes the other loop (an eventfd write, and its read).
+syscalls="epoll_wait epoll_ctl read write readv writev sendto sendmsg recvfrom futex"
+syscall_row() {
+    local w=$1 logs="$dir/sys.pgb.$1" pg t0 t1 n ev=""
+    for c in $syscalls; do ev="$ev${ev:+,}syscalls:sys_enter_$c"; done
+    rm -f "$logs".*
+    (pgb "${port[$w]}" -c "$clients" -j 2 -T $((secs + 30)) -l --log-prefix="$logs") >/dev/null 2>&1 &
+    pg=$!
+    steady "$pg" "$logs"
+    t0=$(date +%s.%N)
+    perf stat -x, -e "$ev" -p "${pid[$w]}" -o "$dir/sys.$w" -- sleep "$secs" >/dev/null 2>&1 || true
+    t1=$(date +%s.%N)
+    sleep 0.2
+    kill -INT "$pg" 2>/dev/null || true
+    wait "$pg" || true
+    n=$(cat "$logs".* | awk -v t0="$t0" -v t1="$t1" '{t = $5 + $6 / 1e6} t >= t0 && t < t1 {n++} END {print n + 0}')
+    awk -F, -v n="$n" -v w="$w" -v list="$syscalls" '
+        { sub(/^syscalls:sys_enter_/, "", $3); c[$3] = $1 }
+        END {
+            k = split(list, names, " "); row = "| " w " | " n
+            for (i = 1; i <= k; i++) row = row sprintf(" | %.2f", n ? c[names[i]] / n : 0)
+            print row " |"
+        }' "$dir/sys.$w"
+}
+
 # Instructions per transaction per thread under callgrind.
 cg_total() { # W TX -> one line "THREAD IR" per thread file, thread 1 first
     local w=$1 tx=$2 f="$out/cg.w$1.t$2"
@@ -348,4 +381,10 @@ for w in $counts; do
 done
 if [ "${PERF:-0}" = 1 ]; then
     for w in $counts; do profile "$w"; done
+    echo
+    echo "Syscalls per transaction (perf stat on the syscall tracepoints, ${secs} s per count):"
+    echo
+    echo "| workers | transactions | $(echo $syscalls | sed 's/ / | /g') |"
+    echo "| --- | --- |$(for _ in $syscalls; do printf ' --- |'; done)"
+    for w in $counts; do syscall_row "$w"; done
 fi
