@@ -11,6 +11,9 @@
 # (each transaction classified and sent to a replica): the cost of routing.
 #
 #   bash bench/run.sh [SECONDS]       (default 20 per run)
+#
+# WORKERS=N sets sluice's `workers` (unset: sluice's default); the table's
+# header gives the count sluice logged at start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -47,6 +50,7 @@ client_tls_sslmode = allow
 client_tls_cert_file = $dir/pg/tls/server.crt
 client_tls_key_file = $5
 server_tls_sslmode = disable
+$([ "$2" = sluice ] && bench_workers_ini)
 INI
 }
 SLUICE_PORT=$(free_port)
@@ -58,6 +62,7 @@ rt_auto = host=127.0.0.1 port=$PRIMARY_PORT dbname=sluice_test $replicas routing
 pids+=($!)
 SLUICE_PID=$!
 wait_port "$SLUICE_PORT"
+nworkers=$(sluice_workers "$dir/sluice.log")
 
 PGB_PORT=$(free_port)
 [ "$PGB_PORT" = "$SLUICE_PORT" ] && PGB_PORT=$((PGB_PORT + 1))
@@ -140,7 +145,7 @@ echo "$stream_rows" >&2
     echo "## Latest run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
     echo
     echo "Command: \`bash bench/run.sh $secs\` (pgbench -S, $clients clients, -j 2, ${secs} s each,"
-    echo "scale 10, transaction pooling, pool of 20, SCRAM on both sides; sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'),"
+    echo "scale 10, transaction pooling, pool of 20, SCRAM on both sides; sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?') with workers = $nworkers,"
     echo "PgBouncer $(/usr/sbin/pgbouncer --version | head -n 1 | awk '{print $2}'))."
     echo
     echo "| target | -M | TPS | mean latency ms | proxy CPU us/tx | transactions | failed |"
