@@ -362,7 +362,7 @@ read -r -a order <<<"$counts"
 for r in $(seq 1 "$runs"); do
     # Odd runs in the given order, even runs reversed.
     seq_w=("${order[@]}")
-    [ $((r % 2)) = 0 ] && seq_w=($(printf '%s\n' "${order[@]}" | tac))
+    [ $((r % 2)) = 0 ] && mapfile -t seq_w < <(printf '%s\n' "${order[@]}" | tac)
     for w in "${seq_w[@]}"; do measure "$w" "$r"; done
 done
 echo
