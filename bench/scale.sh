@@ -20,7 +20,9 @@
 #     everything that ran, other work included): on a 2-core machine that
 #     runs PostgreSQL and pgbench too, a second worker only helps if a core
 #     is left for it; "ours" is the share of that busy time that sluice,
-#     the primary and pgbench took (the rest is other work on the machine).
+#     the primary and pgbench took (the rest is other work on the machine;
+#     /proc/stat counts in whole ticks, so over a few seconds it can pass
+#     100 %).
 # Then the medians per worker count.
 #
 # Settings (environment):
