@@ -19,6 +19,11 @@
 # sluice (its side of the SCRAM login, the transaction, the close), and
 # pgbench's own: when the machine's cores are the limit, sluice/direct
 # cannot exceed (pgbench + PostgreSQL) / (pgbench + sluice) per connection.
+# CLIENT_ITER=N gives the role a SCRAM verifier of N rounds (PostgreSQL's
+# is 4,096), in PostgreSQL and in sluice's auth_file, so that the client's
+# PBKDF2, the same for both targets, no longer hides the servers' costs
+# (the backend logins still use keys derived once from the entry's
+# password).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -39,6 +44,24 @@ bench_cluster sluice-storm
 
 port=$(free_port)
 bench_ini "$dir/sluice.ini" "$port" 20 "$dir/sluice.log"
+if [ -n "${CLIENT_ITER:-}" ]; then
+    # The role's SCRAM verifier made with CLIENT_ITER rounds (PostgreSQL
+    # keeps a verifier as given), in PostgreSQL and in sluice's auth_file,
+    # so that both targets ask pgbench for that many; sluice logs in to
+    # PostgreSQL with the entry's password, through keys derived once.
+    verifier=$(CLIENT_ITER=$CLIENT_ITER /usr/bin/python3 -c '
+import base64, hashlib, hmac, os
+n = int(os.environ["CLIENT_ITER"]); salt = os.urandom(16)
+salted = hashlib.pbkdf2_hmac("sha256", b"scram_pw", salt, n)
+ck = hmac.new(salted, b"Client Key", "sha256").digest()
+sk = hmac.new(salted, b"Server Key", "sha256").digest()
+b = lambda x: base64.b64encode(x).decode()
+print(f"SCRAM-SHA-256${n}:{b(salt)}${b(hashlib.sha256(ck).digest())}:{b(sk)}")')
+    psql -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres \
+        -c "ALTER ROLE sl_scram PASSWORD '$verifier'" >/dev/null
+    printf '"sl_scram" "%s"\n' "$verifier" >"$dir/userlist.txt"
+    sed -i "s/^sluice_test = .*/& password=scram_pw/" "$dir/sluice.ini"
+fi
 "$bin" "$dir/sluice.ini" &
 pids+=($!)
 wait_port "$port"
@@ -73,7 +96,8 @@ rate() {
             if (n > 0) printf "%.0f", g * 1e6 / n; else printf "?"}')"
 }
 
-echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, $clients clients, ${secs} s per target and round"
+echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, $clients clients, ${secs} s per target and round," \
+    "SCRAM with ${CLIENT_ITER:-4096} rounds for the client"
 echo
 echo "| round | workers | direct conn/s | sluice conn/s | sluice/direct | CPU us/conn: PostgreSQL direct / sluice | pgbench CPU us/conn: direct / through sluice |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
