@@ -9,7 +9,7 @@
 #
 #   bash bench/instr_cost.sh BEFORE_BIN AFTER_BIN [TX_PER_CLIENT] [MODE]
 #
-# Transaction pooling, pool of 4, 4 clients, pgbench -S then the default
+# Transaction pooling, pool of 4, 4 clients (CLIENTS, POOL below), pgbench -S then the default
 # TPC-B-like script, MODE pgbench's -M (default simple). Prints Ir per
 # transaction for each, and keeps the callgrind files (for callgrind_annotate)
 # in /tmp/sluice-instr.out/ (INSTR_OUT=DIR: elsewhere). WORKLOADS="select" (or
@@ -24,6 +24,8 @@
 # (lsn_poll_period, 50 per second per backend by default) weigh 50 times
 # more per transaction than they do in floor.sh, and vary with the load:
 # LSN_POLL=SECONDS sets lsn_poll_period (e.g. 10: the transactions alone).
+# CLIENTS=N pgbench clients (default 4), POOL=N default_pool_size (default
+# CLIENTS); floor.sh runs 64 clients on pools of 20.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -31,7 +33,7 @@ before_bin=$(realpath "${1:?usage: $0 BEFORE_BIN AFTER_BIN [TX_PER_CLIENT] [MODE
 after_bin=$(realpath "${2:?usage: $0 BEFORE_BIN AFTER_BIN [TX_PER_CLIENT] [MODE]}")
 per_client=${3:-2000}
 mode=${4:-simple}
-clients=4
+clients=${CLIENTS:-4}
 out=${INSTR_OUT:-/tmp/sluice-instr.out}
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -40,7 +42,7 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install va
 bench_cluster sluice-instr
 
 port=$(free_port)
-bench_ini "$dir/sluice.ini" "$port" "$clients" "$dir/sluice.log"
+bench_ini "$dir/sluice.ini" "$port" "${POOL:-$clients}" "$dir/sluice.log"
 case "${ROUTING:-none}" in
 auto | primary)
     sed -i "s/^sluice_test = .*/& replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT routing=$ROUTING/" \
