@@ -13,8 +13,10 @@ typedef struct sl_client_route {
     sl_pool_t *pools[SL_MAX_BACKENDS]; /* referenced, one per backend, made on demand */
     uint64_t tx_start_ns;              /* when the transaction in flight was routed */
     sl_fence_t fence;                  /* read-your-writes: where replicas must be */
-    uint8_t *replay;                   /* owned: a replica read's request while it runs */
-    uint32_t replay_len;
+    /* A replica read's request while it runs (replay.tail bytes): a block
+     * of the loop's buffer pool, not a malloc per read, handed back when
+     * the read ends; no block otherwise. */
+    sl_buf_t replay;
     /* Offset in the client's buffer of the first request that began in the
      * bytes the scan framed last, after routing looked at the buffer:
      * SL_ROUTER_NO_NEW when none. Set by the scan, used and cleared by
@@ -292,10 +294,7 @@ int sl_router_held_pending(const sl_client_t *c) {
 
 void sl_router_forget_replay(sl_client_t *c) {
     c->tx_kept = false;
-    if (!c->rt) return;
-    free(c->rt->replay);
-    c->rt->replay = NULL;
-    c->rt->replay_len = 0;
+    if (c->rt) sl_buf_give(&c->w->bufs, &c->rt->replay);
 }
 
 void sl_router_linked(sl_client_t *c) {
@@ -309,10 +308,10 @@ void sl_router_linked(sl_client_t *c) {
     if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding || c->barrier ||
         !sl_scan_at_boundary(&c->a->scan) || sl_client_mode(c) == SL_POOL_SESSION)
         return;
-    c->rt->replay = malloc(n);
-    if (!c->rt->replay) return;
-    memcpy(c->rt->replay, sl_buf_rptr(&c->a->in), n);
-    c->rt->replay_len = n;
+    sl_buf_t *kept = &c->rt->replay;
+    if (n > c->w->bufs.size || sl_buf_take(&c->w->bufs, kept) != SL_OK) return;
+    memcpy(kept->data, sl_buf_rptr(&c->a->in), n);
+    kept->tail = n;
     c->tx_kept = true;
 }
 
@@ -349,9 +348,9 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_pool_t *p = move_read(c, "went away before answering", why);
     if (!p) return false;
     /* What is left of the request in the buffer is a tail of the copy. */
-    memcpy(c->a->in.data, c->rt->replay, c->rt->replay_len);
+    memcpy(c->a->in.data, c->rt->replay.data, c->rt->replay.tail);
     c->a->in.head = 0;
-    c->a->in.tail = c->rt->replay_len;
+    c->a->in.tail = c->rt->replay.tail;
     sl_router_forget_replay(c);
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);
