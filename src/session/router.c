@@ -11,7 +11,7 @@
  * allocated only for such clients. */
 typedef struct sl_client_route {
     sl_pool_t *pools[SL_MAX_BACKENDS]; /* referenced, one per backend, made on demand */
-    uint64_t tx_start_ns;              /* when the transaction in flight was routed */
+    uint64_t tx_start_us;              /* when the transaction in flight was routed (loop clock) */
     sl_fence_t fence;                  /* read-your-writes: where replicas must be */
     /* A replica read's request while it runs (replay.tail bytes): a block
      * of the loop's buffer pool, not a malloc per read, handed back when
@@ -168,7 +168,9 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
         r->b[b].routed_reads++;
     c->tx_backend = b;
     c->tx_write = write && b == r->writer;
-    c->rt->tx_start_ns = uv_hrtime();
+    /* The loop's clock of this phase, which the relay's own timings read
+     * too: no clock read of its own per transaction. */
+    c->rt->tx_start_us = sl_now_us(c->w);
     sl_route_begin(r, b);
 }
 
@@ -319,7 +321,7 @@ void sl_router_linked(sl_client_t *c) {
 static void end_tx(sl_client_t *c) {
     int b = c->tx_backend;
     c->tx_backend = -1;
-    sl_route_end(c->route, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
+    sl_route_end(c->route, b, sl_now_us(c->w) - c->rt->tx_start_us);
 }
 
 /* Moves the client's read off its backend, which failed (what, why), to
