@@ -160,9 +160,9 @@ size_t sl_scan_feed(sl_scan_t *s, const uint8_t *p, size_t n, enum sl_scan_ev *e
 /* The message types a backend sends, as a table: the relay asks for every
  * message of every reply (a strchr per message cost about 30 instructions). */
 #define BACKEND_TYPE(t)                                                                            \
-    ((t) == '1' || (t) == '2' || (t) == '3' || (t) == 'A' || (t) == 'C' || (t) == 'D' ||          \
-     (t) == 'E' || (t) == 'G' || (t) == 'H' || (t) == 'I' || (t) == 'K' || (t) == 'N' ||          \
-     (t) == 'R' || (t) == 'S' || (t) == 'T' || (t) == 'V' || (t) == 'W' || (t) == 'Z' ||          \
+    ((t) == '1' || (t) == '2' || (t) == '3' || (t) == 'A' || (t) == 'C' || (t) == 'D' ||           \
+     (t) == 'E' || (t) == 'G' || (t) == 'H' || (t) == 'I' || (t) == 'K' || (t) == 'N' ||           \
+     (t) == 'R' || (t) == 'S' || (t) == 'T' || (t) == 'V' || (t) == 'W' || (t) == 'Z' ||           \
      (t) == 'c' || (t) == 'd' || (t) == 'n' || (t) == 's' || (t) == 't' || (t) == 'v')
 #define BACKEND_TYPES_8(i)                                                                         \
     BACKEND_TYPE(i), BACKEND_TYPE(i + 1), BACKEND_TYPE(i + 2), BACKEND_TYPE(i + 3),                \
