@@ -1,6 +1,8 @@
-/* Opens N idle client connections to a proxy, prints "ready", and holds them
- * until its standard input closes. bench/run.sh reads the proxy's RSS
- * meanwhile to get bytes per idle client. */
+/* Opens N client connections to a proxy, runs one query on each (an idle
+ * client is one that was active: what it keeps after that is what counts),
+ * prints "ready", and holds them until its standard input closes.
+ * bench/idle_mem.sh reads the proxy's RSS meanwhile to get bytes per idle
+ * client. */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "connection %d failed: %s", i, PQerrorMessage(c[i]));
             return 1;
         }
+    }
+    for (int i = 0; i < n; i++) {
+        PGresult *r = PQexec(c[i], "SELECT 1");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "query on connection %d failed: %s", i, PQerrorMessage(c[i]));
+            return 1;
+        }
+        PQclear(r);
     }
     printf("ready\n");
     fflush(stdout);

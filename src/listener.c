@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,22 @@ static const char turn_away_msg[] =
     "sluice has no file descriptor left for a new connection (too many open files): try again "
     "later";
 
+/* The workers' listeners take descriptors from one table: a worker's accept
+ * could take the number another worker's spare just gave up, leaving that
+ * worker no spare and the clients in its backlog without a word while the
+ * process stays at its limit. Accepting and the spare's hand-over are
+ * serialized across workers; an accept is rare next to the relay's I/O. */
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int locked_accept(int lfd, struct sockaddr *sa, socklen_t *len) {
+    pthread_mutex_lock(&fd_lock);
+    int fd = accept4(lfd, sa, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int e = errno;
+    pthread_mutex_unlock(&fd_lock);
+    errno = e;
+    return fd;
+}
+
 static void open_spare(sl_listener_t *l) {
     if (l->spare_fd < 0) l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
@@ -87,15 +104,18 @@ static void turn_away(int fd) {
 static int turn_away_waiting(sl_listener_t *l) {
     int n = 0;
     while (n < SL_ACCEPT_BATCH && l->spare_fd >= 0) {
+        pthread_mutex_lock(&fd_lock);
         close(l->spare_fd);
         l->spare_fd = -1;
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
         if (fd >= 0) {
             turn_away(fd);
             n++;
         }
         open_spare(l);
-        if (fd < 0 && errno != EINTR) break; /* none left, or not even one descriptor */
+        pthread_mutex_unlock(&fd_lock);
+        if (fd < 0 && e != EINTR) break; /* none left, or not even one descriptor */
     }
     return n;
 }
@@ -171,7 +191,7 @@ static bool accept_batch(sl_listener_t *l, bool waited) {
     for (int i = 0; i < SL_ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = locked_accept(l->fd, (struct sockaddr *)&ss, &len);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
             if (transient_accept_error(errno)) continue;
@@ -205,7 +225,9 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
 
 static void retry_cb(uv_timer_t *t) {
     sl_listener_t *l = t->data;
+    pthread_mutex_lock(&fd_lock);
     open_spare(l);
+    pthread_mutex_unlock(&fd_lock);
     if (accept_batch(l, true)) uv_poll_start(&l->poll, UV_READABLE, accept_cb);
 }
 

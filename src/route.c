@@ -145,9 +145,9 @@ void sl_route_publish(sl_route_t *r) {
  * backends that came up and a new writer wake the pools that wait for
  * them. Nothing while the entry describes other addresses (a reload the
  * checker has not applied yet). */
-static void route_sync(sl_route_t *r) {
+static void route_sync_copy(sl_route_t *r) {
     sl_health_pub_t *e = r->pub;
-    if (!r->follower || !e) return;
+    if (!e) return;
     uint64_t v = atomic_load_explicit(&e->version, memory_order_acquire);
     if (v == r->seen_version) return;
     bool woke[SL_MAX_BACKENDS] = {false};
@@ -168,6 +168,11 @@ static void route_sync(sl_route_t *r) {
     pthread_mutex_unlock(&hb->mu);
     for (int i = 0; i < r->n; i++)
         if (woke[i]) sl_pool_backend_up(r->w, r->db, i);
+}
+
+/* Runs for every transaction routed: only a follower has anything to do. */
+static inline void route_sync(sl_route_t *r) {
+    if (r->follower) route_sync_copy(r);
 }
 
 /* A follower also looks every poll period: pools waiting for a backend to
@@ -363,17 +368,19 @@ static uint64_t next_rand(sl_route_t *r) {
     return r->rng = x;
 }
 
-/* Fewest transactions in flight per unit of weight; ties in rotation. */
+/* Fewest transactions in flight per unit of weight; ties in rotation.
+ * The loads (outstanding + 1) / weight are compared cross-multiplied, in
+ * integers: this runs for every read. */
 static int least_outstanding(sl_route_t *r, const int *c, int n) {
-    int best = -1;
-    double best_load = 0;
-    uint64_t start = r->rr++;
-    for (int k = 0; k < n; k++) {
-        const sl_backend_t *b = &r->b[c[(start + (uint64_t)k) % (uint64_t)n]];
-        double load = (b->outstanding + 1.0) / b->weight;
-        if (best < 0 || load < best_load) best = b->idx, best_load = load;
+    const sl_backend_t *best = NULL;
+    int k = (int)(r->rr++ % (uint64_t)n);
+    for (int left = n; left > 0; left--, k = k + 1 == n ? 0 : k + 1) {
+        const sl_backend_t *b = &r->b[c[k]];
+        if (!best || (int64_t)(b->outstanding + 1) * best->weight <
+                         (int64_t)(best->outstanding + 1) * b->weight)
+            best = b;
     }
-    return best;
+    return best->idx;
 }
 
 /* Smooth weighted round robin: even spacing, exact shares. */

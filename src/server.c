@@ -603,6 +603,7 @@ static bool own_start_tls(sl_server_t *s) {
 /* One handshake step; false when finished (failed) or waiting. */
 static bool own_handshake(sl_server_t *s) {
     ERR_clear_error();
+    errno = 0; /* read below when TLS reports a system error without a code */
     int rc = SSL_do_handshake(s->own_ssl);
     if (rc == 1) {
         sl_conn_tls_wait(&s->sock, SL_TLS_WANT_NONE); /* no step waits for writability now */
@@ -617,13 +618,22 @@ static bool own_handshake(sl_server_t *s) {
     }
     char msg[320], why[200];
     long v = SSL_get_verify_result(s->own_ssl);
+    unsigned long err = ERR_peek_error();
+    /* The connection cut mid-handshake (a backend restarting, killed, its
+     * host rebooting) is as a refused connect: a retry may cure it. A
+     * certificate or protocol the backend and sluice do not agree on is not. */
+    bool cut = v == X509_V_OK &&
+               (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN ||
+                (e == SSL_ERROR_SSL && ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING));
     if (v != X509_V_OK)
         snprintf(why, sizeof why, "certificate verify failed: %s", X509_verify_cert_error_string(v));
+    else if (err)
+        ERR_error_string_n(err, why, sizeof why);
     else
-        ERR_error_string_n(ERR_get_error(), why, sizeof why);
+        snprintf(why, sizeof why, "%s", errno ? strerror(errno) : "connection closed");
     snprintf(msg, sizeof msg, "TLS with the backend failed: %s", why);
     ERR_clear_error();
-    finish(s, msg, "08006");
+    finish_as(s, msg, "08006", cut);
     return false;
 }
 

@@ -774,9 +774,9 @@ static uint64_t text_hash(const char *s, uint32_t *len) {
     return h ? h : 1;
 }
 
-void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
-                     const char *stateless_functions, sl_sql_info_t *out) {
-    if (sl_sql_fast(sql, out)) return;
+/* Answers from the parser cache, else from the parser (cached then). */
+static void classify_slow(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
+                          const char *stateless_functions, sl_sql_info_t *out) {
     uint32_t len;
     uint64_t h = text_hash(sql, &len);
     size_t i = h % SL_SQL_CACHE_SLOTS;
@@ -790,4 +790,21 @@ void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_f
     cache->slot[i].hash = h;
     cache->slot[i].len = len;
     cache->slot[i].info = *out;
+}
+
+void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
+                     const char *stateless_functions, sl_sql_info_t *out) {
+    size_t len = strlen(sql);
+    if (len > 0 && len == cache->last.len && !memcmp(sql, cache->last.text, len)) {
+        cache->last_hits++;
+        *out = cache->last.info;
+        return;
+    }
+    if (!sl_sql_fast(sql, out))
+        classify_slow(cache, sql, write_functions, stateless_functions, out);
+    if (len <= SL_SQL_LAST_MAX) {
+        memcpy(cache->last.text, sql, len);
+        cache->last.len = (uint32_t)len;
+        cache->last.info = *out;
+    }
 }

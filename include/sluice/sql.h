@@ -53,9 +53,9 @@ typedef struct sl_sql_info {
      * statements under on its servers (stmt.h), never the client's. */
     bool names_pooler_statement;
     enum sl_sql_hint hint;
-    uint32_t state;       /* SL_STATE_* */
-    bool reset_all;       /* RESET ALL (or more SETs than set_names holds) */
-    char set_names[120];  /* session-level SET/RESET targets, comma-separated */
+    uint32_t state;      /* SL_STATE_* */
+    bool reset_all;      /* RESET ALL (or more SETs than set_names holds) */
+    char set_names[120]; /* session-level SET/RESET targets, comma-separated */
     /* What RESET lands on is the server's login value, which for a pooled
      * server is sluice's, not the client's: sluice puts back the client's
      * own startup values afterwards, and needs the order of the text for it. */
@@ -90,6 +90,8 @@ bool sl_sql_builtin(const char *name);
 
 /* A direct-mapped cache of parser answers keyed by a hash of the text. */
 #define SL_SQL_CACHE_SLOTS 1024
+/* Longest text the last-answer memo keeps (bytes, without the NUL). */
+#define SL_SQL_LAST_MAX 511
 typedef struct sl_sql_cache {
     struct {
         uint64_t hash; /* 0: empty */
@@ -97,9 +99,20 @@ typedef struct sl_sql_cache {
         sl_sql_info_t info;
     } slot[SL_SQL_CACHE_SLOTS];
     uint64_t hits, misses;
+    /* The last text classified and its answer (fast path or parser): the
+     * router classifies a request before it is relayed, and the relay's
+     * session-state tracking then asks about the same text again. Compared
+     * byte for byte, so a hit is exact. */
+    struct {
+        uint32_t len; /* bytes of text; 0: empty */
+        sl_sql_info_t info;
+        char text[SL_SQL_LAST_MAX + 1];
+    } last;
+    uint64_t last_hits; /* answers the memo gave */
 } sl_sql_cache_t;
 
-/* Fast path, then cache, then parser (whose answer is cached). */
+/* The last answer if sql is the text classified last, else fast path,
+ * then cache, then parser (whose answer is cached). */
 void sl_sql_classify(sl_sql_cache_t *cache, const char *sql, const char *write_functions,
                      const char *stateless_functions, sl_sql_info_t *out);
 

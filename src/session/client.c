@@ -84,6 +84,17 @@ static void act_maybe_give(sl_client_t *c) {
     if (a->dirty.n == 0 && a->dirty.v) sl_params_clear(&a->dirty);
     if (a->fix_names.n == 0 && a->fix_names.v) sl_params_clear(&a->fix_names);
     if (a->scan_new == 0 && a->scan.hdr_len == 0 && !a->scan.in_body) a->scan = (sl_scan_t){0};
+    /* Fields read only under a guard that is off now keep their last value
+     * otherwise, and a client that ran one query would never give its copy
+     * back. */
+    if (a->pending == 0) a->query_ms = 0;
+    if (a->dirty.n == 0) a->capturing = 0;
+    if (!c->holding) a->hold_start = 0;
+    if (!c->barrier) a->barrier_off = 0;
+    if (!c->fix_fence) a->fix_fence_off = 0;
+    if (a->fix == 0) a->fix_status = 0, a->fix_after = 0;
+    if (!a->console_out) a->console_len = a->console_off = 0;
+    if (!a->auth && !a->authq) a->auth_method = 0;
     if (memcmp(a, rest, sizeof *a) != 0) return;
     c->a = rest;
     if (c->w->act_nfree >= ACT_FREE_MAX) {

@@ -11,10 +11,12 @@
  * allocated only for such clients. */
 typedef struct sl_client_route {
     sl_pool_t *pools[SL_MAX_BACKENDS]; /* referenced, one per backend, made on demand */
-    uint64_t tx_start_ns;              /* when the transaction in flight was routed */
+    uint64_t tx_start_us;              /* when the transaction in flight was routed (loop clock) */
     sl_fence_t fence;                  /* read-your-writes: where replicas must be */
-    uint8_t *replay;                   /* owned: a replica read's request while it runs */
-    uint32_t replay_len;
+    /* A replica read's request while it runs (replay.tail bytes): a block
+     * of the loop's buffer pool, not a malloc per read, handed back when
+     * the read ends; no block otherwise. */
+    sl_buf_t replay;
     /* Offset in the client's buffer of the first request that began in the
      * bytes the scan framed last, after routing looked at the buffer:
      * SL_ROUTER_NO_NEW when none. Set by the scan, used and cleared by
@@ -166,7 +168,9 @@ static void queue_on(sl_client_t *c, int b, bool write, bool retry) {
         r->b[b].routed_reads++;
     c->tx_backend = b;
     c->tx_write = write && b == r->writer;
-    c->rt->tx_start_ns = uv_hrtime();
+    /* The loop's clock of this phase, which the relay's own timings read
+     * too: no clock read of its own per transaction. */
+    c->rt->tx_start_us = sl_now_us(c->w);
     sl_route_begin(r, b);
 }
 
@@ -292,10 +296,7 @@ int sl_router_held_pending(const sl_client_t *c) {
 
 void sl_router_forget_replay(sl_client_t *c) {
     c->tx_kept = false;
-    if (!c->rt) return;
-    free(c->rt->replay);
-    c->rt->replay = NULL;
-    c->rt->replay_len = 0;
+    if (c->rt) sl_buf_give(&c->w->bufs, &c->rt->replay);
 }
 
 void sl_router_linked(sl_client_t *c) {
@@ -309,10 +310,10 @@ void sl_router_linked(sl_client_t *c) {
     if (!r || b < 0 || c->tx_write || b == r->writer || n == 0 || c->holding || c->barrier ||
         !sl_scan_at_boundary(&c->a->scan) || sl_client_mode(c) == SL_POOL_SESSION)
         return;
-    c->rt->replay = malloc(n);
-    if (!c->rt->replay) return;
-    memcpy(c->rt->replay, sl_buf_rptr(&c->a->in), n);
-    c->rt->replay_len = n;
+    sl_buf_t *kept = &c->rt->replay;
+    if (n > c->w->bufs.size || sl_buf_take(&c->w->bufs, kept) != SL_OK) return;
+    memcpy(kept->data, sl_buf_rptr(&c->a->in), n);
+    kept->tail = n;
     c->tx_kept = true;
 }
 
@@ -320,7 +321,7 @@ void sl_router_linked(sl_client_t *c) {
 static void end_tx(sl_client_t *c) {
     int b = c->tx_backend;
     c->tx_backend = -1;
-    sl_route_end(c->route, b, (uv_hrtime() - c->rt->tx_start_ns) / 1000);
+    sl_route_end(c->route, b, sl_now_us(c->w) - c->rt->tx_start_us);
 }
 
 /* Moves the client's read off its backend, which failed (what, why), to
@@ -349,9 +350,9 @@ bool sl_router_replay(sl_client_t *c, const char *why) {
     sl_pool_t *p = move_read(c, "went away before answering", why);
     if (!p) return false;
     /* What is left of the request in the buffer is a tail of the copy. */
-    memcpy(c->a->in.data, c->rt->replay, c->rt->replay_len);
+    memcpy(c->a->in.data, c->rt->replay.data, c->rt->replay.tail);
     c->a->in.head = 0;
-    c->a->in.tail = c->rt->replay_len;
+    c->a->in.tail = c->rt->replay.tail;
     sl_router_forget_replay(c);
     sl_client_set_state(c, SL_CL_WAITING);
     sl_client_update_poll(c);

@@ -15,6 +15,7 @@
 
 struct it_delay {
     atomic_int ms;
+    atomic_int cut; /* connections still to cut (it_delay_cut) */
     int target, port, listener;
 };
 
@@ -25,6 +26,9 @@ typedef struct conn {
 
 void it_delay_set(it_delay_t *d, int ms) {
     atomic_store(&d->ms, ms);
+}
+void it_delay_cut(it_delay_t *d, int n) {
+    atomic_store(&d->cut, n);
 }
 int it_delay_port(const it_delay_t *d) {
     return d->port;
@@ -44,6 +48,11 @@ static void *pipe_thread(void *arg) {
     it_delay_t *dl = cn->d;
     int a = cn->fd;
     free(cn);
+    int left = atomic_load(&dl->cut);
+    while (left > 0 && !atomic_compare_exchange_weak(&dl->cut, &left, left - 1)) {
+    }
+    bool cut = left > 0;
+    int client_chunks = 0;
     int b = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dl->target)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -56,6 +65,7 @@ static void *pipe_thread(void *arg) {
             if (!(pf[from].revents & (POLLIN | POLLHUP | POLLERR))) continue;
             ssize_t n = read(pf[from].fd, mine, 65536);
             if (n <= 0) break;
+            if (from == 0 && ++client_chunks == 2 && cut) break;
             int d = atomic_load(&dl->ms);
             if (d > 0) usleep((useconds_t)d * 1000);
             if (!write_all(pf[1 - from].fd, mine, n)) break;

@@ -11,5 +11,9 @@ it_delay_t *it_delay_start(int target);
 int it_delay_port(const it_delay_t *d);
 /* Milliseconds added to each chunk, each way (0: none). */
 void it_delay_set(it_delay_t *d, int ms);
+/* The next n connections are cut (both sides closed) when the client sends
+ * its second chunk: for a TLS client, its ClientHello after the SSLRequest
+ * was answered, so the handshake meets an unexpected EOF. */
+void it_delay_cut(it_delay_t *d, int n);
 
 #endif

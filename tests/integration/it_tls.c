@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "delay.h"
 #include "harness.h"
 
 static char opts[2048];
@@ -23,6 +24,8 @@ static const char *tls_file(const char *name) {
     return b;
 }
 
+static char more_dbs[256]; /* [databases] lines added by the next start() */
+
 static void start(it_sluice_t *s, const char *mode, const char *extra) {
     snprintf(opts, sizeof opts,
              "pool_mode = transaction\n"
@@ -31,9 +34,12 @@ static void start(it_sluice_t *s, const char *mode, const char *extra) {
              "%s",
              mode, tls_file("server.crt"), tls_file("server.key"), tls_file("ca.crt"),
              extra ? extra : "");
-    it_sluice_start(s, opts, "tlsdb = host=localhost port={PRIMARY} dbname=sluice_test\n"
-                             "plaindb = host=localhost port={PRIMARY} dbname=sluice_test "
-                             "sslmode=disable\n");
+    char dbs[512];
+    snprintf(dbs, sizeof dbs,
+             "tlsdb = host=localhost port={PRIMARY} dbname=sluice_test\n"
+             "plaindb = host=localhost port={PRIMARY} dbname=sluice_test sslmode=disable\n%s",
+             more_dbs);
+    it_sluice_start(s, opts, dbs);
 }
 
 static PGconn *tls_connect(const it_sluice_t *s, const char *user, const char *db,
@@ -173,7 +179,8 @@ static void backend(void) {
         PQfreemem(buf);
         if (++rows % 2000 == 0) usleep(20000);
     }
-    while ((r = PQgetResult(c))) PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
     IT_ASSERT(rows == 100000 && sum == 5000050000L, "slow reader got every row: %ld %ld", rows,
               sum);
     long hwm = it_sluice_vmhwm_kb(&s);
@@ -196,7 +203,8 @@ static void backend(void) {
     start(&s, "require", extra);
     double t0 = it_now();
     c = tls_connect(&s, "sl_tls", "tlsdb", "sslmode=verify-full");
-    IT_ASSERT(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), "certificate verify failed"),
+    IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
+                  strstr(PQerrorMessage(c), "certificate verify failed"),
               "wrong backend CA reported: %s", PQerrorMessage(c));
     IT_ASSERT(it_now() - t0 < 10, "no hang");
     IT_ASSERT(it_log_wait(&s, "certificate verify failed", 1, 5) >= 1, "logged with the reason");
@@ -252,8 +260,8 @@ static void hba(void) {
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = 0;
     int rc = pclose(p);
-    IT_ASSERT(rc != 0 && strstr(out, "it_hba.conf:5: invalid mask length \"33\""),
-              "--check: %s", out);
+    IT_ASSERT(rc != 0 && strstr(out, "it_hba.conf:5: invalid mask length \"33\""), "--check: %s",
+              out);
 }
 
 /* sluice's own backend login (auth_file has only the SCRAM verifier) over
@@ -269,6 +277,13 @@ static void own_login_tls(void) {
     fprintf(f, "\"sl_tls\" \"%s\"\n", verifier);
     fclose(f);
     const char *cas[] = {"ca.crt", "otherca.crt"};
+    /* cutdb reaches the primary through a relay that cuts its first two
+     * connections in the middle of the TLS handshake, as a restarting
+     * backend does: sluice retries while the client waits, and the login
+     * goes through on the third. */
+    it_delay_t *relay = it_delay_start(it_cl.primary);
+    snprintf(more_dbs, sizeof more_dbs, "cutdb = host=localhost port=%d dbname=sluice_test\n",
+             it_delay_port(relay));
     for (int i = 0; i < 2; i++) {
         it_sluice_t s;
         snprintf(extra, sizeof extra,
@@ -278,10 +293,20 @@ static void own_login_tls(void) {
         PGconn *c = tls_connect(&s, "sl_tls", "tlsdb", "sslmode=verify-full");
         if (i == 0) {
             IT_ASSERT(PQstatus(c) == CONNECTION_OK, "own login over TLS: %s", PQerrorMessage(c));
-            IT_ASSERT(!strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
-                              "t"),
-                      "encrypted");
+            IT_ASSERT(
+                !strcmp(it_value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+                        "t"),
+                "encrypted");
             IT_ASSERT(!strcmp(it_value(c, "SELECT current_user"), "sl_tls"), "as sl_tls");
+            it_delay_cut(relay, 2);
+            PGconn *cut = tls_connect(&s, "sl_tls", "cutdb", "sslmode=verify-full");
+            IT_ASSERT(PQstatus(cut) == CONNECTION_OK,
+                      "a handshake cut twice is retried, the login goes through: %s",
+                      PQerrorMessage(cut));
+            IT_ASSERT(!strcmp(it_value(cut, "SELECT 'through'"), "through"), "and queries run");
+            IT_ASSERT(it_log_count(&s, "retrying while clients wait") >= 1,
+                      "the cut is logged as one to retry");
+            PQfinish(cut);
         } else {
             IT_ASSERT(PQstatus(c) == CONNECTION_BAD &&
                           strstr(PQerrorMessage(c), "certificate verify failed"),

@@ -531,12 +531,22 @@ static void cache(void) {
     sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(!i.read_only && i.parsed);
     ASSERT_EQ(c.misses, 1);
+    /* The same text again, as the relay asks after the router: the memo
+     * of the last answer. */
+    sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
+    ASSERT_TRUE(!i.read_only && i.parsed);
+    ASSERT_EQ(c.last_hits, 1);
+    ASSERT_EQ(c.hits + c.misses, 1);
+    sl_sql_classify(&c, "SELECT 1", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
+    ASSERT_TRUE(i.read_only && !i.parsed); /* fast path, no cache use */
+    ASSERT_EQ(c.hits + c.misses, 1);
     sl_sql_classify(&c, "SELECT nextval('x')", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
     ASSERT_TRUE(!i.read_only);
     ASSERT_EQ(c.hits, 1);
-    sl_sql_classify(&c, "SELECT 1", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
-    ASSERT_TRUE(i.read_only && !i.parsed); /* fast path, no cache use */
-    ASSERT_EQ(c.hits + c.misses, 2);
+    /* A text that only starts like the last one is not it. */
+    sl_sql_classify(&c, "SELECT nextval('x'); SELECT 1", SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &i);
+    ASSERT_EQ(c.last_hits, 1);
+    ASSERT_EQ(c.misses, 2);
 }
 
 /* Nesting must not make the scan of calls quadratic: 5 columns of abs()
