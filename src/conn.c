@@ -5,10 +5,12 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sluice/log.h"
 #include "sluice/tls.h"
 
 /* ---- the loop's socket set ---- */
@@ -47,6 +49,12 @@ static void run_kicks(sl_conn_kicks_t *k) {
         sl_conn_t *cn = sl_container_of(sl_list_first(&batch), sl_conn_t, kick_node);
         sl_list_unlink(&cn->kick_node);
         cn->kicked = false;
+        if (cn->refused && cn->attached) {
+            int e = cn->refused;
+            cn->refused = 0;
+            cn->on_event(cn, -e, 0);
+            continue;
+        }
         /* The owner may have stopped wanting bytes since; it asks again
          * (and is kicked again) when it has room. */
         if (cn->reading && cn->attached && sl_conn_pending(cn) > 0)
@@ -182,8 +190,21 @@ static void set_interest(sl_conn_t *cn, int ev) {
         rc = epoll_ctl(k->epfd, EPOLL_CTL_MOD, cn->fd, &e);
         if (rc != 0 && errno == ENOENT) rc = epoll_ctl(k->epfd, EPOLL_CTL_ADD, cn->fd, &e);
     }
-    (void)rc; /* a socket the kernel refuses (closed under us) reports nothing: its
-                 owner learns of it at its next read or write */
+    if (rc != 0 && ev && errno != EBADF) {
+        /* The set cannot take the socket (out of memory, or
+         * fs.epoll.max_user_watches reached): its owner would wait for an
+         * event that never comes. It gets a poll error instead, from the
+         * idle handle (not inside its own update call). */
+        sl_log_error(NULL,
+                     "cannot watch a socket: epoll_ctl: %s; raise fs.epoll.max_user_watches "
+                     "or free memory; the connection is closed",
+                     strerror(errno));
+        cn->refused = errno;
+        kick(cn);
+        return;
+    }
+    /* A socket the kernel refuses otherwise (closed under us, EBADF)
+     * reports nothing: its owner learns of it at its next read or write. */
     int was = cn->armed;
     cn->armed = (uint8_t)ev;
     /* The set's handle is active while some socket is armed, as a socket's

@@ -7,10 +7,13 @@
 
 #include <ctype.h>
 #include <pg_query.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 /* ---- lexical helpers ---- */
 
@@ -34,15 +37,25 @@ enum { CH_SPACE = 1, CH_IDENT_START = 2, CH_WORD = 4, CH_DIGIT = 8 };
         CLASS_8(i + 40), CLASS_8(i + 48), CLASS_8(i + 56)
 static const uint8_t chars[256] = {CLASS_64(0), CLASS_64(64), CLASS_64(128), CLASS_64(192)};
 
-static inline bool is_ident_start(char c) { return chars[(unsigned char)c] & CH_IDENT_START; }
-static inline bool is_word_char(char c) { return chars[(unsigned char)c] & CH_WORD; }
-static inline bool is_space(char c) { return chars[(unsigned char)c] & CH_SPACE; }
-static inline bool is_digit(char c) { return chars[(unsigned char)c] & CH_DIGIT; }
+static inline bool is_ident_start(char c) {
+    return chars[(unsigned char)c] & CH_IDENT_START;
+}
+static inline bool is_word_char(char c) {
+    return chars[(unsigned char)c] & CH_WORD;
+}
+static inline bool is_space(char c) {
+    return chars[(unsigned char)c] & CH_SPACE;
+}
+static inline bool is_digit(char c) {
+    return chars[(unsigned char)c] & CH_DIGIT;
+}
 
 /* Reads a routing hint from the text of a comment. */
 static void note_hint(const char *body, size_t n, enum sl_sql_hint *hint) {
-    while (n && is_space(*body)) body++, n--;
-    while (n && is_space(body[n - 1])) n--;
+    while (n && is_space(*body))
+        body++, n--;
+    while (n && is_space(body[n - 1]))
+        n--;
     if (n == 14 && !strncasecmp(body, "sluice:primary", 14)) *hint = SL_HINT_PRIMARY;
     if (n == 14 && !strncasecmp(body, "sluice:replica", 14)) *hint = SL_HINT_REPLICA;
 }
@@ -51,7 +64,8 @@ static void note_hint(const char *body, size_t n, enum sl_sql_hint *hint) {
  * p itself if there is none, or NULL for an unterminated block comment. */
 static const char *skip_comment(const char *p, enum sl_sql_hint *hint) {
     if (p[0] == '-' && p[1] == '-') {
-        while (*p && *p != '\n') p++;
+        while (*p && *p != '\n')
+            p++;
         return p;
     }
     if (p[0] != '/' || p[1] != '*') return p;
@@ -59,9 +73,12 @@ static const char *skip_comment(const char *p, enum sl_sql_hint *hint) {
     int depth = 1; /* PostgreSQL block comments nest */
     p += 2;
     while (*p && depth) {
-        if (p[0] == '/' && p[1] == '*') depth++, p += 2;
-        else if (p[0] == '*' && p[1] == '/') depth--, p += 2;
-        else p++;
+        if (p[0] == '/' && p[1] == '*')
+            depth++, p += 2;
+        else if (p[0] == '*' && p[1] == '/')
+            depth--, p += 2;
+        else
+            p++;
     }
     if (depth) return NULL;
     if (hint) note_hint(start, (size_t)(p - 2 - start), hint);
@@ -70,7 +87,8 @@ static const char *skip_comment(const char *p, enum sl_sql_hint *hint) {
 
 static const char *skip_space(const char *p, enum sl_sql_hint *hint) {
     for (;;) {
-        while (is_space(*p)) p++;
+        while (is_space(*p))
+            p++;
         const char *q = skip_comment(p, hint);
         if (!q) return NULL;
         if (q == p) return p;
@@ -195,16 +213,19 @@ static void scan_rest(const char *p, scan_facts_t *f) {
                 return;
             }
             p++;
-            while (is_digit(*p)) p++;
+            while (is_digit(*p))
+                p++;
             call_other(&k, c, f);
             continue;
         }
         if (is_digit(c)) { /* a number is one token: 1, 1.5, 1e-3 (letters after it are not) */
-            while (is_digit(*p) || *p == '.') p++;
+            while (is_digit(*p) || *p == '.')
+                p++;
             if ((*p == 'e' || *p == 'E') &&
                 (is_digit(p[1]) || ((p[1] == '+' || p[1] == '-') && is_digit(p[2])))) {
                 p += 2;
-                while (is_digit(*p)) p++;
+                while (is_digit(*p))
+                    p++;
             }
             call_other(&k, c, f);
             continue;
@@ -212,7 +233,8 @@ static void scan_rest(const char *p, scan_facts_t *f) {
         if (c == '(') f->paren = true;
         if (is_ident_start(c)) {
             const char *w = p;
-            while (is_word_char(*p)) p++;
+            while (is_word_char(*p))
+                p++;
             size_t n = (size_t)(p - w);
             f->extra_words = true;
             if (n == 3 && word_is(w, 3, "for")) f->word_for = true;
@@ -248,23 +270,35 @@ enum first_kind { FK_OTHER, FK_WRITE, FK_READ, FK_READ_ONLY, FK_BEGIN };
 static enum first_kind first_kind(const char *w, size_t n) {
 #define IS(word) (n == sizeof word - 1 && !memcmp(w, word, sizeof word - 1))
     switch (w[0]) {
-    case 'A': return IS("ABORT") ? FK_READ_ONLY : IS("ALTER") ? FK_WRITE : FK_OTHER;
-    case 'B': return IS("BEGIN") ? FK_BEGIN : FK_OTHER;
+    case 'A':
+        return IS("ABORT") ? FK_READ_ONLY : IS("ALTER") ? FK_WRITE : FK_OTHER;
+    case 'B':
+        return IS("BEGIN") ? FK_BEGIN : FK_OTHER;
     case 'C':
         return IS("COMMIT") ? FK_READ_ONLY : IS("CLUSTER") || IS("COMMENT") ? FK_WRITE : FK_OTHER;
-    case 'D': return IS("DELETE") ? FK_WRITE : FK_OTHER;
-    case 'E': return IS("END") ? FK_READ_ONLY : FK_OTHER;
-    case 'G': return IS("GRANT") ? FK_WRITE : FK_OTHER;
-    case 'I': return IS("INSERT") ? FK_WRITE : FK_OTHER;
-    case 'M': return IS("MERGE") ? FK_WRITE : FK_OTHER;
+    case 'D':
+        return IS("DELETE") ? FK_WRITE : FK_OTHER;
+    case 'E':
+        return IS("END") ? FK_READ_ONLY : FK_OTHER;
+    case 'G':
+        return IS("GRANT") ? FK_WRITE : FK_OTHER;
+    case 'I':
+        return IS("INSERT") ? FK_WRITE : FK_OTHER;
+    case 'M':
+        return IS("MERGE") ? FK_WRITE : FK_OTHER;
     case 'R':
         if (IS("ROLLBACK")) return FK_READ_ONLY;
         return IS("REFRESH") || IS("REINDEX") || IS("REVOKE") ? FK_WRITE : FK_OTHER;
-    case 'S': return IS("SELECT") ? FK_READ : IS("SHOW") ? FK_READ_ONLY : FK_OTHER;
-    case 'T': return IS("TABLE") ? FK_READ : IS("TRUNCATE") ? FK_WRITE : FK_OTHER;
-    case 'U': return IS("UPDATE") ? FK_WRITE : FK_OTHER;
-    case 'V': return IS("VACUUM") ? FK_WRITE : FK_OTHER;
-    default: return FK_OTHER;
+    case 'S':
+        return IS("SELECT") ? FK_READ : IS("SHOW") ? FK_READ_ONLY : FK_OTHER;
+    case 'T':
+        return IS("TABLE") ? FK_READ : IS("TRUNCATE") ? FK_WRITE : FK_OTHER;
+    case 'U':
+        return IS("UPDATE") ? FK_WRITE : FK_OTHER;
+    case 'V':
+        return IS("VACUUM") ? FK_WRITE : FK_OTHER;
+    default:
+        return FK_OTHER;
     }
 #undef IS
 }
@@ -312,7 +346,9 @@ typedef struct span {
     size_t n;
 } span_t;
 
-static bool has(span_t s, const char *needle) { return memmem(s.p, s.n, needle, strlen(needle)); }
+static bool has(span_t s, const char *needle) {
+    return memmem(s.p, s.n, needle, strlen(needle));
+}
 
 /* ---- JSON of the parse tree ---- */
 
@@ -332,7 +368,8 @@ static const char *json_skip(const char *p, const char *end) {
     if (p >= end) return NULL;
     if (*p == '"') return json_string_end(p, end);
     if (*p != '{' && *p != '[') {
-        while (p < end && *p != ',' && *p != '}' && *p != ']') p++;
+        while (p < end && *p != ',' && *p != '}' && *p != ']')
+            p++;
         return p;
     }
     int depth = 0;
@@ -469,9 +506,14 @@ static bool note_set_config(const call_t *k, const char *end, sl_sql_info_t *out
 /* Functions that change session state a reset (DISCARD ALL) leaves alone:
  * built-ins, and dblink's named connections (still open, logged in as
  * whoever opened them, after DISCARD ALL). */
-static const char *const unresettable[] = {
-    "dblink_connect", "dblink_connect_u", "pg_backup_start", "pg_create_logical_replication_slot",
-    "pg_create_physical_replication_slot", "pg_replication_origin_session_setup", "setseed", NULL};
+static const char *const unresettable[] = {"dblink_connect",
+                                           "dblink_connect_u",
+                                           "pg_backup_start",
+                                           "pg_create_logical_replication_slot",
+                                           "pg_create_physical_replication_slot",
+                                           "pg_replication_origin_session_setup",
+                                           "setseed",
+                                           NULL};
 
 static bool is_advisory_lock(const char *name) {
     return !strncmp(name, "pg_advisory_lock", 16) || !strncmp(name, "pg_try_advisory_lock", 20);
@@ -498,11 +540,12 @@ bool sl_sql_builtin(const char *name) {
  * ones (LIKE, ILIKE, SIMILAR, IS, JOIN) may name a user's function, so a
  * '(' after them goes to the parser. */
 static const char *const paren_keywords[] = {
-    "all", "and", "any", "array", "as", "between", "cast", "coalesce", "distinct", "do",
-    "else", "except", "exists", "extract", "from", "greatest", "group", "having", "in",
-    "intersect", "lateral", "least", "limit", "not", "nullif", "offset", "on", "or", "overlay",
-    "position", "returning", "row", "select", "some", "substring", "then", "trim", "union",
-    "using", "values", "when", "where", "with", NULL};
+    "all",      "and",    "any",       "array",     "as",      "between",  "cast",      "coalesce",
+    "distinct", "do",     "else",      "except",    "exists",  "extract",  "from",      "greatest",
+    "group",    "having", "in",        "intersect", "lateral", "least",    "limit",     "not",
+    "nullif",   "offset", "on",        "or",        "overlay", "position", "returning", "row",
+    "select",   "some",   "substring", "then",      "trim",    "union",    "using",     "values",
+    "when",     "where",  "with",      NULL};
 
 /* For the fast path: a '(' after the unqualified word w opens a keyword's
  * parenthesis or calls a built-in that makes no session state. Anything
@@ -588,8 +631,8 @@ static fn_facts_t functions(span_t s, const char *wf, const char *sf, sl_sql_inf
 
 static bool writes_data(span_t s, const fn_facts_t *f) {
     return f->writes || has(s, "\"lockingClause\":") || has(s, "\"intoClause\":") ||
-           has(s, "\"InsertStmt\":{") || has(s, "\"UpdateStmt\":{") ||
-           has(s, "\"DeleteStmt\":{") || has(s, "\"MergeStmt\":{");
+           has(s, "\"InsertStmt\":{") || has(s, "\"UpdateStmt\":{") || has(s, "\"DeleteStmt\":{") ||
+           has(s, "\"MergeStmt\":{");
 }
 
 /* Records, for name, whether its last change in the text puts it back to
@@ -766,11 +809,67 @@ void sl_sql_parse(const char *sql, const char *write_functions, const char *stat
 
 /* ---- cache ---- */
 
+/* The cache is keyed by a hash of the text alone: a client able to make
+ * two texts collide could have a statement that creates session state (SET
+ * search_path, CREATE TEMP TABLE) answered as a cached stateless SELECT,
+ * and its server would go to the next client unreset. So the hash is
+ * SipHash-2-4 under a key drawn at random once per process: without the
+ * key, colliding texts cannot be made (FNV-1a, used before, has no key). */
+static uint64_t hash_key[2];
+static pthread_once_t hash_key_once = PTHREAD_ONCE_INIT;
+
+static void hash_key_init(void) {
+    if (getrandom(hash_key, sizeof hash_key, 0) != (ssize_t)sizeof hash_key) {
+        /* No entropy source: a key from the clock and the address space
+         * still differs per process, unknown to a client. */
+        hash_key[0] = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&hash_key;
+        hash_key[1] = (uint64_t)clock() ^ ((uint64_t)(uintptr_t)&hash_key_once << 7);
+    }
+}
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1, v1 = ROTL(v1, 13), v1 ^= v0, v0 = ROTL(v0, 32);                                  \
+        v2 += v3, v3 = ROTL(v3, 16), v3 ^= v2;                                                     \
+        v0 += v3, v3 = ROTL(v3, 21), v3 ^= v0;                                                     \
+        v2 += v1, v1 = ROTL(v1, 17), v1 ^= v2, v2 = ROTL(v2, 32);                                  \
+    } while (0)
+
+static uint64_t siphash24(const uint8_t *in, size_t n) {
+    uint64_t k0 = hash_key[0], k1 = hash_key[1];
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+    size_t whole = n - n % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = 0;
+        for (int b = 0; b < 8; b++)
+            m |= (uint64_t)in[i + (size_t)b] << (8 * b);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t last = (uint64_t)n << 56;
+    for (size_t b = 0; b < n % 8; b++)
+        last |= (uint64_t)in[whole + b] << (8 * b);
+    v3 ^= last;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 static uint64_t text_hash(const char *s, uint32_t *len) {
-    uint64_t h = 14695981039346656037ull;
-    const char *p = s;
-    for (; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    *len = (uint32_t)(p - s);
+    pthread_once(&hash_key_once, hash_key_init);
+    size_t n = strlen(s);
+    *len = (uint32_t)n;
+    uint64_t h = siphash24((const uint8_t *)s, n);
     return h ? h : 1;
 }
 

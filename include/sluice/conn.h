@@ -67,6 +67,9 @@ struct sl_conn {
     bool read_wants_write;       /* the last TLS read or handshake step waits for writability */
     bool write_wants_read;       /* the last TLS write waits for readability */
     bool kicked;                 /* on kicks->conns */
+    int refused;                 /* errno of an epoll_ctl that refused the socket (ENOMEM,
+                                    ENOSPC: max_user_watches), owed to the owner as a poll
+                                    error from the idle handle; 0: none */
 };
 
 void sl_conn_kicks_init(sl_conn_kicks_t *k, uv_loop_t *loop);

@@ -82,6 +82,26 @@ static void test_poll_error_rearms(void) {
     close(p[1]); /* only once no handle watches it */
 }
 
+/* A descriptor the epoll set refuses (a regular file: EPERM; in real life
+ * ENOMEM or fs.epoll.max_user_watches): its owner gets a poll error a loop
+ * round later instead of waiting for an event that never comes. */
+static void test_refused(void) {
+    FILE *f = tmpfile();
+    ASSERT_TRUE(f != NULL);
+    int file = dup(fileno(f));
+    fclose(f);
+    owner_t o = {0};
+    sl_conn_init(&o.cn, &loop, &kicks, event_cb, closed_cb, &o);
+    ASSERT_EQ(sl_conn_attach(&o.cn, file), SL_OK);
+    sl_conn_update(&o.cn, true, false);
+    ASSERT_EQ(o.errors, 0); /* not inside the owner's own call */
+    run_until(&o.errors, 1);
+    ASSERT_EQ(o.errors, 1);
+    ASSERT_EQ(o.cn.armed, 0);
+    finish(&o);
+    close(file);
+}
+
 /* A TLS read waiting for writability: the socket's writability wakes the
  * owner as readable, though no byte came in. */
 static void test_tls_direction(void) {
@@ -197,6 +217,7 @@ int main(void) {
     uv_loop_init(&loop);
     sl_conn_kicks_init(&kicks, &loop);
     test_poll_error_rearms();
+    test_refused();
     test_tls_direction();
     test_socket_switch();
     test_tls_kick();
