@@ -21,6 +21,21 @@ static void send_cancel(PGconn *c) {
     PQfreeCancel(pc);
 }
 
+/* The next result of c is a cancel's 57014 (what: for the message), within
+ * limit seconds of t0; the rest of its results are drained. */
+static void expect_cancelled(PGconn *c, const char *what, double t0, double limit) {
+    PGresult *r = PQgetResult(c);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    IT_ASSERT(code && !strcmp(code, "57014"), "%s, got %s", what,
+              code                                   ? code
+              : PQresultStatus(r) == PGRES_TUPLES_OK ? "a result"
+                                                     : "none");
+    IT_ASSERT(it_now() - t0 < limit, "%s promptly (%.1f s)", what, it_now() - t0);
+    PQclear(r);
+    while ((r = PQgetResult(c)))
+        PQclear(r);
+}
+
 static void cancel_sleep(void) {
     PGconn *c = it_connect(&sl, "sl_scram", NULL);
     char pid[32];
@@ -75,16 +90,7 @@ static void cancel_waiting(void) {
     usleep(300000);
     double t0 = it_now();
     send_cancel(b);
-    PGresult *r = PQgetResult(b);
-    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    IT_ASSERT(code && !strcmp(code, "57014"), "waiting query cancelled, got %s",
-              code                                   ? code
-              : PQresultStatus(r) == PGRES_TUPLES_OK ? "a result"
-                                                     : "none");
-    IT_ASSERT(it_now() - t0 < 2, "promptly");
-    PQclear(r);
-    while ((r = PQgetResult(b)))
-        PQclear(r);
+    expect_cancelled(b, "waiting query cancelled", t0, 2);
     it_exec(a, "COMMIT");
     it_exec(a2, "COMMIT");
     IT_ASSERT(!strcmp(it_value(b, "SELECT 'after'"), "after"), "usable after the cancel");
@@ -109,16 +115,8 @@ static void cancel_during_setup(void) {
     usleep(250 * 1000);
     double t0 = it_now();
     send_cancel(c);
-    PGresult *r = PQgetResult(c);
-    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    IT_ASSERT(code && !strcmp(code, "57014"), "cancelled during its server's setup, got %s",
-              code                                   ? code
-              : PQresultStatus(r) == PGRES_TUPLES_OK ? "a result"
-                                                     : "none");
-    IT_ASSERT(it_now() - t0 < 3, "promptly (%.1f s, not pg_sleep's 5)", it_now() - t0);
-    PQclear(r);
-    while ((r = PQgetResult(c)))
-        PQclear(r);
+    /* Promptly: not after pg_sleep's 5 s. */
+    expect_cancelled(c, "cancelled during its server's setup", t0, 3);
     it_delay_set(d, 0);
     IT_ASSERT(!strcmp(it_value(c, "SHOW application_name"), "victim_app"),
               "the cancelled client is usable and keeps its setting");
