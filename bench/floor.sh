@@ -54,24 +54,9 @@ printf '"sl_scram" "%s"\n' "$verifier" >"$dir/userlist.txt"
 
 # write_ini FILE SECTION PORT LOGFILE [DATABASE_OPTIONS]
 write_ini() {
-    cat >"$1" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT password=scram_pw ${5:-}
-[$2]
-listen_addr = 127.0.0.1
-listen_port = $3
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 3000
-max_prepared_statements = 200
-log_connections = 0
-log_disconnections = 0
-logfile = $4
-$([ "$2" = sluice ] && bench_workers_ini)
-INI
+    proxy_ini "$1" "$2" "$3" "$4" 20 3000 scram-sha-256 "password=scram_pw ${5:-}"
+    echo "max_prepared_statements = 200" >>"$1"
+    if [ "$2" = sluice ]; then bench_workers_ini >>"$1"; fi
 }
 
 case "$routing" in

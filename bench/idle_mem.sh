@@ -29,22 +29,7 @@ bin=$(realpath "$bin")
 bench_cluster sluice-idlemem
 
 write_ini() { # file section port logfile
-    cat >"$1" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-[$2]
-listen_addr = 127.0.0.1
-listen_port = $3
-unix_socket_dir =
-auth_type = md5
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = $((n + 100))
-log_connections = 0
-log_disconnections = 0
-logfile = $4
-INI
+    proxy_ini "$1" "$2" "$3" "$4" 20 $((n + 100)) md5
 }
 
 SLUICE_PORT=$(free_port)

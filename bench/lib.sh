@@ -54,6 +54,30 @@ sluice_workers() {
     echo "${n:-?}"
 }
 
+# proxy_ini FILE SECTION PORT LOG POOL MAX_CLIENTS AUTH [DATABASE_OPTIONS]:
+# what every proxy of the benchmarks shares, sluice ([sluice]) or PgBouncer
+# ([pgbouncer]): transaction pooling in front of the primary, quiet logs.
+# DATABASE_OPTIONS end the sluice_test line (a newline in them starts more
+# database lines). The caller appends its own keys with cat >>.
+proxy_ini() {
+    cat >"$1" <<INI
+[databases]
+sluice_test = host=127.0.0.1 port=$PRIMARY_PORT ${8:-}
+[$2]
+listen_addr = 127.0.0.1
+listen_port = $3
+unix_socket_dir =
+auth_type = $7
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $5
+max_client_conn = $6
+log_connections = 0
+log_disconnections = 0
+logfile = $4
+INI
+}
+
 # bench_ini FILE PORT POOL_SIZE LOG: a transaction-pooling sluice.ini in
 # front of the cluster's primary, SCRAM on both sides, quiet logs, and
 # WORKERS's workers line. The backend password is the auth_file's plaintext

@@ -29,29 +29,15 @@ bench_cluster sluice-bench 1
 
 # The same settings for both proxies; only the section name and port differ.
 write_ini() { # file section port logfile tls-key [more databases]
-    cat >"$1" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT
-${6:-}
-[$2]
-listen_addr = 127.0.0.1
-listen_port = $3
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 3000
-log_connections = 0
-log_disconnections = 0
-logfile = $4
+    proxy_ini "$1" "$2" "$3" "$4" 20 3000 scram-sha-256 "${6:+$'\n'$6}"
+    cat >>"$1" <<INI
 ; clients may use TLS (the -M simple+tls rows); backends are plain text
 client_tls_sslmode = allow
 client_tls_cert_file = $dir/pg/tls/server.crt
 client_tls_key_file = $5
 server_tls_sslmode = disable
-$([ "$2" = sluice ] && bench_workers_ini)
 INI
+    if [ "$2" = sluice ]; then bench_workers_ini >>"$1"; fi
 }
 SLUICE_PORT=$(free_port)
 replicas="replicas=127.0.0.1:$REPLICA1_PORT,127.0.0.1:$REPLICA2_PORT"

@@ -96,24 +96,8 @@ backend_pw="password=scram_pw"
 
 # write_ini FILE PORT LOGFILE WORKERS
 write_ini() {
-    cat >"$1" <<INI
-[databases]
-sluice_test = host=127.0.0.1 port=$PRIMARY_PORT $backend_pw $db_opts
-[sluice]
-listen_addr = 127.0.0.1
-listen_port = $2
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $pool
-max_client_conn = 3000
-max_prepared_statements = 200
-log_connections = 0
-log_disconnections = 0
-logfile = $3
-workers = $4
-INI
+    proxy_ini "$1" sluice "$2" "$3" "$pool" 3000 scram-sha-256 "$backend_pw $db_opts"
+    printf 'max_prepared_statements = 200\nworkers = %s\n' "$4" >>"$1"
 }
 
 declare -A port=() pid=()
