@@ -219,8 +219,22 @@ static void set_reaches_every_worker(PGconn *adm) {
     }
 }
 
+/* workers = 0 (the default) runs one loop per online CPU, at most 64, and
+ * the start line says how many. */
+static void zero_is_online_cpus(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus > 64) cpus = 64;
+    it_sluice_t s;
+    it_sluice_start(&s, "workers = 0\n", NULL);
+    char line[96];
+    snprintf(line, sizeof line, "workers=%ld (workers = 0: one per online CPU)", cpus);
+    IT_ASSERT(it_log_wait(&s, line, 1, 5) >= 1, "workers = 0 started %ld workers", cpus);
+    IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
+}
+
 int main(void) {
     it_init("it_workers");
+    zero_is_online_cpus();
     it_sluice_start(&sl, OPTS,
                     "rw = host=127.0.0.1 port={PRIMARY} dbname=sluice_test "
                     "replicas=127.0.0.1:{REPLICA1},127.0.0.1:{REPLICA2}\n");
