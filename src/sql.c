@@ -64,7 +64,9 @@ static void note_hint(const char *body, size_t n, enum sl_sql_hint *hint) {
  * p itself if there is none, or NULL for an unterminated block comment. */
 static const char *skip_comment(const char *p, enum sl_sql_hint *hint) {
     if (p[0] == '-' && p[1] == '-') {
-        while (*p && *p != '\n')
+        /* PostgreSQL's lexer ends it at either newline character: SQL after
+         * a carriage return is run, not commented out. */
+        while (*p && *p != '\n' && *p != '\r')
             p++;
         return p;
     }
