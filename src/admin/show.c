@@ -50,6 +50,19 @@ static sl_loop_t *loop_at(sl_admin_ctx_t *ctx, int i) {
 
 /* ---- helpers ---- */
 
+/* A pool of ledger entry e on any running loop (the same database, user
+ * and backend on each), or NULL when no loop has one any more. */
+static const sl_pool_t *pool_of_entry(sl_admin_ctx_t *ctx, const sl_ledger_pool_t *e) {
+    sl_loop_t *l;
+    EACH_LOOP(ctx, l) {
+        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
+            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
+            if (p->lp == e) return p;
+        }
+    }
+    return NULL;
+}
+
 /* A pool's libpq parameter (host, port, dbname, user), or NULL. */
 static const char *pool_param(const sl_pool_t *p, const char *key) {
     for (int i = 0; p->keys && p->keys[i]; i++)
@@ -191,6 +204,24 @@ static void count_client(const sl_client_info_t *ci, void *arg) {
 
 static void collect_loop_pools(sl_loop_t *l, pool_rows_t *rs);
 
+typedef struct moving_count {
+    sl_admin_ctx_t *ctx;
+    pool_rows_t *rs;
+} moving_count_t;
+
+/* A server on its way from one worker to another is idle (pool.c's
+ * lp_send hands over idle servers only): counted under its pool's row. */
+static void count_moving(sl_ledger_pool_t *e, sl_list_t *node, void *arg) {
+    moving_count_t *mc = arg;
+    const sl_pool_t *p = pool_of_entry(mc->ctx, e);
+    pool_row_t *r = p ? find_row(mc->rs, p->db_alias, p->user) : NULL;
+    if (!r) return; /* no pool of its entry left: it is closed as it lands */
+    if (server_used(core(mc->ctx), sl_container_of(node, sl_server_t, node)))
+        r->sv_used++;
+    else
+        r->sv_idle++;
+}
+
 static void collect_pools(sl_admin_ctx_t *ctx, pool_rows_t *rs) {
     int np = 0;
     sl_loop_t *l;
@@ -204,6 +235,10 @@ static void collect_pools(sl_admin_ctx_t *ctx, pool_rows_t *rs) {
         return;
     }
     EACH_LOOP(ctx, l) collect_loop_pools(l, rs);
+    /* Every other loop is frozen while the console reads: a server between
+     * two of them stays where it is meanwhile. */
+    moving_count_t mc = {ctx, rs};
+    if (core(ctx)->ledger) sl_ledger_moving_walk(core(ctx)->ledger, count_moving, &mc);
 }
 
 /* Adds l's pools and clients to the rows (a pool of (db, user) on several
@@ -427,19 +462,6 @@ static void server_row(sl_admin_ctx_t *ctx, sl_loop_t *l, const sl_pool_t *p,
     sl_res_int(r, (int64_t)s->stmts.map.count);
     sl_res_int(r, s->id);
     sl_res_row_end(r);
-}
-
-/* A pool of ledger entry e on any running loop (the same database, user
- * and backend on each), or NULL when no loop has one any more. */
-static const sl_pool_t *pool_of_entry(sl_admin_ctx_t *ctx, const sl_ledger_pool_t *e) {
-    sl_loop_t *l;
-    EACH_LOOP(ctx, l) {
-        for (const sl_list_t *it = l->pools.next; it != &l->pools; it = it->next) {
-            const sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
-            if (p->lp == e) return p;
-        }
-    }
-    return NULL;
 }
 
 /* A server on its way from one worker to another (pool.c's lp_send): on no
@@ -882,6 +904,11 @@ static void count_login(const sl_client_info_t *ci, void *arg) {
     if (ci->state == SL_CL_LOGIN || ci->state == SL_CL_AUTH) lc->login++;
 }
 
+static void count_node(sl_ledger_pool_t *e, sl_list_t *node, void *arg) {
+    (void)e, (void)node;
+    (*(int *)arg)++;
+}
+
 static int show_lists(sl_admin_ctx_t *ctx) {
     static const sl_res_col_t cols[] = {{"list", T}, {"items", I}};
     sl_loop_t *l = core(ctx), *o;
@@ -896,6 +923,8 @@ static int show_lists(sl_admin_ctx_t *ctx) {
         nclients += o->nclients;
         sl_session_walk(o, count_login, &lc);
     }
+    /* Servers between two workers are on no loop's list (SHOW SERVERS). */
+    if (l->ledger) sl_ledger_moving_walk(l->ledger, count_node, &nservers);
     for (int i = 0; i < l->cfg->ndbs; i++)
         ndbs += strcmp(l->cfg->dbs[i].name, "*") != 0;
     const struct {

@@ -23,6 +23,7 @@
 
 #include "expose.h"
 #include "sluice/config.h"
+#include "sluice/ledger.h"
 #include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/server.h"
@@ -37,6 +38,7 @@
 
 typedef struct pool_snap {
     char *db, *user;            /* owned copies */
+    const void *lp;             /* its ledger entry (one per database, user and backend) */
     char backend[LABEL_MAX];    /* host:port */
     const char *role;           /* static: "primary" or "replica" */
     int servers[SL_SV_NSTATES]; /* by state; CLOSING stays 0 (those left the pool) */
@@ -505,6 +507,7 @@ static int copy_pool(pool_snap_t *s, const sl_pool_t *p, const sl_loop_t *l, int
     s->db = strdup(p->db_alias);
     s->user = strdup(p->user);
     if (!s->db || !s->user) return SL_ENOMEM;
+    s->lp = p->lp;
     const sl_route_t *r = find_route(l, p->db_alias);
     if (r && p->backend < r->n)
         snprintf(s->backend, sizeof s->backend, "%.255s", r->b[p->backend].addr);
@@ -559,6 +562,18 @@ static void merge_pools(sl_expose_t *e) {
     e->npools = out;
 }
 
+/* A server on its way from one worker to another, under its pool. */
+static void count_moving(sl_ledger_pool_t *lp, sl_list_t *node, void *arg) {
+    sl_expose_t *e = arg;
+    const sl_server_t *s = sl_container_of(node, sl_server_t, node);
+    for (size_t i = 0; i < e->npools; i++) {
+        if (e->pools[i].lp == lp && s->state < SL_SV_CLOSING) {
+            e->pools[i].servers[s->state]++;
+            return;
+        }
+    }
+}
+
 static int copy_pools(sl_expose_t *e, sl_worker_t *w) {
     size_t n = 0;
     for (int k = 0; k < sl_workers_count(w); k++) {
@@ -582,6 +597,8 @@ static int copy_pools(sl_expose_t *e, sl_worker_t *w) {
     }
     qsort(e->pools, e->npools, sizeof *e->pools, cmp_pool);
     merge_pools(e);
+    /* Servers between two workers are on no loop's list (SHOW SERVERS). */
+    if (w->core.ledger) sl_ledger_moving_walk(w->core.ledger, count_moving, e);
     const sl_loop_t *l = &w->core;
     /* Databases: runs of pools with one name; its primary is up unless its
      * route knows no writer or (without a route) a primary pool's logins

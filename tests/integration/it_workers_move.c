@@ -1,15 +1,19 @@
 /* Two workers and what crosses between them (ledger.h, pool.c):
  *  1. pool_size = 1 in transaction pooling, one client on each worker
  *     running statements in a loop: the one server goes back and forth
- *     (both clients see the same backend pid), and SHOW SERVERS, sampled
- *     all the while, lists it every time, also while it is between the
- *     two workers (on neither's lists: the ledger lists it then).
+ *     (both clients see the same backend pid), and SHOW SERVERS, SHOW
+ *     POOLS, SHOW LISTS and /metrics, sampled in turn all the while, count
+ *     it every time, also while it is between the two workers (on
+ *     neither's lists: the ledger lists it then).
  *  2. max_db_connections = 1: a client of one pool (sl_md5) leaves its
  *     server idle on one worker; a client of another pool of the same
  *     database (sl_scram) on the other worker is served at once, because
  *     the other worker closes that idle server to make room, as one worker
  *     does for its own pools (PgBouncer's eviction). Without it the
  *     client would wait out query_wait_timeout. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -79,11 +84,70 @@ static int server_rows(PGconn *adm) {
     return n;
 }
 
+/* SHOW POOLS's servers of sluice_test / sl_scram, every state summed. */
+static int pool_servers(PGconn *adm) {
+    PGresult *r = it_show(adm, "SHOW POOLS");
+    static const char *cols[] = {"sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"};
+    int n = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (strcmp(PQgetvalue(r, i, it_col(r, "database")), "sluice_test") ||
+            strcmp(PQgetvalue(r, i, it_col(r, "user")), "sl_scram"))
+            continue;
+        for (size_t k = 0; k < sizeof cols / sizeof *cols; k++)
+            n += atoi(PQgetvalue(r, i, it_col(r, cols[k])));
+    }
+    PQclear(r);
+    return n;
+}
+
+/* SHOW LISTS's used_servers. */
+static int list_servers(PGconn *adm) {
+    PGresult *r = it_show(adm, "SHOW LISTS");
+    int n = -1;
+    for (int i = 0; i < PQntuples(r); i++)
+        if (!strcmp(PQgetvalue(r, i, 0), "used_servers")) n = atoi(PQgetvalue(r, i, 1));
+    PQclear(r);
+    return n;
+}
+
+/* The sluice_servers gauges of sluice_test's primary pool, summed over
+ * their states, from GET /metrics on port mport. */
+static int metric_servers(int mport) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)mport),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics: %s",
+              strerror(errno));
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    IT_ASSERT(send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)sizeof req - 1, "send");
+    static char resp[1 << 20];
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof resp - 1 && (got = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
+        len += (size_t)got;
+    resp[len] = '\0';
+    close(fd);
+    int n = 0;
+    for (char *line = strstr(resp, "\nsluice_servers{"); line;
+         line = strstr(line + 1, "\nsluice_servers{")) {
+        char *end = strchr(line + 1, '\n');
+        if (end) *end = '\0';
+        if (strstr(line, "database=\"sluice_test\"") && strstr(line, "user=\"sl_scram\""))
+            n += atoi(strrchr(line, ' ') + 1);
+        if (end) *end = '\n';
+    }
+    return n;
+}
+
 static void moving_server_listed(void) {
-    it_sluice_start(&sl,
-                    "workers = 2\npool_mode = transaction\ndefault_pool_size = 1\n"
-                    "admin_users = sl_scram\n",
-                    NULL);
+    int mport = it_free_port();
+    char opts[256];
+    snprintf(opts, sizeof opts,
+             "workers = 2\npool_mode = transaction\ndefault_pool_size = 1\n"
+             "admin_users = sl_scram\nmetrics_listen = 127.0.0.1:%d\n",
+             mport);
+    it_sluice_start(&sl, opts, NULL);
     runner_t run[2] = {{.c = connect_on("sl_scram", 0)}, {.c = connect_on("sl_scram", 1)}};
     /* The server exists before the sampling starts. */
     it_value(run[0].c, "SELECT 1");
@@ -91,21 +155,32 @@ static void moving_server_listed(void) {
     atomic_store(&stop, false);
     for (int i = 0; i < 2; i++)
         pthread_create(&run[i].th, NULL, run_main, &run[i]);
-    int samples = 0, missed = 0, extra = 0;
+    /* Each view in turn: SHOW SERVERS, SHOW POOLS, SHOW LISTS, /metrics. */
+    static const char *views[] = {"SHOW SERVERS", "SHOW POOLS", "SHOW LISTS", "/metrics"};
+    int samples = 0, missed = 0, extra = 0, view_missed[4] = {0}, view_samples[4] = {0};
     double t0 = it_now();
     /* A pause between samples: each freezes both workers, and back to
      * back they would leave the clients little time to move the server. */
-    while (it_now() - t0 < 3.0 && samples < 3000) {
-        int n = server_rows(adm);
+    while (it_now() - t0 < 4.0 && samples < 4000) {
+        int v = samples % 4;
+        int n = v == 0 ? server_rows(adm)
+                : v == 1 ? pool_servers(adm)
+                : v == 2 ? list_servers(adm)
+                         : metric_servers(mport);
         missed += n == 0;
+        view_missed[v] += n == 0;
+        view_samples[v]++;
         extra += n > 1;
         samples++;
         usleep(500);
     }
+    for (int v = 0; v < 4; v++)
+        printf("(1) %s: %d of %d samples without the server\n", views[v], view_missed[v],
+               view_samples[v]);
     atomic_store(&stop, true);
     for (int i = 0; i < 2; i++)
         pthread_join(run[i].th, NULL);
-    printf("(1) %d samples of SHOW SERVERS: %d without the server, %d with more; %d and %d "
+    printf("(1) %d samples of the four views: %d without the server, %d with more; %d and %d "
            "statements on workers 0 and 1; pids %d / %d\n",
            samples, missed, extra, run[0].runs, run[1].runs, run[0].pids[0], run[1].pids[0]);
     IT_ASSERT(run[0].runs >= 5 && run[1].runs >= 5, "both clients ran statements (%d, %d)",
@@ -115,11 +190,12 @@ static void moving_server_listed(void) {
               "both workers' clients used the one backend (pids %d, %d)", run[0].pids[0],
               run[1].pids[0]);
     IT_ASSERT(samples >= 50, "SHOW SERVERS answered %d times", samples);
-    IT_ASSERT(missed == 0,
-              "SHOW SERVERS lists the pool's one server every time, also while it moves "
-              "between the workers: %d of %d samples missed it",
-              missed, samples);
-    IT_ASSERT(extra == 0, "never two rows for a pool of one (%d samples had more)", extra);
+    for (int v = 0; v < 4; v++)
+        IT_ASSERT(view_missed[v] == 0,
+                  "%s counts the pool's one server every time, also while it moves "
+                  "between the workers: %d of %d samples missed it",
+                  views[v], view_missed[v], view_samples[v]);
+    IT_ASSERT(extra == 0, "never two servers for a pool of one (%d samples had more)", extra);
     PQfinish(adm);
     PQfinish(run[0].c), PQfinish(run[1].c);
     IT_ASSERT(it_sluice_stop(&sl, SIGTERM) == 0, "exit");
