@@ -163,7 +163,7 @@ static void moving_server_listed(void) {
      * back they would leave the clients little time to move the server. */
     while (it_now() - t0 < 4.0 && samples < 4000) {
         int v = samples % 4;
-        int n = v == 0 ? server_rows(adm)
+        int n = v == 0   ? server_rows(adm)
                 : v == 1 ? pool_servers(adm)
                 : v == 2 ? list_servers(adm)
                          : metric_servers(mport);
