@@ -123,8 +123,14 @@ static void plain_cost(void) {
     double unknown = logins(&s, "nobody_here", "wrong_pw", n, false);
     printf("sluice CPU for %d logins: right password %.3f s, wrong %.3f s, unknown user %.3f s\n",
            n, right, wrong, unknown);
-    IT_ASSERT(unknown > 0.5 * wrong && unknown < 2 * wrong + 0.05,
-              "an unknown user costs what a wrong password costs (%.3f vs %.3f s)", unknown, wrong);
+    /* Under AddressSanitizer sluice's own code runs several times slower
+     * and OpenSSL's PBKDF2 does not, so the two paths' CPU no longer
+     * compares (2.56 against 1.10 s, where the plain build has 0.16 and
+     * 0.16): the plain build checks it. */
+    if (IT_RSS_CHECKED)
+        IT_ASSERT(unknown > 0.5 * wrong && unknown < 2 * wrong + 0.05,
+                  "an unknown user costs what a wrong password costs (%.3f vs %.3f s)", unknown,
+                  wrong);
     IT_ASSERT(right < 0.5 * wrong, "a proved password is not derived again (%.3f vs %.3f s)", right,
               wrong);
     IT_ASSERT(it_sluice_stop(&s, SIGTERM) == 0, "exit");
