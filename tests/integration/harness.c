@@ -145,6 +145,24 @@ int it_free_port(void) {
     return ntohs(a.sin_port);
 }
 
+void it_scrape(int port, char *resp, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics port");
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    IT_ASSERT(send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req), "send");
+    size_t n = 0;
+    for (ssize_t r; n < cap - 1 && (r = read(fd, resp + n, cap - 1 - n)) > 0;)
+        n += (size_t)r;
+    resp[n] = '\0';
+    close(fd);
+    IT_ASSERT(!strncmp(resp, "HTTP/1.1 200", 12), "scrape answered: %.40s", resp);
+}
+
 int it_raw_connect(const it_sluice_t *s) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,

@@ -117,6 +117,9 @@ int it_free_port(void);
 double it_now(void);
 /* Opens a raw TCP connection to sluice. */
 int it_raw_connect(const it_sluice_t *s);
+/* GET /metrics from the metrics endpoint on 127.0.0.1:port: the whole
+ * answer in resp (NUL-terminated); fails the test unless it is a 200. */
+void it_scrape(int port, char *resp, size_t cap);
 /* A raw connection that sent a StartupMessage (protocol 3.0) for user and
  * db and read nothing yet. */
 int it_raw_startup(const it_sluice_t *s, const char *user, const char *db);

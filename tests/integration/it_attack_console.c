@@ -193,25 +193,6 @@ static void unknown_command_utf8(it_sluice_t *s) {
     PQfinish(st);
 }
 
-/* GET /metrics on port: the whole answer in resp (NUL-terminated). */
-static void scrape(int port, char *resp, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics port");
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    IT_ASSERT(send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req), "send");
-    size_t n = 0;
-    for (ssize_t r; n < cap - 1 && (r = read(fd, resp + n, cap - 1 - n)) > 0;)
-        n += (size_t)r;
-    resp[n] = '\0';
-    close(fd);
-    IT_ASSERT(!strncmp(resp, "HTTP/1.1 200", 12), "scrape answered: %.40s", resp);
-}
-
 /* A client's bytes that are not UTF-8 (an application_name, a database
  * name that the '*' entry makes a pool of) do not make SHOW CLIENTS, SHOW
  * POOLS or SHOW DATABASES undecodable for drivers, nor /metrics refused by
@@ -254,7 +235,7 @@ static void client_bytes_not_utf8(void) {
         PQclear(r);
     }
     static char resp[1 << 20];
-    scrape(mport, resp, sizeof resp);
+    it_scrape(mport, resp, sizeof resp);
     IT_ASSERT(utf8_ok(resp), "/metrics is UTF-8");
     IT_ASSERT(strstr(resp, "database=\"no??db\""), "and labels the pool with '?'");
     PQfinish(adm);

@@ -11,9 +11,6 @@
  *     the other worker closes that idle server to make room, as one worker
  *     does for its own pools (PgBouncer's eviction). Without it the
  *     client would wait out query_wait_timeout. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -113,21 +109,8 @@ static int list_servers(PGconn *adm) {
 /* The sluice_servers gauges of sluice_test's primary pool, summed over
  * their states, from GET /metrics on port mport. */
 static int metric_servers(int mport) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)mport),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    IT_ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to metrics: %s",
-              strerror(errno));
-    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    IT_ASSERT(send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)sizeof req - 1, "send");
     static char resp[1 << 20];
-    size_t len = 0;
-    ssize_t got;
-    while (len < sizeof resp - 1 && (got = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
-        len += (size_t)got;
-    resp[len] = '\0';
-    close(fd);
+    it_scrape(mport, resp, sizeof resp);
     int n = 0;
     for (char *line = strstr(resp, "\nsluice_servers{"); line;
          line = strstr(line + 1, "\nsluice_servers{")) {
