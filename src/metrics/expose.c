@@ -566,8 +566,9 @@ static void merge_pools(sl_expose_t *e) {
 static void count_moving(sl_ledger_pool_t *lp, sl_list_t *node, void *arg) {
     sl_expose_t *e = arg;
     const sl_server_t *s = sl_container_of(node, sl_server_t, node);
+    if (s->state >= SL_SV_CLOSING) return;
     for (size_t i = 0; i < e->npools; i++) {
-        if (e->pools[i].lp == lp && s->state < SL_SV_CLOSING) {
+        if (e->pools[i].lp == lp) {
             e->pools[i].servers[s->state]++;
             return;
         }
