@@ -250,7 +250,7 @@ static void user_settings(void) {
                     "sized = host=127.0.0.1 port={PRIMARY} dbname=sluice_test pool_size=3\n"
                     "[users]\n"
                     "sl_md5 = pool_size=1 query_wait_timeout=0.8 query_timeout=0.5 "
-                    "client_idle_timeout=0.8\n");
+                    "client_idle_timeout=2\n");
     /* sl_scram's three log in first: on a loaded machine three SCRAM
      * logins can take longer than sl_md5's client_idle_timeout. */
     PGconn *x[3];
@@ -265,6 +265,13 @@ static void user_settings(void) {
     IT_ASSERT(it_now() - t0 < 5, "sl_md5's own query_wait_timeout (%.1f s)", it_now() - t0);
     it_exec(a, "COMMIT");
     PQfinish(b);
+    /* sl_md5's query_timeout, at once: `a` idle longer than its
+     * client_idle_timeout would be closed for that instead. */
+    PGresult *r = PQexec(a, "SELECT pg_sleep(2)");
+    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "query_timeout"),
+              "sl_md5's query_timeout: %s", PQerrorMessage(a));
+    PQclear(r);
+    PQfinish(a);
     /* sl_scram has no entry: the database's pool_size, 3 at once. */
     for (int i = 0; i < 3; i++) {
         it_exec(x[i], "BEGIN");
@@ -272,16 +279,11 @@ static void user_settings(void) {
     }
     for (int i = 0; i < 3; i++)
         it_exec(x[i], "COMMIT");
-    /* sl_md5's query_timeout; sl_scram runs as long as it likes. */
-    PGresult *r = PQexec(a, "SELECT pg_sleep(2)");
-    IT_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR && strstr(PQerrorMessage(a), "query_timeout"),
-              "sl_md5's query_timeout: %s", PQerrorMessage(a));
-    PQclear(r);
-    PQfinish(a);
+    /* sl_scram runs as long as it likes. */
     IT_ASSERT(!strcmp(it_value(x[0], "SELECT pg_sleep(1)::text || 'ok'"), "ok"), "no timeout");
     /* sl_md5's client_idle_timeout; sl_scram stays. */
     PGconn *idle = login_ok(&s, "sl_md5", "sized");
-    usleep(1800000);
+    usleep(3500000);
     r = PQexec(idle, "SELECT 1");
     IT_ASSERT(PQresultStatus(r) != PGRES_TUPLES_OK, "sl_md5's idle client was closed");
     PQclear(r);
