@@ -25,9 +25,15 @@
 # WORKERS=N sets sluice's `workers` (unset: sluice's default); the table
 # gives the count sluice logged at start. PgBouncer stays one process.
 #
+# SYSCALLS=1 also counts each target's system calls and context switches
+# over the measured window (perf stat on its software tracepoints, which
+# need no hardware counters) and adds them per transaction to the table.
+#
 # pgbench runs SECONDS + 30 s and is stopped (SIGINT) after the measured
-# window. Prints a row per run and protocol: sluice's workers, CPU us/tx of
-# each, sluice/relay and sluice/PgBouncer.
+# window. Prints first what the kernel charges on this machine
+# (bench/kernel_cost.c: a system call, a blocking round trip), then a row
+# per run and protocol: sluice's workers, CPU us/tx of each, sluice/relay
+# and sluice/PgBouncer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -43,6 +49,12 @@ cmake --build build-bench -j2 --target sluice >/dev/null
 . "$top/bench/lib.sh"
 bench_cluster sluice-floor
 cc -O2 -Wall -Wextra -o "$dir/relay" "$top/bench/relay.c"
+cc -O2 -Wall -Wextra -o "$dir/kernel_cost" "$top/bench/kernel_cost.c"
+syscalls=${SYSCALLS:-0}
+if [ "$syscalls" = 1 ] && ! perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+    echo "SYSCALLS=1 needs perf with the raw_syscalls tracepoints (linux-perf, root)" >&2
+    exit 2
+fi
 # Clients log in with SCRAM against the role's stored verifier, as
 # PostgreSQL itself checks them: a proxy with the plaintext password would
 # run PBKDF2 (4,096 rounds) per login, which is not the hot path and, with
@@ -92,7 +104,8 @@ pids+=("$PGB_PID")
 tck=$(getconf CLK_TCK)
 
 # us_per_tx PORT PID MODE -> the proxy's CPU us per transaction ("?" if
-# pgbench failed); TPS and connection time go to stderr. Only the steady
+# pgbench failed), and with SYSCALLS=1 its system calls and context
+# switches per transaction after it; TPS and connection time go to stderr. Only the steady
 # state counts: the CPU is read once every pgbench thread has begun its
 # transactions (its per-transaction log exists), so the 64 logins of each
 # run (SCRAM, TLS-less but still a few hundred us each in a proxy) are left
@@ -113,7 +126,11 @@ us_per_tx() {
     sleep 0.5
     t0=$(date +%s.%N)
     b=$(cpu_ticks "$2")
-    sleep "$secs"
+    if [ "$syscalls" = 1 ]; then
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$2" -o "$dir/perf.out" -- sleep "$secs"
+    else
+        sleep "$secs"
+    fi
     a=$(cpu_ticks "$2")
     t1=$(date +%s.%N)
     # pgbench's log is buffered (a few kB per thread): the lines lost to the
@@ -127,6 +144,11 @@ us_per_tx() {
     conn=$(echo "$out" | sed -n 's/^initial connection time = \([0-9.]*\) ms/\1/p')
     if [ "${n:-0}" -gt 0 ]; then
         awk -v t=$((a - b)) -v n="$n" -v hz="$tck" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}'
+        if [ "$syscalls" = 1 ]; then
+            awk -F, -v n="$n" '$3 ~ /sys_enter/ {s = $1} $3 ~ /context-switches/ {c = $1}
+                END {printf " %.2f %.2f", s / n, c / n}' "$dir/perf.out"
+        fi
+        echo
     else
         echo "?"
         echo "$out" | tail -n 3 >&2
@@ -148,17 +170,28 @@ done
 echo "sluice $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), workers=$nworkers, routing=$routing," \
     "PgBouncer $(/usr/sbin/pgbouncer --version | head -n 1 | awk '{print $2}'), $clients clients, ${secs} s per run"
 echo
-echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "What the kernel charges here (bench/kernel_cost.c, CPU per call or round trip):"
+"$dir/kernel_cost" | sed 's/^/    /'
+echo
+if [ "$syscalls" = 1 ]; then
+    echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |" \
+        "syscalls/tx relay, sluice, PgBouncer | context switches/tx relay, sluice, PgBouncer |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+else
+    echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+fi
 for r in $(seq 1 "$runs"); do
     for mode in simple extended; do
-        declare -A us=()
+        declare -A us=() sc=() cs=()
         # Rotate the order: run 1 relay first, run 2 sluice first, ...
         for i in 0 1 2; do
             t=${targets[$(((i + r - 1) % 3))]}
-            us[$t]=$(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
+            read -r us[$t] sc[$t] cs[$t] < <(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
         done
+        extra=""
+        [ "$syscalls" = 1 ] && extra=" ${sc[relay]}, ${sc[sluice]}, ${sc[pgbouncer]} | ${cs[relay]}, ${cs[sluice]}, ${cs[pgbouncer]} |"
         echo "| $r | $mode | $nworkers | ${us[relay]} | ${us[sluice]} | ${us[pgbouncer]} |" \
-            "$(ratio "${us[sluice]}" "${us[relay]}") | $(ratio "${us[sluice]}" "${us[pgbouncer]}") |"
+            "$(ratio "${us[sluice]}" "${us[relay]}") | $(ratio "${us[sluice]}" "${us[pgbouncer]}") |$extra"
     done
 done
