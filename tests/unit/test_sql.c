@@ -1,6 +1,7 @@
 /* sql: a corpus of statements with the answer each must get; wherever the
  * fast path answers, it must agree with the parser; hints, transaction
  * openers, session state, and the cache. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,6 +550,53 @@ static void cache(void) {
     ASSERT_EQ(c.misses, 2);
 }
 
+/* FNV-1a 64, the cache's unkeyed hash before SipHash: here only to prove
+ * the pairs below collide under it, so the test would fail with it. */
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* Two texts of the same length and the same FNV-1a hash: a client who
+ * sends the stateless first and the state-making second must not have the
+ * second answered from the first's cache slot (its server would then go to
+ * the next client with a temp table or a search_path unreset). The comments
+ * were searched for offline; any keyless 64-bit hash has such pairs. */
+static void cache_collision(void) {
+    static const char *const pairs[][2] = {
+        {"SELECT count(*) FROM pg_class /* 2cfb85f616fd0160 */",
+         "CREATE TEMP TABLE tmp (a int) /* 8c9e379bb9760446 */"},
+        {"SELECT current_schemas(true) /* 1fd748c1512fef29 */",
+         "SET search_path TO 'pg_temp' /* bac55f888650ece0 */"},
+    };
+    for (size_t k = 0; k < sizeof pairs / sizeof *pairs; k++) {
+        const char *safe = pairs[k][0], *state = pairs[k][1];
+        ASSERT_EQ(strlen(safe), strlen(state));
+        ASSERT_TRUE(fnv1a64(safe) == fnv1a64(state));
+        static sl_sql_cache_t c;
+        memset(&c, 0, sizeof c);
+        sl_sql_info_t a, b, fresh;
+        sl_sql_classify(&c, safe, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &a);
+        ASSERT_TRUE(a.state == 0 && a.parsed);
+        sl_sql_classify(&c, state, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &b);
+        sl_sql_parse(state, SL_SQL_DEFAULT_WRITE_FUNCTIONS, "", &fresh);
+        /* The second makes session state (a temp table; a SET tracked by
+         * name), the first none, and the cache answers the second as the
+         * parser does. */
+        ASSERT_TRUE(fresh.state != 0 || fresh.set_names[0] != '\0');
+        ASSERT_TRUE(a.set_names[0] == '\0');
+        ASSERT_EQ(b.state, fresh.state);
+        ASSERT_TRUE(strcmp(b.set_names, fresh.set_names) == 0);
+        ASSERT_EQ(b.read_only, fresh.read_only);
+        ASSERT_EQ(c.hits, 0);
+        ASSERT_EQ(c.misses, 2);
+    }
+}
+
 /* Nesting must not make the scan of calls quadratic: 5 columns of abs()
  * nested 4,000 deep (100 kB) took 3.9 s of CPU on the loop when each call's
  * arguments were walked again; now about 0.02 s. The bound is CPU time and
@@ -617,5 +665,6 @@ int main(void) {
     opaque_calls();
     resets();
     cache();
+    cache_collision();
     return check_done("test_sql");
 }
