@@ -689,6 +689,23 @@ static void pool_free(sl_pool_t *p) {
     free(p);
 }
 
+/* Servers on the ledger's moving list (between two loops) of a database
+ * or a pool entry: counted, and with mark marked to close when they land. */
+typedef struct moving_walk {
+    const char *db;                /* NULL: any */
+    const sl_ledger_pool_t *entry; /* NULL: any */
+    bool mark, pending;
+    int n;
+} moving_walk_t;
+
+static void moving_one(sl_ledger_pool_t *e, sl_list_t *node, void *arg) {
+    moving_walk_t *mw = arg;
+    if ((mw->entry && e != mw->entry) || (mw->db && strcmp(e->db, mw->db) != 0)) return;
+    sl_server_t *s = sl_container_of(node, sl_server_t, node);
+    if (mw->mark) s->close_needed = true;
+    if (!mw->pending || s->close_needed) mw->n++;
+}
+
 static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
     int i = 0;
     for (; k1[i] && k2[i]; i++)
@@ -797,7 +814,13 @@ static int configure(sl_pool_t *p) {
         sl_params_clear(&p->defaults);
         /* The password may have changed: derive again. */
         OPENSSL_cleanse(&p->scram_keys, sizeof p->scram_keys);
-        if (p->lp) sl_ledger_pool_forget(p->w->ledger, p->lp);
+        if (p->lp) {
+            sl_ledger_pool_forget(p->w->ledger, p->lp);
+            /* One on its way between two loops logged in with the old
+             * settings too (a reload runs with every other loop frozen). */
+            moving_walk_t mw = {NULL, p->lp, true, false, 0};
+            sl_ledger_moving_walk(p->w->ledger, moving_one, &mw);
+        }
     }
     p->keys = keys;
     p->vals = vals;
@@ -1080,6 +1103,13 @@ void sl_pool_close_unlinked(sl_pool_t *p, const char *why) {
     pool_wake(p);
 }
 
+int sl_pool_moving(sl_loop_t *l, const char *db, bool mark, bool pending) {
+    if (!l->ledger) return 0;
+    moving_walk_t mw = {db, NULL, mark, pending, 0};
+    sl_ledger_moving_walk(l->ledger, moving_one, &mw);
+    return mw.n;
+}
+
 int sl_pool_close_pending(const sl_pool_t *p) {
     int n = 0;
     for (int st = 0; st < SL_SV_CLOSING; st++)
@@ -1164,6 +1194,10 @@ static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted)
     if (!p) {
         sl_server_close(s, live ? "its pool is gone from the worker it was handed to"
                                 : "the worker it was handed to is stopping");
+    } else if (s->close_needed) {
+        /* RECONNECT or a reload of its settings came while it travelled. */
+        sl_server_close(s, "close requested while it moved between workers");
+        pool_wake(p);
     } else if (rc != SL_OK) {
         sl_server_close(s, "out of memory taking over a server from another worker");
     } else if (!sl_pool_has_defaults(p)) {

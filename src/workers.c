@@ -16,6 +16,7 @@
 #include "sluice/listener.h"
 #include "sluice/log.h"
 #include "sluice/notify.h"
+#include "sluice/pool.h"
 #include "sluice/route.h"
 #include "sluice/session.h"
 #include "sluice/textfile.h"
@@ -417,6 +418,8 @@ static int control_count(sl_loop_t *l, const char *db, bool pending) {
             n +=
                 pending ? sl_control_close_pending(&o->core, db) : sl_control_servers(&o->core, db);
     }
+    /* A server between two workers is on no loop's list: counted once. */
+    n += sl_pool_moving(l, db, false, pending);
     sl_workers_thaw(w);
     return n;
 }
