@@ -239,8 +239,9 @@ static void rolling_restart(void) {
 
 static int pg_port;
 
-static double last_done[6]; /* it_now() of each client's last completed query */
-static double paused_from, paused_until;
+/* Written by one thread, read by others: atomic (ThreadSanitizer). */
+static _Atomic double last_done[6]; /* it_now() of each client's last completed query */
+static _Atomic double paused_from, paused_until;
 static atomic_long during_pause;
 
 static void *pause_client(void *arg) {
@@ -251,7 +252,8 @@ static void *pause_client(void *arg) {
         if (!query_ok(c, "SELECT 1")) break;
         double now = it_now();
         last_done[idx] = now;
-        if (paused_from > 0 && now > paused_from && (paused_until == 0 || now < paused_until))
+        double from = paused_from, until = paused_until;
+        if (from > 0 && now > from && (until == 0 || now < until))
             atomic_fetch_add(&during_pause, 1);
         atomic_fetch_add(&n_tx, 1);
     }
