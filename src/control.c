@@ -206,11 +206,6 @@ int sl_control_reconnect(sl_loop_t *l, const char *db, char *err, size_t errlen)
         sl_pool_t *p = sl_container_of(it, sl_pool_t, node);
         if (matches(p, db)) sl_pool_reconnect(p);
     }
-    /* And those between two workers, which no loop lists (run under the
-     * console's freeze; marking twice, once per loop, is harmless). */
-    sl_pool_moving(l, db, true, false);
-    sl_log_info(NULL, "RECONNECT %s: %d server(s) close as they are released",
-                db ? db : "(all databases)", sl_control_close_pending(l, db));
     return SL_OK;
 }
 

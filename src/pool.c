@@ -694,7 +694,8 @@ static void pool_free(sl_pool_t *p) {
 typedef struct moving_walk {
     const char *db;                /* NULL: any */
     const sl_ledger_pool_t *entry; /* NULL: any */
-    bool mark, pending;
+    bool mark;                     /* mark each to close when it lands */
+    bool marked_only;              /* count only those marked */
     int n;
 } moving_walk_t;
 
@@ -703,7 +704,7 @@ static void moving_one(sl_ledger_pool_t *e, sl_list_t *node, void *arg) {
     if ((mw->entry && e != mw->entry) || (mw->db && strcmp(e->db, mw->db) != 0)) return;
     sl_server_t *s = sl_container_of(node, sl_server_t, node);
     if (mw->mark) s->close_needed = true;
-    if (!mw->pending || s->close_needed) mw->n++;
+    if (!mw->marked_only || s->close_needed) mw->n++;
 }
 
 static bool same_kv(char **k1, char **v1, char **k2, char **v2) {
@@ -818,8 +819,8 @@ static int configure(sl_pool_t *p) {
             sl_ledger_pool_forget(p->w->ledger, p->lp);
             /* One on its way between two loops logged in with the old
              * settings too (a reload runs with every other loop frozen). */
-            moving_walk_t mw = {NULL, p->lp, true, false, 0};
-            sl_ledger_moving_walk(p->w->ledger, moving_one, &mw);
+            sl_ledger_moving_walk(p->w->ledger, moving_one,
+                                  &(moving_walk_t){.entry = p->lp, .mark = true});
         }
     }
     p->keys = keys;
@@ -1103,11 +1104,17 @@ void sl_pool_close_unlinked(sl_pool_t *p, const char *why) {
     pool_wake(p);
 }
 
-int sl_pool_moving(sl_loop_t *l, const char *db, bool mark, bool pending) {
-    if (!l->ledger) return 0;
-    moving_walk_t mw = {db, NULL, mark, pending, 0};
-    sl_ledger_moving_walk(l->ledger, moving_one, &mw);
-    return mw.n;
+static int walk_moving(sl_loop_t *l, moving_walk_t *mw) {
+    if (l->ledger) sl_ledger_moving_walk(l->ledger, moving_one, mw);
+    return mw->n;
+}
+
+int sl_pool_mark_moving(sl_loop_t *l, const char *db) {
+    return walk_moving(l, &(moving_walk_t){.db = db, .mark = true});
+}
+
+int sl_pool_count_moving(sl_loop_t *l, const char *db, bool marked_only) {
+    return walk_moving(l, &(moving_walk_t){.db = db, .marked_only = marked_only});
 }
 
 int sl_pool_close_pending(const sl_pool_t *p) {

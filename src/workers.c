@@ -419,7 +419,7 @@ static int control_count(sl_loop_t *l, const char *db, bool pending) {
                 pending ? sl_control_close_pending(&o->core, db) : sl_control_servers(&o->core, db);
     }
     /* A server between two workers is on no loop's list: counted once. */
-    n += sl_pool_moving(l, db, false, pending);
+    n += sl_pool_count_moving(l, db, pending);
     sl_workers_thaw(w);
     return n;
 }

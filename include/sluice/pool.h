@@ -171,12 +171,15 @@ void sl_pool_reconnect(sl_pool_t *p);
 void sl_pool_close_unlinked(sl_pool_t *p, const char *why);
 /* Servers still waiting to be closed as they are released (WAIT_CLOSE). */
 int sl_pool_close_pending(const sl_pool_t *p);
-/* Servers of database db (NULL: any) between two workers, on no loop's
- * list (the ledger's moving list): with mark, each is marked to be closed
- * when it lands (RECONNECT: it would otherwise go on serving with the old
- * backend connection). Returns how many there are, or with pending only
- * those marked. Only while every other loop is frozen; 0 with one loop. */
-int sl_pool_moving(sl_loop_t *l, const char *db, bool mark, bool pending);
+/* Servers of database db (NULL: any) between two workers are on no loop's
+ * list, only on the ledger's moving list. Both calls only while every
+ * other loop is frozen; 0 with one loop. */
+/* RECONNECT for them: each is marked to be closed when it lands (it would
+ * otherwise go on serving with its old backend connection). Returns how
+ * many were marked. */
+int sl_pool_mark_moving(sl_loop_t *l, const char *db);
+/* How many there are (WAIT_CLOSE: marked_only, those marked to close). */
+int sl_pool_count_moving(sl_loop_t *l, const char *db, bool marked_only);
 /* Servers of the pool in state st (a walk over p->servers.in[st] lists them). */
 static inline int sl_pool_count(const sl_pool_t *p, enum sl_server_state st) {
     return p->servers.n[st];

@@ -11,6 +11,7 @@
 #include "admin.h"
 #include "sluice/control.h"
 #include "sluice/log.h"
+#include "sluice/pool.h"
 #include "sluice/session.h"
 
 /* A command that answers later. */
@@ -189,8 +190,17 @@ int sl_admin_reconnect(sl_admin_ctx_t *ctx, const char *args) {
     char name[128], err[256];
     const char *db;
     if (!db_arg(ctx, "RECONNECT", args, name, sizeof name, &db)) return -1;
-    return done(ctx, "RECONNECT", on_every_loop(ctx, sl_control_reconnect, db, err, sizeof err),
-                err);
+    int rc = on_every_loop(ctx, sl_control_reconnect, db, err, sizeof err);
+    if (rc != SL_OK) return done(ctx, "RECONNECT", rc, err);
+    /* Servers between two workers are on no loop's list: marked once, here
+     * (every other loop is frozen while the console runs). */
+    sl_loop_t *l = &ctx->w->core;
+    int moving = sl_pool_mark_moving(l, db), pending = moving;
+    sl_worker_t *o;
+    SL_ADMIN_EACH_WORKER(ctx, o) pending += sl_control_close_pending(&o->core, db);
+    sl_log_info(NULL, "RECONNECT %s: %d server(s) close as they are released (%d between workers)",
+                db ? db : "(all databases)", pending, moving);
+    return done(ctx, "RECONNECT", SL_OK, NULL);
 }
 
 int sl_admin_kill(sl_admin_ctx_t *ctx, const char *args) {

@@ -18,15 +18,15 @@
 #include "harness.h"
 
 #define ROUNDS 150
-#define MAX_PIDS 4096
+#define MAX_PIDS 4096 /* backends seen: one or two per round */
 
 static it_sluice_t sl;
 
-/* Backend pids seen, and the RECONNECT round after which each is retired
- * (0: not yet). Only under mu. */
+/* Backends seen (pid and start time: a pid alone may be reused), and the
+ * RECONNECT round after which each is retired (0: not yet). Only under mu. */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    int pid;
+    char key[64];
     int retired;
 } seen[MAX_PIDS];
 static int nseen;
@@ -36,36 +36,43 @@ static atomic_int round_done;
 static atomic_bool stop;
 static atomic_int violations, statements;
 
-static int seen_index(int pid) {
+static int seen_index(const char *key) {
     for (int i = 0; i < nseen; i++)
-        if (seen[i].pid == pid) return i;
+        if (!strcmp(seen[i].key, key)) return i;
     if (nseen == MAX_PIDS) return -1;
-    seen[nseen].pid = pid;
+    snprintf(seen[nseen].key, sizeof seen[nseen].key, "%s", key);
     seen[nseen].retired = 0;
     return nseen++;
 }
+
+static const char *const whoami = "SELECT pid || ' started ' || backend_start FROM "
+                                  "pg_stat_activity WHERE pid = pg_backend_pid()";
 
 static void *runner(void *arg) {
     PGconn *c = arg;
     while (!atomic_load(&stop)) {
         int sent_after = atomic_load(&round_done);
-        PGresult *res = PQexec(c, "SELECT pg_backend_pid()");
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            fprintf(stderr, "SELECT pg_backend_pid(): %s", PQresultErrorMessage(res));
+        PGresult *res = PQexec(c, whoami);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            fprintf(stderr, "which backend: %s", PQresultErrorMessage(res));
             PQclear(res);
             atomic_fetch_add(&violations, 1000); /* a client error fails the test too */
             break;
         }
-        int pid = atoi(PQgetvalue(res, 0, 0));
+        char key[64];
+        snprintf(key, sizeof key, "%s", PQgetvalue(res, 0, 0));
         PQclear(res);
         atomic_fetch_add(&statements, 1);
         pthread_mutex_lock(&mu);
-        int i = seen_index(pid);
-        if (i >= 0 && seen[i].retired && seen[i].retired <= sent_after) {
+        int i = seen_index(key);
+        if (i < 0) {
+            fprintf(stderr, "more than %d backends seen\n", MAX_PIDS);
+            atomic_fetch_add(&violations, 1000);
+        } else if (seen[i].retired && seen[i].retired <= sent_after) {
             fprintf(stderr,
-                    "backend %d, retired by RECONNECT round %d, served a statement sent after "
+                    "backend %s, retired by RECONNECT round %d, served a statement sent after "
                     "round %d's WAIT_CLOSE returned\n",
-                    pid, seen[i].retired, sent_after);
+                    key, seen[i].retired, sent_after);
             atomic_fetch_add(&violations, 1);
         }
         pthread_mutex_unlock(&mu);
@@ -125,6 +132,11 @@ int main(void) {
     IT_ASSERT(retired_total >= ROUNDS / 2, "backends were retired (%d)", retired_total);
     IT_ASSERT(atomic_load(&violations) == 0,
               "no retired backend serves a statement sent after WAIT_CLOSE returned");
+    /* How often RECONNECT caught the server between the workers, from its
+     * log line (2 to 7 % of rounds here: told, not asserted, as it depends
+     * on the machine's load; the check above is what fails without it). */
+    int caught = it_log_count(&sl, "RECONNECT sluice_test:") - it_log_count(&sl, "(0 between");
+    printf("%d of %d RECONNECTs caught the server between the workers\n", caught, ROUNDS);
     /* Still one server at most, and the proxy serves. */
     PGresult *r = it_show(adm, "SHOW SERVERS");
     int rows = 0;
