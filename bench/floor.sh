@@ -25,9 +25,14 @@
 # WORKERS=N sets sluice's `workers` (unset: sluice's default); the table
 # gives the count sluice logged at start. PgBouncer stays one process.
 #
-# SYSCALLS=1 also counts each target's system calls and context switches
-# over the measured window (perf stat on its software tracepoints, which
-# need no hardware counters) and adds them per transaction to the table.
+# SYSCALLS=1 also counts, per transaction over the measured window, each
+# target's system calls (perf stat on the raw_syscalls tracepoint, which
+# needs no hardware counters; perf is installed if missing) and its
+# voluntary and involuntary context switches (from /proc/PID/task/*/status:
+# a voluntary one is a sleep in epoll_wait, an involuntary one a preemption
+# by another process on the 2 cores). The tracepoint adds CPU to every
+# system call (about 0.1 us here), so more to a target that makes more
+# calls (PgBouncer): compare CPU figures from a run without it.
 #
 # pgbench runs SECONDS + 30 s and is stopped (SIGINT) after the measured
 # window. Prints first what the kernel charges on this machine
@@ -42,6 +47,18 @@ secs=${2:-10}
 routing=${ROUTING:-auto}
 clients=64
 bash tests/install-deps.sh
+syscalls=${SYSCALLS:-0}
+if [ "$syscalls" = 1 ]; then
+    if ! command -v perf >/dev/null; then
+        echo "SYSCALLS=1: installing perf (linux-perf)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+    fi
+    if ! err=$(perf stat -e raw_syscalls:sys_enter -- true 2>&1 >/dev/null); then
+        echo "SYSCALLS=1 needs perf stat on the raw_syscalls tracepoint (run as root); perf said:" >&2
+        echo "$err" | tail -n 5 >&2
+        exit 2
+    fi
+fi
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j2 --target sluice >/dev/null
@@ -50,11 +67,6 @@ cmake --build build-bench -j2 --target sluice >/dev/null
 bench_cluster sluice-floor
 cc -O2 -Wall -Wextra -o "$dir/relay" "$top/bench/relay.c"
 cc -O2 -Wall -Wextra -o "$dir/kernel_cost" "$top/bench/kernel_cost.c"
-syscalls=${SYSCALLS:-0}
-if [ "$syscalls" = 1 ] && ! perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
-    echo "SYSCALLS=1 needs perf with the raw_syscalls tracepoints (linux-perf, root)" >&2
-    exit 2
-fi
 # Clients log in with SCRAM against the role's stored verifier, as
 # PostgreSQL itself checks them: a proxy with the plaintext password would
 # run PBKDF2 (4,096 rounds) per login, which is not the hot path and, with
@@ -103,9 +115,18 @@ pids+=("$PGB_PID")
 
 tck=$(getconf CLK_TCK)
 
+# switches PID -> its voluntary and involuntary context switches so far,
+# summed over its threads.
+switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
+            END {print v + 0, n + 0}'
+}
+
 # us_per_tx PORT PID MODE -> the proxy's CPU us per transaction ("?" if
-# pgbench failed), and with SYSCALLS=1 its system calls and context
-# switches per transaction after it; TPS and connection time go to stderr. Only the steady
+# pgbench failed), and with SYSCALLS=1 its system calls, sleeps and
+# preemptions per transaction after it; TPS and connection time go to
+# stderr. Only the steady
 # state counts: the CPU is read once every pgbench thread has begun its
 # transactions (its per-transaction log exists), so the 64 logins of each
 # run (SCRAM, TLS-less but still a few hundred us each in a proxy) are left
@@ -113,7 +134,7 @@ tck=$(getconf CLK_TCK)
 # from pgbench's per-transaction log (-l: each line ends with the epoch
 # second and microsecond at which that transaction ended).
 us_per_tx() {
-    local b a t0 t1 out n tps conn logs="$dir/pgb.$1.$3" pg
+    local b a t0 t1 out n tps conn logs="$dir/pgb.$1.$3" pg sw0 sw1
     rm -f "$logs".*
     PGSSLMODE=disable PGPASSWORD=scram_pw pgbench -h 127.0.0.1 -p "$1" -U sl_scram -S -M "$3" \
         -c "$clients" -j 2 -T $((secs + 30)) -l --log-prefix="$logs" sluice_test >"$dir/pgb.out" 2>&1 &
@@ -126,12 +147,16 @@ us_per_tx() {
     sleep 0.5
     t0=$(date +%s.%N)
     b=$(cpu_ticks "$2")
+    sw0=$(switches "$2")
     if [ "$syscalls" = 1 ]; then
-        perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$2" -o "$dir/perf.out" -- sleep "$secs"
+        rm -f "$dir/perf.out"
+        perf stat -x, -e raw_syscalls:sys_enter -p "$2" -o "$dir/perf.out" -- sleep "$secs" ||
+            echo "perf stat failed on pid $2" >&2
     else
         sleep "$secs"
     fi
     a=$(cpu_ticks "$2")
+    sw1=$(switches "$2")
     t1=$(date +%s.%N)
     # pgbench's log is buffered (a few kB per thread): the lines lost to the
     # kill are the last ones written, all after t1 once 0.2 s have passed.
@@ -145,8 +170,9 @@ us_per_tx() {
     if [ "${n:-0}" -gt 0 ]; then
         awk -v t=$((a - b)) -v n="$n" -v hz="$tck" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}'
         if [ "$syscalls" = 1 ]; then
-            awk -F, -v n="$n" '$3 ~ /sys_enter/ {s = $1} $3 ~ /context-switches/ {c = $1}
-                END {printf " %.2f %.2f", s / n, c / n}' "$dir/perf.out"
+            awk -F, -v n="$n" '$3 ~ /sys_enter/ {s = $1} END {printf " %s", s ? sprintf("%.2f", s / n) : "?"}' \
+                "$dir/perf.out" 2>/dev/null || printf ' ?'
+            echo "$sw0 $sw1" | awk -v n="$n" '{printf " %.2f %.2f", ($3 - $1) / n, ($4 - $2) / n}'
         fi
         echo
     else
@@ -175,22 +201,23 @@ echo "What the kernel charges here (bench/kernel_cost.c, CPU per call or round t
 echo
 if [ "$syscalls" = 1 ]; then
     echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |" \
-        "syscalls/tx relay, sluice, PgBouncer | context switches/tx relay, sluice, PgBouncer |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "syscalls/tx relay, sluice, PgBouncer | sleeps/tx (voluntary switches) | preemptions/tx (involuntary) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 else
     echo "| run | -M | sluice workers | relay us/tx | sluice us/tx | PgBouncer us/tx | sluice/relay | sluice/PgBouncer |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 fi
 for r in $(seq 1 "$runs"); do
     for mode in simple extended; do
-        declare -A us=() sc=() cs=()
+        declare -A us=() sc=() sv=() si=()
         # Rotate the order: run 1 relay first, run 2 sluice first, ...
         for i in 0 1 2; do
             t=${targets[$(((i + r - 1) % 3))]}
-            read -r us[$t] sc[$t] cs[$t] < <(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
+            read -r "us[$t]" "sc[$t]" "sv[$t]" "si[$t]" < <(us_per_tx "${port[$t]}" "${pid[$t]}" "$mode")
         done
         extra=""
-        [ "$syscalls" = 1 ] && extra=" ${sc[relay]}, ${sc[sluice]}, ${sc[pgbouncer]} | ${cs[relay]}, ${cs[sluice]}, ${cs[pgbouncer]} |"
+        [ "$syscalls" = 1 ] && extra=" ${sc[relay]}, ${sc[sluice]}, ${sc[pgbouncer]} |"\
+" ${sv[relay]}, ${sv[sluice]}, ${sv[pgbouncer]} | ${si[relay]}, ${si[sluice]}, ${si[pgbouncer]} |"
         echo "| $r | $mode | $nworkers | ${us[relay]} | ${us[sluice]} | ${us[pgbouncer]} |" \
             "$(ratio "${us[sluice]}" "${us[relay]}") | $(ratio "${us[sluice]}" "${us[pgbouncer]}") |$extra"
     done
