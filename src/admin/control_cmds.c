@@ -209,6 +209,10 @@ int sl_admin_kill(sl_admin_ctx_t *ctx, const char *args) {
     if (!db_arg(ctx, "KILL", args, name, sizeof name, &db)) return -1;
     int rc = on_every_loop(ctx, sl_control_kill, db, err, sizeof err);
     if (rc != SL_OK) return done(ctx, "KILL", rc, err);
+    /* A server between two workers is on no loop's list: marked, it lands
+     * closed. The paused pool it lands in is not enough: a RESUME may come
+     * first (KILL db; RESUME db), and it would serve on with its backend. */
+    sl_pool_mark_moving(&ctx->w->core, db);
     snprintf(msg, sizeof msg,
              "database \"%s\" was killed by an administrator (KILL): connect again after RESUME",
              db ? db : "(all)");
