@@ -1202,7 +1202,7 @@ static void server_arrive(sl_loop_t *l, sl_server_t *s, bool live, bool counted)
         sl_server_close(s, live ? "its pool is gone from the worker it was handed to"
                                 : "the worker it was handed to is stopping");
     } else if (s->close_needed) {
-        /* RECONNECT or a reload of its settings came while it travelled. */
+        /* RECONNECT, KILL or a reload of its settings came while it moved. */
         sl_server_close(s, "close requested while it moved between workers");
         pool_wake(p);
     } else if (rc != SL_OK) {

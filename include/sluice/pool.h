@@ -174,9 +174,9 @@ int sl_pool_close_pending(const sl_pool_t *p);
 /* Servers of database db (NULL: any) between two workers are on no loop's
  * list, only on the ledger's moving list. Both calls only while every
  * other loop is frozen; 0 with one loop. */
-/* RECONNECT for them: each is marked to be closed when it lands (it would
- * otherwise go on serving with its old backend connection). Returns how
- * many were marked. */
+/* RECONNECT and KILL for them: each is marked to be closed when it lands
+ * (it would otherwise go on serving with its old backend connection).
+ * Returns how many were marked. */
 int sl_pool_mark_moving(sl_loop_t *l, const char *db);
 /* How many there are (WAIT_CLOSE: marked_only, those marked to close). */
 int sl_pool_count_moving(sl_loop_t *l, const char *db, bool marked_only);
